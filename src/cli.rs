@@ -1,0 +1,96 @@
+//! The command line and the configuration it carries: every option, its environment fallback and default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Proximités: annuaire géolocalisé des services publics / geolocated directory of public services.
+#[derive(Debug, Parser)]
+#[command(name = "proximites", version, about)]
+pub struct Cli {
+    /// Database: `sqlite://PATH` (the file is created when missing) or a plain path.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "sqlite://proximites.db"
+    )]
+    pub database_url: String,
+
+    /// Log filter, in `tracing` syntax (`info`, `proximites=debug,tower_http=info`…).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the web application and the API (a new database gets the Auvergne demo).
+    Serve(ServeArgs),
+    /// Import entries from a CSV (project or SCDL « Équipements ») or GeoJSON file.
+    Import(ImportArgs),
+    /// Write a realistic generated file of entries in the project's CSV, for benchmarks.
+    Synth(SynthArgs),
+    /// Manage the territory reference (communes, EPCI, départements, régions).
+    #[command(subcommand)]
+    Territory(TerritoryCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "PROXIMITES_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Start on an empty directory instead of loading the Auvergne town halls into a new database.
+    #[arg(long, env = "PROXIMITES_NO_DEMO")]
+    pub no_demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file: `.csv` (project or SCDL header), `.geojson` or `.json`.
+    pub file: PathBuf,
+
+    /// The contributing organisation the entries are attributed to (default: the SCDL `COLL_NOM`,
+    /// else the file name).
+    #[arg(long)]
+    pub source: Option<String>,
+
+    /// Validate and count without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Import the valid rows and report the invalid ones instead of rejecting the whole file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    /// Also write the full report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Number of entries to generate.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+
+    /// Seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Output CSV file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TerritoryCommand {
+    /// Load reference files from DIR: communes.csv, epci.csv, departements.csv, regions.csv and
+    /// commune boundaries in *.geojson.
+    Import { dir: PathBuf },
+}

@@ -1,0 +1,63 @@
+//! The database connection: URL parsing, SQLite settings, migrations, and the instance facts table.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::Result;
+
+/// The database engine. Only the store modules and this one name it, so that PostgreSQL can follow.
+pub type Db = sqlx::Sqlite;
+pub type Pool = sqlx::Pool<Db>;
+
+/// Opens (creating the file when missing) and migrates the database at `url`: a `sqlite://PATH` URL
+/// or a plain file path.
+pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    let url = if url.contains("://") || url.starts_with("sqlite:") {
+        url.to_owned()
+    } else {
+        format!("sqlite://{url}")
+    };
+    let options = SqliteConnectOptions::from_str(&url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL invalide « {url} » : {e}"))?
+        .create_if_missing(true)
+        // WAL lets readers go on while an import writes; NORMAL is durable at each checkpoint and
+        // never corrupts the file.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30))
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("ouverture de la base « {url} » impossible : {e}"))?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn fact(pool: &Pool, key: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(v,)| v))
+}
+
+pub async fn set_fact<'e, E>(executor: E, key: &str, value: &str) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    sqlx::query(
+        "INSERT INTO instance_facts (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

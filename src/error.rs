@@ -1,0 +1,185 @@
+//! The one error type of the application, its stable codes, and its answer as RFC 9457 problem details.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Where a piece of input is wrong: a 1-based line of an input file (when there is one), a field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            row: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn at_row(mut self, row: u64) -> Self {
+        self.row = Some(row);
+        self
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.row {
+            Some(row) => write!(
+                f,
+                "ligne {row}, champ « {} » : {}",
+                self.field, self.message
+            ),
+            None => write!(f, "champ « {} » : {}", self.field, self.message),
+        }
+    }
+}
+
+/// Every failure the application reports. Each variant maps to one HTTP status and one stable `code`
+/// that clients may rely on; the table is in the README.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} introuvable : {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("données invalides")]
+    Invalid(Vec<FieldError>),
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("erreur de base de données")]
+    Database(#[from] sqlx::Error),
+    #[error("erreur de migration")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Invalid(_) => "invalid_input",
+            Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
+            Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+/// RFC 9457 problem details, extended with the stable `code` and, for invalid input, the list of errors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:proximites:problem:{code}`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl From<&Error> for Problem {
+    fn from(error: &Error) -> Self {
+        let status = error.status();
+        let internal = status == StatusCode::INTERNAL_SERVER_ERROR;
+        let detail = match error {
+            // An internal failure is logged in full but says nothing of the inside to the client.
+            _ if internal => "Erreur interne du serveur / Internal server error".to_owned(),
+            Error::Invalid(errors) => errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ; "),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:proximites:problem:{}", error.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: error.code().to_owned(),
+            errors: match error {
+                Error::Invalid(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if self.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = ?self, "internal error");
+        }
+        problem_response(self.status(), &Problem::from(&self))
+    }
+}
+
+pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let error = Error::Internal(anyhow::anyhow!("secret path /var/lib/x"));
+        let problem = Problem::from(&error);
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.code, "internal");
+        assert!(!problem.detail.contains("secret"));
+    }
+
+    #[test]
+    fn invalid_input_lists_row_and_field() {
+        let error = Error::Invalid(vec![FieldError::new("lat", "hors de France").at_row(12)]);
+        let problem = Problem::from(&error);
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors[0].row, Some(12));
+        assert!(problem.detail.contains("ligne 12"));
+        assert!(problem.detail.contains("lat"));
+    }
+}

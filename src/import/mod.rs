@@ -1,0 +1,445 @@
+//! Imports of entries from files: streaming read, validation, classification (created, updated,
+//! unchanged) and an all-or-nothing write in one transaction.
+
+pub mod formats;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::db::{self, Pool};
+use crate::error::FieldError;
+use crate::services::store::{self, Known, Upsert, UPSERT_CHUNK};
+use crate::services::{Draft, ServiceId, Validator};
+use crate::taxonomy::Taxonomy;
+use crate::territory::Locator;
+use formats::{FileError, Format, Record};
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// The contributing organisation; defaults to the file's own (SCDL `COLL_NOM`) or its name.
+    pub source: Option<String>,
+    /// Validate and count, write nothing.
+    pub dry_run: bool,
+    /// Import the valid rows and report the others, instead of rejecting the whole file.
+    pub skip_invalid: bool,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    pub file: String,
+    pub format: Option<Format>,
+    pub source: String,
+    pub rows: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    /// Whether anything was written: false for a dry run or a rejected file.
+    pub committed: bool,
+    pub errors: Vec<FieldError>,
+}
+
+impl ImportReport {
+    /// The summary printed at the end of an import, in French then English.
+    pub fn summary(&self) -> String {
+        let verdict = if self.committed {
+            "importé / imported"
+        } else if self.rejected > 0
+            && self.created + self.updated + self.unchanged == 0
+            && self.rows == 0
+        {
+            "rejeté / rejected"
+        } else if self.rejected > 0 {
+            "rejeté, rien n'est écrit / rejected, nothing written"
+        } else {
+            "vérifié, rien n'est écrit (--dry-run) / checked, nothing written"
+        };
+        format!(
+            "{file} ({format}, source « {source} ») : {verdict}\n  lignes {rows} · créées {created} · mises à jour {updated} · inchangées {unchanged} · rejetées {rejected}",
+            file = self.file,
+            format = self.format.map_or("format inconnu", Format::label),
+            source = self.source,
+            rows = self.rows,
+            created = self.created,
+            updated = self.updated,
+            unchanged = self.unchanged,
+            rejected = self.rejected,
+        )
+    }
+}
+
+/// Where an import's rows come from.
+pub enum Input {
+    File(std::path::PathBuf),
+    /// An in-memory CSV or GeoJSON text, with a name to report (the embedded demo, uploads).
+    Bytes {
+        name: String,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Input {
+    fn name(&self) -> String {
+        match self {
+            Input::File(path) => path.display().to_string(),
+            Input::Bytes { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// The reference data an import validates against.
+#[derive(Clone)]
+pub struct Reference {
+    pub taxonomy: Arc<Taxonomy>,
+    pub locator: Arc<Locator>,
+}
+
+fn parse_verified_at(value: &str) -> Result<Option<DateTime<Utc>>, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(instant) = DateTime::parse_from_rfc3339(v) {
+        return Ok(Some(instant.with_timezone(&Utc)));
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map(|d| Some(d.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc()))
+        .map_err(|_| format!("« {v} » n'est pas une date ISO (AAAA-MM-JJ)"))
+}
+
+/// The CPU side of an import, run on a blocking thread: validates rows and classifies them
+/// against what the database holds, and hands batches of writes to the async writer.
+struct Classifier<'a> {
+    validator: Validator<'a>,
+    known: HashMap<String, Known>,
+    /// source_ref → line where it was first seen in this file.
+    seen: HashMap<String, u64>,
+    batch: Vec<Upsert>,
+    writes: tokio::sync::mpsc::Sender<Vec<Upsert>>,
+    writer_gone: bool,
+    report: ImportReport,
+    options: ImportOptions,
+}
+
+impl Classifier<'_> {
+    /// Nothing more is worth writing once the import is known to be rolled back.
+    fn writing(&self) -> bool {
+        !self.options.dry_run
+            && !self.writer_gone
+            && (self.options.skip_invalid || self.report.rejected == 0)
+    }
+
+    fn reject(&mut self, errors: impl IntoIterator<Item = FieldError>, line: u64) {
+        self.report.rejected += 1;
+        self.report
+            .errors
+            .extend(errors.into_iter().map(|e| FieldError {
+                row: Some(line),
+                ..e
+            }));
+        if !self.writing() {
+            self.batch.clear();
+        }
+    }
+
+    fn record(&mut self, (line, draft): Record) -> bool {
+        self.report.rows += 1;
+        let draft: Draft = match draft {
+            Ok(d) => d,
+            Err(e) => {
+                self.reject([e], line);
+                return true;
+            }
+        };
+        let source_ref = draft.source_ref.trim().to_owned();
+        if source_ref.is_empty() {
+            self.reject(
+                [FieldError::new(
+                    "source_ref",
+                    "identifiant source_ref manquant",
+                )],
+                line,
+            );
+            return true;
+        }
+        if let Some(first) = self.seen.insert(source_ref.clone(), line) {
+            self.seen.insert(source_ref.clone(), first);
+            self.reject(
+                [FieldError::new(
+                    "source_ref",
+                    format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
+                )],
+                line,
+            );
+            return true;
+        }
+        let known = self.known.get(&source_ref);
+        let content = self.validator.content(&draft, known.is_some());
+        let verified_at = parse_verified_at(&draft.verified_at);
+        let (content, verified_at) = match (content, verified_at) {
+            (Ok(c), Ok(v)) => (c, v),
+            (content, verified_at) => {
+                let mut errors = content.err().unwrap_or_default();
+                if let Err(m) = verified_at {
+                    errors.push(FieldError::new("verified_at", m));
+                }
+                self.reject(errors, line);
+                return true;
+            }
+        };
+        let digest = content.digest();
+        let id = match known {
+            Some(k) if k.digest == digest && k.published && verified_at.is_none() => {
+                self.report.unchanged += 1;
+                return true;
+            }
+            Some(k) => {
+                self.report.updated += 1;
+                k.id.clone()
+            }
+            None => {
+                self.report.created += 1;
+                ServiceId::generate()
+            }
+        };
+        if self.writing() {
+            self.batch.push(Upsert {
+                id,
+                source_ref,
+                digest,
+                content,
+                verified_at,
+            });
+            if self.batch.len() >= UPSERT_CHUNK {
+                self.flush();
+            }
+        }
+        true
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() || !self.writing() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if self.writes.blocking_send(batch).is_err() {
+            self.writer_gone = true;
+        }
+    }
+}
+
+/// An input opened for reading: its first bytes (to detect the format) and a reader from the start.
+struct Opened {
+    reader: Box<dyn Read + Send>,
+    head: Vec<u8>,
+    name: String,
+    format: Format,
+}
+
+const HEAD_LEN: usize = 8192;
+
+fn open(input: Input, progress: &indicatif::ProgressBar) -> Result<Opened, FileError> {
+    let unreadable =
+        |e: std::io::Error| FileError(FieldError::new("*", format!("lecture impossible : {e}")));
+    let (reader, head, name): (Box<dyn Read + Send>, Vec<u8>, String) = match input {
+        Input::File(path) => {
+            let file = std::fs::File::open(&path).map_err(unreadable)?;
+            progress.set_length(file.metadata().map(|m| m.len()).unwrap_or(0));
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+            let head = {
+                use std::io::BufRead;
+                let buf = reader.fill_buf().map_err(unreadable)?;
+                buf[..buf.len().min(HEAD_LEN)].to_vec()
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (Box::new(progress.wrap_read(reader)), head, name)
+        }
+        Input::Bytes { name, bytes } => {
+            progress.set_length(bytes.len() as u64);
+            let head = bytes[..bytes.len().min(HEAD_LEN)].to_vec();
+            (
+                Box::new(progress.wrap_read(std::io::Cursor::new(bytes))),
+                head,
+                name,
+            )
+        }
+    };
+    let format = formats::detect(&name, &head);
+    Ok(Opened {
+        reader,
+        head,
+        name,
+        format,
+    })
+}
+
+/// Reads the opened input with the reader its format needs, pushing records to `each`.
+fn read_opened(opened: Opened, each: impl FnMut(Record) -> bool) -> Result<(), FileError> {
+    let Opened {
+        reader,
+        head,
+        format,
+        ..
+    } = opened;
+    match format {
+        Format::ProjectCsv => formats::read_project_csv(reader, &head, each),
+        Format::ScdlCsv => formats::read_scdl_csv(reader, &head, each).map(|_| ()),
+        Format::GeoJson => formats::read_geojson(reader, each),
+    }
+}
+
+/// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
+/// rejected file, a dry run or a killed process leaves the database as it was.
+pub async fn import(
+    pool: &Pool,
+    reference: &Reference,
+    input: Input,
+    options: ImportOptions,
+) -> crate::error::Result<ImportReport> {
+    let file_name = input.name();
+    let progress = if options.progress {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} · {per_sec} · reste {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let opening_progress = progress.clone();
+    let opened = tokio::task::spawn_blocking(move || open(input, &opening_progress))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(FileError(error)) => {
+            return Ok(ImportReport {
+                file: file_name,
+                rejected: 1,
+                errors: vec![error],
+                ..ImportReport::default()
+            })
+        }
+    };
+
+    // The source must be known before classifying: SCDL files name it in their rows.
+    let source_name = options
+        .source
+        .clone()
+        .or_else(|| {
+            (opened.format == Format::ScdlCsv)
+                .then(|| {
+                    formats::read_scdl_csv(&opened.head[..], &opened.head, |_| false)
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+        })
+        .unwrap_or_else(|| {
+            Path::new(&opened.name)
+                .file_stem()
+                .map_or_else(|| "import".to_owned(), |s| s.to_string_lossy().into_owned())
+        });
+    let existing_source: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM organisations WHERE name = $1")
+            .bind(&source_name)
+            .fetch_optional(pool)
+            .await?;
+    let known = match &existing_source {
+        Some((id,)) => store::known_for_source(pool, id).await?,
+        None => HashMap::new(),
+    };
+
+    let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Upsert>>(4);
+    let reference = reference.clone();
+    let classifier_options = options.clone();
+    let report = ImportReport {
+        file: file_name.clone(),
+        format: Some(opened.format),
+        source: source_name.clone(),
+        ..ImportReport::default()
+    };
+    let reading = tokio::task::spawn_blocking(move || {
+        let validator = Validator::new(&reference.taxonomy, &reference.locator);
+        let mut classifier = Classifier {
+            validator: if opened.format == Format::ScdlCsv {
+                validator.with_loose_typologies()
+            } else {
+                validator
+            },
+            known,
+            seen: HashMap::new(),
+            batch: Vec::with_capacity(UPSERT_CHUNK),
+            writes,
+            writer_gone: false,
+            report,
+            options: classifier_options,
+        };
+        let result = read_opened(opened, |record| classifier.record(record));
+        classifier.flush();
+        let unreadable = result.is_err();
+        if let Err(FileError(error)) = result {
+            classifier.report.rejected += 1;
+            classifier.report.errors.push(error);
+        }
+        (classifier.report, unreadable)
+    });
+
+    let started_at = Utc::now();
+    let mut tx = pool.begin().await?;
+    let organisation = store::organisation_named(&mut tx, &source_name).await?;
+    let mut write_error = None;
+    while let Some(batch) = batches.recv().await {
+        if write_error.is_none() {
+            if let Err(e) = store::upsert(&mut tx, &organisation.id, &batch, started_at).await {
+                write_error = Some(e);
+                batches.close();
+            }
+        }
+    }
+    let (mut report, unreadable) = reading.await.map_err(anyhow::Error::from)?;
+    progress.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    // A file that cannot be read to its end is never half-imported, even with --skip-invalid.
+    let commit = !unreadable && !options.dry_run && (options.skip_invalid || report.rejected == 0);
+    if commit {
+        sqlx::query(
+            "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,
+             created_count, updated_count, unchanged_count, rejected_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(format!("imp-{}", ServiceId::generate()))
+        .bind(&organisation.id)
+        .bind(&file_name)
+        .bind(report.format.map_or("unknown", Format::label))
+        .bind(started_at)
+        .bind(Utc::now())
+        .bind(report.created as i64)
+        .bind(report.updated as i64)
+        .bind(report.unchanged as i64)
+        .bind(report.rejected as i64)
+        .execute(&mut *tx)
+        .await?;
+        db::set_fact(&mut *tx, "data_version", &Utc::now().to_rfc3339()).await?;
+        tx.commit().await?;
+        report.committed = true;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(report)
+}

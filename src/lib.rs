@@ -1,0 +1,16 @@
+//! Proximités: a geolocated directory of public services for French territories.
+//! Each module owns one domain; `app` alone knows them all.
+
+pub mod app;
+pub mod boot;
+pub mod cli;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod import;
+pub mod services;
+pub mod spatial;
+pub mod synth;
+pub mod taxonomy;
+pub mod territory;
+pub mod text;

@@ -1,0 +1,517 @@
+//! Turning an entry as it arrives (strings from a file or a form) into validated [`Content`],
+//! with one precise message per wrong field.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{hours, phone, Content, Wheelchair};
+use crate::error::FieldError;
+use crate::spatial::{in_france, LonLat};
+use crate::taxonomy::Taxonomy;
+use crate::territory::locator::Located;
+use crate::territory::{InseeCode, Locator};
+
+/// How far outside its declared commune's (simplified) boundary a point may lie: the reference
+/// boundaries are simplified to ~30 m in Auvergne and ~200 m nationally.
+pub const COMMUNE_TOLERANCE_M: f64 = 1_000.0;
+
+/// An entry as it arrives, every field a string, named as in the project's CSV.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Draft {
+    pub source_ref: String,
+    pub typology: String,
+    pub name: String,
+    pub address: String,
+    pub postcode: String,
+    pub city: String,
+    pub insee_code: String,
+    pub lon: String,
+    pub lat: String,
+    pub phone: String,
+    pub email: String,
+    pub website: String,
+    pub opening_hours: String,
+    /// Hours in the service-public.fr JSON form, converted when `opening_hours` is empty.
+    pub opening_hours_json: String,
+    pub wheelchair: String,
+    pub wheelchair_note: String,
+    pub description: String,
+    /// When a person last confirmed the entry (ISO date or date-time).
+    pub verified_at: String,
+}
+
+/// Validates drafts against the taxonomy and the territory; remembers the hours it has already
+/// parsed, since a directory repeats the same few hundred timetables.
+pub struct Validator<'a> {
+    taxonomy: &'a Taxonomy,
+    locator: &'a Locator,
+    hours_seen: HashMap<String, Result<String, String>>,
+    /// Also accept synonyms and English labels as typologies (foreign vocabularies such as SCDL).
+    loose_typologies: bool,
+}
+
+fn optional(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn coordinate(value: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<f64> {
+    let v = value.trim();
+    if v.is_empty() {
+        errors.push(FieldError::new(
+            field,
+            "coordonnée manquante (degrés décimaux WGS84)",
+        ));
+        return None;
+    }
+    match v.replace(',', ".").parse::<f64>() {
+        Ok(x) if x.is_finite() => Some(x),
+        _ => {
+            errors.push(FieldError::new(
+                field,
+                format!("« {v} » n'est pas un nombre décimal"),
+            ));
+            None
+        }
+    }
+}
+
+pub fn check_email(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let error = || format!("« {v} » n'est pas une adresse e-mail valide");
+    let (local, domain) = v.split_once('@').ok_or_else(error)?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.');
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(v.to_lowercase())
+    } else {
+        Err(error())
+    }
+}
+
+pub fn check_website(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    // People often write « www.commune.fr »: that means the web site over HTTPS.
+    let with_scheme = if v.contains("://") {
+        v.to_owned()
+    } else {
+        format!("https://{v}")
+    };
+    match url::Url::parse(&with_scheme) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| h.contains('.')) =>
+        {
+            Ok(u.to_string())
+        }
+        _ => Err(format!(
+            "« {v} » n'est pas une adresse web valide (https://…)"
+        )),
+    }
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(taxonomy: &'a Taxonomy, locator: &'a Locator) -> Self {
+        Self {
+            taxonomy,
+            locator,
+            hours_seen: HashMap::new(),
+            loose_typologies: false,
+        }
+    }
+
+    pub fn with_loose_typologies(mut self) -> Self {
+        self.loose_typologies = true;
+        self
+    }
+
+    fn hours(&mut self, raw: &str) -> Result<String, String> {
+        if let Some(known) = self.hours_seen.get(raw) {
+            return known.clone();
+        }
+        let result = hours::normalize(raw);
+        if self.hours_seen.len() < 100_000 {
+            self.hours_seen.insert(raw.to_owned(), result.clone());
+        }
+        result
+    }
+
+    /// Validates every field and reports all that are wrong, not just the first.
+    /// Retired typologies are accepted only when `allow_retired` (updates of existing entries).
+    pub fn content(
+        &mut self,
+        draft: &Draft,
+        allow_retired: bool,
+    ) -> Result<Content, Vec<FieldError>> {
+        let mut errors = Vec::new();
+
+        let resolved = if self.loose_typologies {
+            self.taxonomy.resolve_loosely(&draft.typology)
+        } else {
+            self.taxonomy.resolve(&draft.typology)
+        };
+        let typology = match resolved {
+            None if draft.typology.trim().is_empty() => {
+                errors.push(FieldError::new("typology", "typologie manquante"));
+                None
+            }
+            None => {
+                errors.push(FieldError::new(
+                    "typology",
+                    format!("typologie inconnue « {} » (code ou libellé exact, voir GET /api/v1/typologies)", draft.typology.trim()),
+                ));
+                None
+            }
+            Some(t) if t.retired && !allow_retired => {
+                errors.push(FieldError::new(
+                    "typology",
+                    format!(
+                        "la typologie « {} » est retirée : elle n'accepte plus de nouvelle fiche",
+                        t.code
+                    ),
+                ));
+                None
+            }
+            Some(t) => Some(t.code.clone()),
+        };
+
+        let name = draft.name.trim();
+        if name.is_empty() {
+            errors.push(FieldError::new("name", "nom manquant"));
+        } else if name.chars().count() > 200 {
+            errors.push(FieldError::new(
+                "name",
+                "nom trop long (200 caractères au plus)",
+            ));
+        }
+        let description = optional(&draft.description);
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 5000)
+        {
+            errors.push(FieldError::new(
+                "description",
+                "description trop longue (5 000 caractères au plus)",
+            ));
+        }
+
+        let lon = coordinate(&draft.lon, "lon", &mut errors);
+        let lat = coordinate(&draft.lat, "lat", &mut errors);
+        let location = match (lon, lat) {
+            (Some(lon), Some(lat)) => {
+                let p = LonLat::new(lon, lat);
+                if in_france(p) {
+                    Some(p)
+                } else if in_france(LonLat::new(lat, lon)) {
+                    errors.push(FieldError::new(
+                        "lat",
+                        format!("lon et lat semblent inversées (lon={lon}, lat={lat}) : la longitude vient d'abord en colonne lon"),
+                    ));
+                    None
+                } else {
+                    errors.push(FieldError::new(
+                        "lon",
+                        format!("le point (lon={lon}, lat={lat}) est hors de France (métropole et outre-mer)"),
+                    ));
+                    None
+                }
+            }
+            _ => None,
+        };
+
+        let declared = match optional(&draft.insee_code) {
+            None => None,
+            Some(code) => match InseeCode::parse(&code) {
+                Err(message) => {
+                    errors.push(FieldError::new("insee_code", message));
+                    None
+                }
+                Ok(code) => match self.locator.commune(&code) {
+                    None => {
+                        errors.push(FieldError::new(
+                            "insee_code",
+                            format!("commune inconnue : {code}"),
+                        ));
+                        None
+                    }
+                    Some(commune) => Some(commune),
+                },
+            },
+        };
+        let commune = match (declared, location) {
+            (Some(commune), Some(p)) => {
+                if self.locator.distance_to_commune_m(commune, p) > COMMUNE_TOLERANCE_M {
+                    let found = match self.locator.locate(p) {
+                        Located::Inside(c) | Located::Approximately(c) => {
+                            format!(", il est à {} ({})", c.name, c.insee_code)
+                        }
+                        Located::Nowhere => String::new(),
+                    };
+                    errors.push(FieldError::new(
+                        "insee_code",
+                        format!(
+                            "le point (lon={}, lat={}) n'est pas dans la commune {} ({}){found}",
+                            p.lon, p.lat, commune.name, commune.insee_code
+                        ),
+                    ));
+                }
+                Some(commune)
+            }
+            (Some(commune), None) => Some(commune),
+            (None, Some(p)) => {
+                match self.locator.locate(p) {
+                    Located::Inside(c) | Located::Approximately(c) => Some(c),
+                    Located::Nowhere => {
+                        errors.push(FieldError::new(
+                        "insee_code",
+                        format!("aucune commune connue au point (lon={}, lat={}) : indiquez insee_code", p.lon, p.lat),
+                    ));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+
+        let postcode = optional(&draft.postcode);
+        if let Some(pc) = &postcode {
+            if pc.len() != 5 || !pc.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(FieldError::new(
+                    "postcode",
+                    format!("« {pc} » n'est pas un code postal (5 chiffres)"),
+                ));
+            }
+        }
+
+        let phones = phone::parse_list(&draft.phone).unwrap_or_else(|message| {
+            errors.push(FieldError::new("phone", message));
+            Vec::new()
+        });
+        let email = optional(&draft.email).and_then(|e| {
+            check_email(&e)
+                .map_err(|message| errors.push(FieldError::new("email", message)))
+                .ok()
+        });
+        let website = optional(&draft.website).and_then(|w| {
+            check_website(&w)
+                .map_err(|message| errors.push(FieldError::new("website", message)))
+                .ok()
+        });
+
+        let raw_hours = match (
+            optional(&draft.opening_hours),
+            optional(&draft.opening_hours_json),
+        ) {
+            (Some(osm), _) => Some(Ok(osm)),
+            (None, Some(json)) => hours::from_service_public_json(&json).transpose(),
+            (None, None) => None,
+        };
+        let opening_hours = match raw_hours {
+            None => None,
+            Some(Err(message)) => {
+                errors.push(FieldError::new("opening_hours", message));
+                None
+            }
+            Some(Ok(raw)) => self
+                .hours(&raw)
+                .map_err(|message| errors.push(FieldError::new("opening_hours", message)))
+                .ok(),
+        };
+
+        let wheelchair = Wheelchair::parse(&draft.wheelchair).unwrap_or_else(|message| {
+            errors.push(FieldError::new("wheelchair", message));
+            Wheelchair::Unknown
+        });
+
+        match (typology, location, commune) {
+            (Some(typology), Some(location), Some(commune)) if errors.is_empty() => Ok(Content {
+                typology,
+                name: name.to_owned(),
+                description,
+                street: optional(&draft.address),
+                postcode,
+                city: optional(&draft.city).or_else(|| Some(commune.name.clone())),
+                insee_code: commune.insee_code.clone(),
+                location,
+                phones,
+                email,
+                website,
+                opening_hours,
+                closures: Vec::new(),
+                wheelchair,
+                wheelchair_note: optional(&draft.wheelchair_note),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::territory::ReferenceFiles;
+
+    fn reference() -> &'static (Taxonomy, Locator) {
+        static REFERENCE: OnceLock<(Taxonomy, Locator)> = OnceLock::new();
+        REFERENCE.get_or_init(|| {
+            (
+                Taxonomy::embedded().unwrap(),
+                Locator::new(ReferenceFiles::embedded().unwrap().communes),
+            )
+        })
+    }
+
+    fn town_hall() -> Draft {
+        Draft {
+            source_ref: "m-63113".into(),
+            typology: "mairie".into(),
+            name: "Mairie de Clermont-Ferrand".into(),
+            address: "10 rue Philippe-Marcombes".into(),
+            postcode: "63000".into(),
+            insee_code: "63113".into(),
+            lon: "3.0863".into(),
+            lat: "45.7797".into(),
+            phone: "04 73 42 63 63".into(),
+            email: "Contact@Clermont-Ferrand.fr".into(),
+            website: "www.clermont-ferrand.fr".into(),
+            opening_hours: "Mo-Fr 08:30-17:00".into(),
+            ..Draft::default()
+        }
+    }
+
+    fn errors_of(draft: Draft) -> Vec<FieldError> {
+        let (taxonomy, locator) = reference();
+        Validator::new(taxonomy, locator)
+            .content(&draft, false)
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_good_entry_is_normalised() {
+        let (taxonomy, locator) = reference();
+        let content = Validator::new(taxonomy, locator)
+            .content(&town_hall(), false)
+            .unwrap();
+        assert_eq!(content.phones[0].e164(), "+33473426363");
+        assert_eq!(
+            content.email.as_deref(),
+            Some("contact@clermont-ferrand.fr")
+        );
+        assert_eq!(
+            content.website.as_deref(),
+            Some("https://www.clermont-ferrand.fr/")
+        );
+        assert_eq!(content.city.as_deref(), Some("Clermont-Ferrand"));
+    }
+
+    #[test]
+    fn the_commune_is_found_from_the_point() {
+        let (taxonomy, locator) = reference();
+        let draft = Draft {
+            insee_code: String::new(),
+            ..town_hall()
+        };
+        let content = Validator::new(taxonomy, locator)
+            .content(&draft, false)
+            .unwrap();
+        assert_eq!(content.insee_code.as_str(), "63113");
+    }
+
+    #[test]
+    fn swapped_coordinates_are_named() {
+        let errors = errors_of(Draft {
+            lon: "45.7797".into(),
+            lat: "3.0863".into(),
+            ..town_hall()
+        });
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "lat");
+        assert!(errors[0].message.contains("inversées"));
+    }
+
+    #[test]
+    fn outside_france_and_wrong_commune() {
+        let errors = errors_of(Draft {
+            lon: "13.40".into(),
+            lat: "52.52".into(),
+            ..town_hall()
+        });
+        assert!(errors[0].message.contains("hors de France"), "{errors:?}");
+        // Riom's town hall declared in Clermont-Ferrand.
+        let errors = errors_of(Draft {
+            lon: "3.1130".into(),
+            lat: "45.8937".into(),
+            ..town_hall()
+        });
+        assert_eq!(errors[0].field, "insee_code");
+        assert!(errors[0].message.contains("Riom"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_wrong_field_is_reported() {
+        let errors = errors_of(Draft {
+            typology: "boulangerie".into(),
+            phone: "12".into(),
+            email: "pas-un-mail".into(),
+            website: "ftp://x".into(),
+            opening_hours: "lundi matin".into(),
+            wheelchair: "peut-être".into(),
+            postcode: "6300".into(),
+            ..town_hall()
+        });
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "typology",
+                "postcode",
+                "phone",
+                "email",
+                "website",
+                "opening_hours",
+                "wheelchair"
+            ]
+        );
+    }
+
+    #[test]
+    fn retired_typologies_are_refused_for_new_entries_only() {
+        let (taxonomy, locator) = reference();
+        let mut retired = taxonomy.clone();
+        retired
+            .typologies
+            .iter_mut()
+            .find(|t| t.code == "mairie")
+            .unwrap()
+            .retired = true;
+        let mut validator = Validator::new(&retired, locator);
+        assert!(validator.content(&town_hall(), false).is_err());
+        assert!(validator.content(&town_hall(), true).is_ok());
+    }
+
+    #[test]
+    fn email_and_web_syntax() {
+        assert!(check_email("a.b@mairie-riom.fr").is_ok());
+        assert!(check_email("a@b").is_err());
+        assert!(check_email("a b@c.fr").is_err());
+        assert!(check_website("https://www.riom.fr/mairie").is_ok());
+        assert!(check_website("javascript:alert(1)").is_err());
+    }
+}
