@@ -112,8 +112,10 @@ CREATE TABLE services (
     CONSTRAINT services_source_ref_unique UNIQUE (source_id, source_ref)
 );
 
+-- Access paths in SQL: by id, by (source, source_ref), by typology. Territorial and spatial
+-- filtering goes through the in-memory indexes derived from this table, so no index on
+-- insee_code slows every write down.
 CREATE INDEX services_typology ON services (typology_code);
-CREATE INDEX services_commune ON services (insee_code);
 
 -- One row per import run, kept as the import journal.
 CREATE TABLE imports (

@@ -130,8 +130,10 @@ fn point_in(commune: &Commune, rng: &mut ChaCha8Rng) -> (f64, f64) {
     let b = commune.bbox;
     let (half_w, half_h) = ((b.max_lon - b.min_lon) / 2.0, (b.max_lat - b.min_lat) / 2.0);
     for _ in 0..10 {
-        let lon = commune.centroid.lon + rng.gen_range(-0.5..0.5) * half_w;
-        let lat = commune.centroid.lat + rng.gen_range(-0.5..0.5) * half_h;
+        let lon =
+            (commune.centroid.lon + rng.gen_range(-0.5..0.5) * half_w).clamp(b.min_lon, b.max_lon);
+        let lat =
+            (commune.centroid.lat + rng.gen_range(-0.5..0.5) * half_h).clamp(b.min_lat, b.max_lat);
         let inside = commune
             .boundary
             .as_ref()
@@ -170,12 +172,14 @@ pub fn write(
             .find(|(c, _)| *c == t.code)
             .map_or(1.0, |(_, w)| *w)
     }))?;
+    // Paris, Lyon and Marseille count once, as communes, not again through their arrondissements.
+    let communes: Vec<&Commune> = communes.iter().filter(|c| c.kind == "COM").collect();
     let commune_pick = WeightedIndex::new(communes.iter().map(|c| c.population.max(1) as f64))?;
     let mut csv = csv::Writer::from_writer(out);
     csv.write_record(PROJECT_COLUMNS)?;
     for i in 0..count {
         let typology = typologies[typology_pick.sample(&mut rng)];
-        let commune = &communes[commune_pick.sample(&mut rng)];
+        let commune = communes[commune_pick.sample(&mut rng)];
         let (lon, lat) = point_in(commune, &mut rng);
         let is_person = matches!(
             typology.code.as_str(),

@@ -1,5 +1,6 @@
 //! Directory entries ("fiches"): their model, validation, storage and read API.
 
+pub mod bulk;
 pub mod hours;
 pub mod phone;
 pub mod routes;
@@ -19,25 +20,48 @@ use crate::territory::InseeCode;
 pub use phone::Phone;
 pub use validate::{Draft, Validator};
 
-/// An entry's identifier: 12 lowercase base-32 characters, URL-safe, random, never reused.
+/// An entry's identifier: 16 lowercase base-32 characters, URL-safe, never reused. The first ten
+/// encode the creation millisecond and the last six a counter started at random each millisecond
+/// (as ULIDs do): ids sort by creation, and a bulk import appends to the primary-key index
+/// instead of writing all over it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ServiceId(String);
+pub struct ServiceId(pub(crate) String);
 
 const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+const ID_LEN: usize = 16;
 
 impl ServiceId {
     pub fn generate() -> Self {
-        let mut rng = rand::thread_rng();
-        Self(
-            (0..12)
-                .map(|_| ID_ALPHABET[rng.gen_range(0..32)] as char)
-                .collect(),
-        )
+        static LAST: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (ms, counter) = {
+            let mut last = LAST
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now_ms > last.0 {
+                *last = (now_ms, rand::thread_rng().gen_range(0..1 << 29));
+            } else if last.1 + 1 >= 1 << 30 {
+                *last = (last.0 + 1, rand::thread_rng().gen_range(0..1 << 29));
+            } else {
+                last.1 += 1;
+            }
+            *last
+        };
+        let mut id = String::with_capacity(ID_LEN);
+        for shift in (0..10).rev() {
+            id.push(ID_ALPHABET[((ms >> (shift * 5)) & 31) as usize] as char);
+        }
+        for shift in (0..6).rev() {
+            id.push(ID_ALPHABET[((counter >> (shift * 5)) & 31) as usize] as char);
+        }
+        Self(id)
     }
 
     /// An id read from a URL: only the shape is checked, existence is the store's business.
     pub fn parse(value: &str) -> Option<Self> {
-        (value.len() == 12 && value.bytes().all(|b| ID_ALPHABET.contains(&b)))
+        (value.len() == ID_LEN && value.bytes().all(|b| ID_ALPHABET.contains(&b)))
             .then(|| Self(value.to_owned()))
     }
 
@@ -193,8 +217,14 @@ mod tests {
     #[test]
     fn ids_are_url_safe_and_parse_back() {
         let id = ServiceId::generate();
-        assert_eq!(id.as_str().len(), 12);
-        assert_eq!(ServiceId::parse(id.as_str()), Some(id));
+        assert_eq!(id.as_str().len(), 16);
+        assert_eq!(ServiceId::parse(id.as_str()), Some(id.clone()));
+        let later: Vec<ServiceId> = (0..10_000).map(|_| ServiceId::generate()).collect();
+        assert!(
+            later.windows(2).all(|w| w[0].as_str() < w[1].as_str()),
+            "ids sort by creation"
+        );
+        assert!(id.as_str() < later[0].as_str());
         assert_eq!(ServiceId::parse("../etc/passwd"), None);
     }
 

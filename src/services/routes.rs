@@ -143,7 +143,7 @@ impl ServiceView {
 
 /// One published entry.
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
-    params(("id" = String, Path, description = "Entry id (12 characters)")),
+    params(("id" = String, Path, description = "Entry id (16 characters)")),
     responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
 async fn get_service(
     State(state): State<AppState>,

@@ -1,0 +1,149 @@
+//! Bulk writes of entries for imports, through SQLite's C API on a connection lent by sqlx:
+//! one prepared single-row statement stepped per row. Multi-row statements through sqlx cost
+//! twice as much per row (statement journal, per-statement round trip to sqlx's worker thread).
+
+use std::ffi::{c_int, CStr};
+use std::ptr::NonNull;
+
+use libsqlite3_sys as ffi;
+use sqlx::sqlite::LockedSqliteHandle;
+
+use super::store::Upsert;
+use super::Phone;
+
+const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
+    insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
+    verified_at, content_hash, source_id, source_ref, status, created_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+    ?20, ?21, 'published', ?22, ?22)";
+
+const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
+    postcode = ?6, city = ?7, insee_code = ?8, lon = ?9, lat = ?10, phones = ?11, email = ?12,
+    website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
+    verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22
+    WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
+
+/// A prepared statement, finalized when dropped.
+struct Statement {
+    raw: NonNull<ffi::sqlite3_stmt>,
+}
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sqlite3_prepare_v2 and is finalized once, here.
+        unsafe {
+            ffi::sqlite3_finalize(self.raw.as_ptr());
+        }
+    }
+}
+
+/// Writes entries of one source within the transaction open on the locked connection.
+pub struct BulkWriter<'c> {
+    insert: Statement,
+    update: Statement,
+    // Declared last: the statements are finalized before the connection lock is released.
+    handle: LockedSqliteHandle<'c>,
+}
+
+fn error_message(db: *mut ffi::sqlite3) -> String {
+    // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
+    unsafe {
+        CStr::from_ptr(ffi::sqlite3_errmsg(db))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl<'c> BulkWriter<'c> {
+    pub fn new(mut handle: LockedSqliteHandle<'c>) -> anyhow::Result<Self> {
+        let db = handle.as_raw_handle().as_ptr();
+        let prepare = |sql: &CStr| -> anyhow::Result<Statement> {
+            let mut raw = std::ptr::null_mut();
+            // SAFETY: `db` is a live connection we hold the lock of; `sql` is NUL-terminated.
+            let rc = unsafe {
+                ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut())
+            };
+            match NonNull::new(raw) {
+                Some(raw) if rc == ffi::SQLITE_OK => Ok(Statement { raw }),
+                _ => anyhow::bail!("préparation de l'écriture en masse : {}", error_message(db)),
+            }
+        };
+        Ok(Self {
+            insert: prepare(INSERT)?,
+            update: prepare(UPDATE)?,
+            handle,
+        })
+    }
+
+    /// Creates (`row.is_new`) or updates one entry of `source_id`, stamped `now` (RFC 3339).
+    pub fn write(&mut self, source_id: &str, row: &Upsert, now: &str) -> anyhow::Result<()> {
+        let db = self.handle.as_raw_handle().as_ptr();
+        let stmt = if row.is_new {
+            self.insert.raw.as_ptr()
+        } else {
+            self.update.raw.as_ptr()
+        };
+        let c = &row.content;
+        let phones = serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?;
+        let closures = serde_json::to_string(&c.closures)?;
+        let verified_at = row.verified_at.map(|v| v.to_rfc3339());
+        let texts: [(c_int, Option<&str>); 20] = [
+            (1, Some(row.id.as_str())),
+            (2, Some(&c.typology)),
+            (3, Some(&c.name)),
+            (4, c.description.as_deref()),
+            (5, c.street.as_deref()),
+            (6, c.postcode.as_deref()),
+            (7, c.city.as_deref()),
+            (8, Some(c.insee_code.as_str())),
+            (11, Some(&phones)),
+            (12, c.email.as_deref()),
+            (13, c.website.as_deref()),
+            (14, c.opening_hours.as_deref()),
+            (15, Some(&closures)),
+            (16, Some(c.wheelchair.as_str())),
+            (17, c.wheelchair_note.as_deref()),
+            (18, verified_at.as_deref()),
+            (19, Some(&row.digest)),
+            (20, Some(source_id)),
+            (21, Some(&row.source_ref)),
+            (22, Some(now)),
+        ];
+        // SAFETY: `stmt` is a prepared statement of this connection. Texts are bound
+        // SQLITE_STATIC (not copied): every string above outlives the step, and the statement is
+        // reset (and all its parameters bound again) before the next row.
+        unsafe {
+            let mut rc = ffi::sqlite3_bind_double(stmt, 9, c.location.lon);
+            rc |= ffi::sqlite3_bind_double(stmt, 10, c.location.lat);
+            for (index, value) in texts {
+                rc |= match value {
+                    Some(text) => ffi::sqlite3_bind_text(
+                        stmt,
+                        index,
+                        text.as_ptr().cast(),
+                        c_int::try_from(text.len())?,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                    None => ffi::sqlite3_bind_null(stmt, index),
+                };
+            }
+            if rc != ffi::SQLITE_OK {
+                ffi::sqlite3_reset(stmt);
+                anyhow::bail!("écriture de « {} » : {}", row.source_ref, error_message(db));
+            }
+            let step = ffi::sqlite3_step(stmt);
+            let changed = ffi::sqlite3_changes(db);
+            ffi::sqlite3_reset(stmt);
+            if step != ffi::SQLITE_DONE {
+                anyhow::bail!("écriture de « {} » : {}", row.source_ref, error_message(db));
+            }
+            if changed != 1 {
+                anyhow::bail!(
+                    "écriture de « {} » : la fiche a changé pendant l'import",
+                    row.source_ref
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! The read API through the real router, on a fresh SQLite file holding the Auvergne demo.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use proximites::app::{self, AppState};
+use proximites::{boot, db};
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(dir.path().join("test.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let reference = boot::prepare(&pool, true).await.unwrap();
+    let state = AppState { pool, reference };
+    (app::router(state.clone()), state, dir)
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        content_type,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn typologies_follow_the_annex() {
+    let (router, _, _dir) = spawn_app().await;
+    let (status, _, typologies) = get(&router, "/api/v1/typologies").await;
+    assert_eq!(status, StatusCode::OK);
+    let typologies = typologies.as_array().unwrap();
+    assert_eq!(typologies.len(), 175);
+    for (theme, expected) in [
+        ("services-publics", 88),
+        ("action-sociale-sante", 28),
+        ("sports-loisirs", 27),
+        ("enseignement-education", 20),
+        ("vie-pratique", 12),
+    ] {
+        let n = typologies
+            .iter()
+            .filter(|t| t["theme"]["code"] == theme)
+            .count();
+        assert_eq!(n, expected, "{theme}");
+        let (_, _, filtered) = get(&router, &format!("/api/v1/typologies?theme={theme}")).await;
+        assert_eq!(filtered.as_array().unwrap().len(), expected);
+    }
+    let mairie = typologies.iter().find(|t| t["code"] == "mairie").unwrap();
+    assert_eq!(
+        mairie["published_count"], 1283,
+        "every demo town hall is published"
+    );
+
+    let (status, _, anpe) = get(&router, "/api/v1/typologies/anpe").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(anpe["synonyms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "France Travail"));
+
+    let (_, _, themes) = get(&router, "/api/v1/themes").await;
+    let themes = themes.as_array().unwrap();
+    assert_eq!(themes.len(), 5);
+    assert_eq!(themes[0]["code"], "services-publics");
+    assert_eq!(themes[0]["published_count"], 1283);
+}
+
+#[tokio::test]
+async fn bad_requests_are_problem_details() {
+    let (router, _, _dir) = spawn_app().await;
+    for (uri, status, code) in [
+        (
+            "/api/v1/typologies/boulangerie",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/api/v1/typologies?theme=cuisine",
+            StatusCode::BAD_REQUEST,
+            "unknown_theme",
+        ),
+        ("/api/v1/communes/99999", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/api/v1/communes/abc",
+            StatusCode::BAD_REQUEST,
+            "invalid_insee_code",
+        ),
+        (
+            "/api/v1/services/0123456789abcdef",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/api/v1/services/../../etc",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("/nulle-part", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let (got, content_type, problem) = get(&router, uri).await;
+        assert_eq!(got, status, "{uri}");
+        assert_eq!(content_type, "application/problem+json", "{uri}");
+        assert_eq!(problem["code"], code, "{uri}");
+        assert_eq!(problem["status"], status.as_u16(), "{uri}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn communes_and_entries_read_back() {
+    let (router, state, _dir) = spawn_app().await;
+    let (status, _, commune) = get(&router, "/api/v1/communes/63113").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(commune["name"], "Clermont-Ferrand");
+    assert_eq!(commune["departement"]["name"], "Puy-de-Dôme");
+    assert_eq!(commune["epci"]["siren"], "246300701");
+    assert_eq!(commune["boundary"]["type"], "Polygon");
+    assert_eq!(commune["published_services"], 1);
+
+    let (id,): (String,) =
+        sqlx::query_as("SELECT id FROM services WHERE source_ref = 'mairie-03001'")
+            .fetch_one(&state.pool)
+            .await
+            .unwrap();
+    let (status, _, entry) = get(&router, &format!("/api/v1/services/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(entry["name"], "Mairie de Abrest");
+    assert_eq!(entry["typology"]["code"], "mairie");
+    assert_eq!(entry["commune"]["insee_code"], "03001");
+    assert_eq!(entry["address"]["postcode"], "03200");
+    assert_eq!(entry["phones"][0]["e164"], "+33470986912");
+    assert_eq!(entry["phones"][0]["display"], "04 70 98 69 12");
+    assert_eq!(entry["opening_hours"], "Mo-Fr 08:30-12:00,13:30-17:30");
+    assert_eq!(
+        entry["source"]["name"],
+        "Annuaire de l'administration (DILA)"
+    );
+    assert_eq!(entry["status"], "published");
+
+    sqlx::query("UPDATE services SET status = 'withdrawn' WHERE id = $1")
+        .bind(&id)
+        .execute(&state.pool)
+        .await
+        .unwrap();
+    let (status, _, _) = get(&router, &format!("/api/v1/services/{id}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "withdrawn entries are not public"
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document() {
+    let (router, _, _dir) = spawn_app().await;
+    let (status, _, doc) = get(&router, "/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/healthz",
+        "/api/v1/openapi.json",
+        "/api/v1/themes",
+        "/api/v1/typologies",
+        "/api/v1/typologies/{code}",
+        "/api/v1/communes/{insee}",
+        "/api/v1/services/{id}",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+        let concrete = path
+            .replace("{code}", "mairie")
+            .replace("{insee}", "63113")
+            .replace("{id}", "0123456789abcdef");
+        let (status, _, _) = get(&router, &concrete).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+}
+
+#[tokio::test]
+async fn a_second_boot_changes_nothing() {
+    let (_, state, _dir) = spawn_app().await;
+    boot::prepare(&state.pool, true).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+        .fetch_one(&state.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1283, "the demo is loaded once");
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
+        .fetch_one(&state.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 175);
+}
