@@ -37,6 +37,20 @@ pub enum Command {
     /// Manage the territory reference (communes, EPCI, départements, régions).
     #[command(subcommand)]
     Territory(TerritoryCommand),
+    /// Measure speed on generated data (figures reported in the README).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Import N generated rows into a new SQLite file and report rows per second.
+    Import {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Args)]

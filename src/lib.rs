@@ -2,6 +2,7 @@
 //! Each module owns one domain; `app` alone knows them all.
 
 pub mod app;
+pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod db;

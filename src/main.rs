@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proximites::cli::{Cli, Command, TerritoryCommand};
+use proximites::cli::{BenchCommand, Cli, Command, TerritoryCommand};
 use proximites::import::{self, ImportOptions, Input};
-use proximites::{app, boot, db, synth, territory};
+use proximites::{app, bench, boot, db, synth, territory};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -68,6 +68,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await??;
             println!("{written} fiches générées / entries generated");
+        }
+        Command::Bench(BenchCommand::Import { rows, seed }) => {
+            println!("{}", bench::import(rows, seed).await?);
         }
         Command::Territory(TerritoryCommand::Import { dir }) => {
             let pool = db::connect(&cli.database_url).await?;

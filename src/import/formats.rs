@@ -198,18 +198,20 @@ pub fn read_project_csv(
                 })()
                 .map_err(|()| utf8_error(line));
                 let draft = draft.and_then(|d| {
-                    if record.len() < PROJECT_COLUMNS.len() {
+                    if record.len() == names.len() {
+                        Ok(d)
+                    } else {
+                        // Usually an unquoted comma inside a value: say so rather than report the
+                        // shifted fields one by one.
                         Err(FieldError::new(
                             "*",
                             format!(
-                                "{} colonnes au lieu de {} au moins",
+                                "{} colonnes au lieu de {} : une valeur contenant une virgule doit être entre guillemets",
                                 record.len(),
-                                PROJECT_COLUMNS.len()
+                                names.len()
                             ),
                         )
                         .at_row(line))
-                    } else {
-                        Ok(d)
                     }
                 });
                 if !each((line, draft)) {
@@ -552,6 +554,20 @@ mod tests {
         let error = records[0].1.as_ref().unwrap_err();
         assert_eq!(error.row, Some(2));
         assert!(error.message.contains("UTF-8"));
+    }
+
+    #[test]
+    fn rows_of_the_wrong_width_are_named() {
+        let text = format!(
+            "{HEADER}\na,mairie,Mairie,,,,63113,3.08,45.77,,,,Mo 08:00-12:00,14:00-17:00,,\n"
+        );
+        let records = collect_csv(text.as_bytes()).unwrap();
+        let error = records[0].1.as_ref().unwrap_err();
+        assert!(
+            error.message.contains("16 colonnes au lieu de 15"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
