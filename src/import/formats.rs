@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn reads_project_csv_with_line_numbers_and_optional_columns() {
-        let text = format!("{HEADER},verified_at\na,mairie,Mairie,,,,63113,3.08,45.77,,,,,,,2026-01-02\n\"b\",mairie,\"Nom, avec virgule\",,,,63113,3.08,45.77,,,,,,\n");
+        let text = format!("{HEADER},verified_at\na,mairie,Mairie,,,,63113,3.08,45.77,,,,,,,2026-01-02\n\"b\",mairie,\"Nom, avec virgule\",,,,63113,3.08,45.77,,,,,,,\n");
         let records = collect_csv(text.as_bytes()).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].0, 2);
