@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
 
 use crate::error::Result;
 
@@ -27,9 +28,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // Larger pages: a quarter of the WAL frames and B-tree pages to write for the same rows.
+        .page_size(16384)
         .busy_timeout(Duration::from_secs(30))
         .pragma("cache_size", "-65536")
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        // A million-row commit takes seconds by design: not worth a warning on the terminal.
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)

@@ -93,7 +93,7 @@ fn strip_bom(s: &str) -> &str {
 
 fn utf8_error(line: u64) -> FieldError {
     FieldError::new(
-        "*",
+        "row",
         "ligne illisible : le fichier doit être encodé en UTF-8",
     )
     .at_row(line)
@@ -155,7 +155,7 @@ pub fn read_project_csv(
                 let line = e.position().map_or(line, |p| p.line());
                 if !each((
                     line,
-                    Err(FieldError::new("*", format!("ligne CSV illisible : {e}")).at_row(line)),
+                    Err(FieldError::new("row", format!("ligne CSV illisible : {e}")).at_row(line)),
                 )) {
                     return Ok(());
                 }
@@ -204,7 +204,7 @@ pub fn read_project_csv(
                         // Usually an unquoted comma inside a value: say so rather than report the
                         // shifted fields one by one.
                         Err(FieldError::new(
-                            "*",
+                            "row",
                             format!(
                                 "{} colonnes au lieu de {} : une valeur contenant une virgule doit être entre guillemets",
                                 record.len(),
@@ -327,7 +327,7 @@ pub fn read_scdl_csv(
             Err(e) => {
                 if !each((
                     line,
-                    Err(FieldError::new("*", format!("ligne CSV illisible : {e}")).at_row(line)),
+                    Err(FieldError::new("row", format!("ligne CSV illisible : {e}")).at_row(line)),
                 )) {
                     return Ok(source);
                 }
@@ -380,7 +380,7 @@ pub fn read_geojson(reader: impl Read, each: impl FnMut(Record) -> bool) -> Resu
             } else {
                 format!("lecture impossible : {e}")
             };
-            FileError(FieldError::new("*", message).at_row(sink.count + 1))
+            FileError(FieldError::new("file", message).at_row(sink.count + 1))
         })
 }
 

@@ -253,7 +253,7 @@ const HEAD_LEN: usize = 8192;
 
 fn open(input: Input, progress: &indicatif::ProgressBar) -> Result<Opened, FileError> {
     let unreadable =
-        |e: std::io::Error| FileError(FieldError::new("*", format!("lecture impossible : {e}")));
+        |e: std::io::Error| FileError(FieldError::new("file", format!("lecture impossible : {e}")));
     let (reader, head, name, len): (Box<dyn Read + Send>, Vec<u8>, String, u64) = match input {
         Input::File(path) => {
             let file = std::fs::File::open(&path).map_err(unreadable)?;

@@ -1,0 +1,614 @@
+//! End-to-end tests of the built `proximites` binary: `serve` over real HTTP, `import` and `synth`
+//! as a user runs them, and the SQLite file they leave behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_proximites");
+
+/// The project CSV header.
+const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
+
+/// The binary, run in `dir`, shielded from the environment variables its options fall back to.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env_remove("PROXIMITES_LISTEN")
+        .env_remove("PROXIMITES_NO_DEMO")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs the CLI to its end: (status, stdout, stderr).
+fn run_cli(dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let output = command(dir).args(args).output().expect("run proximites");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temporary path")
+}
+
+fn database_url(db: &Path) -> String {
+    format!("sqlite://{}", db.display())
+}
+
+/// `proximites import FILE --database-url DB [extra…]`.
+fn import(dir: &Path, db: &Path, file: &Path, extra: &[&str]) -> (ExitStatus, String, String) {
+    let url = database_url(db);
+    let mut args = vec!["--database-url", &url, "import", path_str(file)];
+    args.extend_from_slice(extra);
+    run_cli(dir, &args)
+}
+
+/// The counts line of an import summary, without its indent: `lignes N · créées N · …`.
+fn summary(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("lignes "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
+/// `proximites synth` into `dir/name`.
+fn synth(dir: &Path, count: u64, seed: u64, name: &str) -> PathBuf {
+    let file = dir.join(name);
+    let (status, stdout, stderr) = run_cli(
+        dir,
+        &[
+            "synth",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "-o",
+            path_str(&file),
+        ],
+    );
+    assert!(status.success(), "synth failed: {stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{count} fiches générées")),
+        "{stdout}"
+    );
+    file
+}
+
+/// Kills and reaps the child when dropped, so that no process outlives its test, failed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `proximites serve`, killed when dropped.
+struct Server {
+    process: KillOnDrop,
+    base: String,
+    /// Its stderr so far, ANSI codes removed; shown when a test fails.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `within`.
+    fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.process.0.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.process.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server still runs {within:?} after SIGTERM; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}--- end ---", self.log());
+        }
+    }
+}
+
+/// Removes the terminal escape sequences (`ESC [ … letter`) tracing adds for colours.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The address in the server's `… listening on http://ADDR` log line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on http://")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Starts `proximites [--database-url DB] serve --listen 127.0.0.1:0 [--no-demo]` in `dir`, learns
+/// its port from the log and waits until /healthz answers.
+async fn spawn_server(dir: &Path, db: Option<&Path>, demo: bool) -> Server {
+    let mut command = command(dir);
+    command.args(["--log", "info"]);
+    if let Some(db) = db {
+        command.args(["--database-url", &database_url(db)]);
+    }
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    if !demo {
+        command.arg("--no-demo");
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn proximites serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let process = KillOnDrop(child);
+    let log = Arc::new(Mutex::new(String::new()));
+    let (found, address) = mpsc::channel();
+    let thread_log = Arc::clone(&log);
+    // Reads the log to its end, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut found = Some(found);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let text = strip_ansi(&String::from_utf8_lossy(&line));
+            if let Some(address) = listening_address(&text) {
+                if let Some(found) = found.take() {
+                    let _ = found.send(address);
+                }
+            }
+            if let Ok(mut log) = thread_log.lock() {
+                log.push_str(&text);
+            }
+            line.clear();
+        }
+    });
+    let address = address
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+            panic!("the server did not say where it listens ({e}); its log:\n{log}")
+        });
+    let server = Server {
+        process,
+        base: format!("http://{address}"),
+        log,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(server.url("/healthz")).send().await {
+            if response.status().is_success() {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "/healthz never answered 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GET → (status, content type, JSON body or Null).
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Value) {
+    let response = client.get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, content_type, body)
+}
+
+async fn open_db(db: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&database_url(db))
+        .await
+        .expect("open the test database")
+}
+
+async fn count_services(db: &Path) -> i64 {
+    let pool = open_db(db).await;
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM services")
+        .fetch_one(&pool)
+        .await
+        .expect("count services");
+    pool.close().await;
+    n
+}
+
+async fn service_id(pool: &sqlx::SqlitePool, source_ref: &str) -> String {
+    sqlx::query_scalar("SELECT id FROM services WHERE source_ref = ?")
+        .bind(source_ref)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("no entry {source_ref}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_on_a_fresh_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path(), None, true).await;
+    assert!(
+        dir.path().join("proximites.db").is_file(),
+        "the default database is created in the working directory"
+    );
+    let client = reqwest::Client::new();
+
+    let (status, _, health) = get(&client, &server.url("/healthz")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+
+    let (status, _, typologies) = get(&client, &server.url("/api/v1/typologies")).await;
+    assert_eq!(status, 200);
+    let typologies = typologies.as_array().expect("an array of typologies");
+    assert_eq!(typologies.len(), 175);
+    for (theme, expected) in [
+        ("services-publics", 88),
+        ("action-sociale-sante", 28),
+        ("sports-loisirs", 27),
+        ("enseignement-education", 20),
+        ("vie-pratique", 12),
+    ] {
+        let n = typologies
+            .iter()
+            .filter(|t| t["theme"]["code"] == theme)
+            .count();
+        assert_eq!(n, expected, "typologies of {theme}");
+    }
+    let mairie = typologies
+        .iter()
+        .find(|t| t["code"] == "mairie")
+        .expect("the mairie typology");
+    assert_eq!(mairie["published_count"], 1283, "the Auvergne town halls");
+
+    let (status, _, mairie) = get(&client, &server.url("/api/v1/typologies/mairie")).await;
+    assert_eq!(status, 200);
+    assert_eq!(mairie["code"], "mairie");
+
+    let (status, _, openapi) = get(&client, &server.url("/api/v1/openapi.json")).await;
+    assert_eq!(status, 200);
+    assert!(openapi["paths"]["/api/v1/services/{id}"].is_object());
+
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_then_read_back_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let server = spawn_server(dir.path(), Some(&db), false).await;
+    let client = reqwest::Client::new();
+
+    let file = dir.path().join("ville.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "{HEADER}\n\
+             test-pharmacie,pharmacie,Pharmacie de Jaude,12 place de Jaude,63000,Clermont-Ferrand,63113,3.0863,45.7797,,,,,,\n\
+             test-piscine,piscine,Piscine de Riom,Avenue de la Piscine,63200,Riom,,3.1130,45.8937,,,,,,\n\
+             test-poste,bureau-poste,Bureau de poste de Jaude,1 rue du Maréchal Foch,63000,Clermont-Ferrand,63113,3.0836,45.7772,04 73 00 00 00,,,\"Mo-Fr 09:00-12:00,14:00-17:00\",,\n"
+        ),
+    )
+    .unwrap();
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &file, &["--source", "Ville de Test"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{} (CSV Proximités, source « Ville de Test ») : importé / imported",
+            file.display()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        summary(&stdout),
+        "lignes 3 · créées 3 · mises à jour 0 · inchangées 0 · rejetées 0"
+    );
+
+    let pool = open_db(&db).await;
+    let pharmacie = service_id(&pool, "test-pharmacie").await;
+    let piscine = service_id(&pool, "test-piscine").await;
+    let poste = service_id(&pool, "test-poste").await;
+    pool.close().await;
+
+    for (id, source_ref, name, typology, insee) in [
+        (
+            &pharmacie,
+            "test-pharmacie",
+            "Pharmacie de Jaude",
+            "pharmacie",
+            "63113",
+        ),
+        (
+            &piscine,
+            "test-piscine",
+            "Piscine de Riom",
+            "piscine",
+            "63300",
+        ),
+        (
+            &poste,
+            "test-poste",
+            "Bureau de poste de Jaude",
+            "bureau-poste",
+            "63113",
+        ),
+    ] {
+        assert_eq!(id.len(), 16, "id {id}");
+        let (status, _, service) =
+            get(&client, &server.url(&format!("/api/v1/services/{id}"))).await;
+        assert_eq!(status, 200, "{source_ref}: {service}");
+        assert_eq!(service["id"], id.as_str());
+        assert_eq!(service["name"], name);
+        assert_eq!(service["typology"]["code"], typology);
+        assert_eq!(service["commune"]["insee_code"], insee, "{source_ref}");
+        assert_eq!(service["source"]["name"], "Ville de Test");
+        assert_eq!(service["source"]["reference"], source_ref);
+        assert_eq!(service["status"], "published");
+    }
+    let (_, _, poste) = get(&client, &server.url(&format!("/api/v1/services/{poste}"))).await;
+    assert_eq!(poste["phones"][0]["display"], "04 73 00 00 00");
+    assert!(poste["opening_hours"]
+        .as_str()
+        .is_some_and(|h| h.contains("09:00-12:00")));
+
+    let (status, _, riom) = get(&client, &server.url("/api/v1/communes/63300")).await;
+    assert_eq!(status, 200);
+    assert_eq!(riom["published_services"], 1);
+
+    let (status, content_type, problem) =
+        get(&client, &server.url("/api/v1/services/0000000000000000")).await;
+    assert_eq!(status, 404);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["code"], "not_found");
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &file, &["--source", "Ville de Test"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        summary(&stdout),
+        "lignes 3 · créées 0 · mises à jour 0 · inchangées 3 · rejetées 0"
+    );
+    assert_eq!(count_services(&db).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_one_bad_row_is_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let file = synth(dir.path(), 2000, 3, "communes.csv");
+
+    // A copy of a valid metropolitan row, lon and lat swapped, appended as the last line.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with('\n'));
+    let record = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .find(|r| {
+            let lon: f64 = r[7].parse().unwrap();
+            let lat: f64 = r[8].parse().unwrap();
+            (-5.0..10.0).contains(&lon) && (41.0..52.0).contains(&lat)
+        })
+        .expect("a row in metropolitan France");
+    let mut fields: Vec<String> = record.iter().map(str::to_owned).collect();
+    fields.swap(7, 8);
+    fields[0] = "swapped-coordinates".to_owned();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(&fields).unwrap();
+    let line = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    text.push_str(std::str::from_utf8(&writer.into_inner().unwrap()).unwrap());
+    std::fs::write(&file, text).unwrap();
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &file, &[]);
+    assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ligne "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stdout}");
+    assert!(
+        errors[0].starts_with(&format!("  ligne {line}, champ « lat » : ")),
+        "{stdout}"
+    );
+    assert!(errors[0].contains("inversées"), "{stdout}");
+    assert_eq!(
+        summary(&stdout),
+        "lignes 2001 · à créer 2000 · à mettre à jour 0 · inchangées 0 · rejetées 1"
+    );
+    assert_eq!(count_services(&db).await, 0, "nothing of a rejected file");
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &file, &["--skip-invalid"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("ligne {line}, champ « lat »")));
+    assert_eq!(
+        summary(&stdout),
+        "lignes 2001 · créées 2000 · mises à jour 0 · inchangées 0 · rejetées 1"
+    );
+    assert_eq!(count_services(&db).await, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_35000_row_file_imports_with_a_correct_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let file = synth(dir.path(), 35_000, 5, "france.csv");
+    let report_file = dir.path().join("r.json");
+
+    let (status, stdout, stderr) = import(
+        dir.path(),
+        &db,
+        &file,
+        &["--report", path_str(&report_file)],
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        summary(&stdout),
+        "lignes 35000 · créées 35000 · mises à jour 0 · inchangées 0 · rejetées 0"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    assert_eq!(report["file"], path_str(&file));
+    assert_eq!(report["format"], "project_csv");
+    assert_eq!(report["source"], "france");
+    assert_eq!(report["rows"], 35_000);
+    assert_eq!(report["created"], 35_000);
+    assert_eq!(report["updated"], 0);
+    assert_eq!(report["unchanged"], 0);
+    assert_eq!(report["rejected"], 0);
+    assert_eq!(report["committed"], true);
+    assert_eq!(report["errors"], serde_json::json!([]));
+    assert_eq!(count_services(&db).await, 35_000);
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &file, &[]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        summary(&stdout),
+        "lignes 35000 · créées 0 · mises à jour 0 · inchangées 35000 · rejetées 0"
+    );
+    assert_eq!(count_services(&db).await, 35_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_import_leaves_the_database_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let seed = synth(dir.path(), 2000, 3, "seed.csv");
+    let (status, stdout, stderr) = import(dir.path(), &db, &seed, &[]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(count_services(&db).await, 2000);
+    let indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'services' ORDER BY name";
+    let pool = open_db(&db).await;
+    let indexes_before: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&pool).await.unwrap();
+    pool.close().await;
+
+    let big = synth(dir.path(), 400_000, 9, "big.csv");
+    let url = database_url(&db);
+    let mut import_process = KillOnDrop(
+        command(dir.path())
+            .args(["--database-url", &url, "import", path_str(&big)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the import"),
+    );
+    // Waiting for the process: a debug build needs well over 1.5 s for 400,000 rows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(status) = import_process.0.try_wait().unwrap() {
+        panic!("the import ended ({status}) before it could be killed: make the file larger");
+    }
+    import_process.0.kill().unwrap();
+    let status = import_process.0.wait().unwrap();
+    assert!(!status.success());
+
+    assert_eq!(
+        count_services(&db).await,
+        2000,
+        "the killed import is undone"
+    );
+    let pool = open_db(&db).await;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let indexes_after: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&pool).await.unwrap();
+    assert_eq!(indexes_after, indexes_before, "the indexes are all there");
+    pool.close().await;
+
+    let (status, stdout, stderr) = import(dir.path(), &db, &seed, &[]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        summary(&stdout),
+        "lignes 2000 · créées 0 · mises à jour 0 · inchangées 2000 · rejetées 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_files_are_reported_by_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let valid = "ok-1,mairie,Mairie de Clermont-Ferrand,10 rue Philippe Marcombes,63000,Clermont-Ferrand,63113,3.0863,45.7797,,,,,,\n";
+
+    let misspelt = dir.path().join("misspelt.csv");
+    std::fs::write(
+        &misspelt,
+        format!("{}\n{valid}", HEADER.replace("typology", "typologie")),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &misspelt, &[]);
+    assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("ligne 1"), "{stdout}");
+    assert!(stdout.contains("colonne 2"), "{stdout}");
+    assert!(stdout.contains("typologie"), "{stdout}");
+    assert_eq!(count_services(&db).await, 0);
+
+    let latin1 = dir.path().join("latin1.csv");
+    let mut bytes = format!("{HEADER}\n{valid}").into_bytes();
+    bytes.extend_from_slice(b"ok-2,mairie,Mairie de Riom,5 place Jean-Baptiste Laurent,63200,Riom,63300,3.1130,45.8937,,,,,,Pr\xe9fecture\n");
+    std::fs::write(&latin1, bytes).unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &latin1, &[]);
+    assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("ligne 3"), "{stdout}");
+    assert!(stdout.contains("UTF-8"), "{stdout}");
+    assert_eq!(count_services(&db).await, 0);
+
+    let unknown = dir.path().join("unknown.csv");
+    std::fs::write(
+        &unknown,
+        format!("{HEADER}\n{valid}ok-3,boulangerie,Boulangerie du Centre,,63000,Clermont-Ferrand,63113,3.0850,45.7790,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &unknown, &[]);
+    assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("ligne 3, champ « typology »"), "{stdout}");
+    assert!(stdout.contains("boulangerie"), "{stdout}");
+    assert_eq!(count_services(&db).await, 0);
+}
