@@ -112,10 +112,9 @@ CREATE TABLE services (
     CONSTRAINT services_source_ref_unique UNIQUE (source_id, source_ref)
 );
 
--- Access paths in SQL: by id, by (source, source_ref), by typology. Territorial and spatial
--- filtering goes through the in-memory indexes derived from this table, so no index on
--- insee_code slows every write down.
-CREATE INDEX services_typology ON services (typology_code);
+-- Access paths in SQL: by id and by (source, source_ref). Filtering by typology, territory or
+-- place goes through the in-memory indexes derived from this table, so no secondary index
+-- slows every write down.
 
 -- One row per import run, kept as the import journal.
 CREATE TABLE imports (

@@ -9,9 +9,12 @@ use serde::Serialize;
 use tower_http::trace::TraceLayer;
 use utoipa::{OpenApi, ToSchema};
 
+use std::sync::Arc;
+
 use crate::db::Pool;
 use crate::error::{Error, Problem};
 use crate::import::Reference;
+use crate::taxonomy::store::PublishedCounts;
 
 /// What every handler may use. Cheap to clone: a pool and `Arc`s.
 #[derive(Clone)]
@@ -20,6 +23,18 @@ pub struct AppState {
     pub pool: Pool,
     /// Taxonomy and territory held in memory, derived from the database at start.
     pub reference: Reference,
+    /// Published entries per typology, cached by data version.
+    pub published_counts: Arc<PublishedCounts>,
+}
+
+impl AppState {
+    pub fn new(pool: Pool, reference: Reference) -> Self {
+        Self {
+            pool,
+            reference,
+            published_counts: Arc::default(),
+        }
+    }
 }
 
 #[derive(OpenApi)]

@@ -44,6 +44,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Facts: `data_version` changes with every committed write to the directory (caches key on it);
+/// `demo_loaded` marks a database that received the demo once.
 pub async fn fact(pool: &Pool, key: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
         .bind(key)

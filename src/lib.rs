@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod search;
 pub mod services;
 pub mod spatial;
 pub mod synth;

@@ -13,7 +13,7 @@ async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
         .await
         .unwrap();
     let reference = boot::prepare(&pool, true).await.unwrap();
-    let state = AppState { pool, reference };
+    let state = AppState::new(pool, reference);
     (app::router(state.clone()), state, dir)
 }
 
@@ -213,4 +213,30 @@ async fn a_second_boot_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(n, 175);
+}
+
+#[tokio::test]
+async fn published_counts_follow_each_import() {
+    let (router, state, _dir) = spawn_app().await;
+    let (_, _, before) = get(&router, "/api/v1/typologies/piscine").await;
+    assert_eq!(before["published_count"], 0);
+    let csv = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
+               p1,piscine,Piscine de Riom,,,,63300,3.1130,45.8937,,,,,,\n";
+    let report = proximites::import::import(
+        &state.pool,
+        &state.reference,
+        proximites::import::Input::Bytes {
+            name: "p.csv".into(),
+            bytes: csv.as_bytes().to_vec(),
+        },
+        proximites::import::ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.committed);
+    let (_, _, after) = get(&router, "/api/v1/typologies/piscine").await;
+    assert_eq!(
+        after["published_count"], 1,
+        "the cached counts see the new data version"
+    );
 }

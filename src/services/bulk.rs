@@ -86,7 +86,9 @@ impl<'c> BulkWriter<'c> {
         let c = &row.content;
         let phones = serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?;
         let closures = serde_json::to_string(&c.closures)?;
-        let verified_at = row.verified_at.map(|v| v.to_rfc3339());
+        let verified_at = row
+            .verified_at
+            .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let texts: [(c_int, Option<&str>); 20] = [
             (1, Some(row.id.as_str())),
             (2, Some(&c.typology)),

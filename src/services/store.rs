@@ -1,6 +1,6 @@
 //! SQL of the entries and of the organisations that source them.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
@@ -88,28 +88,6 @@ pub async fn bulk_writer(pool: &Pool) -> Result<SqliteConnection> {
     // The index rebuild at the end of a bulk load sorts with a helper thread.
     sqlx::query("PRAGMA threads = 2").execute(&mut conn).await?;
     Ok(conn)
-}
-
-/// The secondary indexes of `services`, as `migrations/` creates them. A bulk load drops them
-/// and builds them again once, sorted, instead of updating them row by row.
-const SECONDARY_INDEXES: [(&str, &str); 1] = [("services_typology", "services (typology_code)")];
-
-pub async fn drop_secondary_indexes(conn: &mut SqliteConnection) -> Result<()> {
-    for (name, _) in SECONDARY_INDEXES {
-        sqlx::query(&format!("DROP INDEX IF EXISTS {name}"))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-pub async fn create_secondary_indexes(conn: &mut SqliteConnection) -> Result<()> {
-    for (name, on) in SECONDARY_INDEXES {
-        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 /// One entry to create or update, keyed by (source, source_ref).

@@ -1,7 +1,7 @@
 //! Turning an entry as it arrives (strings from a file or a form) into validated [`Content`],
 //! with one precise message per wrong field.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Deserialize;
 
@@ -130,7 +130,7 @@ impl<'a> Validator<'a> {
         Self {
             taxonomy,
             locator,
-            hours_seen: HashMap::new(),
+            hours_seen: HashMap::default(),
             loose_typologies: false,
         }
     }

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{store, Taxonomy, Typology};
+use super::{Taxonomy, Typology};
 use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
 use crate::http::Query;
@@ -103,7 +103,7 @@ fn typology_view(taxonomy: &Taxonomy, t: &Typology, published_count: i64) -> Typ
     responses((status = 200, body = Vec<ThemeView>)))]
 async fn list_themes(State(state): State<AppState>) -> Result<Json<Vec<ThemeView>>> {
     let taxonomy = &state.reference.taxonomy;
-    let counts = store::published_counts(&state.pool).await?;
+    let counts = state.published_counts.get(&state.pool).await?;
     let mut themes: Vec<ThemeView> = taxonomy
         .themes
         .iter()
@@ -160,7 +160,7 @@ async fn list_typologies(
             });
         }
     }
-    let counts = store::published_counts(&state.pool).await?;
+    let counts = state.published_counts.get(&state.pool).await?;
     Ok(Json(
         taxonomy
             .typologies
@@ -183,7 +183,7 @@ async fn get_typology(
     let typology = taxonomy
         .typology(&code)
         .ok_or_else(|| Error::not_found("typologie", &code))?;
-    let counts = store::published_counts(&state.pool).await?;
+    let counts = state.published_counts.get(&state.pool).await?;
     Ok(Json(typology_view(
         taxonomy,
         typology,

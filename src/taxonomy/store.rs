@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::db::Pool;
+use std::sync::Arc;
+
+use crate::db::{self, Pool};
 use crate::error::{Error, Result};
 
 use super::Taxonomy;
@@ -137,8 +139,33 @@ pub async fn sync(pool: &Pool, taxonomy: &Taxonomy) -> Result<()> {
     Ok(())
 }
 
+/// Published entries per typology, counted again only when the data version changes: counting
+/// scans the whole table, and the directory changes far less often than it is read.
+#[derive(Debug, Default)]
+pub struct PublishedCounts {
+    cached: tokio::sync::Mutex<Option<CountsAt>>,
+}
+
+/// Counts and the data version they were taken at.
+type CountsAt = (Option<String>, Arc<HashMap<String, i64>>);
+
+impl PublishedCounts {
+    pub async fn get(&self, pool: &Pool) -> Result<Arc<HashMap<String, i64>>> {
+        let version = db::fact(pool, "data_version").await?;
+        let mut cached = self.cached.lock().await;
+        if let Some((seen, counts)) = cached.as_ref() {
+            if *seen == version {
+                return Ok(counts.clone());
+            }
+        }
+        let counts = Arc::new(published_counts(pool).await?);
+        *cached = Some((version, counts.clone()));
+        Ok(counts)
+    }
+}
+
 /// Published entries per typology code.
-pub async fn published_counts(pool: &Pool) -> Result<HashMap<String, i64>> {
+async fn published_counts(pool: &Pool) -> Result<HashMap<String, i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT typology_code, COUNT(*) FROM services WHERE status = 'published' GROUP BY typology_code",
     )

@@ -1,6 +1,6 @@
 //! Point-in-commune lookups over the communes held in memory (R-tree of boundary boxes, then exact test).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use geo::Intersects;
