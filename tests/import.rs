@@ -316,3 +316,60 @@ async fn retired_typologies_and_removed_typologies() {
         .unwrap();
     assert_eq!(still_there, 175, "the refused sync changed nothing");
 }
+
+#[tokio::test]
+async fn territory_files_load_and_keep_finer_boundaries() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("regions.csv", "code,name\n84,Auvergne-Rhône-Alpes\n");
+    write(
+        "departements.csv",
+        "code,name,region_code\n63,Puy-de-Dôme,84\n",
+    );
+    write(
+        "epci.csv",
+        "siren,name,kind\n200070407,Riom Limagne et Volcans,CA\n",
+    );
+    // Riom with a new population and no boundary file: the shipped boundary must stay.
+    write(
+        "communes.csv",
+        "insee_code,name,kind,department_code,region_code,epci_siren,population,postcodes,centroid_lon,centroid_lat,min_lon,min_lat,max_lon,max_lat\n\
+         63300,Riom,COM,63,84,200070407,19999,63200,3.1130,45.8937,3.05,45.85,3.17,45.93\n",
+    );
+    let files = proximites::territory::ReferenceFiles::read_dir(dir.path()).unwrap();
+    let summary = proximites::territory::store::load_reference(&f.pool, &files)
+        .await
+        .unwrap();
+    assert_eq!((summary.communes, summary.boundaries), (1, 0));
+    let (population, has_boundary): (i64, bool) = sqlx::query_as(
+        "SELECT population, boundary IS NOT NULL FROM communes WHERE insee_code = '63300'",
+    )
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!((population, has_boundary), (19999, true));
+
+    // A boundary file in the directory is attached by insee_code.
+    write(
+        "communes-test.geojson",
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"insee_code":"63300"},
+            "geometry":{"type":"Polygon","coordinates":[[[3.05,45.85],[3.17,45.85],[3.17,45.93],[3.05,45.93],[3.05,45.85]]]}}]}"#,
+    );
+    let files = proximites::territory::ReferenceFiles::read_dir(dir.path()).unwrap();
+    assert_eq!(
+        files.communes[0].boundary.as_ref().map(|b| b.0.len()),
+        Some(1)
+    );
+    let summary = proximites::territory::store::load_reference(&f.pool, &files)
+        .await
+        .unwrap();
+    assert_eq!(summary.boundaries, 1);
+
+    // A missing file is named.
+    std::fs::remove_file(dir.path().join("epci.csv")).unwrap();
+    let error = proximites::territory::ReferenceFiles::read_dir(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("epci.csv"), "{error}");
+}
