@@ -15,6 +15,7 @@ use crate::db::Pool;
 use crate::error::{Error, Problem};
 use crate::import::Reference;
 use crate::taxonomy::store::PublishedCounts;
+use crate::territory::places::PlaceIndex;
 
 /// What every handler may use. Cheap to clone: a pool and `Arc`s.
 #[derive(Clone)]
@@ -25,11 +26,14 @@ pub struct AppState {
     pub reference: Reference,
     /// Published entries per typology, cached by data version.
     pub published_counts: Arc<PublishedCounts>,
+    /// Communes by folded name, for place search.
+    pub places: Arc<PlaceIndex>,
 }
 
 impl AppState {
     pub fn new(pool: Pool, reference: Reference) -> Self {
         Self {
+            places: Arc::new(PlaceIndex::new(&reference.locator)),
             pool,
             reference,
             published_counts: Arc::default(),
@@ -51,6 +55,7 @@ impl AppState {
         crate::taxonomy::routes::list_typologies,
         crate::taxonomy::routes::get_typology,
         crate::territory::routes::get_commune,
+        crate::territory::routes::find_places,
         crate::services::routes::get_service,
     ),
     components(schemas(Problem, crate::error::FieldError)),

@@ -184,6 +184,7 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/typologies/{code}",
         "/api/v1/communes/{insee}",
         "/api/v1/services/{id}",
+        "/api/v1/places",
     ] {
         assert!(
             paths.contains_key(path),
@@ -238,5 +239,28 @@ async fn published_counts_follow_each_import() {
     assert_eq!(
         after["published_count"], 1,
         "the cached counts see the new data version"
+    );
+}
+
+#[tokio::test]
+async fn places_find_communes_by_name_postcode_or_code() {
+    let (router, _, _dir) = spawn_app().await;
+    let (status, _, places) = get(&router, "/api/v1/places?q=chatel-guyon").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(places[0]["name"], "Châtel-Guyon");
+    assert_eq!(places[0]["kind"], "commune");
+    assert!(places[0]["point"]["lon"].as_f64().is_some());
+    let (_, _, places) = get(&router, "/api/v1/places?q=63200&limit=50").await;
+    assert!(places
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "Riom"));
+    let (_, _, places) = get(&router, "/api/v1/places?q=RIOM").await;
+    assert_eq!(places[0]["insee_code"], "63300");
+    let (status, _, problem) = get(&router, "/api/v1/places").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
 }

@@ -2,6 +2,7 @@
 //! reference files, kept in the database, and held in memory for point-in-commune lookups.
 
 pub mod locator;
+pub mod places;
 pub mod routes;
 pub mod store;
 

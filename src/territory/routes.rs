@@ -3,16 +3,75 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{store, InseeCode};
 use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
+use crate::http::Query;
 use crate::spatial::{BBox, LonLat};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/communes/{insee}", get(get_commune))
+    Router::new()
+        .route("/api/v1/communes/{insee}", get(get_commune))
+        .route("/api/v1/places", get(find_places))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlaceQuery {
+    /// A commune name or its beginning (accents, case and hyphens ignored), a postcode or an
+    /// INSEE code.
+    q: String,
+    /// At most this many places (default 10, at most 50).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlaceView {
+    /// `commune` (or `arrondissement` for Paris, Lyon and Marseille).
+    pub kind: &'static str,
+    pub insee_code: String,
+    pub name: String,
+    pub departement_code: String,
+    pub postcodes: Vec<String>,
+    pub population: i64,
+    /// The reference point to search around.
+    pub point: LonLat,
+    pub bbox: BBox,
+}
+
+/// Communes by name prefix, postcode or INSEE code, most relevant first; works offline.
+#[utoipa::path(get, path = "/api/v1/places", tag = "territory", params(PlaceQuery),
+    responses((status = 200, body = Vec<PlaceView>), (status = 400, body = Problem)))]
+async fn find_places(
+    State(state): State<AppState>,
+    Query(query): Query<PlaceQuery>,
+) -> Result<Json<Vec<PlaceView>>> {
+    let limit = query.limit.unwrap_or(10).clamp(1, 50);
+    let locator = &state.reference.locator;
+    Ok(Json(
+        state
+            .places
+            .search(locator, &query.q, limit)
+            .into_iter()
+            .map(|c| PlaceView {
+                kind: if c.kind == "ARM" {
+                    "arrondissement"
+                } else {
+                    "commune"
+                },
+                insee_code: c.insee_code.to_string(),
+                name: c.name.clone(),
+                departement_code: c.departement_code.clone(),
+                postcodes: c.postcodes.clone(),
+                population: c.population,
+                point: c.centroid,
+                bbox: c.bbox,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
