@@ -45,8 +45,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Proximités",
-        description = "Annuaire géolocalisé des services publics / Geolocated directory of public services",
-        license(name = "AGPL-3.0-or-later")
+        description = "Annuaire géolocalisé des services publics / Geolocated directory of public services"
     ),
     paths(
         healthz,
