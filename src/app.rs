@@ -14,6 +14,9 @@ use std::sync::Arc;
 use crate::db::Pool;
 use crate::error::{Error, Problem};
 use crate::import::Reference;
+use crate::search;
+use crate::search::engine::{SearchIndex, TypologyWords};
+use crate::search::hours::HoursEvaluator;
 use crate::taxonomy::store::PublishedCounts;
 use crate::territory::places::PlaceIndex;
 
@@ -28,17 +31,60 @@ pub struct AppState {
     pub published_counts: Arc<PublishedCounts>,
     /// Communes by folded name, for place search.
     pub places: Arc<PlaceIndex>,
+    /// The search index, derived from the database and swapped whole when its data changes.
+    pub search: search::engine::Shared,
+    /// The words each typology is found under.
+    pub typology_words: Arc<TypologyWords>,
+    /// Opening hours evaluation (Europe/Paris, French public holidays).
+    pub hours: Arc<HoursEvaluator>,
 }
 
 impl AppState {
-    pub fn new(pool: Pool, reference: Reference) -> Self {
-        Self {
+    /// The state of a server on `pool`, its search index loaded from the database.
+    pub async fn build(pool: Pool, reference: Reference) -> anyhow::Result<Self> {
+        let index = load_search_index(&pool).await?;
+        Ok(Self {
             places: Arc::new(PlaceIndex::new(&reference.locator)),
+            typology_words: Arc::new(TypologyWords::new(&reference.taxonomy)),
+            hours: Arc::new(HoursEvaluator::default()),
+            search: Arc::new(std::sync::RwLock::new(Arc::new(index))),
             pool,
             reference,
             published_counts: Arc::default(),
-        }
+        })
     }
+
+    /// The current search index (cheap: an `Arc`).
+    pub fn search_index(&self) -> Arc<SearchIndex> {
+        self.search
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rebuilds the search index from the database when the data version moved (an import by
+    /// this or another process); true when it did.
+    pub async fn refresh_search(&self) -> anyhow::Result<bool> {
+        let version = crate::db::fact(&self.pool, "data_version").await?;
+        if self.search_index().version == version {
+            return Ok(false);
+        }
+        let index = load_search_index(&self.pool).await?;
+        *self
+            .search
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(index);
+        Ok(true)
+    }
+}
+
+async fn load_search_index(pool: &Pool) -> anyhow::Result<SearchIndex> {
+    // The version is read first: a write landing during the load moves it again and triggers
+    // another refresh, never a missed one.
+    let version = crate::db::fact(pool, "data_version").await?;
+    let spatial = search::spatial::load(pool).await?;
+    tracing::info!(entries = spatial.len(), "search index loaded");
+    Ok(SearchIndex { spatial, version })
 }
 
 #[derive(OpenApi)]
@@ -56,6 +102,7 @@ impl AppState {
         crate::territory::routes::get_commune,
         crate::territory::routes::find_places,
         crate::services::routes::get_service,
+        crate::search::routes::search,
     ),
     components(schemas(Problem, crate::error::FieldError)),
     tags(
@@ -74,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::taxonomy::routes::router())
         .merge(crate::territory::routes::router())
         .merge(crate::services::routes::router())
+        .merge(crate::search::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -119,9 +167,22 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("écoute sur {listen} impossible : {e}"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "Proximités à l'écoute / listening on http://{local}");
-    axum::serve(listener, router(state))
+    // Imports may run in another process: the data version tells when to rebuild the index.
+    let watched = state.clone();
+    let watcher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Err(error) = watched.refresh_search().await {
+                tracing::warn!(%error, "search index refresh failed");
+            }
+        }
+    });
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
+    watcher.abort();
+    served?;
     tracing::info!("arrêt / stopped");
     Ok(())
 }

@@ -50,6 +50,9 @@ pub enum Error {
     NotFound { what: &'static str, id: String },
     #[error("données invalides")]
     Invalid(Vec<FieldError>),
+    /// Query parameters that cannot be understood; each error's `field` names the parameter.
+    #[error("paramètres invalides")]
+    InvalidParameters(Vec<FieldError>),
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
     #[error("{detail}")]
@@ -81,6 +84,7 @@ impl Error {
         match self {
             Error::NotFound { .. } => "not_found",
             Error::Invalid(_) => "invalid_input",
+            Error::InvalidParameters(_) => "invalid_parameter",
             Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
         }
@@ -90,7 +94,7 @@ impl Error {
         match self {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::BadRequest { .. } | Error::InvalidParameters(_) => StatusCode::BAD_REQUEST,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -120,7 +124,7 @@ impl From<&Error> for Problem {
         let detail = match error {
             // An internal failure is logged in full but says nothing of the inside to the client.
             _ if internal => "Erreur interne du serveur / Internal server error".to_owned(),
-            Error::Invalid(errors) => errors
+            Error::Invalid(errors) | Error::InvalidParameters(errors) => errors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -134,7 +138,7 @@ impl From<&Error> for Problem {
             detail,
             code: error.code().to_owned(),
             errors: match error {
-                Error::Invalid(errors) => errors.clone(),
+                Error::Invalid(errors) | Error::InvalidParameters(errors) => errors.clone(),
                 _ => Vec::new(),
             },
         }

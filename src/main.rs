@@ -31,7 +31,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, !args.no_demo).await?;
-            app::serve(app::AppState::new(pool, reference), args.listen).await?;
+            app::serve(app::AppState::build(pool, reference).await?, args.listen).await?;
         }
         Command::Import(args) => {
             let pool = db::connect(&cli.database_url).await?;

@@ -13,7 +13,7 @@ async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
         .await
         .unwrap();
     let reference = boot::prepare(&pool, true).await.unwrap();
-    let state = AppState::new(pool, reference);
+    let state = AppState::build(pool, reference).await.unwrap();
     (app::router(state.clone()), state, dir)
 }
 
@@ -185,6 +185,7 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/communes/{insee}",
         "/api/v1/services/{id}",
         "/api/v1/places",
+        "/api/v1/services",
     ] {
         assert!(
             paths.contains_key(path),

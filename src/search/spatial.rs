@@ -16,9 +16,10 @@ use rstar::{RTree, AABB};
 
 use crate::db::Pool;
 use crate::error::Result;
-use crate::services::ServiceId;
+use crate::services::{ServiceId, Wheelchair};
 use crate::spatial::{BBox, LonLat, EARTH_RADIUS_M};
 use crate::territory::InseeCode;
+use crate::text::fold;
 
 /// How far (in degrees) a stored point may differ from the database's before `check` calls it moved.
 const MOVED_TOLERANCE_DEG: f64 = 1e-9;
@@ -30,12 +31,25 @@ const MAX_REPORTED: usize = 100;
 /// the exact test that follows decides.
 const UNIT_SLACK: f64 = 1e-12;
 
-/// A published entry as the index needs it: where it is, and in which commune.
+/// A published entry as the index needs it: where it is, in which commune, and what queries
+/// filter or sort on without going back to the database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpatialEntry {
     pub id: ServiceId,
     pub location: LonLat,
     pub insee_code: InseeCode,
+    pub attributes: Attributes,
+}
+
+/// The filterable and sortable facts of an entry besides its place.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Attributes {
+    pub wheelchair: Wheelchair,
+    /// Normalised OSM hours, shared between the entries that have the same timetable.
+    pub opening_hours: Option<Arc<str>>,
+    /// The entry's name, folded (`crate::text::fold`): the order of lists without a place, and
+    /// the words text queries match.
+    pub folded_name: Box<str>,
 }
 
 /// What the index holds about one entry, looked up by id to remove or move it without a search.
@@ -45,6 +59,7 @@ pub struct Placement {
     pub typology: Arc<str>,
     pub location: LonLat,
     pub insee_code: InseeCode,
+    pub attributes: Attributes,
 }
 
 /// One answer of a query.
@@ -101,6 +116,7 @@ impl SpatialIndex {
                     typology,
                     location: entry.location,
                     insee_code: entry.insee_code,
+                    attributes: entry.attributes,
                 },
             );
         }
@@ -158,6 +174,7 @@ impl SpatialIndex {
                 typology,
                 location: entry.location,
                 insee_code: entry.insee_code,
+                attributes: entry.attributes,
             },
         );
         replaced
@@ -183,26 +200,23 @@ impl SpatialIndex {
         self.trees.keys().map(|t| &**t)
     }
 
-    /// The `limit` entries nearest to `from`, nearest first, among `typologies` (every typology
-    /// when `None`, none when the slice is empty), no farther than `max_distance_m` when given.
-    ///
-    /// The trees' lazy nearest-neighbour iterators are merged k-way: each tree is read only as
-    /// far as the answer needs, at most `limit` elements plus one per tree.
-    pub fn nearest(
-        &self,
+    /// Entries nearest first from `from`, among `typologies` (every typology when `None`, none
+    /// when the slice is empty), read lazily: the trees' nearest-neighbour iterators are merged
+    /// k-way, so each tree is read only as far as the caller goes.
+    pub fn nearest_iter<'a>(
+        &'a self,
         from: LonLat,
         typologies: Option<&[&str]>,
-        limit: usize,
-        max_distance_m: Option<f64>,
-    ) -> Vec<Hit> {
-        if limit == 0 {
-            return Vec::new();
-        }
+    ) -> NearestIter<'a> {
         let query = unit_vector(from);
         let mut cursors: Vec<_> = self
             .trees_for(typologies)
             .into_iter()
-            .map(|(typology, tree)| (typology, tree.nearest_neighbor_iter_with_distance_2(&query)))
+            .map(|(typology, tree)| {
+                let iter: TreeWalk<'a> =
+                    Box::new(tree.nearest_neighbor_iter_with_distance_2(&query));
+                (typology, iter)
+            })
             .collect();
         let mut heads = BinaryHeap::with_capacity(cursors.len());
         for (cursor, (_, iter)) in cursors.iter_mut().enumerate() {
@@ -214,27 +228,38 @@ impl SpatialIndex {
                 });
             }
         }
-        let mut hits = Vec::with_capacity(limit.min(self.len()));
-        while let Some(head) = heads.pop() {
-            let distance_m = metres_from_chord_2(head.chord_2);
-            if max_distance_m.is_some_and(|max| distance_m > max) {
-                // Every later element of every tree is at least as far.
-                break;
-            }
-            let (typology, iter) = &mut cursors[head.cursor];
-            hits.push(hit(head.element, typology, distance_m));
-            if hits.len() == limit {
-                break;
-            }
-            if let Some((element, chord_2)) = iter.next() {
-                heads.push(Head {
-                    chord_2,
-                    cursor: head.cursor,
-                    element,
-                });
-            }
-        }
-        hits
+        NearestIter { cursors, heads }
+    }
+
+    /// The `limit` entries nearest to `from`, nearest first, among `typologies`, no farther than
+    /// `max_distance_m` when given.
+    pub fn nearest(
+        &self,
+        from: LonLat,
+        typologies: Option<&[&str]>,
+        limit: usize,
+        max_distance_m: Option<f64>,
+    ) -> Vec<Hit> {
+        self.nearest_iter(from, typologies)
+            // Every later element of every tree is at least as far.
+            .take_while(|hit| max_distance_m.is_none_or(|max| hit.distance_m <= max))
+            .take(limit)
+            .collect()
+    }
+
+    /// Every entry of `typologies` (all when `None`) with its placement, in no particular order:
+    /// for queries without a place.
+    pub fn entries<'a>(
+        &'a self,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = (&'a ServiceId, &'a Placement)> + 'a {
+        let trees = self.trees_for(typologies);
+        trees.into_iter().flat_map(move |(_, tree)| {
+            tree.iter().filter_map(move |element| {
+                let id = &element.data.id;
+                self.by_id.get(id).map(|placement| (id, placement))
+            })
+        })
     }
 
     /// Every entry within `radius_m` metres of `from` (boundary included), nearest first, among
@@ -327,6 +352,33 @@ impl SpatialIndex {
             ));
         }
         found
+    }
+}
+
+/// One tree's nearest-first walk (rstar does not export its iterator type, hence the box).
+type TreeWalk<'a> = Box<dyn Iterator<Item = (&'a Item, f64)> + 'a>;
+
+/// The lazy nearest-first walk of [`SpatialIndex::nearest_iter`].
+pub struct NearestIter<'a> {
+    cursors: Vec<(&'a Arc<str>, TreeWalk<'a>)>,
+    heads: BinaryHeap<Head<'a>>,
+}
+
+impl Iterator for NearestIter<'_> {
+    type Item = Hit;
+
+    fn next(&mut self) -> Option<Hit> {
+        let head = self.heads.pop()?;
+        let (typology, iter) = &mut self.cursors[head.cursor];
+        let found = hit(head.element, typology, metres_from_chord_2(head.chord_2));
+        if let Some((element, chord_2)) = iter.next() {
+            self.heads.push(Head {
+                chord_2,
+                cursor: head.cursor,
+                element,
+            });
+        }
+        Some(found)
     }
 }
 
@@ -456,12 +508,22 @@ fn enclosing_envelope(bbox: BBox) -> Option<AABB<[f64; 3]>> {
 }
 
 /// The published entries as the database has them: id, typology, lon, lat, commune.
-type Row = (String, String, f64, f64, String);
+type Row = (
+    String,
+    String,
+    f64,
+    f64,
+    String,
+    String,
+    Option<String>,
+    String,
+);
 
 /// Every published entry's row. Read in one statement, hence from one snapshot of the database.
 async fn published_rows(pool: &Pool) -> Result<Vec<Row>> {
     Ok(sqlx::query_as(
-        "SELECT id, typology_code, lon, lat, insee_code FROM services WHERE status = 'published'",
+        "SELECT id, typology_code, lon, lat, insee_code, wheelchair, opening_hours, name
+         FROM services WHERE status = 'published'",
     )
     .fetch_all(pool)
     .await?)
@@ -475,20 +537,35 @@ async fn published_rows(pool: &Pool) -> Result<Vec<Row>> {
 pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
     let rows = published_rows(pool).await?;
     let index = tokio::task::spawn_blocking(move || -> anyhow::Result<SpatialIndex> {
+        // A directory repeats a few thousand timetables: each is held once.
+        let mut timetables: HashMap<String, Arc<str>> = HashMap::new();
         let entries = rows
             .into_iter()
-            .map(|(id, typology, lon, lat, insee_code)| {
-                let insee_code = InseeCode::parse(&insee_code)
-                    .map_err(|e| anyhow::anyhow!("fiche {id} : {e}"))?;
-                Ok((
-                    typology,
-                    SpatialEntry {
-                        id: ServiceId(id),
-                        location: LonLat::new(lon, lat),
-                        insee_code,
-                    },
-                ))
-            })
+            .map(
+                |(id, typology, lon, lat, insee_code, wheelchair, hours, name)| {
+                    let insee_code = InseeCode::parse(&insee_code)
+                        .map_err(|e| anyhow::anyhow!("fiche {id} : {e}"))?;
+                    let opening_hours = hours.map(|h| {
+                        timetables
+                            .entry(h)
+                            .or_insert_with_key(|h| Arc::from(h.as_str()))
+                            .clone()
+                    });
+                    Ok((
+                        typology,
+                        SpatialEntry {
+                            id: ServiceId(id),
+                            location: LonLat::new(lon, lat),
+                            attributes: Attributes {
+                                wheelchair: Wheelchair::parse(&wheelchair).unwrap_or_default(),
+                                opening_hours,
+                                folded_name: fold(&name).into_boxed_str(),
+                            },
+                            insee_code,
+                        },
+                    ))
+                },
+            )
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(SpatialIndex::new(entries))
     })
@@ -505,7 +582,7 @@ pub async fn check(pool: &Pool, index: &SpatialIndex) -> Result<Vec<String>> {
     let rows = published_rows(pool).await?;
     let mut found = index.internal_discrepancies();
     let mut published: HashSet<String> = HashSet::with_capacity(rows.len());
-    for (id, typology, lon, lat, insee_code) in rows {
+    for (id, typology, lon, lat, insee_code, ..) in rows {
         match index.by_id.get(&ServiceId(id.clone())) {
             None => found.push(format!(
                 "la fiche publiée {id} ({typology}) manque dans l'index"
@@ -586,6 +663,7 @@ mod tests {
             id: id(n),
             location: LonLat::new(lon, lat),
             insee_code: InseeCode::parse("63113").unwrap(),
+            attributes: Attributes::default(),
         }
     }
 
@@ -921,6 +999,7 @@ mod tests {
                 id: ServiceId(moved),
                 location: LonLat::new(lon, lat),
                 insee_code: InseeCode::parse(&insee).unwrap(),
+                attributes: Attributes::default(),
             },
         );
         assert!(index.remove(&ServiceId(withdrawn)));

@@ -196,3 +196,25 @@ pub async fn published_in_commune(pool: &Pool, code: &InseeCode) -> Result<i64> 
     .await?;
     Ok(n)
 }
+
+/// The entries `ids`, in no particular order (missing ones left out): one query for a page of
+/// search results.
+pub async fn get_many(pool: &Pool, ids: &[ServiceId]) -> Result<Vec<Service>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
+        "SELECT s.*, o.name AS source_name FROM services s
+         JOIN organisations o ON o.id = s.source_id WHERE s.id IN (",
+    );
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    q.push(")");
+    let records: Vec<ServiceRecord> = q.build_query_as().fetch_all(pool).await?;
+    Ok(records
+        .into_iter()
+        .map(Service::try_from)
+        .collect::<anyhow::Result<_>>()?)
+}

@@ -1,0 +1,563 @@
+//! One search query over the in-memory indexes: place (nearest, radius), territory, typologies
+//! and themes, words, opening hours and wheelchair access, ranked and paged by an opaque cursor.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::hours::HoursEvaluator;
+use super::spatial::{Placement, SpatialIndex};
+use crate::error::{Error, FieldError};
+use crate::services::{ServiceId, Wheelchair};
+use crate::spatial::{in_france, LonLat};
+use crate::taxonomy::Taxonomy;
+use crate::territory::{Commune, InseeCode, Locator};
+use crate::text::fold;
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+/// A territory to search in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Territory {
+    Commune(InseeCode),
+    Epci(String),
+    Departement(String),
+    Region(String),
+}
+
+impl Territory {
+    /// `commune:63113`, `epci:246300701`, `departement:63`, `region:84`, checked against the reference.
+    pub fn parse(value: &str, locator: &Locator) -> Result<Self, String> {
+        let (kind, code) = value.split_once(':').ok_or_else(|| {
+            format!(
+                "« {value} » : attendu commune:CODE, epci:SIREN, departement:CODE ou region:CODE"
+            )
+        })?;
+        let code = code.trim();
+        let known = |test: &dyn Fn(&Commune) -> bool| locator.communes().any(test);
+        let territory = match kind.trim() {
+            "commune" => Territory::Commune(InseeCode::parse(code)?),
+            "epci" => Territory::Epci(code.to_owned()),
+            "departement" => Territory::Departement(code.to_ascii_uppercase()),
+            "region" => Territory::Region(code.to_owned()),
+            other => {
+                return Err(format!(
+                    "type de territoire inconnu « {other} » (commune, epci, departement, region)"
+                ))
+            }
+        };
+        if known(&|c| territory.contains(c)) {
+            Ok(territory)
+        } else {
+            Err(format!("territoire inconnu « {value} »"))
+        }
+    }
+
+    pub fn contains(&self, commune: &Commune) -> bool {
+        match self {
+            Territory::Commune(code) => &commune.insee_code == code,
+            Territory::Epci(siren) => commune.epci_siren.as_deref() == Some(siren.as_str()),
+            Territory::Departement(code) => &commune.departement_code == code,
+            Territory::Region(code) => &commune.region_code == code,
+        }
+    }
+}
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// Nearest first (the default with `near`).
+    Distance,
+    /// Best text match first, then nearest or by name.
+    Relevance,
+}
+
+/// A parsed search: every part optional.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Folded words, each to be found at the start of a word of the entry's name, typology
+    /// (labels and synonyms) or commune.
+    pub words: Vec<String>,
+    pub near: Option<LonLat>,
+    pub radius_m: Option<f64>,
+    pub territory: Option<Territory>,
+    /// Typology codes (from `typology` and `theme`); `None` for all.
+    pub typologies: Option<Vec<String>>,
+    /// Only entries open at this moment (Europe/Paris).
+    pub open_at: Option<DateTime<Tz>>,
+    pub wheelchair: Option<Wheelchair>,
+    pub sort: Sort,
+    pub limit: usize,
+    pub after: Option<Cursor>,
+}
+
+/// Where a page ends: the sort key of its last entry. Opaque to clients (hex of JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Negated text score (higher scores first).
+    s: i64,
+    /// Distance in metres, 0 without a place.
+    d: f64,
+    /// Folded name, empty when the order is by distance.
+    n: String,
+    id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        hex::encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(value: &str) -> Result<Self, String> {
+        hex::decode(value)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| "curseur invalide : reprenez celui de la réponse précédente".to_owned())
+    }
+
+    /// Page order: higher score, then nearer, then by name, then by id.
+    fn order(&self, other: &Cursor) -> std::cmp::Ordering {
+        self.s
+            .cmp(&other.s)
+            .then(self.d.total_cmp(&other.d))
+            .then(self.n.cmp(&other.n))
+            .then(self.id.cmp(&other.id))
+    }
+
+    fn comes_after(&self, cursor: Option<&Cursor>) -> bool {
+        cursor.is_none_or(|c| self.order(c).is_gt())
+    }
+}
+
+/// An entry that matched, with its place in the order.
+struct Candidate {
+    key: Cursor,
+    id: ServiceId,
+    distance_m: Option<f64>,
+}
+
+/// One entry of a page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub id: ServiceId,
+    pub distance_m: Option<f64>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub found: Vec<Found>,
+    /// Every entry matching the query, all pages together.
+    pub total: usize,
+    pub next: Option<Cursor>,
+}
+
+/// The folded words under which each typology can be found: its labels and synonyms.
+#[derive(Debug, Default)]
+pub struct TypologyWords(HashMap<String, HashSet<String>>);
+
+impl TypologyWords {
+    pub fn new(taxonomy: &Taxonomy) -> Self {
+        Self(
+            taxonomy
+                .typologies
+                .iter()
+                .map(|t| {
+                    let words = std::iter::once(&t.label_fr)
+                        .chain([&t.label_en])
+                        .chain(&t.synonyms)
+                        .flat_map(|text| {
+                            fold(text).split(' ').map(str::to_owned).collect::<Vec<_>>()
+                        })
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    (t.code.clone(), words)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What a query needs besides the spatial index.
+pub struct Context<'a> {
+    pub taxonomy: &'a Taxonomy,
+    pub locator: &'a Locator,
+    pub typology_words: &'a TypologyWords,
+    pub hours: &'a HoursEvaluator,
+}
+
+/// Words too common to tell entries apart.
+const STOP_WORDS: &[&str] = &[
+    "de", "du", "des", "la", "le", "les", "l", "d", "et", "a", "au", "aux", "en", "pour",
+];
+
+/// Splits a text query into folded words, stop words removed.
+pub fn query_words(q: &str) -> Vec<String> {
+    fold(q)
+        .split(' ')
+        .filter(|w| !w.is_empty() && !STOP_WORDS.contains(w))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Context<'_> {
+    /// The text score of an entry: 0 when a word matches nothing, else 1 plus 2 for each word
+    /// found in the entry's own name (so « mairie riom » puts the Mairie de Riom before another
+    /// town hall merely located in Riom).
+    fn score(&self, words: &[String], placement: &Placement, commune: Option<&Commune>) -> u32 {
+        if words.is_empty() {
+            return 1;
+        }
+        let name_words: Vec<&str> = placement.attributes.folded_name.split(' ').collect();
+        let commune_name = commune.map(|c| fold(&c.name)).unwrap_or_default();
+        let commune_words: Vec<&str> = commune_name.split(' ').collect();
+        let typology_words = self.typology_words.0.get(&*placement.typology);
+        let mut score = 1;
+        for word in words {
+            let prefix_of = |w: &&str| w.starts_with(word.as_str());
+            let in_name = name_words.iter().any(prefix_of);
+            let elsewhere = commune_words.iter().any(prefix_of)
+                || typology_words
+                    .is_some_and(|set| set.iter().any(|w| w.starts_with(word.as_str())));
+            if in_name {
+                score += 2;
+            } else if !elsewhere {
+                return 0;
+            }
+        }
+        score
+    }
+
+    /// Whether an entry passes the filters other than typology and text; its commune comes along.
+    fn passes<'c>(
+        &'c self,
+        query: &SearchQuery,
+        placement: &Placement,
+    ) -> Option<Option<&'c Commune>> {
+        let commune = self.locator.commune(&placement.insee_code);
+        if let Some(territory) = &query.territory {
+            if !commune.is_some_and(|c| territory.contains(c)) {
+                return None;
+            }
+        }
+        if let Some(wanted) = query.wheelchair {
+            if placement.attributes.wheelchair != wanted {
+                return None;
+            }
+        }
+        if let Some(at) = query.open_at {
+            let state = self
+                .hours
+                .state_at(placement.attributes.opening_hours.as_deref(), at);
+            if state.open != Some(true) {
+                return None;
+            }
+        }
+        Some(commune)
+    }
+
+    /// Runs the query. CPU work: call it off the async threads.
+    pub fn run(&self, index: &SpatialIndex, query: &SearchQuery) -> Page {
+        let typologies: Option<Vec<&str>> = query
+            .typologies
+            .as_ref()
+            .map(|t| t.iter().map(String::as_str).collect());
+        let typologies = typologies.as_deref();
+        let mut total = 0;
+        let mut found = Vec::with_capacity(query.limit);
+        let mut last_key: Option<Cursor> = None;
+        let mut more = false;
+
+        match (query.near, query.sort) {
+            (Some(from), Sort::Distance) => {
+                // Streamed nearest first: stops at the radius, skips to the cursor.
+                for hit in index.nearest_iter(from, typologies) {
+                    if query.radius_m.is_some_and(|r| hit.distance_m > r) {
+                        break;
+                    }
+                    let Some(placement) = index.get(&hit.id) else {
+                        continue;
+                    };
+                    let Some(commune) = self.passes(query, placement) else {
+                        continue;
+                    };
+                    if self.score(&query.words, placement, commune) == 0 {
+                        continue;
+                    }
+                    total += 1;
+                    let key = Cursor {
+                        s: 0,
+                        d: hit.distance_m,
+                        n: String::new(),
+                        id: hit.id.to_string(),
+                    };
+                    if !key.comes_after(query.after.as_ref()) {
+                        continue;
+                    }
+                    if found.len() < query.limit {
+                        last_key = Some(key);
+                        found.push(Found {
+                            id: hit.id,
+                            distance_m: Some(hit.distance_m),
+                        });
+                    } else {
+                        more = true;
+                        if query.radius_m.is_none() {
+                            // Without a radius the rest is counted by a plain scan, cheaper than
+                            // ordering every entry by distance.
+                            total = self.count(index, query, typologies);
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => {
+                let mut ranked: Vec<Candidate> = index
+                    .entries(typologies)
+                    .filter_map(|(id, placement)| {
+                        let distance_m = query.near.map(|from| from.distance_m(placement.location));
+                        if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
+                            if d > r {
+                                return None;
+                            }
+                        }
+                        let commune = self.passes(query, placement)?;
+                        let score = self.score(&query.words, placement, commune);
+                        (score > 0).then(|| Candidate {
+                            key: Cursor {
+                                s: -i64::from(score),
+                                d: distance_m.unwrap_or(0.0),
+                                n: placement.attributes.folded_name.to_string(),
+                                id: id.to_string(),
+                            },
+                            id: id.clone(),
+                            distance_m,
+                        })
+                    })
+                    .collect();
+                total = ranked.len();
+                ranked.retain(|c| c.key.comes_after(query.after.as_ref()));
+                ranked.sort_by(|a, b| a.key.order(&b.key));
+                more = ranked.len() > query.limit;
+                for candidate in ranked.into_iter().take(query.limit) {
+                    last_key = Some(candidate.key);
+                    found.push(Found {
+                        id: candidate.id,
+                        distance_m: candidate.distance_m,
+                    });
+                }
+            }
+        }
+        Page {
+            found,
+            total,
+            next: if more { last_key } else { None },
+        }
+    }
+
+    fn count(
+        &self,
+        index: &SpatialIndex,
+        query: &SearchQuery,
+        typologies: Option<&[&str]>,
+    ) -> usize {
+        index
+            .entries(typologies)
+            .filter(|(_, placement)| {
+                self.passes(query, placement)
+                    .is_some_and(|commune| self.score(&query.words, placement, commune) > 0)
+            })
+            .count()
+    }
+}
+
+/// The raw parameters of `GET /api/v1/services`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Words to find in the name, the typology (labels, synonyms) or the commune.
+    pub q: Option<String>,
+    /// `lon,lat` (WGS84) to search around: nearest first.
+    pub near: Option<String>,
+    /// With `near`: only entries within this many metres.
+    pub radius: Option<f64>,
+    /// A territory: `commune:63113`, `epci:246300701`, `departement:63`, `region:84`.
+    #[serde(rename = "in")]
+    #[param(rename = "in")]
+    pub within: Option<String>,
+    /// A theme code.
+    pub theme: Option<String>,
+    /// One or several typology codes, comma-separated.
+    pub typology: Option<String>,
+    /// `true`: only entries open now (Europe/Paris, French public holidays).
+    pub open_now: Option<bool>,
+    /// Only entries open at this ISO date-time (Europe/Paris when no offset is given).
+    pub open_at: Option<String>,
+    /// `yes`, `limited` or `no`.
+    pub wheelchair: Option<String>,
+    /// `distance` (default with `near`) or `relevance`.
+    pub sort: Option<String>,
+    /// Page size, default 20, at most 100.
+    pub limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl SearchParams {
+    /// Parses every parameter and reports every wrong one by name.
+    pub fn parse(
+        &self,
+        taxonomy: &Taxonomy,
+        locator: &Locator,
+        now: DateTime<Tz>,
+    ) -> Result<SearchQuery, Error> {
+        let mut errors = Vec::new();
+        let mut wrong = |field: &str, message: String| errors.push(FieldError::new(field, message));
+
+        let near = self.near.as_deref().and_then(|value| {
+            let parsed = value.split_once(',').and_then(|(lon, lat)| {
+                Some(LonLat::new(
+                    lon.trim().parse().ok()?,
+                    lat.trim().parse().ok()?,
+                ))
+            });
+            match parsed {
+                Some(p) if in_france(p) => Some(p),
+                Some(p) => {
+                    wrong(
+                        "near",
+                        format!(
+                            "le point ({}, {}) est hors de France (lon,lat attendu)",
+                            p.lon, p.lat
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    wrong(
+                        "near",
+                        format!(
+                            "« {value} » : attendu lon,lat en degrés décimaux, ex. 3.0863,45.7797"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let radius_m = match self.radius {
+            Some(r) if !(r.is_finite() && r > 0.0 && r <= 1_000_000.0) => {
+                wrong(
+                    "radius",
+                    "rayon en mètres attendu, entre 0 et 1 000 000".into(),
+                );
+                None
+            }
+            Some(_) if self.near.is_none() => {
+                wrong("radius", "un rayon demande aussi near=lon,lat".into());
+                None
+            }
+            other => other,
+        };
+        let territory = self.within.as_deref().and_then(|v| {
+            Territory::parse(v, locator)
+                .map_err(|m| wrong("in", m))
+                .ok()
+        });
+        let mut typologies: Option<Vec<String>> = None;
+        if let Some(theme) = self.theme.as_deref() {
+            if taxonomy.theme(theme).is_some() {
+                typologies = Some(
+                    taxonomy
+                        .typologies
+                        .iter()
+                        .filter(|t| t.theme == theme)
+                        .map(|t| t.code.clone())
+                        .collect(),
+                );
+            } else {
+                wrong("theme", format!("thème inconnu « {theme} »"));
+            }
+        }
+        if let Some(list) = self.typology.as_deref() {
+            let mut codes = Vec::new();
+            for code in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if taxonomy.typology(code).is_some() {
+                    codes.push(code.to_owned());
+                } else {
+                    wrong("typology", format!("typologie inconnue « {code} »"));
+                }
+            }
+            typologies = Some(match typologies {
+                // A theme and typologies together: the typologies of that theme.
+                Some(of_theme) => codes.into_iter().filter(|c| of_theme.contains(c)).collect(),
+                None => codes,
+            });
+        }
+        let open_at = match (self.open_now, self.open_at.as_deref()) {
+            (_, Some(value)) => super::hours::parse_open_at(value)
+                .map_err(|m| wrong("open_at", m))
+                .ok(),
+            (Some(true), None) => Some(now),
+            _ => None,
+        };
+        let wheelchair = self.wheelchair.as_deref().and_then(|v| {
+            Wheelchair::parse(v)
+                .map_err(|m| wrong("wheelchair", m))
+                .ok()
+        });
+        let sort = match self.sort.as_deref() {
+            None | Some("distance") => {
+                if near.is_some() {
+                    Sort::Distance
+                } else {
+                    Sort::Relevance
+                }
+            }
+            Some("relevance") => Sort::Relevance,
+            Some(other) => {
+                wrong("sort", format!("« {other} » : distance ou relevance"));
+                Sort::Relevance
+            }
+        };
+        let limit = match self.limit {
+            None => DEFAULT_LIMIT,
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                wrong("limit", format!("entre 1 et {MAX_LIMIT}"));
+                DEFAULT_LIMIT
+            }
+        };
+        let after = self
+            .cursor
+            .as_deref()
+            .and_then(|c| Cursor::decode(c).map_err(|m| wrong("cursor", m)).ok());
+        if !errors.is_empty() {
+            return Err(Error::InvalidParameters(errors));
+        }
+        Ok(SearchQuery {
+            words: self.q.as_deref().map(query_words).unwrap_or_default(),
+            near,
+            radius_m,
+            territory,
+            typologies,
+            open_at,
+            wheelchair,
+            sort,
+            limit,
+            after,
+        })
+    }
+}
+
+/// The whole in-memory search state, swapped as one when the data changes.
+pub struct SearchIndex {
+    pub spatial: SpatialIndex,
+    /// The data version the index was built at.
+    pub version: Option<String>,
+}
+
+pub type Shared = Arc<std::sync::RwLock<Arc<SearchIndex>>>;

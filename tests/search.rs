@@ -1,0 +1,286 @@
+//! The search API against brute force on generated data, through the real router.
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use proximites::app::{self, AppState};
+use proximites::import::{self, ImportOptions, Input};
+use proximites::spatial::LonLat;
+use proximites::{boot, db, synth};
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Fixture {
+    router: axum::Router,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// The Auvergne demo, 4,000 generated entries in Auvergne, and a few hand-made ones.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(dir.path().join("search.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let reference = boot::prepare(&pool, true).await.unwrap();
+    let auvergne: Vec<_> = reference
+        .locator
+        .communes()
+        .filter(|c| ["03", "15", "43", "63"].contains(&c.departement_code.as_str()))
+        .cloned()
+        .collect();
+    let mut generated = Vec::new();
+    synth::write(&mut generated, &reference.taxonomy, &auvergne, 4_000, 5).unwrap();
+    let report = import::import(
+        &pool,
+        &reference,
+        Input::Bytes {
+            name: "synth.csv".into(),
+            bytes: generated,
+        },
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.committed,
+        "{:?}",
+        &report.errors[..report.errors.len().min(3)]
+    );
+    let extra = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
+                 e1,ecole-elementaire,École Jules-Ferry,,,,63300,3.1140,45.8950,,,,,yes,\n\
+                 p1,prefecture,Préfecture du Puy-de-Dôme,,,,63113,3.0870,45.7790,,,,\"Mo-Fr 08:30-12:00,13:30-16:30; PH off\",,\n";
+    let report = import::import(
+        &pool,
+        &reference,
+        Input::Bytes {
+            name: "extra.csv".into(),
+            bytes: extra.as_bytes().to_vec(),
+        },
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.committed, "{report:?}");
+    let state = AppState::build(pool, reference).await.unwrap();
+    Fixture {
+        router: app::router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Every published (id, typology, lon, lat, departement) of the database.
+    async fn rows(&self) -> Vec<(String, String, f64, f64, String)> {
+        sqlx::query_as(
+            "SELECT s.id, s.typology_code, s.lon, s.lat, c.departement_code FROM services s
+             JOIN communes c ON c.insee_code = s.insee_code WHERE s.status = 'published'",
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn nearest_and_radius_equal_brute_force() {
+    let f = fixture().await;
+    let rows = f.rows().await;
+    let from = LonLat::new(3.1, 45.8);
+    let mut by_distance: Vec<(f64, String, String)> = rows
+        .iter()
+        .map(|(id, typology, lon, lat, _)| {
+            (
+                from.distance_m(LonLat::new(*lon, *lat)),
+                id.clone(),
+                typology.clone(),
+            )
+        })
+        .collect();
+    by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    let (status, page) = f
+        .get("/api/v1/services?near=3.1,45.8&typology=mairie&limit=10")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let expected: Vec<String> = by_distance
+        .iter()
+        .filter(|r| r.2 == "mairie")
+        .take(10)
+        .map(|r| r.1.clone())
+        .collect();
+    assert_eq!(ids(&page), expected);
+    let distances: Vec<f64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["distance_m"].as_f64().unwrap())
+        .collect();
+    assert!(distances.windows(2).all(|w| w[0] <= w[1]));
+
+    let (_, page) = f
+        .get("/api/v1/services?near=3.1,45.8&radius=5000&limit=100")
+        .await;
+    let within: Vec<String> = by_distance
+        .iter()
+        .filter(|r| r.0 <= 5000.0)
+        .map(|r| r.1.clone())
+        .collect();
+    assert!(within.len() > 100, "the radius holds more than a page");
+    assert_eq!(page["total"], within.len());
+    assert_eq!(ids(&page), within[..100]);
+}
+
+#[tokio::test]
+async fn territory_filters_are_exact_and_paging_returns_each_entry_once() {
+    let f = fixture().await;
+    let rows = f.rows().await;
+    let expected: HashSet<String> = rows
+        .iter()
+        .filter(|r| r.4 == "15")
+        .map(|r| r.0.clone())
+        .collect();
+    assert!(expected.len() > 100);
+    for base in [
+        "/api/v1/services?in=departement:15&limit=37",
+        "/api/v1/services?in=departement:15&near=2.44,44.93&limit=37",
+    ] {
+        let mut seen = Vec::new();
+        let mut uri = base.to_owned();
+        loop {
+            let (status, page) = f.get(&uri).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["total"], expected.len());
+            seen.extend(ids(&page));
+            match page["next"].as_str() {
+                Some(cursor) => uri = format!("{base}&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), expected.len(), "{base}: no entry twice");
+        assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected, "{base}");
+    }
+}
+
+#[tokio::test]
+async fn words_find_names_typologies_and_communes() {
+    let f = fixture().await;
+    let (_, page) = f.get("/api/v1/services?q=mairie%20riom").await;
+    assert_eq!(page["items"][0]["name"], "Mairie de Riom");
+    let (_, page) = f.get("/api/v1/services?q=ecole%20jules").await;
+    assert_eq!(page["items"][0]["name"], "École Jules-Ferry");
+    let (_, page) = f
+        .get("/api/v1/services?q=prefecture&in=commune:63113")
+        .await;
+    assert!(!ids(&page).is_empty());
+    assert_eq!(page["items"][0]["name"], "Préfecture du Puy-de-Dôme");
+    let (_, page) = f
+        .get("/api/v1/services?q=france%20travail&in=departement:63")
+        .await;
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["typology"]["code"] == "anpe"),
+        "a synonym finds the typology"
+    );
+}
+
+#[tokio::test]
+async fn open_at_knows_public_holidays() {
+    let f = fixture().await;
+    let uri =
+        |at: &str| format!("/api/v1/services?q=prefecture%20puy&in=commune:63113&open_at={at}");
+    let (_, page) = f.get(&uri("2026-07-13T10:00")).await;
+    assert_eq!(page["items"][0]["name"], "Préfecture du Puy-de-Dôme");
+    assert_eq!(page["items"][0]["open_now"], true);
+    let (_, page) = f.get(&uri("2026-07-14T10:00")).await;
+    assert_eq!(page["total"], 0, "closed on 14 July");
+    let (_, page) = f
+        .get("/api/v1/services?q=prefecture%20puy&in=commune:63113&wheelchair=yes")
+        .await;
+    assert_eq!(page["total"], 0);
+    let (_, page) = f.get("/api/v1/services?q=jules&wheelchair=yes").await;
+    assert_eq!(page["total"], 1);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_named() {
+    let f = fixture().await;
+    let (status, problem) = f.get("/api/v1/services?near=abc&radius=-3&in=pays:fr&typology=boulangerie&limit=500&open_at=demain&cursor=zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["code"], "invalid_parameter");
+    let fields: HashSet<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for field in [
+        "near", "radius", "in", "typology", "limit", "open_at", "cursor",
+    ] {
+        assert!(fields.contains(field), "{field} not named: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn the_index_follows_imports() {
+    let f = fixture().await;
+    let (_, before) = f
+        .get("/api/v1/services?typology=piscine&in=commune:15014")
+        .await;
+    let csv = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
+               n1,piscine,Piscine d'Aurillac,,,,15014,2.4440,44.9260,,,,,,\n";
+    import::import(
+        &f.state.pool,
+        &f.state.reference,
+        Input::Bytes {
+            name: "n.csv".into(),
+            bytes: csv.as_bytes().to_vec(),
+        },
+        ImportOptions {
+            source: Some("Ville d'Aurillac".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(f.state.refresh_search().await.unwrap());
+    let (_, after) = f
+        .get("/api/v1/services?typology=piscine&in=commune:15014")
+        .await;
+    assert_eq!(
+        after["total"].as_u64().unwrap(),
+        before["total"].as_u64().unwrap() + 1
+    );
+    assert!(
+        !f.state.refresh_search().await.unwrap(),
+        "nothing to do when the data did not change"
+    );
+}
