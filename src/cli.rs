@@ -51,6 +51,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Import N generated rows, build the search index and time in-process queries.
+    Search {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -72,6 +72,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
         }
+        Command::Bench(BenchCommand::Search {
+            rows,
+            seed,
+            queries,
+        }) => {
+            println!("{}", bench::search(rows, seed, queries).await?);
+        }
         Command::Territory(TerritoryCommand::Import { dir }) => {
             let pool = db::connect(&cli.database_url).await?;
             boot::prepare(&pool, false).await?;

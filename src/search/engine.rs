@@ -365,6 +365,14 @@ impl Context<'_> {
         query: &SearchQuery,
         typologies: Option<&[&str]>,
     ) -> usize {
+        let filtered = query.territory.is_some()
+            || query.wheelchair.is_some()
+            || query.open_at.is_some()
+            || !query.words.is_empty();
+        if !filtered {
+            // Only typologies: the trees know their sizes.
+            return index.count(typologies);
+        }
         index
             .entries(typologies)
             .filter(|(_, placement)| {

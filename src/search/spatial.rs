@@ -195,6 +195,14 @@ impl SpatialIndex {
         self.by_id.get(id)
     }
 
+    /// How many entries `typologies` hold (all when `None`), without visiting them.
+    pub fn count(&self, typologies: Option<&[&str]>) -> usize {
+        self.trees_for(typologies)
+            .iter()
+            .map(|(_, tree)| tree.size())
+            .sum()
+    }
+
     /// The typology codes that have at least one entry, in no particular order.
     pub fn typologies(&self) -> impl Iterator<Item = &str> {
         self.trees.keys().map(|t| &**t)
