@@ -15,8 +15,9 @@ use crate::db::Pool;
 use crate::error::{Error, Problem};
 use crate::import::Reference;
 use crate::search;
-use crate::search::engine::{SearchIndex, TypologyWords};
+use crate::search::engine::SearchIndex;
 use crate::search::hours::HoursEvaluator;
+use crate::search::text::TextIndex;
 use crate::taxonomy::store::PublishedCounts;
 use crate::territory::places::PlaceIndex;
 
@@ -33,19 +34,29 @@ pub struct AppState {
     pub places: Arc<PlaceIndex>,
     /// The search index, derived from the database and swapped whole when its data changes.
     pub search: search::engine::Shared,
-    /// The words each typology is found under.
-    pub typology_words: Arc<TypologyWords>,
+    /// The full-text index (tantivy, on disk), kept at the same data version as `search`.
+    pub text: TextIndex,
     /// Opening hours evaluation (Europe/Paris, French public holidays).
     pub hours: Arc<HoursEvaluator>,
+    /// Where the text index lives.
+    pub text_dir: std::path::PathBuf,
 }
 
 impl AppState {
     /// The state of a server on `pool`, its search index loaded from the database.
-    pub async fn build(pool: Pool, reference: Reference) -> anyhow::Result<Self> {
-        let index = load_search_index(&pool).await?;
+    /// The text index lives in `text_dir` and is rebuilt only when it is behind the database.
+    pub async fn build(
+        pool: Pool,
+        reference: Reference,
+        text_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let dir = text_dir.to_owned();
+        let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&dir)).await??;
+        let index = load_search_index(&pool, &reference, &text, text_dir).await?;
         Ok(Self {
             places: Arc::new(PlaceIndex::new(&reference.locator)),
-            typology_words: Arc::new(TypologyWords::new(&reference.taxonomy)),
+            text,
+            text_dir: text_dir.to_owned(),
             hours: Arc::new(HoursEvaluator::default()),
             search: Arc::new(std::sync::RwLock::new(Arc::new(index))),
             pool,
@@ -69,7 +80,8 @@ impl AppState {
         if self.search_index().version == version {
             return Ok(false);
         }
-        let index = load_search_index(&self.pool).await?;
+        let index =
+            load_search_index(&self.pool, &self.reference, &self.text, &self.text_dir).await?;
         *self
             .search
             .write()
@@ -78,11 +90,28 @@ impl AppState {
     }
 }
 
-async fn load_search_index(pool: &Pool) -> anyhow::Result<SearchIndex> {
+/// Records, beside the text index, the data version it was built at.
+const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";
+
+async fn load_search_index(
+    pool: &Pool,
+    reference: &Reference,
+    text: &TextIndex,
+    text_dir: &std::path::Path,
+) -> anyhow::Result<SearchIndex> {
     // The version is read first: a write landing during the load moves it again and triggers
     // another refresh, never a missed one.
     let version = crate::db::fact(pool, "data_version").await?;
     let spatial = search::spatial::load(pool).await?;
+    let marker = text_dir.join(TEXT_DATA_VERSION_FILE);
+    let text_version = std::fs::read_to_string(&marker).ok();
+    // The persisted text index is reused across restarts while it is at the database's version.
+    if text_version != version || text.doc_count() != spatial.len() as u64 {
+        text.sync_from_db(pool, &reference.taxonomy, &reference.locator)
+            .await?;
+        std::fs::write(&marker, version.as_deref().unwrap_or_default())?;
+        tracing::info!(documents = text.doc_count(), "text index rebuilt");
+    }
     tracing::info!(entries = spatial.len(), "search index loaded");
     Ok(SearchIndex { spatial, version })
 }

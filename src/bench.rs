@@ -62,7 +62,7 @@ fn percentiles(mut micros: Vec<f64>) -> (f64, f64) {
 pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<String> {
     use rand::{Rng, SeedableRng};
 
-    use crate::search::engine::{Context, SearchParams, TypologyWords};
+    use crate::search::engine::{Context, SearchParams};
     use crate::search::hours::HoursEvaluator;
 
     let dir = tempfile::tempdir()?;
@@ -86,13 +86,11 @@ pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<Stri
     let build_s = started.elapsed().as_secs_f64();
     let per_entry = resident_bytes().saturating_sub(before) as f64 / spatial.len().max(1) as f64;
 
-    let words = TypologyWords::new(&reference.taxonomy);
     let hours = HoursEvaluator::default();
     let context = Context {
-        taxonomy: &reference.taxonomy,
         locator: &reference.locator,
-        typology_words: &words,
         hours: &hours,
+        text_scores: None,
     };
     let now = crate::search::hours::paris_now();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -46,6 +46,17 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
 
 /// Facts: `data_version` changes with every committed write to the directory (caches key on it);
 /// `demo_loaded` marks a database that received the demo once.
+/// The directory of the derived on-disk indexes of the database at `url`: `PATH.text` beside
+/// the SQLite file `PATH`.
+pub fn text_index_dir(url: &str) -> std::path::PathBuf {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    std::path::PathBuf::from(format!("{path}.text"))
+}
+
 pub async fn fact(pool: &Pool, key: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
         .bind(key)

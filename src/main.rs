@@ -31,7 +31,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, !args.no_demo).await?;
-            app::serve(app::AppState::build(pool, reference).await?, args.listen).await?;
+            let text_dir = db::text_index_dir(&cli.database_url);
+            let state = app::AppState::build(pool, reference, &text_dir).await?;
+            app::serve(state, args.listen).await?;
         }
         Command::Import(args) => {
             let pool = db::connect(&cli.database_url).await?;

@@ -13,7 +13,9 @@ async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
         .await
         .unwrap();
     let reference = boot::prepare(&pool, true).await.unwrap();
-    let state = AppState::build(pool, reference).await.unwrap();
+    let state = AppState::build(pool, reference, &dir.path().join("text"))
+        .await
+        .unwrap();
     (app::router(state.clone()), state, dir)
 }
 

@@ -63,7 +63,9 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     assert!(report.committed, "{report:?}");
-    let state = AppState::build(pool, reference).await.unwrap();
+    let state = AppState::build(pool, reference, &dir.path().join("text"))
+        .await
+        .unwrap();
     Fixture {
         router: app::router(state.clone()),
         state,

@@ -1,7 +1,7 @@
 //! One search query over the in-memory indexes: place (nearest, radius), territory, typologies
 //! and themes, words, opening hours and wheelchair access, ranked and paged by an opaque cursor.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -15,7 +15,6 @@ use crate::services::{ServiceId, Wheelchair};
 use crate::spatial::{in_france, LonLat};
 use crate::taxonomy::Taxonomy;
 use crate::territory::{Commune, InseeCode, Locator};
-use crate::text::fold;
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
@@ -79,9 +78,8 @@ pub enum Sort {
 /// A parsed search: every part optional.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
-    /// Folded words, each to be found at the start of a word of the entry's name, typology
-    /// (labels and synonyms) or commune.
-    pub words: Vec<String>,
+    /// The words asked for (`q`), matched by the text index.
+    pub text: Option<String>,
     pub near: Option<LonLat>,
     pub radius_m: Option<f64>,
     pub territory: Option<Territory>,
@@ -156,108 +154,44 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// The folded words under which each typology can be found: its labels and synonyms.
-#[derive(Debug, Default)]
-pub struct TypologyWords(HashMap<String, HashSet<String>>);
-
-impl TypologyWords {
-    pub fn new(taxonomy: &Taxonomy) -> Self {
-        Self(
-            taxonomy
-                .typologies
-                .iter()
-                .map(|t| {
-                    let words = std::iter::once(&t.label_fr)
-                        .chain([&t.label_en])
-                        .chain(&t.synonyms)
-                        .flat_map(|text| {
-                            fold(text).split(' ').map(str::to_owned).collect::<Vec<_>>()
-                        })
-                        .filter(|w| !w.is_empty())
-                        .collect();
-                    (t.code.clone(), words)
-                })
-                .collect(),
-        )
-    }
-}
-
 /// What a query needs besides the spatial index.
 pub struct Context<'a> {
-    pub taxonomy: &'a Taxonomy,
     pub locator: &'a Locator,
-    pub typology_words: &'a TypologyWords,
     pub hours: &'a HoursEvaluator,
-}
-
-/// Words too common to tell entries apart.
-const STOP_WORDS: &[&str] = &[
-    "de", "du", "des", "la", "le", "les", "l", "d", "et", "a", "au", "aux", "en", "pour",
-];
-
-/// Splits a text query into folded words, stop words removed.
-pub fn query_words(q: &str) -> Vec<String> {
-    fold(q)
-        .split(' ')
-        .filter(|w| !w.is_empty() && !STOP_WORDS.contains(w))
-        .map(str::to_owned)
-        .collect()
+    /// Text scores of the entries matching the query's words (from the text index); `None`
+    /// when the query has no words.
+    pub text_scores: Option<&'a HashMap<ServiceId, f32>>,
 }
 
 impl Context<'_> {
-    /// The text score of an entry: 0 when a word matches nothing, else 1 plus 2 for each word
-    /// found in the entry's own name (so « mairie riom » puts the Mairie de Riom before another
-    /// town hall merely located in Riom).
-    fn score(&self, words: &[String], placement: &Placement, commune: Option<&Commune>) -> u32 {
-        if words.is_empty() {
-            return 1;
+    /// The text score of an entry: 0 when the query has words the entry does not match, else
+    /// a positive rank (1 without words).
+    fn score(&self, id: &ServiceId) -> u32 {
+        match self.text_scores {
+            None => 1,
+            Some(scores) => scores
+                .get(id)
+                .map_or(0, |s| 1 + (s.max(0.0) * 1000.0) as u32),
         }
-        let name_words: Vec<&str> = placement.attributes.folded_name.split(' ').collect();
-        let commune_name = commune.map(|c| fold(&c.name)).unwrap_or_default();
-        let commune_words: Vec<&str> = commune_name.split(' ').collect();
-        let typology_words = self.typology_words.0.get(&*placement.typology);
-        let mut score = 1;
-        for word in words {
-            let prefix_of = |w: &&str| w.starts_with(word.as_str());
-            let in_name = name_words.iter().any(prefix_of);
-            let elsewhere = commune_words.iter().any(prefix_of)
-                || typology_words
-                    .is_some_and(|set| set.iter().any(|w| w.starts_with(word.as_str())));
-            if in_name {
-                score += 2;
-            } else if !elsewhere {
-                return 0;
-            }
-        }
-        score
     }
 
-    /// Whether an entry passes the filters other than typology and text; its commune comes along.
-    fn passes<'c>(
-        &'c self,
-        query: &SearchQuery,
-        placement: &Placement,
-    ) -> Option<Option<&'c Commune>> {
-        let commune = self.locator.commune(&placement.insee_code);
-        if let Some(territory) = &query.territory {
-            if !commune.is_some_and(|c| territory.contains(c)) {
-                return None;
-            }
-        }
-        if let Some(wanted) = query.wheelchair {
-            if placement.attributes.wheelchair != wanted {
-                return None;
-            }
-        }
-        if let Some(at) = query.open_at {
-            let state = self
-                .hours
-                .state_at(placement.attributes.opening_hours.as_deref(), at);
-            if state.open != Some(true) {
-                return None;
-            }
-        }
-        Some(commune)
+    /// Whether an entry passes the filters other than typology and text.
+    fn passes(&self, query: &SearchQuery, placement: &Placement) -> bool {
+        let in_territory = query.territory.as_ref().is_none_or(|territory| {
+            self.locator
+                .commune(&placement.insee_code)
+                .is_some_and(|c| territory.contains(c))
+        });
+        in_territory
+            && query
+                .wheelchair
+                .is_none_or(|wanted| placement.attributes.wheelchair == wanted)
+            && query.open_at.is_none_or(|at| {
+                self.hours
+                    .state_at(placement.attributes.opening_hours.as_deref(), at)
+                    .open
+                    == Some(true)
+            })
     }
 
     /// Runs the query. CPU work: call it off the async threads.
@@ -282,10 +216,7 @@ impl Context<'_> {
                     let Some(placement) = index.get(&hit.id) else {
                         continue;
                     };
-                    let Some(commune) = self.passes(query, placement) else {
-                        continue;
-                    };
-                    if self.score(&query.words, placement, commune) == 0 {
+                    if !self.passes(query, placement) || self.score(&hit.id) == 0 {
                         continue;
                     }
                     total += 1;
@@ -325,9 +256,11 @@ impl Context<'_> {
                                 return None;
                             }
                         }
-                        let commune = self.passes(query, placement)?;
-                        let score = self.score(&query.words, placement, commune);
-                        (score > 0).then(|| Candidate {
+                        let score = self.score(id);
+                        if score == 0 || !self.passes(query, placement) {
+                            return None;
+                        }
+                        Some(Candidate {
                             key: Cursor {
                                 s: -i64::from(score),
                                 d: distance_m.unwrap_or(0.0),
@@ -368,17 +301,14 @@ impl Context<'_> {
         let filtered = query.territory.is_some()
             || query.wheelchair.is_some()
             || query.open_at.is_some()
-            || !query.words.is_empty();
+            || self.text_scores.is_some();
         if !filtered {
             // Only typologies: the trees know their sizes.
             return index.count(typologies);
         }
         index
             .entries(typologies)
-            .filter(|(_, placement)| {
-                self.passes(query, placement)
-                    .is_some_and(|commune| self.score(&query.words, placement, commune) > 0)
-            })
+            .filter(|(id, placement)| self.score(id) > 0 && self.passes(query, placement))
             .count()
     }
 }
@@ -547,7 +477,12 @@ impl SearchParams {
             return Err(Error::InvalidParameters(errors));
         }
         Ok(SearchQuery {
-            words: self.q.as_deref().map(query_words).unwrap_or_default(),
+            text: self
+                .q
+                .as_deref()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(str::to_owned),
             near,
             radius_m,
             territory,

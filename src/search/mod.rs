@@ -4,3 +4,4 @@ pub mod engine;
 pub mod hours;
 pub mod routes;
 pub mod spatial;
+pub mod text;

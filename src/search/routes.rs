@@ -58,20 +58,23 @@ async fn search(
     let reference = state.reference.clone();
     let query = params.parse(&reference.taxonomy, &reference.locator, now)?;
     let index = state.search_index();
-    let words = state.typology_words.clone();
     let hours = state.hours.clone();
+    let text = state.text.clone();
     let run_query = query.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        Context {
-            taxonomy: &reference.taxonomy,
+    let page = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let text_scores: Option<HashMap<_, _>> = match &run_query.text {
+            Some(q) => Some(text.search(q, None)?.into_iter().collect()),
+            None => None,
+        };
+        Ok(Context {
             locator: &reference.locator,
-            typology_words: &words,
             hours: &hours,
+            text_scores: text_scores.as_ref(),
         }
-        .run(&index.spatial, &run_query)
+        .run(&index.spatial, &run_query))
     })
     .await
-    .map_err(anyhow::Error::from)?;
+    .map_err(anyhow::Error::from)??;
 
     let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
     let mut services: HashMap<_, _> = store::get_many(&state.pool, &ids)

@@ -1,0 +1,806 @@
+//! The persisted full-text index of published entries (tantivy): French stemming, accent and
+//! case folding, as-you-type prefixes of the last word and one typo forgiven in long words.
+//!
+//! Derived from the database, never the reference: `sync_from_db` rebuilds it whole, `upsert`
+//! and `remove` follow single writes. The directory holds a `proximites-text-version` file; an
+//! index written with other fields or analyzers ([`SCHEMA_VERSION`]) is deleted and recreated
+//! empty on open, to be filled again from the database.
+//!
+//! Fields:
+//! - `id`: the entry's [`ServiceId`], raw, stored and fast (read back for every hit);
+//! - `name`, `typology` (French and English labels and synonyms), `commune`, `address` (street,
+//!   postcode, city), `description`: analysed by "fr" (words, lower case, accents folded, French
+//!   stop words removed, Snowball French stemmer);
+//! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name, typology
+//!   and commune ("fr_prefix"), for the word being typed;
+//! - `words`: the folded, unstemmed words of the name, typology and commune ("fr_raw"), for
+//!   typo-tolerant (Levenshtein 1) matching.
+//!
+//! A query matches an entry when each of its words does (stop words aside): the word stemmed in
+//! any analysed field, or, for the last word, as a prefix, or, for a word of 5 characters or
+//! more, within one edit of a word. Scores are BM25, name matches weighted ×3.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tantivy::collector::TopDocs;
+use tantivy::columnar::StrColumn;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer,
+    Stemmer, StopWordFilter, TextAnalyzer, TokenStream,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::db::Pool;
+use crate::services::{Service, ServiceId};
+use crate::taxonomy::Taxonomy;
+use crate::territory::{InseeCode, Locator};
+
+/// The version of the fields and analyzers: bump it with any change to them, and indexes written
+/// before are rebuilt.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The file of the index directory holding the [`SCHEMA_VERSION`] it was written with.
+pub const VERSION_FILE: &str = "proximites-text-version";
+
+/// The memory of the one writer, split between its threads.
+const WRITER_MEMORY_BYTES: usize = 50_000_000;
+
+/// Words longer than this (in bytes) are not indexed by "fr".
+const MAX_WORD_BYTES: usize = 40;
+
+/// Prefix lengths indexed for the word being typed, in characters.
+const MIN_PREFIX: usize = 2;
+const MAX_PREFIX: usize = 15;
+
+/// Query words this long or longer also match words one edit away.
+const FUZZY_MIN_CHARS: usize = 5;
+
+/// Weight of name matches against the other fields.
+const NAME_BOOST: f32 = 3.0;
+
+/// Weight of a typo match (a constant 1 before the boost) against BM25 matches.
+const FUZZY_BOOST: f32 = 0.5;
+
+/// The analysed fields of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub id: Field,
+    pub name: Field,
+    pub typology: Field,
+    pub commune: Field,
+    pub address: Field,
+    pub description: Field,
+    pub prefixes: Field,
+    pub words: Field,
+}
+
+impl Fields {
+    /// The stemmed text fields with their weight.
+    fn stemmed(&self) -> [(Field, f32); 5] {
+        [
+            (self.name, NAME_BOOST),
+            (self.typology, 1.0),
+            (self.commune, 1.0),
+            (self.address, 1.0),
+            (self.description, 1.0),
+        ]
+    }
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let analysed = |tokenizer: &str, record: IndexRecordOption| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_index_option(record),
+        )
+    };
+    let fr = analysed("fr", IndexRecordOption::WithFreqs);
+    let fields = Fields {
+        id: builder.add_text_field("id", STRING | STORED | FAST),
+        name: builder.add_text_field("name", fr.clone()),
+        typology: builder.add_text_field("typology", fr.clone()),
+        commune: builder.add_text_field("commune", fr.clone()),
+        address: builder.add_text_field("address", fr.clone()),
+        description: builder.add_text_field("description", fr),
+        prefixes: builder.add_text_field(
+            "prefixes",
+            analysed("fr_prefix", IndexRecordOption::WithFreqs),
+        ),
+        words: builder.add_text_field("words", analysed("fr_raw", IndexRecordOption::Basic)),
+    };
+    (builder.build(), fields)
+}
+
+/// "fr": words, lower case, accents folded, French stop words removed, French stems.
+fn fr_analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_WORD_BYTES))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .dynamic();
+    let builder = match StopWordFilter::new(Language::French) {
+        Some(stop_words) => builder.filter_dynamic(stop_words),
+        None => builder,
+    };
+    builder
+        .filter_dynamic(Stemmer::new(Language::French))
+        .build()
+}
+
+/// "fr_raw": words, lower case, accents folded; nothing removed, nothing stemmed.
+fn raw_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_WORD_BYTES))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// "fr_prefix": the prefixes of one value, fed one folded word at a time.
+fn prefix_analyzer() -> anyhow::Result<TextAnalyzer> {
+    Ok(
+        TextAnalyzer::builder(NgramTokenizer::prefix_only(MIN_PREFIX, MAX_PREFIX)?)
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .build(),
+    )
+}
+
+fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut stream = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
+}
+
+/// The first `n` characters of `word`.
+fn truncate_chars(word: &str, n: usize) -> &str {
+    word.char_indices().nth(n).map_or(word, |(i, _)| &word[..i])
+}
+
+/// What the index holds of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextDoc {
+    pub id: ServiceId,
+    pub name: String,
+    /// French and English labels and synonyms of the entry's typology.
+    pub typology_labels: String,
+    /// The name of the entry's commune.
+    pub commune: String,
+    /// Street, postcode and city.
+    pub address: String,
+    pub description: String,
+}
+
+/// The labels and synonyms a typology is found under (its code when unknown).
+fn typology_labels(taxonomy: &Taxonomy, code: &str) -> String {
+    match taxonomy.typology(code) {
+        Some(t) => std::iter::once(&t.label_fr)
+            .chain([&t.label_en])
+            .chain(&t.synonyms)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ; "),
+        None => code.to_owned(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_doc(
+    id: ServiceId,
+    name: &str,
+    typology: &str,
+    insee_code: &InseeCode,
+    address: [Option<&str>; 3],
+    description: Option<&str>,
+    taxonomy: &Taxonomy,
+    locator: &Locator,
+) -> TextDoc {
+    TextDoc {
+        id,
+        name: name.to_owned(),
+        typology_labels: typology_labels(taxonomy, typology),
+        commune: locator
+            .commune(insee_code)
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        address: address
+            .into_iter()
+            .flatten()
+            .filter(|part| !part.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+        description: description.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The index document of an entry.
+pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> TextDoc {
+    let c = &service.content;
+    make_doc(
+        service.id.clone(),
+        &c.name,
+        &c.typology,
+        &c.insee_code,
+        [
+            c.street.as_deref(),
+            c.postcode.as_deref(),
+            c.city.as_deref(),
+        ],
+        c.description.as_deref(),
+        taxonomy,
+        locator,
+    )
+}
+
+/// The full-text index. Cheap to clone: every clone shares the same index and writer.
+#[derive(Clone)]
+pub struct TextIndex {
+    index: Index,
+    reader: IndexReader,
+    /// The one writer of the directory (tantivy locks it against a second).
+    writer: Arc<Mutex<IndexWriter>>,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for TextIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextIndex")
+            .field("docs", &self.doc_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `dir` holds a text index of another version (or a half-created one) to delete; an
+/// error when it holds files that are not an index at all, which are never deleted.
+fn stale(dir: &Path) -> anyhow::Result<bool> {
+    let version = std::fs::read_to_string(dir.join(VERSION_FILE)).ok();
+    if version.as_deref().map(str::trim) == Some(SCHEMA_VERSION.to_string().as_str()) {
+        return Ok(false);
+    }
+    if version.is_some() || dir.join("meta.json").exists() {
+        return Ok(true);
+    }
+    if std::fs::read_dir(dir)?.next().is_some() {
+        anyhow::bail!(
+            "{} : ce répertoire n'est pas un index texte de Proximités (ni meta.json ni {VERSION_FILE}) ; il n'est pas effacé",
+            dir.display()
+        );
+    }
+    Ok(false)
+}
+
+impl TextIndex {
+    /// Opens the index in `dir`, creating the directory and an empty index when missing, and
+    /// recreating it empty when it was written with another [`SCHEMA_VERSION`].
+    pub fn open_or_create(dir: &Path) -> anyhow::Result<TextIndex> {
+        let context = |what: &str| format!("index texte {} : {what}", dir.display());
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("{} : {e}", context("création")))?;
+        if stale(dir)? {
+            tracing::info!(dir = %dir.display(), "text index of another version: rebuilt empty");
+            std::fs::remove_dir_all(dir)
+                .and_then(|()| std::fs::create_dir_all(dir))
+                .map_err(|e| anyhow::anyhow!("{} : {e}", context("suppression")))?;
+        }
+        let (schema, fields) = schema();
+        let directory = MmapDirectory::open(dir)
+            .map_err(|e| anyhow::anyhow!("{} : {e}", context("ouverture")))?;
+        let index = Index::open_or_create(directory, schema)
+            .map_err(|e| anyhow::anyhow!("{} : {e}", context("ouverture")))?;
+        index.tokenizers().register("fr", fr_analyzer());
+        index.tokenizers().register("fr_raw", raw_analyzer());
+        index.tokenizers().register("fr_prefix", prefix_analyzer()?);
+        // Written once the index exists: a crash before leaves a directory rebuilt next time.
+        std::fs::write(dir.join(VERSION_FILE), format!("{SCHEMA_VERSION}\n"))
+            .map_err(|e| anyhow::anyhow!("{} : {e}", context("version")))?;
+        let writer = index
+            .writer(WRITER_MEMORY_BYTES)
+            .map_err(|e| anyhow::anyhow!("{} : {e}", context("écriture")))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(TextIndex {
+            index,
+            reader,
+            writer: Arc::new(Mutex::new(writer)),
+            fields,
+        })
+    }
+
+    /// The number of entries in the index (as of the last commit).
+    pub fn doc_count(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn fields(&self) -> Fields {
+        self.fields
+    }
+
+    fn writer(&self) -> MutexGuard<'_, IndexWriter> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn analyzer(&self, name: &str) -> anyhow::Result<TextAnalyzer> {
+        self.index
+            .tokenizers()
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("analyseur « {name} » non enregistré"))
+    }
+
+    fn document(&self, doc: &TextDoc, raw: &mut TextAnalyzer) -> TantivyDocument {
+        let f = &self.fields;
+        let mut out = TantivyDocument::default();
+        out.add_text(f.id, doc.id.as_str());
+        out.add_text(f.name, &doc.name);
+        out.add_text(f.typology, &doc.typology_labels);
+        out.add_text(f.commune, &doc.commune);
+        out.add_text(f.address, &doc.address);
+        out.add_text(f.description, &doc.description);
+        let mut folded = BTreeSet::new();
+        for text in [&doc.name, &doc.typology_labels, &doc.commune] {
+            folded.extend(tokens(raw, text));
+        }
+        out.add_text(
+            f.words,
+            folded
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        // One value per word: "fr_prefix" makes the prefixes of a whole value.
+        for word in &folded {
+            out.add_text(f.prefixes, word);
+        }
+        out
+    }
+
+    /// Runs `change` on the writer, then commits and makes it visible; rolls back on failure.
+    fn write(
+        &self,
+        change: impl FnOnce(&mut IndexWriter, &mut TextAnalyzer) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut raw = self.analyzer("fr_raw")?;
+        let mut writer = self.writer();
+        let done = change(&mut writer, &mut raw).and_then(|()| Ok(writer.commit().map(drop)?));
+        if let Err(error) = done {
+            if let Err(rollback) = writer.rollback() {
+                tracing::warn!(%rollback, "text index rollback failed");
+            }
+            return Err(error);
+        }
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Replaces the whole content of the index with `docs`, in one commit.
+    pub fn rebuild(&self, docs: impl Iterator<Item = TextDoc>) -> anyhow::Result<()> {
+        self.write(|writer, raw| {
+            writer.delete_all_documents()?;
+            for doc in docs {
+                writer.add_document(self.document(&doc, raw))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds or replaces these entries, in one commit.
+    pub fn upsert(&self, docs: &[TextDoc]) -> anyhow::Result<()> {
+        self.write(|writer, raw| {
+            for doc in docs {
+                writer.delete_term(Term::from_field_text(self.fields.id, doc.id.as_str()));
+                writer.add_document(self.document(doc, raw))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes these entries (unknown ids are ignored), in one commit.
+    pub fn remove(&self, ids: &[ServiceId]) -> anyhow::Result<()> {
+        self.write(|writer, _| {
+            for id in ids {
+                writer.delete_term(Term::from_field_text(self.fields.id, id.as_str()));
+            }
+            Ok(())
+        })
+    }
+
+    /// The query of `q` (see the module documentation); `None` when it has no word to look for.
+    fn query(&self, q: &str) -> anyhow::Result<Option<BooleanQuery>> {
+        let f = &self.fields;
+        let mut stem = self.analyzer("fr")?;
+        let words = tokens(&mut self.analyzer("fr_raw")?, q);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            let last = i + 1 == words.len();
+            let chars = word.chars().count();
+            let stemmed = tokens(&mut stem, word).into_iter().next();
+            let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            if let Some(stemmed) = &stemmed {
+                for (field, boost) in f.stemmed() {
+                    let term = TermQuery::new(
+                        Term::from_field_text(field, stemmed),
+                        IndexRecordOption::WithFreqs,
+                    );
+                    either.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(Box::new(term), boost)),
+                    ));
+                }
+            }
+            let prefix = last && chars >= MIN_PREFIX;
+            if prefix {
+                let term = Term::from_field_text(f.prefixes, truncate_chars(word, MAX_PREFIX));
+                either.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                ));
+            }
+            if chars >= FUZZY_MIN_CHARS {
+                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(f.words, word), 1, true);
+                either.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(fuzzy), FUZZY_BOOST)),
+                ));
+            }
+            if either.is_empty() {
+                // A stop word (or a lone letter) inside the query.
+                continue;
+            }
+            // A stop word or a single letter being typed narrows nothing down: it only adds
+            // to the score of the entries it starts a word of.
+            let occur = if stemmed.is_some() && (!last || prefix) {
+                Occur::Must
+            } else {
+                Occur::Should
+            };
+            clauses.push((occur, Box::new(BooleanQuery::new(either))));
+        }
+        Ok((!clauses.is_empty()).then(|| BooleanQuery::new(clauses)))
+    }
+
+    /// The entries matching `q`, best first, with their BM25 score: all of them, or the best
+    /// `limit`. An empty query (or one of stop words only) finds nothing.
+    pub fn search(&self, q: &str, limit: Option<usize>) -> anyhow::Result<Vec<(ServiceId, f32)>> {
+        let Some(query) = self.query(q)? else {
+            return Ok(Vec::new());
+        };
+        let searcher = self.reader.searcher();
+        let limit = limit.unwrap_or(searcher.num_docs() as usize);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let hits = searcher.search(&query, &TopDocs::with_limit(limit))?;
+        let mut columns: Vec<Option<StrColumn>> = vec![None; searcher.segment_readers().len()];
+        let mut id = String::new();
+        let mut found = Vec::with_capacity(hits.len());
+        for (score, address) in hits {
+            let column = match &mut columns[address.segment_ord as usize] {
+                Some(column) => column,
+                slot => slot.insert(self.id_column(searcher.segment_reader(address.segment_ord))?),
+            };
+            if read_id(column, address.doc_id, &mut id)? {
+                found.push((ServiceId(id.clone()), score));
+            }
+        }
+        Ok(found)
+    }
+
+    fn id_column(&self, segment: &tantivy::SegmentReader) -> anyhow::Result<StrColumn> {
+        segment
+            .fast_fields()
+            .str("id")?
+            .ok_or_else(|| anyhow::anyhow!("index texte : colonne id absente"))
+    }
+
+    /// Every id in the index, to compare with the database.
+    pub fn ids(&self) -> anyhow::Result<HashSet<String>> {
+        let searcher = self.reader.searcher();
+        let mut ids = HashSet::with_capacity(searcher.num_docs() as usize);
+        let mut id = String::new();
+        for segment in searcher.segment_readers() {
+            let column = self.id_column(segment)?;
+            for doc in segment.doc_ids_alive() {
+                if read_id(&column, doc, &mut id)? {
+                    ids.insert(id.clone());
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Rebuilds the index from the published entries of the database (on a blocking thread).
+    pub async fn sync_from_db(
+        &self,
+        pool: &Pool,
+        taxonomy: &Taxonomy,
+        locator: &Locator,
+    ) -> crate::error::Result<()> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, typology_code, insee_code, street, postcode, city, description
+             FROM services WHERE status = 'published'",
+        )
+        .fetch_all(pool)
+        .await?;
+        let docs = rows
+            .into_iter()
+            .map(
+                |(id, name, typology, insee_code, street, postcode, city, description)| {
+                    let insee_code = InseeCode::parse(&insee_code)
+                        .map_err(|e| anyhow::anyhow!("fiche {id} : {e}"))?;
+                    Ok(make_doc(
+                        ServiceId(id),
+                        &name,
+                        &typology,
+                        &insee_code,
+                        [street.as_deref(), postcode.as_deref(), city.as_deref()],
+                        description.as_deref(),
+                        taxonomy,
+                        locator,
+                    ))
+                },
+            )
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let index = self.clone();
+        let count = docs.len();
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || index.rebuild(docs.into_iter()))
+            .await
+            .map_err(anyhow::Error::from)??;
+        tracing::info!(
+            entries = count,
+            ms = started.elapsed().as_millis() as u64,
+            "text index rebuilt"
+        );
+        Ok(())
+    }
+}
+
+/// Reads the id of `doc` into `out`; false when the document has none.
+fn read_id(column: &StrColumn, doc: tantivy::DocId, out: &mut String) -> anyhow::Result<bool> {
+    out.clear();
+    match column.ords().first(doc) {
+        Some(ord) => Ok(column.ord_to_str(ord, out)?),
+        None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> ServiceId {
+        ServiceId(format!("{n:016}"))
+    }
+
+    fn doc(n: u32, name: &str, typology: &str, commune: &str, taxonomy: &Taxonomy) -> TextDoc {
+        TextDoc {
+            id: id(n),
+            name: name.to_owned(),
+            typology_labels: typology_labels(taxonomy, typology),
+            commune: commune.to_owned(),
+            address: format!("1 place de la République 63200 {commune}"),
+            description: String::new(),
+        }
+    }
+
+    fn sample(taxonomy: &Taxonomy) -> Vec<TextDoc> {
+        vec![
+            doc(
+                1,
+                "École Jules-Ferry",
+                "ecole-elementaire",
+                "Clermont-Ferrand",
+                taxonomy,
+            ),
+            doc(
+                2,
+                "Préfecture du Puy-de-Dôme",
+                "prefecture",
+                "Clermont-Ferrand",
+                taxonomy,
+            ),
+            doc(3, "Mairie de Riom", "mairie", "Riom", taxonomy),
+            doc(4, "Mairie de Mozac", "mairie", "Mozac", taxonomy),
+            doc(5, "Médiathèque de Riom", "mediatheque", "Riom", taxonomy),
+            doc(6, "Piscine municipale", "piscine", "Châtel-Guyon", taxonomy),
+            doc(7, "Pharmacie du centre", "pharmacie", "Thiers", taxonomy),
+            doc(8, "Agence d'Issoire", "anpe", "Issoire", taxonomy),
+        ]
+    }
+
+    fn filled() -> (tempfile::TempDir, TextIndex) {
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        index.rebuild(sample(&taxonomy).into_iter()).unwrap();
+        (dir, index)
+    }
+
+    fn found(index: &TextIndex, q: &str) -> Vec<u32> {
+        index
+            .search(q, None)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id.as_str().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn folds_stems_prefixes_and_forgives_typos() {
+        let (_dir, index) = filled();
+        assert_eq!(index.doc_count(), 8);
+        assert_eq!(found(&index, "ecole"), [1]);
+        assert_eq!(found(&index, "prefecture"), [2]);
+        assert_eq!(found(&index, "PRÉFECTURE puy de dome"), [2]);
+        assert_eq!(found(&index, "piscines"), [6], "plural, stemmed");
+        assert_eq!(found(&index, "pisc"), [6], "prefix of the last word");
+        assert_eq!(found(&index, "piscine chat"), [6], "prefix of the commune");
+        assert_eq!(found(&index, "pharmacei"), [7], "one transposition");
+        assert_eq!(found(&index, "france travail"), [8], "typology synonym");
+        assert_eq!(found(&index, "employment"), [8], "English label");
+        assert_eq!(found(&index, "pisc riom"), Vec::<u32>::new(), "every word");
+        assert!(index.search("", None).unwrap().is_empty());
+        assert!(index.search(" de la ", None).unwrap().is_empty());
+        assert_eq!(index.search("mairie", Some(1)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn name_matches_rank_first() {
+        let (_dir, index) = filled();
+        let hits = found(&index, "mairie riom");
+        assert_eq!(hits.first(), Some(&3), "{hits:?}");
+        let hits = index.search("riom", None).unwrap();
+        assert_eq!(hits.len(), 2, "{hits:?}");
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
+        // As-you-type: the word being typed narrows, a stop word at the end does not.
+        assert_eq!(found(&index, "mairie mo"), [4]);
+        assert_eq!(found(&index, "mairie de").len(), 2);
+    }
+
+    #[test]
+    fn persists_upserts_removes_and_rebuilds_on_version_change() {
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let (dir, index) = filled();
+        let mut renamed = sample(&taxonomy).remove(6);
+        renamed.name = "Grande pharmacie".into();
+        index.upsert(&[renamed]).unwrap();
+        assert_eq!(index.doc_count(), 8);
+        assert_eq!(found(&index, "grande"), [7]);
+        assert!(
+            found(&index, "pharmacie centre").is_empty(),
+            "old name gone"
+        );
+        index.remove(&[id(6)]).unwrap();
+        assert!(found(&index, "piscine").is_empty());
+        assert_eq!(index.doc_count(), 7);
+        let ids = index.ids().unwrap();
+        assert_eq!(ids.len(), 7);
+        assert!(ids.contains(id(1).as_str()) && !ids.contains(id(6).as_str()));
+        drop(index);
+
+        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        assert_eq!(index.doc_count(), 7, "persisted");
+        assert_eq!(found(&index, "ecole"), [1]);
+        drop(index);
+
+        std::fs::write(dir.path().join(VERSION_FILE), "0\n").unwrap();
+        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        assert_eq!(index.doc_count(), 0, "rebuilt empty");
+        let version = std::fs::read_to_string(dir.path().join(VERSION_FILE)).unwrap();
+        assert_eq!(version.trim(), SCHEMA_VERSION.to_string());
+    }
+
+    #[tokio::test]
+    async fn syncs_the_published_entries_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(dir.path().join("test.db").to_str().unwrap())
+            .await
+            .unwrap();
+        crate::boot::prepare(&pool, true).await.unwrap();
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let locator = Locator::new(
+            crate::territory::ReferenceFiles::embedded()
+                .unwrap()
+                .communes,
+        );
+        let index = TextIndex::open_or_create(&dir.path().join("text")).unwrap();
+        let started = std::time::Instant::now();
+        index
+            .sync_from_db(&pool, &taxonomy, &locator)
+            .await
+            .unwrap();
+        eprintln!(
+            "synced {} entries in {:?}",
+            index.doc_count(),
+            started.elapsed()
+        );
+        let published: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM services WHERE status = 'published'")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let published: HashSet<String> = published.into_iter().map(|(id,)| id).collect();
+        assert_eq!(published.len(), 1283);
+        assert_eq!(index.ids().unwrap(), published);
+
+        let started = std::time::Instant::now();
+        let hits = index.search("mairie riom", None).unwrap();
+        eprintln!(
+            "« mairie riom » : {} hits in {:?}",
+            hits.len(),
+            started.elapsed()
+        );
+        let (insee,): (String,) = sqlx::query_as("SELECT insee_code FROM services WHERE id = $1")
+            .bind(hits[0].0.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(insee, "63300");
+        let all = index.search("mairie", None).unwrap();
+        assert_eq!(all.len(), 1283);
+    }
+
+    #[test]
+    fn never_deletes_a_foreign_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("precious.txt"), "keep").unwrap();
+        let error = TextIndex::open_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("n'est pas un index texte"), "{error}");
+        assert!(dir.path().join("precious.txt").exists());
+    }
+
+    #[test]
+    fn documents_of_entries_carry_labels_commune_and_address() {
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let locator = Locator::new(
+            crate::territory::ReferenceFiles::embedded()
+                .unwrap()
+                .communes,
+        );
+        let doc = make_doc(
+            id(1),
+            "Mairie",
+            "mairie",
+            &InseeCode::parse("63300").unwrap(),
+            [Some("Place de l'Hôtel de Ville"), Some("63200"), None],
+            None,
+            &taxonomy,
+            &locator,
+        );
+        assert_eq!(doc.commune, "Riom");
+        assert_eq!(doc.address, "Place de l'Hôtel de Ville 63200");
+        assert!(
+            doc.typology_labels.contains("Town hall"),
+            "{}",
+            doc.typology_labels
+        );
+        assert!(doc.typology_labels.contains("hôtel de ville"));
+    }
+}
