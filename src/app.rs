@@ -90,9 +90,6 @@ impl AppState {
     }
 }
 
-/// Records, beside the text index, the data version it was built at.
-const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";
-
 async fn load_search_index(
     pool: &Pool,
     reference: &Reference,
@@ -103,15 +100,9 @@ async fn load_search_index(
     // another refresh, never a missed one.
     let version = crate::db::fact(pool, "data_version").await?;
     let spatial = search::spatial::load(pool).await?;
-    let marker = text_dir.join(TEXT_DATA_VERSION_FILE);
-    let text_version = std::fs::read_to_string(&marker).ok();
     // The persisted text index is reused across restarts while it is at the database's version.
-    if text_version != version || text.doc_count() != spatial.len() as u64 {
-        text.sync_from_db(pool, &reference.taxonomy, &reference.locator)
-            .await?;
-        std::fs::write(&marker, version.as_deref().unwrap_or_default())?;
-        tracing::info!(documents = text.doc_count(), "text index rebuilt");
-    }
+    search::bring_text_up_to_date(pool, reference, text, text_dir, spatial.len() as u64, false)
+        .await?;
     tracing::info!(entries = spatial.len(), "search index loaded");
     Ok(SearchIndex { spatial, version })
 }

@@ -37,6 +37,8 @@ pub enum Command {
     /// Manage the territory reference (communes, EPCI, départements, régions).
     #[command(subcommand)]
     Territory(TerritoryCommand),
+    /// Compare the search indexes with the database and report every difference.
+    Check(CheckArgs),
     /// Measure speed on generated data (figures reported in the README).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -116,4 +118,11 @@ pub enum TerritoryCommand {
     /// Load reference files from DIR: communes.csv, epci.csv, departements.csv, regions.csv and
     /// commune boundaries in *.geojson.
     Import { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rebuild the indexes from the database when they differ from it.
+    #[arg(long)]
+    pub repair: bool,
 }

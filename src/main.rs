@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use proximites::cli::{BenchCommand, Cli, Command, TerritoryCommand};
 use proximites::import::{self, ImportOptions, Input};
-use proximites::{app, bench, boot, db, synth, territory};
+use proximites::{app, bench, boot, db, search, services, synth, territory};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,6 +57,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = args.report {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
             }
+            if report.committed {
+                // The text index on disk follows every committed import; should it fail (a
+                // server writing it at that moment), the server's own refresh or
+                // `check --repair` brings it up to date: the import itself stands.
+                let text_dir = db::text_index_dir(&cli.database_url);
+                if let Err(error) = update_text_index(&pool, &reference, &text_dir).await {
+                    eprintln!("avertissement / warning: index texte non mis à jour / text index not updated: {error:#}");
+                }
+            }
             let failed = report.rejected > 0 && !(args.skip_invalid && report.committed);
             return Ok(if failed {
                 ExitCode::from(2)
@@ -70,6 +79,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await??;
             println!("{written} fiches générées / entries generated");
+        }
+        Command::Check(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let text_dir = db::text_index_dir(&cli.database_url);
+            let differences = search::check(&pool, &text_dir).await?;
+            for difference in &differences {
+                println!("  {difference}");
+            }
+            if differences.is_empty() {
+                println!("index à jour / indexes match the database");
+            } else if args.repair {
+                update_text_index(&pool, &reference, &text_dir).await?;
+                let left = search::check(&pool, &text_dir).await?;
+                println!(
+                    "{} écarts réparés / differences repaired, {} restants / left",
+                    differences.len(),
+                    left.len()
+                );
+                if !left.is_empty() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            } else {
+                println!(
+                    "{} écarts / differences (--repair pour réparer / to repair)",
+                    differences.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
@@ -95,4 +133,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Brings the text index beside the database up to date with it.
+async fn update_text_index(
+    pool: &db::Pool,
+    reference: &proximites::import::Reference,
+    text_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dir = text_dir.to_owned();
+    let text = tokio::task::spawn_blocking(move || search::text::TextIndex::open_or_create(&dir))
+        .await??;
+    let published = services::store::published_count(pool).await?;
+    search::bring_text_up_to_date(pool, reference, &text, text_dir, published, true).await?;
+    Ok(())
 }

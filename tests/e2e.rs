@@ -514,6 +514,34 @@ async fn a_35000_row_file_imports_with_a_correct_summary() {
         "lignes 35000 · créées 0 · mises à jour 0 · inchangées 35000 · rejetées 0"
     );
     assert_eq!(count_services(&db).await, 35_000);
+
+    // The indexes follow the import: `check` finds no difference.
+    let url = database_url(&db);
+    let (status, stdout, stderr) = run_cli(dir.path(), &["--database-url", &url, "check"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("index à jour"), "{stdout}");
+
+    // An entry withdrawn behind the indexes' back is reported, then repaired.
+    let pool = open_db(&db).await;
+    sqlx::query("UPDATE services SET status = 'withdrawn' WHERE source_ref = 'synth-5-7'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (status, stdout, _) = run_cli(dir.path(), &["--database-url", &url, "check"]);
+    assert!(!status.success());
+    assert!(
+        stdout.contains("dans l'index texte mais pas publiée"),
+        "{stdout}"
+    );
+    let (status, stdout, stderr) =
+        run_cli(dir.path(), &["--database-url", &url, "check", "--repair"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let (status, stdout, _) = run_cli(dir.path(), &["--database-url", &url, "check"]);
+    assert!(
+        status.success() && stdout.contains("index à jour"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,82 @@
-//! Search over the published entries: the in-memory spatial index kept in step with the database.
+//! Search over the published entries: the in-memory spatial index, the on-disk text index, the
+//! query engine and its API, all derived from the database and checkable against it.
 
 pub mod engine;
 pub mod hours;
 pub mod routes;
 pub mod spatial;
 pub mod text;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::db::{self, Pool};
+use crate::import::Reference;
+use text::TextIndex;
+
+/// Beside the text index: the data version it was built at.
+const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";
+
+/// Rebuilds the text index in `dir` from the database when it is behind it (another data
+/// version, or not the `published` number of documents), or always with `force`. True when it
+/// rebuilt.
+pub async fn bring_text_up_to_date(
+    pool: &Pool,
+    reference: &Reference,
+    text: &TextIndex,
+    dir: &Path,
+    published: u64,
+    force: bool,
+) -> anyhow::Result<bool> {
+    let version = db::fact(pool, "data_version").await?;
+    let marker = dir.join(TEXT_DATA_VERSION_FILE);
+    let built_at = std::fs::read_to_string(&marker).ok();
+    if !force && built_at == version && text.doc_count() == published {
+        return Ok(false);
+    }
+    text.sync_from_db(pool, &reference.taxonomy, &reference.locator)
+        .await?;
+    std::fs::write(&marker, version.as_deref().unwrap_or_default())?;
+    tracing::info!(documents = text.doc_count(), "text index rebuilt");
+    Ok(true)
+}
+
+/// Every difference between the search indexes and the database, in words (empty when they
+/// agree): the spatial index as this process builds it, and the text index on disk in `dir`.
+pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let spatial = spatial::load(pool).await?;
+    let mut found = spatial::check(pool, &spatial).await?;
+    let owned = dir.to_owned();
+    let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+    let published: HashSet<String> =
+        sqlx::query_as::<_, (String,)>("SELECT id FROM services WHERE status = 'published'")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
+    let indexed = text.ids()?;
+    let missing: Vec<&String> = published.difference(&indexed).collect();
+    let extra: Vec<&String> = indexed.difference(&published).collect();
+    for (ids, what) in [
+        (missing, "absente de l'index texte"),
+        (extra, "dans l'index texte mais pas publiée"),
+    ] {
+        for id in ids.iter().take(20) {
+            found.push(format!("fiche {id} {what}"));
+        }
+        if ids.len() > 20 {
+            found.push(format!("… et {} autres fiches {what}", ids.len() - 20));
+        }
+    }
+    let version = db::fact(pool, "data_version").await?;
+    let built_at = std::fs::read_to_string(dir.join(TEXT_DATA_VERSION_FILE)).ok();
+    if built_at != version {
+        found.push(format!(
+            "index texte construit à la version {} des données, la base est à la version {}",
+            built_at.as_deref().unwrap_or("(aucune)"),
+            version.as_deref().unwrap_or("(aucune)")
+        ));
+    }
+    Ok(found)
+}

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tantivy::collector::TopDocs;
 use tantivy::columnar::StrColumn;
@@ -244,13 +244,16 @@ pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> Tex
     )
 }
 
-/// The full-text index. Cheap to clone: every clone shares the same index and writer.
+/// The full-text index. Cheap to clone: every clone shares the same index.
+///
+/// The directory's writer (tantivy locks it against a second, in any process) is taken for each
+/// write and released after its commit, so that a server and a command-line import or check
+/// can share one index; writes within this process take turns on `writing`.
 #[derive(Clone)]
 pub struct TextIndex {
     index: Index,
     reader: IndexReader,
-    /// The one writer of the directory (tantivy locks it against a second).
-    writer: Arc<Mutex<IndexWriter>>,
+    writing: Arc<Mutex<()>>,
     fields: Fields,
 }
 
@@ -305,9 +308,6 @@ impl TextIndex {
         // Written once the index exists: a crash before leaves a directory rebuilt next time.
         std::fs::write(dir.join(VERSION_FILE), format!("{SCHEMA_VERSION}\n"))
             .map_err(|e| anyhow::anyhow!("{} : {e}", context("version")))?;
-        let writer = index
-            .writer(WRITER_MEMORY_BYTES)
-            .map_err(|e| anyhow::anyhow!("{} : {e}", context("écriture")))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -315,7 +315,7 @@ impl TextIndex {
         Ok(TextIndex {
             index,
             reader,
-            writer: Arc::new(Mutex::new(writer)),
+            writing: Arc::default(),
             fields,
         })
     }
@@ -327,10 +327,6 @@ impl TextIndex {
 
     pub fn fields(&self) -> Fields {
         self.fields
-    }
-
-    fn writer(&self) -> MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn analyzer(&self, name: &str) -> anyhow::Result<TextAnalyzer> {
@@ -374,7 +370,10 @@ impl TextIndex {
         change: impl FnOnce(&mut IndexWriter, &mut TextAnalyzer) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut raw = self.analyzer("fr_raw")?;
-        let mut writer = self.writer();
+        let _turn = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer: IndexWriter = self.index.writer(WRITER_MEMORY_BYTES).map_err(|e| {
+            anyhow::anyhow!("index texte : écriture impossible (un autre processus écrit ?) : {e}")
+        })?;
         let done = change(&mut writer, &mut raw).and_then(|()| Ok(writer.commit().map(drop)?));
         if let Err(error) = done {
             if let Err(rollback) = writer.rollback() {
@@ -382,7 +381,8 @@ impl TextIndex {
             }
             return Err(error);
         }
-        drop(writer);
+        // Waits for the writer's threads and releases the directory's lock.
+        writer.wait_merging_threads()?;
         self.reader.reload()?;
         Ok(())
     }

@@ -187,6 +187,13 @@ pub async fn count(pool: &Pool) -> Result<i64> {
     Ok(n)
 }
 
+pub async fn published_count(pool: &Pool) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services WHERE status = 'published'")
+        .fetch_one(pool)
+        .await?;
+    Ok(n.unsigned_abs())
+}
+
 pub async fn published_in_commune(pool: &Pool, code: &InseeCode) -> Result<i64> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM services WHERE insee_code = $1 AND status = 'published'",
