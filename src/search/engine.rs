@@ -207,7 +207,8 @@ impl Context<'_> {
         let mut more = false;
 
         match (query.near, query.sort) {
-            (Some(from), Sort::Distance) => {
+            // Without words, streamed from the trees; with words, the text hits are fewer.
+            (Some(from), Sort::Distance) if self.text_scores.is_none() => {
                 // Streamed nearest first: stops at the radius, skips to the cursor.
                 for hit in index.nearest_iter(from, typologies) {
                     if query.radius_m.is_some_and(|r| hit.distance_m > r) {
@@ -247,31 +248,59 @@ impl Context<'_> {
                 }
             }
             _ => {
-                let mut ranked: Vec<Candidate> = index
-                    .entries(typologies)
-                    .filter_map(|(id, placement)| {
-                        let distance_m = query.near.map(|from| from.distance_m(placement.location));
-                        if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
-                            if d > r {
-                                return None;
-                            }
-                        }
-                        let score = self.score(id);
-                        if score == 0 || !self.passes(query, placement) {
+                let by_distance = query.near.is_some() && query.sort == Sort::Distance;
+                let candidate = |id: &ServiceId, placement: &Placement| {
+                    let distance_m = query.near.map(|from| from.distance_m(placement.location));
+                    if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
+                        if d > r {
                             return None;
                         }
-                        Some(Candidate {
-                            key: Cursor {
+                    }
+                    let score = self.score(id);
+                    if score == 0 || !self.passes(query, placement) {
+                        return None;
+                    }
+                    Some(Candidate {
+                        key: if by_distance {
+                            Cursor {
+                                s: 0,
+                                d: distance_m.unwrap_or(0.0),
+                                n: String::new(),
+                                id: id.to_string(),
+                            }
+                        } else {
+                            Cursor {
                                 s: -i64::from(score),
                                 d: distance_m.unwrap_or(0.0),
                                 n: placement.attributes.folded_name.to_string(),
                                 id: id.to_string(),
-                            },
-                            id: id.clone(),
-                            distance_m,
-                        })
+                            }
+                        },
+                        id: id.clone(),
+                        distance_m,
                     })
-                    .collect();
+                };
+                let mut ranked: Vec<Candidate> = match self.text_scores {
+                    // With words, the text hits are the candidates: far fewer than the entries.
+                    Some(scores) => {
+                        let wanted: Option<std::collections::HashSet<&str>> =
+                            typologies.map(|t| t.iter().copied().collect());
+                        scores
+                            .keys()
+                            .filter_map(|id| index.get(id).map(|placement| (id, placement)))
+                            .filter(|(_, placement)| {
+                                wanted
+                                    .as_ref()
+                                    .is_none_or(|w| w.contains(&*placement.typology))
+                            })
+                            .filter_map(|(id, placement)| candidate(id, placement))
+                            .collect()
+                    }
+                    None => index
+                        .entries(typologies)
+                        .filter_map(|(id, placement)| candidate(id, placement))
+                        .collect(),
+                };
                 total = ranked.len();
                 ranked.retain(|c| c.key.comes_after(query.after.as_ref()));
                 ranked.sort_by(|a, b| a.key.order(&b.key));

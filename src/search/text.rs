@@ -473,18 +473,19 @@ impl TextIndex {
         Ok((!clauses.is_empty()).then(|| BooleanQuery::new(clauses)))
     }
 
-    /// The entries matching `q`, best first, with their BM25 score: all of them, or the best
-    /// `limit`. An empty query (or one of stop words only) finds nothing.
+    /// The entries matching `q` with their BM25 score: the best `limit`, best first, or all of
+    /// them in no particular order. An empty query (or one of stop words only) finds nothing.
     pub fn search(&self, q: &str, limit: Option<usize>) -> anyhow::Result<Vec<(ServiceId, f32)>> {
         let Some(query) = self.query(q)? else {
             return Ok(Vec::new());
         };
         let searcher = self.reader.searcher();
-        let limit = limit.unwrap_or(searcher.num_docs() as usize);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let hits = searcher.search(&query, &TopDocs::with_limit(limit))?;
+        let hits: Vec<(f32, tantivy::DocAddress)> = match limit {
+            Some(0) => return Ok(Vec::new()),
+            Some(limit) => searcher.search(&query, &TopDocs::with_limit(limit))?,
+            // Every match, unordered: a top-k heap as large as the index would cost far more.
+            None => searcher.search(&query, &AllScored)?,
+        };
         let mut columns: Vec<Option<StrColumn>> = vec![None; searcher.segment_readers().len()];
         let mut id = String::new();
         let mut found = Vec::with_capacity(hits.len());
@@ -589,6 +590,51 @@ fn read_id(column: &StrColumn, doc: tantivy::DocId, out: &mut String) -> anyhow:
     }
 }
 
+/// Collects every matching document with its score, in no particular order.
+struct AllScored;
+
+impl tantivy::collector::Collector for AllScored {
+    type Fruit = Vec<(f32, tantivy::DocAddress)>;
+    type Child = AllScoredInSegment;
+
+    fn for_segment(
+        &self,
+        segment: tantivy::SegmentOrdinal,
+        _reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<AllScoredInSegment> {
+        Ok(AllScoredInSegment {
+            segment,
+            hits: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+struct AllScoredInSegment {
+    segment: tantivy::SegmentOrdinal,
+    hits: Vec<(f32, tantivy::DocAddress)>,
+}
+
+impl tantivy::collector::SegmentCollector for AllScoredInSegment {
+    type Fruit = Vec<(f32, tantivy::DocAddress)>;
+
+    fn collect(&mut self, doc: tantivy::DocId, score: tantivy::Score) {
+        self.hits
+            .push((score, tantivy::DocAddress::new(self.segment, doc)));
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.hits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,9 +687,10 @@ mod tests {
         (dir, index)
     }
 
+    /// The ids found for `q`, best first.
     fn found(index: &TextIndex, q: &str) -> Vec<u32> {
         index
-            .search(q, None)
+            .search(q, Some(100))
             .unwrap()
             .into_iter()
             .map(|(id, _)| id.as_str().parse().unwrap())
@@ -674,8 +721,13 @@ mod tests {
         let (_dir, index) = filled();
         let hits = found(&index, "mairie riom");
         assert_eq!(hits.first(), Some(&3), "{hits:?}");
-        let hits = index.search("riom", None).unwrap();
+        let hits = index.search("riom", Some(10)).unwrap();
         assert_eq!(hits.len(), 2, "{hits:?}");
+        assert_eq!(
+            index.search("riom", None).unwrap().len(),
+            2,
+            "unlimited: every match"
+        );
         assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
         // As-you-type: the word being typed narrows, a stop word at the end does not.
         assert_eq!(found(&index, "mairie mo"), [4]);
@@ -749,7 +801,7 @@ mod tests {
         assert_eq!(index.ids().unwrap(), published);
 
         let started = std::time::Instant::now();
-        let hits = index.search("mairie riom", None).unwrap();
+        let hits = index.search("mairie riom", Some(10)).unwrap();
         eprintln!(
             "« mairie riom » : {} hits in {:?}",
             hits.len(),
