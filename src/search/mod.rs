@@ -29,6 +29,8 @@ pub async fn bring_text_up_to_date(
     force: bool,
 ) -> anyhow::Result<bool> {
     let version = db::fact(pool, "data_version").await?;
+    // Another process (an import, `check --repair`) may have brought it up to date already.
+    text.reload()?;
     let marker = dir.join(TEXT_DATA_VERSION_FILE);
     let built_at = std::fs::read_to_string(&marker).ok();
     if !force && built_at == version && text.doc_count() == published {

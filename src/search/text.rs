@@ -321,6 +321,12 @@ impl TextIndex {
     }
 
     /// The number of entries in the index (as of the last commit).
+    /// Sees the commits made since the reader was opened, by another process too (the command
+    /// line imports while a server runs).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        Ok(self.reader.reload()?)
+    }
+
     pub fn doc_count(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
