@@ -99,11 +99,18 @@ async fn load_search_index(
     // The version is read first: a write landing during the load moves it again and triggers
     // another refresh, never a missed one.
     let version = crate::db::fact(pool, "data_version").await?;
+    let started = std::time::Instant::now();
     let spatial = search::spatial::load(pool).await?;
+    let spatial_ms = started.elapsed().as_millis() as u64;
     // The persisted text index is reused across restarts while it is at the database's version.
     search::bring_text_up_to_date(pool, reference, text, text_dir, spatial.len() as u64, false)
         .await?;
-    tracing::info!(entries = spatial.len(), "search index loaded");
+    tracing::info!(
+        entries = spatial.len(),
+        spatial_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        "search index loaded"
+    );
     Ok(SearchIndex { spatial, version })
 }
 

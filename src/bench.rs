@@ -62,7 +62,7 @@ fn percentiles(mut micros: Vec<f64>) -> (f64, f64) {
 pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<String> {
     use rand::{Rng, SeedableRng};
 
-    use crate::search::engine::{Context, SearchParams};
+    use crate::search::engine::SearchParams;
     use crate::search::hours::HoursEvaluator;
 
     let dir = tempfile::tempdir()?;
@@ -105,16 +105,7 @@ pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<Stri
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let t = Instant::now();
             // The words go through the text index, as the API does, inside the timing.
-            let scores: Option<std::collections::HashMap<_, _>> = match &query.text {
-                Some(q) => Some(text.search(q, None)?.into_iter().collect()),
-                None => None,
-            };
-            let context = Context {
-                locator: &reference.locator,
-                hours: &hours,
-                text_scores: scores.as_ref(),
-            };
-            let page = context.run(&spatial, &query);
+            let page = crate::search::run(&text, &spatial, &reference.locator, &hours, &query)?;
             micros.push(t.elapsed().as_secs_f64() * 1e6);
             std::hint::black_box(page);
         }

@@ -17,8 +17,10 @@ pub const DEMO_SOURCE: &str = "Annuaire de l'administration (DILA)";
 /// Makes the database ready for use and returns the reference held in memory. A new database
 /// gets the embedded territory; with `demo`, an empty directory gets the Auvergne town halls.
 pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
+    let started = std::time::Instant::now();
     let taxonomy = Taxonomy::embedded()?;
     taxonomy::store::sync(pool, &taxonomy).await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "taxonomy synced");
     if territory::store::commune_count(pool).await? == 0 {
         let files = tokio::task::spawn_blocking(ReferenceFiles::embedded).await??;
         let summary = territory::store::load_reference(pool, &files).await?;
@@ -29,6 +31,10 @@ pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
         );
     }
     let reference = load_reference(pool, taxonomy).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "reference loaded"
+    );
     if demo
         && db::fact(pool, "demo_loaded").await?.is_none()
         && crate::services::store::count(pool).await? == 0

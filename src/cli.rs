@@ -19,7 +19,12 @@ pub struct Cli {
     pub database_url: String,
 
     /// Log filter, in `tracing` syntax (`info`, `proximites=debug,tower_http=info`…).
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info,tantivy=warn"
+    )]
     pub log: String,
 
     #[command(subcommand)]

@@ -29,8 +29,11 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
+            let started = std::time::Instant::now();
             let pool = db::connect(&cli.database_url).await?;
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "database open");
             let reference = boot::prepare(&pool, !args.no_demo).await?;
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             let text_dir = db::text_index_dir(&cli.database_url);
             let state = app::AppState::build(pool, reference, &text_dir).await?;
             app::serve(state, args.listen).await?;

@@ -214,6 +214,61 @@ async fn words_find_names_typologies_and_communes() {
     );
 }
 
+impl Fixture {
+    /// Every item of every page of `uri`, following the cursors.
+    async fn all_pages(&self, uri: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut next = uri.to_owned();
+        loop {
+            let (status, page) = self.get(&next).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(cursor) => next = format!("{uri}&cursor={cursor}"),
+                None => return items,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn words_within_a_radius_equal_the_words_filtered_by_distance() {
+    let f = fixture().await;
+    for (q, typology) in [
+        ("mairie", ""),
+        ("ecole", ""),
+        ("pharmacie", "&typology=pharmacie"),
+    ] {
+        // The words alone, nearest first: no cell narrows them.
+        let everywhere = f
+            .all_pages(&format!(
+                "/api/v1/services?q={q}&near=3.1,45.8&limit=100{typology}"
+            ))
+            .await;
+        assert!(everywhere.len() > 20, "{q}: {}", everywhere.len());
+        for radius in [800.0, 5_000.0, 30_000.0, 150_000.0] {
+            let expected: Vec<&str> = everywhere
+                .iter()
+                .filter(|i| i["distance_m"].as_f64().unwrap() <= radius)
+                .map(|i| i["id"].as_str().unwrap())
+                .collect();
+            let (_, first) = f
+                .get(&format!(
+                    "/api/v1/services?q={q}&near=3.1,45.8&radius={radius}&limit=100{typology}"
+                ))
+                .await;
+            assert_eq!(first["total"], expected.len(), "{q} within {radius} m");
+            let within = f
+                .all_pages(&format!(
+                    "/api/v1/services?q={q}&near=3.1,45.8&radius={radius}&limit=100{typology}"
+                ))
+                .await;
+            let found: Vec<&str> = within.iter().map(|i| i["id"].as_str().unwrap()).collect();
+            assert_eq!(found, expected, "{q} within {radius} m");
+        }
+    }
+}
+
 #[tokio::test]
 async fn open_at_knows_public_holidays() {
     let f = fixture().await;

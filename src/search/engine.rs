@@ -1,7 +1,6 @@
 //! One search query over the in-memory indexes: place (nearest, radius), territory, typologies
 //! and themes, words, opening hours and wheelchair access, ranked and paged by an opaque cursor.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -9,10 +8,13 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::hours::HoursEvaluator;
-use super::spatial::{Placement, SpatialIndex};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::spatial::{IdKey, Placement, SpatialIndex};
 use crate::error::{Error, FieldError};
+use crate::services::validate::COMMUNE_TOLERANCE_M;
 use crate::services::{ServiceId, Wheelchair};
-use crate::spatial::{in_france, LonLat};
+use crate::spatial::{in_france, BBox, LonLat};
 use crate::taxonomy::Taxonomy;
 use crate::territory::{Commune, InseeCode, Locator};
 
@@ -53,6 +55,17 @@ impl Territory {
             Ok(territory)
         } else {
             Err(format!("territoire inconnu « {value} »"))
+        }
+    }
+
+    /// The text index's `place` token of the territory.
+    pub fn token(&self) -> String {
+        use super::text::territory_token;
+        match self {
+            Territory::Commune(code) => territory_token('c', code.as_str()),
+            Territory::Epci(siren) => territory_token('e', siren),
+            Territory::Departement(code) => territory_token('d', code),
+            Territory::Region(code) => territory_token('r', code),
         }
     }
 
@@ -160,13 +173,46 @@ pub struct Context<'a> {
     pub hours: &'a HoursEvaluator,
     /// Text scores of the entries matching the query's words (from the text index); `None`
     /// when the query has no words.
-    pub text_scores: Option<&'a HashMap<ServiceId, f32>>,
+    pub text_scores: Option<&'a FxHashMap<IdKey, f32>>,
+}
+
+/// A territory made ready for testing entries: its communes' codes, and the box that holds them.
+struct TerritoryFilter<'a> {
+    codes: FxHashSet<&'a str>,
+    /// Every commune's box, widened by the distance an entry may lie outside its commune.
+    bbox: Option<BBox>,
+}
+
+impl<'a> TerritoryFilter<'a> {
+    fn new(territory: &Territory, locator: &'a Locator) -> Self {
+        let mut codes = FxHashSet::default();
+        let mut bbox: Option<BBox> = None;
+        for commune in locator.communes().filter(|c| territory.contains(c)) {
+            codes.insert(commune.insee_code.as_str());
+            let b = commune.bbox;
+            bbox = Some(match bbox {
+                None => b,
+                Some(a) => BBox::new(
+                    a.min_lon.min(b.min_lon),
+                    a.min_lat.min(b.min_lat),
+                    a.max_lon.max(b.max_lon),
+                    a.max_lat.max(b.max_lat),
+                ),
+            });
+        }
+        Self {
+            codes,
+            // Validation keeps every entry within this distance of its commune; the slack
+            // covers the rounding of boxes.
+            bbox: bbox.map(|b| b.expanded_m(COMMUNE_TOLERANCE_M + 100.0)),
+        }
+    }
 }
 
 impl Context<'_> {
     /// The text score of an entry: 0 when the query has words the entry does not match, else
     /// a positive rank (1 without words).
-    fn score(&self, id: &ServiceId) -> u32 {
+    fn score(&self, id: &IdKey) -> u32 {
         match self.text_scores {
             None => 1,
             Some(scores) => scores
@@ -176,22 +222,47 @@ impl Context<'_> {
     }
 
     /// Whether an entry passes the filters other than typology and text.
-    fn passes(&self, query: &SearchQuery, placement: &Placement) -> bool {
-        let in_territory = query.territory.as_ref().is_none_or(|territory| {
-            self.locator
-                .commune(&placement.insee_code)
-                .is_some_and(|c| territory.contains(c))
-        });
-        in_territory
+    fn passes(
+        &self,
+        query: &SearchQuery,
+        territory: Option<&TerritoryFilter>,
+        placement: Placement<'_>,
+    ) -> bool {
+        territory.is_none_or(|t| t.codes.contains(placement.insee_code()))
             && query
                 .wheelchair
-                .is_none_or(|wanted| placement.attributes.wheelchair == wanted)
+                .is_none_or(|wanted| placement.wheelchair() == wanted)
             && query.open_at.is_none_or(|at| {
-                self.hours
-                    .state_at(placement.attributes.opening_hours.as_deref(), at)
-                    .open
-                    == Some(true)
+                self.hours.state_at(placement.opening_hours(), at).open == Some(true)
             })
+    }
+
+    /// The entries that may match, before the filters: the text hits when there are words (far
+    /// fewer than the entries), else the entries of the territory's box, else every entry of
+    /// the typologies.
+    fn candidates<'i>(
+        &self,
+        index: &'i SpatialIndex,
+        typologies: Option<&[&str]>,
+        territory: Option<&TerritoryFilter>,
+    ) -> Box<dyn Iterator<Item = Placement<'i>> + 'i> {
+        if let Some(scores) = self.text_scores {
+            let wanted: Option<FxHashSet<String>> =
+                typologies.map(|t| t.iter().map(|&code| code.to_owned()).collect());
+            let mut found: Vec<Placement<'i>> = scores
+                .keys()
+                .filter_map(|id| index.get(id))
+                .filter(|p| wanted.as_ref().is_none_or(|w| w.contains(p.typology())))
+                .collect();
+            found.shrink_to_fit();
+            return Box::new(found.into_iter());
+        }
+        match territory.map(|t| t.bbox) {
+            Some(Some(bbox)) => Box::new(index.entries_in(bbox, typologies)),
+            // A territory without communes holds nothing.
+            Some(None) => Box::new(std::iter::empty()),
+            None => Box::new(index.entries(typologies)),
+        }
     }
 
     /// Runs the query. CPU work: call it off the async threads.
@@ -201,6 +272,11 @@ impl Context<'_> {
             .as_ref()
             .map(|t| t.iter().map(String::as_str).collect());
         let typologies = typologies.as_deref();
+        let territory = query
+            .territory
+            .as_ref()
+            .map(|t| TerritoryFilter::new(t, self.locator));
+        let territory = territory.as_ref();
         let mut total = 0;
         let mut found = Vec::with_capacity(query.limit);
         let mut last_key: Option<Cursor> = None;
@@ -214,10 +290,7 @@ impl Context<'_> {
                     if query.radius_m.is_some_and(|r| hit.distance_m > r) {
                         break;
                     }
-                    let Some(placement) = index.get(&hit.id) else {
-                        continue;
-                    };
-                    if !self.passes(query, placement) || self.score(&hit.id) == 0 {
+                    if !self.passes(query, territory, index.at(hit.slot)) {
                         continue;
                     }
                     total += 1;
@@ -233,7 +306,7 @@ impl Context<'_> {
                     if found.len() < query.limit {
                         last_key = Some(key);
                         found.push(Found {
-                            id: hit.id,
+                            id: hit.id.to_service_id(),
                             distance_m: Some(hit.distance_m),
                         });
                     } else {
@@ -241,7 +314,7 @@ impl Context<'_> {
                         if query.radius_m.is_none() {
                             // Without a radius the rest is counted by a plain scan, cheaper than
                             // ordering every entry by distance.
-                            total = self.count(index, query, typologies);
+                            total = self.count(index, query, typologies, territory);
                             break;
                         }
                     }
@@ -249,15 +322,16 @@ impl Context<'_> {
             }
             _ => {
                 let by_distance = query.near.is_some() && query.sort == Sort::Distance;
-                let candidate = |id: &ServiceId, placement: &Placement| {
-                    let distance_m = query.near.map(|from| from.distance_m(placement.location));
+                let candidate = |placement: Placement<'_>| {
+                    let distance_m = query.near.map(|from| from.distance_m(placement.location()));
                     if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
                         if d > r {
                             return None;
                         }
                     }
-                    let score = self.score(id);
-                    if score == 0 || !self.passes(query, placement) {
+                    let id = placement.id();
+                    let score = self.score(&id);
+                    if score == 0 || !self.passes(query, territory, placement) {
                         return None;
                     }
                     Some(Candidate {
@@ -272,35 +346,18 @@ impl Context<'_> {
                             Cursor {
                                 s: -i64::from(score),
                                 d: distance_m.unwrap_or(0.0),
-                                n: placement.attributes.folded_name.to_string(),
+                                n: placement.folded_name().to_owned(),
                                 id: id.to_string(),
                             }
                         },
-                        id: id.clone(),
+                        id: id.to_service_id(),
                         distance_m,
                     })
                 };
-                let mut ranked: Vec<Candidate> = match self.text_scores {
-                    // With words, the text hits are the candidates: far fewer than the entries.
-                    Some(scores) => {
-                        let wanted: Option<std::collections::HashSet<&str>> =
-                            typologies.map(|t| t.iter().copied().collect());
-                        scores
-                            .keys()
-                            .filter_map(|id| index.get(id).map(|placement| (id, placement)))
-                            .filter(|(_, placement)| {
-                                wanted
-                                    .as_ref()
-                                    .is_none_or(|w| w.contains(&*placement.typology))
-                            })
-                            .filter_map(|(id, placement)| candidate(id, placement))
-                            .collect()
-                    }
-                    None => index
-                        .entries(typologies)
-                        .filter_map(|(id, placement)| candidate(id, placement))
-                        .collect(),
-                };
+                let mut ranked: Vec<Candidate> = self
+                    .candidates(index, typologies, territory)
+                    .filter_map(candidate)
+                    .collect();
                 total = ranked.len();
                 ranked.retain(|c| c.key.comes_after(query.after.as_ref()));
                 ranked.sort_by(|a, b| a.key.order(&b.key));
@@ -326,8 +383,9 @@ impl Context<'_> {
         index: &SpatialIndex,
         query: &SearchQuery,
         typologies: Option<&[&str]>,
+        territory: Option<&TerritoryFilter>,
     ) -> usize {
-        let filtered = query.territory.is_some()
+        let filtered = territory.is_some()
             || query.wheelchair.is_some()
             || query.open_at.is_some()
             || self.text_scores.is_some();
@@ -335,9 +393,8 @@ impl Context<'_> {
             // Only typologies: the trees know their sizes.
             return index.count(typologies);
         }
-        index
-            .entries(typologies)
-            .filter(|(id, placement)| self.score(id) > 0 && self.passes(query, placement))
+        self.candidates(index, typologies, territory)
+            .filter(|p| self.score(&p.id()) > 0 && self.passes(query, territory, *p))
             .count()
     }
 }

@@ -10,9 +10,44 @@ pub mod text;
 use std::collections::HashSet;
 use std::path::Path;
 
+use rustc_hash::FxHashMap;
+
 use crate::db::{self, Pool};
 use crate::import::Reference;
-use text::TextIndex;
+use crate::territory::Locator;
+use engine::{Context, Page, SearchQuery};
+use hours::HoursEvaluator;
+use spatial::SpatialIndex;
+use text::{TextFilter, TextIndex};
+
+/// Runs `query`: its words through the text index, narrowed there by the query's circle,
+/// typologies and territory, then everything else on the spatial index. CPU work: call it off
+/// the async threads.
+pub fn run(
+    text: &TextIndex,
+    index: &SpatialIndex,
+    locator: &Locator,
+    hours: &HoursEvaluator,
+    query: &SearchQuery,
+) -> anyhow::Result<Page> {
+    let scores: Option<FxHashMap<_, _>> = match &query.text {
+        Some(q) => {
+            let filter = TextFilter {
+                circle: query.near.zip(query.radius_m),
+                typologies: query.typologies.clone(),
+                territory: query.territory.as_ref().map(engine::Territory::token),
+            };
+            Some(text.search_within(q, &filter, None)?.into_iter().collect())
+        }
+        None => None,
+    };
+    Ok(Context {
+        locator,
+        hours,
+        text_scores: scores.as_ref(),
+    }
+    .run(index, query))
+}
 
 /// Beside the text index: the data version it was built at.
 const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";

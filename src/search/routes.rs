@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::engine::{Context, SearchParams};
+use super::engine::SearchParams;
 use crate::app::AppState;
 use crate::error::{Problem, Result};
 use crate::http::Query;
@@ -61,17 +61,14 @@ async fn search(
     let hours = state.hours.clone();
     let text = state.text.clone();
     let run_query = query.clone();
-    let page = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let text_scores: Option<HashMap<_, _>> = match &run_query.text {
-            Some(q) => Some(text.search(q, None)?.into_iter().collect()),
-            None => None,
-        };
-        Ok(Context {
-            locator: &reference.locator,
-            hours: &hours,
-            text_scores: text_scores.as_ref(),
-        }
-        .run(&index.spatial, &run_query))
+    let page = tokio::task::spawn_blocking(move || {
+        super::run(
+            &text,
+            &index.spatial,
+            &reference.locator,
+            &hours,
+            &run_query,
+        )
     })
     .await
     .map_err(anyhow::Error::from)??;

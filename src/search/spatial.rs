@@ -5,21 +5,28 @@
 //! shorter than a degree of latitude at 46°N, so ranking by degrees misorders neighbours. The
 //! straight-line (chord) distance between unit vectors grows with the great-circle distance, so
 //! the R-tree's own ordering is the true one, and metres follow exactly from the chord.
+//!
+//! The index holds all of France (three million entries) in memory, so each entry is one
+//! fixed-size slot (id inline, typology and timetable as numbers, folded name in one shared
+//! buffer) and the trees hold slot numbers: about 200 bytes an entry, trees included, and no
+//! allocation per entry.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::f64::consts::PI;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use rstar::primitives::GeomWithData;
 use rstar::{RTree, AABB};
+use rustc_hash::FxHashMap;
 
 use crate::db::Pool;
 use crate::error::Result;
-use crate::services::{ServiceId, Wheelchair};
+use crate::services::{ServiceId, Wheelchair, ID_ALPHABET};
 use crate::spatial::{BBox, LonLat, EARTH_RADIUS_M};
 use crate::territory::InseeCode;
-use crate::text::fold;
+use crate::text::fold_into;
 
 /// How far (in degrees) a stored point may differ from the database's before `check` calls it moved.
 const MOVED_TOLERANCE_DEG: f64 = 1e-9;
@@ -30,6 +37,80 @@ const MAX_REPORTED: usize = 100;
 /// Slack added to 3-D query boxes and radii so that float rounding never drops a point on the edge;
 /// the exact test that follows decides.
 const UNIT_SLACK: f64 = 1e-12;
+
+/// The length of an entry id (see [`ServiceId`]).
+const ID_BYTES: usize = 16;
+
+/// The length of an INSEE commune code.
+const INSEE_BYTES: usize = 5;
+
+/// A slot's timetable number when it has no hours.
+const NO_TIMETABLE: u32 = u32::MAX;
+
+/// A vacant slot's typology number (its entry was removed; the slot waits for reuse).
+const VACANT: u16 = u16::MAX;
+
+/// An entry id held inline: the 16 characters of a [`ServiceId`], no allocation. Orders as the
+/// id's text does.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdKey([u8; ID_BYTES]);
+
+impl IdKey {
+    /// The key of `id`; `None` when it is not a 16-byte id.
+    pub fn new(id: &str) -> Option<IdKey> {
+        Some(IdKey(id.as_bytes().try_into().ok()?))
+    }
+
+    pub fn of(id: &ServiceId) -> Option<IdKey> {
+        IdKey::new(id.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str` of exactly these bytes.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn to_service_id(self) -> ServiceId {
+        ServiceId(self.as_str().to_owned())
+    }
+
+    /// The id as two numbers of 40 bits (8 characters of the id alphabet each), for indexes that
+    /// store numbers faster than text; `None` for an id outside the alphabet.
+    pub fn to_numbers(self) -> Option<(u64, u64)> {
+        let half = |chars: &[u8]| -> Option<u64> {
+            chars.iter().try_fold(0u64, |n, c| {
+                let digit = ID_ALPHABET.iter().position(|a| a == c)?;
+                Some(n << 5 | digit as u64)
+            })
+        };
+        Some((half(&self.0[..8])?, half(&self.0[8..])?))
+    }
+
+    /// The id of [`IdKey::to_numbers`]; `None` for numbers past 40 bits.
+    pub fn from_numbers(hi: u64, lo: u64) -> Option<IdKey> {
+        if hi >> 40 != 0 || lo >> 40 != 0 {
+            return None;
+        }
+        let mut bytes = [0u8; ID_BYTES];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            let (n, at) = if i < 8 { (hi, 7 - i) } else { (lo, 15 - i) };
+            *byte = ID_ALPHABET[((n >> (5 * at)) & 31) as usize];
+        }
+        Some(IdKey(bytes))
+    }
+}
+
+impl fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A published entry as the index needs it: where it is, in which commune, and what queries
 /// filter or sort on without going back to the database.
@@ -45,53 +126,141 @@ pub struct SpatialEntry {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Attributes {
     pub wheelchair: Wheelchair,
-    /// Normalised OSM hours, shared between the entries that have the same timetable.
-    pub opening_hours: Option<Arc<str>>,
-    /// The entry's name, folded (`crate::text::fold`): the order of lists without a place, and
-    /// the words text queries match.
-    pub folded_name: Box<str>,
+    /// Normalised OSM hours.
+    pub opening_hours: Option<String>,
+    /// The entry's name, folded (`crate::text::fold`): the order of lists without a place.
+    pub folded_name: String,
 }
 
-/// What the index holds about one entry, looked up by id to remove or move it without a search.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Placement {
-    /// The typology code, shared with the key of the entry's tree.
-    pub typology: Arc<str>,
-    pub location: LonLat,
-    pub insee_code: InseeCode,
-    pub attributes: Attributes,
+/// One entry in the index, fixed size; what it shares with others lives in the index's tables.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Slot {
+    id: IdKey,
+    location: LonLat,
+    insee_code: [u8; INSEE_BYTES],
+    wheelchair: Wheelchair,
+    /// Into `SpatialIndex::typologies`; [`VACANT`] for a free slot.
+    typology: u16,
+    /// Into `SpatialIndex::timetables`; [`NO_TIMETABLE`] without hours.
+    timetable: u32,
+    /// The folded name: `SpatialIndex::names[name_start..name_start + name_len]`.
+    name_start: u32,
+    name_len: u32,
+}
+
+/// What the index holds about one entry: a view into the index.
+#[derive(Clone, Copy)]
+pub struct Placement<'a> {
+    index: &'a SpatialIndex,
+    slot: &'a Slot,
+}
+
+impl fmt::Debug for Placement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placement")
+            .field("id", &self.id())
+            .field("typology", &self.typology())
+            .field("location", &self.location())
+            .field("insee_code", &self.insee_code())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Placement<'a> {
+    pub fn id(&self) -> IdKey {
+        self.slot.id
+    }
+
+    pub fn typology(&self) -> &'a str {
+        &self.index.typologies[usize::from(self.slot.typology)]
+    }
+
+    pub fn location(&self) -> LonLat {
+        self.slot.location
+    }
+
+    pub fn insee_code(&self) -> &'a str {
+        std::str::from_utf8(&self.slot.insee_code).unwrap_or_default()
+    }
+
+    pub fn wheelchair(&self) -> Wheelchair {
+        self.slot.wheelchair
+    }
+
+    /// The normalised OSM hours, when known.
+    pub fn opening_hours(&self) -> Option<&'a str> {
+        (self.slot.timetable != NO_TIMETABLE)
+            .then(|| &*self.index.timetables[self.slot.timetable as usize])
+    }
+
+    /// The folded name.
+    pub fn folded_name(&self) -> &'a str {
+        let start = self.slot.name_start as usize;
+        self.index
+            .names
+            .get(start..start + self.slot.name_len as usize)
+            .unwrap_or_default()
+    }
 }
 
 /// One answer of a query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    pub id: ServiceId,
-    pub typology: String,
+    pub id: IdKey,
+    /// Where the entry lives in the index (see [`SpatialIndex::at`]).
+    pub slot: u32,
     pub location: LonLat,
     /// Great-circle distance from the query point, in metres; 0.0 for a box query, which has no
     /// query point.
     pub distance_m: f64,
 }
 
-/// What a tree stores beside the unit vector: enough to answer without the side table, and to
-/// find the exact element again when it is removed.
-#[derive(Debug, Clone, PartialEq)]
-struct Indexed {
-    id: ServiceId,
-    location: LonLat,
-}
-
-/// A tree element: the entry's unit vector with its id and WGS84 position.
-type Item = GeomWithData<[f64; 3], Indexed>;
+/// A tree element: the entry's unit vector with its slot number.
+type Item = GeomWithData<[f64; 3], u32>;
 
 /// The published entries in memory, for nearest, radius and box queries filtered by typology.
 ///
 /// One R-tree per typology keeps a filtered query from walking through entries of other
 /// typologies; a query over several typologies (a theme) merges the trees' answers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SpatialIndex {
-    trees: HashMap<Arc<str>, RTree<Item>>,
-    by_id: HashMap<ServiceId, Placement>,
+    slots: Vec<Slot>,
+    /// Slots freed by removals, reused by the next insertions.
+    vacant: Vec<u32>,
+    by_id: FxHashMap<IdKey, u32>,
+    /// Typology codes by number, and their trees (empty ones included).
+    typologies: Vec<Box<str>>,
+    typology_numbers: FxHashMap<Box<str>, u16>,
+    trees: Vec<RTree<Item>>,
+    /// Distinct timetables by number: a directory repeats a few thousand of them.
+    timetables: Vec<Box<str>>,
+    timetable_numbers: FxHashMap<Box<str>, u32>,
+    /// Every folded name, end to end.
+    names: String,
+}
+
+impl fmt::Debug for SpatialIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpatialIndex")
+            .field("entries", &self.len())
+            .field("typologies", &self.typologies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The number of `code` in `numbers`, adding it to `table` when new.
+fn number_of<N: Copy + TryFrom<usize>>(
+    table: &mut Vec<Box<str>>,
+    numbers: &mut FxHashMap<Box<str>, N>,
+    code: &str,
+) -> Option<N> {
+    if let Some(&n) = numbers.get(code) {
+        return Some(n);
+    }
+    let n = N::try_from(table.len()).ok()?;
+    table.push(code.into());
+    numbers.insert(code.into(), n);
+    Some(n)
 }
 
 impl SpatialIndex {
@@ -99,39 +268,25 @@ impl SpatialIndex {
     /// faster and better balanced than inserting one by one). An id given twice keeps its last
     /// placement.
     pub fn new(entries: impl IntoIterator<Item = (String, SpatialEntry)>) -> Self {
-        let mut typologies: HashSet<Arc<str>> = HashSet::new();
-        let mut by_id: HashMap<ServiceId, Placement> = HashMap::new();
+        let mut builder = Builder {
+            dedupe: true,
+            ..Builder::default()
+        };
         for (typology, entry) in entries {
-            let typology = match typologies.get(typology.as_str()) {
-                Some(shared) => Arc::clone(shared),
-                None => {
-                    let shared: Arc<str> = Arc::from(typology);
-                    typologies.insert(Arc::clone(&shared));
-                    shared
-                }
-            };
-            by_id.insert(
-                entry.id,
-                Placement {
-                    typology,
-                    location: entry.location,
-                    insee_code: entry.insee_code,
-                    attributes: entry.attributes,
-                },
+            let hours = entry.attributes.opening_hours.as_deref();
+            // Test and caller data: an entry the slots cannot hold is left out, as `load` reports.
+            let _ = builder.push(
+                entry.id.as_str(),
+                &typology,
+                entry.location,
+                entry.insee_code.as_str(),
+                entry.attributes.wheelchair,
+                hours,
+                &entry.attributes.folded_name,
+                false,
             );
         }
-        let mut items: HashMap<Arc<str>, Vec<Item>> = HashMap::new();
-        for (id, placement) in &by_id {
-            items
-                .entry(Arc::clone(&placement.typology))
-                .or_default()
-                .push(item(id.clone(), placement.location));
-        }
-        let trees = items
-            .into_iter()
-            .map(|(typology, items)| (typology, RTree::bulk_load(items)))
-            .collect();
-        Self { trees, by_id }
+        builder.build()
     }
 
     /// Adds an entry. An id the index already holds is moved rather than duplicated, exactly as
@@ -144,15 +299,18 @@ impl SpatialIndex {
     /// index did not hold it. No typology is asked for: the index knows the entry's own, which a
     /// caller holding the entry's new content might not.
     pub fn remove(&mut self, id: &ServiceId) -> bool {
-        let Some(placement) = self.by_id.remove(id) else {
+        let Some(key) = IdKey::of(id) else {
             return false;
         };
-        if let Some(tree) = self.trees.get_mut(&placement.typology) {
-            tree.remove(&item(id.clone(), placement.location));
-            if tree.size() == 0 {
-                self.trees.remove(&placement.typology);
-            }
+        let Some(number) = self.by_id.remove(&key) else {
+            return false;
+        };
+        let slot = &mut self.slots[number as usize];
+        if let Some(tree) = self.trees.get_mut(usize::from(slot.typology)) {
+            tree.remove(&item(number, slot.location));
         }
+        slot.typology = VACANT;
+        self.vacant.push(number);
         true
     }
 
@@ -160,23 +318,47 @@ impl SpatialIndex {
     /// point, another typology) then inserts it. True when an older placement was replaced.
     pub fn upsert(&mut self, typology: &str, entry: SpatialEntry) -> bool {
         let replaced = self.remove(&entry.id);
-        let typology = match self.trees.get_key_value(typology) {
-            Some((shared, _)) => Arc::clone(shared),
-            None => Arc::from(typology),
+        let (Some(id), Ok(insee_code), Some(typology)) = (
+            IdKey::of(&entry.id),
+            <[u8; INSEE_BYTES]>::try_from(entry.insee_code.as_str().as_bytes()),
+            number_of(&mut self.typologies, &mut self.typology_numbers, typology),
+        ) else {
+            return replaced;
         };
-        self.trees
-            .entry(Arc::clone(&typology))
-            .or_default()
-            .insert(item(entry.id.clone(), entry.location));
-        self.by_id.insert(
-            entry.id,
-            Placement {
-                typology,
-                location: entry.location,
-                insee_code: entry.insee_code,
-                attributes: entry.attributes,
-            },
-        );
+        if usize::from(typology) == self.trees.len() {
+            self.trees.push(RTree::new());
+        }
+        let timetable = entry
+            .attributes
+            .opening_hours
+            .as_deref()
+            .map_or(Some(NO_TIMETABLE), |h| {
+                number_of(&mut self.timetables, &mut self.timetable_numbers, h)
+            });
+        let name_start = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push_str(&entry.attributes.folded_name);
+        let slot = Slot {
+            id,
+            location: entry.location,
+            insee_code,
+            wheelchair: entry.attributes.wheelchair,
+            typology,
+            timetable: timetable.unwrap_or(NO_TIMETABLE),
+            name_start,
+            name_len: entry.attributes.folded_name.len() as u32,
+        };
+        let number = match self.vacant.pop() {
+            Some(number) => {
+                self.slots[number as usize] = slot;
+                number
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.trees[usize::from(typology)].insert(item(number, entry.location));
+        self.by_id.insert(id, number);
         replaced
     }
 
@@ -191,21 +373,30 @@ impl SpatialIndex {
     }
 
     /// Where the index has the entry `id`, if it holds it.
-    pub fn get(&self, id: &ServiceId) -> Option<&Placement> {
-        self.by_id.get(id)
+    pub fn get(&self, id: &IdKey) -> Option<Placement<'_>> {
+        self.by_id.get(id).map(|&number| self.at(number))
+    }
+
+    /// The entry in slot `number`, as a [`Hit`] names it.
+    pub fn at(&self, number: u32) -> Placement<'_> {
+        Placement {
+            index: self,
+            slot: &self.slots[number as usize],
+        }
     }
 
     /// How many entries `typologies` hold (all when `None`), without visiting them.
     pub fn count(&self, typologies: Option<&[&str]>) -> usize {
-        self.trees_for(typologies)
-            .iter()
-            .map(|(_, tree)| tree.size())
-            .sum()
+        self.trees_for(typologies).iter().map(|t| t.size()).sum()
     }
 
     /// The typology codes that have at least one entry, in no particular order.
     pub fn typologies(&self) -> impl Iterator<Item = &str> {
-        self.trees.keys().map(|t| &**t)
+        self.typologies
+            .iter()
+            .zip(&self.trees)
+            .filter(|(_, tree)| tree.size() > 0)
+            .map(|(code, _)| &**code)
     }
 
     /// Entries nearest first from `from`, among `typologies` (every typology when `None`, none
@@ -217,26 +408,33 @@ impl SpatialIndex {
         typologies: Option<&[&str]>,
     ) -> NearestIter<'a> {
         let query = unit_vector(from);
-        let mut cursors: Vec<_> = self
+        let mut cursors: Vec<TreeWalk<'a>> = self
             .trees_for(typologies)
             .into_iter()
-            .map(|(typology, tree)| {
-                let iter: TreeWalk<'a> =
-                    Box::new(tree.nearest_neighbor_iter_with_distance_2(&query));
-                (typology, iter)
+            .map(|tree| {
+                Box::new(tree.nearest_neighbor_iter_with_distance_2(&query)) as TreeWalk<'a>
             })
             .collect();
         let mut heads = BinaryHeap::with_capacity(cursors.len());
-        for (cursor, (_, iter)) in cursors.iter_mut().enumerate() {
+        for (cursor, iter) in cursors.iter_mut().enumerate() {
             if let Some((element, chord_2)) = iter.next() {
-                heads.push(Head {
-                    chord_2,
-                    cursor,
-                    element,
-                });
+                heads.push(self.head(element, chord_2, cursor));
             }
         }
-        NearestIter { cursors, heads }
+        NearestIter {
+            index: self,
+            cursors,
+            heads,
+        }
+    }
+
+    fn head(&self, element: &Item, chord_2: f64, cursor: usize) -> Head {
+        Head {
+            chord_2,
+            id: self.slots[element.data as usize].id,
+            cursor,
+            slot: element.data,
+        }
     }
 
     /// The `limit` entries nearest to `from`, nearest first, among `typologies`, no farther than
@@ -255,19 +453,34 @@ impl SpatialIndex {
             .collect()
     }
 
-    /// Every entry of `typologies` (all when `None`) with its placement, in no particular order:
-    /// for queries without a place.
+    /// Every entry of `typologies` (all when `None`), in no particular order: for queries
+    /// without a place.
     pub fn entries<'a>(
         &'a self,
         typologies: Option<&[&str]>,
-    ) -> impl Iterator<Item = (&'a ServiceId, &'a Placement)> + 'a {
-        let trees = self.trees_for(typologies);
-        trees.into_iter().flat_map(move |(_, tree)| {
-            tree.iter().filter_map(move |element| {
-                let id = &element.data.id;
-                self.by_id.get(id).map(|placement| (id, placement))
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        self.trees_for(typologies)
+            .into_iter()
+            .flat_map(move |tree| tree.iter().map(move |element| self.at(element.data)))
+    }
+
+    /// Every entry of `typologies` (all when `None`) inside `bbox` (edges included), in no
+    /// particular order: for territories, through their bounding box.
+    pub fn entries_in<'a>(
+        &'a self,
+        bbox: BBox,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        let envelope = enclosing_envelope(bbox);
+        self.trees_for(typologies)
+            .into_iter()
+            .flat_map(move |tree| {
+                envelope
+                    .into_iter()
+                    .flat_map(move |envelope| tree.locate_in_envelope(&envelope))
             })
-        })
+            .map(move |element| self.at(element.data))
+            .filter(move |placement| bbox.contains(placement.location()))
     }
 
     /// Every entry within `radius_m` metres of `from` (boundary included), nearest first, among
@@ -284,19 +497,15 @@ impl SpatialIndex {
         let query = unit_vector(from);
         let max_chord_2 = chord_2_for(radius_m) + UNIT_SLACK;
         let mut hits = Vec::new();
-        for (typology, tree) in self.trees_for(typologies) {
+        for tree in self.trees_for(typologies) {
             for element in tree.locate_within_distance(query, max_chord_2) {
                 let distance_m = metres_from_chord_2(squared_distance(element.geom(), &query));
                 if distance_m <= radius_m {
-                    hits.push(hit(element, typology, distance_m));
+                    hits.push(self.hit(element.data, distance_m));
                 }
             }
         }
-        hits.sort_by(|a, b| {
-            a.distance_m
-                .total_cmp(&b.distance_m)
-                .then_with(|| a.id.as_str().cmp(b.id.as_str()))
-        });
+        hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.id.cmp(&b.id)));
         hits
     }
 
@@ -304,32 +513,45 @@ impl SpatialIndex {
     /// typology when `None`), sorted by id so that the answer is stable; `distance_m` is 0.0.
     /// A box whose `min_lon` exceeds its `max_lon` holds nothing, as for `BBox::contains`.
     pub fn within_bbox(&self, bbox: BBox, typologies: Option<&[&str]>) -> Vec<Hit> {
-        let Some(envelope) = enclosing_envelope(bbox) else {
-            return Vec::new();
-        };
-        let mut hits = Vec::new();
-        for (typology, tree) in self.trees_for(typologies) {
-            for element in tree.locate_in_envelope(&envelope) {
-                if bbox.contains(element.data.location) {
-                    hits.push(hit(element, typology, 0.0));
-                }
-            }
-        }
-        hits.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let mut hits: Vec<Hit> = self
+            .entries_in(bbox, typologies)
+            .map(|placement| Hit {
+                id: placement.id(),
+                slot: self.slot_number(placement),
+                location: placement.location(),
+                distance_m: 0.0,
+            })
+            .collect();
+        hits.sort_by_key(|hit| hit.id);
         hits
+    }
+
+    fn slot_number(&self, placement: Placement<'_>) -> u32 {
+        self.by_id.get(&placement.id()).copied().unwrap_or(u32::MAX)
+    }
+
+    fn hit(&self, slot: u32, distance_m: f64) -> Hit {
+        let entry = &self.slots[slot as usize];
+        Hit {
+            id: entry.id,
+            slot,
+            location: entry.location,
+            distance_m,
+        }
     }
 
     /// The trees a filter selects: all for `None`, each named typology once otherwise (unknown
     /// codes select nothing).
-    fn trees_for(&self, typologies: Option<&[&str]>) -> Vec<(&Arc<str>, &RTree<Item>)> {
+    fn trees_for(&self, typologies: Option<&[&str]>) -> Vec<&RTree<Item>> {
         match typologies {
-            None => self.trees.iter().collect(),
+            None => self.trees.iter().filter(|t| t.size() > 0).collect(),
             Some(codes) => {
                 let mut seen = HashSet::with_capacity(codes.len());
                 codes
                     .iter()
-                    .filter(|code| seen.insert(**code))
-                    .filter_map(|code| self.trees.get_key_value(*code))
+                    .filter_map(|code| self.typology_numbers.get(*code))
+                    .filter(|n| seen.insert(**n))
+                    .map(|&n| &self.trees[usize::from(n)])
                     .collect()
             }
         }
@@ -340,16 +562,20 @@ impl SpatialIndex {
     fn internal_discrepancies(&self) -> Vec<String> {
         let mut found = Vec::new();
         let mut in_trees = 0;
-        for (typology, tree) in &self.trees {
+        for (typology, tree) in self.trees.iter().enumerate() {
             in_trees += tree.size();
             for element in tree.iter() {
-                let Indexed { id, location } = &element.data;
-                match self.by_id.get(id) {
-                    Some(p) if p.typology == *typology && p.location == *location => {}
-                    _ => found.push(format!(
-                        "index incohérent : {id} est dans l'arbre « {typology} » en {}, {} mais la table des identifiants dit autre chose",
-                        location.lon, location.lat
-                    )),
+                let slot = self.slots.get(element.data as usize);
+                let fits = slot.is_some_and(|slot| {
+                    usize::from(slot.typology) == typology
+                        && *element.geom() == unit_vector(slot.location)
+                        && self.by_id.get(&slot.id) == Some(&element.data)
+                });
+                if !fits {
+                    found.push(format!(
+                        "index incohérent : l'emplacement {} de l'arbre « {} » ne correspond pas à sa fiche",
+                        element.data, self.typologies[typology]
+                    ));
                 }
             }
         }
@@ -363,13 +589,161 @@ impl SpatialIndex {
     }
 }
 
+/// Gathers entries slot by slot, then builds the trees on every core.
+#[derive(Default)]
+struct Builder {
+    index: SpatialIndex,
+    /// Each typology's elements, by typology number.
+    items: Vec<Vec<Item>>,
+    /// Whether an id may come twice (and ids are mapped as they come).
+    dedupe: bool,
+}
+
+impl Builder {
+    /// A builder for about `entries` entries read once each (a load from the database).
+    fn for_unique_ids(entries: usize) -> Self {
+        let mut builder = Builder::default();
+        builder.index.slots.reserve(entries);
+        builder.index.names.reserve(entries * 32);
+        builder
+    }
+
+    /// Adds one entry; with `dedupe`, an id already pushed keeps the last placement (a load
+    /// reads each id once: the database's primary key, so its ids are mapped in `build`, in
+    /// parallel with the trees). Refuses what a slot cannot hold.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        id: &str,
+        typology: &str,
+        location: LonLat,
+        insee_code: &str,
+        wheelchair: Wheelchair,
+        opening_hours: Option<&str>,
+        name: &str,
+        fold_name: bool,
+    ) -> anyhow::Result<()> {
+        let index = &mut self.index;
+        let key = IdKey::new(id).ok_or_else(|| anyhow::anyhow!("identifiant « {id} » invalide"))?;
+        let insee: [u8; INSEE_BYTES] = insee_code
+            .as_bytes()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("fiche {id} : code commune « {insee_code} » invalide"))?;
+        let typology = number_of(&mut index.typologies, &mut index.typology_numbers, typology)
+            .ok_or_else(|| anyhow::anyhow!("trop de typologies"))?;
+        let timetable = match opening_hours {
+            None => NO_TIMETABLE,
+            Some(hours) => number_of(&mut index.timetables, &mut index.timetable_numbers, hours)
+                .ok_or_else(|| anyhow::anyhow!("trop d'horaires distincts"))?,
+        };
+        let name_start = u32::try_from(index.names.len())?;
+        if fold_name {
+            fold_into(&mut index.names, name);
+        } else {
+            index.names.push_str(name);
+        }
+        let name_len = u32::try_from(index.names.len())? - name_start;
+        let number = u32::try_from(index.slots.len())?;
+        let slot = Slot {
+            id: key,
+            location,
+            insee_code: insee,
+            wheelchair,
+            typology,
+            timetable,
+            name_start,
+            name_len,
+        };
+        if self.dedupe {
+            if let Some(previous) = index.by_id.insert(key, number) {
+                // The earlier placement goes: its slot stays vacant.
+                let old = &mut index.slots[previous as usize];
+                let old_items = &mut self.items[usize::from(old.typology)];
+                old_items.retain(|item| item.data != previous);
+                old.typology = VACANT;
+                index.vacant.push(previous);
+            }
+        }
+        index.slots.push(slot);
+        if usize::from(typology) == self.items.len() {
+            self.items.push(Vec::new());
+        }
+        self.items[usize::from(typology)].push(item(number, location));
+        Ok(())
+    }
+
+    /// The index, its trees bulk loaded on every core, largest typologies first, while another
+    /// thread maps the ids when `push` did not.
+    fn build(self) -> SpatialIndex {
+        let Builder {
+            mut index,
+            items,
+            dedupe,
+        } = self;
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&t| std::cmp::Reverse(items[t].len()));
+        let items: Vec<std::sync::Mutex<Vec<Item>>> =
+            items.into_iter().map(std::sync::Mutex::new).collect();
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let slots = &index.slots;
+        let (by_id, mut trees) = std::thread::scope(|scope| {
+            let mapping = (!dedupe).then(|| {
+                scope.spawn(|| {
+                    let mut by_id =
+                        FxHashMap::with_capacity_and_hasher(slots.len(), Default::default());
+                    for (number, slot) in slots.iter().enumerate() {
+                        by_id.insert(slot.id, number as u32);
+                    }
+                    by_id
+                })
+            });
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut built = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, AtomicOrdering::Relaxed);
+                            let Some(&typology) = order.get(at) else {
+                                break;
+                            };
+                            let elements = std::mem::take(
+                                &mut *items[typology]
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                            );
+                            built.push((typology, RTree::bulk_load(elements)));
+                        }
+                        built
+                    })
+                })
+                .collect();
+            let trees: Vec<(usize, RTree<Item>)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect();
+            (mapping.map(|m| m.join().unwrap_or_default()), trees)
+        });
+        if let Some(by_id) = by_id {
+            index.by_id = by_id;
+        }
+        trees.sort_by_key(|(typology, _)| *typology);
+        index.trees = trees.into_iter().map(|(_, tree)| tree).collect();
+        while index.trees.len() < index.typologies.len() {
+            index.trees.push(RTree::new());
+        }
+        index
+    }
+}
+
 /// One tree's nearest-first walk (rstar does not export its iterator type, hence the box).
 type TreeWalk<'a> = Box<dyn Iterator<Item = (&'a Item, f64)> + 'a>;
 
 /// The lazy nearest-first walk of [`SpatialIndex::nearest_iter`].
 pub struct NearestIter<'a> {
-    cursors: Vec<(&'a Arc<str>, TreeWalk<'a>)>,
-    heads: BinaryHeap<Head<'a>>,
+    index: &'a SpatialIndex,
+    cursors: Vec<TreeWalk<'a>>,
+    heads: BinaryHeap<Head>,
 }
 
 impl Iterator for NearestIter<'_> {
@@ -377,71 +751,51 @@ impl Iterator for NearestIter<'_> {
 
     fn next(&mut self) -> Option<Hit> {
         let head = self.heads.pop()?;
-        let (typology, iter) = &mut self.cursors[head.cursor];
-        let found = hit(head.element, typology, metres_from_chord_2(head.chord_2));
-        if let Some((element, chord_2)) = iter.next() {
-            self.heads.push(Head {
-                chord_2,
-                cursor: head.cursor,
-                element,
-            });
+        let found = self.index.hit(head.slot, metres_from_chord_2(head.chord_2));
+        if let Some((element, chord_2)) = self.cursors[head.cursor].next() {
+            let next = self.index.head(element, chord_2, head.cursor);
+            self.heads.push(next);
         }
         Some(found)
     }
 }
 
 /// The next element of one tree in a k-way merge, ordered so that `BinaryHeap` pops the nearest.
-struct Head<'a> {
+struct Head {
     chord_2: f64,
+    id: IdKey,
     cursor: usize,
-    element: &'a Item,
+    slot: u32,
 }
 
-impl PartialEq for Head<'_> {
+impl PartialEq for Head {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Head<'_> {}
+impl Eq for Head {}
 
-impl PartialOrd for Head<'_> {
+impl PartialOrd for Head {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Head<'_> {
+impl Ord for Head {
     /// Reversed (nearer is greater) for the max-heap; ties go to the lower id, then the lower cursor.
     fn cmp(&self, other: &Self) -> Ordering {
         other
             .chord_2
             .total_cmp(&self.chord_2)
-            .then_with(|| {
-                other
-                    .element
-                    .data
-                    .id
-                    .as_str()
-                    .cmp(self.element.data.id.as_str())
-            })
+            .then_with(|| other.id.cmp(&self.id))
             .then_with(|| other.cursor.cmp(&self.cursor))
     }
 }
 
-/// The tree element of an entry.
-fn item(id: ServiceId, location: LonLat) -> Item {
-    GeomWithData::new(unit_vector(location), Indexed { id, location })
-}
-
-/// The answer for one tree element.
-fn hit(element: &Item, typology: &str, distance_m: f64) -> Hit {
-    Hit {
-        id: element.data.id.clone(),
-        typology: typology.to_owned(),
-        location: element.data.location,
-        distance_m,
-    }
+/// The tree element of slot `number` at `location`.
+fn item(number: u32, location: LonLat) -> Item {
+    GeomWithData::new(unit_vector(location), number)
 }
 
 /// The point on the unit sphere at `p` (x towards lon 0 on the equator, z towards the north pole).
@@ -515,70 +869,43 @@ fn enclosing_envelope(bbox: BBox) -> Option<AABB<[f64; 3]>> {
     Some(AABB::from_corners(lower, upper))
 }
 
-/// The published entries as the database has them: id, typology, lon, lat, commune.
-type Row = (
-    String,
-    String,
-    f64,
-    f64,
-    String,
-    String,
-    Option<String>,
-    String,
-);
-
-/// Every published entry's row. Read in one statement, hence from one snapshot of the database.
-async fn published_rows(pool: &Pool) -> Result<Vec<Row>> {
-    Ok(sqlx::query_as(
-        "SELECT id, typology_code, lon, lat, insee_code, wheelchair, opening_hours, name
-         FROM services WHERE status = 'published'",
-    )
-    .fetch_all(pool)
-    .await?)
+/// Every published entry of the database, gathered in slots (trees not built yet). Read in one
+/// statement, hence from one snapshot of the database.
+async fn read_published(pool: &Pool) -> Result<Builder> {
+    let expected = crate::services::store::count(pool).await?;
+    let builder = Builder::for_unique_ids(usize::try_from(expected).unwrap_or(0));
+    crate::services::store::for_each_published(pool, builder, |builder, row| {
+        builder.push(
+            row.id,
+            row.typology,
+            LonLat::new(row.lon, row.lat),
+            row.insee_code,
+            Wheelchair::from_stored(row.wheelchair),
+            row.opening_hours,
+            row.name,
+            true,
+        )
+    })
+    .await
 }
 
-/// The index of every published entry of the database, built on a blocking thread so that the
-/// bulk load does not hold up the async workers.
+/// The index of every published entry of the database, its trees built on blocking threads so
+/// that the bulk load does not hold up the async workers.
 ///
 /// A write committed after the read is not in the answer: install the index before accepting
 /// writes, or replay them (`upsert` of an entry already placed is harmless).
 pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
-    let rows = published_rows(pool).await?;
-    let index = tokio::task::spawn_blocking(move || -> anyhow::Result<SpatialIndex> {
-        // A directory repeats a few thousand timetables: each is held once.
-        let mut timetables: HashMap<String, Arc<str>> = HashMap::new();
-        let entries = rows
-            .into_iter()
-            .map(
-                |(id, typology, lon, lat, insee_code, wheelchair, hours, name)| {
-                    let insee_code = InseeCode::parse(&insee_code)
-                        .map_err(|e| anyhow::anyhow!("fiche {id} : {e}"))?;
-                    let opening_hours = hours.map(|h| {
-                        timetables
-                            .entry(h)
-                            .or_insert_with_key(|h| Arc::from(h.as_str()))
-                            .clone()
-                    });
-                    Ok((
-                        typology,
-                        SpatialEntry {
-                            id: ServiceId(id),
-                            location: LonLat::new(lon, lat),
-                            attributes: Attributes {
-                                wheelchair: Wheelchair::parse(&wheelchair).unwrap_or_default(),
-                                opening_hours,
-                                folded_name: fold(&name).into_boxed_str(),
-                            },
-                            insee_code,
-                        },
-                    ))
-                },
-            )
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(SpatialIndex::new(entries))
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
+    let started = std::time::Instant::now();
+    let builder = read_published(pool).await?;
+    let read_ms = started.elapsed().as_millis() as u64;
+    let index = tokio::task::spawn_blocking(move || builder.build())
+        .await
+        .map_err(anyhow::Error::from)?;
+    tracing::debug!(
+        read_ms,
+        build_ms = started.elapsed().as_millis() as u64 - read_ms,
+        "spatial index loaded"
+    );
     Ok(index)
 }
 
@@ -587,46 +914,52 @@ pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
 /// moved by more than 1e-9°, and any incoherence inside the index itself. Past 100 sentences the
 /// rest is summed up in a last one.
 pub async fn check(pool: &Pool, index: &SpatialIndex) -> Result<Vec<String>> {
-    let rows = published_rows(pool).await?;
+    let database = read_published(pool).await?.index;
+    let published: rustc_hash::FxHashSet<IdKey> = database.slots.iter().map(|s| s.id).collect();
     let mut found = index.internal_discrepancies();
-    let mut published: HashSet<String> = HashSet::with_capacity(rows.len());
-    for (id, typology, lon, lat, insee_code, ..) in rows {
-        match index.by_id.get(&ServiceId(id.clone())) {
+    for number in 0..database.slots.len() as u32 {
+        let stored = database.at(number);
+        if stored.slot.typology == VACANT {
+            continue;
+        }
+        let id = stored.id();
+        let typology = stored.typology();
+        match index.get(&id) {
             None => found.push(format!(
                 "la fiche publiée {id} ({typology}) manque dans l'index"
             )),
             Some(placement) => {
-                if *placement.typology != *typology {
+                if placement.typology() != typology {
                     found.push(format!(
                         "la fiche {id} est de typologie « {typology} » en base mais « {} » dans l'index",
-                        placement.typology
+                        placement.typology()
                     ));
                 }
-                let at = placement.location;
-                if (at.lon - lon).abs() > MOVED_TOLERANCE_DEG
-                    || (at.lat - lat).abs() > MOVED_TOLERANCE_DEG
+                let (at, was) = (placement.location(), stored.location());
+                if (at.lon - was.lon).abs() > MOVED_TOLERANCE_DEG
+                    || (at.lat - was.lat).abs() > MOVED_TOLERANCE_DEG
                 {
                     found.push(format!(
-                        "la fiche {id} est en {lon}, {lat} en base mais en {}, {} dans l'index",
-                        at.lon, at.lat
+                        "la fiche {id} est en {}, {} en base mais en {}, {} dans l'index",
+                        was.lon, was.lat, at.lon, at.lat
                     ));
                 }
-                if placement.insee_code.as_str() != insee_code {
+                if placement.insee_code() != stored.insee_code() {
                     found.push(format!(
-                        "la fiche {id} est dans la commune {insee_code} en base mais {} dans l'index",
-                        placement.insee_code
+                        "la fiche {id} est dans la commune {} en base mais {} dans l'index",
+                        stored.insee_code(),
+                        placement.insee_code()
                     ));
                 }
             }
         }
-        published.insert(id);
     }
-    let mut extra: Vec<&ServiceId> = index
+    let mut extra: Vec<&IdKey> = index
         .by_id
         .keys()
-        .filter(|id| !published.contains(id.as_str()))
+        .filter(|id| !published.contains(*id))
         .collect();
-    extra.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    extra.sort();
     for id in extra {
         found.push(format!(
             "la fiche {id} est dans l'index mais n'est pas publiée en base"
@@ -704,7 +1037,7 @@ mod tests {
 
     /// The ids of an answer, in its order.
     fn ids(hits: &[Hit]) -> Vec<ServiceId> {
-        hits.iter().map(|h| h.id.clone()).collect()
+        hits.iter().map(|h| h.id.to_service_id()).collect()
     }
 
     /// Seeded query points over (and a little around) metropolitan France.
@@ -737,8 +1070,8 @@ mod tests {
                 for (hit, (_, metres)) in hits.iter().zip(&expected) {
                     assert!((hit.distance_m - metres).abs() < 1e-3, "{hit:?} {metres}");
                     let placement = index.get(&hit.id).unwrap();
-                    assert_eq!(&*placement.typology, hit.typology);
-                    assert!(typologies.is_none_or(|ts| ts.contains(&hit.typology.as_str())));
+                    assert_eq!(index.at(hit.slot).id(), hit.id);
+                    assert!(typologies.is_none_or(|ts| ts.contains(&placement.typology())));
                 }
                 // A distance cap stops the merge early and keeps only what is close enough.
                 let capped = index.nearest(from, typologies, 50, Some(8_000.0));
@@ -889,7 +1222,9 @@ mod tests {
         let both = index.nearest(from, Some(&["poste", "piscine", "poste"]), 10, None);
         assert_eq!(ids(&both), vec![id(1), id(2), id(3), id(5)]);
         assert_eq!(
-            both.iter().map(|h| h.typology.as_str()).collect::<Vec<_>>(),
+            both.iter()
+                .map(|h| index.at(h.slot).typology())
+                .collect::<Vec<_>>(),
             ["piscine", "poste", "piscine", "poste"]
         );
         assert_eq!(
@@ -940,7 +1275,7 @@ mod tests {
             ids(&index.within_radius(from, 100_000.0, None)),
             vec![id(3)]
         );
-        assert!(index.get(&id(1)).is_none());
+        assert!(index.get(&IdKey::of(&id(1)).unwrap()).is_none());
         assert!(index.internal_discrepancies().is_empty());
     }
 
@@ -951,7 +1286,9 @@ mod tests {
             ("poste".to_owned(), entry(1, 3.02, 45.0)),
         ]);
         assert_eq!(index.len(), 1);
-        assert_eq!(&*index.get(&id(1)).unwrap().typology, "poste");
+        let placement = index.get(&IdKey::of(&id(1)).unwrap()).unwrap();
+        assert_eq!(placement.typology(), "poste");
+        assert_eq!(placement.location(), LonLat::new(3.02, 45.0));
         assert!(index.internal_discrepancies().is_empty());
     }
 

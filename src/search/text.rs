@@ -14,20 +14,29 @@
 //! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name, typology
 //!   and commune ("fr_prefix"), for the word being typed;
 //! - `words`: the folded, unstemmed words of the name, typology and commune ("fr_raw"), for
-//!   typo-tolerant (Levenshtein 1) matching.
+//!   typo-tolerant (Levenshtein 1) matching;
+//! - `place`: raw tokens saying where the entry is and what it is, so that a query's place,
+//!   territory and typologies narrow the word matches inside the index rather than after it:
+//!   `t:TYPOLOGY`, `c:INSEE`, `e:SIREN`, `d:DEPARTEMENT`, `r:REGION`, and one grid cell per
+//!   level (`gLEVEL:X:Y`, squares of 0.01° to 2.56° of longitude and latitude);
+//! - `key_hi`, `key_lo`: the id's two halves as numbers (fast fields), read for every hit
+//!   without a dictionary look-up.
 //!
 //! A query matches an entry when each of its words does (stop words aside): the word stemmed in
 //! any analysed field, or, for the last word, as a prefix, or, for a word of 5 characters or
-//! more, within one edit of a word. Scores are BM25, name matches weighted ×3.
+//! more found nowhere as it is typed, within one edit of a word. Scores are BM25, name matches
+//! weighted ×3; the place tokens only filter.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tantivy::collector::TopDocs;
-use tantivy::columnar::StrColumn;
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, TermQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
@@ -37,20 +46,31 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
+use super::spatial::IdKey;
 use crate::db::Pool;
 use crate::services::{Service, ServiceId};
+use crate::spatial::{BBox, LonLat};
 use crate::taxonomy::Taxonomy;
 use crate::territory::{InseeCode, Locator};
 
 /// The version of the fields and analyzers: bump it with any change to them, and indexes written
 /// before are rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The file of the index directory holding the [`SCHEMA_VERSION`] it was written with.
 pub const VERSION_FILE: &str = "proximites-text-version";
 
-/// The memory of the one writer, split between its threads.
+/// The memory of the one writer, split between its threads: small for single writes, large for
+/// rebuilds, where fewer, larger segments mean fewer merges.
 const WRITER_MEMORY_BYTES: usize = 50_000_000;
+const REBUILD_MEMORY_BYTES: usize = 400_000_000;
+
+/// Sizes of the grid cells of the `place` field, in degrees, finest first (level 0).
+const CELL_DEGREES: [f64; 5] = [0.01, 0.04, 0.16, 0.64, 2.56];
+
+/// At most this many cells stand for a query's circle: the finest level that covers it with no
+/// more is taken; a circle larger than that is not narrowed by cells.
+const MAX_QUERY_CELLS: i64 = 25;
 
 /// Words longer than this (in bytes) are not indexed by "fr".
 const MAX_WORD_BYTES: usize = 40;
@@ -72,6 +92,9 @@ const FUZZY_BOOST: f32 = 0.5;
 #[derive(Debug, Clone, Copy)]
 pub struct Fields {
     pub id: Field,
+    pub key_hi: Field,
+    pub key_lo: Field,
+    pub place: Field,
     pub name: Field,
     pub typology: Field,
     pub commune: Field,
@@ -106,6 +129,9 @@ fn schema() -> (Schema, Fields) {
     let fr = analysed("fr", IndexRecordOption::WithFreqs);
     let fields = Fields {
         id: builder.add_text_field("id", STRING | STORED | FAST),
+        key_hi: builder.add_u64_field("key_hi", FAST),
+        key_lo: builder.add_u64_field("key_lo", FAST),
+        place: builder.add_text_field("place", STRING),
         name: builder.add_text_field("name", fr.clone()),
         typology: builder.add_text_field("typology", fr.clone()),
         commune: builder.add_text_field("commune", fr.clone()),
@@ -170,7 +196,7 @@ fn truncate_chars(word: &str, n: usize) -> &str {
 }
 
 /// What the index holds of an entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TextDoc {
     pub id: ServiceId,
     pub name: String,
@@ -181,6 +207,69 @@ pub struct TextDoc {
     /// Street, postcode and city.
     pub address: String,
     pub description: String,
+    /// The typology code.
+    pub typology: String,
+    pub location: LonLat,
+    /// The entry's commune and the territories holding it, as `place` tokens (`c:63113`…).
+    pub territories: Vec<String>,
+}
+
+/// The `place` token of a territory: `kind` is `c` (commune), `e` (EPCI), `d` (département) or
+/// `r` (région).
+pub fn territory_token(kind: char, code: &str) -> String {
+    format!("{kind}:{code}")
+}
+
+fn typology_token(code: &str) -> String {
+    format!("t:{code}")
+}
+
+/// The `place` token of the cell of `level` holding `p`.
+fn cell_token(level: usize, p: LonLat) -> String {
+    let size = CELL_DEGREES[level];
+    format!(
+        "g{level}:{}:{}",
+        (p.lon / size).floor() as i64,
+        (p.lat / size).floor() as i64
+    )
+}
+
+/// The cells of the finest level that cover the circle of `radius_m` around `center` in at most
+/// [`MAX_QUERY_CELLS`] cells; `None` when even the coarsest needs more.
+fn cells_covering(center: LonLat, radius_m: f64) -> Option<Vec<String>> {
+    // A little wider than the circle: the box's metres per degree are rounded.
+    let bbox = BBox::new(center.lon, center.lat, center.lon, center.lat)
+        .expanded_m(radius_m * 1.01 + 10.0);
+    for (level, size) in CELL_DEGREES.iter().enumerate() {
+        let (x0, x1) = (
+            (bbox.min_lon / size).floor() as i64,
+            (bbox.max_lon / size).floor() as i64,
+        );
+        let (y0, y1) = (
+            (bbox.min_lat / size).floor() as i64,
+            (bbox.max_lat / size).floor() as i64,
+        );
+        if (x1 - x0 + 1) * (y1 - y0 + 1) <= MAX_QUERY_CELLS {
+            return Some(
+                (x0..=x1)
+                    .flat_map(|x| (y0..=y1).map(move |y| format!("g{level}:{x}:{y}")))
+                    .collect(),
+            );
+        }
+    }
+    None
+}
+
+/// What narrows a text query besides its words, matched on the `place` tokens.
+#[derive(Debug, Clone, Default)]
+pub struct TextFilter {
+    /// Only entries within this many metres of the point (the cells around it, then the exact
+    /// distance, which the caller checks).
+    pub circle: Option<(LonLat, f64)>,
+    /// Only entries of these typologies.
+    pub typologies: Option<Vec<String>>,
+    /// Only entries in this territory (a token of [`territory_token`]).
+    pub territory: Option<String>,
 }
 
 /// The labels and synonyms a typology is found under (its code when unknown).
@@ -202,19 +291,29 @@ fn make_doc(
     name: &str,
     typology: &str,
     insee_code: &InseeCode,
+    location: LonLat,
     address: [Option<&str>; 3],
     description: Option<&str>,
     taxonomy: &Taxonomy,
     locator: &Locator,
 ) -> TextDoc {
+    let commune = locator.commune(insee_code);
+    let mut territories = vec![territory_token('c', insee_code.as_str())];
+    if let Some(c) = commune {
+        territories.push(territory_token('d', &c.departement_code));
+        territories.push(territory_token('r', &c.region_code));
+        if let Some(siren) = &c.epci_siren {
+            territories.push(territory_token('e', siren));
+        }
+    }
     TextDoc {
         id,
         name: name.to_owned(),
         typology_labels: typology_labels(taxonomy, typology),
-        commune: locator
-            .commune(insee_code)
-            .map(|c| c.name.clone())
-            .unwrap_or_default(),
+        typology: typology.to_owned(),
+        location,
+        territories,
+        commune: commune.map(|c| c.name.clone()).unwrap_or_default(),
         address: address
             .into_iter()
             .flatten()
@@ -233,6 +332,7 @@ pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> Tex
         &c.name,
         &c.typology,
         &c.insee_code,
+        c.location,
         [
             c.street.as_deref(),
             c.postcode.as_deref(),
@@ -346,6 +446,17 @@ impl TextIndex {
         let f = &self.fields;
         let mut out = TantivyDocument::default();
         out.add_text(f.id, doc.id.as_str());
+        if let Some((hi, lo)) = IdKey::of(&doc.id).and_then(IdKey::to_numbers) {
+            out.add_u64(f.key_hi, hi);
+            out.add_u64(f.key_lo, lo);
+        }
+        out.add_text(f.place, typology_token(&doc.typology));
+        for token in &doc.territories {
+            out.add_text(f.place, token);
+        }
+        for level in 0..CELL_DEGREES.len() {
+            out.add_text(f.place, cell_token(level, doc.location));
+        }
         out.add_text(f.name, &doc.name);
         out.add_text(f.typology, &doc.typology_labels);
         out.add_text(f.commune, &doc.commune);
@@ -373,11 +484,12 @@ impl TextIndex {
     /// Runs `change` on the writer, then commits and makes it visible; rolls back on failure.
     fn write(
         &self,
+        memory_bytes: usize,
         change: impl FnOnce(&mut IndexWriter, &mut TextAnalyzer) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut raw = self.analyzer("fr_raw")?;
         let _turn = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut writer: IndexWriter = self.index.writer(WRITER_MEMORY_BYTES).map_err(|e| {
+        let mut writer: IndexWriter = self.index.writer(memory_bytes).map_err(|e| {
             anyhow::anyhow!("index texte : écriture impossible (un autre processus écrit ?) : {e}")
         })?;
         let done = change(&mut writer, &mut raw).and_then(|()| Ok(writer.commit().map(drop)?));
@@ -395,7 +507,7 @@ impl TextIndex {
 
     /// Replaces the whole content of the index with `docs`, in one commit.
     pub fn rebuild(&self, docs: impl Iterator<Item = TextDoc>) -> anyhow::Result<()> {
-        self.write(|writer, raw| {
+        self.write(REBUILD_MEMORY_BYTES, |writer, raw| {
             writer.delete_all_documents()?;
             for doc in docs {
                 writer.add_document(self.document(&doc, raw))?;
@@ -406,7 +518,7 @@ impl TextIndex {
 
     /// Adds or replaces these entries, in one commit.
     pub fn upsert(&self, docs: &[TextDoc]) -> anyhow::Result<()> {
-        self.write(|writer, raw| {
+        self.write(WRITER_MEMORY_BYTES, |writer, raw| {
             for doc in docs {
                 writer.delete_term(Term::from_field_text(self.fields.id, doc.id.as_str()));
                 writer.add_document(self.document(doc, raw))?;
@@ -417,7 +529,7 @@ impl TextIndex {
 
     /// Removes these entries (unknown ids are ignored), in one commit.
     pub fn remove(&self, ids: &[ServiceId]) -> anyhow::Result<()> {
-        self.write(|writer, _| {
+        self.write(WRITER_MEMORY_BYTES, |writer, _| {
             for id in ids {
                 writer.delete_term(Term::from_field_text(self.fields.id, id.as_str()));
             }
@@ -425,8 +537,22 @@ impl TextIndex {
         })
     }
 
+    /// Whether `term` is in the index as it is (in any segment).
+    fn known(searcher: &tantivy::Searcher, term: &Term) -> anyhow::Result<bool> {
+        for segment in searcher.segment_readers() {
+            if segment
+                .inverted_index(term.field())?
+                .get_term_info(term)?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The query of `q` (see the module documentation); `None` when it has no word to look for.
-    fn query(&self, q: &str) -> anyhow::Result<Option<BooleanQuery>> {
+    fn query(&self, searcher: &tantivy::Searcher, q: &str) -> anyhow::Result<Option<BooleanQuery>> {
         let f = &self.fields;
         let mut stem = self.analyzer("fr")?;
         let words = tokens(&mut self.analyzer("fr_raw")?, q);
@@ -436,12 +562,15 @@ impl TextIndex {
             let chars = word.chars().count();
             let stemmed = tokens(&mut stem, word).into_iter().next();
             let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            // Typo tolerance walks the whole dictionary: only for a word found nowhere as typed.
+            let mut found_as_typed = Self::known(searcher, &Term::from_field_text(f.words, word))?;
             if let Some(stemmed) = &stemmed {
                 for (field, boost) in f.stemmed() {
-                    let term = TermQuery::new(
-                        Term::from_field_text(field, stemmed),
-                        IndexRecordOption::WithFreqs,
-                    );
+                    let term = Term::from_field_text(field, stemmed);
+                    if !found_as_typed && (field == f.name || field == f.typology) {
+                        found_as_typed = Self::known(searcher, &term)?;
+                    }
+                    let term = TermQuery::new(term, IndexRecordOption::WithFreqs);
                     either.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(Box::new(term), boost)),
@@ -451,12 +580,13 @@ impl TextIndex {
             let prefix = last && chars >= MIN_PREFIX;
             if prefix {
                 let term = Term::from_field_text(f.prefixes, truncate_chars(word, MAX_PREFIX));
+                found_as_typed = found_as_typed || Self::known(searcher, &term)?;
                 either.push((
                     Occur::Should,
                     Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
                 ));
             }
-            if chars >= FUZZY_MIN_CHARS {
+            if chars >= FUZZY_MIN_CHARS && !found_as_typed {
                 let fuzzy = FuzzyTermQuery::new(Term::from_field_text(f.words, word), 1, true);
                 either.push((
                     Occur::Should,
@@ -479,32 +609,95 @@ impl TextIndex {
         Ok((!clauses.is_empty()).then(|| BooleanQuery::new(clauses)))
     }
 
+    /// The `place` clauses of `filter`: each must match, none adds to the score.
+    fn filter_clauses(&self, filter: &TextFilter) -> Vec<(Occur, Box<dyn Query>)> {
+        let any_of = |tokens: Vec<String>| -> (Occur, Box<dyn Query>) {
+            let terms: Vec<(Occur, Box<dyn Query>)> = tokens
+                .into_iter()
+                .map(|token| {
+                    let term = Term::from_field_text(self.fields.place, &token);
+                    let query: Box<dyn Query> =
+                        Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+                    (Occur::Should, query)
+                })
+                .collect();
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(BooleanQuery::new(terms)),
+                    0.0,
+                )),
+            )
+        };
+        let mut clauses = Vec::new();
+        if let Some(cells) = filter
+            .circle
+            .and_then(|(center, radius_m)| cells_covering(center, radius_m))
+        {
+            clauses.push(any_of(cells));
+        }
+        if let Some(typologies) = &filter.typologies {
+            clauses.push(any_of(
+                typologies.iter().map(|t| typology_token(t)).collect(),
+            ));
+        }
+        if let Some(territory) = &filter.territory {
+            clauses.push(any_of(vec![territory.clone()]));
+        }
+        clauses
+    }
+
     /// The entries matching `q` with their BM25 score: the best `limit`, best first, or all of
     /// them in no particular order. An empty query (or one of stop words only) finds nothing.
-    pub fn search(&self, q: &str, limit: Option<usize>) -> anyhow::Result<Vec<(ServiceId, f32)>> {
-        let Some(query) = self.query(q)? else {
+    pub fn search(&self, q: &str, limit: Option<usize>) -> anyhow::Result<Vec<(IdKey, f32)>> {
+        self.search_within(q, &TextFilter::default(), limit)
+    }
+
+    /// As [`TextIndex::search`], among the entries `filter` lets through (the circle by its
+    /// cells: some matches may lie a little outside it).
+    pub fn search_within(
+        &self,
+        q: &str,
+        filter: &TextFilter,
+        limit: Option<usize>,
+    ) -> anyhow::Result<Vec<(IdKey, f32)>> {
+        let searcher = self.reader.searcher();
+        let Some(words) = self.query(&searcher, q)? else {
             return Ok(Vec::new());
         };
-        let searcher = self.reader.searcher();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(words))];
+        clauses.extend(self.filter_clauses(filter));
+        let query = BooleanQuery::new(clauses);
         let hits: Vec<(f32, tantivy::DocAddress)> = match limit {
             Some(0) => return Ok(Vec::new()),
             Some(limit) => searcher.search(&query, &TopDocs::with_limit(limit))?,
             // Every match, unordered: a top-k heap as large as the index would cost far more.
             None => searcher.search(&query, &AllScored)?,
         };
-        let mut columns: Vec<Option<StrColumn>> = vec![None; searcher.segment_readers().len()];
-        let mut id = String::new();
+        let mut columns: Vec<Option<KeyColumns>> = vec![None; searcher.segment_readers().len()];
         let mut found = Vec::with_capacity(hits.len());
         for (score, address) in hits {
-            let column = match &mut columns[address.segment_ord as usize] {
-                Some(column) => column,
-                slot => slot.insert(self.id_column(searcher.segment_reader(address.segment_ord))?),
+            let columns = match &mut columns[address.segment_ord as usize] {
+                Some(columns) => columns,
+                slot => {
+                    slot.insert(self.key_columns(searcher.segment_reader(address.segment_ord))?)
+                }
             };
-            if read_id(column, address.doc_id, &mut id)? {
-                found.push((ServiceId(id.clone()), score));
+            if let Some(key) = columns.key(address.doc_id)? {
+                found.push((key, score));
             }
         }
         Ok(found)
+    }
+
+    fn key_columns(&self, segment: &tantivy::SegmentReader) -> anyhow::Result<KeyColumns> {
+        let fast = segment.fast_fields();
+        Ok(KeyColumns {
+            hi: fast.u64("key_hi")?,
+            lo: fast.u64("key_lo")?,
+            id: self.id_column(segment)?,
+            text: String::new(),
+        })
     }
 
     fn id_column(&self, segment: &tantivy::SegmentReader) -> anyhow::Result<StrColumn> {
@@ -537,40 +730,28 @@ impl TextIndex {
         taxonomy: &Taxonomy,
         locator: &Locator,
     ) -> crate::error::Result<()> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, name, typology_code, insee_code, street, postcode, city, description
-             FROM services WHERE status = 'published'",
-        )
-        .fetch_all(pool)
-        .await?;
+        let rows = crate::services::store::published_for_text(pool).await?;
         let docs = rows
             .into_iter()
-            .map(
-                |(id, name, typology, insee_code, street, postcode, city, description)| {
-                    let insee_code = InseeCode::parse(&insee_code)
-                        .map_err(|e| anyhow::anyhow!("fiche {id} : {e}"))?;
-                    Ok(make_doc(
-                        ServiceId(id),
-                        &name,
-                        &typology,
-                        &insee_code,
-                        [street.as_deref(), postcode.as_deref(), city.as_deref()],
-                        description.as_deref(),
-                        taxonomy,
-                        locator,
-                    ))
-                },
-            )
+            .map(|row| {
+                let insee_code = InseeCode::parse(&row.insee_code)
+                    .map_err(|e| anyhow::anyhow!("fiche {} : {e}", row.id))?;
+                Ok(make_doc(
+                    ServiceId(row.id),
+                    &row.name,
+                    &row.typology_code,
+                    &insee_code,
+                    LonLat::new(row.lon, row.lat),
+                    [
+                        row.street.as_deref(),
+                        row.postcode.as_deref(),
+                        row.city.as_deref(),
+                    ],
+                    row.description.as_deref(),
+                    taxonomy,
+                    locator,
+                ))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let index = self.clone();
         let count = docs.len();
@@ -584,6 +765,30 @@ impl TextIndex {
             "text index rebuilt"
         );
         Ok(())
+    }
+}
+
+/// The id columns of one segment: the numbers first, the text for an id they cannot hold.
+#[derive(Clone)]
+struct KeyColumns {
+    hi: Column<u64>,
+    lo: Column<u64>,
+    id: StrColumn,
+    text: String,
+}
+
+impl KeyColumns {
+    fn key(&mut self, doc: tantivy::DocId) -> anyhow::Result<Option<IdKey>> {
+        if let (Some(hi), Some(lo)) = (self.hi.first(doc), self.lo.first(doc)) {
+            if let Some(key) = IdKey::from_numbers(hi, lo) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(if read_id(&self.id, doc, &mut self.text)? {
+            IdKey::new(&self.text)
+        } else {
+            None
+        })
     }
 }
 
@@ -643,13 +848,24 @@ impl tantivy::collector::SegmentCollector for AllScoredInSegment {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn id(n: u32) -> ServiceId {
         ServiceId(format!("{n:016}"))
     }
 
+    /// Test entry `n`, placed (for the `place` tokens) at the commune's rough position.
     fn doc(n: u32, name: &str, typology: &str, commune: &str, taxonomy: &Taxonomy) -> TextDoc {
+        let (location, insee) = match commune {
+            "Riom" => (LonLat::new(3.113, 45.894), "63300"),
+            "Mozac" => (LonLat::new(3.093, 45.893), "63245"),
+            "Thiers" => (LonLat::new(3.548, 45.856), "63430"),
+            "Issoire" => (LonLat::new(3.249, 45.544), "63178"),
+            "Châtel-Guyon" => (LonLat::new(3.064, 45.922), "63103"),
+            _ => (LonLat::new(3.087, 45.778), "63113"),
+        };
         TextDoc {
             id: id(n),
             name: name.to_owned(),
@@ -657,6 +873,9 @@ mod tests {
             commune: commune.to_owned(),
             address: format!("1 place de la République 63200 {commune}"),
             description: String::new(),
+            typology: typology.to_owned(),
+            location,
+            territories: vec![territory_token('c', insee), territory_token('d', "63")],
         }
     }
 
@@ -847,6 +1066,7 @@ mod tests {
             "Mairie",
             "mairie",
             &InseeCode::parse("63300").unwrap(),
+            LonLat::new(3.113, 45.894),
             [Some("Place de l'Hôtel de Ville"), Some("63200"), None],
             None,
             &taxonomy,
@@ -860,5 +1080,118 @@ mod tests {
             doc.typology_labels
         );
         assert!(doc.typology_labels.contains("hôtel de ville"));
+        assert_eq!(doc.typology, "mairie");
+        for token in ["c:63300", "d:63", "r:84", "e:200070753"] {
+            assert!(
+                doc.territories.iter().any(|t| t == token),
+                "{token}: {:?}",
+                doc.territories
+            );
+        }
+    }
+
+    #[test]
+    fn place_typology_and_territory_narrow_the_words() {
+        let (_dir, index) = filled();
+        let within = |q: &str, filter: TextFilter| -> Vec<u32> {
+            let mut ids: Vec<u32> = index
+                .search_within(q, &filter, None)
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id.as_str().parse().unwrap())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let riom = LonLat::new(3.113, 45.894);
+        assert_eq!(within("mairie", TextFilter::default()), [3, 4]);
+        let near_riom = TextFilter {
+            circle: Some((riom, 5_000.0)),
+            ..TextFilter::default()
+        };
+        assert_eq!(within("mairie", near_riom.clone()), [3, 4]);
+        assert_eq!(
+            within("pharmacie", near_riom),
+            Vec::<u32>::new(),
+            "Thiers is 34 km away"
+        );
+        let around_thiers = TextFilter {
+            circle: Some((LonLat::new(3.55, 45.86), 2_000.0)),
+            ..TextFilter::default()
+        };
+        assert_eq!(within("pharmacie", around_thiers), [7]);
+        // Large circles fall back to coarser cells, and past them to no cell at all.
+        for radius in [50_000.0, 400_000.0, 3_000_000.0] {
+            let filter = TextFilter {
+                circle: Some((riom, radius)),
+                ..TextFilter::default()
+            };
+            assert_eq!(within("riom", filter), [3, 5], "{radius}");
+        }
+        let towns = TextFilter {
+            typologies: Some(vec!["mediatheque".into(), "piscine".into()]),
+            ..TextFilter::default()
+        };
+        assert_eq!(within("riom", towns), [5]);
+        let in_mozac = TextFilter {
+            territory: Some(territory_token('c', "63245")),
+            ..TextFilter::default()
+        };
+        assert_eq!(within("mairie", in_mozac), [4]);
+        let nothing = TextFilter {
+            typologies: Some(Vec::new()),
+            ..TextFilter::default()
+        };
+        assert_eq!(within("mairie", nothing), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn cells_cover_the_circle_with_few_terms() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..500 {
+            let center = LonLat::new(rng.gen_range(-5.0..9.0), rng.gen_range(42.0..51.0));
+            let radius = rng.gen_range(10.0..200_000.0);
+            let cells = cells_covering(center, radius).unwrap();
+            assert!(cells.len() as i64 <= MAX_QUERY_CELLS);
+            let level: usize = cells[0][1..cells[0].find(':').unwrap()].parse().unwrap();
+            // Points on the circle's edge fall in one of the cells.
+            for k in 0..16 {
+                // The point `radius` away on bearing k × 22.5° (great-circle destination).
+                let bearing = k as f64 * std::f64::consts::PI / 8.0;
+                let delta = radius / crate::spatial::EARTH_RADIUS_M;
+                let (lat1, lon1) = (center.lat.to_radians(), center.lon.to_radians());
+                let lat2 =
+                    (lat1.sin() * delta.cos() + lat1.cos() * delta.sin() * bearing.cos()).asin();
+                let lon2 = lon1
+                    + (bearing.sin() * delta.sin() * lat1.cos())
+                        .atan2(delta.cos() - lat1.sin() * lat2.sin());
+                let edge = LonLat::new(lon2.to_degrees(), lat2.to_degrees());
+                assert!((edge.distance_m(center) - radius).abs() < 1.0);
+                assert!(
+                    cells.contains(&cell_token(level, edge)),
+                    "{center:?} {radius} {edge:?}"
+                );
+            }
+        }
+        assert!(cells_covering(LonLat::new(3.0, 45.0), 5_000_000.0).is_none());
+    }
+
+    #[test]
+    fn ids_round_trip_through_numbers() {
+        for _ in 0..100 {
+            let id = ServiceId::generate();
+            let key = IdKey::of(&id).unwrap();
+            let (hi, lo) = key.to_numbers().unwrap();
+            assert_eq!(IdKey::from_numbers(hi, lo), Some(key));
+        }
+        assert_eq!(
+            IdKey::new("0000000000000000").unwrap().to_numbers(),
+            Some((0, 0))
+        );
+        assert!(IdKey::new("AAAAAAAAAAAAAAAA")
+            .unwrap()
+            .to_numbers()
+            .is_none());
+        assert!(IdKey::from_numbers(1 << 40, 0).is_none());
     }
 }

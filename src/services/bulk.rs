@@ -1,6 +1,9 @@
-//! Bulk writes of entries for imports, through SQLite's C API on a connection lent by sqlx:
-//! one prepared single-row statement stepped per row. Multi-row statements through sqlx cost
-//! twice as much per row (statement journal, per-statement round trip to sqlx's worker thread).
+//! Bulk reads and writes of entries through SQLite's C API on a connection lent by sqlx.
+//!
+//! Writes (imports) step one prepared single-row statement per row: multi-row statements through
+//! sqlx cost twice as much per row (statement journal, per-statement round trip to sqlx's worker
+//! thread). Reads (the search index at start) borrow each row's text from SQLite instead of
+//! copying it into sqlx's rows: millions of rows in a second rather than in ten.
 
 use std::ffi::{c_int, CStr};
 use std::ptr::NonNull;
@@ -37,6 +40,173 @@ impl Drop for Statement {
     }
 }
 
+const PUBLISHED: &CStr =
+    c"SELECT id, typology_code, lon, lat, insee_code, wheelchair, opening_hours, name
+    FROM services WHERE status = 'published'";
+
+/// Prepares `sql` on the connection `db`.
+fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> anyhow::Result<Statement> {
+    let mut raw = std::ptr::null_mut();
+    // SAFETY: `db` is a live connection whose lock the caller holds; `sql` is NUL-terminated.
+    let rc =
+        unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut()) };
+    match NonNull::new(raw) {
+        Some(raw) if rc == ffi::SQLITE_OK => Ok(Statement { raw }),
+        _ => anyhow::bail!("préparation de la requête en masse : {}", error_message(db)),
+    }
+}
+
+/// One published entry as the search indexes need it, borrowed from SQLite's row.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedRow<'r> {
+    pub id: &'r str,
+    pub typology: &'r str,
+    pub lon: f64,
+    pub lat: f64,
+    pub insee_code: &'r str,
+    pub wheelchair: &'r str,
+    pub opening_hours: Option<&'r str>,
+    pub name: &'r str,
+}
+
+/// Published rows copied out of SQLite, to hand to another thread: their texts end to end in
+/// one buffer.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    text: String,
+    rows: Vec<BatchedRow>,
+}
+
+/// A row of a [`RowBatch`]: byte ranges of its texts in the batch's buffer.
+#[derive(Debug, Clone, Copy)]
+struct BatchedRow {
+    /// Ends of id, typology, insee_code, wheelchair, opening_hours, name (in that order, each
+    /// starting where the previous ends).
+    ends: [u32; 6],
+    has_hours: bool,
+    lon: f64,
+    lat: f64,
+}
+
+impl RowBatch {
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            text: String::with_capacity(rows * 80),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn push(&mut self, row: PublishedRow<'_>) {
+        let mut ends = [0u32; 6];
+        let parts = [
+            row.id,
+            row.typology,
+            row.insee_code,
+            row.wheelchair,
+            row.opening_hours.unwrap_or_default(),
+            row.name,
+        ];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            self.text.push_str(part);
+            *end = self.text.len() as u32;
+        }
+        self.rows.push(BatchedRow {
+            ends,
+            has_hours: row.opening_hours.is_some(),
+            lon: row.lon,
+            lat: row.lat,
+        });
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = PublishedRow<'_>> {
+        let mut start = 0;
+        self.rows.iter().map(move |row| {
+            let mut parts = [""; 6];
+            for (part, &end) in parts.iter_mut().zip(&row.ends) {
+                *part = self.text.get(start..end as usize).unwrap_or_default();
+                start = end as usize;
+            }
+            PublishedRow {
+                id: parts[0],
+                typology: parts[1],
+                lon: row.lon,
+                lat: row.lat,
+                insee_code: parts[2],
+                wheelchair: parts[3],
+                opening_hours: row.has_hours.then_some(parts[4]),
+                name: parts[5],
+            }
+        })
+    }
+}
+
+/// The text of column `i` of the current row; `None` for NULL.
+///
+/// # Safety
+/// `stmt` must be a statement positioned on a row (the last step returned SQLITE_ROW); the text
+/// lives until the next step, reset or finalize, which the caller's borrow must not outlive.
+unsafe fn column_text<'r>(
+    stmt: *mut ffi::sqlite3_stmt,
+    i: c_int,
+) -> anyhow::Result<Option<&'r str>> {
+    // sqlite3_column_text before sqlite3_column_bytes, as SQLite asks, so the length is the UTF-8 one.
+    let text = ffi::sqlite3_column_text(stmt, i);
+    if text.is_null() {
+        return Ok(None);
+    }
+    let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i))?;
+    Ok(Some(std::str::from_utf8(std::slice::from_raw_parts(
+        text, len,
+    ))?))
+}
+
+/// Streams every published entry to `each`, from one statement, hence one snapshot of the
+/// database; returns how many. Stops at the first error `each` returns.
+pub fn read_published(
+    handle: &mut LockedSqliteHandle<'_>,
+    mut each: impl FnMut(PublishedRow<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let db = handle.as_raw_handle().as_ptr();
+    let statement = prepare(db, PUBLISHED)?;
+    let stmt = statement.raw.as_ptr();
+    let mut count = 0;
+    loop {
+        // SAFETY: `stmt` is a prepared statement of this locked connection; each row's texts are
+        // used before the next step.
+        unsafe {
+            match ffi::sqlite3_step(stmt) {
+                ffi::SQLITE_ROW => {}
+                ffi::SQLITE_DONE => break,
+                _ => anyhow::bail!("lecture des fiches publiées : {}", error_message(db)),
+            }
+            let text = |i: c_int| -> anyhow::Result<&str> {
+                column_text(stmt, i)?.ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
+            };
+            let row = PublishedRow {
+                id: text(0)?,
+                typology: text(1)?,
+                lon: ffi::sqlite3_column_double(stmt, 2),
+                lat: ffi::sqlite3_column_double(stmt, 3),
+                insee_code: text(4)?,
+                wheelchair: text(5)?,
+                opening_hours: column_text(stmt, 6)?,
+                name: text(7)?,
+            };
+            each(row)?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// Writes entries of one source within the transaction open on the locked connection.
 pub struct BulkWriter<'c> {
     insert: Statement,
@@ -57,20 +227,9 @@ fn error_message(db: *mut ffi::sqlite3) -> String {
 impl<'c> BulkWriter<'c> {
     pub fn new(mut handle: LockedSqliteHandle<'c>) -> anyhow::Result<Self> {
         let db = handle.as_raw_handle().as_ptr();
-        let prepare = |sql: &CStr| -> anyhow::Result<Statement> {
-            let mut raw = std::ptr::null_mut();
-            // SAFETY: `db` is a live connection we hold the lock of; `sql` is NUL-terminated.
-            let rc = unsafe {
-                ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut())
-            };
-            match NonNull::new(raw) {
-                Some(raw) if rc == ffi::SQLITE_OK => Ok(Statement { raw }),
-                _ => anyhow::bail!("préparation de l'écriture en masse : {}", error_message(db)),
-            }
-        };
         Ok(Self {
-            insert: prepare(INSERT)?,
-            update: prepare(UPDATE)?,
+            insert: prepare(db, INSERT)?,
+            update: prepare(db, UPDATE)?,
             handle,
         })
     }

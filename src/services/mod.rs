@@ -27,7 +27,7 @@ pub use validate::{Draft, Validator};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceId(pub(crate) String);
 
-const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+pub(crate) const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const ID_LEN: usize = 16;
 
 impl ServiceId {
@@ -94,6 +94,18 @@ impl Wheelchair {
             "limited" | "limite" | "partiel" | "partielle" | "partial" => Ok(Self::Limited),
             "no" | "non" | "false" | "0" => Ok(Self::No),
             _ => Err(format!("« {value} » : valeurs admises yes, limited, no, unknown (ou oui, partiel, non, inconnu)")),
+        }
+    }
+
+    /// The value as stored (`as_str`), without the folding `parse` does for people's input;
+    /// anything else is read as `parse` reads it.
+    pub fn from_stored(value: &str) -> Self {
+        match value {
+            "yes" => Self::Yes,
+            "limited" => Self::Limited,
+            "no" => Self::No,
+            "unknown" => Self::Unknown,
+            other => Self::parse(other).unwrap_or_default(),
         }
     }
 
