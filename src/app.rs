@@ -40,6 +40,8 @@ pub struct AppState {
     pub hours: Arc<HoursEvaluator>,
     /// Where the text index lives.
     pub text_dir: std::path::PathBuf,
+    /// The address geocoder the server queries for clients, when one is configured.
+    pub geocoder: Option<crate::territory::geocoder::Geocoder>,
 }
 
 impl AppState {
@@ -58,10 +60,11 @@ impl AppState {
             text,
             text_dir: text_dir.to_owned(),
             hours: Arc::new(HoursEvaluator::default()),
-            search: Arc::new(std::sync::RwLock::new(Arc::new(index))),
+            search: Arc::new(std::sync::RwLock::new(in_service(index))),
             pool,
             reference,
             published_counts: Arc::default(),
+            geocoder: None,
         })
     }
 
@@ -85,9 +88,26 @@ impl AppState {
         *self
             .search
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(index);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = in_service(index);
         Ok(true)
     }
+}
+
+/// Puts `index` in service and completes it in the background (see
+/// [`search::spatial::SpatialIndex::complete`]): queries are answered from the first moment,
+/// faster once it is done.
+fn in_service(index: SearchIndex) -> Arc<SearchIndex> {
+    let index = Arc::new(index);
+    let completing = index.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        completing.spatial.complete();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "search index completed"
+        );
+    });
+    index
 }
 
 async fn load_search_index(
@@ -128,6 +148,7 @@ async fn load_search_index(
         crate::taxonomy::routes::get_typology,
         crate::territory::routes::get_commune,
         crate::territory::routes::find_places,
+        crate::territory::routes::geocode,
         crate::services::routes::get_service,
         crate::search::routes::search,
     ),

@@ -1,6 +1,9 @@
 //! The `bench` subcommand: reproducible speed measurements on generated data, as the README reports.
 
+use std::path::PathBuf;
 use std::time::Instant;
+
+use serde::Serialize;
 
 use crate::import::{self, ImportOptions, Input};
 use crate::{boot, db, synth};
@@ -56,47 +59,141 @@ fn percentiles(mut micros: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// Generates and imports `rows` entries, builds the search indexes from the database, then times
-/// in-process queries at random points of metropolitan France: (a) the 10 nearest of one
-/// typology, (b) everything within 5 km, (c) words within 5 km, (d) words alone.
-pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<String> {
+/// What `bench search` runs on and where it reports.
+#[derive(Debug, Clone, Default)]
+pub struct SearchBench {
+    pub rows: u64,
+    pub seed: u64,
+    pub queries: usize,
+    /// Keep the database here, and reuse it when it already holds `rows` published entries.
+    pub database: Option<PathBuf>,
+    /// Import this file (from `proximites synth`) instead of generating one.
+    pub csv: Option<PathBuf>,
+    /// Also write the figures here as JSON.
+    pub json: Option<PathBuf>,
+}
+
+/// Latency percentiles of one query, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// The figures of `bench search`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchFigures {
+    pub rows: usize,
+    pub queries: usize,
+    pub seed: u64,
+    /// Spatial index from the database, ready to answer, seconds.
+    pub build_s: f64,
+    /// Then its tree of all entries, built while the server already answers, seconds.
+    pub complete_s: f64,
+    /// Resident memory the spatial index added, per entry.
+    pub bytes_per_entry: f64,
+    /// Text index rebuild from the database, seconds (0 when the persisted one was current).
+    pub text_build_s: f64,
+    /// (a) the 10 nearest of one typology.
+    pub a: Latency,
+    /// (b) everything within 5 km, first page of 100 and total.
+    pub b: Latency,
+    /// (c) words within 5 km.
+    pub c: Latency,
+    /// (d) words alone.
+    pub d: Latency,
+}
+
+/// Builds (or reuses) a database of `rows` generated entries, builds the search indexes from
+/// it, then times in-process queries at random points of metropolitan France: (a) the 10
+/// nearest of one typology, (b) everything within 5 km, (c) words within 5 km, (d) words alone.
+pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     use rand::{Rng, SeedableRng};
 
     use crate::search::engine::SearchParams;
     use crate::search::hours::HoursEvaluator;
 
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("entries.csv");
-    let path = file.clone();
-    tokio::task::spawn_blocking(move || synth::write_file(&path, rows, seed)).await??;
-    let database = dir.path().join("bench.db");
-    let pool = db::connect(database.to_str().unwrap_or("bench.db")).await?;
+    let database = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| dir.path().join("bench.db"));
+    let url = database.to_str().unwrap_or("bench.db").to_owned();
+    let pool = db::connect(&url).await?;
     let reference = boot::prepare(&pool, false).await?;
-    import::import(
-        &pool,
-        &reference,
-        Input::File(file),
-        ImportOptions::default(),
-    )
-    .await?;
+    let published = crate::services::store::published_count(&pool).await?;
+    if published != bench.rows {
+        anyhow::ensure!(
+            published == 0,
+            "{} holds {published} entries, not {}: give another --database",
+            database.display(),
+            bench.rows
+        );
+        let file = match &bench.csv {
+            Some(file) => file.clone(),
+            None => {
+                let file = dir.path().join("entries.csv");
+                let path = file.clone();
+                let (rows, seed) = (bench.rows, bench.seed);
+                tokio::task::spawn_blocking(move || synth::write_file(&path, rows, seed)).await??;
+                file
+            }
+        };
+        let report = import::import(
+            &pool,
+            &reference,
+            Input::File(file),
+            ImportOptions::default(),
+        )
+        .await?;
+        anyhow::ensure!(
+            report.committed && report.created == bench.rows,
+            "import incomplete: {}",
+            report.summary()
+        );
+        db::checkpoint(&pool).await?;
+    }
 
     let before = resident_bytes();
     let started = Instant::now();
     let spatial = crate::search::spatial::load(&pool).await?;
     let build_s = started.elapsed().as_secs_f64();
-    let per_entry = resident_bytes().saturating_sub(before) as f64 / spatial.len().max(1) as f64;
-
-    let text_dir = dir.path().join("text");
     let started = Instant::now();
-    let text = crate::search::text::TextIndex::open_or_create(&text_dir)?;
-    text.sync_from_db(&pool, &reference.taxonomy, &reference.locator)
-        .await?;
-    let text_build_s = started.elapsed().as_secs_f64();
+    let spatial = tokio::task::spawn_blocking(move || {
+        spatial.complete();
+        spatial
+    })
+    .await?;
+    let complete_s = started.elapsed().as_secs_f64();
+    let bytes_per_entry =
+        resident_bytes().saturating_sub(before) as f64 / spatial.len().max(1) as f64;
+
+    let text_dir = db::text_index_dir(&url);
+    let started = Instant::now();
+    let owned = text_dir.clone();
+    let text =
+        tokio::task::spawn_blocking(move || crate::search::text::TextIndex::open_or_create(&owned))
+            .await??;
+    let rebuilt = crate::search::bring_text_up_to_date(
+        &pool,
+        &reference,
+        &text,
+        &text_dir,
+        spatial.len() as u64,
+        false,
+    )
+    .await?;
+    let text_build_s = if rebuilt {
+        started.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
 
     let hours = HoursEvaluator::default();
     let now = crate::search::hours::paris_now();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut time = |params: &dyn Fn(f64, f64) -> SearchParams| -> anyhow::Result<(f64, f64)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(bench.seed);
+    let queries = bench.queries;
+    let mut time = |params: &dyn Fn(f64, f64) -> SearchParams| -> anyhow::Result<Latency> {
         let mut micros = Vec::with_capacity(queries);
         for _ in 0..queries {
             let (lon, lat) = (rng.gen_range(-1.5..7.5), rng.gen_range(43.5..49.5));
@@ -109,32 +206,77 @@ pub async fn search(rows: u64, seed: u64, queries: usize) -> anyhow::Result<Stri
             micros.push(t.elapsed().as_secs_f64() * 1e6);
             std::hint::black_box(page);
         }
-        Ok(percentiles(micros))
+        let (p50_us, p99_us) = percentiles(micros);
+        Ok(Latency { p50_us, p99_us })
     };
-    let (a50, a99) = time(&|lon, lat| SearchParams {
+    let a = time(&|lon, lat| SearchParams {
         near: Some(format!("{lon},{lat}")),
         typology: Some("pharmacie".into()),
         limit: Some(10),
         ..SearchParams::default()
     })?;
-    let (b50, b99) = time(&|lon, lat| SearchParams {
+    let b = time(&|lon, lat| SearchParams {
         near: Some(format!("{lon},{lat}")),
         radius: Some(5_000.0),
         limit: Some(100),
         ..SearchParams::default()
     })?;
-    let (c50, c99) = time(&|lon, lat| SearchParams {
+    let c = time(&|lon, lat| SearchParams {
         q: Some("pharmacie".into()),
         near: Some(format!("{lon},{lat}")),
         radius: Some(5_000.0),
         ..SearchParams::default()
     })?;
-    let (d50, d99) = time(&|_, _| SearchParams {
+    let d = time(&|_, _| SearchParams {
         q: Some("piscine municipale".into()),
         ..SearchParams::default()
     })?;
-    Ok(format!(
-        "search over {} entries ({queries} queries each):\n  spatial index build from the database {build_s:.2} s, ~{per_entry:.0} bytes resident per entry; text index build {text_build_s:.1} s\n  (a) 10 nearest of one typology: p50 {a50:.1} µs, p99 {a99:.1} µs\n  (b) everything within 5 km (first page of 100, total counted): p50 {b50:.1} µs, p99 {b99:.1} µs\n  (c) « pharmacie » within 5 km: p50 {c50:.1} µs, p99 {c99:.1} µs\n  (d) « piscine municipale » alone: p50 {d50:.1} µs, p99 {d99:.1} µs",
-        spatial.len()
-    ))
+    let figures = SearchFigures {
+        rows: spatial.len(),
+        queries,
+        seed: bench.seed,
+        build_s,
+        complete_s,
+        bytes_per_entry,
+        text_build_s,
+        a,
+        b,
+        c,
+        d,
+    };
+    if let Some(path) = &bench.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
+    }
+    Ok(figures)
+}
+
+impl std::fmt::Display for SearchFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = |l: &Latency| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us);
+        writeln!(
+            f,
+            "search over {} entries ({} queries each, seed {}):",
+            self.rows, self.queries, self.seed
+        )?;
+        writeln!(
+            f,
+            "  spatial index build from the database {:.2} s (then {:.2} s more in the background for the all-entries tree), ~{:.0} bytes resident per entry; text index build {}",
+            self.build_s,
+            self.complete_s,
+            self.bytes_per_entry,
+            if self.text_build_s > 0.0 {
+                format!("{:.1} s", self.text_build_s)
+            } else {
+                "reused (persisted)".to_owned()
+            }
+        )?;
+        writeln!(f, "  (a) 10 nearest of one typology: {}", line(&self.a))?;
+        writeln!(
+            f,
+            "  (b) everything within 5 km (first page of 100, total counted): {}",
+            line(&self.b)
+        )?;
+        writeln!(f, "  (c) « pharmacie » within 5 km: {}", line(&self.c))?;
+        write!(f, "  (d) « piscine municipale » alone: {}", line(&self.d))
+    }
 }

@@ -58,7 +58,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Import N generated rows, build the search index and time in-process queries.
+    /// Import N generated rows, build the search indexes and time in-process queries.
     Search {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
@@ -66,6 +66,16 @@ pub enum BenchCommand {
         seed: u64,
         #[arg(long, default_value_t = 2_000)]
         queries: usize,
+        /// Keep the database (and its text index) at this path, and reuse it when it already
+        /// holds the N entries.
+        #[arg(long)]
+        database: Option<PathBuf>,
+        /// Import this file from `proximites synth` instead of generating one.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Also write the figures to this file as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -78,6 +88,11 @@ pub struct ServeArgs {
     /// Start on an empty directory instead of loading the Auvergne town halls into a new database.
     #[arg(long, env = "PROXIMITES_NO_DEMO")]
     pub no_demo: bool,
+
+    /// An address geocoder shaped like the IGN Géoplateforme's (`https://data.geopf.fr/geocodage`),
+    /// which the server queries for `/api/v1/geocode`; none by default (communes only).
+    #[arg(long, env = "PROXIMITES_GEOCODER_URL")]
+    pub geocoder_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,14 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Copies the write-ahead log into the database file and empties it.
+pub async fn checkpoint(pool: &Pool) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Facts: `data_version` changes with every committed write to the directory (caches key on it);
 /// `demo_loaded` marks a database that received the demo once.
 /// The directory of the derived on-disk indexes of the database at `url`: `PATH.text` beside

@@ -57,6 +57,12 @@ pub enum Error {
     BadRequest { code: &'static str, detail: String },
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// A service the server relies on (an external geocoder) failed: 502.
+    #[error("{detail}")]
+    Unavailable { code: &'static str, detail: String },
+    /// A feature this instance was not configured with: 501.
+    #[error("{detail}")]
+    NotConfigured { code: &'static str, detail: String },
     #[error("erreur de base de données")]
     Database(#[from] sqlx::Error),
     #[error("erreur de migration")]
@@ -85,7 +91,10 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Invalid(_) => "invalid_input",
             Error::InvalidParameters(_) => "invalid_parameter",
-            Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
+            Error::BadRequest { code, .. }
+            | Error::Conflict { code, .. }
+            | Error::Unavailable { code, .. }
+            | Error::NotConfigured { code, .. } => code,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
         }
     }
@@ -96,6 +105,8 @@ impl Error {
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } | Error::InvalidParameters(_) => StatusCode::BAD_REQUEST,
             Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
+            Error::NotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

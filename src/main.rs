@@ -35,7 +35,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let reference = boot::prepare(&pool, !args.no_demo).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             let text_dir = db::text_index_dir(&cli.database_url);
-            let state = app::AppState::build(pool, reference, &text_dir).await?;
+            let mut state = app::AppState::build(pool, reference, &text_dir).await?;
+            if let Some(url) = &args.geocoder_url {
+                state.geocoder = Some(proximites::territory::geocoder::Geocoder::new(url)?);
+                tracing::info!(%url, "address geocoder configured");
+            }
             app::serve(state, args.listen).await?;
         }
         Command::Import(args) => {
@@ -61,6 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
             }
             if report.committed {
+                // Folds the write-ahead log into the database file: the next start reads one
+                // file rather than replaying a log as large as the import.
+                db::checkpoint(&pool).await?;
                 // The text index on disk follows every committed import; should it fail (a
                 // server writing it at that moment), the server's own refresh or
                 // `check --repair` brings it up to date: the import itself stands.
@@ -119,8 +126,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rows,
             seed,
             queries,
+            database,
+            csv,
+            json,
         }) => {
-            println!("{}", bench::search(rows, seed, queries).await?);
+            let figures = bench::search(bench::SearchBench {
+                rows,
+                seed,
+                queries,
+                database,
+                csv,
+                json,
+            })
+            .await?;
+            println!("{figures}");
         }
         Command::Territory(TerritoryCommand::Import { dir }) => {
             let pool = db::connect(&cli.database_url).await?;

@@ -18,6 +18,13 @@ impl LonLat {
         Self { lon, lat }
     }
 
+    /// `lon,lat` in decimal degrees, as URLs give points; `None` when it is not two finite numbers.
+    pub fn parse_pair(value: &str) -> Option<LonLat> {
+        let (lon, lat) = value.split_once(',')?;
+        let (lon, lat): (f64, f64) = (lon.trim().parse().ok()?, lat.trim().parse().ok()?);
+        (lon.is_finite() && lat.is_finite()).then_some(LonLat { lon, lat })
+    }
+
     /// Great-circle distance in metres (haversine).
     pub fn distance_m(self, other: LonLat) -> f64 {
         let (phi1, phi2) = (self.lat.to_radians(), other.lat.to_radians());

@@ -267,3 +267,117 @@ async fn places_find_communes_by_name_postcode_or_code() {
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
 }
+
+/// A stand-in for the IGN Géoplateforme geocoder on a loopback port: answers `/geocodage/search`
+/// in its shape and remembers the query strings it was sent; `/broken/search` fails.
+async fn fake_geocoder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::RawQuery;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/geocodage/search",
+            axum::routing::get(move |RawQuery(query): RawQuery| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(query.unwrap_or_default());
+                    axum::Json(serde_json::json!({
+                        "type": "FeatureCollection",
+                        "features": [
+                            {"type": "Feature",
+                             "geometry": {"type": "Point", "coordinates": [3.1131, 45.8935]},
+                             "properties": {"label": "12 Rue de la République 63200 Riom",
+                                 "score": 0.93, "type": "housenumber", "citycode": "63300",
+                                 "postcode": "63200", "city": "Riom", "housenumber": "12"}},
+                            {"type": "Feature",
+                             "geometry": {"type": "Point", "coordinates": [3.1129, 45.8941]},
+                             "properties": {"label": "Rue de la République 63200 Riom",
+                                 "score": 0.81, "type": "street", "citycode": "63300",
+                                 "postcode": "63200", "city": "Riom"}},
+                            {"type": "Feature", "geometry": null, "properties": {"label": "sans point"}}
+                        ]
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/broken/search",
+            axum::routing::get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}"), seen)
+}
+
+#[tokio::test]
+async fn addresses_go_through_the_configured_geocoder_only() {
+    let (router, mut state, _dir) = spawn_app().await;
+    let (status, content_type, problem) =
+        get(&router, "/api/v1/geocode?q=12+rue+de+la+republique").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_IMPLEMENTED,
+        "none configured by default"
+    );
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["code"], "geocoder_not_configured");
+    let (status, _, places) = get(&router, "/api/v1/places?q=riom").await;
+    assert_eq!(status, StatusCode::OK, "communes are found offline");
+    assert_eq!(places[0]["insee_code"], "63300");
+
+    let (base, seen) = fake_geocoder().await;
+    state.geocoder =
+        Some(proximites::territory::geocoder::Geocoder::new(&format!("{base}/geocodage")).unwrap());
+    let router = app::router(state.clone());
+    let (status, _, addresses) = get(
+        &router,
+        "/api/v1/geocode?q=12%20rue%20de%20la%20R%C3%A9publique%20Riom&limit=3&near=3.11,45.89",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{addresses}");
+    let addresses = addresses.as_array().unwrap();
+    assert_eq!(
+        addresses.len(),
+        2,
+        "the feature without a point is left out"
+    );
+    assert_eq!(addresses[0]["label"], "12 Rue de la République 63200 Riom");
+    assert_eq!(addresses[0]["kind"], "housenumber");
+    assert_eq!(addresses[0]["insee_code"], "63300");
+    assert_eq!(addresses[0]["point"]["lon"], 3.1131);
+    assert_eq!(addresses[1]["kind"], "street");
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    for part in [
+        "q=12+rue+de+la+R%C3%A9publique+Riom",
+        "limit=3",
+        "index=address",
+        "lon=3.11",
+        "lat=45.89",
+    ] {
+        assert!(sent[0].contains(part), "{part} not in {}", sent[0]);
+    }
+
+    let (status, _, problem) = get(&router, "/api/v1/geocode?q=ab&limit=99&near=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["q", "limit", "near"]);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "bad input never reaches the geocoder"
+    );
+
+    state.geocoder =
+        Some(proximites::territory::geocoder::Geocoder::new(&format!("{base}/broken")).unwrap());
+    let router = app::router(state.clone());
+    let (status, _, problem) = get(&router, "/api/v1/geocode?q=12+rue+de+la+republique").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(problem["code"], "geocoder_unavailable");
+}

@@ -129,26 +129,58 @@ impl Cursor {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or_else(|| "curseur invalide : reprenez celui de la réponse précédente".to_owned())
     }
+}
 
+/// An entry that matched with its place in the page order, borrowed from the index: a page is
+/// cut from thousands of these, and only its last becomes a [`Cursor`].
+#[derive(Clone, Copy)]
+struct Candidate<'i> {
+    /// Negated text score (higher scores first).
+    s: i64,
+    /// Distance in metres, 0 without a place.
+    d: f64,
+    /// Folded name, empty when the order is by distance.
+    n: &'i str,
+    id: IdKey,
+    distance_m: Option<f64>,
+}
+
+impl Candidate<'_> {
     /// Page order: higher score, then nearer, then by name, then by id.
-    fn order(&self, other: &Cursor) -> std::cmp::Ordering {
+    fn order(&self, other: &Candidate<'_>) -> std::cmp::Ordering {
         self.s
             .cmp(&other.s)
             .then(self.d.total_cmp(&other.d))
-            .then(self.n.cmp(&other.n))
+            .then(self.n.cmp(other.n))
             .then(self.id.cmp(&other.id))
     }
 
     fn comes_after(&self, cursor: Option<&Cursor>) -> bool {
-        cursor.is_none_or(|c| self.order(c).is_gt())
+        cursor.is_none_or(|c| {
+            self.s
+                .cmp(&c.s)
+                .then(self.d.total_cmp(&c.d))
+                .then(self.n.cmp(c.n.as_str()))
+                .then(self.id.as_str().cmp(c.id.as_str()))
+                .is_gt()
+        })
     }
-}
 
-/// An entry that matched, with its place in the order.
-struct Candidate {
-    key: Cursor,
-    id: ServiceId,
-    distance_m: Option<f64>,
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            s: self.s,
+            d: self.d,
+            n: self.n.to_owned(),
+            id: self.id.to_string(),
+        }
+    }
+
+    fn found(&self) -> Found {
+        Found {
+            id: self.id.to_service_id(),
+            distance_m: self.distance_m,
+        }
+    }
 }
 
 /// One entry of a page.
@@ -238,11 +270,12 @@ impl Context<'_> {
     }
 
     /// The entries that may match, before the filters: the text hits when there are words (far
-    /// fewer than the entries), else the entries of the territory's box, else every entry of
-    /// the typologies.
+    /// fewer than the entries), else those around the query's point, else the entries of the
+    /// territory's box, else every entry of the typologies.
     fn candidates<'i>(
         &self,
         index: &'i SpatialIndex,
+        query: &SearchQuery,
         typologies: Option<&[&str]>,
         territory: Option<&TerritoryFilter>,
     ) -> Box<dyn Iterator<Item = Placement<'i>> + 'i> {
@@ -257,6 +290,9 @@ impl Context<'_> {
             found.shrink_to_fit();
             return Box::new(found.into_iter());
         }
+        if let (Some(from), Some(radius_m)) = (query.near, query.radius_m) {
+            return Box::new(index.around(from, radius_m, typologies));
+        }
         match territory.map(|t| t.bbox) {
             Some(Some(bbox)) => Box::new(index.entries_in(bbox, typologies)),
             // A territory without communes holds nothing.
@@ -266,7 +302,7 @@ impl Context<'_> {
     }
 
     /// Runs the query. CPU work: call it off the async threads.
-    pub fn run(&self, index: &SpatialIndex, query: &SearchQuery) -> Page {
+    pub fn run<'i>(&self, index: &'i SpatialIndex, query: &SearchQuery) -> Page {
         let typologies: Option<Vec<&str>> = query
             .typologies
             .as_ref()
@@ -279,12 +315,14 @@ impl Context<'_> {
         let territory = territory.as_ref();
         let mut total = 0;
         let mut found = Vec::with_capacity(query.limit);
-        let mut last_key: Option<Cursor> = None;
+        let mut last: Option<Candidate<'i>> = None;
         let mut more = false;
 
         match (query.near, query.sort) {
             // Without words, streamed from the trees; with words, the text hits are fewer.
-            (Some(from), Sort::Distance) if self.text_scores.is_none() => {
+            (Some(from), Sort::Distance)
+                if self.text_scores.is_none() && query.radius_m.is_none() =>
+            {
                 // Streamed nearest first: stops at the radius, skips to the cursor.
                 for hit in index.nearest_iter(from, typologies) {
                     if query.radius_m.is_some_and(|r| hit.distance_m > r) {
@@ -294,21 +332,19 @@ impl Context<'_> {
                         continue;
                     }
                     total += 1;
-                    let key = Cursor {
+                    let candidate = Candidate {
                         s: 0,
                         d: hit.distance_m,
-                        n: String::new(),
-                        id: hit.id.to_string(),
+                        n: "",
+                        id: hit.id,
+                        distance_m: Some(hit.distance_m),
                     };
-                    if !key.comes_after(query.after.as_ref()) {
+                    if !candidate.comes_after(query.after.as_ref()) {
                         continue;
                     }
                     if found.len() < query.limit {
-                        last_key = Some(key);
-                        found.push(Found {
-                            id: hit.id.to_service_id(),
-                            distance_m: Some(hit.distance_m),
-                        });
+                        last = Some(candidate);
+                        found.push(candidate.found());
                     } else {
                         more = true;
                         if query.radius_m.is_none() {
@@ -322,7 +358,7 @@ impl Context<'_> {
             }
             _ => {
                 let by_distance = query.near.is_some() && query.sort == Sort::Distance;
-                let candidate = |placement: Placement<'_>| {
+                let candidate = |placement: Placement<'i>| {
                     let distance_m = query.near.map(|from| from.distance_m(placement.location()));
                     if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
                         if d > r {
@@ -335,46 +371,40 @@ impl Context<'_> {
                         return None;
                     }
                     Some(Candidate {
-                        key: if by_distance {
-                            Cursor {
-                                s: 0,
-                                d: distance_m.unwrap_or(0.0),
-                                n: String::new(),
-                                id: id.to_string(),
-                            }
+                        s: if by_distance { 0 } else { -i64::from(score) },
+                        d: distance_m.unwrap_or(0.0),
+                        n: if by_distance {
+                            ""
                         } else {
-                            Cursor {
-                                s: -i64::from(score),
-                                d: distance_m.unwrap_or(0.0),
-                                n: placement.folded_name().to_owned(),
-                                id: id.to_string(),
-                            }
+                            placement.folded_name()
                         },
-                        id: id.to_service_id(),
+                        id,
                         distance_m,
                     })
                 };
-                let mut ranked: Vec<Candidate> = self
-                    .candidates(index, typologies, territory)
+                let mut ranked: Vec<Candidate<'i>> = self
+                    .candidates(index, query, typologies, territory)
                     .filter_map(candidate)
                     .collect();
                 total = ranked.len();
-                ranked.retain(|c| c.key.comes_after(query.after.as_ref()));
-                ranked.sort_by(|a, b| a.key.order(&b.key));
+                ranked.retain(|c| c.comes_after(query.after.as_ref()));
                 more = ranked.len() > query.limit;
-                for candidate in ranked.into_iter().take(query.limit) {
-                    last_key = Some(candidate.key);
-                    found.push(Found {
-                        id: candidate.id,
-                        distance_m: candidate.distance_m,
-                    });
+                // Only the page is put in order: the rest is split off around it first.
+                if ranked.len() > query.limit {
+                    ranked.select_nth_unstable_by(query.limit, |a, b| a.order(b));
+                    ranked.truncate(query.limit);
                 }
+                ranked.sort_unstable_by(|a, b| a.order(b));
+                for candidate in &ranked {
+                    found.push(candidate.found());
+                }
+                last = ranked.last().copied();
             }
         }
         Page {
             found,
             total,
-            next: if more { last_key } else { None },
+            next: if more { last.map(|c| c.cursor()) } else { None },
         }
     }
 
@@ -393,7 +423,7 @@ impl Context<'_> {
             // Only typologies: the trees know their sizes.
             return index.count(typologies);
         }
-        self.candidates(index, typologies, territory)
+        self.candidates(index, query, typologies, territory)
             .filter(|p| self.score(&p.id()) > 0 && self.passes(query, territory, *p))
             .count()
     }
@@ -442,14 +472,10 @@ impl SearchParams {
         let mut errors = Vec::new();
         let mut wrong = |field: &str, message: String| errors.push(FieldError::new(field, message));
 
-        let near = self.near.as_deref().and_then(|value| {
-            let parsed = value.split_once(',').and_then(|(lon, lat)| {
-                Some(LonLat::new(
-                    lon.trim().parse().ok()?,
-                    lat.trim().parse().ok()?,
-                ))
-            });
-            match parsed {
+        let near = self
+            .near
+            .as_deref()
+            .and_then(|value| match LonLat::parse_pair(value) {
                 Some(p) if in_france(p) => Some(p),
                 Some(p) => {
                     wrong(
@@ -470,8 +496,7 @@ impl SearchParams {
                     );
                     None
                 }
-            }
-        });
+            });
         let radius_m = match self.radius {
             Some(r) if !(r.is_finite() && r > 0.0 && r <= 1_000_000.0) => {
                 wrong(

@@ -153,6 +153,7 @@ struct Slot {
 pub struct Placement<'a> {
     index: &'a SpatialIndex,
     slot: &'a Slot,
+    number: u32,
 }
 
 impl fmt::Debug for Placement<'_> {
@@ -169,6 +170,11 @@ impl fmt::Debug for Placement<'_> {
 impl<'a> Placement<'a> {
     pub fn id(&self) -> IdKey {
         self.slot.id
+    }
+
+    /// Where the entry lives in the index (see [`SpatialIndex::at`]).
+    pub fn slot(&self) -> u32 {
+        self.number
     }
 
     pub fn typology(&self) -> &'a str {
@@ -232,6 +238,10 @@ pub struct SpatialIndex {
     typologies: Vec<Box<str>>,
     typology_numbers: FxHashMap<Box<str>, u16>,
     trees: Vec<RTree<Item>>,
+    /// Every entry in one tree, for queries on all typologies (one tree to walk rather than
+    /// 175): built after the index is in service (see [`SpatialIndex::complete`]), those
+    /// queries walk the typologies' trees until then.
+    all: std::sync::OnceLock<RTree<Item>>,
     /// Distinct timetables by number: a directory repeats a few thousand of them.
     timetables: Vec<Box<str>>,
     timetable_numbers: FxHashMap<Box<str>, u32>,
@@ -309,6 +319,9 @@ impl SpatialIndex {
         if let Some(tree) = self.trees.get_mut(usize::from(slot.typology)) {
             tree.remove(&item(number, slot.location));
         }
+        if let Some(all) = self.all.get_mut() {
+            all.remove(&item(number, slot.location));
+        }
         slot.typology = VACANT;
         self.vacant.push(number);
         true
@@ -358,8 +371,32 @@ impl SpatialIndex {
             }
         };
         self.trees[usize::from(typology)].insert(item(number, entry.location));
+        if let Some(all) = self.all.get_mut() {
+            all.insert(item(number, entry.location));
+        }
         self.by_id.insert(id, number);
         replaced
+    }
+
+    /// Builds the tree of all entries, which queries on every typology then use. CPU work of
+    /// about a second for three million entries: run it off the async threads, once the index
+    /// is in service. Does nothing when it is built already.
+    pub fn complete(&self) {
+        if self.all.get().is_some() {
+            return;
+        }
+        let items: Vec<Item> = self
+            .by_id
+            .values()
+            .map(|&number| item(number, self.slots[number as usize].location))
+            .collect();
+        // Another thread may have built it meanwhile: either tree is the same.
+        let _ = self.all.set(RTree::bulk_load(items));
+    }
+
+    /// Whether [`SpatialIndex::complete`] has run.
+    pub fn is_complete(&self) -> bool {
+        self.all.get().is_some()
     }
 
     /// The number of entries held.
@@ -382,6 +419,7 @@ impl SpatialIndex {
         Placement {
             index: self,
             slot: &self.slots[number as usize],
+            number,
         }
     }
 
@@ -483,6 +521,25 @@ impl SpatialIndex {
             .filter(move |placement| bbox.contains(placement.location()))
     }
 
+    /// Every entry of `typologies` (all when `None`) within about `radius_m` metres of `from`,
+    /// in no particular order: the trees' own test, a hair wider than the exact one, which the
+    /// caller makes on the great-circle distance.
+    pub fn around<'a>(
+        &'a self,
+        from: LonLat,
+        radius_m: f64,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        let query = unit_vector(from);
+        let max_chord_2 = chord_2_for(radius_m) + UNIT_SLACK;
+        let valid = !(radius_m.is_nan() || radius_m < 0.0);
+        self.trees_for(typologies)
+            .into_iter()
+            .filter(move |_| valid)
+            .flat_map(move |tree| tree.locate_within_distance(query, max_chord_2))
+            .map(move |element| self.at(element.data))
+    }
+
     /// Every entry within `radius_m` metres of `from` (boundary included), nearest first, among
     /// `typologies` (every typology when `None`).
     pub fn within_radius(
@@ -494,15 +551,11 @@ impl SpatialIndex {
         if radius_m.is_nan() || radius_m < 0.0 {
             return Vec::new();
         }
-        let query = unit_vector(from);
-        let max_chord_2 = chord_2_for(radius_m) + UNIT_SLACK;
         let mut hits = Vec::new();
-        for tree in self.trees_for(typologies) {
-            for element in tree.locate_within_distance(query, max_chord_2) {
-                let distance_m = metres_from_chord_2(squared_distance(element.geom(), &query));
-                if distance_m <= radius_m {
-                    hits.push(self.hit(element.data, distance_m));
-                }
+        for placement in self.around(from, radius_m, typologies) {
+            let distance_m = from.distance_m(placement.location());
+            if distance_m <= radius_m {
+                hits.push(self.hit(placement.slot(), distance_m));
             }
         }
         hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.id.cmp(&b.id)));
@@ -517,17 +570,13 @@ impl SpatialIndex {
             .entries_in(bbox, typologies)
             .map(|placement| Hit {
                 id: placement.id(),
-                slot: self.slot_number(placement),
+                slot: placement.slot(),
                 location: placement.location(),
                 distance_m: 0.0,
             })
             .collect();
         hits.sort_by_key(|hit| hit.id);
         hits
-    }
-
-    fn slot_number(&self, placement: Placement<'_>) -> u32 {
-        self.by_id.get(&placement.id()).copied().unwrap_or(u32::MAX)
     }
 
     fn hit(&self, slot: u32, distance_m: f64) -> Hit {
@@ -544,7 +593,10 @@ impl SpatialIndex {
     /// codes select nothing).
     fn trees_for(&self, typologies: Option<&[&str]>) -> Vec<&RTree<Item>> {
         match typologies {
-            None => self.trees.iter().filter(|t| t.size() > 0).collect(),
+            None => match self.all.get() {
+                Some(all) => vec![all],
+                None => self.trees.iter().filter(|t| t.size() > 0).collect(),
+            },
             Some(codes) => {
                 let mut seen = HashSet::with_capacity(codes.len());
                 codes
@@ -575,6 +627,26 @@ impl SpatialIndex {
                     found.push(format!(
                         "index incohérent : l'emplacement {} de l'arbre « {} » ne correspond pas à sa fiche",
                         element.data, self.typologies[typology]
+                    ));
+                }
+            }
+        }
+        if let Some(all) = self.all.get() {
+            if all.size() != self.by_id.len() {
+                found.push(format!(
+                    "index incohérent : {} points dans l'arbre de toutes les fiches pour {} identifiants",
+                    all.size(),
+                    self.by_id.len()
+                ));
+            }
+            for element in all.iter() {
+                let fits = self.slots.get(element.data as usize).is_some_and(|slot| {
+                    slot.typology != VACANT && *element.geom() == unit_vector(slot.location)
+                });
+                if !fits {
+                    found.push(format!(
+                        "index incohérent : l'emplacement {} de l'arbre de toutes les fiches ne correspond à aucune fiche",
+                        element.data
                     ));
                 }
             }
@@ -802,11 +874,6 @@ fn item(number: u32, location: LonLat) -> Item {
 fn unit_vector(p: LonLat) -> [f64; 3] {
     let (lon, lat) = (p.lon.to_radians(), p.lat.to_radians());
     [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
-}
-
-/// Squared straight-line distance between two 3-D points, as rstar computes it.
-fn squared_distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// Great-circle metres between two unit vectors `sqrt(chord_2)` apart: `2R·asin(chord/2)`.
@@ -1053,110 +1120,134 @@ mod tests {
         let entries = random_entries();
         let index = SpatialIndex::new(entries.clone());
         assert_eq!(index.len(), 20_000);
-        let filters: [Option<&[&str]>; 3] =
-            [None, Some(&["piscine"]), Some(&["poste", "lycee", "anpe"])];
-        for from in query_points() {
-            for typologies in filters {
-                let expected = brute_force(&entries, from, typologies);
-                let hits = index.nearest(from, typologies, 15, None);
-                assert_eq!(
-                    ids(&hits),
-                    expected
-                        .iter()
-                        .take(15)
-                        .map(|e| e.0.clone())
-                        .collect::<Vec<_>>()
-                );
-                for (hit, (_, metres)) in hits.iter().zip(&expected) {
-                    assert!((hit.distance_m - metres).abs() < 1e-3, "{hit:?} {metres}");
-                    let placement = index.get(&hit.id).unwrap();
-                    assert_eq!(index.at(hit.slot).id(), hit.id);
-                    assert!(typologies.is_none_or(|ts| ts.contains(&placement.typology())));
-                }
-                // A distance cap stops the merge early and keeps only what is close enough.
-                let capped = index.nearest(from, typologies, 50, Some(8_000.0));
-                let within: Vec<ServiceId> = expected
-                    .iter()
-                    .take(50)
-                    .filter(|e| e.1 <= 8_000.0)
-                    .map(|e| e.0.clone())
-                    .collect();
-                assert_eq!(ids(&capped), within);
+
+        // Before and after the tree of all entries is built: the same answers.
+        for complete in [false, true] {
+            if complete {
+                index.complete();
             }
+            assert_eq!(index.is_complete(), complete);
+            let filters: [Option<&[&str]>; 3] =
+                [None, Some(&["piscine"]), Some(&["poste", "lycee", "anpe"])];
+            for from in query_points() {
+                for typologies in filters {
+                    let expected = brute_force(&entries, from, typologies);
+                    let hits = index.nearest(from, typologies, 15, None);
+                    assert_eq!(
+                        ids(&hits),
+                        expected
+                            .iter()
+                            .take(15)
+                            .map(|e| e.0.clone())
+                            .collect::<Vec<_>>()
+                    );
+                    for (hit, (_, metres)) in hits.iter().zip(&expected) {
+                        assert!((hit.distance_m - metres).abs() < 1e-3, "{hit:?} {metres}");
+                        let placement = index.get(&hit.id).unwrap();
+                        assert_eq!(index.at(hit.slot).id(), hit.id);
+                        assert!(typologies.is_none_or(|ts| ts.contains(&placement.typology())));
+                    }
+                    // A distance cap stops the merge early and keeps only what is close enough.
+                    let capped = index.nearest(from, typologies, 50, Some(8_000.0));
+                    let within: Vec<ServiceId> = expected
+                        .iter()
+                        .take(50)
+                        .filter(|e| e.1 <= 8_000.0)
+                        .map(|e| e.0.clone())
+                        .collect();
+                    assert_eq!(ids(&capped), within);
+                }
+            }
+            assert!(index
+                .nearest(LonLat::new(3.0, 45.0), None, 0, None)
+                .is_empty());
+            assert!(index
+                .nearest(LonLat::new(3.0, 45.0), Some(&[]), 5, None)
+                .is_empty());
+            assert!(index
+                .nearest(LonLat::new(3.0, 45.0), Some(&["inconnue"]), 5, None)
+                .is_empty());
         }
-        assert!(index
-            .nearest(LonLat::new(3.0, 45.0), None, 0, None)
-            .is_empty());
-        assert!(index
-            .nearest(LonLat::new(3.0, 45.0), Some(&[]), 5, None)
-            .is_empty());
-        assert!(index
-            .nearest(LonLat::new(3.0, 45.0), Some(&["inconnue"]), 5, None)
-            .is_empty());
     }
 
     #[test]
     fn radius_matches_brute_force() {
         let entries = random_entries();
         let index = SpatialIndex::new(entries.clone());
-        for (n, from) in query_points().into_iter().enumerate() {
-            let radius = 5_000.0 + 2_000.0 * n as f64;
-            for typologies in [None, Some(&["mairie", "ecole"][..])] {
-                let expected: Vec<ServiceId> = brute_force(&entries, from, typologies)
-                    .into_iter()
-                    .take_while(|e| e.1 <= radius)
-                    .map(|e| e.0)
-                    .collect();
-                let hits = index.within_radius(from, radius, typologies);
-                assert_eq!(ids(&hits), expected, "radius {radius} around {from:?}");
-                assert!(hits.windows(2).all(|w| w[0].distance_m <= w[1].distance_m));
+
+        // Before and after the tree of all entries is built: the same answers.
+        for complete in [false, true] {
+            if complete {
+                index.complete();
             }
+            assert_eq!(index.is_complete(), complete);
+            for (n, from) in query_points().into_iter().enumerate() {
+                let radius = 5_000.0 + 2_000.0 * n as f64;
+                for typologies in [None, Some(&["mairie", "ecole"][..])] {
+                    let expected: Vec<ServiceId> = brute_force(&entries, from, typologies)
+                        .into_iter()
+                        .take_while(|e| e.1 <= radius)
+                        .map(|e| e.0)
+                        .collect();
+                    let hits = index.within_radius(from, radius, typologies);
+                    assert_eq!(ids(&hits), expected, "radius {radius} around {from:?}");
+                    assert!(hits.windows(2).all(|w| w[0].distance_m <= w[1].distance_m));
+                }
+            }
+            assert!(index
+                .within_radius(LonLat::new(3.0, 45.0), -1.0, None)
+                .is_empty());
+            assert_eq!(
+                index
+                    .within_radius(LonLat::new(3.0, 45.0), 30_000_000.0, None)
+                    .len(),
+                20_000,
+                "past the antipode, everything"
+            );
         }
-        assert!(index
-            .within_radius(LonLat::new(3.0, 45.0), -1.0, None)
-            .is_empty());
-        assert_eq!(
-            index
-                .within_radius(LonLat::new(3.0, 45.0), 30_000_000.0, None)
-                .len(),
-            20_000,
-            "past the antipode, everything"
-        );
     }
 
     #[test]
     fn bbox_matches_brute_force() {
         let entries = random_entries();
         let index = SpatialIndex::new(entries.clone());
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for _ in 0..40 {
-            let (lon, lat) = (rng.gen_range(-5.5..9.0), rng.gen_range(41.0..50.5));
-            let bbox = BBox::new(
-                lon,
-                lat,
-                lon + rng.gen_range(0.01..2.0),
-                lat + rng.gen_range(0.01..1.5),
-            );
-            for typologies in [None, Some(&["pharmacie"][..])] {
-                let mut expected: Vec<ServiceId> = entries
-                    .iter()
-                    .filter(|(t, e)| {
-                        bbox.contains(e.location)
-                            && typologies.is_none_or(|ts| ts.contains(&t.as_str()))
-                    })
-                    .map(|(_, e)| e.id.clone())
-                    .collect();
-                expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-                let hits = index.within_bbox(bbox, typologies);
-                assert_eq!(ids(&hits), expected, "{bbox:?}");
-                assert!(hits.iter().all(|h| h.distance_m == 0.0));
+
+        // Before and after the tree of all entries is built: the same answers.
+        for complete in [false, true] {
+            if complete {
+                index.complete();
             }
+            assert_eq!(index.is_complete(), complete);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            for _ in 0..40 {
+                let (lon, lat) = (rng.gen_range(-5.5..9.0), rng.gen_range(41.0..50.5));
+                let bbox = BBox::new(
+                    lon,
+                    lat,
+                    lon + rng.gen_range(0.01..2.0),
+                    lat + rng.gen_range(0.01..1.5),
+                );
+                for typologies in [None, Some(&["pharmacie"][..])] {
+                    let mut expected: Vec<ServiceId> = entries
+                        .iter()
+                        .filter(|(t, e)| {
+                            bbox.contains(e.location)
+                                && typologies.is_none_or(|ts| ts.contains(&t.as_str()))
+                        })
+                        .map(|(_, e)| e.id.clone())
+                        .collect();
+                    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                    let hits = index.within_bbox(bbox, typologies);
+                    assert_eq!(ids(&hits), expected, "{bbox:?}");
+                    assert!(hits.iter().all(|h| h.distance_m == 0.0));
+                }
+            }
+            let france = BBox::new(-5.3, 41.3, 9.7, 51.2);
+            assert_eq!(index.within_bbox(france, None).len(), 20_000);
+            assert!(index
+                .within_bbox(BBox::new(3.0, 45.0, 2.0, 46.0), None)
+                .is_empty());
         }
-        let france = BBox::new(-5.3, 41.3, 9.7, 51.2);
-        assert_eq!(index.within_bbox(france, None).len(), 20_000);
-        assert!(index
-            .within_bbox(BBox::new(3.0, 45.0, 2.0, 46.0), None)
-            .is_empty());
     }
 
     #[test]
@@ -1243,6 +1334,8 @@ mod tests {
             ("piscine".to_owned(), entry(1, 3.01, 45.0)),
             ("piscine".to_owned(), entry(2, 3.02, 45.0)),
         ]);
+        // Writes keep the tree of all entries in step too.
+        index.complete();
         assert!(!index.upsert("piscine", entry(3, 3.5, 45.0)));
         assert_eq!(index.len(), 3);
 

@@ -1,6 +1,7 @@
 //! The French territory reference: communes, EPCI, départements and régions, read from the
 //! reference files, kept in the database, and held in memory for point-in-commune lookups.
 
+pub mod geocoder;
 pub mod locator;
 pub mod places;
 pub mod routes;

@@ -1,4 +1,5 @@
-//! Read API of the territory reference: one commune with its enclosing territories and boundary.
+//! Read API of the territory reference: one commune with its enclosing territories and
+//! boundary, communes by what people type, and addresses through the configured geocoder.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -6,9 +7,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::geocoder::Address;
 use super::{store, InseeCode};
 use crate::app::AppState;
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
 use crate::spatial::{BBox, LonLat};
 
@@ -16,6 +18,69 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/communes/{insee}", get(get_commune))
         .route("/api/v1/places", get(find_places))
+        .route("/api/v1/geocode", get(geocode))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GeocodeQuery {
+    /// An address as people type it: « 12 rue de la République Riom ».
+    q: String,
+    /// At most this many addresses (default 5, at most 20).
+    limit: Option<usize>,
+    /// `lon,lat`: addresses near this point first.
+    near: Option<String>,
+}
+
+/// Addresses through the geocoder this instance is configured with (an IGN Géoplateforme
+/// `/geocodage/search`-shaped service), queried by the server so that browsers talk to no third
+/// party. 501 when none is configured: `/api/v1/places` then finds communes.
+#[utoipa::path(get, path = "/api/v1/geocode", tag = "territory", params(GeocodeQuery),
+    responses((status = 200, body = Vec<Address>), (status = 400, body = Problem),
+        (status = 501, body = Problem), (status = 502, body = Problem)))]
+pub async fn geocode(
+    State(state): State<AppState>,
+    Query(query): Query<GeocodeQuery>,
+) -> Result<Json<Vec<Address>>> {
+    let geocoder = state
+        .geocoder
+        .as_ref()
+        .ok_or_else(|| Error::NotConfigured {
+            code: "geocoder_not_configured",
+            detail: "aucun géocodeur d'adresses n'est configuré sur cette instance ; \
+                 /api/v1/places trouve les communes / no address geocoder is configured on \
+                 this instance; /api/v1/places finds communes"
+                .into(),
+        })?;
+    let mut errors = Vec::new();
+    let q = query.q.trim();
+    if q.chars().count() < 3 {
+        errors.push(FieldError::new(
+            "q",
+            "au moins 3 caractères / at least 3 characters",
+        ));
+    }
+    let limit = query.limit.unwrap_or(5);
+    if !(1..=20).contains(&limit) {
+        errors.push(FieldError::new("limit", "entre 1 et 20 / between 1 and 20"));
+    }
+    let near = match query.near.as_deref() {
+        None => None,
+        Some(value) => match LonLat::parse_pair(value) {
+            Some(p) => Some(p),
+            None => {
+                errors.push(FieldError::new(
+                    "near",
+                    format!("« {value} » : attendu lon,lat / expected lon,lat"),
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(Error::InvalidParameters(errors));
+    }
+    Ok(Json(geocoder.search(q, limit, near).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
