@@ -42,6 +42,8 @@ pub struct AppState {
     pub text_dir: std::path::PathBuf,
     /// The address geocoder the server queries for clients, when one is configured.
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
+    /// Coverage figures of territories, cached by data version.
+    pub coverage: Arc<crate::coverage::Coverage>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             reference,
             published_counts: Arc::default(),
             geocoder: None,
+            coverage: Arc::default(),
         })
     }
 
@@ -151,12 +154,14 @@ async fn load_search_index(
         crate::territory::routes::geocode,
         crate::services::routes::get_service,
         crate::search::routes::search,
+        crate::coverage::routes::coverage,
     ),
-    components(schemas(Problem, crate::error::FieldError)),
+    components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(
         (name = "taxonomy", description = "Thèmes et typologies / Themes and typologies"),
         (name = "territory", description = "Référentiel territorial / Territory reference"),
         (name = "services", description = "Fiches / Directory entries"),
+        (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
         (name = "meta", description = "État du service / Service status"),
     )
 )]
@@ -170,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::territory::routes::router())
         .merge(crate::services::routes::router())
         .merge(crate::search::routes::router())
+        .merge(crate::coverage::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -280,3 +280,102 @@ impl std::fmt::Display for SearchFigures {
         write!(f, "  (d) « piscine municipale » alone: {}", line(&self.d))
     }
 }
+
+/// Times coverage on the database at `url` (its entries as they are; the database is only
+/// read, besides the schema and taxonomy sync every command does): all of France, every
+/// commune × every typology, from a cold cache; one département alone (no comparisons), cold;
+/// the same département with its comparisons once France is cached. Every run is reported.
+pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Result<String> {
+    use std::sync::Arc;
+
+    use crate::coverage::{Area, Coverage, Request, DEFAULT_THRESHOLDS_M};
+    use crate::search::engine::{SearchIndex, Territory};
+
+    let pool = db::connect(url).await?;
+    let reference = boot::prepare(&pool, false).await?;
+    let version = db::fact(&pool, "data_version").await?;
+    let started = Instant::now();
+    let spatial = crate::search::spatial::load(&pool).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    let entries = spatial.len();
+    let index = Arc::new(SearchIndex { spatial, version });
+    let typologies: Vec<String> = reference
+        .taxonomy
+        .typologies
+        .iter()
+        .map(|t| t.code.clone())
+        .collect();
+    let request = |area: Area, compare: bool| Request {
+        area,
+        typologies: typologies.clone(),
+        themes: Vec::new(),
+        thresholds_m: DEFAULT_THRESHOLDS_M.to_vec(),
+        gap_threshold_m: DEFAULT_THRESHOLDS_M[2],
+        compare,
+    };
+    let departement_area = Area::Territory(Territory::Departement(departement.to_owned()));
+    let france = request(Area::France, true);
+    let alone = request(departement_area.clone(), false);
+    let compared = request(departement_area, true);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let departement = departement.to_owned();
+    let lines = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut france_s = Vec::new();
+        let mut alone_ms = Vec::new();
+        let mut warm_ms = Vec::new();
+        let mut communes = (0, 0);
+        let seconds = |started: Instant| started.elapsed().as_secs_f64();
+        let fail = |e: crate::error::Error| anyhow::anyhow!("{e}");
+        for _ in 0..runs.max(1) {
+            let cold = Coverage::default();
+            let t = Instant::now();
+            let report = cold
+                .report(&index, &reference.locator, &reference.taxonomy, &france)
+                .map_err(fail)?;
+            france_s.push(seconds(t));
+            communes.0 = report.territory.communes;
+            drop(report);
+            let t = Instant::now();
+            let report = Coverage::default()
+                .report(&index, &reference.locator, &reference.taxonomy, &alone)
+                .map_err(fail)?;
+            alone_ms.push(seconds(t) * 1e3);
+            communes.1 = report.territory.communes;
+            let t = Instant::now();
+            let report = cold
+                .report(&index, &reference.locator, &reference.taxonomy, &compared)
+                .map_err(fail)?;
+            warm_ms.push(seconds(t) * 1e3);
+            std::hint::black_box(report);
+        }
+        let list = |values: &[f64], unit: &str| {
+            values
+                .iter()
+                .map(|v| format!("{v:.2} {unit}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(vec![
+            format!(
+                "coverage over {entries} entries ({} typologies, {workers} threads; spatial index loaded in {load_s:.1} s):",
+                typologies.len()
+            ),
+            format!(
+                "  France, {} communes × every typology, cold: {}",
+                communes.0,
+                list(&france_s, "s")
+            ),
+            format!(
+                "  département {departement} alone ({} communes × every typology), cold: {}",
+                communes.1,
+                list(&alone_ms, "ms")
+            ),
+            format!(
+                "  département {departement} with département, région and France comparisons, France cached: {}",
+                list(&warm_ms, "ms")
+            ),
+        ])
+    })
+    .await??;
+    Ok(lines.join("\n"))
+}

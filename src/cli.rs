@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Proximités: annuaire géolocalisé des services publics / geolocated directory of public services.
 #[derive(Debug, Parser)]
@@ -44,6 +44,9 @@ pub enum Command {
     Territory(TerritoryCommand),
     /// Compare the search indexes with the database and report every difference.
     Check(CheckArgs),
+    /// Coverage of a territory: distance from each commune to the nearest published entry of
+    /// typologies or themes, and the indicators drawn from it, as CSV or JSON.
+    Coverage(CoverageArgs),
     /// Measure speed on generated data (figures reported in the README).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -76,6 +79,16 @@ pub enum BenchCommand {
         /// Also write the figures to this file as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Time coverage on an existing database: all of France (every commune × every typology)
+    /// and one département.
+    Coverage {
+        /// The département timed on its own.
+        #[arg(long, default_value = "63")]
+        departement: String,
+        /// Repeat each measure this many times and report every run.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -145,4 +158,46 @@ pub struct CheckArgs {
     /// Rebuild the indexes from the database when they differ from it.
     #[arg(long)]
     pub repair: bool,
+}
+
+/// Output format of `coverage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CoverageFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CoverageArgs {
+    /// The territory: `departement:63`, `region:84`, `epci:246300701`, `commune:63113`,
+    /// `communes:63113,63300` or `france`.
+    #[arg(long = "in")]
+    pub within: String,
+
+    /// A typology code, measured on its own; repeat for several (or comma-separate).
+    #[arg(long)]
+    pub typology: Vec<String>,
+
+    /// A theme code, measured as the nearest entry of any of its typologies; repeatable.
+    #[arg(long)]
+    pub theme: Vec<String>,
+
+    /// Distance thresholds in metres, comma-separated.
+    #[arg(long, default_value = "5000,10000,20000")]
+    pub thresholds: String,
+
+    /// Communes farther than this many metres are the gaps (default: the largest threshold).
+    #[arg(long)]
+    pub gap_threshold: Option<f64>,
+
+    /// The territory alone, without its département, région and France (faster).
+    #[arg(long)]
+    pub no_compare: bool,
+
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: CoverageFormat,
+
+    /// The file to write; written whole or not at all.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod bench;
 pub mod boot;
 pub mod cli;
+pub mod coverage;
 pub mod db;
 pub mod error;
 pub mod http;

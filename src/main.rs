@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proximites::cli::{BenchCommand, Cli, Command, TerritoryCommand};
+use proximites::cli::{BenchCommand, Cli, Command, CoverageFormat, TerritoryCommand};
 use proximites::import::{self, ImportOptions, Input};
-use proximites::{app, bench, boot, db, search, services, synth, territory};
+use proximites::{app, bench, boot, coverage, db, search, services, synth, territory};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -118,6 +118,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Coverage(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let request = coverage::Request::parse(
+                &coverage::RawRequest {
+                    area: &args.within,
+                    typologies: args.typology.iter().map(String::as_str).collect(),
+                    themes: args.theme.iter().map(String::as_str).collect(),
+                    thresholds: Some(&args.thresholds),
+                    gap_threshold: args.gap_threshold,
+                    compare: !args.no_compare,
+                },
+                &reference.taxonomy,
+                &reference.locator,
+            )
+            .map_err(|e| anyhow::anyhow!(proximites::error::Problem::from(&e).detail))?;
+            let version = db::fact(&pool, "data_version").await?;
+            let spatial = search::spatial::load(&pool).await?;
+            let index = std::sync::Arc::new(search::engine::SearchIndex { spatial, version });
+            let output = args.output.clone();
+            let format = args.format;
+            let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let report = coverage::Coverage::default()
+                    .report(&index, &reference.locator, &reference.taxonomy, &request)
+                    .map_err(|e| anyhow::anyhow!(proximites::error::Problem::from(&e).detail))?;
+                coverage::write_file(&report, &output, format == CoverageFormat::Json)?;
+                Ok(coverage::summary(&report))
+            })
+            .await??;
+            println!("{summary}");
+        }
+        Command::Bench(BenchCommand::Coverage { departement, runs }) => {
+            let figures = bench::coverage(&cli.database_url, &departement, runs).await?;
+            println!("{figures}");
         }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);

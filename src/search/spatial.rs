@@ -491,6 +491,22 @@ impl SpatialIndex {
             .collect()
     }
 
+    /// The entry of `typology` nearest to `from` (`None` when it has none): one descent of one
+    /// tree, without the k-way merge of [`SpatialIndex::nearest`], for coverage, which asks it
+    /// millions of times. Of entries at the very same distance, any one may come.
+    pub fn nearest_of_typology(&self, from: LonLat, typology: &str) -> Option<Hit> {
+        let tree = &self.trees[usize::from(*self.typology_numbers.get(typology)?)];
+        let query = unit_vector(from);
+        let element = tree.nearest_neighbor(&query)?;
+        let chord_2: f64 = element
+            .geom()
+            .iter()
+            .zip(query)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        Some(self.hit(element.data, metres_from_chord_2(chord_2)))
+    }
+
     /// Every entry of `typologies` (all when `None`), in no particular order: for queries
     /// without a place.
     pub fn entries<'a>(
