@@ -35,6 +35,9 @@ pub const GAPS_LISTED: usize = 100;
 pub const TOWN_HALL: &str = "mairie";
 /// Reports kept per data version; past that the cache starts again empty.
 const REPORTS_KEPT: usize = 64;
+/// Reports larger than this (communes × subjects) are not kept: all of France by every
+/// typology is a quarter of a gigabyte, while its columns, which are kept, make it fast again.
+const LARGEST_REPORT_KEPT: usize = 500_000;
 /// Communes per unit of parallel work: small enough to balance two threads, large enough
 /// that a unit's queries share the tree nodes near them.
 const CHUNK: usize = 512;
@@ -620,6 +623,8 @@ pub struct Frame {
     parents: Vec<Option<u32>>,
     columns: Mutex<FxHashMap<Box<str>, Arc<Column>>>,
     reports: Mutex<FxHashMap<String, Arc<Report>>>,
+    /// Figures of départements, régions and France by subject, thresholds and gap threshold.
+    comparisons: Mutex<FxHashMap<String, Indicators>>,
 }
 
 /// The municipality of an arrondissement of Paris, Lyon or Marseille.
@@ -766,6 +771,7 @@ impl Frame {
             parents,
             columns: Mutex::default(),
             reports: Mutex::default(),
+            comparisons: Mutex::default(),
             locator,
         }
     }
@@ -1132,18 +1138,36 @@ impl Frame {
                     gaps,
                     comparisons: comparisons
                         .iter()
-                        .map(|(level, code, numbers)| Comparison {
-                            level,
-                            code: code.clone(),
-                            indicators: self.indicators(
-                                &grid,
-                                &subject.members,
-                                numbers,
-                                &communes,
-                                request,
-                                any_entry,
-                                None,
-                            ),
+                        .map(|(level, code, numbers)| {
+                            // Many territories share a région and France: their figures are
+                            // computed once per data version.
+                            let key = format!(
+                                "{level}|{}|{}:{}|{:?}|{}",
+                                code.as_deref().unwrap_or_default(),
+                                subject.kind,
+                                subject.code,
+                                request.thresholds_m,
+                                request.gap_threshold_m
+                            );
+                            let known = lock(&self.comparisons).get(&key).cloned();
+                            let indicators = known.unwrap_or_else(|| {
+                                let computed = self.indicators(
+                                    &grid,
+                                    &subject.members,
+                                    numbers,
+                                    &communes,
+                                    request,
+                                    any_entry,
+                                    None,
+                                );
+                                lock(&self.comparisons).insert(key, computed.clone());
+                                computed
+                            });
+                            Comparison {
+                                level,
+                                code: code.clone(),
+                                indicators,
+                            }
                         })
                         .collect(),
                 }
@@ -1298,6 +1322,9 @@ impl Coverage {
             return Ok(report.clone());
         }
         let report = Arc::new(frame.report(&index.spatial, taxonomy, request)?);
+        if report.communes.len() * report.subjects.len() > LARGEST_REPORT_KEPT {
+            return Ok(report);
+        }
         let mut reports = lock(&frame.reports);
         if reports.len() >= REPORTS_KEPT {
             reports.clear();

@@ -632,3 +632,36 @@ fn nearest_of_typology_agrees_with_nearest() {
         .nearest_of_typology(LonLat::new(3.0, 45.0), "piscine-olympique")
         .is_none());
 }
+
+#[test]
+fn comparisons_equal_the_enclosing_territories_own_figures() {
+    let world = generated(13);
+    let coverage = Coverage::default();
+    let report = |area: &str| {
+        let request = world
+            .parse(area, &["pharmacie", "college"], &["action-sociale-sante"])
+            .unwrap();
+        coverage
+            .report(&world.index, &world.locator, &world.taxonomy, &request)
+            .unwrap()
+    };
+    // Two territories of one département and région: the second reads the cached figures.
+    for area in ["communes:63001,63004", "commune:63007"] {
+        let small = report(area);
+        for (at, subject) in small.subjects.iter().enumerate() {
+            for comparison in &subject.comparisons {
+                let whole = match (comparison.level, &comparison.code) {
+                    ("france", None) => report("france"),
+                    (level, Some(code)) => report(&format!("{level}:{code}")),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(
+                    comparison.indicators, whole.subjects[at].indicators,
+                    "{area} {} {}",
+                    subject.code, comparison.level
+                );
+            }
+            assert_eq!(subject.comparisons.len(), 3);
+        }
+    }
+}
