@@ -324,6 +324,7 @@ pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Resu
         let mut alone_ms = Vec::new();
         let mut warm_ms = Vec::new();
         let mut communes = (0, 0);
+        let mut frame_ms = Vec::new();
         let seconds = |started: Instant| started.elapsed().as_secs_f64();
         let fail = |e: crate::error::Error| anyhow::anyhow!("{e}");
         for _ in 0..runs.max(1) {
@@ -335,6 +336,10 @@ pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Resu
             france_s.push(seconds(t));
             communes.0 = report.territory.communes;
             drop(report);
+            let fresh = Coverage::default();
+            let t = Instant::now();
+            fresh.frame(&index, &reference.locator);
+            frame_ms.push(seconds(t) * 1e3);
             let t = Instant::now();
             let report = Coverage::default()
                 .report(&index, &reference.locator, &reference.taxonomy, &alone)
@@ -359,6 +364,10 @@ pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Resu
             format!(
                 "coverage over {entries} entries ({} typologies, {workers} threads; spatial index loaded in {load_s:.1} s):",
                 typologies.len()
+            ),
+            format!(
+                "  reference points of every commune (town halls), once per data version: {}",
+                list(&frame_ms, "ms")
             ),
             format!(
                 "  France, {} communes × every typology, cold: {}",

@@ -736,7 +736,7 @@ impl Frame {
         }
         let reference = |i: usize| halls[i].map_or(communes[i].centroid, |(_, _, p)| p);
         let mut positions: Vec<u32> = (0..communes.len() as u32).collect();
-        positions.sort_by_key(|&i| (z_order(reference(i as usize)), i));
+        positions.sort_by_cached_key(|&i| (z_order(reference(i as usize)), i));
         let numbers_by_code: FxHashMap<[u8; 5], u32> = positions
             .iter()
             .enumerate()
