@@ -270,6 +270,41 @@ async fn words_within_a_radius_equal_the_words_filtered_by_distance() {
 }
 
 #[tokio::test]
+async fn each_item_is_the_entry_with_its_distance_and_state() {
+    let f = fixture().await;
+    for _ in 0..2 {
+        // Twice: the second page comes from the entries kept in memory.
+        let (status, page) = f
+            .get("/api/v1/services?near=3.1,45.8&limit=5&typology=mairie,piscine")
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["items"].as_array().unwrap().len(), 5);
+        for item in page["items"].as_array().unwrap() {
+            let (status, entry) = f
+                .get(&format!(
+                    "/api/v1/services/{}",
+                    item["id"].as_str().unwrap()
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let mut item = item.as_object().unwrap().clone();
+            assert!(item.remove("distance_m").unwrap().as_f64().unwrap() >= 0.0);
+            assert!(item.contains_key("open_now") && item.contains_key("next_change"));
+            item.remove("open_now");
+            item.remove("next_change");
+            assert_eq!(Value::Object(item), entry);
+        }
+        assert!(page["next"].is_string());
+        assert!(page["total"].as_u64().unwrap() > 5);
+    }
+    let (_, page) = f.get("/api/v1/services?q=zzzzzzzz").await;
+    assert_eq!(
+        page,
+        serde_json::json!({"items": [], "next": null, "total": 0})
+    );
+}
+
+#[tokio::test]
 async fn open_at_knows_public_holidays() {
     let f = fixture().await;
     let uri =
