@@ -40,11 +40,16 @@ pub struct AppState {
     pub hours: Arc<HoursEvaluator>,
     /// Where the text index lives.
     pub text_dir: std::path::PathBuf,
+    /// Entries recently read, for the search API's pages.
+    pub service_cache: Arc<crate::services::cache::ServiceCache>,
     /// The address geocoder the server queries for clients, when one is configured.
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
     /// Coverage figures of territories, cached by data version.
     pub coverage: Arc<crate::coverage::Coverage>,
 }
+
+/// Entries the search API keeps in memory (about 100 MB).
+const SERVICE_CACHE_ENTRIES: usize = 100_000;
 
 impl AppState {
     /// The state of a server on `pool`, its search index loaded from the database.
@@ -68,6 +73,9 @@ impl AppState {
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
+            service_cache: Arc::new(crate::services::cache::ServiceCache::new(
+                SERVICE_CACHE_ENTRIES,
+            )),
         })
     }
 

@@ -270,6 +270,41 @@ async fn words_within_a_radius_equal_the_words_filtered_by_distance() {
 }
 
 #[tokio::test]
+async fn each_item_is_the_entry_with_its_distance_and_state() {
+    let f = fixture().await;
+    for _ in 0..2 {
+        // Twice: the second page comes from the entries kept in memory.
+        let (status, page) = f
+            .get("/api/v1/services?near=3.1,45.8&limit=5&typology=mairie,piscine")
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["items"].as_array().unwrap().len(), 5);
+        for item in page["items"].as_array().unwrap() {
+            let (status, entry) = f
+                .get(&format!(
+                    "/api/v1/services/{}",
+                    item["id"].as_str().unwrap()
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let mut item = item.as_object().unwrap().clone();
+            assert!(item.remove("distance_m").unwrap().as_f64().unwrap() >= 0.0);
+            assert!(item.contains_key("open_now") && item.contains_key("next_change"));
+            item.remove("open_now");
+            item.remove("next_change");
+            assert_eq!(Value::Object(item), entry);
+        }
+        assert!(page["next"].is_string());
+        assert!(page["total"].as_u64().unwrap() > 5);
+    }
+    let (_, page) = f.get("/api/v1/services?q=zzzzzzzz").await;
+    assert_eq!(
+        page,
+        serde_json::json!({"items": [], "next": null, "total": 0})
+    );
+}
+
+#[tokio::test]
 async fn open_at_knows_public_holidays() {
     let f = fixture().await;
     let uri =
@@ -340,4 +375,97 @@ async fn the_index_follows_imports() {
         !f.state.refresh_search().await.unwrap(),
         "nothing to do when the data did not change"
     );
+}
+
+#[tokio::test]
+async fn overseas_departements_are_searched_like_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(dir.path().join("overseas.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let reference = boot::prepare(&pool, false).await.unwrap();
+    // Two town halls in La Réunion, one each in Guadeloupe, Guyane and Mayotte, at their
+    // communes' reference points.
+    let mut csv = String::from("source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n");
+    let towns = [
+        ("97411", "mairie"),
+        ("97415", "mairie"),
+        ("97120", "mairie"),
+        ("97302", "mairie"),
+        ("97611", "pharmacie"),
+    ];
+    for (code, typology) in towns {
+        let commune = reference
+            .locator
+            .commune(&proximites::territory::InseeCode::parse(code).unwrap())
+            .unwrap();
+        csv.push_str(&format!(
+            "{code},{typology},{} de {},,,,{code},{:.6},{:.6},,,,,,\n",
+            if typology == "mairie" {
+                "Mairie"
+            } else {
+                "Pharmacie"
+            },
+            commune.name,
+            commune.centroid.lon,
+            commune.centroid.lat
+        ));
+    }
+    let report = import::import(
+        &pool,
+        &reference,
+        Input::Bytes {
+            name: "outre-mer.csv".into(),
+            bytes: csv.into_bytes(),
+        },
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.committed && report.created == 5, "{report:?}");
+    let state = AppState::build(pool, reference, &dir.path().join("text"))
+        .await
+        .unwrap();
+    let f = Fixture {
+        router: app::router(state.clone()),
+        state,
+        _dir: dir,
+    };
+    let names = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["commune"]["insee_code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Nearest first from Saint-Denis de La Réunion: its own town hall, then Saint-Paul's.
+    let (status, page) = f
+        .get("/api/v1/services?near=55.45,-20.88&typology=mairie&limit=2")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(names(&page), ["97411", "97415"]);
+    let rows = f.rows().await;
+    let saint_paul = rows
+        .iter()
+        .find(|r| page["items"][1]["id"] == r.0.as_str())
+        .unwrap();
+    let expected = LonLat::new(55.45, -20.88).distance_m(LonLat::new(saint_paul.2, saint_paul.3));
+    assert!((page["items"][1]["distance_m"].as_f64().unwrap() - expected).abs() < 0.1);
+
+    let (_, page) = f.get("/api/v1/services?in=departement:974").await;
+    assert_eq!(page["total"], 2);
+    let (_, page) = f.get("/api/v1/services?in=region:01").await;
+    assert_eq!(names(&page), ["97120"], "Guadeloupe is région 01");
+    let (_, page) = f.get("/api/v1/services?q=mairie&in=departement:973").await;
+    assert_eq!(names(&page), ["97302"]);
+    let (_, page) = f
+        .get("/api/v1/services?q=pharmacie&near=45.23,-12.78&radius=20000")
+        .await;
+    assert_eq!(names(&page), ["97611"], "words and radius in Mayotte");
+    let (_, page) = f
+        .get("/api/v1/services?near=45.23,-12.78&radius=20000")
+        .await;
+    assert_eq!(page["total"], 1);
 }

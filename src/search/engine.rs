@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::hours::HoursEvaluator;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::spatial::{IdKey, Placement, SpatialIndex};
 use crate::error::{Error, FieldError};
@@ -203,9 +203,9 @@ pub struct Page {
 pub struct Context<'a> {
     pub locator: &'a Locator,
     pub hours: &'a HoursEvaluator,
-    /// Text scores of the entries matching the query's words (from the text index); `None`
-    /// when the query has no words.
-    pub text_scores: Option<&'a FxHashMap<IdKey, f32>>,
+    /// The entries matching the query's words with their text score (from the text index);
+    /// `None` when the query has no words.
+    pub text_hits: Option<&'a [(IdKey, f32)]>,
 }
 
 /// A territory made ready for testing entries: its communes' codes, and the box that holds them.
@@ -242,15 +242,9 @@ impl<'a> TerritoryFilter<'a> {
 }
 
 impl Context<'_> {
-    /// The text score of an entry: 0 when the query has words the entry does not match, else
-    /// a positive rank (1 without words).
-    fn score(&self, id: &IdKey) -> u32 {
-        match self.text_scores {
-            None => 1,
-            Some(scores) => scores
-                .get(id)
-                .map_or(0, |s| 1 + (s.max(0.0) * 1000.0) as u32),
-        }
+    /// The rank of a text score: positive, higher for better matches (1 without words).
+    fn rank(score: f32) -> u32 {
+        1 + (score.max(0.0) * 1000.0) as u32
     }
 
     /// Whether an entry passes the filters other than typology and text.
@@ -278,26 +272,24 @@ impl Context<'_> {
         query: &SearchQuery,
         typologies: Option<&[&str]>,
         territory: Option<&TerritoryFilter>,
-    ) -> Box<dyn Iterator<Item = Placement<'i>> + 'i> {
-        if let Some(scores) = self.text_scores {
-            let wanted: Option<FxHashSet<String>> =
-                typologies.map(|t| t.iter().map(|&code| code.to_owned()).collect());
-            let mut found: Vec<Placement<'i>> = scores
-                .keys()
-                .filter_map(|id| index.get(id))
-                .filter(|p| wanted.as_ref().is_none_or(|w| w.contains(p.typology())))
+    ) -> Box<dyn Iterator<Item = (Placement<'i>, u32)> + 'i> {
+        if let Some(hits) = self.text_hits {
+            let found: Vec<(Placement<'i>, u32)> = hits
+                .iter()
+                .filter_map(|(id, score)| Some((index.get(id)?, Self::rank(*score))))
+                .filter(|(p, _)| typologies.is_none_or(|t| t.contains(&p.typology())))
                 .collect();
-            found.shrink_to_fit();
             return Box::new(found.into_iter());
         }
+        let unranked = |p: Placement<'i>| (p, 1);
         if let (Some(from), Some(radius_m)) = (query.near, query.radius_m) {
-            return Box::new(index.around(from, radius_m, typologies));
+            return Box::new(index.around(from, radius_m, typologies).map(unranked));
         }
         match territory.map(|t| t.bbox) {
-            Some(Some(bbox)) => Box::new(index.entries_in(bbox, typologies)),
+            Some(Some(bbox)) => Box::new(index.entries_in(bbox, typologies).map(unranked)),
             // A territory without communes holds nothing.
             Some(None) => Box::new(std::iter::empty()),
-            None => Box::new(index.entries(typologies)),
+            None => Box::new(index.entries(typologies).map(unranked)),
         }
     }
 
@@ -321,7 +313,7 @@ impl Context<'_> {
         match (query.near, query.sort) {
             // Without words, streamed from the trees; with words, the text hits are fewer.
             (Some(from), Sort::Distance)
-                if self.text_scores.is_none() && query.radius_m.is_none() =>
+                if self.text_hits.is_none() && query.radius_m.is_none() =>
             {
                 // Streamed nearest first: stops at the radius, skips to the cursor.
                 for hit in index.nearest_iter(from, typologies) {
@@ -358,7 +350,7 @@ impl Context<'_> {
             }
             _ => {
                 let by_distance = query.near.is_some() && query.sort == Sort::Distance;
-                let candidate = |placement: Placement<'i>| {
+                let candidate = |(placement, score): (Placement<'i>, u32)| {
                     let distance_m = query.near.map(|from| from.distance_m(placement.location()));
                     if let (Some(d), Some(r)) = (distance_m, query.radius_m) {
                         if d > r {
@@ -366,8 +358,7 @@ impl Context<'_> {
                         }
                     }
                     let id = placement.id();
-                    let score = self.score(&id);
-                    if score == 0 || !self.passes(query, territory, placement) {
+                    if !self.passes(query, territory, placement) {
                         return None;
                     }
                     Some(Candidate {
@@ -418,13 +409,13 @@ impl Context<'_> {
         let filtered = territory.is_some()
             || query.wheelchair.is_some()
             || query.open_at.is_some()
-            || self.text_scores.is_some();
+            || self.text_hits.is_some();
         if !filtered {
             // Only typologies: the trees know their sizes.
             return index.count(typologies);
         }
         self.candidates(index, query, typologies, territory)
-            .filter(|p| self.score(&p.id()) > 0 && self.passes(query, territory, *p))
+            .filter(|(p, _)| self.passes(query, territory, *p))
             .count()
     }
 }

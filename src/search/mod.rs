@@ -10,8 +10,6 @@ pub mod text;
 use std::collections::HashSet;
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
-
 use crate::db::{self, Pool};
 use crate::import::Reference;
 use crate::territory::Locator;
@@ -30,21 +28,21 @@ pub fn run(
     hours: &HoursEvaluator,
     query: &SearchQuery,
 ) -> anyhow::Result<Page> {
-    let scores: Option<FxHashMap<_, _>> = match &query.text {
+    let hits: Option<Vec<_>> = match &query.text {
         Some(q) => {
             let filter = TextFilter {
                 circle: query.near.zip(query.radius_m),
                 typologies: query.typologies.clone(),
                 territory: query.territory.as_ref().map(engine::Territory::token),
             };
-            Some(text.search_within(q, &filter, None)?.into_iter().collect())
+            Some(text.search_within(q, &filter, None)?)
         }
         None => None,
     };
     Ok(Context {
         locator,
         hours,
-        text_scores: scores.as_ref(),
+        text_hits: hits.as_deref(),
     }
     .run(index, query))
 }

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use chrono::DateTime;
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -15,7 +17,6 @@ use crate::app::AppState;
 use crate::error::{Problem, Result};
 use crate::http::Query;
 use crate::services::routes::ServiceView;
-use crate::services::store;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/services", get(search))
@@ -53,57 +54,86 @@ pub struct SearchResponse {
 async fn search(
     State(state): State<AppState>,
     Query(params): Query<SearchParams>,
-) -> Result<Json<SearchResponse>> {
+) -> Result<Response> {
     let now = super::hours::paris_now();
     let reference = state.reference.clone();
     let query = params.parse(&reference.taxonomy, &reference.locator, now)?;
     let index = state.search_index();
     let hours = state.hours.clone();
     let text = state.text.clone();
-    let run_query = query.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        super::run(
-            &text,
-            &index.spatial,
-            &reference.locator,
-            &hours,
-            &run_query,
-        )
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
+    let version = index.version.clone();
+    // The nearest few without words take microseconds: not worth a trip to the blocking pool.
+    let cheap = query.text.is_none() && query.near.is_some() && query.radius_m.is_none();
+    let page = if cheap {
+        super::run(&text, &index.spatial, &reference.locator, &hours, &query)?
+    } else {
+        let run_query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            super::run(
+                &text,
+                &index.spatial,
+                &reference.locator,
+                &hours,
+                &run_query,
+            )
+        })
+        .await
+        .map_err(anyhow::Error::from)??
+    };
 
     let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
-    let mut services: HashMap<_, _> = store::get_many(&state.pool, &ids)
+    let services: HashMap<_, _> = state
+        .service_cache
+        .get_many(&state.pool, version.as_deref(), &ids)
         .await?
         .into_iter()
-        .map(|s| (s.id.clone(), s))
+        .map(|s| (s.service.id.clone(), s))
         .collect();
     let at = query.open_at.unwrap_or(now);
-    let items = page
-        .found
-        .into_iter()
-        .filter_map(|found| {
-            // An entry withdrawn since the index was built is left out of the page.
-            let service = services.remove(&found.id)?;
-            let state_now = state
-                .hours
-                .state_at(service.content.opening_hours.as_deref(), at);
-            Some(SearchItem {
-                service: ServiceView::new(
-                    service,
-                    &state.reference.taxonomy,
-                    &state.reference.locator,
-                ),
-                distance_m: found.distance_m.map(|d| (d * 10.0).round() / 10.0),
-                open_now: state_now.open,
-                next_change: state_now.next_change,
-            })
+    // The response is `SearchResponse`, written by hand around each entry's JSON rendered once
+    // (see `services::cache::Cached`): what would otherwise cost most of each request.
+    let mut body = String::with_capacity(1_024 * page.found.len() + 64);
+    body.push_str("{\"items\":[");
+    let mut first = true;
+    for found in page.found {
+        // An entry withdrawn since the index was built is left out of the page.
+        let Some(cached) = services.get(&found.id) else {
+            continue;
+        };
+        let state_now = state
+            .hours
+            .state_at(cached.service.content.opening_hours.as_deref(), at);
+        let view = cached.view_json(&state.reference.taxonomy, &state.reference.locator);
+        let extra = serde_json::to_string(&ItemExtra {
+            distance_m: found.distance_m.map(|d| (d * 10.0).round() / 10.0),
+            open_now: state_now.open,
+            next_change: state_now.next_change,
         })
-        .collect();
-    Ok(Json(SearchResponse {
-        items,
-        next: page.next.map(|c| c.encode()),
-        total: page.total,
-    }))
+        .map_err(anyhow::Error::from)?;
+        if !first {
+            body.push(',');
+        }
+        first = false;
+        // `{view…}` and `{extra…}` joined into one object.
+        body.push_str(view.strip_suffix('}').unwrap_or(view));
+        body.push(',');
+        body.push_str(extra.strip_prefix('{').unwrap_or(&extra));
+    }
+    body.push_str("],\"next\":");
+    body.push_str(
+        &serde_json::to_string(&page.next.map(|c| c.encode())).map_err(anyhow::Error::from)?,
+    );
+    body.push_str(",\"total\":");
+    body.push_str(&page.total.to_string());
+    body.push('}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// What a search item adds to the entry (see [`SearchItem`]).
+#[derive(Serialize)]
+struct ItemExtra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distance_m: Option<f64>,
+    open_now: Option<bool>,
+    next_change: Option<DateTime<Tz>>,
 }

@@ -776,9 +776,10 @@ impl TextIndex {
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
             let mut docs = docs;
-            // Neighbours get neighbouring document numbers: a query narrowed to a few cells then
-            // reads a few stretches of each word's postings rather than the whole of them.
-            docs.sort_by_cached_key(|doc| z_order(doc.location));
+            // Entries of one typology, and within it neighbours, get neighbouring document
+            // numbers: a query on a typology's words, or narrowed to a few cells, then reads a
+            // few stretches of each word's postings rather than the whole of them.
+            docs.sort_by_cached_key(|doc| (doc.typology.clone(), z_order(doc.location)));
             index.rebuild(docs.into_iter())
         })
         .await

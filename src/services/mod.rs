@@ -1,6 +1,7 @@
 //! Directory entries ("fiches"): their model, validation, storage and read API.
 
 pub mod bulk;
+pub mod cache;
 pub mod hours;
 pub mod phone;
 pub mod routes;

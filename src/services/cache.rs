@@ -1,0 +1,167 @@
+//! Entries recently read from the database, kept in memory for the search API: a directory is
+//! read far more than written, and the same entries (the town halls, pharmacies and schools
+//! near where people live) come back in page after page. Emptied whenever the data changes.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use rustc_hash::FxHashMap;
+
+use super::routes::ServiceView;
+use super::{store, Service, ServiceId};
+use crate::db::Pool;
+use crate::error::Result;
+use crate::taxonomy::Taxonomy;
+use crate::territory::Locator;
+
+/// An entry as read, and its public JSON once rendered: pages of results repeat the same
+/// entries, rendered once rather than for every page.
+#[derive(Debug)]
+pub struct Cached {
+    pub service: Service,
+    view: OnceLock<Box<str>>,
+}
+
+impl Cached {
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            view: OnceLock::new(),
+        }
+    }
+
+    /// The entry as `GET /api/v1/services/{id}` answers it: a JSON object.
+    pub fn view_json(&self, taxonomy: &Taxonomy, locator: &Locator) -> &str {
+        self.view.get_or_init(|| {
+            let view = ServiceView::new(self.service.clone(), taxonomy, locator);
+            // A struct of strings, numbers and dates always serialises.
+            serde_json::to_string(&view)
+                .unwrap_or_else(|_| "{}".into())
+                .into_boxed_str()
+        })
+    }
+}
+
+/// Shards of the cache: requests on two cores seldom wait for one another.
+const SHARDS: usize = 16;
+
+/// One shard: the data version its entries were read at, and the entries.
+#[derive(Default)]
+struct Shard {
+    version: Option<String>,
+    entries: FxHashMap<ServiceId, Arc<Cached>>,
+}
+
+/// Entries by id, for one data version at a time, at most `capacity` of them.
+pub struct ServiceCache {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+}
+
+impl ServiceCache {
+    /// A cache of about `capacity` entries (about a kilobyte each).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, id: &ServiceId) -> &Mutex<Shard> {
+        use std::hash::BuildHasher;
+        let hash = rustc_hash::FxBuildHasher.hash_one(id);
+        &self.shards[(hash as usize) % SHARDS]
+    }
+
+    /// The entries `ids` (those that exist), as the database had them at data `version` or
+    /// later: from memory when read before at that version, else in one query.
+    pub async fn get_many(
+        &self,
+        pool: &Pool,
+        version: Option<&str>,
+        ids: &[ServiceId],
+    ) -> Result<Vec<Arc<Cached>>> {
+        let mut found = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            let shard = self
+                .shard(id)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match shard.entries.get(id) {
+                Some(service) if shard.version.as_deref() == version => found.push(service.clone()),
+                _ => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        for service in store::get_many(pool, &missing).await? {
+            let service = Arc::new(Cached::new(service));
+            let mut shard = self
+                .shard(&service.service.id)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if shard.version.as_deref() != version {
+                shard.entries.clear();
+                shard.version = version.map(str::to_owned);
+            } else if shard.entries.len() >= self.per_shard {
+                // Full: start again rather than track ages; the hot entries come back at once.
+                shard.entries.clear();
+            }
+            shard
+                .entries
+                .insert(service.service.id.clone(), service.clone());
+            found.push(service);
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_from_memory_until_the_version_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(dir.path().join("c.db").to_str().unwrap())
+            .await
+            .unwrap();
+        crate::boot::prepare(&pool, true).await.unwrap();
+        let ids: Vec<ServiceId> =
+            sqlx::query_as::<_, (String,)>("SELECT id FROM services ORDER BY id LIMIT 3")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id,)| ServiceId(id))
+                .collect();
+        let cache = ServiceCache::new(1_000);
+        let first = cache.get_many(&pool, Some("1"), &ids).await.unwrap();
+        assert_eq!(first.len(), 3);
+        sqlx::query("UPDATE services SET name = 'Renommée' WHERE id = $1")
+            .bind(ids[0].as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Same version: served from memory, as read then.
+        let again = cache.get_many(&pool, Some("1"), &ids[..1]).await.unwrap();
+        assert_eq!(again[0].service.content.name, first[0].service.content.name);
+        assert_ne!(again[0].service.content.name, "Renommée");
+        // A new version reads again.
+        let fresh = cache.get_many(&pool, Some("2"), &ids[..1]).await.unwrap();
+        assert_eq!(fresh[0].service.content.name, "Renommée");
+        let unknown = cache
+            .get_many(&pool, Some("2"), &[ServiceId("zzzzzzzzzzzzzzzz".into())])
+            .await
+            .unwrap();
+        assert!(unknown.is_empty());
+
+        // A cache smaller than what is asked still answers everything.
+        let tiny = ServiceCache::new(1);
+        for _ in 0..2 {
+            let all = tiny.get_many(&pool, Some("2"), &ids).await.unwrap();
+            assert_eq!(all.len(), 3);
+        }
+    }
+}
