@@ -13,32 +13,44 @@ use crate::{boot, db, synth};
 pub async fn import(rows: u64, seed: u64) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("entries.csv");
-    let path = file.clone();
-    tokio::task::spawn_blocking(move || synth::write_file(&path, rows, seed)).await??;
+    generate(&file, rows, seed).await?;
     let size_mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
     let database = dir.path().join("bench.db");
     let pool = db::connect(database.to_str().unwrap_or("bench.db")).await?;
     let reference = boot::prepare(&pool, false).await?;
 
     let started = Instant::now();
-    let report = import::import(
-        &pool,
-        &reference,
-        Input::File(file),
-        ImportOptions::default(),
-    )
-    .await?;
+    import_all(&pool, &reference, file, rows).await?;
     pool.close().await;
     let elapsed = started.elapsed().as_secs_f64();
+    Ok(format!(
+        "import: {rows} rows ({size_mb:.0} MB) in {elapsed:.2} s = {:.0} rows/s (seed {seed})",
+        rows as f64 / elapsed
+    ))
+}
+
+/// Writes `rows` generated entries (from `seed`) to `file`, off the async threads.
+async fn generate(file: &std::path::Path, rows: u64, seed: u64) -> anyhow::Result<()> {
+    let path = file.to_owned();
+    tokio::task::spawn_blocking(move || synth::write_file(&path, rows, seed)).await??;
+    Ok(())
+}
+
+/// Imports `file`, which must create exactly `rows` entries.
+async fn import_all(
+    pool: &db::Pool,
+    reference: &import::Reference,
+    file: PathBuf,
+    rows: u64,
+) -> anyhow::Result<()> {
+    let report =
+        import::import(pool, reference, Input::File(file), ImportOptions::default()).await?;
     anyhow::ensure!(
         report.committed && report.created == rows,
         "import incomplete: {}",
         report.summary()
     );
-    Ok(format!(
-        "import: {rows} rows ({size_mb:.0} MB) in {elapsed:.2} s = {:.0} rows/s (seed {seed})",
-        rows as f64 / elapsed
-    ))
+    Ok(())
 }
 
 /// The process's anonymous resident memory: what it owns, without the pages of the database file
@@ -135,24 +147,11 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
             Some(file) => file.clone(),
             None => {
                 let file = dir.path().join("entries.csv");
-                let path = file.clone();
-                let (rows, seed) = (bench.rows, bench.seed);
-                tokio::task::spawn_blocking(move || synth::write_file(&path, rows, seed)).await??;
+                generate(&file, bench.rows, bench.seed).await?;
                 file
             }
         };
-        let report = import::import(
-            &pool,
-            &reference,
-            Input::File(file),
-            ImportOptions::default(),
-        )
-        .await?;
-        anyhow::ensure!(
-            report.committed && report.created == bench.rows,
-            "import incomplete: {}",
-            report.summary()
-        );
+        import_all(&pool, &reference, file, bench.rows).await?;
         db::checkpoint(&pool).await?;
     }
 
