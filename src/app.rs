@@ -48,7 +48,7 @@ pub struct AppState {
     pub coverage: Arc<crate::coverage::Coverage>,
 }
 
-/// Entries the search API keeps in memory (about 100 MB).
+/// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
 const SERVICE_CACHE_ENTRIES: usize = 100_000;
 
 impl AppState {

@@ -58,7 +58,7 @@ pub struct ServiceCache {
 }
 
 impl ServiceCache {
-    /// A cache of about `capacity` entries (about a kilobyte each).
+    /// A cache of about `capacity` entries (a kilobyte or two each, with their JSON).
     pub fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
