@@ -1,11 +1,11 @@
 //! The read API through the real router, on a fresh SQLite file holding the Auvergne demo.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use proximites::app::{self, AppState};
 use proximites::{boot, db};
 use serde_json::Value;
-use tower::ServiceExt;
+
+mod common;
 
 async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,24 +20,11 @@ async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
-    let response = router
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, content_type, body) = common::get(router, uri).await;
     (
         status,
         content_type,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
     )
 }
 

@@ -4,15 +4,14 @@
 use std::path::Path;
 use std::process::Command;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use proximites::app::{self, AppState};
-use proximites::import::{self, ImportOptions, Input};
 use proximites::spatial::LonLat;
 use proximites::territory::InseeCode;
-use proximites::{boot, db, synth};
+use proximites::{boot, db};
 use serde_json::Value;
-use tower::ServiceExt;
+
+mod common;
 
 const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
 
@@ -30,30 +29,7 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let reference = boot::prepare(&pool, true).await.unwrap();
-    let communes: Vec<_> = reference
-        .locator
-        .communes()
-        .filter(|c| ["03", "63"].contains(&c.departement_code.as_str()))
-        .cloned()
-        .collect();
-    let mut generated = Vec::new();
-    synth::write(&mut generated, &reference.taxonomy, &communes, 1_500, 9).unwrap();
-    let report = import::import(
-        &pool,
-        &reference,
-        Input::Bytes {
-            name: "synth.csv".into(),
-            bytes: generated,
-        },
-        ImportOptions::default(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.committed,
-        "{:?}",
-        &report.errors[..report.errors.len().min(3)]
-    );
+    common::import_generated(&pool, &reference, &["03", "63"], 1_500, 9).await;
     let state = AppState::build(pool, reference, &dir.path().join("text"))
         .await
         .unwrap();
@@ -66,22 +42,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn get(&self, uri: &str) -> (StatusCode, String, Vec<u8>) {
-        let response = self
-            .router
-            .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let kind = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, kind, bytes.to_vec())
+        common::get(&self.router, uri).await
     }
 
     async fn json(&self, uri: &str) -> (StatusCode, Value) {

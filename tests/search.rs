@@ -2,14 +2,14 @@
 
 use std::collections::HashSet;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use proximites::app::{self, AppState};
 use proximites::import::{self, ImportOptions, Input};
 use proximites::spatial::LonLat;
-use proximites::{boot, db, synth};
+use proximites::{boot, db};
 use serde_json::Value;
-use tower::ServiceExt;
+
+mod common;
 
 struct Fixture {
     router: axum::Router,
@@ -24,30 +24,7 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let reference = boot::prepare(&pool, true).await.unwrap();
-    let auvergne: Vec<_> = reference
-        .locator
-        .communes()
-        .filter(|c| ["03", "15", "43", "63"].contains(&c.departement_code.as_str()))
-        .cloned()
-        .collect();
-    let mut generated = Vec::new();
-    synth::write(&mut generated, &reference.taxonomy, &auvergne, 4_000, 5).unwrap();
-    let report = import::import(
-        &pool,
-        &reference,
-        Input::Bytes {
-            name: "synth.csv".into(),
-            bytes: generated,
-        },
-        ImportOptions::default(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.committed,
-        "{:?}",
-        &report.errors[..report.errors.len().min(3)]
-    );
+    common::import_generated(&pool, &reference, &["03", "15", "43", "63"], 4_000, 5).await;
     let extra = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
                  e1,ecole-elementaire,École Jules-Ferry,,,,63300,3.1140,45.8950,,,,,yes,\n\
                  p1,prefecture,Préfecture du Puy-de-Dôme,,,,63113,3.0870,45.7790,,,,\"Mo-Fr 08:30-12:00,13:30-16:30; PH off\",,\n";
@@ -75,17 +52,8 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        let response = self
-            .router
-            .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap())
+        let (status, _, body) = common::get(&self.router, uri).await;
+        (status, serde_json::from_slice(&body).unwrap())
     }
 
     /// Every published (id, typology, lon, lat, departement) of the database.

@@ -1,0 +1,64 @@
+//! What the integration tests share: a request through the router, and generated entries
+//! imported into a test database.
+
+#![allow(dead_code)] // Each test file uses its own part.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use proximites::db::Pool;
+use proximites::import::{self, ImportOptions, Input, Reference};
+use proximites::synth;
+use tower::ServiceExt;
+
+/// GET `uri` through `router`: status, content type and body.
+pub async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, content_type, bytes.to_vec())
+}
+
+/// Imports `count` entries generated from `seed` in the communes of `departements`.
+pub async fn import_generated(
+    pool: &Pool,
+    reference: &Reference,
+    departements: &[&str],
+    count: u64,
+    seed: u64,
+) {
+    let communes: Vec<_> = reference
+        .locator
+        .communes()
+        .filter(|c| departements.contains(&c.departement_code.as_str()))
+        .cloned()
+        .collect();
+    let mut generated = Vec::new();
+    synth::write(&mut generated, &reference.taxonomy, &communes, count, seed).unwrap();
+    let report = import::import(
+        pool,
+        reference,
+        Input::Bytes {
+            name: "synth.csv".into(),
+            bytes: generated,
+        },
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.committed,
+        "{:?}",
+        &report.errors[..report.errors.len().min(3)]
+    );
+}
