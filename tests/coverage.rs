@@ -5,39 +5,21 @@ use std::path::Path;
 use std::process::Command;
 
 use axum::http::StatusCode;
-use proximites::app::{self, AppState};
 use proximites::spatial::LonLat;
 use proximites::territory::InseeCode;
-use proximites::{boot, db};
 use serde_json::Value;
 
 mod common;
+use common::Fixture;
 
 const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
-
-struct Fixture {
-    router: axum::Router,
-    state: AppState,
-    _dir: tempfile::TempDir,
-}
 
 /// The Auvergne demo (its town halls are the reference points) and 1,500 generated entries in
 /// Puy-de-Dôme and Allier.
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("coverage.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let reference = boot::prepare(&pool, true).await.unwrap();
+    let (dir, pool, reference) = common::database(true).await;
     common::import_generated(&pool, &reference, &["03", "63"], 1_500, 9).await;
-    let state = AppState::build(pool, reference, &dir.path().join("text"))
-        .await
-        .unwrap();
-    Fixture {
-        router: app::router(state.clone()),
-        state,
-        _dir: dir,
-    }
+    Fixture::serve(dir, pool, reference).await
 }
 
 impl Fixture {

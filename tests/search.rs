@@ -3,27 +3,16 @@
 use std::collections::HashSet;
 
 use axum::http::StatusCode;
-use proximites::app::{self, AppState};
 use proximites::import::{self, ImportOptions, Input};
 use proximites::spatial::LonLat;
-use proximites::{boot, db};
 use serde_json::Value;
 
 mod common;
-
-struct Fixture {
-    router: axum::Router,
-    state: AppState,
-    _dir: tempfile::TempDir,
-}
+use common::Fixture;
 
 /// The Auvergne demo, 4,000 generated entries in Auvergne, and a few hand-made ones.
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("search.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let reference = boot::prepare(&pool, true).await.unwrap();
+    let (dir, pool, reference) = common::database(true).await;
     common::import_generated(&pool, &reference, &["03", "15", "43", "63"], 4_000, 5).await;
     let extra = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
                  e1,ecole-elementaire,École Jules-Ferry,,,,63300,3.1140,45.8950,,,,,yes,\n\
@@ -40,14 +29,7 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     assert!(report.committed, "{report:?}");
-    let state = AppState::build(pool, reference, &dir.path().join("text"))
-        .await
-        .unwrap();
-    Fixture {
-        router: app::router(state.clone()),
-        state,
-        _dir: dir,
-    }
+    Fixture::serve(dir, pool, reference).await
 }
 
 impl Fixture {
@@ -347,11 +329,7 @@ async fn the_index_follows_imports() {
 
 #[tokio::test]
 async fn overseas_departements_are_searched_like_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("overseas.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let reference = boot::prepare(&pool, false).await.unwrap();
+    let (dir, pool, reference) = common::database(false).await;
     // Two town halls in La Réunion, one each in Guadeloupe, Guyane and Mayotte, at their
     // communes' reference points.
     let mut csv = String::from("source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n");
@@ -391,14 +369,7 @@ async fn overseas_departements_are_searched_like_the_others() {
     .await
     .unwrap();
     assert!(report.committed && report.created == 5, "{report:?}");
-    let state = AppState::build(pool, reference, &dir.path().join("text"))
-        .await
-        .unwrap();
-    let f = Fixture {
-        router: app::router(state.clone()),
-        state,
-        _dir: dir,
-    };
+    let f = Fixture::serve(dir, pool, reference).await;
     let names = |page: &Value| -> Vec<String> {
         page["items"]
             .as_array()

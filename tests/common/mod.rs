@@ -5,10 +5,42 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use proximites::db::Pool;
+use proximites::app::{self, AppState};
+use proximites::db::{self, Pool};
 use proximites::import::{self, ImportOptions, Input, Reference};
-use proximites::synth;
+use proximites::{boot, synth};
 use tower::ServiceExt;
+
+/// A server's state and router on a database in a temporary directory.
+pub struct Fixture {
+    pub router: axum::Router,
+    pub state: AppState,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A new database in a temporary directory, prepared, with the Auvergne demo when `demo`.
+pub async fn database(demo: bool) -> (tempfile::TempDir, Pool, Reference) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(dir.path().join("test.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let reference = boot::prepare(&pool, demo).await.unwrap();
+    (dir, pool, reference)
+}
+
+impl Fixture {
+    /// The server's state on `pool`, its indexes built, and its router.
+    pub async fn serve(dir: tempfile::TempDir, pool: Pool, reference: Reference) -> Fixture {
+        let state = AppState::build(pool, reference, &dir.path().join("text"))
+            .await
+            .unwrap();
+        Fixture {
+            router: app::router(state.clone()),
+            state,
+            _dir: dir,
+        }
+    }
+}
 
 /// GET `uri` through `router`: status, content type and body.
 pub async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
