@@ -46,6 +46,8 @@ pub struct AppState {
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
     /// Coverage figures of territories, cached by data version.
     pub coverage: Arc<crate::coverage::Coverage>,
+    /// What the citizen pages need: form signing, life events, the base map's source.
+    pub web: Arc<crate::web::Web>,
 }
 
 /// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
@@ -62,7 +64,14 @@ impl AppState {
         let dir = text_dir.to_owned();
         let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&dir)).await??;
         let index = load_search_index(&pool, &reference, &text, text_dir).await?;
+        let web = crate::web::Web {
+            form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
+            report_limiter: Default::default(),
+            life_events: crate::taxonomy::life_events::LifeEvents::embedded(&reference.taxonomy)?,
+            tiles: None,
+        };
         Ok(Self {
+            web: Arc::new(web),
             places: Arc::new(PlaceIndex::new(&reference.locator)),
             text,
             text_dir: text_dir.to_owned(),
@@ -77,6 +86,14 @@ impl AppState {
                 SERVICE_CACHE_ENTRIES,
             )),
         })
+    }
+
+    /// The same state with a base-map tile source; call before serving.
+    pub fn with_tiles(mut self, tiles: crate::web::tiles::TileProxy) -> Self {
+        if let Some(web) = Arc::get_mut(&mut self.web) {
+            web.tiles = Some(tiles);
+        }
+        self
     }
 
     /// The current search index (cheap: an `Arc`).
@@ -102,6 +119,17 @@ impl AppState {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = in_service(index);
         Ok(true)
     }
+}
+
+/// The instance's secret for signing forms, made at first start and kept in the database so
+/// that forms shown before a restart stay valid.
+async fn form_secret(pool: &Pool) -> anyhow::Result<String> {
+    if let Some(secret) = crate::db::fact(pool, "form_secret").await? {
+        return Ok(secret);
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    crate::db::set_fact(pool, "form_secret", &secret).await?;
+    Ok(secret)
 }
 
 /// Puts `index` in service and completes it in the background (see
@@ -163,6 +191,18 @@ async fn load_search_index(
         crate::services::routes::get_service,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
+        crate::territory::routes::boundaries,
+        crate::web::home::home,
+        crate::web::search::search_page,
+        crate::web::search::embed_page,
+        crate::web::entry::entry_page,
+        crate::web::entry::report,
+        crate::web::life_events::index,
+        crate::web::life_events::event,
+        crate::web::widget::generator,
+        crate::web::widget::loader,
+        crate::web::widget::theme_css,
+        crate::web::tiles::tile,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(
@@ -171,6 +211,7 @@ async fn load_search_index(
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
         (name = "meta", description = "État du service / Service status"),
+        (name = "pages", description = "Pages des citoyens et widget (HTML) / Citizen pages and widget (HTML)"),
     )
 )]
 pub struct ApiDoc;
@@ -184,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::services::routes::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -240,9 +282,13 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
             }
         }
     });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    // The peer address: report forms are rate-limited per address.
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     watcher.abort();
     served?;
     tracing::info!("arrêt / stopped");

@@ -106,6 +106,19 @@ pub struct ServeArgs {
     /// which the server queries for `/api/v1/geocode`; none by default (communes only).
     #[arg(long, env = "PROXIMITES_GEOCODER_URL")]
     pub geocoder_url: Option<String>,
+
+    /// A base-map tile source (`https://…/{z}/{x}/{y}.png`), fetched and cached by the server so
+    /// that citizens' browsers call no third party; none by default: the map draws the communes.
+    #[arg(long, env = "PROXIMITES_TILE_URL")]
+    pub tile_url: Option<String>,
+
+    /// The credit the tile source asks for, shown on the map.
+    #[arg(
+        long,
+        env = "PROXIMITES_TILE_ATTRIBUTION",
+        default_value = "© les contributeurs d'OpenStreetMap"
+    )]
+    pub tile_attribution: String,
 }
 
 #[derive(Debug, Args)]

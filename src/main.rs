@@ -40,6 +40,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state.geocoder = Some(proximites::territory::geocoder::Geocoder::new(url)?);
                 tracing::info!(%url, "address geocoder configured");
             }
+            if let Some(url) = &args.tile_url {
+                let proxy = proximites::web::tiles::TileProxy::new(url, &args.tile_attribution)?;
+                state = state.with_tiles(proxy);
+                tracing::info!(%url, "base map tiles configured");
+            }
             app::serve(state, args.listen).await?;
         }
         Command::Import(args) => {

@@ -9,9 +9,17 @@ pub mod text;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
+use chrono::DateTime;
+use chrono_tz::Tz;
+
+use crate::app::AppState;
 use crate::db::{self, Pool};
+use crate::error::Result;
 use crate::import::Reference;
+use crate::services::cache::Cached;
+use crate::services::ServiceId;
 use crate::territory::Locator;
 use engine::{Context, Page, SearchQuery};
 use hours::HoursEvaluator;
@@ -45,6 +53,56 @@ pub fn run(
         text_hits: hits.as_deref(),
     }
     .run(index, query))
+}
+
+/// A page of results with its entries read: what the API and the citizen pages render.
+pub struct Results {
+    pub page: Page,
+    /// The page's entries by id (an entry withdrawn since the index was built is absent).
+    pub entries: std::collections::HashMap<ServiceId, Arc<Cached>>,
+    /// The moment the opening states are computed at (`open_at`, else now).
+    pub at: DateTime<Tz>,
+}
+
+/// Runs `query` on the server's indexes (off the async threads unless it is a cheap nearest
+/// query) and reads the page's entries through the entry cache.
+pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) -> Result<Results> {
+    let reference = state.reference.clone();
+    let index = state.search_index();
+    let hours = state.hours.clone();
+    let text = state.text.clone();
+    let version = index.version.clone();
+    // The nearest few without words take microseconds: not worth a trip to the blocking pool.
+    let cheap = query.text.is_none() && query.near.is_some() && query.radius_m.is_none();
+    let page = if cheap {
+        run(&text, &index.spatial, &reference.locator, &hours, query)?
+    } else {
+        let run_query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            run(
+                &text,
+                &index.spatial,
+                &reference.locator,
+                &hours,
+                &run_query,
+            )
+        })
+        .await
+        .map_err(anyhow::Error::from)??
+    };
+    let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
+    let entries = state
+        .service_cache
+        .get_many(&state.pool, version.as_deref(), &ids)
+        .await?
+        .into_iter()
+        .map(|s| (s.service.id.clone(), s))
+        .collect();
+    Ok(Results {
+        page,
+        entries,
+        at: query.open_at.unwrap_or(now),
+    })
 }
 
 /// Beside the text index: the data version it was built at.
