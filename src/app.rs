@@ -203,6 +203,8 @@ async fn load_search_index(
         crate::web::widget::loader,
         crate::web::widget::theme_css,
         crate::web::tiles::tile,
+        crate::coverage::page::choose,
+        crate::coverage::page::territory_page,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(

@@ -291,3 +291,64 @@ async fn the_loader_and_the_widget_script_stay_within_their_budgets() {
         "embed JavaScript is {app_gz} bytes gzipped (budget 30 KB)"
     );
 }
+
+#[tokio::test]
+async fn base_map_tiles_come_through_the_server_and_are_fetched_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // A tile source on loopback that counts what it serves.
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let source = axum::Router::new().route(
+        "/{z}/{x}/{y}",
+        axum::routing::get(
+            move |axum::extract::Path((z, x, y)): axum::extract::Path<(u8, u32, String)>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    (
+                        [(header::CONTENT_TYPE, "image/png")],
+                        format!("tile {z}/{x}/{y}"),
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, source).await.unwrap() });
+
+    let (dir, pool, reference) = common::database(true).await;
+    let state = proximites::app::AppState::build(pool, reference, &dir.path().join("text"))
+        .await
+        .unwrap();
+    let proxy = proximites::web::tiles::TileProxy::new(
+        &format!("http://{address}/{{z}}/{{x}}/{{y}}.png"),
+        "© test",
+    )
+    .unwrap();
+    let router = proximites::app::router(state.with_tiles(proxy));
+
+    for _ in 0..3 {
+        let (status, content_type, body) = common::get(&router, "/tuiles/5/16/11.png").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "image/png");
+        assert_eq!(body, b"tile 5/16/11.png");
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        1,
+        "fetched once, then from the cache"
+    );
+    let (status, _, _) = common::get(&router, "/tuiles/2/9/0.png").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "outside the world");
+    // The map is told to use the proxy, with the source's credit.
+    let (_, _, page) = common::get(&router, "/recherche?q=mairie").await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("data-tiles=\"/tuiles/{z}/{x}/{y}\""),
+        "{page}"
+    );
+    assert!(page.contains("data-attribution=\"© test\""));
+}

@@ -172,6 +172,17 @@ await check("no result, error, entry, life event, generator, home: axe and 320 p
   await axe(page, "generator");
   await noHorizontalScroll(page, "generator");
 
+  await page.goto(`${base}/veille?territoire=Puy-de-D%C3%B4me&typology=mairie`);
+  await page.waitForSelector("figure.choropleth svg path");
+  assert.match(page.url(), /\/veille\/departement:63\?typology=mairie/);
+  assert.ok((await page.locator("figure.choropleth path").count()) > 400, "every commune drawn");
+  await page.click("details.communes-table summary");
+  await axe(page, "territorial monitoring");
+  await noHorizontalScroll(page, "territorial monitoring");
+  await page.goto(`${base}/veille/epci:200070753?typology=patinoire&lang=en`);
+  assert.match(await page.locator("p.warning").textContent(), /\S/);
+  await axe(page, "territorial monitoring, no entry in France");
+
   await page.goto(`${base}/?lang=en`);
   assert.equal(await page.getAttribute("html", "lang"), "en");
   await axe(page, "home (English)");
@@ -242,8 +253,9 @@ await check("the widget in another origin's page loads, resizes itself and searc
   assert.ok(height > 300, `the iframe took its content's height (${height}px)`);
   await frame.locator("#f-q").fill("mairie");
   await frame.locator("#f-q").press("Enter");
-  await frame.locator("ol.results li.result").first().waitFor();
   const inner = page.frames().find((f) => f.url().includes("/embed"));
+  await inner.waitForFunction(() => window.location.search.includes("q=mairie"));
+  await frame.locator("ol.results li.result").first().waitFor();
   const address = await inner.evaluate(() => window.location.href);
   assert.match(address, /q=mairie/);
   assert.match(address, /territory=epci%3A200070753/);

@@ -43,6 +43,27 @@ pub fn distance(metres: f64, lang: Lang) -> String {
     }
 }
 
+/// A whole number with its thousands separated: « 66 899 531 » (a narrow no-break space in
+/// French), "66,899,531".
+pub fn number(n: i64, lang: Lang) -> String {
+    let separator = match lang {
+        Lang::Fr => '\u{202f}',
+        Lang::En => ',',
+    };
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(separator);
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What changes from one page to another in the frame.
 pub struct Chrome<'a> {
     pub lang: Lang,
@@ -136,6 +157,7 @@ pub fn page(chrome: &Chrome, body: Markup) -> Markup {
                         }
                         ul.footer-links {
                             li { a href=(href(lang, "/integrer")) { (t(lang, "Intégrer le service sur votre site", "Embed the service on your site")) } }
+                            li { a href=(href(lang, "/veille")) { (t(lang, "Veille territoriale", "Territorial monitoring")) } }
                             li { a href="/api/v1/openapi.json" { (t(lang, "API ouverte (OpenAPI)", "Open API (OpenAPI)")) } }
                         }
                     }

@@ -19,7 +19,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::AppState;
+use crate::error::Result;
 use crate::reports::{FormToken, RateLimiter};
+use crate::search::engine::Territory;
 use crate::search::hours::Lang;
 use crate::taxonomy::life_events::LifeEvents;
 
@@ -49,6 +51,41 @@ pub fn router() -> Router<AppState> {
         .route("/tuiles/{z}/{x}/{y}", get(tiles::tile))
         .route("/assets/{name}", get(assets::serve))
         .layer(middleware::from_fn(security_headers))
+}
+
+/// A territory as people type it: `kind:code`, or a commune, EPCI or département by name
+/// or code, resolved to `kind:code`.
+pub async fn resolve_territory(state: &AppState, typed: &str) -> Result<Option<(String, String)>> {
+    let locator = &state.reference.locator;
+    let areas = crate::territory::store::named_areas(&state.pool).await?;
+    if let Ok(territory) = Territory::parse(typed, locator) {
+        let name = match &territory {
+            Territory::Commune(code) => locator.commune(code).map(|c| c.name.clone()),
+            Territory::Epci(code) => area_name(&areas, "epci", code),
+            Territory::Departement(code) => area_name(&areas, "departement", code),
+            Territory::Region(code) => area_name(&areas, "region", code),
+        };
+        return Ok(Some((
+            typed.to_owned(),
+            name.unwrap_or_else(|| typed.to_owned()),
+        )));
+    }
+    let folded = crate::text::fold(typed);
+    if let Some((kind, code, name)) = areas
+        .into_iter()
+        .find(|(_, code, name)| code == typed || crate::text::fold(name) == folded)
+    {
+        return Ok(Some((format!("{kind}:{code}"), name)));
+    }
+    Ok(search::resolve_place(state, typed)
+        .map(|c| (format!("commune:{}", c.insee_code), c.name.clone())))
+}
+
+fn area_name(areas: &[(String, String, String)], kind: &str, code: &str) -> Option<String> {
+    areas
+        .iter()
+        .find(|(k, c, _)| k == kind && c == code)
+        .map(|(_, _, name)| name.clone())
 }
 
 /// `lang` from a query string: English only when asked for.

@@ -126,6 +126,7 @@ pub struct Outcome<'a> {
 /// Parses the page's fields into the API's query and runs it.
 pub async fn run<'a>(
     state: &'a AppState,
+    lang: Lang,
     params: &PageParams,
     extra_typologies: Option<Vec<String>>,
 ) -> Result<Outcome<'a>> {
@@ -141,7 +142,10 @@ pub async fn run<'a>(
                 }
                 None => errors.push(FieldError::new(
                     "lieu",
-                    format!("Aucune commune ne correspond à « {typed} »."),
+                    match lang {
+                        Lang::Fr => format!("Aucune commune ne correspond à « {typed} »."),
+                        Lang::En => format!("No commune matches “{typed}”."),
+                    },
                 )),
             }
         }
@@ -164,7 +168,10 @@ pub async fn run<'a>(
         cursor: given(&params.cursor).map(str::to_owned),
     };
     if given(&params.radius).is_some() && api.radius.is_none() {
-        errors.push(FieldError::new("radius", "rayon en mètres attendu"));
+        errors.push(in_language(
+            FieldError::new("radius", "rayon en mètres attendu"),
+            lang,
+        ));
     }
     let now = hours::paris_now();
     let query: Option<SearchQuery> =
@@ -178,8 +185,8 @@ pub async fn run<'a>(
                 }
                 Some(query)
             }
-            Err(Error::InvalidParameters(mut wrong)) => {
-                errors.append(&mut wrong);
+            Err(Error::InvalidParameters(wrong)) => {
+                errors.extend(wrong.into_iter().map(|e| in_language(e, lang)));
                 None
             }
             Err(other) => return Err(other),
@@ -195,6 +202,27 @@ pub async fn run<'a>(
         place,
         errors,
     })
+}
+
+/// A parameter error of the API (written in French) in the page's language.
+pub fn in_language(error: FieldError, lang: Lang) -> FieldError {
+    if lang == Lang::Fr {
+        return error;
+    }
+    let message = match error.field.as_str() {
+        "theme" => "Unknown theme.",
+        "typology" => "Unknown kind of service.",
+        "near" => "Position not understood (expected longitude,latitude in France).",
+        "radius" => "Radius expected in metres, between 0 and 1,000,000, with a position.",
+        "in" | "territory" => "Unknown territory.",
+        "wheelchair" => "Wheelchair access expected as yes, limited or no.",
+        "open_at" => "Date and time not understood.",
+        "sort" => "Sort expected as distance or relevance.",
+        "limit" => "Page size expected between 1 and 100.",
+        "cursor" => "This page link has expired: start the search again.",
+        _ => return error,
+    };
+    FieldError::new(error.field, message)
 }
 
 /// The id of the form field a parameter error belongs to.
@@ -327,23 +355,11 @@ pub fn count_sentence(total: usize, lang: Lang) -> String {
     match (lang, total) {
         (Lang::Fr, 0) => "Aucun service ne correspond à votre recherche.".into(),
         (Lang::Fr, 1) => "1 service trouvé.".into(),
-        (Lang::Fr, n) => format!("{} services trouvés.", thousands(n, ' ')),
+        (Lang::Fr, n) => format!("{} services trouvés.", layout::number(n as i64, lang)),
         (Lang::En, 0) => "No service matches your search.".into(),
         (Lang::En, 1) => "1 service found.".into(),
-        (Lang::En, n) => format!("{} services found.", thousands(n, ',')),
+        (Lang::En, n) => format!("{} services found.", layout::number(n as i64, lang)),
     }
-}
-
-fn thousands(n: usize, separator: char) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(separator);
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// One result: name, typology, distance, address, open state, phone, directions.
@@ -534,7 +550,7 @@ pub async fn search_page(
 ) -> Result<Response> {
     let lang = lang_of(query.as_deref());
     let params = PageParams::from_query(query.as_deref());
-    let outcome = run(&state, &params, None).await?;
+    let outcome = run(&state, lang, &params, None).await?;
     let path = path_without_lang(&uri);
     let title = match given(&params.q).or(given(&params.lieu)) {
         Some(asked) if outcome.results.is_some() => {
@@ -603,8 +619,14 @@ pub async fn embed_page(
     if theme_typologies.is_some() {
         params.theme = None;
     }
-    let mut outcome = run(&state, &params, theme_typologies).await?;
-    outcome.errors.extend(settings.errors.iter().cloned());
+    let mut outcome = run(&state, lang, &params, theme_typologies).await?;
+    outcome.errors.extend(
+        settings
+            .errors
+            .iter()
+            .cloned()
+            .map(|e| in_language(e, lang)),
+    );
     let setup = FormSetup {
         action: "/embed",
         compact: true,

@@ -295,36 +295,6 @@ fn ratio_text(ratio: f64, lang: Lang) -> String {
     }
 }
 
-/// A territory typed in the generator: `kind:code`, or a commune, EPCI or département by name
-/// or code, resolved to `kind:code`.
-async fn resolve_territory(state: &AppState, typed: &str) -> Result<Option<(String, String)>> {
-    let locator = &state.reference.locator;
-    let areas = crate::territory::store::named_areas(&state.pool).await?;
-    if let Ok(territory) = Territory::parse(typed, locator) {
-        let name = match &territory {
-            Territory::Commune(code) => locator.commune(code).map(|c| c.name.clone()),
-            Territory::Epci(code) | Territory::Departement(code) => areas
-                .iter()
-                .find(|(_, known, _)| known == code)
-                .map(|(_, _, name)| name.clone()),
-            Territory::Region(_) => None,
-        };
-        return Ok(Some((
-            typed.to_owned(),
-            name.unwrap_or_else(|| typed.to_owned()),
-        )));
-    }
-    let folded = crate::text::fold(typed);
-    if let Some((kind, code, name)) = areas
-        .into_iter()
-        .find(|(_, code, name)| code == typed || crate::text::fold(name) == folded)
-    {
-        return Ok(Some((format!("{kind}:{code}"), name)));
-    }
-    Ok(super::search::resolve_place(state, typed)
-        .map(|c| (format!("commune:{}", c.insee_code), c.name.clone())))
-}
-
 /// `GET /integrer`: the widget generator.
 #[utoipa::path(get, path = "/integrer", tag = "pages",
     responses((status = 200, description = "Générateur du widget (HTML)", content_type = "text/html")))]
@@ -352,7 +322,7 @@ pub async fn generator(
     let typed_territory = value("territoire");
     let mut errors = Vec::new();
     let territory = match typed_territory.as_deref() {
-        Some(typed) => resolve_territory(&state, typed).await?,
+        Some(typed) => super::resolve_territory(&state, typed).await?,
         None => None,
     };
     if typed_territory.is_some() && territory.is_none() {
