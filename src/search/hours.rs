@@ -334,7 +334,8 @@ impl Lang {
 const JOURS: [&str; 7] = [
     "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
 ];
-const DAYS: [&str; 7] = [
+/// English weekday names, Monday first (also schema.org's day names).
+pub const DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
     "Wednesday",

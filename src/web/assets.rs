@@ -60,25 +60,30 @@ pub async fn serve(
         what: "fichier",
         id: name.clone(),
     })?;
-    let etag = format!("\"{}\"", asset.version);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    let content_type = match name.rsplit('.').next() {
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    };
     // A URL with the right version never changes; any other is revalidated.
     let cache = if version.v.as_deref() == Some(asset.version.as_str()) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
+    };
+    Ok(respond(asset, &headers, cache))
+}
+
+/// `asset` with its type, `cache` policy and ETag, or 304 when the client has it.
+pub fn respond(asset: &Asset, headers: &HeaderMap, cache: &'static str) -> Response {
+    let etag = format!("\"{}\"", asset.version);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let content_type = match asset.name.rsplit('.').next() {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
     };
     let mut response = asset.bytes.into_response();
     let h = response.headers_mut();
@@ -87,5 +92,5 @@ pub async fn serve(
     if let Ok(value) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, value);
     }
-    Ok(response)
+    response
 }

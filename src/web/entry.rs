@@ -23,16 +23,6 @@ use crate::services::{store, Service, ServiceId, Status, Wheelchair};
 /// An entry not confirmed for longer than this is flagged « à vérifier » (convention: twice a year).
 const STALE_AFTER_DAYS: i64 = 183;
 
-const SCHEMA_DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-
 async fn published(state: &AppState, id: &str) -> Result<Option<Service>> {
     let Some(id) = ServiceId::parse(id) else {
         return Ok(None);
@@ -100,7 +90,7 @@ fn json_ld(state: &AppState, service: &Service, monday: NaiveDate) -> String {
                 let hhmm = |m: u32| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
                 specification.push(json!({
                     "@type": "OpeningHoursSpecification",
-                    "dayOfWeek": format!("https://schema.org/{}", SCHEMA_DAYS[i]),
+                    "dayOfWeek": format!("https://schema.org/{}", hours::DAYS[i]),
                     "opens": hhmm(*from),
                     "closes": if *to >= 1_440 { "23:59".to_owned() } else { hhmm(*to) },
                 }));

@@ -83,6 +83,22 @@ pub enum Section {
     Widget,
 }
 
+/// The document head: the title, the site's stylesheet (and the widget's colours), the script.
+fn head(title: &str, theme_css: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            // No favicon request.
+            link rel="icon" href="data:,";
+            link rel="stylesheet" href=(assets::url("site.css"));
+            @if let Some(css) = theme_css { link rel="stylesheet" href=(css); }
+            script src=(assets::url("app.js")) defer {}
+        }
+    }
+}
+
 /// A whole citizen page around `body` (the content of `<main>`).
 pub fn page(chrome: &Chrome, body: Markup) -> Markup {
     let lang = chrome.lang;
@@ -111,15 +127,7 @@ pub fn page(chrome: &Chrome, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(code(lang)) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (chrome.title) " — Proximités" }
-                // No favicon request.
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href=(assets::url("site.css"));
-                script src=(assets::url("app.js")) defer {}
-            }
+            (head(&format!("{} — Proximités", chrome.title), None))
             body {
                 a.skip href="#contenu" { (t(lang, "Aller au contenu", "Skip to content")) }
                 header.site-header {

@@ -259,31 +259,12 @@ pub async fn loader(headers: HeaderMap) -> Result<Response> {
         what: "fichier",
         id: "widget.js".into(),
     })?;
-    let etag = format!("\"{}\"", asset.version);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
-        return Ok(axum::http::StatusCode::NOT_MODIFIED.into_response());
-    }
-    let mut response = asset.bytes.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
     // Its URL is pasted in other sites and never changes: a short cache lets fixes through.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    h.insert(
+    let mut response = super::assets::respond(asset, &headers, "public, max-age=3600");
+    response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, value);
-    }
     Ok(response)
 }
 
