@@ -46,6 +46,8 @@ pub struct AppState {
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
     /// Coverage figures of territories, cached by data version.
     pub coverage: Arc<crate::coverage::Coverage>,
+    /// GIS layers: licence, whole-directory files and counts, by data version.
+    pub layers: Arc<crate::export::Layers>,
 }
 
 /// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
@@ -73,6 +75,10 @@ impl AppState {
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
+            layers: Arc::new(crate::export::Layers::new(
+                text_dir.with_extension("exports"),
+                crate::export::Licence::default(),
+            )),
             service_cache: Arc::new(crate::services::cache::ServiceCache::new(
                 SERVICE_CACHE_ENTRIES,
             )),
@@ -163,6 +169,7 @@ async fn load_search_index(
         crate::services::routes::get_service,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
+        crate::export::routes::download,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(
@@ -170,6 +177,7 @@ async fn load_search_index(
         (name = "territory", description = "Référentiel territorial / Territory reference"),
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
+        (name = "export", description = "Téléchargements SIG / GIS downloads"),
         (name = "meta", description = "État du service / Service status"),
     )
 )]
@@ -184,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::services::routes::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
+        .merge(crate::export::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

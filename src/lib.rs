@@ -8,6 +8,7 @@ pub mod cli;
 pub mod coverage;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod import;
 pub mod search;
