@@ -170,6 +170,15 @@ async fn load_search_index(
         crate::search::routes::search,
         crate::coverage::routes::coverage,
         crate::export::routes::download,
+        crate::ogc::routes::landing,
+        crate::ogc::routes::conformance,
+        crate::ogc::routes::api,
+        crate::ogc::routes::collections,
+        crate::ogc::routes::collection_page,
+        crate::ogc::routes::items,
+        crate::ogc::routes::feature,
+        crate::ogc::routes::queryables,
+        crate::ogc::html::gis_page,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(
@@ -178,6 +187,7 @@ async fn load_search_index(
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
         (name = "export", description = "Téléchargements SIG / GIS downloads"),
+        (name = "ogc", description = "OGC API – Features et page Données SIG / OGC API – Features and GIS page"),
         (name = "meta", description = "État du service / Service status"),
     )
 )]
@@ -193,6 +203,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::export::routes::router())
+        .merge(crate::ogc::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod http;
 pub mod import;
+pub mod ogc;
 pub mod search;
 pub mod services;
 pub mod spatial;
