@@ -151,7 +151,7 @@ pub async fn export_to_file(
     pool: &crate::db::Pool,
     reference: &Reference,
     args: &crate::cli::ExportArgs,
-) -> Result<u64> {
+) -> anyhow::Result<u64> {
     use crate::cli::ExportFormat;
     let format = match args.format {
         ExportFormat::Geojson => Format::GeoJson,
@@ -177,7 +177,16 @@ pub async fn export_to_file(
         reference,
         &format!("services.{}", format.extension()),
         &pairs,
-    )?;
+    )
+    .map_err(|e| match e {
+        // Each parameter's error, as named on the command line.
+        Error::InvalidParameters(errors) => anyhow::anyhow!(errors
+            .iter()
+            .map(|e| format!("--{} : {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join(" ; ")),
+        other => anyhow::Error::from(other),
+    })?;
     let reference = reference.clone();
     let licence = args.licence.licence();
     let path = args.output.clone();
@@ -192,6 +201,7 @@ pub async fn export_to_file(
         formats::write_file(handle, &lookup, &selection, &about, format, crs, &path)
     })
     .await
+    .map_err(anyhow::Error::from)
 }
 
 /// Sends what is written to the response body, 256 KiB at a time.
