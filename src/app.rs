@@ -48,6 +48,8 @@ pub struct AppState {
     pub coverage: Arc<crate::coverage::Coverage>,
     /// What the citizen pages need: form signing, life events, the base map's source.
     pub web: Arc<crate::web::Web>,
+    /// GIS layers: licence, whole-directory files and counts, by data version.
+    pub layers: Arc<crate::export::Layers>,
 }
 
 /// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
@@ -82,6 +84,10 @@ impl AppState {
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
+            layers: Arc::new(crate::export::Layers::new(
+                text_dir.with_extension("exports"),
+                crate::export::Licence::default(),
+            )),
             service_cache: Arc::new(crate::services::cache::ServiceCache::new(
                 SERVICE_CACHE_ENTRIES,
             )),
@@ -205,6 +211,16 @@ async fn load_search_index(
         crate::web::tiles::tile,
         crate::coverage::page::choose,
         crate::coverage::page::territory_page,
+        crate::export::routes::download,
+        crate::ogc::routes::landing,
+        crate::ogc::routes::conformance,
+        crate::ogc::routes::api,
+        crate::ogc::routes::collections,
+        crate::ogc::routes::collection_page,
+        crate::ogc::routes::items,
+        crate::ogc::routes::feature,
+        crate::ogc::routes::queryables,
+        crate::ogc::html::gis_page,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
     tags(
@@ -212,6 +228,8 @@ async fn load_search_index(
         (name = "territory", description = "Référentiel territorial / Territory reference"),
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
+        (name = "export", description = "Téléchargements SIG / GIS downloads"),
+        (name = "ogc", description = "OGC API – Features et page Données SIG / OGC API – Features and GIS page"),
         (name = "meta", description = "État du service / Service status"),
         (name = "pages", description = "Pages des citoyens et widget (HTML) / Citizen pages and widget (HTML)"),
     )
@@ -228,6 +246,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::web::router())
+        .merge(crate::export::routes::router())
+        .merge(crate::ogc::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

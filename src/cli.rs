@@ -47,6 +47,9 @@ pub enum Command {
     /// Coverage of a territory: distance from each commune to the nearest published entry of
     /// typologies or themes, and the indicators drawn from it, as CSV or JSON.
     Coverage(CoverageArgs),
+    /// Write the published entries (all, or a theme, typologies, a territory) as a GIS file:
+    /// GeoJSON, GeoPackage, FlatGeobuf, CSV (import format) or SCDL CSV.
+    Export(ExportArgs),
     /// Measure speed on generated data (figures reported in the README).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -119,6 +122,67 @@ pub struct ServeArgs {
         default_value = "© les contributeurs d'OpenStreetMap"
     )]
     pub tile_attribution: String,
+    #[command(flatten)]
+    pub licence: LicenceArgs,
+}
+
+/// The licence the directory's data is published under, carried in every download.
+#[derive(Debug, Args)]
+pub struct LicenceArgs {
+    #[arg(
+        long,
+        env = "PROXIMITES_LICENCE_NAME",
+        default_value = "Licence Ouverte / Open Licence version 2.0"
+    )]
+    pub licence_name: String,
+    #[arg(
+        long,
+        env = "PROXIMITES_LICENCE_URL",
+        default_value = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
+    )]
+    pub licence_url: String,
+}
+
+impl LicenceArgs {
+    pub fn licence(&self) -> crate::export::Licence {
+        crate::export::Licence {
+            name: self.licence_name.clone(),
+            url: self.licence_url.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Geojson,
+    Gpkg,
+    Fgb,
+    Csv,
+    Scdl,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// A theme code.
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Typology codes, comma-separated or repeated.
+    #[arg(long)]
+    pub typology: Vec<String>,
+    /// A territory: commune:CODE, epci:SIREN, departement:CODE or region:CODE.
+    #[arg(long = "in")]
+    pub territory: Option<String>,
+    /// The CRS: EPSG:2154 (Lambert-93), EPSG:5490, EPSG:2972, EPSG:2975, EPSG:4471; WGS84 by
+    /// default (GeoJSON is WGS84 only).
+    #[arg(long)]
+    pub crs: Option<String>,
+    /// The file to write (replaced only once complete).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub licence: LicenceArgs,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             let text_dir = db::text_index_dir(&cli.database_url);
             let mut state = app::AppState::build(pool, reference, &text_dir).await?;
+            state.layers = std::sync::Arc::new(proximites::export::Layers::new(
+                text_dir.with_extension("exports"),
+                args.licence.licence(),
+            ));
             if let Some(url) = &args.geocoder_url {
                 state.geocoder = Some(proximites::territory::geocoder::Geocoder::new(url)?);
                 tracing::info!(%url, "address geocoder configured");
@@ -123,6 +127,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Export(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let started = std::time::Instant::now();
+            let count =
+                proximites::export::routes::export_to_file(&pool, &reference, &args).await?;
+            eprintln!(
+                "{count} fiches écrites dans {} en {:.1} s",
+                args.output.display(),
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Coverage(args) => {
             let pool = db::connect(&cli.database_url).await?;

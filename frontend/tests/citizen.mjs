@@ -183,6 +183,12 @@ await check("no result, error, entry, life event, generator, home: axe and 320 p
   assert.match(await page.locator("p.warning").textContent(), /\S/);
   await axe(page, "territorial monitoring, no entry in France");
 
+  for (const path of ["/donnees-sig", "/ogc?f=html", "/ogc/collections?f=html", "/ogc/collections/services/items?f=html&limit=5"]) {
+    await page.goto(`${base}${path}`);
+    await axe(page, `GIS ${path}`);
+    await noHorizontalScroll(page, `GIS ${path}`);
+  }
+
   await page.goto(`${base}/?lang=en`);
   assert.equal(await page.getAttribute("html", "lang"), "en");
   await axe(page, "home (English)");

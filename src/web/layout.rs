@@ -165,6 +165,7 @@ pub fn page(chrome: &Chrome, body: Markup) -> Markup {
                         }
                         ul.footer-links {
                             li { a href=(href(lang, "/integrer")) { (t(lang, "Intégrer le service sur votre site", "Embed the service on your site")) } }
+                            li { a href="/donnees-sig" { (t(lang, "Données SIG", "GIS data (in French)")) } }
                             li { a href=(href(lang, "/veille")) { (t(lang, "Veille territoriale", "Territorial monitoring")) } }
                             li { a href="/api/v1/openapi.json" { (t(lang, "API ouverte (OpenAPI)", "Open API (OpenAPI)")) } }
                         }
