@@ -1,6 +1,7 @@
 //! Proximités: a geolocated directory of public services for French territories.
 //! Each module owns one domain; `app` alone knows them all.
 
+pub mod accounts;
 pub mod app;
 pub mod bench;
 pub mod boot;
