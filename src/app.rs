@@ -306,6 +306,20 @@ async fn load_search_index(
         crate::services::api::service_history,
         crate::services::api::restore_service,
         crate::services::api::bulk_upsert,
+        crate::espace::pages::login_form,
+        crate::espace::pages::login,
+        crate::espace::pages::logout,
+        crate::espace::pages::invitation_form,
+        crate::espace::pages::accept_invitation,
+        crate::espace::pages::entries,
+        crate::espace::pages::new_entry_form,
+        crate::espace::pages::create_entry,
+        crate::espace::pages::edit_form,
+        crate::espace::pages::save_entry,
+        crate::espace::pages::confirm_entry,
+        crate::espace::pages::withdraw_entry,
+        crate::espace::pages::history_page,
+        crate::espace::pages::restore_entry,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
         crate::territory::routes::boundaries,
@@ -360,6 +374,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::web::router())
+        .merge(crate::espace::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

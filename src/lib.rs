@@ -9,6 +9,7 @@ pub mod cli;
 pub mod coverage;
 pub mod db;
 pub mod error;
+pub mod espace;
 pub mod http;
 pub mod import;
 pub mod reports;

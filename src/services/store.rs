@@ -411,3 +411,85 @@ pub async fn overwrite(
     .await?;
     Ok(())
 }
+
+/// An entry as the contributors' list shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub typology_code: String,
+    pub insee_code: String,
+    pub status: String,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub source_name: String,
+}
+
+/// What the contributors' list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// One organisation's entries (none: every organisation's, for the operator).
+    pub organisation: Option<String>,
+    /// `a_verifier` (never confirmed, or not for six months), `publiees`, `retirees`.
+    pub state: Option<String>,
+    pub typology: Option<String>,
+    pub insee_code: Option<String>,
+    /// Words of the name.
+    pub name: Option<String>,
+}
+
+/// The entries matching `filter`, by name, at most `limit`; and how many match in all.
+pub async fn list(
+    pool: &Pool,
+    filter: &ListFilter,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<(Vec<Listed>, i64)> {
+    let build = |select: &str| {
+        let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(select);
+        q.push(" FROM services s JOIN organisations o ON o.id = s.source_id WHERE 1 = 1");
+        if let Some(organisation) = &filter.organisation {
+            q.push(" AND s.source_id = ")
+                .push_bind(organisation.clone());
+        }
+        match filter.state.as_deref() {
+            Some("a_verifier") => {
+                q.push(
+                    " AND s.status = 'published' AND (s.verified_at IS NULL OR s.verified_at < ",
+                )
+                .push_bind(stale_before)
+                .push(")");
+            }
+            Some("retirees") => {
+                q.push(" AND s.status = 'withdrawn'");
+            }
+            Some("publiees") => {
+                q.push(" AND s.status = 'published'");
+            }
+            _ => {}
+        }
+        if let Some(typology) = &filter.typology {
+            q.push(" AND s.typology_code = ")
+                .push_bind(typology.clone());
+        }
+        if let Some(code) = &filter.insee_code {
+            q.push(" AND s.insee_code = ").push_bind(code.clone());
+        }
+        if let Some(name) = &filter.name {
+            q.push(" AND LOWER(s.name) LIKE ")
+                .push_bind(format!("%{}%", name.to_lowercase()));
+        }
+        q
+    };
+    let mut rows = build(
+        "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
+         s.updated_at, o.name AS source_name",
+    );
+    rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);
+    let listed: Vec<Listed> = rows.build_query_as().fetch_all(pool).await?;
+    let (total,): (i64,) = build("SELECT COUNT(*)")
+        .build_query_as()
+        .fetch_one(pool)
+        .await?;
+    Ok((listed, total))
+}
