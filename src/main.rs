@@ -50,8 +50,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Admin(command) => {
             let pool = db::connect(&cli.database_url).await?;
-            boot::prepare(&pool, false).await?;
-            admin(&pool, command).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            admin(&pool, &reference, command).await?;
         }
         Command::Import(args) => {
             let pool = db::connect(&cli.database_url).await?;
@@ -219,7 +219,11 @@ async fn update_text_index(
 }
 
 /// The operator's commands: each prints one line a script can read (an id, a link, a token).
-async fn admin(pool: &db::Pool, command: proximites::cli::AdminCommand) -> anyhow::Result<()> {
+async fn admin(
+    pool: &db::Pool,
+    reference: &import::Reference,
+    command: proximites::cli::AdminCommand,
+) -> anyhow::Result<()> {
     use proximites::accounts::{store, Area, Role, Territory};
     use proximites::cli::{AdminCommand, InviteRole};
     let fields = |error: proximites::error::Error| match error {
@@ -252,6 +256,19 @@ async fn admin(pool: &db::Pool, command: proximites::cli::AdminCommand) -> anyho
                 .map(|code| Area::parse(code))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|m| anyhow::anyhow!("champ « territory » : {m}"))?;
+            // A territory names communes that exist: a mistyped code would edit nothing.
+            for area in &areas {
+                if !reference.locator.communes().any(|c| area.contains(c)) {
+                    anyhow::bail!(
+                        "champ « territory » : « {area} » ne contient aucune commune connue"
+                    );
+                }
+            }
+            for code in &typologies {
+                if reference.taxonomy.typology(code).is_none() {
+                    anyhow::bail!("champ « typologies » : typologie inconnue « {code} »");
+                }
+            }
             let organisation = store::create_organisation(
                 pool,
                 &store::NewOrganisation {
