@@ -50,7 +50,17 @@ pub struct AppState {
     pub web: Arc<crate::web::Web>,
     /// GIS layers: licence, whole-directory files and counts, by data version.
     pub layers: Arc<crate::export::Layers>,
+    /// Held by each write of this process from its transaction until the indexes show it, so
+    /// that the indexes follow the data versions in order.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// Failed logins of the contributor pages.
+    pub login_limiter: Arc<crate::accounts::LoginLimiter>,
+    /// The address invitation links start with (`PROXIMITES_PUBLIC_URL`).
+    pub public_url: Arc<str>,
 }
+
+/// Where the instance is reached, for the links it sends, unless configured.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 /// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
 const SERVICE_CACHE_ENTRIES: usize = 100_000;
@@ -88,6 +98,9 @@ impl AppState {
                 text_dir.with_extension("exports"),
                 crate::export::Licence::default(),
             )),
+            writes: Arc::default(),
+            login_limiter: Arc::default(),
+            public_url: DEFAULT_PUBLIC_URL.into(),
             service_cache: Arc::new(crate::services::cache::ServiceCache::new(
                 SERVICE_CACHE_ENTRIES,
             )),
@@ -117,13 +130,110 @@ impl AppState {
         if self.search_index().version == version {
             return Ok(false);
         }
+        let _turn = self.writes.lock().await;
+        // A write of this process may have brought the indexes there while this waited.
+        let version = crate::db::fact(&self.pool, "data_version").await?;
+        if self.search_index().version == version {
+            return Ok(false);
+        }
+        self.reload_search().await?;
+        Ok(true)
+    }
+
+    /// The base URL of the links this instance sends.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').into();
+        self
+    }
+
+    /// Brings the indexes to a write this process just committed, which moved the data version
+    /// from `before` and changed the entries `ids`: their text documents are replaced (or
+    /// removed) one by one and the spatial index is changed on a copy, swapped in whole. When
+    /// the indexes were not at `before` (another process wrote meanwhile), they are rebuilt.
+    /// The caller holds `writes`.
+    pub async fn index_committed(
+        &self,
+        before: Option<&str>,
+        ids: &[crate::services::ServiceId],
+    ) -> anyhow::Result<()> {
+        let version = crate::db::fact(&self.pool, "data_version").await?;
+        let current = self.search_index();
+        if current.version.as_deref() != before {
+            return self.reload_search().await;
+        }
+        let mut services = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            services.extend(crate::services::store::get_many(&self.pool, chunk).await?);
+        }
+        let published: Vec<_> = services
+            .iter()
+            .filter(|s| s.status == crate::services::Status::Published)
+            .collect();
+        let docs: Vec<_> = published
+            .iter()
+            .map(|s| search::text::doc_for(s, &self.reference.taxonomy, &self.reference.locator))
+            .collect();
+        let gone: Vec<_> = ids
+            .iter()
+            .filter(|id| !published.iter().any(|s| &s.id == *id))
+            .cloned()
+            .collect();
+        let entries: Vec<_> = published
+            .iter()
+            .map(|s| {
+                (
+                    s.content.typology.clone(),
+                    search::spatial::SpatialEntry {
+                        id: s.id.clone(),
+                        location: s.content.location,
+                        insee_code: s.content.insee_code.clone(),
+                        attributes: search::spatial::Attributes {
+                            wheelchair: s.content.wheelchair,
+                            opening_hours: s.content.opening_hours.clone(),
+                            folded_name: crate::text::fold(&s.content.name),
+                        },
+                    },
+                )
+            })
+            .collect();
+        let text = self.text.clone();
+        let text_dir = self.text_dir.clone();
+        let marked = version.clone();
+        let spatial = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            if !docs.is_empty() {
+                text.upsert(&docs)?;
+            }
+            if !gone.is_empty() {
+                text.remove(&gone)?;
+            }
+            search::mark_text_version(&text_dir, marked.as_deref())?;
+            let mut spatial = current.spatial.clone();
+            for id in &gone {
+                spatial.remove(id);
+            }
+            for (typology, entry) in entries {
+                spatial.upsert(&typology, entry);
+            }
+            Ok(spatial)
+        })
+        .await??;
+        *self
+            .search
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            in_service(SearchIndex { spatial, version });
+        Ok(())
+    }
+
+    /// Rebuilds the search indexes from the database (the caller holds `writes`).
+    async fn reload_search(&self) -> anyhow::Result<()> {
         let index =
             load_search_index(&self.pool, &self.reference, &self.text, &self.text_dir).await?;
         *self
             .search
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = in_service(index);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -195,6 +305,27 @@ async fn load_search_index(
         crate::territory::routes::find_places,
         crate::territory::routes::geocode,
         crate::services::routes::get_service,
+        crate::services::api::create_service,
+        crate::services::api::update_service,
+        crate::services::api::withdraw_service,
+        crate::services::api::confirm_service,
+        crate::services::api::service_history,
+        crate::services::api::restore_service,
+        crate::services::api::bulk_upsert,
+        crate::espace::pages::login_form,
+        crate::espace::pages::login,
+        crate::espace::pages::logout,
+        crate::espace::pages::invitation_form,
+        crate::espace::pages::accept_invitation,
+        crate::espace::pages::entries,
+        crate::espace::pages::new_entry_form,
+        crate::espace::pages::create_entry,
+        crate::espace::pages::edit_form,
+        crate::espace::pages::save_entry,
+        crate::espace::pages::confirm_entry,
+        crate::espace::pages::withdraw_entry,
+        crate::espace::pages::history_page,
+        crate::espace::pages::restore_entry,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
         crate::territory::routes::boundaries,
@@ -223,6 +354,7 @@ async fn load_search_index(
         crate::ogc::html::gis_page,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
+    modifiers(&BearerScheme),
     tags(
         (name = "taxonomy", description = "Thèmes et typologies / Themes and typologies"),
         (name = "territory", description = "Référentiel territorial / Territory reference"),
@@ -230,11 +362,26 @@ async fn load_search_index(
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
         (name = "export", description = "Téléchargements SIG / GIS downloads"),
         (name = "ogc", description = "OGC API – Features et page Données SIG / OGC API – Features and GIS page"),
+        (name = "contributors", description = "Écriture par les contributeurs (jeton Bearer) / Contributors' write API (bearer token)"),
         (name = "meta", description = "État du service / Service status"),
         (name = "pages", description = "Pages des citoyens et widget (HTML) / Citizen pages and widget (HTML)"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the contributors' bearer tokens (`proximites admin create-token`).
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -243,11 +390,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::taxonomy::routes::router())
         .merge(crate::territory::routes::router())
         .merge(crate::services::routes::router())
+        .merge(crate::services::api::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::web::router())
         .merge(crate::export::routes::router())
         .merge(crate::ogc::routes::router())
+        .merge(crate::espace::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -53,6 +53,65 @@ pub enum Command {
     /// Measure speed on generated data (figures reported in the README).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Contributors: operators, organisations, invitations, API tokens (the platform
+    /// operator's commands; scripts rely on what they print).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform operator (or set its password), the password read from standard input.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input (required: a password on
+        /// the command line would show in the process list and the shell history).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Create an organisation and print its id.
+    CreateOrganisation {
+        #[arg(long)]
+        name: String,
+        /// commune, epci, departement, region, state, association or other.
+        #[arg(long)]
+        kind: String,
+        /// Its territory: `commune:CODE`, `epci:SIREN` or `departement:CODE`; repeat the option
+        /// or separate with commas for several.
+        #[arg(long, required = true, value_delimiter = ',')]
+        territory: Vec<String>,
+        #[arg(long)]
+        siren: Option<String>,
+        /// Typology codes it commits to maintain (Annexe 2), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        typologies: Vec<String>,
+    },
+    /// Invite a person to an organisation and print the invitation link.
+    Invite {
+        #[arg(long)]
+        organisation: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: InviteRole,
+        /// The address the link starts with.
+        #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+        public_url: String,
+    },
+    /// Create an API token for an organisation's scripts and print it (shown once only).
+    CreateToken {
+        #[arg(long)]
+        organisation: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InviteRole {
+    Admin,
+    Editor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +171,7 @@ pub struct ServeArgs {
 
     /// A base-map tile source (`https://…/{z}/{x}/{y}.png`), fetched and cached by the server so
     /// that citizens' browsers call no third party; none by default: the map draws the communes.
+
     #[arg(long, env = "PROXIMITES_TILE_URL")]
     pub tile_url: Option<String>,
 
@@ -122,6 +182,10 @@ pub struct ServeArgs {
         default_value = "© les contributeurs d'OpenStreetMap"
     )]
     pub tile_attribution: String,
+
+    /// The address people reach this instance at, which the links it sends start with.
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

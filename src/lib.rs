@@ -1,6 +1,7 @@
 //! Proximités: a geolocated directory of public services for French territories.
 //! Each module owns one domain; `app` alone knows them all.
 
+pub mod accounts;
 pub mod app;
 pub mod bench;
 pub mod boot;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod coverage;
 pub mod db;
 pub mod error;
+pub mod espace;
 pub mod export;
 pub mod http;
 pub mod import;

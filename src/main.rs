@@ -49,7 +49,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state = state.with_tiles(proxy);
                 tracing::info!(%url, "base map tiles configured");
             }
+            state = state.with_public_url(&args.public_url);
             app::serve(state, args.listen).await?;
+        }
+        Command::Admin(command) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            admin(&pool, &reference, command).await?;
         }
         Command::Import(args) => {
             let pool = db::connect(&cli.database_url).await?;
@@ -63,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dry_run: args.dry_run,
                     skip_invalid: args.skip_invalid,
                     progress: std::io::stderr().is_terminal(),
+                    ..ImportOptions::default()
                 },
             )
             .await?;
@@ -224,5 +231,98 @@ async fn update_text_index(
         .await??;
     let published = services::store::published_count(pool).await?;
     search::bring_text_up_to_date(pool, reference, &text, text_dir, published, true).await?;
+    Ok(())
+}
+
+/// The operator's commands: each prints one line a script can read (an id, a link, a token).
+async fn admin(
+    pool: &db::Pool,
+    reference: &import::Reference,
+    command: proximites::cli::AdminCommand,
+) -> anyhow::Result<()> {
+    use proximites::accounts::{store, Area, Role, Territory};
+    use proximites::cli::{AdminCommand, InviteRole};
+    let fields = |error: proximites::error::Error| match error {
+        proximites::error::Error::Invalid(errors) => anyhow::anyhow!(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
+        other => anyhow::anyhow!(other.to_string()),
+    };
+    match command {
+        AdminCommand::CreateOperator { email, .. } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let id = store::create_operator(pool, &email, password)
+                .await
+                .map_err(fields)?;
+            println!("{id}");
+        }
+        AdminCommand::CreateOrganisation {
+            name,
+            kind,
+            territory,
+            siren,
+            typologies,
+        } => {
+            let areas = territory
+                .iter()
+                .map(|code| Area::parse(code))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| anyhow::anyhow!("champ « territory » : {m}"))?;
+            // A territory names communes that exist: a mistyped code would edit nothing.
+            for area in &areas {
+                if !reference.locator.communes().any(|c| area.contains(c)) {
+                    anyhow::bail!(
+                        "champ « territory » : « {area} » ne contient aucune commune connue"
+                    );
+                }
+            }
+            for code in &typologies {
+                if reference.taxonomy.typology(code).is_none() {
+                    anyhow::bail!("champ « typologies » : typologie inconnue « {code} »");
+                }
+            }
+            let organisation = store::create_organisation(
+                pool,
+                &store::NewOrganisation {
+                    name,
+                    kind,
+                    siren,
+                    territory: Territory(areas),
+                    typologies,
+                },
+            )
+            .await
+            .map_err(fields)?;
+            println!("{}", organisation.id);
+        }
+        AdminCommand::Invite {
+            organisation,
+            email,
+            role,
+            public_url,
+        } => {
+            let role = match role {
+                InviteRole::Admin => Role::Admin,
+                InviteRole::Editor => Role::Editor,
+            };
+            let secret = store::invite(pool, &organisation, &email, role)
+                .await
+                .map_err(fields)?;
+            println!(
+                "{}/espace/invitation/{secret}",
+                public_url.trim_end_matches('/')
+            );
+        }
+        AdminCommand::CreateToken { organisation, name } => {
+            let (_, token) = store::create_token(pool, &organisation, &name)
+                .await
+                .map_err(fields)?;
+            println!("{token}");
+        }
+    }
     Ok(())
 }

@@ -410,6 +410,37 @@ async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by
     .await
     .unwrap();
     let fixture = Fixture::serve(dir, pool, reference).await;
+    // Riom's town hall moved 80 m by the operator through the write path: recorded in its history.
+    let riom: String = sqlx::query_scalar("SELECT id FROM services WHERE name = 'Mairie de Riom'")
+        .fetch_one(&fixture.state.pool)
+        .await
+        .unwrap();
+    let service = proximites::services::store::get(
+        &fixture.state.pool,
+        &proximites::services::ServiceId::parse(&riom).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let operator = proximites::accounts::Actor {
+        kind: proximites::accounts::ActorKind::User {
+            id: "operator-1".into(),
+            email: "operateur@region.example".into(),
+        },
+        role: proximites::accounts::Role::Operator,
+        organisation: None,
+    };
+    let fields = serde_json::json!({ "lon": service.content.location.lon + 0.001 });
+    proximites::services::write::update(
+        &fixture.state,
+        &operator,
+        proximites::services::history::Via::Api,
+        &riom,
+        Some(&proximites::services::write::etag(&service)),
+        fields.as_object().unwrap(),
+    )
+    .await
+    .unwrap();
 
     let (status, _, page) = fixture
         .get("/veille/communes:63300,63245?typology=mairie")
@@ -422,15 +453,18 @@ async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by
         "{}",
         &page[page.find("fraicheur").unwrap()..][..800]
     );
-    // Change over the last six months (the demo was loaded today): 2 created, 1 withdrawn.
-    assert!(page.contains("<strong>2</strong> fiches créées, <strong>1</strong> retirées."));
+    // Change over the last six months (the demo was loaded today): 2 created, 1 withdrawn, 1 moved.
+    assert!(page.contains(
+        "<strong>2</strong> fiches créées, <strong>1</strong> retirées, <strong>1</strong> déplacées."
+    ));
+    assert!(page.contains("<th scope=\"row\">Riom (63300)</th><td>1</td><td>0</td><td>1</td>"));
     // A period before the demo existed: nothing.
     let (_, _, page) = fixture
         .get("/veille/communes:63300,63245?typology=mairie&du=2020-01-01&au=2020-12-31")
         .await;
     assert!(String::from_utf8(page)
         .unwrap()
-        .contains("<strong>0</strong> fiches créées, <strong>0</strong> retirées."));
+        .contains("<strong>0</strong> fiches créées, <strong>0</strong> retirées, <strong>0</strong> déplacées."));
     // Bad input: said next to its field, a 400; an unknown territory is a 404 page.
     let (status, _, page) = fixture
         .get("/veille/commune:63300?typology=licorne&au=demain")

@@ -558,25 +558,38 @@ pub async fn territory_page(
         }
     }
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let mut changes: Vec<(String, String, i64, i64)> = Vec::new();
-    for (code, created, withdrawn) in super::store::created_and_withdrawn(
-        &state.pool,
-        midnight(since),
-        midnight(until + TimeDelta::days(1)),
-    )
-    .await?
+    let (from, to) = (midnight(since), midnight(until + TimeDelta::days(1)));
+    // Per commune of the territory: created, withdrawn, moved.
+    let mut per_commune: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for (code, created, withdrawn) in
+        super::store::created_and_withdrawn(&state.pool, from, to).await?
     {
         if in_territory(&code) {
+            let counts = per_commune.entry(code).or_default();
+            counts.0 += created;
+            counts.1 += withdrawn;
+        }
+    }
+    for (code, moved) in super::store::moved(&state.pool, from, to).await? {
+        if in_territory(&code) {
+            per_commune.entry(code).or_default().2 += moved;
+        }
+    }
+    let mut changes: Vec<(String, String, (i64, i64, i64))> = per_commune
+        .into_iter()
+        .map(|(code, counts)| {
             let commune_name = crate::territory::InseeCode::parse(&code)
                 .ok()
                 .and_then(|c| locator.commune(&c).map(|m| m.name.clone()))
                 .unwrap_or_else(|| code.clone());
-            changes.push((code, commune_name, created, withdrawn));
-        }
-    }
-    changes.sort_by(|a, b| (b.2 + b.3).cmp(&(a.2 + a.3)).then(a.1.cmp(&b.1)));
-    let created_total: i64 = changes.iter().map(|c| c.2).sum();
-    let withdrawn_total: i64 = changes.iter().map(|c| c.3).sum();
+            (code, commune_name, counts)
+        })
+        .collect();
+    let activity = |c: &(i64, i64, i64)| c.0 + c.1 + c.2;
+    changes.sort_by(|a, b| activity(&b.2).cmp(&activity(&a.2)).then(a.1.cmp(&b.1)));
+    let created_total: i64 = changes.iter().map(|c| c.2 .0).sum();
+    let withdrawn_total: i64 = changes.iter().map(|c| c.2 .1).sum();
+    let moved_total: i64 = changes.iter().map(|c| c.2 .2).sum();
 
     let subject = &report.subjects[0];
     let subject_label = label(lang, &subject.label_fr, &subject.label_en);
@@ -713,12 +726,21 @@ pub async fn territory_page(
             h2 #evolution { (t(lang, "Évolution", "Change")) }
             p { (t(lang, "Du ", "From ")) (long_date(since, lang)) (t(lang, " au ", " to ")) (long_date(until, lang)) " : "
                 strong { (number(created_total, lang)) } (t(lang, " fiches créées, ", " entries created, "))
-                strong { (number(withdrawn_total, lang)) } (t(lang, " retirées.", " withdrawn.")) }
+                strong { (number(withdrawn_total, lang)) } (t(lang, " retirées, ", " withdrawn, "))
+                strong { (number(moved_total, lang)) } (t(lang, " déplacées.", " moved.")) }
+            p.hint { (t(lang, "Déplacées : d'après l'historique des fiches, qui note les champs modifiés dans l'espace contributeurs et par l'API ; un import en masse n'y note pas le détail des champs.", "Moved: from the entries' history, which records the fields changed in the contributors' pages and through the API; a bulk import does not record the fields there.")) }
             @if !changes.is_empty() {
                 table.data {
                     caption { (t(lang, "Par commune", "Per commune")) }
-                    thead { tr { th scope="col" { (t(lang, "Commune", "Commune")) } th scope="col" { (t(lang, "Créées", "Created")) } th scope="col" { (t(lang, "Retirées", "Withdrawn")) } } }
-                    tbody { @for (code, commune, created, withdrawn) in changes.iter().take(50) { tr { th scope="row" { (commune) " (" (code) ")" } td { (created) } td { (withdrawn) } } } }
+                    thead { tr {
+                        th scope="col" { (t(lang, "Commune", "Commune")) }
+                        th scope="col" { (t(lang, "Créées", "Created")) }
+                        th scope="col" { (t(lang, "Retirées", "Withdrawn")) }
+                        th scope="col" { (t(lang, "Déplacées", "Moved")) }
+                    } }
+                    tbody { @for (code, commune, (created, withdrawn, moved)) in changes.iter().take(50) {
+                        tr { th scope="row" { (commune) " (" (code) ")" } td { (created) } td { (withdrawn) } td { (moved) } }
+                    } }
                 }
             }
         }

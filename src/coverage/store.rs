@@ -1,5 +1,5 @@
 //! SQL of the territorial monitoring: freshness of entries per contributor and the entries
-//! created or withdrawn between two dates.
+//! created, withdrawn or moved between two dates.
 
 use chrono::{DateTime, Utc};
 
@@ -47,6 +47,28 @@ pub async fn created_and_withdrawn(
          WHERE (created_at >= $1 AND created_at < $2)
             OR (status = 'withdrawn' AND updated_at >= $1 AND updated_at < $2)
          GROUP BY insee_code",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Entries whose position changed between `from` (included) and `to` (excluded), per commune
+/// where they are now: `(insee_code, moved)`. From the entries' history, where it records the
+/// fields a change touched (edits through the pages and the API; a bulk import records
+/// compact rows without them).
+pub async fn moved(
+    pool: &Pool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT s.insee_code, COUNT(DISTINCT h.service_id)
+         FROM service_history h JOIN services s ON s.id = h.service_id
+         WHERE h.at >= $1 AND h.at < $2
+           AND (h.changes LIKE '%\"lon\"%' OR h.changes LIKE '%\"lat\"%')
+         GROUP BY s.insee_code",
     )
     .bind(from)
     .bind(to)

@@ -134,6 +134,16 @@ pub async fn bring_text_up_to_date(
     Ok(true)
 }
 
+/// Records that the text index in `dir` is at data `version` (after an incremental change, so
+/// that a restart does not rebuild it).
+pub fn mark_text_version(dir: &Path, version: Option<&str>) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join(TEXT_DATA_VERSION_FILE),
+        version.unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
 /// Every difference between the search indexes and the database, in words (empty when they
 /// agree): the spatial index as this process builds it, and the text index on disk in `dir`.
 pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
