@@ -475,3 +475,30 @@ async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by
     let (status, _, _) = fixture.get("/veille/departement:00").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_monitoring_chooser_finds_territories_by_name_or_as_the_api_writes_them() {
+    let (dir, pool, reference) = common::database(true).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    for (typed, target) in [
+        ("Puy-de-D%C3%B4me", "/veille/departement:63?typology=mairie"),
+        (
+            "communes%3A63113%2C63300",
+            "/veille/communes:63113,63300?typology=mairie",
+        ),
+        ("Riom", "/veille/commune:63300?typology=mairie"),
+    ] {
+        let response = tower::ServiceExt::oneshot(
+            fixture.router.clone(),
+            axum::http::Request::get(format!("/veille?territoire={typed}&typology=mairie"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{typed}");
+        assert_eq!(response.headers()["location"], target, "{typed}");
+    }
+    let (status, _, _) = fixture.get("/veille?territoire=Atlantide").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -86,7 +86,7 @@ fn choices_form(
             div.fields {
                 @if with_territory {
                     div.field {
-                        label for="v-territoire" { (t(lang, "Territoire", "Territory")) span.hint { (t(lang, " (commune, EPCI, département, région : nom ou code)", " (commune, EPCI, département, région: name or code)")) } }
+                        label for="v-territoire" { (t(lang, "Territoire", "Territory")) span.hint { (t(lang, " (commune, EPCI, département, région : nom ou code ; plusieurs communes : communes:63113,63300 ; france)", " (commune, EPCI, département, région: name or code; several communes: communes:63113,63300; france)")) } }
                         input #v-territoire type="text" name="territoire" value=[given(&params.territoire)] required
                             aria-invalid=[error("territoire").map(|_| "true")] aria-describedby=[error("territoire").map(|_| "v-territoire-erreur")];
                         @if let Some(e) = error("territoire") { p.field-error #v-territoire-erreur { (e.message) } }
@@ -143,7 +143,12 @@ pub async fn choose(
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
     let mut errors = Vec::new();
     if let Some(typed) = given(&params.territoire) {
-        match crate::web::resolve_territory(&state, typed).await? {
+        // Written as the API writes it (`communes:63113,63300`, `france`…), or by name.
+        let found = match Area::parse(typed, &state.reference.locator) {
+            Ok(area) => Some((area.id(), String::new())),
+            Err(_) => crate::web::resolve_territory(&state, typed).await?,
+        };
+        match found {
             Some((code, _)) => {
                 let mut pairs: Vec<(&str, &str)> = Vec::new();
                 for (key, value) in [
