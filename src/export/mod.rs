@@ -352,53 +352,6 @@ impl<'r> Row<'r> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row<'r>(phones_json: &'r str, lookup: &'r Lookup) -> Row<'r> {
-        Row {
-            id: "0123456789abcdef",
-            typology: "mairie",
-            name: "Mairie",
-            description: None,
-            street: None,
-            postcode: None,
-            city: None,
-            insee_code: "63113",
-            lon: 3.0,
-            lat: 45.0,
-            phones_json,
-            email: None,
-            website: None,
-            opening_hours: None,
-            wheelchair: "unknown",
-            source_id: "org",
-            source_ref: "1",
-            updated_at: "2025-06-01T10:00:00Z",
-            lookup,
-        }
-    }
-
-    #[test]
-    fn phones_read_back_as_the_json_says() {
-        let lookup = Lookup {
-            theme_of: HashMap::default(),
-            typology_label: HashMap::default(),
-            territory_of: HashMap::default(),
-            sources: HashMap::default(),
-        };
-        assert_eq!(row("[]", &lookup).phones(), "");
-        assert_eq!(row(r#"["+33473426363"]"#, &lookup).phones(), "+33473426363");
-        assert_eq!(
-            row(r#"["+33473426363", "+33612345678"]"#, &lookup).phones(),
-            "+33473426363, +33612345678"
-        );
-        assert_eq!(row(r#"["a\"b"]"#, &lookup).phones(), "a\"b");
-        assert_eq!(row("[]", &lookup).updated_text(), "2025-06-01T10:00:00Z");
-    }
-}
-
 impl Subject for Row<'_> {
     fn text(&self, property: Queryable) -> Option<&str> {
         match property {
@@ -563,5 +516,52 @@ impl Layers {
             }
         }
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'r>(phones_json: &'r str, lookup: &'r Lookup) -> Row<'r> {
+        Row {
+            id: "0123456789abcdef",
+            typology: "mairie",
+            name: "Mairie",
+            description: None,
+            street: None,
+            postcode: None,
+            city: None,
+            insee_code: "63113",
+            lon: 3.0,
+            lat: 45.0,
+            phones_json,
+            email: None,
+            website: None,
+            opening_hours: None,
+            wheelchair: "unknown",
+            source_id: "org",
+            source_ref: "1",
+            updated_at: "2025-06-01T10:00:00Z",
+            lookup,
+        }
+    }
+
+    #[test]
+    fn phones_read_back_as_the_json_says() {
+        let lookup = Lookup {
+            theme_of: HashMap::default(),
+            typology_label: HashMap::default(),
+            territory_of: HashMap::default(),
+            sources: HashMap::default(),
+        };
+        assert_eq!(row("[]", &lookup).phones(), "");
+        assert_eq!(row(r#"["+33473426363"]"#, &lookup).phones(), "+33473426363");
+        assert_eq!(
+            row(r#"["+33473426363", "+33612345678"]"#, &lookup).phones(),
+            "+33473426363, +33612345678"
+        );
+        assert_eq!(row(r#"["a\"b"]"#, &lookup).phones(), "a\"b");
+        assert_eq!(row("[]", &lookup).updated_text(), "2025-06-01T10:00:00Z");
     }
 }
