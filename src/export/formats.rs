@@ -488,6 +488,78 @@ pub fn write_gpkg(
     crs: Crs,
     path: &Path,
 ) -> anyhow::Result<u64> {
+    // Two threads: this one reads and formats rows, the other writes them into the GeoPackage,
+    // so that the export takes the time of the slower of the two rather than of both.
+    let (batches, received) = std::sync::mpsc::sync_channel::<GpkgBatch>(4);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_gpkg_rows(received, about, crs, path));
+        let mut batch = GpkgBatch::default();
+        let read = store::scan(handle, lookup, selection, None, false, |row| {
+            let (x, y) = crs.project(row.lon, row.lat).map_err(anyhow::Error::msg)?;
+            // Lambert-93 and UTM positions to the centimetre, as the other formats.
+            let (x, y) = if crs.is_projected() {
+                ((x * 100.0).round() / 100.0, (y * 100.0).round() / 100.0)
+            } else {
+                (x, y)
+            };
+            batch.push(row, x, y);
+            if batch.points.len() == GPKG_BATCH {
+                batches
+                    .send(std::mem::take(&mut batch))
+                    .map_err(|_| anyhow::anyhow!("écriture du GeoPackage interrompue"))?;
+            }
+            Ok(true)
+        })
+        .and_then(|()| {
+            batches
+                .send(batch)
+                .map_err(|_| anyhow::anyhow!("écriture du GeoPackage interrompue"))
+        });
+        drop(batches);
+        // The writer's own error, when it has one, says more than the reader's.
+        let written = writer.join().map_err(|_| {
+            anyhow::anyhow!("écriture du GeoPackage : le fil d'écriture a paniqué")
+        })??;
+        read.map(|()| written)
+    })
+}
+
+/// Rows handed from the reading thread to the GeoPackage writer: fields as spans of one buffer.
+#[derive(Default)]
+struct GpkgBatch {
+    text: String,
+    /// `FIELDS.len()` spans per row; `None` for an empty field.
+    fields: Vec<Option<(usize, usize)>>,
+    points: Vec<(f64, f64)>,
+}
+
+const GPKG_BATCH: usize = 4_096;
+
+impl GpkgBatch {
+    fn push(&mut self, row: &Row<'_>, x: f64, y: f64) {
+        for i in 0..FIELDS.len() {
+            self.fields.push(row.field(i).map(|value| {
+                let start = self.text.len();
+                self.text.push_str(&value);
+                (start, self.text.len())
+            }));
+        }
+        self.points.push((x, y));
+    }
+
+    fn field(&self, row: usize, i: usize) -> Option<&str> {
+        self.fields[row * FIELDS.len() + i].map(|(a, b)| &self.text[a..b])
+    }
+}
+
+/// The writing half of [`write_gpkg`]: creates the GeoPackage, writes the rows it receives,
+/// then the R-tree, the metadata and the triggers; returns the feature count.
+fn write_gpkg_rows(
+    received: std::sync::mpsc::Receiver<GpkgBatch>,
+    about: &About,
+    crs: Crs,
+    path: &Path,
+) -> anyhow::Result<u64> {
     let gpkg = Gpkg::open(path)?;
     let srs_id = crs.epsg();
     // The file is new and renamed into place only once complete: no journal needed.
@@ -568,37 +640,29 @@ pub fn write_gpkg(
     ];
     let mut fid = 0i64;
     let mut points: Vec<(i64, f64, f64)> = Vec::new();
-    store::scan(handle, lookup, selection, None, false, |row| {
-        fid += 1;
-        let (x, y) = crs.project(row.lon, row.lat).map_err(anyhow::Error::msg)?;
-        // Lambert-93 and UTM positions to the centimetre, as the other formats.
-        let (x, y) = if crs.is_projected() {
-            ((x * 100.0).round() / 100.0, (y * 100.0).round() / 100.0)
-        } else {
-            (x, y)
-        };
-        extent = [
-            extent[0].min(x),
-            extent[1].min(y),
-            extent[2].max(x),
-            extent[3].max(y),
-        ];
-        blob.truncate(header_len);
-        blob.extend_from_slice(&x.to_le_bytes());
-        blob.extend_from_slice(&y.to_le_bytes());
-        insert.int(1, fid)?;
-        insert.blob(2, &blob)?;
-        // The values outlive the step: SQLite may read them in place instead of copying.
-        let values: [Option<std::borrow::Cow<'_, str>>; FIELDS.len()] =
-            std::array::from_fn(|i| row.field(i));
-        for (i, value) in values.iter().enumerate() {
-            insert.text(c_int::try_from(i + 3)?, value.as_deref())?;
+    for batch in received {
+        for (k, &(x, y)) in batch.points.iter().enumerate() {
+            fid += 1;
+            extent = [
+                extent[0].min(x),
+                extent[1].min(y),
+                extent[2].max(x),
+                extent[3].max(y),
+            ];
+            blob.truncate(header_len);
+            blob.extend_from_slice(&x.to_le_bytes());
+            blob.extend_from_slice(&y.to_le_bytes());
+            insert.int(1, fid)?;
+            insert.blob(2, &blob)?;
+            // The batch outlives the step: SQLite reads the values in place, no copy.
+            for i in 0..FIELDS.len() {
+                insert.text(c_int::try_from(i + 3)?, batch.field(k, i))?;
+            }
+            insert.run()?;
+            insert.clear()?;
+            points.push((fid, x, y));
         }
-        insert.run()?;
-        insert.clear()?;
-        points.push((fid, x, y));
-        Ok(true)
-    })?;
+    }
     drop(insert);
     if fid > 0 {
         bulk_rtree(
