@@ -142,6 +142,24 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Import N generated rows (or reuse --database), then time the GIS exports: GeoPackage
+    /// with R-tree, the full GeoJSON over HTTP, OGC pages first and deep, GDAL reading the OGC
+    /// API.
+    Export {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the database at this path, and reuse it when it already holds the N entries.
+        #[arg(long)]
+        database: Option<PathBuf>,
+        /// Features GDAL reads through the OGC API.
+        #[arg(long, default_value_t = 100_000)]
+        gdal_features: u64,
+        /// Timed repetitions of each HTTP measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Time coverage on an existing database: all of France (every commune × every typology)
     /// and one département.
     Coverage {

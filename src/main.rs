@@ -182,6 +182,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let figures = bench::coverage(&cli.database_url, &departement, runs).await?;
             println!("{figures}");
         }
+        Command::Bench(BenchCommand::Export {
+            rows,
+            seed,
+            database,
+            gdal_features,
+            runs,
+        }) => {
+            let figures = bench::export(bench::ExportBench {
+                rows,
+                seed,
+                database,
+                gdal_features,
+                runs,
+            })
+            .await?;
+            println!("{figures}");
+        }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
         }

@@ -393,6 +393,35 @@ async fn every_download_opens_in_gdal_with_its_count_fields_and_crs() {
                 let validated = run("python3", vec![validator.to_owned(), path.clone()]).await;
                 assert!(validated.trim().is_empty(), "{validated}");
                 assert!(info.contains("Licence Ouverte"), "licence in gpkg_contents");
+                // The R-tree written in bulk is one SQLite itself finds consistent, and GDAL's
+                // spatial filter through it finds what a scan finds.
+                let check = run(
+                    "ogrinfo",
+                    strings(&[
+                        "-ro",
+                        "-q",
+                        &path,
+                        "-sql",
+                        "SELECT rtreecheck('rtree_services_geom') AS r",
+                    ]),
+                )
+                .await;
+                assert!(check.contains("r (String) = ok"), "{check}");
+                if epsg == 4326 {
+                    let in_box = published(
+                        &fixture,
+                        &format!("{} AND lon BETWEEN 3.0 AND 3.2 AND lat BETWEEN 45.7 AND 45.9", if count == total { "" } else { "AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')" }),
+                    )
+                    .await;
+                    let spat = run(
+                        "ogrinfo",
+                        strings(&[
+                            "-ro", "-so", &path, "services", "-spat", "3.0", "45.7", "3.2", "45.9",
+                        ]),
+                    )
+                    .await;
+                    assert_eq!(feature_count(&spat), in_box);
+                }
             }
             if ext == "geojson" {
                 let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -521,6 +550,24 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
         assert!(
             parameters.contains(&format!("#/components/parameters/{name}")),
             "{name}"
+        );
+    }
+    let (_, _, main_doc) = get_json(&base, "/api/v1/openapi.json").await;
+    for path in [
+        "/ogc",
+        "/ogc/conformance",
+        "/ogc/api",
+        "/ogc/collections",
+        "/ogc/collections/{collection}",
+        "/ogc/collections/{collection}/items",
+        "/ogc/collections/{collection}/items/{feature}",
+        "/ogc/collections/{collection}/queryables",
+        "/donnees-sig",
+        "/api/v1/export/{file}",
+    ] {
+        assert!(
+            main_doc["paths"][path].is_object(),
+            "{path} missing from /api/v1/openapi.json"
         );
     }
     let (_, _, collections) = get_json(&base, "/ogc/collections").await;

@@ -288,9 +288,24 @@ impl<'r> Row<'r> {
 
     /// The phone numbers, comma-separated (the import formats read them back that way).
     pub fn phones(&self) -> String {
-        serde_json::from_str::<Vec<String>>(self.phones_json)
-            .map(|p| p.join(", "))
-            .unwrap_or_default()
+        // Stored numbers are E.164 (`+` and digits): read without a JSON parser, which would
+        // allocate for every row of a multi-million-row export; anything else goes through it.
+        let inner = self
+            .phones_json
+            .trim()
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'));
+        match inner {
+            Some(inner) if !inner.contains('\\') => inner
+                .split(',')
+                .map(|p| p.trim().trim_matches('"'))
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => serde_json::from_str::<Vec<String>>(self.phones_json)
+                .map(|p| p.join(", "))
+                .unwrap_or_default(),
+        }
     }
 
     pub fn updated(&self) -> Option<DateTime<Utc>> {
@@ -380,6 +395,9 @@ pub struct Layers {
     building: tokio::sync::Mutex<()>,
     /// Counts by selection, for the data version they were made at.
     counts: std::sync::Mutex<(Option<String>, HashMap<String, u64>)>,
+    /// The names rows refer to, for the data version they were read at: a page of features
+    /// should not pay for resolving every commune again.
+    lookup: std::sync::Mutex<Option<(Option<String>, Arc<Lookup>)>>,
 }
 
 /// Counts kept before the cache starts over (keys are selections: bounded memory).
@@ -392,7 +410,26 @@ impl Layers {
             dir,
             building: tokio::sync::Mutex::new(()),
             counts: std::sync::Mutex::new((None, HashMap::default())),
+            lookup: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn cached_lookup(&self, version: &Option<String>) -> Option<Arc<Lookup>> {
+        let lookup = self
+            .lookup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lookup
+            .as_ref()
+            .filter(|(v, _)| v == version)
+            .map(|(_, l)| l.clone())
+    }
+
+    pub fn keep_lookup(&self, version: &Option<String>, lookup: Arc<Lookup>) {
+        *self
+            .lookup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version.clone(), lookup));
     }
 
     pub fn cached_count(&self, version: &Option<String>, key: &str) -> Option<u64> {
@@ -479,5 +516,52 @@ impl Layers {
             }
         }
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'r>(phones_json: &'r str, lookup: &'r Lookup) -> Row<'r> {
+        Row {
+            id: "0123456789abcdef",
+            typology: "mairie",
+            name: "Mairie",
+            description: None,
+            street: None,
+            postcode: None,
+            city: None,
+            insee_code: "63113",
+            lon: 3.0,
+            lat: 45.0,
+            phones_json,
+            email: None,
+            website: None,
+            opening_hours: None,
+            wheelchair: "unknown",
+            source_id: "org",
+            source_ref: "1",
+            updated_at: "2025-06-01T10:00:00Z",
+            lookup,
+        }
+    }
+
+    #[test]
+    fn phones_read_back_as_the_json_says() {
+        let lookup = Lookup {
+            theme_of: HashMap::default(),
+            typology_label: HashMap::default(),
+            territory_of: HashMap::default(),
+            sources: HashMap::default(),
+        };
+        assert_eq!(row("[]", &lookup).phones(), "");
+        assert_eq!(row(r#"["+33473426363"]"#, &lookup).phones(), "+33473426363");
+        assert_eq!(
+            row(r#"["+33473426363", "+33612345678"]"#, &lookup).phones(),
+            "+33473426363, +33612345678"
+        );
+        assert_eq!(row(r#"["a\"b"]"#, &lookup).phones(), "a\"b");
+        assert_eq!(row("[]", &lookup).updated_text(), "2025-06-01T10:00:00Z");
     }
 }

@@ -220,9 +220,10 @@ pub(crate) async fn gis_page(State(state): State<AppState>, headers: HeaderMap) 
             }
             h2 { "GDAL / ogr2ogr" }
             p { "Toute la couche dans un GeoPackage en Lambert-93 :" }
-            pre { code { "ogr2ogr -f GPKG services.gpkg OAPIF:" (endpoint) " services -t_srs EPSG:2154" } }
+            pre { code { "ogr2ogr -f GPKG services.gpkg OAPIF:" (endpoint) " services -t_srs EPSG:2154 -oo PAGE_SIZE=10000" } }
+            p { "Avant GDAL 3.7, " code { "-oo PAGE_SIZE=10000" } " évite les pages de 10 entités ; les versions suivantes lisent la taille maximale dans la définition de l'API." }
             p { "Les coordonnées calculées par le serveur en Lambert-93 (sans reprojection locale) :" }
-            pre { code { "ogr2ogr -f GPKG services-l93.gpkg \"OAPIF:" (endpoint) "/collections/services?crs=http://www.opengis.net/def/crs/EPSG/0/2154\" -a_srs EPSG:2154" } }
+            pre { code { "ogr2ogr -f GPKG services-l93.gpkg \"OAPIF:" (endpoint) "/collections/services?crs=http://www.opengis.net/def/crs/EPSG/0/2154\" -a_srs EPSG:2154 -oo PAGE_SIZE=10000" } }
             p { "Un filtre CQL2, par exemple les mairies du Puy-de-Dôme :" }
             pre { code { "ogr2ogr -f GPKG mairies-63.gpkg \"OAPIF:" (endpoint) "/collections/services\" -where \"typology = 'mairie' AND departement = '63'\"" } }
             h2 { "Téléchargements" }

@@ -34,7 +34,6 @@ pub fn router() -> Router<AppState> {
         ]);
     Router::new()
         .route("/ogc", get(landing))
-        .route("/ogc/", get(landing))
         .route("/ogc/conformance", get(conformance))
         .route("/ogc/api", get(api))
         .route("/ogc/collections", get(collections))
@@ -138,7 +137,8 @@ fn output(pairs: &[(String, String)], headers: &HeaderMap) -> Result<Output> {
     Output::choose(value(pairs, "f"), headers).map_err(|e| Error::InvalidParameters(vec![e]))
 }
 
-/// A strong validator of the response: the data version, the request and its format.
+/// A strong validator of the response: the data version, the request, its format and the
+/// base URL its links are built on.
 fn etag(version: &Option<String>, uri: &Uri, output: Output, extra: &str) -> String {
     let mut h = Sha256::new();
     h.update(version.as_deref().unwrap_or("0"));
@@ -198,7 +198,7 @@ async fn document(
     // request, these documents included.
     let output = output(pairs, headers)?;
     let version = crate::db::fact(&state.pool, "data_version").await?;
-    let tag = etag(&version, uri, output, "");
+    let tag = etag(&version, uri, output, &base_url(headers));
     if let Some(response) = not_modified(headers, &tag) {
         return Ok(response);
     }
@@ -277,7 +277,7 @@ pub(crate) async fn api(
     headers: HeaderMap,
 ) -> Result<Response> {
     let version = crate::db::fact(&state.pool, "data_version").await?;
-    let tag = etag(&version, &uri, Output::Json, "");
+    let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
@@ -432,7 +432,7 @@ pub(crate) async fn queryables(
     let found = find_collection(&state.reference, &id)?;
     let base = base_url(&headers);
     let version = crate::db::fact(&state.pool, "data_version").await?;
-    let tag = etag(&version, &uri, Output::Json, "");
+    let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
@@ -836,6 +836,7 @@ struct Page {
     returned: usize,
     next: Option<String>,
     matched: u64,
+    lookup: Arc<crate::export::Lookup>,
 }
 
 async fn read_page(
@@ -848,8 +849,12 @@ async fn read_page(
     let reference = state.reference.clone();
     let selection = request.selection.clone();
     let (limit, crs, cursor) = (request.limit, request.crs, request.cursor.clone());
+    let known_lookup = state.layers.cached_lookup(version);
     let page = store::with_connection(&state.pool, move |handle| {
-        let lookup = store::lookup(handle, &reference)?;
+        let lookup = match known_lookup {
+            Some(lookup) => lookup,
+            None => Arc::new(store::lookup(handle, &reference)?),
+        };
         let matched = match cached {
             Some(n) => n,
             None => store::count(handle, &lookup, &selection)?,
@@ -883,9 +888,11 @@ async fn read_page(
             returned,
             next: if more { last } else { None },
             matched,
+            lookup,
         })
     })
     .await?;
+    state.layers.keep_lookup(version, page.lookup.clone());
     if cached.is_none() {
         state.layers.keep_count(version, key, page.matched);
     }
@@ -927,7 +934,7 @@ pub(crate) async fn items(
     let pairs = query_pairs(query.as_deref());
     let request = parse_items(&state.reference, &found, &pairs, &headers)?;
     let version = crate::db::fact(&state.pool, "data_version").await?;
-    let tag = etag(&version, &uri, request.output, "");
+    let tag = etag(&version, &uri, request.output, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
@@ -1037,7 +1044,7 @@ pub(crate) async fn feature(
         return Err(Error::not_found("entité", feature_id));
     };
     let version = crate::db::fact(&state.pool, "data_version").await?;
-    let tag = etag(&version, &uri, output, "");
+    let tag = etag(&version, &uri, output, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
