@@ -176,6 +176,19 @@ async fn gdal_lists_the_collections_and_reads_every_feature() {
     }
     let summary = run("ogrinfo", strings(&["-ro", "-so", &endpoint, "services"])).await;
     assert_eq!(feature_count(&summary), total, "numberMatched");
+    // The fields come from the collection's schema (`describedBy`), typed, even those every
+    // feature of the first page leaves out for being empty.
+    for field in &proximites::export::FIELDS[1..] {
+        let kind = if *field == "updated_at" {
+            "DateTime"
+        } else {
+            "String"
+        };
+        assert!(
+            summary.contains(&format!("{field}: {kind}")),
+            "{field}: {kind} missing: {summary}"
+        );
+    }
 
     // Every feature, read to the end in pages of 500, then counted in the copy GDAL wrote.
     let dir = tempfile::tempdir().unwrap();
@@ -562,6 +575,7 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
         "/ogc/collections/{collection}/items",
         "/ogc/collections/{collection}/items/{feature}",
         "/ogc/collections/{collection}/queryables",
+        "/ogc/collections/{collection}/schema",
         "/donnees-sig",
         "/api/v1/export/{file}",
     ] {
@@ -710,6 +724,31 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
         queryables["properties"]["geometry"]["x-ogc-role"],
         "primary-geometry"
     );
+    // The features' schema names every property, the ones pages leave out when empty too.
+    let (status, _, schema) = get_json(&base, "/ogc/collections/services/schema").await;
+    assert_eq!(status, 200);
+    let properties = schema["properties"]["properties"]["properties"]
+        .as_object()
+        .unwrap();
+    let named: Vec<&str> = properties.keys().map(String::as_str).collect();
+    assert_eq!(named.len(), FIELDS.len() - 1, "{named:?}");
+    for field in &FIELDS[1..] {
+        assert!(properties.contains_key(*field), "{field} not in the schema");
+    }
+    assert_eq!(properties["updated_at"]["format"], "date-time");
+    let (_, _, collection) = get_json(&base, "/ogc/collections/services").await;
+    let described = collection["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["rel"] == "describedBy" && l["href"].as_str().unwrap().ends_with("/schema"));
+    assert!(described, "{collection}");
+    let empty_left_out = first["properties"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| !v.is_null());
+    assert!(empty_left_out, "a page writes no null: {first}");
 
     // Bad input is a 400 naming the parameter, never a 500.
     for bad in [

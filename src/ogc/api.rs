@@ -234,6 +234,15 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
                 "responses": ok("JSON Schema", &["application/schema+json"]),
             }}),
         );
+        paths.insert(
+            format!("/collections/{id}/schema"),
+            json!({"get": {
+                "summary": format!("Schéma des entités : {}", collection.title),
+                "operationId": format!("getSchema_{op}"),
+                "tags": [id],
+                "responses": ok("JSON Schema", &["application/schema+json"]),
+            }}),
+        );
     }
     json!({
         "openapi": "3.0.3",
