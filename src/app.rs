@@ -46,6 +46,10 @@ pub struct AppState {
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
     /// Coverage figures of territories, cached by data version.
     pub coverage: Arc<crate::coverage::Coverage>,
+    /// Printed directories: the render queue and the guides made, by data version and choices.
+    pub directories: Arc<crate::directory::jobs::Directories>,
+    /// The public address of the online directory, which printed QR codes lead to.
+    pub public_url: String,
 }
 
 /// Entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
@@ -73,6 +77,8 @@ impl AppState {
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
+            directories: Arc::new(crate::directory::jobs::Directories::start()),
+            public_url: crate::directory::DEFAULT_PUBLIC_URL.to_owned(),
             service_cache: Arc::new(crate::services::cache::ServiceCache::new(
                 SERVICE_CACHE_ENTRIES,
             )),
@@ -163,13 +169,19 @@ async fn load_search_index(
         crate::services::routes::get_service,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
+        crate::directory::routes::create,
+        crate::directory::routes::job,
+        crate::directory::routes::guide_pdf,
+        crate::directory::routes::guide_html,
+        crate::directory::routes::cover,
     ),
-    components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
+    components(schemas(Problem, crate::error::FieldError, crate::coverage::Report, crate::directory::RawChoices, crate::directory::jobs::JobStatus)),
     tags(
         (name = "taxonomy", description = "Thèmes et typologies / Themes and typologies"),
         (name = "territory", description = "Référentiel territorial / Territory reference"),
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
+        (name = "directories", description = "Annuaires imprimés / Printed directories"),
         (name = "meta", description = "État du service / Service status"),
     )
 )]
@@ -184,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::services::routes::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
+        .merge(crate::directory::routes::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
