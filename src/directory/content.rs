@@ -169,8 +169,9 @@ pub struct Entry {
     pub access: String,
     pub verified: String,
     pub url: String,
-    /// The QR code of `url`, as SVG.
-    pub qr: String,
+    /// The QR code of `url`: where its pixels start in [`Guide::qr_pixels`] and its side, in
+    /// modules (quiet zone included); `None` when it could not be made.
+    pub qr: Option<(usize, usize)>,
 }
 
 /// A part of the body, in reading order.
@@ -246,6 +247,10 @@ pub struct Guide {
     pub index_names: Vec<IndexLine>,
     pub index_communes: Vec<CommuneLine>,
     pub texts: &'static Texts,
+    /// The entries' QR codes, one byte a module (0 dark, 255 light), one after the other: the
+    /// layout reads them as raw images (`qr.bin`), far lighter than thousands of SVG drawings.
+    #[serde(skip)]
+    pub qr_pixels: Vec<u8>,
 }
 
 /// Everything the guide needs that is not in the choices.
@@ -408,6 +413,10 @@ fn compose(
     let mut typologies_seen: Vec<String> = Vec::new();
     let mut communes_seen: FxHashSet<String> = FxHashSet::default();
     let entry_count = keyed.len();
+    // Many entries share their hours (a network's offices, generated data): each distinct
+    // timetable is read once.
+    let mut timetables: FxHashMap<Option<&str>, (Vec<HoursRow>, bool)> = FxHashMap::default();
+    let mut qr_pixels = Vec::new();
     for (_, service) in keyed {
         let c = &service.content;
         let theme = taxonomy
@@ -473,7 +482,19 @@ fn compose(
         if !full {
             continue;
         }
-        let entry = entry(service, label(&c.typology), commune_name, sources, choices);
+        let timetable = timetables
+            .entry(c.opening_hours.as_deref())
+            .or_insert_with(|| timetable(c.opening_hours.as_deref(), sources, choices))
+            .clone();
+        let entry = entry(
+            service,
+            label(&c.typology),
+            commune_name,
+            timetable,
+            &mut qr_pixels,
+            sources,
+            choices,
+        );
         index_names.push(IndexLine {
             letter: letter(&entry.name),
             term: entry.name.clone(),
@@ -569,6 +590,7 @@ fn compose(
         index_names,
         index_communes,
         texts,
+        qr_pixels,
     })
 }
 
@@ -587,16 +609,31 @@ fn letter(term: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The weekly rows of a timetable, and whether it closes on public holidays.
+fn timetable(
+    hours: Option<&str>,
+    sources: &Sources<'_>,
+    choices: &Choices,
+) -> (Vec<HoursRow>, bool) {
+    let rows = sources
+        .hours
+        .typical_week(hours, choices.date)
+        .map(|week| weekly_rows(&week, choices.lang, texts(choices.lang)))
+        .unwrap_or_default();
+    (rows, sources.hours.closed_on_public_holidays(hours))
+}
+
 fn entry(
     service: &Service,
     typology: String,
     commune: String,
+    (hours, holidays_closed): (Vec<HoursRow>, bool),
+    qr_pixels: &mut Vec<u8>,
     sources: &Sources<'_>,
     choices: &Choices,
 ) -> Entry {
     let c = &service.content;
     let lang = choices.lang;
-    let texts = texts(lang);
     let mut address = Vec::new();
     if let Some(street) = c.street.as_deref().filter(|s| !s.trim().is_empty()) {
         address.push(street.trim().to_owned());
@@ -606,11 +643,6 @@ fn entry(
         Some(postcode) => format!("{postcode} {city}"),
         None => city.to_owned(),
     });
-    let hours = sources
-        .hours
-        .typical_week(c.opening_hours.as_deref(), choices.date)
-        .map(|week| weekly_rows(&week, lang, texts))
-        .unwrap_or_default();
     let access = match c.wheelchair {
         Wheelchair::Yes if lang == Lang::Fr => "Accessible en fauteuil roulant",
         Wheelchair::Limited if lang == Lang::Fr => "Accès partiel en fauteuil roulant",
@@ -636,6 +668,11 @@ fn entry(
         None => ("Updated on", service.updated_at.date_naive()),
     };
     let url = format!("{}/services/{}", sources.public_url, service.id);
+    let qr = qr_modules(&url).map(|(modules, side)| {
+        let at = qr_pixels.len();
+        qr_pixels.extend(modules.iter().map(|&dark| if dark { 0u8 } else { 255 }));
+        (at, side)
+    });
     Entry {
         id: service.id.to_string(),
         name: c.name.clone(),
@@ -648,12 +685,10 @@ fn entry(
         email: c.email.clone(),
         website: c.website.clone(),
         hours,
-        holidays_closed: sources
-            .hours
-            .closed_on_public_holidays(c.opening_hours.as_deref()),
+        holidays_closed,
         access,
         verified: format!("{verb} {}", long_date(when, lang)),
-        qr: qr_svg(&url),
+        qr,
         url,
     }
 }
@@ -752,16 +787,48 @@ pub fn weekly_rows(week: &[DayHours; 7], lang: Lang, texts: &Texts) -> Vec<Hours
     rows
 }
 
-/// The QR code of `url` as an SVG drawing (black on white, with its quiet zone).
+/// The QR code of `url` as an SVG drawing, black on white with its quiet zone: one path of
+/// horizontal runs of dark modules, which the layout parses thousands of times per guide.
 pub fn qr_svg(url: &str) -> String {
-    use qrcode::render::svg;
-    match qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::M) {
-        Ok(code) => code
-            .render::<svg::Color<'_>>()
-            .min_dimensions(120, 120)
-            .quiet_zone(true)
-            .build(),
+    use std::fmt::Write;
+    let Some((dark, size)) = qr_modules(url) else {
         // Only data far longer than an address fails; the guide then goes without this code.
-        Err(_) => String::new(),
+        return String::new();
+    };
+    let mut path = String::with_capacity(size * size * 2);
+    for (y, row) in dark.chunks(size).enumerate() {
+        let mut x = 0;
+        while x < size {
+            if !row[x] {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            while x < size && row[x] {
+                x += 1;
+            }
+            let run = x - start;
+            let _ = write!(path, "M{start} {y}h{run}v1h-{run}z");
+        }
     }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" \
+         shape-rendering=\"crispEdges\"><rect width=\"{size}\" height=\"{size}\" \
+         fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>"
+    )
+}
+
+/// The modules of the QR code of `url`, row by row (true for dark), with the 4-module quiet
+/// zone around, and the side.
+pub fn qr_modules(url: &str) -> Option<(Vec<bool>, usize)> {
+    const QUIET: usize = 4;
+    let code = qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::M).ok()?;
+    let width = code.width();
+    let side = width + 2 * QUIET;
+    let mut modules = vec![false; side * side];
+    for (i, color) in code.into_colors().into_iter().enumerate() {
+        let (x, y) = (i % width, i / width);
+        modules[(y + QUIET) * side + x + QUIET] = color == qrcode::Color::Dark;
+    }
+    Some((modules, side))
 }

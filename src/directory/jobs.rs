@@ -23,6 +23,9 @@ use crate::services::Service;
 
 /// Finished guides kept in memory; the oldest go first.
 const KEPT: usize = 16;
+/// The largest guide made: about 6,000 A5 pages, a few minutes and a gigabyte of memory
+/// (see the README's figures); beyond it a printed booklet is no longer a useful object.
+pub const MAX_ENTRIES: usize = 50_000;
 
 /// What a guide needs once chosen: its entries read from the database and the names around.
 pub struct Prepared {
@@ -69,6 +72,17 @@ pub async fn prepare(
                 "aucune fiche publiée pour ces thèmes et typologies sur {} : rien à imprimer / \
                  no published entry for these themes and typologies in this territory",
                 territory_name.clone().unwrap_or_else(|| choices.area.id())
+            ),
+        )]));
+    }
+    if services.len() > MAX_ENTRIES {
+        return Err(Error::Invalid(vec![FieldError::new(
+            "selection",
+            format!(
+                "{} fiches : un annuaire imprimé en compte au plus {MAX_ENTRIES} ; choisissez \
+                 moins de thèmes ou un territoire plus petit / too many entries for a printed \
+                 directory",
+                services.len()
             ),
         )]));
     }
@@ -130,6 +144,11 @@ pub fn render(prepared: &Prepared, stage: &dyn Fn(Stage)) -> Result<Output> {
     };
     let guide = content::build(&prepared.choices, &prepared.services, &sources)?;
     let html = super::html::guide(&guide).into_string();
+    tracing::debug!(
+        entries = guide.entry_count,
+        ms = started.elapsed().as_millis() as u64,
+        "guide composed"
+    );
     stage(Stage::LayingOut);
     let pdf =
         render::pdf(&guide, prepared.choices.logo.as_ref(), &prepared.key).map_err(render_error)?;

@@ -79,6 +79,8 @@ fn file_id(path: &str) -> FileId {
 struct GuideWorld {
     main: Source,
     data: Bytes,
+    qr: Bytes,
+    qr_id: FileId,
     logo: Option<(FileId, Bytes)>,
     data_id: FileId,
     today: Datetime,
@@ -108,6 +110,9 @@ impl World for GuideWorld {
     fn file(&self, id: FileId) -> FileResult<Bytes> {
         if id == self.data_id {
             return Ok(self.data.clone());
+        }
+        if id == self.qr_id {
+            return Ok(self.qr.clone());
         }
         match &self.logo {
             Some((logo_id, bytes)) if *logo_id == id => Ok(bytes.clone()),
@@ -158,6 +163,8 @@ fn world(guide: &Guide, logo: Option<&Logo>, cover_only: bool) -> Result<GuideWo
         main: Source::new(file_id("/main.typ"), template.to_owned()),
         data: Bytes::new(data),
         data_id: file_id("/data.json"),
+        qr: Bytes::new(guide.qr_pixels.clone()),
+        qr_id: file_id("/qr.bin"),
         logo: logo.map(|l| {
             (
                 file_id(&format!("/{}", l.file_name())),
@@ -184,6 +191,8 @@ pub fn check_logo(logo: &Logo) -> Result<(), RenderError> {
         ),
         data: Bytes::new(Vec::new()),
         data_id: file_id("/data.json"),
+        qr: Bytes::new(Vec::new()),
+        qr_id: file_id("/qr.bin"),
         logo: Some((file_id(&path), Bytes::new(logo.bytes.clone()))),
         today: Datetime::from_ymd(2000, 1, 1).expect("a valid date"),
     };
@@ -227,9 +236,15 @@ pub struct Pdf {
 
 /// Lays out the whole guide and writes it as a tagged PDF, PDF/UA-1 when it validates.
 pub fn pdf(guide: &Guide, logo: Option<&Logo>, ident: &str) -> Result<Pdf, RenderError> {
+    let started = std::time::Instant::now();
     let world = world(guide, logo, false)?;
     let document = compile(&world)?;
     let pages = document.pages().len();
+    tracing::debug!(
+        pages,
+        ms = started.elapsed().as_millis() as u64,
+        "guide laid out"
+    );
     let options = |standards| typst_pdf::PdfOptions {
         ident: Smart::Custom(ident.to_owned()),
         standards,

@@ -155,3 +155,12 @@ fn public_address_is_checked() {
     );
     assert!(public_url(Some("ftp://x")).is_err());
 }
+
+#[test]
+fn qr_codes_are_one_path_of_runs() {
+    let svg = super::content::qr_svg("http://localhost:8080/services/0123456789abcdef");
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    // The top-left finder pattern: a run of 7 dark modules after the 4-module quiet zone.
+    assert!(svg.contains("M4 4h7v1h-7z"), "{svg}");
+    assert_eq!(svg.matches("<path").count(), 1);
+}
