@@ -417,6 +417,14 @@ fn compose(
     // timetable is read once.
     let mut timetables: FxHashMap<Option<&str>, (Vec<HoursRow>, bool)> = FxHashMap::default();
     let mut qr_pixels = Vec::new();
+    // Encoding a QR code (eight masks scored) is the costliest part of composing an entry:
+    // done on every core beforehand.
+    let mut codes = if full {
+        qr_codes(keyed.iter().map(|(_, s)| s.id.as_str()), sources.public_url)
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     for (_, service) in keyed {
         let c = &service.content;
         let theme = taxonomy
@@ -491,7 +499,12 @@ fn compose(
             label(&c.typology),
             commune_name,
             timetable,
-            &mut qr_pixels,
+            // The code's pixels go into the guide's one buffer; the entry keeps where.
+            codes.next().flatten().map(|(modules, side)| {
+                let at = qr_pixels.len();
+                qr_pixels.extend(modules.iter().map(|&dark| if dark { 0u8 } else { 255 }));
+                (at, side)
+            }),
             sources,
             choices,
         );
@@ -628,7 +641,7 @@ fn entry(
     typology: String,
     commune: String,
     (hours, holidays_closed): (Vec<HoursRow>, bool),
-    qr_pixels: &mut Vec<u8>,
+    qr: Option<(usize, usize)>,
     sources: &Sources<'_>,
     choices: &Choices,
 ) -> Entry {
@@ -668,11 +681,6 @@ fn entry(
         None => ("Updated on", service.updated_at.date_naive()),
     };
     let url = format!("{}/services/{}", sources.public_url, service.id);
-    let qr = qr_modules(&url).map(|(modules, side)| {
-        let at = qr_pixels.len();
-        qr_pixels.extend(modules.iter().map(|&dark| if dark { 0u8 } else { 255 }));
-        (at, side)
-    });
     Entry {
         id: service.id.to_string(),
         name: c.name.clone(),
@@ -816,6 +824,34 @@ pub fn qr_svg(url: &str) -> String {
          shape-rendering=\"crispEdges\"><rect width=\"{size}\" height=\"{size}\" \
          fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>"
     )
+}
+
+/// The QR codes of the pages `/services/{id}` of `ids`, in order, encoded on every core.
+fn qr_codes<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    public_url: &str,
+) -> Vec<Option<(Vec<bool>, usize)>> {
+    let urls: Vec<String> = ids
+        .map(|id| format!("{public_url}/services/{id}"))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = urls.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = urls
+            .chunks(chunk)
+            .map(|part| {
+                (
+                    part.len(),
+                    scope.spawn(move || part.iter().map(|u| qr_modules(u)).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        // A part that failed leaves its entries without a code, the others in their places.
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| h.join().unwrap_or_else(|_| vec![None; len]))
+            .collect()
+    })
 }
 
 /// The modules of the QR code of `url`, row by row (true for dark), with the 4-module quiet
