@@ -467,3 +467,180 @@ pub async fn directory(bench: DirectoryBench) -> anyhow::Result<String> {
     ));
     Ok(lines.join("\n"))
 }
+
+/// What `bench export` measures.
+pub struct ExportBench {
+    pub rows: usize,
+    pub seed: u64,
+    /// Keep (and reuse) the database here.
+    pub database: Option<PathBuf>,
+    /// Features GDAL reads to the end through the OGC API.
+    pub gdal_features: u64,
+    /// Timed repetitions of each page request.
+    pub runs: usize,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Builds (or reuses) a database of `rows` generated entries, serves it on a loopback port, and
+/// times: the GeoPackage with R-tree of every entry (in process, WGS84 and Lambert-93), the full
+/// GeoJSON download over HTTP (cold: built and cached; warm: streamed from the cache), an OGC
+/// items page first and deep in the collection, and GDAL's `ogr2ogr` reading features through
+/// the OGC API to the end.
+pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
+    use crate::export::crs::Crs;
+    use crate::export::formats::{self, About, Format};
+    use crate::export::{store, Licence, Selection};
+
+    let dir = tempfile::tempdir()?;
+    let database = bench
+        .database
+        .clone()
+        .unwrap_or_else(|| dir.path().join("bench.db"));
+    let url = database.to_str().unwrap_or("bench.db").to_owned();
+    let pool = db::connect(&url).await?;
+    let reference = boot::prepare(&pool, false).await?;
+    let published = crate::services::store::published_count(&pool).await?;
+    if published != bench.rows as u64 {
+        anyhow::ensure!(
+            published == 0,
+            "{} holds {published} entries, not {}: give another --database",
+            database.display(),
+            bench.rows
+        );
+        let file = dir.path().join("entries.csv");
+        generate(&file, bench.rows as u64, bench.seed).await?;
+        import_all(&pool, &reference, file, bench.rows as u64).await?;
+        db::checkpoint(&pool).await?;
+    }
+    let mut report = vec![format!(
+        "export bench: {} entries (seed {}), {} cores",
+        bench.rows,
+        bench.seed,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    )];
+
+    for crs in [Crs::Crs84, Crs::Lambert93] {
+        let path = dir.path().join(format!("bench-{}.gpkg", crs.epsg()));
+        let started = Instant::now();
+        let (owned_reference, target) = (reference.clone(), path.clone());
+        let count = store::with_connection(&pool, move |handle| {
+            let lookup = store::lookup(handle, &owned_reference)?;
+            let about = About {
+                title: "bench".into(),
+                licence: Licence::default(),
+                sources: store::publishing_sources(handle)?,
+                generated: chrono::Utc::now(),
+            };
+            formats::write_file(
+                handle,
+                &lookup,
+                &Selection::default(),
+                &about,
+                Format::GeoPackage,
+                crs,
+                &target,
+            )
+        })
+        .await?;
+        report.push(format!(
+            "GeoPackage with R-tree, EPSG:{}: {count} features in {:.2} s ({:.0} MB)",
+            crs.epsg(),
+            started.elapsed().as_secs_f64(),
+            std::fs::metadata(&path)?.len() as f64 / 1e6
+        ));
+        std::fs::remove_file(&path)?;
+    }
+
+    let text_dir = db::text_index_dir(&url);
+    let started = Instant::now();
+    let state = crate::app::AppState::build(pool.clone(), reference.clone(), &text_dir).await?;
+    report.push(format!(
+        "server state (search and text indexes) ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = crate::app::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+
+    // The full GeoJSON: the first request builds the cached file, the next ones stream it.
+    let download = |url: String| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let mut response = client.get(&url).send().await?.error_for_status()?;
+            let mut bytes = 0usize;
+            while let Some(chunk) = response.chunk().await? {
+                bytes += chunk.len();
+            }
+            anyhow::Ok((bytes, started.elapsed().as_secs_f64()))
+        }
+    };
+    let geojson = format!("{base}/api/v1/export/services.geojson");
+    let (bytes, cold) = download(geojson.clone()).await?;
+    let mut rates = Vec::new();
+    for _ in 0..bench.runs.max(1) {
+        let (_, seconds) = download(geojson.clone()).await?;
+        rates.push(bytes as f64 / 1e6 / seconds);
+    }
+    report.push(format!(
+        "full GeoJSON over HTTP: {:.0} MB; first request (file built) {cold:.2} s; then median {:.0} MB/s (runs: {})",
+        bytes as f64 / 1e6,
+        median(rates.clone()),
+        rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+    ));
+
+    // OGC pages: the first, and one deep in the collection (keyset cursor: same cost).
+    let deep_at = (bench.rows * 9 / 10).saturating_sub(1);
+    let (deep_cursor,): (String,) = sqlx::query_as(
+        "SELECT id FROM services WHERE status = 'published' ORDER BY id LIMIT 1 OFFSET $1",
+    )
+    .bind(i64::try_from(deep_at)?)
+    .fetch_one(&pool)
+    .await?;
+    let page = |cursor: Option<&str>| {
+        let url = match cursor {
+            Some(c) => format!("{base}/ogc/collections/services/items?limit=1000&cursor={c}"),
+            None => format!("{base}/ogc/collections/services/items?limit=1000"),
+        };
+        download(url)
+    };
+    let (_, cold_first) = page(None).await?;
+    let mut first = Vec::new();
+    let mut deep = Vec::new();
+    for _ in 0..bench.runs.max(1) {
+        first.push(page(None).await?.1 * 1e3);
+        deep.push(page(Some(&deep_cursor)).await?.1 * 1e3);
+    }
+    let (first, deep) = (median(first), median(deep));
+    report.push(format!(
+        "OGC items, 1,000 features a page: first page {first:.0} ms, page at entry {deep_at} {deep:.0} ms (ratio {:.2}); first request of all (exact count made) {:.0} ms",
+        deep / first,
+        cold_first * 1e3
+    ));
+
+    // GDAL reading through the OGC API to the end (or to `gdal_features`).
+    let gdal = bench.gdal_features.min(bench.rows as u64).to_string();
+    let endpoint = format!("OAPIF:{base}/ogc");
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("ogr2ogr")
+            .args(["-f", "GeoJSONSeq", "/vsistdout/", &endpoint, "services"])
+            .args(["-oo", "PAGE_SIZE=10000", "-limit", &gdal])
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .await??;
+    anyhow::ensure!(status.success(), "ogr2ogr failed");
+    report.push(format!(
+        "GDAL ogr2ogr reading {} features through the OGC API (pages of 10,000): {:.2} s",
+        bench.gdal_features.min(bench.rows as u64),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(report.join("\n"))
+}

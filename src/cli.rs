@@ -50,9 +50,71 @@ pub enum Command {
     /// A printed directory: a tagged PDF booklet (A5 or A4) of a territory's published entries
     /// of some themes or typologies, and optionally the same as an HTML page.
     Directory(DirectoryArgs),
+    /// Write the published entries (all, or a theme, typologies, a territory) as a GIS file:
+    /// GeoJSON, GeoPackage, FlatGeobuf, CSV (import format) or SCDL CSV.
+    Export(ExportArgs),
     /// Measure speed on generated data (figures reported in the README).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Contributors: operators, organisations, invitations, API tokens (the platform
+    /// operator's commands; scripts rely on what they print).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform operator (or set its password), the password read from standard input.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input (required: a password on
+        /// the command line would show in the process list and the shell history).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Create an organisation and print its id.
+    CreateOrganisation {
+        #[arg(long)]
+        name: String,
+        /// commune, epci, departement, region, state, association or other.
+        #[arg(long)]
+        kind: String,
+        /// Its territory: `commune:CODE`, `epci:SIREN` or `departement:CODE`; repeat the option
+        /// or separate with commas for several.
+        #[arg(long, required = true, value_delimiter = ',')]
+        territory: Vec<String>,
+        #[arg(long)]
+        siren: Option<String>,
+        /// Typology codes it commits to maintain (Annexe 2), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        typologies: Vec<String>,
+    },
+    /// Invite a person to an organisation and print the invitation link.
+    Invite {
+        #[arg(long)]
+        organisation: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: InviteRole,
+        /// The address the link starts with.
+        #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+        public_url: String,
+    },
+    /// Create an API token for an organisation's scripts and print it (shown once only).
+    CreateToken {
+        #[arg(long)]
+        organisation: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InviteRole {
+    Admin,
+    Editor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +165,24 @@ pub enum BenchCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Import N generated rows (or reuse --database), then time the GIS exports: GeoPackage
+    /// with R-tree, the full GeoJSON over HTTP, OGC pages first and deep, GDAL reading the OGC
+    /// API.
+    Export {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the database at this path, and reuse it when it already holds the N entries.
+        #[arg(long)]
+        database: Option<PathBuf>,
+        /// Features GDAL reads through the OGC API.
+        #[arg(long, default_value_t = 100_000)]
+        gdal_features: u64,
+        /// Timed repetitions of each HTTP measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Time coverage on an existing database: all of France (every commune × every typology)
     /// and one département.
     Coverage {
@@ -125,14 +205,90 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXIMITES_NO_DEMO")]
     pub no_demo: bool,
 
-    /// The public address of this directory, which the QR codes of printed guides lead to.
-    #[arg(long, env = "PROXIMITES_PUBLIC_URL")]
-    pub base_url: Option<String>,
-
     /// An address geocoder shaped like the IGN Géoplateforme's (`https://data.geopf.fr/geocodage`),
     /// which the server queries for `/api/v1/geocode`; none by default (communes only).
     #[arg(long, env = "PROXIMITES_GEOCODER_URL")]
     pub geocoder_url: Option<String>,
+
+    /// A base-map tile source (`https://…/{z}/{x}/{y}.png`), fetched and cached by the server so
+    /// that citizens' browsers call no third party; none by default: the map draws the communes.
+
+    #[arg(long, env = "PROXIMITES_TILE_URL")]
+    pub tile_url: Option<String>,
+
+    /// The credit the tile source asks for, shown on the map.
+    #[arg(
+        long,
+        env = "PROXIMITES_TILE_ATTRIBUTION",
+        default_value = "© les contributeurs d'OpenStreetMap"
+    )]
+    pub tile_attribution: String,
+
+    /// The address people reach this instance at, which the links it sends and the QR codes of
+    /// printed guides start with.
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
+    #[command(flatten)]
+    pub licence: LicenceArgs,
+}
+
+/// The licence the directory's data is published under, carried in every download.
+#[derive(Debug, Args)]
+pub struct LicenceArgs {
+    #[arg(
+        long,
+        env = "PROXIMITES_LICENCE_NAME",
+        default_value = "Licence Ouverte / Open Licence version 2.0"
+    )]
+    pub licence_name: String,
+    #[arg(
+        long,
+        env = "PROXIMITES_LICENCE_URL",
+        default_value = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
+    )]
+    pub licence_url: String,
+}
+
+impl LicenceArgs {
+    pub fn licence(&self) -> crate::export::Licence {
+        crate::export::Licence {
+            name: self.licence_name.clone(),
+            url: self.licence_url.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Geojson,
+    Gpkg,
+    Fgb,
+    Csv,
+    Scdl,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// A theme code.
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Typology codes, comma-separated or repeated.
+    #[arg(long)]
+    pub typology: Vec<String>,
+    /// A territory: commune:CODE, epci:SIREN, departement:CODE or region:CODE.
+    #[arg(long = "in")]
+    pub territory: Option<String>,
+    /// The CRS: EPSG:2154 (Lambert-93), EPSG:5490, EPSG:2972, EPSG:2975, EPSG:4471; WGS84 by
+    /// default (GeoJSON is WGS84 only).
+    #[arg(long)]
+    pub crs: Option<String>,
+    /// The file to write (replaced only once complete).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub licence: LicenceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -285,8 +441,8 @@ pub struct DirectoryArgs {
     pub html: Option<PathBuf>,
 
     /// The public address of the online directory, which the QR codes lead to.
-    #[arg(long, env = "PROXIMITES_PUBLIC_URL")]
-    pub base_url: Option<String>,
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
 
     /// The PDF to write; written whole or not at all.
     #[arg(short, long)]

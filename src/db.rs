@@ -90,3 +90,18 @@ where
     .await?;
     Ok(())
 }
+
+/// `fact` within the caller's transaction.
+pub async fn fact_in(conn: &mut sqlx::SqliteConnection, key: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(v,)| v))
+}
+
+/// A new data version: the moment of the write, to the nanosecond, so that two writes in the
+/// same second still tell apart.
+pub fn new_data_version() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}

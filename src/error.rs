@@ -57,6 +57,21 @@ pub enum Error {
     BadRequest { code: &'static str, detail: String },
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// No credentials, or credentials that are not (or no longer) valid: 401.
+    #[error("{detail}")]
+    Unauthorized { code: &'static str, detail: String },
+    /// Authenticated, but not allowed: 403. The detail never says whether the target exists.
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
+    /// A conditional write whose `If-Match` no longer matches: 412.
+    #[error("{detail}")]
+    PreconditionFailed { code: &'static str, detail: String },
+    /// A write that must be conditional came without `If-Match`: 428.
+    #[error("{detail}")]
+    PreconditionRequired { code: &'static str, detail: String },
+    /// Too many attempts (logins): 429.
+    #[error("{detail}")]
+    TooManyRequests { code: &'static str, detail: String },
     /// A service the server relies on (an external geocoder) failed: 502.
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
@@ -78,6 +93,15 @@ impl Error {
         Self::Invalid(vec![FieldError::new(field, message)])
     }
 
+    /// The one refusal of the permission rules: the same words whatever was asked, so that a
+    /// refusal tells nothing about another organisation's data.
+    pub fn forbidden() -> Self {
+        Self::Forbidden {
+            code: "forbidden",
+            detail: "action non autorisée pour ce compte / not allowed for this account".into(),
+        }
+    }
+
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
         Self::NotFound {
             what,
@@ -93,6 +117,11 @@ impl Error {
             Error::InvalidParameters(_) => "invalid_parameter",
             Error::BadRequest { code, .. }
             | Error::Conflict { code, .. }
+            | Error::Unauthorized { code, .. }
+            | Error::Forbidden { code, .. }
+            | Error::PreconditionFailed { code, .. }
+            | Error::PreconditionRequired { code, .. }
+            | Error::TooManyRequests { code, .. }
             | Error::Unavailable { code, .. }
             | Error::NotConfigured { code, .. } => code,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
@@ -105,6 +134,11 @@ impl Error {
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } | Error::InvalidParameters(_) => StatusCode::BAD_REQUEST,
             Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::PreconditionRequired { .. } => StatusCode::PRECONDITION_REQUIRED,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::NotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
@@ -161,7 +195,14 @@ impl IntoResponse for Error {
         if self.status() == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?self, "internal error");
         }
-        problem_response(self.status(), &Problem::from(&self))
+        let mut response = problem_response(self.status(), &Problem::from(&self));
+        if self.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"proximites\""),
+            );
+        }
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! Proximités: a geolocated directory of public services for French territories.
 //! Each module owns one domain; `app` alone knows them all.
 
+pub mod accounts;
 pub mod app;
 pub mod bench;
 pub mod boot;
@@ -9,8 +10,12 @@ pub mod coverage;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod espace;
+pub mod export;
 pub mod http;
 pub mod import;
+pub mod ogc;
+pub mod reports;
 pub mod search;
 pub mod services;
 pub mod spatial;
@@ -18,3 +23,4 @@ pub mod synth;
 pub mod taxonomy;
 pub mod territory;
 pub mod text;
+pub mod web;

@@ -36,13 +36,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             let text_dir = db::text_index_dir(&cli.database_url);
             let mut state = app::AppState::build(pool, reference, &text_dir).await?;
-            state.public_url = proximites::directory::public_url(args.base_url.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            state.layers = std::sync::Arc::new(proximites::export::Layers::new(
+                text_dir.with_extension("exports"),
+                args.licence.licence(),
+            ));
             if let Some(url) = &args.geocoder_url {
                 state.geocoder = Some(proximites::territory::geocoder::Geocoder::new(url)?);
                 tracing::info!(%url, "address geocoder configured");
             }
+            if let Some(url) = &args.tile_url {
+                let proxy = proximites::web::tiles::TileProxy::new(url, &args.tile_attribution)?;
+                state = state.with_tiles(proxy);
+                tracing::info!(%url, "base map tiles configured");
+            }
+            let public_url = proximites::directory::public_url(Some(&args.public_url))
+                .map_err(anyhow::Error::msg)?;
+            state = state.with_public_url(&public_url);
             app::serve(state, args.listen).await?;
+        }
+        Command::Admin(command) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            admin(&pool, &reference, command).await?;
         }
         Command::Import(args) => {
             let pool = db::connect(&cli.database_url).await?;
@@ -56,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dry_run: args.dry_run,
                     skip_invalid: args.skip_invalid,
                     progress: std::io::stderr().is_terminal(),
+                    ..ImportOptions::default()
                 },
             )
             .await?;
@@ -121,6 +137,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Export(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let started = std::time::Instant::now();
+            let count =
+                proximites::export::routes::export_to_file(&pool, &reference, &args).await?;
+            eprintln!(
+                "{count} fiches écrites dans {} en {:.1} s",
+                args.output.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         Command::Coverage(args) => {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, false).await?;
@@ -182,6 +210,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let figures = bench::coverage(&cli.database_url, &departement, runs).await?;
             println!("{figures}");
         }
+        Command::Bench(BenchCommand::Export {
+            rows,
+            seed,
+            database,
+            gdal_features,
+            runs,
+        }) => {
+            let figures = bench::export(bench::ExportBench {
+                rows,
+                seed,
+                database,
+                gdal_features,
+                runs,
+            })
+            .await?;
+            println!("{figures}");
+        }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
         }
@@ -230,7 +275,7 @@ async fn directory_command(
     use proximites::directory::{self, jobs, Choices, RawChoices};
     let detail =
         |e: proximites::error::Error| anyhow::anyhow!(proximites::error::Problem::from(&e).detail);
-    let public_url = directory::public_url(args.base_url.as_deref()).map_err(anyhow::Error::msg)?;
+    let public_url = directory::public_url(Some(&args.public_url)).map_err(anyhow::Error::msg)?;
     let logo = match &args.logo {
         Some(path) => Some(directory::read_logo(path).map_err(anyhow::Error::msg)?),
         None => None,
@@ -294,5 +339,98 @@ async fn update_text_index(
         .await??;
     let published = services::store::published_count(pool).await?;
     search::bring_text_up_to_date(pool, reference, &text, text_dir, published, true).await?;
+    Ok(())
+}
+
+/// The operator's commands: each prints one line a script can read (an id, a link, a token).
+async fn admin(
+    pool: &db::Pool,
+    reference: &import::Reference,
+    command: proximites::cli::AdminCommand,
+) -> anyhow::Result<()> {
+    use proximites::accounts::{store, Area, Role, Territory};
+    use proximites::cli::{AdminCommand, InviteRole};
+    let fields = |error: proximites::error::Error| match error {
+        proximites::error::Error::Invalid(errors) => anyhow::anyhow!(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
+        other => anyhow::anyhow!(other.to_string()),
+    };
+    match command {
+        AdminCommand::CreateOperator { email, .. } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let id = store::create_operator(pool, &email, password)
+                .await
+                .map_err(fields)?;
+            println!("{id}");
+        }
+        AdminCommand::CreateOrganisation {
+            name,
+            kind,
+            territory,
+            siren,
+            typologies,
+        } => {
+            let areas = territory
+                .iter()
+                .map(|code| Area::parse(code))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| anyhow::anyhow!("champ « territory » : {m}"))?;
+            // A territory names communes that exist: a mistyped code would edit nothing.
+            for area in &areas {
+                if !reference.locator.communes().any(|c| area.contains(c)) {
+                    anyhow::bail!(
+                        "champ « territory » : « {area} » ne contient aucune commune connue"
+                    );
+                }
+            }
+            for code in &typologies {
+                if reference.taxonomy.typology(code).is_none() {
+                    anyhow::bail!("champ « typologies » : typologie inconnue « {code} »");
+                }
+            }
+            let organisation = store::create_organisation(
+                pool,
+                &store::NewOrganisation {
+                    name,
+                    kind,
+                    siren,
+                    territory: Territory(areas),
+                    typologies,
+                },
+            )
+            .await
+            .map_err(fields)?;
+            println!("{}", organisation.id);
+        }
+        AdminCommand::Invite {
+            organisation,
+            email,
+            role,
+            public_url,
+        } => {
+            let role = match role {
+                InviteRole::Admin => Role::Admin,
+                InviteRole::Editor => Role::Editor,
+            };
+            let secret = store::invite(pool, &organisation, &email, role)
+                .await
+                .map_err(fields)?;
+            println!(
+                "{}/espace/invitation/{secret}",
+                public_url.trim_end_matches('/')
+            );
+        }
+        AdminCommand::CreateToken { organisation, name } => {
+            let (_, token) = store::create_token(pool, &organisation, &name)
+                .await
+                .map_err(fields)?;
+            println!("{token}");
+        }
+    }
     Ok(())
 }

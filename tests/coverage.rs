@@ -389,3 +389,116 @@ fn the_command_writes_a_csv_and_nothing_on_error() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The monitoring page of one commune, checked by hand: its town hall, its contributor's
+/// freshness once the entry is confirmed, and the entries created and withdrawn in a period.
+#[tokio::test]
+async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by_hand() {
+    let (dir, pool, reference) = common::database(true).await;
+    // Riom's town hall confirmed today; Mozac's withdrawn today.
+    let now = chrono::Utc::now();
+    sqlx::query("UPDATE services SET verified_at = $1 WHERE name = 'Mairie de Riom'")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE services SET status = 'withdrawn', updated_at = $1 WHERE name = 'Mairie de Mozac'",
+    )
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    // Riom's town hall moved 80 m by the operator through the write path: recorded in its history.
+    let riom: String = sqlx::query_scalar("SELECT id FROM services WHERE name = 'Mairie de Riom'")
+        .fetch_one(&fixture.state.pool)
+        .await
+        .unwrap();
+    let service = proximites::services::store::get(
+        &fixture.state.pool,
+        &proximites::services::ServiceId::parse(&riom).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let operator = proximites::accounts::Actor {
+        kind: proximites::accounts::ActorKind::User {
+            id: "operator-1".into(),
+            email: "operateur@region.example".into(),
+        },
+        role: proximites::accounts::Role::Operator,
+        organisation: None,
+    };
+    let fields = serde_json::json!({ "lon": service.content.location.lon + 0.001 });
+    proximites::services::write::update(
+        &fixture.state,
+        &operator,
+        proximites::services::history::Via::Api,
+        &riom,
+        Some(&proximites::services::write::etag(&service)),
+        fields.as_object().unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let (status, _, page) = fixture
+        .get("/veille/communes:63300,63245?typology=mairie")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    // Freshness: Riom's confirmed, Mozac's withdrawn so not counted: 1 of 1.
+    assert!(
+        page.contains("<th scope=\"row\">Annuaire de l'administration (DILA)</th><td>1</td><td>1</td><td>100,0 %</td>"),
+        "{}",
+        &page[page.find("fraicheur").unwrap()..][..800]
+    );
+    // Change over the last six months (the demo was loaded today): 2 created, 1 withdrawn, 1 moved.
+    assert!(page.contains(
+        "<strong>2</strong> fiches créées, <strong>1</strong> retirées, <strong>1</strong> déplacées."
+    ));
+    assert!(page.contains("<th scope=\"row\">Riom (63300)</th><td>1</td><td>0</td><td>1</td>"));
+    // A period before the demo existed: nothing.
+    let (_, _, page) = fixture
+        .get("/veille/communes:63300,63245?typology=mairie&du=2020-01-01&au=2020-12-31")
+        .await;
+    assert!(String::from_utf8(page)
+        .unwrap()
+        .contains("<strong>0</strong> fiches créées, <strong>0</strong> retirées, <strong>0</strong> déplacées."));
+    // Bad input: said next to its field, a 400; an unknown territory is a 404 page.
+    let (status, _, page) = fixture
+        .get("/veille/commune:63300?typology=licorne&au=demain")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("licorne") && page.contains("AAAA-MM-JJ"));
+    let (status, _, _) = fixture.get("/veille/departement:00").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_monitoring_chooser_finds_territories_by_name_or_as_the_api_writes_them() {
+    let (dir, pool, reference) = common::database(true).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    for (typed, target) in [
+        ("Puy-de-D%C3%B4me", "/veille/departement:63?typology=mairie"),
+        (
+            "communes%3A63113%2C63300",
+            "/veille/communes:63113,63300?typology=mairie",
+        ),
+        ("Riom", "/veille/commune:63300?typology=mairie"),
+    ] {
+        let response = tower::ServiceExt::oneshot(
+            fixture.router.clone(),
+            axum::http::Request::get(format!("/veille?territoire={typed}&typology=mairie"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{typed}");
+        assert_eq!(response.headers()["location"], target, "{typed}");
+    }
+    let (status, _, _) = fixture.get("/veille?territoire=Atlantide").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

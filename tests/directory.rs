@@ -507,11 +507,47 @@ async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, Str
     (status, content_type, body.to_vec())
 }
 
-fn post_json(uri: &str, body: serde_json::Value) -> Request<Body> {
+fn post_json(uri: &str, token: &str, body: serde_json::Value) -> Request<Body> {
     Request::post(uri)
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::from(body.to_string()))
         .unwrap()
+}
+
+/// `request` with a header added.
+fn with(mut request: Request<Body>, name: &'static str, value: &str) -> Request<Body> {
+    request.headers_mut().insert(name, value.parse().unwrap());
+    request
+}
+
+/// A contributor's API token, and the session cookie and CSRF token of the operator signed in.
+async fn accounts(pool: &proximites::db::Pool) -> (String, String, String) {
+    use proximites::accounts::store::{self, NewOrganisation};
+    use proximites::accounts::{Area, Territory};
+    let organisation = store::create_organisation(
+        pool,
+        &NewOrganisation {
+            name: "Clermont Auvergne Métropole".into(),
+            kind: "epci".into(),
+            territory: Territory(vec![Area::parse(EPCI).unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_, token) = store::create_token(pool, &organisation.id, "annuaires")
+        .await
+        .unwrap();
+    let operator = store::create_operator(pool, "region@example.fr", "un mot de passe assez long")
+        .await
+        .unwrap();
+    let (secret, csrf) = store::open_session(pool, &operator).await.unwrap();
+    (
+        token,
+        format!("{}={secret}", proximites::espace::SESSION_COOKIE),
+        csrf,
+    )
 }
 
 fn multipart(uri: &str, fields: &[(&str, &str)], logo: Option<&[u8]>) -> Request<Body> {
@@ -542,10 +578,34 @@ fn multipart(uri: &str, fields: &[(&str, &str)], logo: Option<&[u8]>) -> Request
 #[tokio::test]
 async fn jobs_api_renders_once_and_serves_the_guide() {
     let (dir, pool, reference) = common::database(true).await;
+    let (token, cookie, csrf) = accounts(&pool).await;
     let fixture = common::Fixture::serve(dir, pool, reference).await;
     let router = &fixture.router;
     let choices = serde_json::json!({"territory": EPCI, "typologies": ["mairie"], "format": "a4"});
-    let (status, _, body) = send(router, post_json("/api/v1/directories", choices.clone())).await;
+
+    // Making a guide is for contributors: no token, no guide.
+    let (status, _, body) = send(
+        router,
+        Request::post("/api/v1/directories")
+            .header("content-type", "application/json")
+            .body(Body::from(choices.to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&body).contains("authentication_required"));
+    let (status, _, _) = send(
+        router,
+        post_json("/api/v1/directories", "pxm_not-a-token", choices.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _, body) = send(
+        router,
+        post_json("/api/v1/directories", &token, choices.clone()),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::ACCEPTED,
@@ -586,7 +646,7 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         .contains("Mairie de Clermont-Ferrand"));
 
     // The same choices on the same data: the same job, not computed again.
-    let (status, _, body) = send(router, post_json("/api/v1/directories", choices)).await;
+    let (status, _, body) = send(router, post_json("/api/v1/directories", &token, choices)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let again: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(again["id"], id.as_str());
@@ -599,6 +659,7 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         router,
         post_json(
             "/api/v1/directories",
+            &token,
             serde_json::json!({"territory": EPCI, "themes": ["nope"]}),
         ),
     )
@@ -610,6 +671,7 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         router,
         post_json(
             "/api/v1/directories",
+            &token,
             serde_json::json!({"territory": "epci:999999999"}),
         ),
     )
@@ -619,6 +681,7 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         router,
         post_json(
             "/api/v1/directories",
+            &token,
             serde_json::json!({"territory": EPCI, "typologies": ["piscine"]}),
         ),
     )
@@ -627,10 +690,14 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
     assert_eq!(problem(&body)["errors"][0]["field"], "selection");
     let (status, _, body) = send(
         router,
-        multipart(
-            "/api/v1/directories",
-            &[("territory", EPCI)],
-            Some(b"not an image at all"),
+        with(
+            multipart(
+                "/api/v1/directories",
+                &[("territory", EPCI)],
+                Some(b"not an image at all"),
+            ),
+            "authorization",
+            &format!("Bearer {token}"),
         ),
     )
     .await;
@@ -640,6 +707,7 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         router,
         Request::post("/api/v1/directories")
             .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
             .body(Body::from("{not json"))
             .unwrap(),
     )
@@ -648,57 +716,139 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
     let (status, _, _) = common::get(router, "/api/v1/directories/0000000000000000").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // The cover preview, from the form's fields with a logo.
+    // The cover preview through the API, and from the page's form with a logo.
     let logo = br##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><rect width="40" height="40" fill="#123456"/></svg>"##;
+    let cover_fields = [
+        ("territory", EPCI),
+        ("themes", "services-publics"),
+        ("title", "Annuaire 2027"),
+    ];
+    let (status, _, _) = send(
+        router,
+        multipart("/api/v1/directories/cover", &cover_fields, Some(logo)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, content_type, svg) = send(
         router,
-        multipart(
-            "/annuaires/couverture",
-            &[
-                ("territory", EPCI),
-                ("themes", "services-publics"),
-                ("title", "Annuaire 2027"),
-            ],
-            Some(logo),
+        with(
+            multipart("/api/v1/directories/cover", &cover_fields, Some(logo)),
+            "authorization",
+            &format!("Bearer {token}"),
         ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&svg));
     assert_eq!(content_type, "image/svg+xml");
     assert!(String::from_utf8(svg).unwrap().starts_with("<svg"));
-
-    // The pages: the form, and a job submitted without JavaScript.
-    let (status, _, page) = common::get(router, "/annuaires/nouveau").await;
-    assert_eq!(status, StatusCode::OK);
-    let page = String::from_utf8(page).unwrap();
-    assert!(page.contains("<label for=\"territory\"") && page.contains("<h1>"));
+    let signed = |request| with(request, "cookie", &cookie);
+    let mut form_fields = cover_fields.to_vec();
+    form_fields.push(("csrf", &csrf));
+    let (status, content_type, svg) = send(
+        router,
+        signed(multipart(
+            "/espace/annuaires/couverture",
+            &form_fields,
+            Some(logo),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&svg));
+    assert_eq!(content_type, "image/svg+xml");
+    // Without the session's CSRF token, the form is refused.
     let (status, _, _) = send(
         router,
-        multipart(
-            "/annuaires",
-            &[
-                ("territory", EPCI),
-                ("typologies", "mairie"),
-                ("format", "a4"),
-            ],
-            None,
+        signed(multipart(
+            "/espace/annuaires/couverture",
+            &cover_fields,
+            Some(logo),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The pages, in the contributor space: the form (signed in only), and a job submitted
+    // without JavaScript.
+    let (status, _, _) = common::get(router, "/espace/annuaires/nouveau").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = common::get(router, "/annuaires/nouveau").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    let response = router
+        .clone()
+        .oneshot(signed(
+            Request::get("/espace/annuaires/nouveau")
+                .body(Body::empty())
+                .unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let page = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(page.contains("<label for=\"territory\"") && page.contains("<h1>"));
+    assert!(page.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+    // The scripts are files of the site (the security policy runs no inline script).
+    assert!(page.contains("/assets/directory.js?v=") && !page.contains("<script>"));
+    let mut form_fields = vec![
+        ("territory", EPCI),
+        ("typologies", "mairie"),
+        ("format", "a4"),
+    ];
+    let (status, _, _) = send(
+        router,
+        signed(multipart("/espace/annuaires", &form_fields, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
+    form_fields.push(("csrf", &csrf));
+    let response = router
+        .clone()
+        .oneshot(signed(multipart("/espace/annuaires", &form_fields, None)))
+        .await
+        .unwrap();
+    // The same choices as above: straight to the finished job's page.
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        format!("/espace/annuaires/{id}").as_str()
+    );
+    let (status, _, page) = send(
+        router,
+        signed(
+            Request::get(format!("/espace/annuaires/{id}"))
+                .body(Body::empty())
+                .unwrap(),
         ),
     )
     .await;
-    // The same choices as above: straight to the finished job's page.
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    let (status, _, page) = common::get(router, &format!("/annuaires/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8(page)
         .unwrap()
         .contains("Télécharger le livret PDF"));
     let (status, _, page) = send(
         router,
-        multipart("/annuaires", &[("territory", "nowhere")], None),
+        signed(multipart(
+            "/espace/annuaires",
+            &[("territory", "nowhere"), ("csrf", &csrf)],
+            None,
+        )),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(String::from_utf8(page).unwrap().contains("role=\"alert\""));
+    // The contributor space's menu and the home page lead to the form.
+    let (_, _, home) = common::get(router, "/").await;
+    assert!(String::from_utf8(home)
+        .unwrap()
+        .contains("href=\"/espace/annuaires/nouveau\""));
 
     // Every endpoint is in the OpenAPI document.
     let (_, _, doc) = common::get(router, "/api/v1/openapi.json").await;
@@ -709,6 +859,10 @@ async fn jobs_api_renders_once_and_serves_the_guide() {
         "/api/v1/directories/{job}/guide.pdf",
         "/api/v1/directories/{job}/guide.html",
         "/api/v1/directories/cover",
+        "/espace/annuaires/nouveau",
+        "/espace/annuaires",
+        "/espace/annuaires/couverture",
+        "/espace/annuaires/{job}",
     ] {
         assert!(
             doc["paths"][path].is_object(),

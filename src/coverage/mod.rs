@@ -7,7 +7,9 @@
 //! gathered from those columns. A territory may also be computed alone, without comparisons,
 //! which costs its own communes only.
 
+pub mod page;
 pub mod routes;
+pub mod store;
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 

@@ -14,7 +14,10 @@ use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/territories/{territory}/coverage", get(coverage))
+    Router::new()
+        .route("/api/v1/territories/{territory}/coverage", get(coverage))
+        .route("/veille", get(super::page::choose))
+        .route("/veille/{territory}", get(super::page::territory_page))
 }
 
 /// The query parameters of the coverage API.

@@ -2,7 +2,7 @@
 //! every text formatted (phones, addresses, weekly hours, dates) in the guide's language, the
 //! indexes sorted, the fixed texts. The PDF layout and the HTML page both read this.
 
-use chrono::{Datelike, NaiveDate, NaiveTime};
+use chrono::NaiveTime;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
@@ -10,7 +10,7 @@ use super::{Choices, Grouping};
 use crate::coverage::Area;
 use crate::error::{Error, FieldError, Result};
 use crate::search::engine::Territory;
-use crate::search::hours::{DayHours, HoursEvaluator, Lang};
+use crate::search::hours::{long_date, HoursEvaluator, Lang, TypicalDay};
 use crate::services::{Service, Wheelchair};
 use crate::taxonomy::Taxonomy;
 use crate::territory::{Commune, Locator};
@@ -703,45 +703,6 @@ fn entry(
 
 const JOURS_COURTS: [&str; 7] = ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."];
 const DAYS_SHORT: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const MOIS: [&str; 12] = [
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// « 24 novembre 2026 », "24 November 2026".
-pub fn long_date(date: NaiveDate, lang: Lang) -> String {
-    let month = date.month0() as usize;
-    match lang {
-        Lang::Fr if date.day() == 1 => format!("1er {} {}", MOIS[month], date.year()),
-        Lang::Fr => format!("{} {} {}", date.day(), MOIS[month], date.year()),
-        Lang::En => format!("{} {} {}", date.day(), MONTHS[month], date.year()),
-    }
-}
-
 fn time(t: NaiveTime, lang: Lang, end: bool) -> String {
     use chrono::Timelike;
     let (h, m) = if end && t == NaiveTime::MIN {
@@ -758,12 +719,12 @@ fn time(t: NaiveTime, lang: Lang, end: bool) -> String {
 
 /// The week as rows of consecutive days sharing their hours: « lun.–ven. : 8 h 30–12 h,
 /// 13 h 30–17 h 30 », « sam.–dim. : fermé ».
-pub fn weekly_rows(week: &[DayHours; 7], lang: Lang, texts: &Texts) -> Vec<HoursRow> {
+pub fn weekly_rows(week: &[TypicalDay; 7], lang: Lang, texts: &Texts) -> Vec<HoursRow> {
     let names = match lang {
         Lang::Fr => &JOURS_COURTS,
         Lang::En => &DAYS_SHORT,
     };
-    let describe = |day: &DayHours| -> String {
+    let describe = |day: &TypicalDay| -> String {
         match day {
             None => texts.unknown.to_owned(),
             Some(intervals) if intervals.is_empty() => texts.closed.to_owned(),

@@ -1,14 +1,17 @@
 //! The HTML side of printed directories: a guide as an accessible web page (the same content
-//! as its PDF), and the pages to choose a guide, preview its cover and follow its making.
+//! as its PDF), and the contributor-space pages to choose a guide, preview its cover and follow
+//! its making.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::content::{Block, Entry, Guide};
 use super::jobs::{JobStatus, Stage};
+use crate::espace::{self, Session};
 use crate::taxonomy::Taxonomy;
 
-/// The page frame, until the citizen site's shared layout replaces it.
-pub fn page(lang: &str, title: &str, body: Markup) -> Markup {
+/// The frame of a guide's HTML version: a document of its own, carrying its style, because it
+/// is downloaded, kept and read offline like the PDF (not a page of the site).
+fn document(lang: &str, title: &str, body: Markup) -> Markup {
     let skip = if lang == "en" {
         "Skip to content"
     } else {
@@ -136,7 +139,7 @@ pub fn guide(g: &Guide) -> Markup {
             }
         }
     };
-    page(g.lang, &g.title, body)
+    document(g.lang, &g.title, body)
 }
 
 fn heading_text(text: &str, mark: Option<&str>) -> String {
@@ -182,25 +185,35 @@ fn entry(e: &Entry, g: &Guide) -> Markup {
 }
 
 /// The form of a new guide, with the cover preview and the background generation.
-pub fn new_page(taxonomy: &Taxonomy, territory: &str, error: Option<&str>) -> Markup {
+pub fn new_page(
+    taxonomy: &Taxonomy,
+    session: &Session,
+    territory: &str,
+    error: Option<&str>,
+) -> Markup {
     let body = html! {
-        h1 { "Nouvel annuaire imprimé" }
         p { "Un livret prêt à imprimer (PDF balisé, accessible) et la même page en HTML, à partir des fiches publiées du jour." }
         @if let Some(error) = error {
-            div role="alert" { p { strong { "Erreur : " } (error) } }
+            div.error-summary role="alert" { p { strong { "Erreur : " } (error) } }
         }
-        form #choix method="post" action="/annuaires" enctype="multipart/form-data" {
-            label for="territory" { "Territoire" span.hint { " — commune:63113, epci:246300701, departement:63, region:84 ou communes:63113,63300" } }
-            input #territory name="territory" required value=(territory) aria-describedby="territory-hint";
-            p.hint #territory-hint { "Le code INSEE d'une commune, le SIREN d'un EPCI, le code d'un département ou d'une région." }
+        form #choix method="post" action="/espace/annuaires" enctype="multipart/form-data" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="territory" { "Territoire" }
+            p.hint #territory-hint { "commune:63113, epci:246300701, departement:63, region:84 ou communes:63113,63300 : le code INSEE d'une commune, le SIREN d'un EPCI, le code d'un département ou d'une région." }
+            input #territory type="text" name="territory" required value=(territory) aria-describedby="territory-hint";
             fieldset {
                 legend { "Thèmes (aucun : tous)" }
                 @for theme in &taxonomy.themes {
-                    label.hint { input type="checkbox" name="themes" value=(theme.code); " " (theme.label_fr) }
+                    @let id = format!("theme-{}", theme.code);
+                    div.check {
+                        input id=(id) type="checkbox" name="themes" value=(theme.code);
+                        label for=(id) { (theme.label_fr) }
+                    }
                 }
             }
-            label for="typologies" { "Typologies" span.hint { " — codes séparés par des virgules (ex. mairie,piscine), en plus des thèmes" } }
-            input #typologies name="typologies";
+            label for="typologies" { "Typologies" }
+            p.hint #typologies-hint { "Codes séparés par des virgules (ex. mairie,piscine), en plus des thèmes." }
+            input #typologies type="text" name="typologies" aria-describedby="typologies-hint";
             label for="group" { "Regroupement" }
             select #group name="group" {
                 option value="theme" { "Par thème, puis typologie et commune" }
@@ -211,14 +224,17 @@ pub fn new_page(taxonomy: &Taxonomy, territory: &str, error: Option<&str>) -> Ma
                 option value="a5" { "A5, livret plié (pages par multiple de 4)" }
                 option value="a4" { "A4" }
             }
-            label for="title" { "Titre" span.hint { " — par défaut « Guide des services publics »" } }
-            input #title name="title" maxlength="120";
+            label for="title" { "Titre" }
+            p.hint #title-hint { "Par défaut « Guide des services publics »." }
+            input #title type="text" name="title" maxlength="120" aria-describedby="title-hint";
             label for="date" { "Date d'édition" }
             input #date type="date" name="date";
-            label for="publisher" { "Collectivité éditrice" span.hint { " — par défaut le nom du territoire" } }
-            input #publisher name="publisher" maxlength="120";
-            label for="logo" { "Logo" span.hint { " — PNG ou SVG, 2 Mo au plus" } }
-            input #logo type="file" name="logo" accept="image/png,image/svg+xml";
+            label for="publisher" { "Collectivité éditrice" }
+            p.hint #publisher-hint { "Par défaut le nom du territoire." }
+            input #publisher type="text" name="publisher" maxlength="120" aria-describedby="publisher-hint";
+            label for="logo" { "Logo" }
+            p.hint #logo-hint { "PNG ou SVG, 2 Mo au plus." }
+            input #logo type="file" name="logo" accept="image/png,image/svg+xml" aria-describedby="logo-hint";
             label for="color" { "Couleur d'accent" }
             input #color type="color" name="color" value="#1d4e89";
             label for="lang" { "Langue des textes fixes" }
@@ -227,44 +243,28 @@ pub fn new_page(taxonomy: &Taxonomy, territory: &str, error: Option<&str>) -> Ma
                 option value="en" lang="en" { "English" }
             }
             p {
-                button type="submit" formaction="/annuaires/couverture" formtarget="_blank" #apercu { "Aperçu de la couverture" }
+                button.secondary type="submit" formaction="/espace/annuaires/couverture" formtarget="_blank" #apercu { "Aperçu de la couverture" }
                 " "
-                button type="submit" { "Générer l'annuaire" }
+                button.primary type="submit" { "Générer l'annuaire" }
             }
         }
         section aria-labelledby="apercu-titre" {
             h2 #apercu-titre { "Aperçu de la couverture" }
             p #apercu-etat aria-live="polite" { "L'aperçu s'affiche ici (ou dans un nouvel onglet sans JavaScript)." }
-            img #apercu-image hidden alt="Aperçu de la couverture de l'annuaire" style="max-width:100%;border:1px solid #555";
+            img.cover-preview #apercu-image hidden alt="Aperçu de la couverture de l'annuaire";
         }
-        script { (PreEscaped(PREVIEW_SCRIPT)) }
     };
-    page("fr", "Nouvel annuaire imprimé — Proximités", body)
+    espace::page_with_script(
+        "Nouvel annuaire imprimé",
+        Some(session),
+        Some("directory.js"),
+        body,
+    )
 }
 
-/// Shows the cover preview in the page instead of a new tab.
-const PREVIEW_SCRIPT: &str = r#"
-document.getElementById('apercu').addEventListener('click', async function (event) {
-  event.preventDefault();
-  const state = document.getElementById('apercu-etat');
-  const image = document.getElementById('apercu-image');
-  state.textContent = 'Aperçu en cours…';
-  const response = await fetch('/annuaires/couverture', { method: 'POST', body: new FormData(document.getElementById('choix')) });
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({ detail: response.statusText }));
-    state.textContent = 'Erreur : ' + problem.detail;
-    image.hidden = true;
-    return;
-  }
-  image.src = URL.createObjectURL(await response.blob());
-  image.hidden = false;
-  state.textContent = 'Aperçu à jour.';
-});
-"#;
-
-/// A job's page: progress while it runs (polled with JavaScript, a refresh link without), the
+/// A job's page: progress while it runs (followed by a script, a refresh link without), the
 /// links when done, the error when it failed.
-pub fn job_page(status: &JobStatus) -> Markup {
+pub fn job_page(status: &JobStatus, session: &Session) -> Markup {
     let running = matches!(
         status.stage,
         Stage::Queued | Stage::Composing | Stage::LayingOut | Stage::Writing
@@ -272,14 +272,13 @@ pub fn job_page(status: &JobStatus) -> Markup {
     let percent = (status.progress * 100.0).round() as u32;
     let stage = stage_text(status.stage);
     let body = html! {
-        h1 { "Annuaire imprimé" }
-        p #etat aria-live="polite" data-job=(status.id) {
+        p #etat aria-live="polite" data-job=(status.id) data-running=(if running { "1" } else { "0" }) {
             (stage)
             @if status.queue_position > 0 { " — " (status.queue_position) " avant lui dans la file" }
         }
         progress #avancement max="100" value=(percent) aria-labelledby="etat" { (percent) " %" }
         @if running {
-            noscript { p { a href={ "/annuaires/" (status.id) } { "Actualiser l'état de la génération" } } }
+            noscript { p { a href={ "/espace/annuaires/" (status.id) } { "Actualiser l'état de la génération" } } }
         }
         div #resultat hidden[running] {
             @if let (Some(pdf), Some(html)) = (&status.pdf, &status.html) {
@@ -291,13 +290,17 @@ pub fn job_page(status: &JobStatus) -> Markup {
                 p { a href=(html) { "Lire la version HTML" } }
             }
             @if let Some(problem) = &status.error {
-                div role="alert" { p { strong { "Erreur : " } (problem.detail) } }
+                div.error-summary role="alert" { p { strong { "Erreur : " } (problem.detail) } }
             }
-            p { a href="/annuaires/nouveau" { "Faire un autre annuaire" } }
+            p { a href="/espace/annuaires/nouveau" { "Faire un autre annuaire" } }
         }
-        @if running { script { (PreEscaped(POLL_SCRIPT)) } }
     };
-    page("fr", "Annuaire imprimé — Proximités", body)
+    espace::page_with_script(
+        "Annuaire imprimé",
+        Some(session),
+        running.then_some("directory.js"),
+        body,
+    )
 }
 
 pub fn stage_text(stage: Stage) -> &'static str {
@@ -310,21 +313,3 @@ pub fn stage_text(stage: Stage) -> &'static str {
         Stage::Failed => "Échec",
     }
 }
-
-/// Polls the job and reloads the page once it is finished (the page then holds the links).
-const POLL_SCRIPT: &str = r#"
-(function () {
-  const state = document.getElementById('etat');
-  const bar = document.getElementById('avancement');
-  const labels = { queued: 'En attente dans la file', composing: 'Sélection et composition des fiches', laying_out: 'Mise en page', writing: 'Écriture du PDF', done: 'Annuaire prêt', failed: 'Échec' };
-  async function poll() {
-    const response = await fetch('/api/v1/directories/' + state.dataset.job);
-    if (!response.ok) { setTimeout(poll, 2000); return; }
-    const job = await response.json();
-    bar.value = Math.round(job.progress * 100);
-    state.textContent = labels[job.stage] + (job.queue_position > 0 ? ' — ' + job.queue_position + ' avant lui dans la file' : '');
-    if (job.stage === 'done' || job.stage === 'failed') { window.location.reload(); } else { setTimeout(poll, 1000); }
-  }
-  setTimeout(poll, 1000);
-})();
-"#;

@@ -25,8 +25,6 @@ use crate::territory::Locator;
 pub const MAX_LOGO_BYTES: usize = 2 * 1024 * 1024;
 /// The longest title, publisher name: they must fit on the cover.
 pub const MAX_TEXT_CHARS: usize = 120;
-/// The online directory when no public address is configured.
-pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
 
 /// How entries are ordered into sections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -439,7 +437,7 @@ pub fn public_url(configured: Option<&str>) -> Result<String, String> {
     let value = configured
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .unwrap_or(DEFAULT_PUBLIC_URL);
+        .unwrap_or(crate::app::DEFAULT_PUBLIC_URL);
     let url = url::Url::parse(value)
         .map_err(|e| format!("adresse publique invalide « {value} » : {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {

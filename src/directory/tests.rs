@@ -148,7 +148,7 @@ fn names_sort_without_accents_or_case() {
 
 #[test]
 fn public_address_is_checked() {
-    assert_eq!(public_url(None).unwrap(), DEFAULT_PUBLIC_URL);
+    assert_eq!(public_url(None).unwrap(), crate::app::DEFAULT_PUBLIC_URL);
     assert_eq!(
         public_url(Some("https://annuaire.example.fr/")).unwrap(),
         "https://annuaire.example.fr"

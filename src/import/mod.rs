@@ -33,6 +33,13 @@ pub struct ImportOptions {
     pub skip_invalid: bool,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Who started it ("user:ID", "token:ID"), for the import journal; none from the command line.
+    pub started_by: Option<String>,
+    /// Rows whose commune is outside this territory are rejected (a contributor's upload).
+    pub territory: Option<crate::accounts::Territory>,
+    /// Keep the ids of the written entries in the report (to update the indexes after a small
+    /// upload without rebuilding them).
+    pub collect_ids: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,6 +55,9 @@ pub struct ImportReport {
     /// Whether anything was written: false for a dry run or a rejected file.
     pub committed: bool,
     pub errors: Vec<FieldError>,
+    /// The entries created or updated, when asked for (`ImportOptions::collect_ids`).
+    #[serde(skip)]
+    pub written: Vec<ServiceId>,
 }
 
 impl ImportReport {
@@ -202,6 +212,26 @@ impl Classifier<'_> {
                 return true;
             }
         };
+        if let Some(territory) = &self.options.territory {
+            let inside = self
+                .validator
+                .locator()
+                .commune(&content.insee_code)
+                .is_some_and(|c| territory.contains(c));
+            if !inside {
+                self.reject(
+                    [FieldError::new(
+                        "insee_code",
+                        format!(
+                            "la commune {} est hors du territoire de l'organisation",
+                            content.insee_code
+                        ),
+                    )],
+                    line,
+                );
+                return true;
+            }
+        }
         let digest = content.digest();
         let (id, is_new) = match known {
             Some(k) if k.digest == digest && k.published && verified_at.is_none() => {
@@ -408,31 +438,38 @@ pub async fn import(
     });
 
     let started_at = Utc::now();
+    let import_id = format!("imp-{}", ServiceId::generate());
+    let writer_import_id = import_id.clone();
+    let collect_ids = options.collect_ids;
     let writer = store::bulk_writer(pool).await?;
     let runtime = tokio::runtime::Handle::current();
     let writing = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
         let mut conn = writer;
+        let mut written = Vec::new();
         // IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
         runtime.block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut conn))?;
         let organisation = runtime.block_on(store::organisation_named(&mut conn, &source_name))?;
         {
             let handle = runtime.block_on(conn.lock_handle())?;
-            let mut bulk = BulkWriter::new(handle)?;
+            let mut bulk = BulkWriter::new(handle, &writer_import_id)?;
             // Second precision: a third less to write per row than nanoseconds.
             let now = started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             while let Some(batch) = batches.blocking_recv() {
                 for row in &batch {
                     bulk.write(&organisation.id, row, &now)?;
+                    if collect_ids {
+                        written.push(row.id.clone());
+                    }
                 }
             }
         }
-        Ok((conn, organisation))
+        Ok((conn, organisation, written))
     });
     let (mut report, unreadable) = reading.await.map_err(anyhow::Error::from)?;
     progress.finish_and_clear();
     let clock = std::time::Instant::now();
     // A failed write dropped the connection, which rolls the transaction back.
-    let (mut conn, organisation) = writing.await.map_err(anyhow::Error::from)??;
+    let (mut conn, organisation, written) = writing.await.map_err(anyhow::Error::from)??;
     // A file that cannot be read to its end is never half-imported, even with --skip-invalid.
     let commit = !unreadable && !options.dry_run && (options.skip_invalid || report.rejected == 0);
     if !commit {
@@ -441,10 +478,10 @@ pub async fn import(
     }
     sqlx::query(
         "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,
-         created_count, updated_count, unchanged_count, rejected_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         created_count, updated_count, unchanged_count, rejected_count, started_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(format!("imp-{}", ServiceId::generate()))
+    .bind(&import_id)
     .bind(&organisation.id)
     .bind(&file_name)
     .bind(report.format.map_or("unknown", Format::label))
@@ -454,12 +491,14 @@ pub async fn import(
     .bind(report.updated as i64)
     .bind(report.unchanged as i64)
     .bind(report.rejected as i64)
+    .bind(&options.started_by)
     .execute(&mut conn)
     .await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "rows written");
-    db::set_fact(&mut conn, "data_version", &Utc::now().to_rfc3339()).await?;
+    db::set_fact(&mut conn, "data_version", &db::new_data_version()).await?;
     sqlx::query("COMMIT").execute(&mut conn).await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "committed");
     report.committed = true;
+    report.written = written;
     Ok(report)
 }

@@ -132,6 +132,35 @@ impl HoursEvaluator {
     }
 
     /// The parsed expression with the French context, from the cache or parsed now.
+    /// The opening slots of each of the 7 days from `monday`, for a weekly table; `None` when
+    /// the hours are unknown or unreadable.
+    pub fn week(&self, hours: Option<&str>, monday: NaiveDate) -> Option<Vec<DayHours>> {
+        let oh = hours.and_then(|h| self.parsed(h))?;
+        let days = (0..7)
+            .map(|offset| {
+                let date = monday + TimeDelta::days(offset);
+                let start = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+                let end = start + TimeDelta::days(1);
+                let slots = oh
+                    .iter_range(start, end)
+                    .filter(|r| r.kind == RuleKind::Open)
+                    .map(|r| {
+                        let minutes =
+                            |t: NaiveDateTime| ((t - start).num_minutes()).clamp(0, 1_440) as u32;
+                        (minutes(r.range.start), minutes(r.range.end.min(end)))
+                    })
+                    .filter(|(from, to)| from < to)
+                    .collect();
+                DayHours {
+                    date,
+                    slots,
+                    holiday: self.is_public_holiday(date),
+                }
+            })
+            .collect();
+        Some(days)
+    }
+
     fn parsed(&self, hours: &str) -> Parsed {
         let hours = hours.trim();
         if hours.is_empty() {
@@ -160,13 +189,13 @@ impl HoursEvaluator {
 
 /// One day of a typical week: its open intervals as local times (an interval running past
 /// midnight ends at 24:00 and goes on the next day), or unknown.
-pub type DayHours = Option<Vec<(chrono::NaiveTime, chrono::NaiveTime)>>;
+pub type TypicalDay = Option<Vec<(chrono::NaiveTime, chrono::NaiveTime)>>;
 
 impl HoursEvaluator {
     /// The open intervals of each day, Monday first, of the first week starting on or after
     /// `from` without a public holiday: what a printed timetable shows as "the" week. `None`
     /// when the hours are absent or unreadable; a day is `None` where a rule says `unknown`.
-    pub fn typical_week(&self, hours: Option<&str>, from: NaiveDate) -> Option<[DayHours; 7]> {
+    pub fn typical_week(&self, hours: Option<&str>, from: NaiveDate) -> Option<[TypicalDay; 7]> {
         let oh = self.parsed(hours?)?;
         let mut monday =
             from + TimeDelta::days((7 - i64::from(from.weekday().num_days_from_monday())) % 7);
@@ -176,7 +205,7 @@ impl HoursEvaluator {
             }
             monday += TimeDelta::days(7);
         }
-        let mut week: [DayHours; 7] = Default::default();
+        let mut week: [TypicalDay; 7] = Default::default();
         for (day, slot) in week.iter_mut().enumerate() {
             let date = monday + TimeDelta::days(day as i64);
             let start = date.and_hms_opt(0, 0, 0)?;
@@ -273,6 +302,68 @@ pub fn parse_open_at(value: &str) -> Result<DateTime<Tz>, String> {
     }
 }
 
+/// One day of a weekly table: its opening slots in minutes after midnight (1,440 = midnight
+/// at its end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayHours {
+    pub date: NaiveDate,
+    pub slots: Vec<(u32, u32)>,
+    pub holiday: bool,
+}
+
+/// A time of day in minutes as citizens read it: « 8 h 30 », « 17 h », « minuit »; "8:30 am".
+pub fn clock(minutes: u32, lang: Lang) -> String {
+    let (hour, minute) = (minutes / 60, minutes % 60);
+    match lang {
+        Lang::Fr if hour % 24 == 0 && minute == 0 => "minuit".into(),
+        Lang::Fr if minute == 0 => format!("{hour} h"),
+        Lang::Fr => format!("{hour} h {minute:02}"),
+        Lang::En => {
+            let hour = hour % 24;
+            let (h12, suffix) = match hour {
+                0 => (12, "am"),
+                1..=11 => (hour, "am"),
+                12 => (12, "pm"),
+                _ => (hour - 12, "pm"),
+            };
+            if minute == 0 {
+                format!("{h12} {suffix}")
+            } else {
+                format!("{h12}:{minute:02} {suffix}")
+            }
+        }
+    }
+}
+
+/// The name of a weekday (0 = Monday) in `lang`.
+pub fn weekday_name(index: usize, lang: Lang) -> &'static str {
+    match lang {
+        Lang::Fr => JOURS[index % 7],
+        Lang::En => DAYS[index % 7],
+    }
+}
+
+/// A date as citizens read it: « 3 août 2026 », "3 August 2026".
+pub fn long_date(date: NaiveDate, lang: Lang) -> String {
+    match lang {
+        Lang::Fr if date.day() == 1 => {
+            format!("1er {} {}", MOIS[date.month0() as usize], date.year())
+        }
+        Lang::Fr => format!(
+            "{} {} {}",
+            date.day(),
+            MOIS[date.month0() as usize],
+            date.year()
+        ),
+        Lang::En => format!(
+            "{} {} {}",
+            date.day(),
+            MONTHS[date.month0() as usize],
+            date.year()
+        ),
+    }
+}
+
 /// The language of the citizen texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
@@ -298,7 +389,8 @@ impl Lang {
 const JOURS: [&str; 7] = [
     "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
 ];
-const DAYS: [&str; 7] = [
+/// English weekday names, Monday first (also schema.org's day names).
+pub const DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
     "Wednesday",

@@ -9,9 +9,17 @@ pub mod text;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
+use chrono::DateTime;
+use chrono_tz::Tz;
+
+use crate::app::AppState;
 use crate::db::{self, Pool};
+use crate::error::Result;
 use crate::import::Reference;
+use crate::services::cache::Cached;
+use crate::services::ServiceId;
 use crate::territory::Locator;
 use engine::{Context, Page, SearchQuery};
 use hours::HoursEvaluator;
@@ -47,6 +55,56 @@ pub fn run(
     .run(index, query))
 }
 
+/// A page of results with its entries read: what the API and the citizen pages render.
+pub struct Results {
+    pub page: Page,
+    /// The page's entries by id (an entry withdrawn since the index was built is absent).
+    pub entries: std::collections::HashMap<ServiceId, Arc<Cached>>,
+    /// The moment the opening states are computed at (`open_at`, else now).
+    pub at: DateTime<Tz>,
+}
+
+/// Runs `query` on the server's indexes (off the async threads unless it is a cheap nearest
+/// query) and reads the page's entries through the entry cache.
+pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) -> Result<Results> {
+    let reference = state.reference.clone();
+    let index = state.search_index();
+    let hours = state.hours.clone();
+    let text = state.text.clone();
+    let version = index.version.clone();
+    // The nearest few without words take microseconds: not worth a trip to the blocking pool.
+    let cheap = query.text.is_none() && query.near.is_some() && query.radius_m.is_none();
+    let page = if cheap {
+        run(&text, &index.spatial, &reference.locator, &hours, query)?
+    } else {
+        let run_query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            run(
+                &text,
+                &index.spatial,
+                &reference.locator,
+                &hours,
+                &run_query,
+            )
+        })
+        .await
+        .map_err(anyhow::Error::from)??
+    };
+    let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
+    let entries = state
+        .service_cache
+        .get_many(&state.pool, version.as_deref(), &ids)
+        .await?
+        .into_iter()
+        .map(|s| (s.service.id.clone(), s))
+        .collect();
+    Ok(Results {
+        page,
+        entries,
+        at: query.open_at.unwrap_or(now),
+    })
+}
+
 /// Beside the text index: the data version it was built at.
 const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";
 
@@ -74,6 +132,16 @@ pub async fn bring_text_up_to_date(
     std::fs::write(&marker, version.as_deref().unwrap_or_default())?;
     tracing::info!(documents = text.doc_count(), "text index rebuilt");
     Ok(true)
+}
+
+/// Records that the text index in `dir` is at data `version` (after an incremental change, so
+/// that a restart does not rebuild it).
+pub fn mark_text_version(dir: &Path, version: Option<&str>) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join(TEXT_DATA_VERSION_FILE),
+        version.unwrap_or_default(),
+    )?;
+    Ok(())
 }
 
 /// Every difference between the search indexes and the database, in words (empty when they

@@ -1,7 +1,5 @@
 //! `GET /api/v1/services`: the search API over the in-memory indexes.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -56,40 +54,12 @@ async fn search(
     Query(params): Query<SearchParams>,
 ) -> Result<Response> {
     let now = super::hours::paris_now();
-    let reference = state.reference.clone();
-    let query = params.parse(&reference.taxonomy, &reference.locator, now)?;
-    let index = state.search_index();
-    let hours = state.hours.clone();
-    let text = state.text.clone();
-    let version = index.version.clone();
-    // The nearest few without words take microseconds: not worth a trip to the blocking pool.
-    let cheap = query.text.is_none() && query.near.is_some() && query.radius_m.is_none();
-    let page = if cheap {
-        super::run(&text, &index.spatial, &reference.locator, &hours, &query)?
-    } else {
-        let run_query = query.clone();
-        tokio::task::spawn_blocking(move || {
-            super::run(
-                &text,
-                &index.spatial,
-                &reference.locator,
-                &hours,
-                &run_query,
-            )
-        })
-        .await
-        .map_err(anyhow::Error::from)??
-    };
-
-    let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
-    let services: HashMap<_, _> = state
-        .service_cache
-        .get_many(&state.pool, version.as_deref(), &ids)
-        .await?
-        .into_iter()
-        .map(|s| (s.service.id.clone(), s))
-        .collect();
-    let at = query.open_at.unwrap_or(now);
+    let query = params.parse(&state.reference.taxonomy, &state.reference.locator, now)?;
+    let super::Results {
+        page,
+        entries: services,
+        at,
+    } = super::answer(&state, &query, now).await?;
     // The response is `SearchResponse`, written by hand around each entry's JSON rendered once
     // (see `services::cache::Cached`): what would otherwise cost most of each request.
     let mut body = String::with_capacity(1_024 * page.found.len() + 64);

@@ -228,7 +228,9 @@ type Item = GeomWithData<[f64; 3], u32>;
 ///
 /// One R-tree per typology keeps a filtered query from walking through entries of other
 /// typologies; a query over several typologies (a theme) merges the trees' answers.
-#[derive(Default)]
+///
+/// Cloned when a write changes a few entries while queries still read the index in service.
+#[derive(Default, Clone)]
 pub struct SpatialIndex {
     slots: Vec<Slot>,
     /// Slots freed by removals, reused by the next insertions.

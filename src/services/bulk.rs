@@ -11,8 +11,9 @@ use std::ptr::NonNull;
 use libsqlite3_sys as ffi;
 use sqlx::sqlite::LockedSqliteHandle;
 
+use super::history::{changes, Version};
 use super::store::Upsert;
-use super::Phone;
+use super::{Phone, Status};
 
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
@@ -25,6 +26,17 @@ const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, descr
     website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
     verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22
     WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
+
+/// One compact history row per written entry: a creation names no values (the entry itself is
+/// the first version), an update keeps the version it replaces and each field's change.
+const HISTORY: &CStr =
+    c"INSERT INTO service_history (service_id, id, at, actor_kind, actor_id, via,
+    action, changes, previous) VALUES (?1, ?2, ?3, 'import', ?4, 'import', ?5, ?6, ?7)";
+
+const CURRENT: &CStr =
+    c"SELECT typology_code, name, description, street, postcode, city, insee_code,
+    lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note, status,
+    verified_at FROM services WHERE id = ?1";
 
 /// A prepared statement, finalized when dropped.
 struct Statement {
@@ -211,6 +223,10 @@ pub fn read_published(
 pub struct BulkWriter<'c> {
     insert: Statement,
     update: Statement,
+    history: Statement,
+    current: Statement,
+    /// The import's id, which the history names as the author of its changes.
+    import_id: String,
     // Declared last: the statements are finalized before the connection lock is released.
     handle: LockedSqliteHandle<'c>,
 }
@@ -225,17 +241,148 @@ fn error_message(db: *mut ffi::sqlite3) -> String {
 }
 
 impl<'c> BulkWriter<'c> {
-    pub fn new(mut handle: LockedSqliteHandle<'c>) -> anyhow::Result<Self> {
+    pub fn new(mut handle: LockedSqliteHandle<'c>, import_id: &str) -> anyhow::Result<Self> {
         let db = handle.as_raw_handle().as_ptr();
         Ok(Self {
             insert: prepare(db, INSERT)?,
             update: prepare(db, UPDATE)?,
+            history: prepare(db, HISTORY)?,
+            current: prepare(db, CURRENT)?,
+            import_id: import_id.to_owned(),
             handle,
         })
     }
 
-    /// Creates (`row.is_new`) or updates one entry of `source_id`, stamped `now` (RFC 3339).
+    /// The entry `id` as stored, for the history of an update.
+    fn current(&mut self, id: &str) -> anyhow::Result<Version> {
+        let db = self.handle.as_raw_handle().as_ptr();
+        let stmt = self.current.raw.as_ptr();
+        // SAFETY: `stmt` is a prepared statement of this connection; `id` outlives the step
+        // (bound SQLITE_STATIC) and the row's texts are copied before the reset.
+        unsafe {
+            let rc = ffi::sqlite3_bind_text(
+                stmt,
+                1,
+                id.as_ptr().cast(),
+                c_int::try_from(id.len())?,
+                ffi::SQLITE_STATIC(),
+            );
+            if rc != ffi::SQLITE_OK || ffi::sqlite3_step(stmt) != ffi::SQLITE_ROW {
+                let message = error_message(db);
+                ffi::sqlite3_reset(stmt);
+                anyhow::bail!("lecture de la fiche {id} : {message}");
+            }
+            let read = || -> anyhow::Result<Version> {
+                let text = |i: c_int| -> anyhow::Result<Option<String>> {
+                    Ok(column_text(stmt, i)?.map(str::to_owned))
+                };
+                let required = |i: c_int| -> anyhow::Result<String> {
+                    text(i)?.ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
+                };
+                Ok(Version {
+                    typology: required(0)?,
+                    name: required(1)?,
+                    description: text(2)?,
+                    street: text(3)?,
+                    postcode: text(4)?,
+                    city: text(5)?,
+                    insee_code: required(6)?,
+                    lon: ffi::sqlite3_column_double(stmt, 7),
+                    lat: ffi::sqlite3_column_double(stmt, 8),
+                    phones: serde_json::from_str(&required(9)?)?,
+                    email: text(10)?,
+                    website: text(11)?,
+                    opening_hours: text(12)?,
+                    closures: serde_json::from_str(&required(13)?)?,
+                    wheelchair: required(14)?,
+                    wheelchair_note: text(15)?,
+                    status: Status::parse(&required(16)?).unwrap_or(Status::Published),
+                    verified_at: text(17)?
+                        .map(|v| chrono::DateTime::parse_from_rfc3339(&v).map(|d| d.to_utc()))
+                        .transpose()?,
+                })
+            };
+            let version = read();
+            ffi::sqlite3_reset(stmt);
+            version
+        }
+    }
+
+    /// Records the history row of `row`, written at `now`, whose previous version is `previous`.
+    fn record(
+        &mut self,
+        row: &Upsert,
+        now: &str,
+        previous: Option<&Version>,
+    ) -> anyhow::Result<()> {
+        let db = self.handle.as_raw_handle().as_ptr();
+        let stmt = self.history.raw.as_ptr();
+        let history_id = super::ServiceId::generate();
+        let (action, changes, previous_json) = match previous {
+            None => ("created", None, None),
+            Some(previous) => {
+                let next = Version::of(
+                    &row.content,
+                    Status::Published,
+                    row.verified_at.or(previous.verified_at),
+                );
+                (
+                    "updated",
+                    Some(serde_json::to_string(&changes(Some(previous), &next))?),
+                    Some(serde_json::to_string(previous)?),
+                )
+            }
+        };
+        let texts: [(c_int, Option<&str>); 6] = [
+            (1, Some(row.id.as_str())),
+            (2, Some(history_id.as_str())),
+            (3, Some(now)),
+            (4, Some(&self.import_id)),
+            (5, Some(action)),
+            (6, changes.as_deref()),
+        ];
+        // SAFETY: as in `write`: every bound text outlives the step, and the statement is reset.
+        unsafe {
+            let mut rc = ffi::SQLITE_OK;
+            for (index, value) in texts.into_iter().chain([(7, previous_json.as_deref())]) {
+                rc |= match value {
+                    Some(text) => ffi::sqlite3_bind_text(
+                        stmt,
+                        index,
+                        text.as_ptr().cast(),
+                        c_int::try_from(text.len())?,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                    None => ffi::sqlite3_bind_null(stmt, index),
+                };
+            }
+            let step = if rc == ffi::SQLITE_OK {
+                ffi::sqlite3_step(stmt)
+            } else {
+                rc
+            };
+            let message = (step != ffi::SQLITE_DONE).then(|| error_message(db));
+            ffi::sqlite3_reset(stmt);
+            if let Some(message) = message {
+                anyhow::bail!("historique de « {} » : {message}", row.source_ref);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (`row.is_new`) or updates one entry of `source_id`, stamped `now` (RFC 3339),
+    /// and records it in the history.
     pub fn write(&mut self, source_id: &str, row: &Upsert, now: &str) -> anyhow::Result<()> {
+        let previous = if row.is_new {
+            None
+        } else {
+            Some(self.current(row.id.as_str())?)
+        };
+        self.write_row(source_id, row, now)?;
+        self.record(row, now, previous.as_ref())
+    }
+
+    fn write_row(&mut self, source_id: &str, row: &Upsert, now: &str) -> anyhow::Result<()> {
         let db = self.handle.as_raw_handle().as_ptr();
         let stmt = if row.is_new {
             self.insert.raw.as_ptr()

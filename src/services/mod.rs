@@ -1,12 +1,15 @@
 //! Directory entries ("fiches"): their model, validation, storage and read API.
 
+pub mod api;
 pub mod bulk;
 pub mod cache;
+pub mod history;
 pub mod hours;
 pub mod phone;
 pub mod routes;
 pub mod store;
 pub mod validate;
+pub mod write;
 
 use std::fmt;
 

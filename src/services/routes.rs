@@ -144,11 +144,12 @@ impl ServiceView {
 /// One published entry.
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
     params(("id" = String, Path, description = "Entry id (16 characters)")),
-    responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
+    responses((status = 200, body = ServiceView, description = "The entry; its `ETag` is what `PATCH` wants in `If-Match`"), (status = 404, body = Problem)))]
 async fn get_service(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<ServiceView>> {
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
     let not_found = || Error::not_found("fiche", &id);
     let service_id = ServiceId::parse(&id).ok_or_else(not_found)?;
     let service = store::get(&state.pool, &service_id)
@@ -158,9 +159,15 @@ async fn get_service(
     if service.status != Status::Published {
         return Err(not_found());
     }
-    Ok(Json(ServiceView::new(
+    let tag = super::write::etag(&service);
+    let mut response = Json(ServiceView::new(
         service,
         &state.reference.taxonomy,
         &state.reference.locator,
-    )))
+    ))
+    .into_response();
+    if let Ok(tag) = axum::http::HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(axum::http::header::ETAG, tag);
+    }
+    Ok(response)
 }

@@ -308,3 +308,189 @@ pub async fn get_many(pool: &Pool, ids: &[ServiceId]) -> Result<Vec<Service>> {
         .map(Service::try_from)
         .collect::<anyhow::Result<_>>()?)
 }
+
+/// `get` within the caller's transaction.
+pub async fn get_in(conn: &mut SqliteConnection, id: &ServiceId) -> Result<Option<Service>> {
+    let record: Option<ServiceRecord> = sqlx::query_as(
+        "SELECT s.*, o.name AS source_name FROM services s
+         JOIN organisations o ON o.id = s.source_id WHERE s.id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(record.map(Service::try_from).transpose()?)
+}
+
+fn phones_json(content: &Content) -> Result<String> {
+    Ok(
+        serde_json::to_string(&content.phones.iter().map(Phone::e164).collect::<Vec<_>>())
+            .map_err(anyhow::Error::from)?,
+    )
+}
+
+/// Creates one published entry (a contributor's), in the caller's transaction.
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    id: &ServiceId,
+    source_id: &str,
+    source_ref: &str,
+    content: &Content,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO services (id, typology_code, name, description, street, postcode, city,
+         insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair,
+         wheelchair_note, verified_at, content_hash, source_id, source_ref, status, created_at,
+         updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+         $18, $19, $20, $21, 'published', $18, $18)",
+    )
+    .bind(id.as_str())
+    .bind(&content.typology)
+    .bind(&content.name)
+    .bind(&content.description)
+    .bind(&content.street)
+    .bind(&content.postcode)
+    .bind(&content.city)
+    .bind(content.insee_code.as_str())
+    .bind(content.location.lon)
+    .bind(content.location.lat)
+    .bind(phones_json(content)?)
+    .bind(&content.email)
+    .bind(&content.website)
+    .bind(&content.opening_hours)
+    .bind(serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?)
+    .bind(content.wheelchair.as_str())
+    .bind(&content.wheelchair_note)
+    .bind(now)
+    .bind(content.digest())
+    .bind(source_id)
+    .bind(source_ref)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes an entry's content, status and confirmation, in the caller's transaction.
+pub async fn overwrite(
+    conn: &mut SqliteConnection,
+    id: &ServiceId,
+    content: &Content,
+    status: Status,
+    verified_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE services SET typology_code = $2, name = $3, description = $4, street = $5,
+         postcode = $6, city = $7, insee_code = $8, lon = $9, lat = $10, phones = $11,
+         email = $12, website = $13, opening_hours = $14, closures = $15, wheelchair = $16,
+         wheelchair_note = $17, verified_at = $18, content_hash = $19, status = $20,
+         updated_at = $21 WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(&content.typology)
+    .bind(&content.name)
+    .bind(&content.description)
+    .bind(&content.street)
+    .bind(&content.postcode)
+    .bind(&content.city)
+    .bind(content.insee_code.as_str())
+    .bind(content.location.lon)
+    .bind(content.location.lat)
+    .bind(phones_json(content)?)
+    .bind(&content.email)
+    .bind(&content.website)
+    .bind(&content.opening_hours)
+    .bind(serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?)
+    .bind(content.wheelchair.as_str())
+    .bind(&content.wheelchair_note)
+    .bind(verified_at)
+    .bind(content.digest())
+    .bind(status.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// An entry as the contributors' list shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub typology_code: String,
+    pub insee_code: String,
+    pub status: String,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub source_name: String,
+}
+
+/// What the contributors' list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// One organisation's entries (none: every organisation's, for the operator).
+    pub organisation: Option<String>,
+    /// `a_verifier` (never confirmed, or not for six months), `publiees`, `retirees`.
+    pub state: Option<String>,
+    pub typology: Option<String>,
+    pub insee_code: Option<String>,
+    /// Words of the name.
+    pub name: Option<String>,
+}
+
+/// The entries matching `filter`, by name, at most `limit`; and how many match in all.
+pub async fn list(
+    pool: &Pool,
+    filter: &ListFilter,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<(Vec<Listed>, i64)> {
+    let build = |select: &str| {
+        let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(select);
+        q.push(" FROM services s JOIN organisations o ON o.id = s.source_id WHERE 1 = 1");
+        if let Some(organisation) = &filter.organisation {
+            q.push(" AND s.source_id = ")
+                .push_bind(organisation.clone());
+        }
+        match filter.state.as_deref() {
+            Some("a_verifier") => {
+                q.push(
+                    " AND s.status = 'published' AND (s.verified_at IS NULL OR s.verified_at < ",
+                )
+                .push_bind(stale_before)
+                .push(")");
+            }
+            Some("retirees") => {
+                q.push(" AND s.status = 'withdrawn'");
+            }
+            Some("publiees") => {
+                q.push(" AND s.status = 'published'");
+            }
+            _ => {}
+        }
+        if let Some(typology) = &filter.typology {
+            q.push(" AND s.typology_code = ")
+                .push_bind(typology.clone());
+        }
+        if let Some(code) = &filter.insee_code {
+            q.push(" AND s.insee_code = ").push_bind(code.clone());
+        }
+        if let Some(name) = &filter.name {
+            q.push(" AND LOWER(s.name) LIKE ")
+                .push_bind(format!("%{}%", name.to_lowercase()));
+        }
+        q
+    };
+    let mut rows = build(
+        "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
+         s.updated_at, o.name AS source_name",
+    );
+    rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);
+    let listed: Vec<Listed> = rows.build_query_as().fetch_all(pool).await?;
+    let (total,): (i64,) = build("SELECT COUNT(*)")
+        .build_query_as()
+        .fetch_one(pool)
+        .await?;
+    Ok((listed, total))
+}

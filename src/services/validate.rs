@@ -135,6 +135,11 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The communes it validates against.
+    pub fn locator(&self) -> &'a Locator {
+        self.locator
+    }
+
     pub fn with_loose_typologies(mut self) -> Self {
         self.loose_typologies = true;
         self

@@ -19,6 +19,88 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/communes/{insee}", get(get_commune))
         .route("/api/v1/places", get(find_places))
         .route("/api/v1/geocode", get(geocode))
+        .route("/api/v1/boundaries", get(boundaries))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BoundariesQuery {
+    /// `min_lon,min_lat,max_lon,max_lat` (WGS84): the communes that touch this box.
+    bbox: String,
+}
+
+/// Communes drawn at most (a view of a whole région).
+const MAX_BOUNDARIES: usize = 3_000;
+
+/// The boundaries of the communes in a box, simplified to the box's scale: the base map the
+/// citizen map draws when no tile source is configured. Communes without a loaded boundary
+/// are left out.
+#[utoipa::path(get, path = "/api/v1/boundaries", tag = "territory", params(BoundariesQuery),
+    responses((status = 200, description = "GeoJSON FeatureCollection (insee_code, name)", content_type = "application/geo+json"),
+        (status = 400, body = Problem)))]
+pub async fn boundaries(
+    State(state): State<AppState>,
+    Query(query): Query<BoundariesQuery>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    use geo::Simplify;
+    let numbers: Vec<f64> = query
+        .bbox
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let bbox = match numbers[..] {
+        [min_lon, min_lat, max_lon, max_lat]
+            if min_lon < max_lon && min_lat < max_lat && max_lon - min_lon <= 40.0 =>
+        {
+            BBox::new(min_lon, min_lat, max_lon, max_lat)
+        }
+        _ => {
+            return Err(Error::InvalidParameters(vec![FieldError::new(
+                "bbox",
+                "attendu min_lon,min_lat,max_lon,max_lat (40° de large au plus)",
+            )]))
+        }
+    };
+    let locator = state.reference.locator.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        // About one screen pixel at the box's scale.
+        let epsilon = (bbox.max_lon - bbox.min_lon) / 1_000.0;
+        let features: Vec<geojson::Feature> = locator
+            .communes()
+            .filter(|c| {
+                c.bbox.max_lon >= bbox.min_lon
+                    && c.bbox.min_lon <= bbox.max_lon
+                    && c.bbox.max_lat >= bbox.min_lat
+                    && c.bbox.min_lat <= bbox.max_lat
+            })
+            .filter_map(|c| c.boundary.as_ref().map(|b| (c, b.simplify(&epsilon))))
+            .take(MAX_BOUNDARIES)
+            .map(|(c, shape)| {
+                let mut properties = serde_json::Map::new();
+                properties.insert("insee_code".into(), c.insee_code.as_str().into());
+                properties.insert("name".into(), c.name.clone().into());
+                geojson::Feature {
+                    geometry: Some(geojson::Geometry::new((&shape).into())),
+                    properties: Some(properties),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        geojson::FeatureCollection {
+            features,
+            bbox: None,
+            foreign_members: None,
+        }
+        .to_string()
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/geo+json")],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

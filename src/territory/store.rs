@@ -188,3 +188,15 @@ pub async fn enclosing(pool: &Pool, code: &InseeCode) -> Result<Option<Enclosing
     .fetch_optional(pool)
     .await?)
 }
+
+/// The EPCIs, départements and régions with their names, as `(kind, code, name)`: what a person may
+/// type to choose a territory.
+pub async fn named_areas(pool: &Pool) -> Result<Vec<(String, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT 'epci', siren, name FROM epcis
+         UNION ALL SELECT 'departement', code, name FROM departements
+         UNION ALL SELECT 'region', code, name FROM regions",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test file uses its own part.
 
+pub mod binary;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proximites::app::{self, AppState};

@@ -1,0 +1,470 @@
+//! SQL of organisations, people, invitations, sessions and API tokens.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{digest, new_secret, Actor, ActorKind, Role, Territory};
+use crate::db::Pool;
+use crate::error::{Error, FieldError, Result};
+use crate::services::ServiceId;
+
+/// How long an invitation link stays valid.
+pub const INVITATION_DAYS: i64 = 14;
+/// How long a session lasts without a new login.
+pub const SESSION_HOURS: i64 = 12;
+
+/// An organisation as its settings say (the restitution exports this too).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Organisation {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub siren: Option<String>,
+    /// `commune:CODE`, `epci:SIREN`, `departement:CODE`.
+    pub territory: Vec<String>,
+    pub referent_name: Option<String>,
+    pub referent_email: Option<String>,
+    pub referent_phone: Option<String>,
+    pub convention_start: Option<NaiveDate>,
+    pub convention_end: Option<NaiveDate>,
+    /// Typology codes it committed to maintain (Annexe 2).
+    pub typologies: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrganisationRecord {
+    id: String,
+    name: String,
+    kind: String,
+    siren: Option<String>,
+    territory: String,
+    referent_name: Option<String>,
+    referent_email: Option<String>,
+    referent_phone: Option<String>,
+    convention_start: Option<NaiveDate>,
+    convention_end: Option<NaiveDate>,
+    typologies: String,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<OrganisationRecord> for Organisation {
+    type Error = anyhow::Error;
+    fn try_from(r: OrganisationRecord) -> anyhow::Result<Self> {
+        Ok(Organisation {
+            territory: serde_json::from_str(&r.territory)?,
+            typologies: serde_json::from_str(&r.typologies)?,
+            id: r.id,
+            name: r.name,
+            kind: r.kind,
+            siren: r.siren,
+            referent_name: r.referent_name,
+            referent_email: r.referent_email,
+            referent_phone: r.referent_phone,
+            convention_start: r.convention_start,
+            convention_end: r.convention_end,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// A new organisation, as the operator declares it.
+#[derive(Debug, Clone, Default)]
+pub struct NewOrganisation {
+    pub name: String,
+    pub kind: String,
+    pub siren: Option<String>,
+    pub territory: Territory,
+    pub typologies: Vec<String>,
+}
+
+impl NewOrganisation {
+    /// Every wrong field, named.
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push(FieldError::new("name", "nom manquant"));
+        }
+        if !super::ORGANISATION_KINDS.contains(&self.kind.as_str()) {
+            errors.push(FieldError::new(
+                "kind",
+                format!(
+                    "« {} » : valeurs admises {}",
+                    self.kind,
+                    super::ORGANISATION_KINDS.join(", ")
+                ),
+            ));
+        }
+        if let Some(siren) = &self.siren {
+            if siren.len() != 9 || !siren.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(FieldError::new(
+                    "siren",
+                    format!("« {siren} » : un SIREN a 9 chiffres"),
+                ));
+            }
+        }
+        if self.territory.0.is_empty() {
+            errors.push(FieldError::new(
+                "territory",
+                "territoire manquant (commune:CODE, epci:SIREN ou departement:CODE)",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(errors))
+        }
+    }
+}
+
+pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<Organisation> {
+    new.check()?;
+    let id = format!("org-{}", ServiceId::generate());
+    let inserted = sqlx::query(
+        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(new.name.trim())
+    .bind(&new.kind)
+    .bind(&new.siren)
+    .bind(Utc::now())
+    .bind(new.territory.to_json())
+    .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+    .execute(pool)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
+            code: "organisation_exists",
+            detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
+        }),
+        other => {
+            other?;
+            organisation(pool, &id)
+                .await?
+                .ok_or_else(|| Error::not_found("organisation", &id))
+        }
+    }
+}
+
+pub async fn organisation(pool: &Pool, id: &str) -> Result<Option<Organisation>> {
+    let record: Option<OrganisationRecord> = sqlx::query_as(
+        "SELECT id, name, kind, siren, territory, referent_name, referent_email, referent_phone,
+         convention_start, convention_end, typologies, created_at FROM organisations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(record.map(Organisation::try_from).transpose()?)
+}
+
+/// The territory of organisation `id` (empty when unknown).
+async fn territory_of(pool: &Pool, id: &str) -> Result<Territory> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT territory FROM organisations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        Some((json,)) => Territory::from_json(&json)?,
+        None => Territory::default(),
+    })
+}
+
+/// Creates the operator `email`, or sets its password when it exists.
+pub async fn create_operator(pool: &Pool, email: &str, password: &str) -> Result<String> {
+    let email =
+        crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
+    super::check_password(password).map_err(|m| Error::invalid("password", m))?;
+    let hash = super::hash_password(password)?;
+    let id = format!("usr-{}", ServiceId::generate());
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, role, organisation_id, created_at)
+         VALUES ($1, $2, $3, 'operator', NULL, $4)
+         ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
+         role = 'operator', organisation_id = NULL",
+    )
+    .bind(&id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?;
+    let (id,): (String,) = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_one(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Records an invitation and returns its secret (which goes in the link, never in the database).
+pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role) -> Result<String> {
+    let email =
+        crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
+    if role == Role::Operator {
+        return Err(Error::invalid(
+            "role",
+            "une invitation est pour admin ou editor",
+        ));
+    }
+    if organisation(pool, organisation_id).await?.is_none() {
+        return Err(Error::not_found("organisation", organisation_id));
+    }
+    let secret = new_secret();
+    let now = Utc::now();
+    sqlx::query(
+        "INSERT INTO invitations (token_hash, email, role, organisation_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(digest(&secret))
+    .bind(&email)
+    .bind(role.as_str())
+    .bind(organisation_id)
+    .bind(now)
+    .bind(now + Duration::days(INVITATION_DAYS))
+    .execute(pool)
+    .await?;
+    Ok(secret)
+}
+
+/// A pending invitation, as its link shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Invitation {
+    pub email: String,
+    pub role: String,
+    pub organisation_id: String,
+}
+
+pub async fn pending_invitation(pool: &Pool, secret: &str) -> Result<Option<Invitation>> {
+    Ok(sqlx::query_as(
+        "SELECT email, role, organisation_id FROM invitations
+         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+    )
+    .bind(digest(secret))
+    .bind(Utc::now())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Accepts the invitation `secret` with the chosen password: the account is created (or its
+/// role and organisation set), in one transaction. Returns the user's id.
+pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Result<String> {
+    super::check_password(password).map_err(|m| Error::invalid("password", m))?;
+    let hash = super::hash_password(password)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let invitation: Option<Invitation> = sqlx::query_as(
+        "SELECT email, role, organisation_id FROM invitations
+         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+    )
+    .bind(digest(secret))
+    .bind(Utc::now())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let invitation = invitation.ok_or_else(|| Error::Forbidden {
+        code: "invitation_invalid",
+        detail: "invitation inconnue, expirée ou déjà utilisée".into(),
+    })?;
+    let id = format!("usr-{}", ServiceId::generate());
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, role, organisation_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
+         role = excluded.role, organisation_id = excluded.organisation_id",
+    )
+    .bind(&id)
+    .bind(&invitation.email)
+    .bind(&hash)
+    .bind(&invitation.role)
+    .bind(&invitation.organisation_id)
+    .bind(Utc::now())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
+        .bind(Utc::now())
+        .bind(digest(secret))
+        .execute(&mut *tx)
+        .await?;
+    let (id,): (String,) = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+        .bind(&invitation.email)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Creates an API token for the organisation; returns (its id, the token shown once).
+pub async fn create_token(
+    pool: &Pool,
+    organisation_id: &str,
+    name: &str,
+) -> Result<(String, String)> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name", "nom du jeton manquant"));
+    }
+    if organisation(pool, organisation_id).await?.is_none() {
+        return Err(Error::not_found("organisation", organisation_id));
+    }
+    let id = format!("tok-{}", ServiceId::generate());
+    // The prefix tells a leaked secret for what it is (secret scanners look for such prefixes).
+    let token = format!("pxm_{}", new_secret());
+    sqlx::query(
+        "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(digest(&token))
+    .bind(name.trim())
+    .bind(organisation_id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?;
+    Ok((id, token))
+}
+
+/// Revokes the token `id` of `organisation_id`; false when there is none (or already revoked).
+pub async fn revoke_token(pool: &Pool, organisation_id: &str, id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1
+         WHERE id = $2 AND organisation_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(Utc::now())
+    .bind(id)
+    .bind(organisation_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The actor a bearer token stands for, recording its use; `None` when unknown or revoked.
+pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT id, name, organisation_id FROM api_tokens
+         WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(digest(token))
+    .fetch_optional(pool)
+    .await?;
+    let Some((id, name, organisation_id)) = row else {
+        return Ok(None);
+    };
+    sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+        .bind(Utc::now())
+        .bind(&id)
+        .execute(pool)
+        .await?;
+    let territory = territory_of(pool, &organisation_id).await?;
+    Ok(Some(Actor {
+        kind: ActorKind::Token { id, name },
+        // A script acts as an editor of its organisation: it cannot invite or mint tokens.
+        role: Role::Editor,
+        organisation: Some((organisation_id, territory)),
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRecord {
+    id: String,
+    email: String,
+    password_hash: Option<String>,
+    role: String,
+    organisation_id: Option<String>,
+}
+
+async fn actor_of(pool: &Pool, user: UserRecord) -> Result<Actor> {
+    let role =
+        Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("rôle inconnu « {} »", user.role))?;
+    let organisation = match user.organisation_id {
+        Some(id) => {
+            let territory = territory_of(pool, &id).await?;
+            Some((id, territory))
+        }
+        None => None,
+    };
+    Ok(Actor {
+        kind: ActorKind::User {
+            id: user.id,
+            email: user.email,
+        },
+        role,
+        organisation,
+    })
+}
+
+/// The user `email` when `password` is theirs.
+pub async fn check_login(pool: &Pool, email: &str, password: &str) -> Result<Option<Actor>> {
+    let user: Option<UserRecord> = sqlx::query_as(
+        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE email = $1",
+    )
+    .bind(email.trim().to_lowercase())
+    .fetch_optional(pool)
+    .await?;
+    let Some(user) = user else {
+        // The same work as for a known account: the answer's time tells nothing.
+        let _ = super::hash_password(password);
+        return Ok(None);
+    };
+    let ok = user
+        .password_hash
+        .as_deref()
+        .is_some_and(|hash| super::verify_password(password, hash));
+    if !ok {
+        return Ok(None);
+    }
+    Ok(Some(actor_of(pool, user).await?))
+}
+
+/// A new session for `user_id`; returns (the cookie's secret, the session's CSRF secret).
+/// The user's other sessions are ended: a login renews the session.
+pub async fn open_session(pool: &Pool, user_id: &str) -> Result<(String, String)> {
+    let secret = new_secret();
+    let csrf = new_secret();
+    let now = Utc::now();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 OR expires_at < $2")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(digest(&secret))
+    .bind(user_id)
+    .bind(&csrf)
+    .bind(now)
+    .bind(now + Duration::hours(SESSION_HOURS))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((secret, csrf))
+}
+
+/// The actor of a live session and the session's CSRF secret.
+pub async fn session(pool: &Pool, secret: &str) -> Result<Option<(Actor, String)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT user_id, csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2")
+            .bind(digest(secret))
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await?;
+    let Some((user_id, csrf)) = row else {
+        return Ok(None);
+    };
+    let user: UserRecord = sqlx::query_as(
+        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE id = $1",
+    )
+    .bind(&user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Some((actor_of(pool, user).await?, csrf)))
+}
+
+pub async fn close_session(pool: &Pool, secret: &str) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(digest(secret))
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The contributors' pages (`/espace/…`): login, invitations, the organisation's entries with
+//! filters, the edit form, withdrawal, confirmation, history and restore. The only pages that
+//! set a cookie (the session's, scoped to `/espace`); every form carries a CSRF token.
+
+pub mod pages;
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::{html, Markup, DOCTYPE};
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{store, Actor};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::web::assets;
+
+/// The session cookie's name; its path keeps it away from the citizen pages.
+pub const SESSION_COOKIE: &str = "proximites_session";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/espace", get(pages::entries))
+        .route(
+            "/espace/connexion",
+            get(pages::login_form).post(pages::login),
+        )
+        .route("/espace/deconnexion", post(pages::logout))
+        .route(
+            "/espace/invitation/{secret}",
+            get(pages::invitation_form).post(pages::accept_invitation),
+        )
+        .route(
+            "/espace/fiches/nouvelle",
+            get(pages::new_entry_form).post(pages::create_entry),
+        )
+        .route(
+            "/espace/fiches/{id}",
+            get(pages::edit_form).post(pages::save_entry),
+        )
+        .route("/espace/fiches/{id}/confirmer", post(pages::confirm_entry))
+        .route("/espace/fiches/{id}/retirer", post(pages::withdraw_entry))
+        .route("/espace/fiches/{id}/historique", get(pages::history_page))
+        .route(
+            "/espace/fiches/{id}/historique/{change}/restaurer",
+            post(pages::restore_entry),
+        )
+        .layer(axum::middleware::from_fn(no_store))
+        .layer(axum::middleware::from_fn(crate::web::security_headers))
+}
+
+/// Pages of a session are never kept by a browser's or a proxy's cache.
+pub async fn no_store(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The signed-in person and the CSRF secret of the session.
+pub struct Session {
+    pub actor: Actor,
+    pub csrf: String,
+}
+
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The session of the request, if any.
+pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>> {
+    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    Ok(store::session(&state.pool, secret)
+        .await?
+        .map(|(actor, csrf)| Session { actor, csrf }))
+}
+
+/// The session, or the way to the login page.
+pub async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+    match session(state, headers).await {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => Err(Redirect::to("/espace/connexion").into_response()),
+        Err(error) => Err(error.into_response()),
+    }
+}
+
+/// Whether the request came over TLS (directly or through a proxy that says so).
+fn secure(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// The `Set-Cookie` of a new session (or of its end, with `None`).
+pub fn session_cookie(headers: &HeaderMap, secret: Option<&str>) -> HeaderValue {
+    let secure = if secure(headers) { "; Secure" } else { "" };
+    let value = match secret {
+        Some(secret) => format!(
+            "{SESSION_COOKIE}={secret}; Path=/espace; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            store::SESSION_HOURS * 3600
+        ),
+        None => {
+            format!("{SESSION_COOKIE}=; Path=/espace; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+        }
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Checks the CSRF token a form of the session sent.
+pub fn check_csrf(session: &Session, form: &HashMap<String, String>) -> Result<()> {
+    let sent = form.get("csrf").map(String::as_str).unwrap_or_default();
+    if !sent.is_empty() && constant_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden {
+            code: "csrf",
+            detail: "formulaire expiré ou venu d'ailleurs : rechargez la page / form expired"
+                .into(),
+        })
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How long a form shown before login (login, invitation) may be sent back.
+const ANONYMOUS_FORM_SECONDS: i64 = 2 * 3600;
+
+/// The CSRF token of a form shown without a session: the moment it was shown, signed with the
+/// instance's secret and the form's purpose.
+pub fn anonymous_token(state: &AppState, purpose: &str, now: i64) -> String {
+    format!("{now}.{}", sign(state, purpose, now))
+}
+
+fn sign(state: &AppState, purpose: &str, issued: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(state.web.form_token.issue(issued).as_bytes());
+    h.update(purpose.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+pub fn check_anonymous_token(
+    state: &AppState,
+    purpose: &str,
+    form: &HashMap<String, String>,
+    now: i64,
+) -> Result<()> {
+    let valid = form
+        .get("csrf")
+        .and_then(|t| t.split_once('.'))
+        .and_then(|(issued, signature)| Some((issued.parse::<i64>().ok()?, signature)))
+        .is_some_and(|(issued, signature)| {
+            (0..=ANONYMOUS_FORM_SECONDS).contains(&(now - issued))
+                && constant_eq(
+                    signature.as_bytes(),
+                    sign(state, purpose, issued).as_bytes(),
+                )
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Forbidden {
+            code: "csrf",
+            detail: "formulaire expiré ou venu d'ailleurs : rechargez la page / form expired"
+                .into(),
+        })
+    }
+}
+
+/// A form body as field → value (the last one wins).
+pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The frame of a contributor page: French, the session's person and the logout button.
+pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    page_with_script(title, session, None, body)
+}
+
+/// The frame, with one of the embedded scripts (the pages work without it).
+pub fn page_with_script(
+    title: &str,
+    session: Option<&Session>,
+    script: Option<&str>,
+    body: Markup,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="fr" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — Espace contributeurs — Proximités" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href=(assets::url("site.css"));
+                @if let Some(script) = script { script src=(assets::url(script)) defer {} }
+            }
+            body {
+                a.skip href="#contenu" { "Aller au contenu" }
+                header.site-header {
+                    div.wrap {
+                        a.brand href="/espace" {
+                            "Proximités"
+                            span.tagline { " · espace contributeurs" }
+                        }
+                        @if let Some(session) = session {
+                            nav aria-label="Menu de l'espace" {
+                                ul {
+                                    li { a href="/espace" { "Mes fiches" } }
+                                    li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
+                                    li { a href="/espace/annuaires/nouveau" { "Annuaires imprimés" } }
+                                    li {
+                                        form method="post" action="/espace/deconnexion" {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            button type="submit" { "Se déconnecter (" (who(&session.actor)) ")" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                main #contenu tabindex="-1" {
+                    div.wrap {
+                        h1 { (title) }
+                        (body)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn who(actor: &Actor) -> String {
+    match &actor.kind {
+        crate::accounts::ActorKind::User { email, .. } => email.clone(),
+        crate::accounts::ActorKind::Token { name, .. } => name.clone(),
+    }
+}

@@ -1,0 +1,955 @@
+//! The handlers of the contributors' pages.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{Duration, Utc};
+use maud::{html, Markup};
+use serde_json::{Map, Value};
+
+use super::{
+    anonymous_token, check_anonymous_token, check_csrf, form_fields, page, require, session_cookie,
+    Session,
+};
+use crate::accounts::{store as accounts, Role};
+use crate::app::AppState;
+use crate::error::{Error, FieldError};
+use crate::reports::unix_now;
+use crate::search::hours::{clock, weekday_name, Lang};
+use crate::services::history::Via;
+use crate::services::write::{self, draft_of};
+use crate::services::{store, Draft, Service, Status};
+
+/// Entries not confirmed for this long are « à vérifier » (publicly flagged too).
+const STALE_DAYS: i64 = 183;
+
+/// An error as a page: the problem's words, in the frame, with its status.
+fn error_page(error: Error, session: Option<&Session>) -> Response {
+    let status = error.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        return error.into_response();
+    }
+    let problem = crate::error::Problem::from(&error);
+    let body = html! {
+        p role="alert" { (problem.detail) }
+        p { a href="/espace" { "Retour à mes fiches" } }
+    };
+    (status, page("Action impossible", session, body)).into_response()
+}
+
+fn see_other(path: &str) -> Response {
+    Redirect::to(path).into_response()
+}
+
+/// Login form.
+#[utoipa::path(get, path = "/espace/connexion", tag = "contributors",
+    responses((status = 200, description = "Formulaire de connexion (HTML)", content_type = "text/html")))]
+pub async fn login_form(State(state): State<AppState>) -> Response {
+    login_page(&state, "", None, StatusCode::OK)
+}
+
+fn login_page(state: &AppState, email: &str, error: Option<&str>, status: StatusCode) -> Response {
+    let body = html! {
+        @if let Some(error) = error {
+            p.error role="alert" #erreur { (error) }
+        }
+        form method="post" action="/espace/connexion" {
+            input type="hidden" name="csrf" value=(anonymous_token(state, "login", unix_now()));
+            p {
+                label for="email" { "Adresse e-mail" }
+                input #email type="email" name="email" autocomplete="username" required value=(email)
+                    aria-describedby=[error.map(|_| "erreur")];
+            }
+            p {
+                label for="password" { "Mot de passe" }
+                input #password type="password" name="password" autocomplete="current-password" required;
+            }
+            p { button type="submit" { "Se connecter" } }
+        }
+    };
+    (status, page("Connexion", None, body)).into_response()
+}
+
+/// Checks the password (argon2id), rate-limited per address and account; opens a new session.
+#[utoipa::path(post, path = "/espace/connexion", tag = "contributors",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "email, password, csrf"),
+    responses((status = 303, description = "Connecté : cookie de session (HttpOnly, SameSite=Lax, Path=/espace)"),
+        (status = 401, description = "Identifiants refusés (HTML)"), (status = 429, description = "Trop d'essais (HTML)")))]
+pub async fn login(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let connect = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
+    let form = form_fields(&body);
+    if let Err(error) = check_anonymous_token(&state, "login", &form, unix_now()) {
+        return error_page(error, None);
+    }
+    let email = form.get("email").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let from = connect.map(|ConnectInfo(address)| address.ip());
+    if !state.login_limiter.allowed(from, &email) {
+        return login_page(
+            &state,
+            &email,
+            Some("Trop d'essais : attendez un quart d'heure avant de réessayer."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let actor = match accounts::check_login(&state.pool, &email, &password).await {
+        Ok(actor) => actor,
+        Err(error) => return error.into_response(),
+    };
+    let Some(actor) = actor else {
+        state.login_limiter.failed(from, &email);
+        return login_page(
+            &state,
+            &email,
+            Some("Adresse e-mail ou mot de passe incorrect."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let crate::accounts::ActorKind::User { id, .. } = &actor.kind else {
+        return error_page(Error::forbidden(), None);
+    };
+    match accounts::open_session(&state.pool, id).await {
+        Ok((secret, _)) => {
+            let mut response = see_other("/espace");
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&headers, Some(&secret)));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Ends the session.
+#[utoipa::path(post, path = "/espace/deconnexion", tag = "contributors",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf"),
+    responses((status = 303, description = "Déconnecté")))]
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Err(error) = check_csrf(&session, &form_fields(&body)) {
+        return error_page(error, Some(&session));
+    }
+    if let Some(secret) = super::cookie_value(&headers, super::SESSION_COOKIE) {
+        if let Err(error) = accounts::close_session(&state.pool, secret).await {
+            return error.into_response();
+        }
+    }
+    let mut response = see_other("/espace/connexion");
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&headers, None));
+    response
+}
+
+/// The invitation's page: choose a password.
+#[utoipa::path(get, path = "/espace/invitation/{secret}", tag = "contributors",
+    params(("secret" = String, Path, description = "Le secret du lien d'invitation")),
+    responses((status = 200, description = "Choix du mot de passe (HTML)", content_type = "text/html"),
+        (status = 403, description = "Invitation inconnue, expirée ou utilisée (HTML)")))]
+pub async fn invitation_form(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+) -> Response {
+    invitation_page(&state, &secret, None, StatusCode::OK).await
+}
+
+async fn invitation_page(
+    state: &AppState,
+    secret: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let invitation =
+        match accounts::pending_invitation(&state.pool, secret).await {
+            Ok(Some(invitation)) => invitation,
+            Ok(None) => return error_page(
+                Error::Forbidden {
+                    code: "invitation_invalid",
+                    detail:
+                        "Invitation inconnue, expirée ou déjà utilisée : demandez-en une nouvelle."
+                            .into(),
+                },
+                None,
+            ),
+            Err(error) => return error.into_response(),
+        };
+    let organisation = accounts::organisation(&state.pool, &invitation.organisation_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let body = html! {
+        p {
+            "Vous êtes invité·e à contribuer pour " strong { (organisation) }
+            " en tant que " (if invitation.role == "admin" { "administrateur·rice (référent·e)" } else { "rédacteur·rice" })
+            ", avec l'adresse " strong { (invitation.email) } "."
+        }
+        form method="post" action=(format!("/espace/invitation/{secret}")) {
+            input type="hidden" name="csrf" value=(anonymous_token(state, "invitation", unix_now()));
+            p {
+                label for="password" { "Choisissez un mot de passe" }
+                span.hint #password-aide { " (12 caractères au moins)" }
+                input #password type="password" name="password" autocomplete="new-password" required minlength="12"
+                    aria-describedby=(if error.is_some() { "password-aide password-erreur" } else { "password-aide" })
+                    aria-invalid=[error.map(|_| "true")];
+                @if let Some(error) = error {
+                    span.error #password-erreur { (error) }
+                }
+            }
+            p {
+                label for="confirmation" { "Confirmez le mot de passe" }
+                input #confirmation type="password" name="confirmation" autocomplete="new-password" required;
+            }
+            p { button type="submit" { "Créer mon accès" } }
+        }
+    };
+    (status, page("Invitation", None, body)).into_response()
+}
+
+/// Accepts the invitation: the account is created with the chosen password, and signed in.
+#[utoipa::path(post, path = "/espace/invitation/{secret}", tag = "contributors",
+    params(("secret" = String, Path, description = "Le secret du lien d'invitation")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "password, confirmation, csrf"),
+    responses((status = 303, description = "Compte créé, connecté"), (status = 422, description = "Mot de passe refusé (HTML)")))]
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = form_fields(&body);
+    if let Err(error) = check_anonymous_token(&state, "invitation", &form, unix_now()) {
+        return error_page(error, None);
+    }
+    let password = form.get("password").cloned().unwrap_or_default();
+    if form.get("confirmation") != Some(&password) {
+        return invitation_page(
+            &state,
+            &secret,
+            Some("les deux mots de passe diffèrent"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    if let Err(message) = crate::accounts::check_password(&password) {
+        return invitation_page(
+            &state,
+            &secret,
+            Some(&message),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    let user = match accounts::accept_invitation(&state.pool, &secret, &password).await {
+        Ok(user) => user,
+        Err(error) => return error_page(error, None),
+    };
+    match accounts::open_session(&state.pool, &user).await {
+        Ok((secret, _)) => {
+            let mut response = see_other("/espace");
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&headers, Some(&secret)));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+fn query_fields(query: Option<&str>) -> HashMap<String, String> {
+    query.map(|q| form_fields(q.as_bytes())).unwrap_or_default()
+}
+
+fn non_empty(value: Option<&String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The organisation's entries (every entry for the operator), with filters.
+#[utoipa::path(get, path = "/espace", tag = "contributors",
+    params(("etat" = Option<String>, Query, description = "a_verifier, publiees, retirees"),
+        ("typologie" = Option<String>, Query, description = "Code de typologie"),
+        ("commune" = Option<String>, Query, description = "Code INSEE"),
+        ("nom" = Option<String>, Query, description = "Mots du nom")),
+    responses((status = 200, description = "Mes fiches (HTML)", content_type = "text/html"),
+        (status = 303, description = "Pas de session : vers la connexion")))]
+pub async fn entries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let query = query_fields(query.as_deref());
+    let filter = store::ListFilter {
+        organisation: session.actor.organisation_id().map(str::to_owned),
+        state: non_empty(query.get("etat")),
+        typology: non_empty(query.get("typologie")),
+        insee_code: non_empty(query.get("commune")),
+        name: non_empty(query.get("nom")),
+    };
+    let stale_before = Utc::now() - Duration::days(STALE_DAYS);
+    let (listed, total) = match store::list(&state.pool, &filter, stale_before, 200).await {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
+    let taxonomy = &state.reference.taxonomy;
+    let locator = &state.reference.locator;
+    let states = [
+        ("", "Toutes"),
+        ("a_verifier", "À vérifier (non confirmées depuis 6 mois)"),
+        ("publiees", "Publiées"),
+        ("retirees", "Retirées"),
+    ];
+    let body = html! {
+        form method="get" action="/espace" role="search" aria-label="Filtrer mes fiches" {
+            p {
+                label for="etat" { "État" }
+                select #etat name="etat" {
+                    @for (value, label) in states {
+                        option value=(value) selected[filter.state.as_deref().unwrap_or("") == value] { (label) }
+                    }
+                }
+            }
+            p {
+                label for="typologie" { "Typologie" }
+                select #typologie name="typologie" {
+                    option value="" { "Toutes" }
+                    @for t in &taxonomy.typologies {
+                        option value=(t.code) selected[filter.typology.as_deref() == Some(t.code.as_str())] { (t.label_fr) }
+                    }
+                }
+            }
+            p {
+                label for="commune" { "Commune (code INSEE)" }
+                input #commune name="commune" inputmode="numeric" value=(filter.insee_code.clone().unwrap_or_default());
+            }
+            p {
+                label for="nom" { "Nom" }
+                input #nom name="nom" value=(filter.name.clone().unwrap_or_default());
+            }
+            p { button type="submit" { "Filtrer" } }
+        }
+        p role="status" { (total) " fiche" @if total > 1 { "s" } @if total > 200 { " (les 200 premières par nom)" } }
+        @if !listed.is_empty() {
+            table {
+                caption { "Fiches" }
+                thead { tr {
+                    th scope="col" { "Nom" } th scope="col" { "Typologie" } th scope="col" { "Commune" }
+                    th scope="col" { "État" } th scope="col" { "Confirmée le" }
+                    @if session.actor.role == Role::Operator { th scope="col" { "Organisation" } }
+                } }
+                tbody {
+                    @for row in &listed {
+                        tr {
+                            td { a href=(format!("/espace/fiches/{}", row.id)) { (row.name) } }
+                            td { (taxonomy.typology(&row.typology_code).map_or(row.typology_code.as_str(), |t| t.label_fr.as_str())) }
+                            td { (crate::territory::InseeCode::parse(&row.insee_code).ok().and_then(|c| locator.commune(&c)).map_or(row.insee_code.clone(), |c| c.name.clone())) }
+                            td {
+                                @if row.status == "withdrawn" { "Retirée" }
+                                @else if row.verified_at.is_none_or(|v| v < stale_before) { strong { "À vérifier" } }
+                                @else { "À jour" }
+                            }
+                            td { (row.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into())) }
+                            @if session.actor.role == Role::Operator { td { (row.source_name) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page("Mes fiches", Some(&session), body).into_response()
+}
+
+/// The editable fields of the form: (name, label, hint).
+const FORM_FIELDS: [(&str, &str, &str); 14] = [
+    ("name", "Nom", ""),
+    ("description", "Description", ""),
+    ("address", "Adresse (numéro et voie)", ""),
+    ("postcode", "Code postal", ""),
+    ("city", "Ville", ""),
+    (
+        "insee_code",
+        "Code INSEE de la commune",
+        "laissez vide : la commune est trouvée depuis le point",
+    ),
+    ("lon", "Longitude", "degrés décimaux, par exemple 3.0870"),
+    ("lat", "Latitude", "degrés décimaux, par exemple 45.7772"),
+    ("phone", "Téléphone", "plusieurs numéros séparés par « ; »"),
+    ("email", "E-mail", ""),
+    ("website", "Site web", ""),
+    (
+        "opening_hours",
+        "Horaires (format OpenStreetMap)",
+        "par exemple Mo-Fr 08:30-12:00,13:30-17:00; Sa 09:00-12:00; PH off",
+    ),
+    (
+        "wheelchair",
+        "Accessibilité en fauteuil roulant",
+        "yes, limited, no ou unknown",
+    ),
+    ("wheelchair_note", "Précisions sur l'accessibilité", ""),
+];
+
+fn draft_value<'a>(draft: &'a Draft, field: &str) -> &'a str {
+    match field {
+        "typology" => &draft.typology,
+        "name" => &draft.name,
+        "description" => &draft.description,
+        "address" => &draft.address,
+        "postcode" => &draft.postcode,
+        "city" => &draft.city,
+        "insee_code" => &draft.insee_code,
+        "lon" => &draft.lon,
+        "lat" => &draft.lat,
+        "phone" => &draft.phone,
+        "email" => &draft.email,
+        "website" => &draft.website,
+        "opening_hours" => &draft.opening_hours,
+        "wheelchair" => &draft.wheelchair,
+        "wheelchair_note" => &draft.wheelchair_note,
+        _ => "",
+    }
+}
+
+/// The entry form, with each error next to its field and a summary linking to them.
+fn entry_form(
+    state: &AppState,
+    session: &Session,
+    action: &str,
+    values: &Draft,
+    etag: Option<&str>,
+    errors: &[FieldError],
+    notice: Option<&str>,
+) -> Markup {
+    let error_of = |field: &str| {
+        errors
+            .iter()
+            .filter(|e| e.field == field)
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join(" ; ")
+    };
+    let described = |field: &str, hint: &str| {
+        let mut ids = Vec::new();
+        if !hint.is_empty() {
+            ids.push(format!("{field}-aide"));
+        }
+        if !error_of(field).is_empty() {
+            ids.push(format!("{field}-erreur"));
+        }
+        (!ids.is_empty()).then(|| ids.join(" "))
+    };
+    html! {
+        @if let Some(notice) = notice {
+            p.notice role="alert" { (notice) }
+        }
+        @if !errors.is_empty() {
+            div.error-summary role="alert" aria-labelledby="erreurs-titre" {
+                h2 #erreurs-titre { "La fiche n'est pas enregistrée : " (errors.len()) " champ" @if errors.len() > 1 { "s" } " à corriger" }
+                ul {
+                    @for e in errors {
+                        li { a href=(format!("#{}", e.field)) { (e.field) " : " (e.message) } }
+                    }
+                }
+            }
+        }
+        form method="post" action=(action) novalidate {
+            input type="hidden" name="csrf" value=(session.csrf);
+            @if let Some(etag) = etag {
+                input type="hidden" name="etag" value=(etag);
+            }
+            @if session.actor.role == Role::Operator && etag.is_none() {
+                p {
+                    label for="organisation_id" { "Organisation (identifiant)" }
+                    input #organisation_id name="organisation_id" required;
+                }
+            }
+            p {
+                label for="typology" { "Typologie" }
+                select #typology name="typology" aria-invalid=[(!error_of("typology").is_empty()).then_some("true")]
+                    aria-describedby=[described("typology", "")] {
+                    option value="" { "— choisir —" }
+                    @for t in &state.reference.taxonomy.typologies {
+                        option value=(t.code) selected[values.typology == t.code] { (t.label_fr) }
+                    }
+                }
+                @let message = error_of("typology");
+                @if !message.is_empty() { span.error #typology-erreur { (message) } }
+            }
+            @for (field, label, hint) in FORM_FIELDS {
+                p {
+                    label for=(field) { (label) }
+                    @if !hint.is_empty() { span.hint id=(format!("{field}-aide")) { " (" (hint) ")" } }
+                    @if field == "description" {
+                        textarea id=(field) name=(field) rows="3" aria-describedby=[described(field, hint)]
+                            aria-invalid=[(!error_of(field).is_empty()).then_some("true")] { (draft_value(values, field)) }
+                    } @else {
+                        input id=(field) name=(field) value=(draft_value(values, field))
+                            aria-describedby=[described(field, hint)]
+                            aria-invalid=[(!error_of(field).is_empty()).then_some("true")];
+                    }
+                    @let message = error_of(field);
+                    @if !message.is_empty() { span.error id=(format!("{field}-erreur")) { (message) } }
+                }
+            }
+            p { button type="submit" { "Enregistrer" } }
+        }
+    }
+}
+
+/// The form fields of a submitted entry form, as the write paths take them.
+fn submitted(form: &HashMap<String, String>) -> (Draft, Map<String, Value>) {
+    let mut fields = Map::new();
+    let mut draft = Draft::default();
+    for field in std::iter::once("typology").chain(FORM_FIELDS.iter().map(|(f, _, _)| *f)) {
+        let value = form.get(field).cloned().unwrap_or_default();
+        fields.insert(field.to_owned(), Value::String(value));
+    }
+    let _ = write::apply_fields(&mut draft, &fields, &[]);
+    if let Some(organisation) = non_empty(form.get("organisation_id")) {
+        fields.insert("organisation_id".into(), Value::String(organisation));
+    }
+    (draft, fields)
+}
+
+/// The form of a new entry.
+#[utoipa::path(get, path = "/espace/fiches/nouvelle", tag = "contributors",
+    responses((status = 200, description = "Formulaire de création (HTML)", content_type = "text/html")))]
+pub async fn new_entry_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let form = entry_form(
+        &state,
+        &session,
+        "/espace/fiches/nouvelle",
+        &Draft::default(),
+        None,
+        &[],
+        None,
+    );
+    page("Nouvelle fiche", Some(&session), form).into_response()
+}
+
+/// Creates the entry (inside the organisation's territory).
+#[utoipa::path(post, path = "/espace/fiches/nouvelle", tag = "contributors",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "Les champs de la fiche, csrf"),
+    responses((status = 303, description = "Créée : vers sa page"), (status = 422, description = "Champs à corriger (HTML)")))]
+pub async fn create_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let form = form_fields(&body);
+    if let Err(error) = check_csrf(&session, &form) {
+        return error_page(error, Some(&session));
+    }
+    let (draft, fields) = submitted(&form);
+    match write::create(
+        &state,
+        &session.actor,
+        Via::Page,
+        write::NewEntry { fields },
+    )
+    .await
+    {
+        Ok(written) => see_other(&format!(
+            "/espace/fiches/{}?enregistree=1",
+            written.service.id
+        )),
+        Err(Error::Invalid(errors)) => {
+            let body = entry_form(
+                &state,
+                &session,
+                "/espace/fiches/nouvelle",
+                &draft,
+                None,
+                &errors,
+                None,
+            );
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page("Nouvelle fiche", Some(&session), body),
+            )
+                .into_response()
+        }
+        Err(error) => error_page(error, Some(&session)),
+    }
+}
+
+/// The entry `id` as its editors see it, or the page that says no.
+async fn readable(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<(Service, Vec<crate::services::history::Change>), Response> {
+    write::history_of(state, &session.actor, id)
+        .await
+        .map_err(|error| error_page(error, Some(session)))
+}
+
+/// The week of the entry's hours and whether it is open now: the preview of what citizens see.
+fn hours_preview(state: &AppState, hours: Option<&str>) -> Markup {
+    let now = crate::search::hours::paris_now();
+    let today = now.date_naive();
+    let monday = today
+        - Duration::days(i64::from(
+            chrono::Datelike::weekday(&today).num_days_from_monday(),
+        ));
+    let open = state.hours.state_at(hours, now);
+    html! {
+        section aria-labelledby="apercu-horaires" {
+            h2 #apercu-horaires { "Aperçu des horaires" }
+            @match (hours, crate::search::hours::describe(&open, now, Lang::Fr)) {
+                (None, _) => p { "Pas d'horaires indiqués." },
+                (Some(_), Some(text)) => p { "Ouvert maintenant ? " strong { (text) } },
+                (Some(_), None) => p { "Horaires indiqués mais non interprétables." },
+            }
+            @if let Some(week) = state.hours.week(hours, monday) {
+                table {
+                    caption { "Cette semaine" }
+                    tbody {
+                        @for (i, day) in week.iter().enumerate() {
+                            tr {
+                                th scope="row" { (weekday_name(i, Lang::Fr)) }
+                                td {
+                                    @if day.slots.is_empty() { "fermé" }
+                                    @else { (day.slots.iter().map(|(from, to)| format!("{} – {}", clock(*from, Lang::Fr), clock(*to, Lang::Fr))).collect::<Vec<_>>().join(", ")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn entry_actions(session: &Session, service: &Service) -> Markup {
+    let id = &service.id;
+    html! {
+        section aria-labelledby="actions" {
+            h2 #actions { "Actions" }
+            ul {
+                li { a href=(format!("/espace/fiches/{id}/historique")) { "Historique des changements" } }
+                @if service.status == Status::Published {
+                    li { a href=(format!("/services/{id}")) { "Voir la fiche publique" } }
+                }
+            }
+            @if service.status == Status::Published {
+                form method="post" action=(format!("/espace/fiches/{id}/confirmer")) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button type="submit" { "Rien n'a changé : confirmer la fiche" }
+                }
+                form method="post" action=(format!("/espace/fiches/{id}/retirer")) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button type="submit" { "Retirer la fiche (dépublier)" }
+                }
+            } @else {
+                p { "Cette fiche est retirée : restaurez une version depuis l'historique pour la republier." }
+            }
+        }
+    }
+}
+
+fn edit_page(
+    state: &AppState,
+    session: &Session,
+    service: &Service,
+    values: &Draft,
+    errors: &[FieldError],
+    notice: Option<&str>,
+) -> Markup {
+    let commune = state
+        .reference
+        .locator
+        .commune(&service.content.insee_code)
+        .map_or_else(String::new, |c| c.name.clone());
+    let body = html! {
+        p {
+            "Commune : " strong { (commune) } " · organisation : " (service.source_name)
+            " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon" })
+            " · confirmée le : " (service.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into()))
+        }
+        (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, Some(&write::etag(service)), errors, notice))
+        (hours_preview(state, service.content.opening_hours.as_deref()))
+        (entry_actions(session, service))
+    };
+    page(
+        &format!("Fiche « {} »", service.content.name),
+        Some(session),
+        body,
+    )
+}
+
+/// The edit form of an entry.
+#[utoipa::path(get, path = "/espace/fiches/{id}", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche")),
+    responses((status = 200, description = "Formulaire de la fiche (HTML)", content_type = "text/html"),
+        (status = 403, description = "Fiche d'une autre organisation, ou inexistante (HTML)")))]
+pub async fn edit_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let (service, _) = match readable(&state, &session, &id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let notice = query_fields(query.as_deref())
+        .contains_key("enregistree")
+        .then_some("Fiche enregistrée.");
+    let mut values = draft_of(&service);
+    values.insee_code.clear();
+    edit_page(&state, &session, &service, &values, &[], notice).into_response()
+}
+
+/// Saves the form: a change of the entry as it was when the form was shown (its ETag); when
+/// someone else saved it meanwhile, nothing is written and the form says so, with the values
+/// typed still in it.
+#[utoipa::path(post, path = "/espace/fiches/{id}", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "Les champs de la fiche, etag, csrf"),
+    responses((status = 303, description = "Enregistrée"), (status = 409, description = "Modifiée entre-temps par quelqu'un d'autre (HTML)"),
+        (status = 422, description = "Champs à corriger (HTML)")))]
+pub async fn save_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let form = form_fields(&body);
+    if let Err(error) = check_csrf(&session, &form) {
+        return error_page(error, Some(&session));
+    }
+    let (draft, mut fields) = submitted(&form);
+    if draft.insee_code.trim().is_empty() {
+        // The commune is found again from the point.
+        fields.remove("insee_code");
+    }
+    let etag = form.get("etag").map(String::as_str);
+    match write::update(&state, &session.actor, Via::Page, &id, etag, &fields).await {
+        Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        Err(Error::Invalid(errors)) => match readable(&state, &session, &id).await {
+            Ok((service, _)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                edit_page(&state, &session, &service, &draft, &errors, None),
+            )
+                .into_response(),
+            Err(response) => response,
+        },
+        Err(Error::PreconditionFailed { .. }) => match readable(&state, &session, &id).await {
+            Ok((service, _)) => {
+                let current = draft_of(&service);
+                let differing: Vec<&str> = std::iter::once("typology")
+                    .chain(FORM_FIELDS.iter().map(|(f, _, _)| *f))
+                    .filter(|f| {
+                        *f != "insee_code" && draft_value(&current, f) != draft_value(&draft, f)
+                    })
+                    .collect();
+                let notice = format!(
+                    "Quelqu'un a enregistré cette fiche pendant que vous la modifiiez : rien n'est écrit. Vos valeurs sont ci-dessous ; elles diffèrent de la version enregistrée pour : {}. Vérifiez-les puis enregistrez à nouveau.",
+                    differing.join(", ")
+                );
+                (
+                    StatusCode::CONFLICT,
+                    edit_page(&state, &session, &service, &draft, &[], Some(&notice)),
+                )
+                    .into_response()
+            }
+            Err(response) => response,
+        },
+        Err(error) => error_page(error, Some(&session)),
+    }
+}
+
+async fn simple_action(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    act: impl AsyncFnOnce(&AppState, &Session) -> crate::error::Result<write::Written>,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Err(error) = check_csrf(&session, &form_fields(&body)) {
+        return error_page(error, Some(&session));
+    }
+    match act(&state, &session).await {
+        Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        Err(error) => error_page(error, Some(&session)),
+    }
+}
+
+/// « Rien n'a changé » : confirms the entry.
+#[utoipa::path(post, path = "/espace/fiches/{id}/confirmer", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf"),
+    responses((status = 303, description = "Confirmée")))]
+pub async fn confirm_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let target = id.clone();
+    simple_action(
+        state,
+        headers,
+        id,
+        body,
+        async move |state: &AppState, session: &Session| {
+            write::confirm(state, &session.actor, Via::Page, &target).await
+        },
+    )
+    .await
+}
+
+/// Withdraws the entry.
+#[utoipa::path(post, path = "/espace/fiches/{id}/retirer", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf"),
+    responses((status = 303, description = "Retirée")))]
+pub async fn withdraw_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let target = id.clone();
+    simple_action(
+        state,
+        headers,
+        id,
+        body,
+        async move |state: &AppState, session: &Session| {
+            write::withdraw(state, &session.actor, Via::Page, &target, None).await
+        },
+    )
+    .await
+}
+
+/// Restores the version before a change.
+#[utoipa::path(post, path = "/espace/fiches/{id}/historique/{change}/restaurer", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche"), ("change" = String, Path, description = "Identifiant du changement")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf"),
+    responses((status = 303, description = "Restaurée")))]
+pub async fn restore_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, change)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let target = id.clone();
+    simple_action(
+        state,
+        headers,
+        id,
+        body,
+        async move |state: &AppState, session: &Session| {
+            write::restore(state, &session.actor, Via::Page, &target, &change).await
+        },
+    )
+    .await
+}
+
+fn shown(value: &Value) -> String {
+    match value {
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every change of the entry, with a button to restore the version before each.
+#[utoipa::path(get, path = "/espace/fiches/{id}/historique", tag = "contributors",
+    params(("id" = String, Path, description = "Identifiant de la fiche")),
+    responses((status = 200, description = "Historique (HTML)", content_type = "text/html")))]
+pub async fn history_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = match require(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let (service, changes) = match readable(&state, &session, &id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let body = html! {
+        p { a href=(format!("/espace/fiches/{id}")) { "Retour à la fiche « " (service.content.name) " »" } }
+        table {
+            caption { "Changements, du plus récent au plus ancien" }
+            thead { tr {
+                th scope="col" { "Date" } th scope="col" { "Par" } th scope="col" { "Comment" }
+                th scope="col" { "Changement" } th scope="col" { "Champs (avant → après)" } th scope="col" { "Restaurer" }
+            } }
+            tbody {
+                @for change in &changes {
+                    tr {
+                        td { (change.at.with_timezone(&chrono_tz::Europe::Paris).format("%d/%m/%Y %H:%M")) }
+                        td { (change.actor.label.clone().unwrap_or_else(|| change.actor.id.clone())) }
+                        td { (match change.via { Via::Page => "page", Via::Api => "API", Via::Import => "import" }) }
+                        td { (match change.action.as_str() { "created" => "création", "updated" => "modification", "withdrawn" => "retrait", "restored" => "restauration", "confirmed" => "confirmation", other => other }) }
+                        td {
+                            @if let Some(Value::Object(fields)) = &change.changes {
+                                ul {
+                                    @for (field, pair) in fields {
+                                        li { (field) " : " (shown(&pair["old"])) " → " (shown(&pair["new"])) }
+                                    }
+                                }
+                            }
+                        }
+                        td {
+                            @if change.previous.is_some() {
+                                form method="post" action=(format!("/espace/fiches/{id}/historique/{}/restaurer", change.id)) {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" aria-label=(format!("Restaurer la version d'avant le changement du {}", change.at.with_timezone(&chrono_tz::Europe::Paris).format("%d/%m/%Y %H:%M"))) { "Restaurer la version d'avant" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        &format!("Historique de « {} »", service.content.name),
+        Some(&session),
+        body,
+    )
+    .into_response()
+}

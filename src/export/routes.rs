@@ -1,0 +1,431 @@
+//! Bulk downloads: `GET /api/v1/export/services.{geojson,gpkg,fgb,csv,scdl.csv}` with the
+//! selection in the query; the whole directory is served from a file built once per data
+//! version, any other selection is streamed (GeoJSON, CSV) or built in a temporary file
+//! (GeoPackage, FlatGeobuf).
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::crs::Crs;
+use super::formats::{self, About, Format};
+use super::{store, Selection};
+use crate::app::AppState;
+use crate::error::{Error, FieldError, Result};
+use crate::import::Reference;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/export/{file}", get(download))
+}
+
+/// Query pairs of a request, in order.
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Comma-separated values of every occurrence of a parameter.
+pub fn list(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// Narrows `selection` by a theme code, checked against the taxonomy.
+pub fn with_theme(
+    selection: Selection,
+    reference: &Reference,
+    theme: &str,
+) -> Result<Selection, FieldError> {
+    if reference.taxonomy.theme(theme).is_none() {
+        return Err(FieldError::new(
+            "theme",
+            format!("thème inconnu « {theme} »"),
+        ));
+    }
+    Ok(selection.theme(reference, theme))
+}
+
+/// Narrows `selection` by typology codes, each checked against the taxonomy.
+pub fn with_typologies(
+    selection: Selection,
+    reference: &Reference,
+    field: &str,
+    codes: Vec<String>,
+) -> Result<Selection, FieldError> {
+    if let Some(unknown) = codes
+        .iter()
+        .find(|c| reference.taxonomy.typology(c).is_none())
+    {
+        return Err(FieldError::new(
+            field,
+            format!("typologie inconnue « {unknown} »"),
+        ));
+    }
+    Ok(selection.typologies(codes))
+}
+
+/// The selection, format and CRS of a download request.
+fn parse_request(
+    reference: &Reference,
+    file: &str,
+    pairs: &[(String, String)],
+) -> Result<(Selection, Format, Crs)> {
+    let format = file
+        .strip_prefix("services.")
+        .and_then(Format::parse)
+        .ok_or_else(|| Error::not_found("export", file))?;
+    let mut errors = Vec::new();
+    let mut selection = Selection::default();
+    let mut crs = Crs::Crs84;
+    let mut typologies = Vec::new();
+    for (name, value) in pairs {
+        let outcome = match name.as_str() {
+            "theme" => {
+                with_theme(std::mem::take(&mut selection), reference, value).map(|s| selection = s)
+            }
+            "typology" => {
+                typologies.extend(list(value));
+                Ok(())
+            }
+            "in" => crate::search::engine::Territory::parse(value, &reference.locator)
+                .map(|t| selection = std::mem::take(&mut selection).territory(reference, &t))
+                .map_err(|m| FieldError::new("in", m)),
+            "crs" => Crs::parse(value)
+                .and_then(|c| {
+                    if format.accepts(c) {
+                        crs = c;
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{} ne s'écrit pas en {} ({})",
+                            format.label(),
+                            c.label(),
+                            if format == Format::GeoJson {
+                                "RFC 7946 : WGS84 seulement"
+                            } else {
+                                "WGS84 s'y écrit en CRS84, longitude d'abord"
+                            }
+                        ))
+                    }
+                })
+                .map_err(|m| FieldError::new("crs", m)),
+            other => Err(FieldError::new(
+                other,
+                "paramètre inconnu (theme, typology, in, crs)",
+            )),
+        };
+        if let Err(e) = outcome {
+            errors.push(e);
+        }
+    }
+    if !typologies.is_empty() {
+        match with_typologies(
+            std::mem::take(&mut selection),
+            reference,
+            "typology",
+            typologies,
+        ) {
+            Ok(s) => selection = s,
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::InvalidParameters(errors));
+    }
+    Ok((selection, format, crs))
+}
+
+/// `proximites export`: the selection of `args` written to its output file; returns the count.
+pub async fn export_to_file(
+    pool: &crate::db::Pool,
+    reference: &Reference,
+    args: &crate::cli::ExportArgs,
+) -> anyhow::Result<u64> {
+    use crate::cli::ExportFormat;
+    let format = match args.format {
+        ExportFormat::Geojson => Format::GeoJson,
+        ExportFormat::Gpkg => Format::GeoPackage,
+        ExportFormat::Fgb => Format::FlatGeobuf,
+        ExportFormat::Csv => Format::Csv,
+        ExportFormat::Scdl => Format::Scdl,
+    };
+    let mut pairs = Vec::new();
+    if let Some(theme) = &args.theme {
+        pairs.push(("theme".to_owned(), theme.clone()));
+    }
+    for typology in &args.typology {
+        pairs.push(("typology".to_owned(), typology.clone()));
+    }
+    if let Some(territory) = &args.territory {
+        pairs.push(("in".to_owned(), territory.clone()));
+    }
+    if let Some(crs) = &args.crs {
+        pairs.push(("crs".to_owned(), crs.clone()));
+    }
+    let (selection, format, crs) = parse_request(
+        reference,
+        &format!("services.{}", format.extension()),
+        &pairs,
+    )
+    .map_err(|e| match e {
+        // Each parameter's error, as named on the command line.
+        Error::InvalidParameters(errors) => anyhow::anyhow!(errors
+            .iter()
+            .map(|e| format!("--{} : {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join(" ; ")),
+        other => anyhow::Error::from(other),
+    })?;
+    let reference = reference.clone();
+    let licence = args.licence.licence();
+    let path = args.output.clone();
+    store::with_connection(pool, move |handle| {
+        let lookup = store::lookup(handle, &reference)?;
+        let about = About {
+            title: "Proximités — services publics".into(),
+            licence,
+            sources: store::publishing_sources(handle)?,
+            generated: Utc::now(),
+        };
+        formats::write_file(handle, &lookup, &selection, &about, format, crs, &path)
+    })
+    .await
+    .map_err(anyhow::Error::from)
+}
+
+/// Sends what is written to the response body, 256 KiB at a time.
+pub struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    pub fn new(sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> Self {
+        Self {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client parti"))
+    }
+
+    /// Ends the body with an error, so that the client sees a broken transfer, not a short file.
+    pub fn fail(self, error: &anyhow::Error) {
+        let _ = self
+            .sender
+            .blocking_send(Err(std::io::Error::other(error.to_string())));
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// The body of a file, read 256 KiB at a time; `keep` lives as long as the body (a temporary
+/// file removed once sent).
+pub async fn file_body(
+    path: &std::path::Path,
+    keep: impl Send + Sync + 'static,
+) -> Result<(Body, u64)> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let length = file.metadata().await.map_err(anyhow::Error::from)?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
+    let stream = tokio_stream::StreamExt::map(stream, move |chunk| {
+        let _ = &keep;
+        chunk
+    });
+    Ok((Body::from_stream(stream), length))
+}
+
+fn download_headers(format: Format, crs: Crs, licence_url: &str, name: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |key: header::HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(key, value);
+        }
+    };
+    put(header::CONTENT_TYPE, format.media_type().to_owned());
+    put(
+        header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{name}\""),
+    );
+    put(header::LINK, format!("<{licence_url}>; rel=\"license\""));
+    put(
+        header::HeaderName::from_static("content-crs"),
+        format!("<{}>", crs.uri()),
+    );
+    put(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_owned());
+    headers
+}
+
+/// Downloads the published entries of a selection.
+///
+/// `file` is `services.geojson`, `services.gpkg`, `services.fgb`, `services.csv` (the project's
+/// import format) or `services.scdl.csv` (SCDL « Équipements »). The licence is in each file
+/// (CSV: in the `Link: rel="license"` header).
+#[utoipa::path(
+    get,
+    path = "/api/v1/export/{file}",
+    tag = "export",
+    params(
+        ("file" = String, Path, description = "services.geojson, services.gpkg, services.fgb, services.csv ou services.scdl.csv"),
+        ("theme" = Option<String>, Query, description = "Code de thème"),
+        ("typology" = Option<String>, Query, description = "Codes de typologie, séparés par des virgules"),
+        ("in" = Option<String>, Query, description = "Territoire : commune:CODE, epci:SIREN, departement:CODE ou region:CODE"),
+        ("crs" = Option<String>, Query, description = "EPSG:2154 (Lambert-93), EPSG:5490, EPSG:2972, EPSG:2975, EPSG:4471 ; WGS84 par défaut (GeoJSON : WGS84 seulement)"),
+    ),
+    responses(
+        (status = 200, description = "Le fichier"),
+        (status = 400, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem),
+    )
+)]
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let pairs = query_pairs(query.as_deref());
+    let (selection, format, crs) = parse_request(&state.reference, &file, &pairs)?;
+    let name = format!(
+        "proximites-services{}.{}",
+        if crs.is_projected() {
+            format!("-epsg{}", crs.epsg())
+        } else {
+            String::new()
+        },
+        format.extension()
+    );
+    let headers = download_headers(format, crs, &state.layers.licence.url, &name);
+    if selection.is_whole() {
+        let version = crate::db::fact(&state.pool, "data_version").await?;
+        let path = state
+            .layers
+            .whole_file(&state.pool, &state.reference, &version, format, crs)
+            .await?;
+        let (body, length) = file_body(&path, ()).await?;
+        let mut response = (headers, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        return Ok(response);
+    }
+    let reference = state.reference.clone();
+    let licence = state.layers.licence.clone();
+    if format.needs_file() {
+        let dir = state.layers.dir.clone();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let temp = tempfile::Builder::new()
+            .prefix(".selection-")
+            .tempfile_in(&dir)
+            .map_err(anyhow::Error::from)?
+            .into_temp_path();
+        let target = temp.to_path_buf();
+        store::with_connection(&state.pool, move |handle| {
+            let lookup = store::lookup(handle, &reference)?;
+            let about = About {
+                title: "Proximités — services publics (sélection)".into(),
+                licence,
+                sources: store::publishing_sources(handle)?,
+                generated: Utc::now(),
+            };
+            if format == Format::GeoPackage {
+                // SQLite wants to create the file itself.
+                std::fs::remove_file(&target)?;
+                formats::write_gpkg(handle, &lookup, &selection, &about, crs, &target)
+            } else {
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&target)?);
+                let count = formats::write_fgb(handle, &lookup, &selection, &about, crs, &mut out)?;
+                out.flush()?;
+                Ok(count)
+            }
+        })
+        .await?;
+        let path = temp.to_path_buf();
+        let (body, length) = file_body(&path, temp).await?;
+        let mut response = (headers, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        return Ok(response);
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let result = store::with_connection(&pool, move |handle| {
+            let lookup = store::lookup(handle, &reference)?;
+            let about = About {
+                title: "Proximités — services publics (sélection)".into(),
+                licence,
+                sources: store::publishing_sources(handle)?,
+                generated: Utc::now(),
+            };
+            let mut out = ChannelWriter::new(sender);
+            let written = match format {
+                Format::GeoJson => {
+                    formats::write_geojson(handle, &lookup, &selection, &about, &mut out)
+                }
+                _ => formats::write_csv(
+                    handle,
+                    &lookup,
+                    &selection,
+                    format == Format::Scdl,
+                    crs,
+                    &mut out,
+                ),
+            }
+            .and_then(|count| {
+                out.flush()?;
+                Ok(count)
+            });
+            if let Err(error) = &written {
+                out.fail(error);
+            }
+            written
+        })
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "streamed export interrupted");
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok((headers, body).into_response())
+}

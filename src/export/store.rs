@@ -1,0 +1,304 @@
+//! SQL of the layers: published entries of a selection, read through SQLite's C API on a
+//! connection lent by sqlx (rows are borrowed, not copied: millions of them a second), and
+//! their count.
+
+use std::ffi::{c_int, CStr, CString};
+use std::ptr::NonNull;
+
+use libsqlite3_sys as ffi;
+use rustc_hash::FxHashMap as HashMap;
+use sqlx::sqlite::LockedSqliteHandle;
+
+use super::{Lookup, Row, Selection};
+use crate::db::Pool;
+use crate::error::Result;
+use crate::import::Reference;
+
+const COLUMNS: &str = "id, typology_code, name, description, street, postcode, city, insee_code,
+    lon, lat, phones, email, website, opening_hours, wheelchair, source_id, source_ref, updated_at";
+
+/// Runs `work` on a connection of `pool`, locked for the C API, on a blocking thread.
+pub async fn with_connection<T: Send + 'static>(
+    pool: &Pool,
+    work: impl FnOnce(&mut LockedSqliteHandle<'_>) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T> {
+    let mut conn = pool.acquire().await?;
+    let runtime = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
+        let mut handle = runtime.block_on(conn.lock_handle())?;
+        work(&mut handle)
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    Ok(result)
+}
+
+enum Bind {
+    Text(String),
+    Real(f64),
+}
+
+/// The WHERE clause of a selection (without the row tests) and its values.
+fn conditions(selection: &Selection, after: Option<&str>) -> (String, Vec<Bind>) {
+    let mut sql = String::from(" WHERE status = 'published'");
+    let mut binds = Vec::new();
+    if let Some(after) = after {
+        sql.push_str(" AND id > ?");
+        binds.push(Bind::Text(after.to_owned()));
+    }
+    if let Some(id) = &selection.id {
+        sql.push_str(" AND id = ?");
+        binds.push(Bind::Text(id.clone()));
+    }
+    let mut list = |column: &str, values: &Option<Vec<String>>, sql: &mut String| {
+        if let Some(values) = values {
+            if values.is_empty() {
+                sql.push_str(" AND 0 = 1");
+            } else {
+                sql.push_str(&format!(" AND {column} IN ("));
+                for (i, value) in values.iter().enumerate() {
+                    sql.push_str(if i == 0 { "?" } else { ", ?" });
+                    binds.push(Bind::Text(value.clone()));
+                }
+                sql.push(')');
+            }
+        }
+    };
+    list("typology_code", &selection.typologies, &mut sql);
+    list("insee_code", &selection.communes, &mut sql);
+    if let Some(b) = selection.bbox {
+        sql.push_str(" AND lon >= ? AND lon <= ? AND lat >= ? AND lat <= ?");
+        binds.extend([b.min_lon, b.max_lon, b.min_lat, b.max_lat].map(Bind::Real));
+    }
+    (sql, binds)
+}
+
+/// A prepared statement, finalized when dropped.
+struct Statement {
+    raw: NonNull<ffi::sqlite3_stmt>,
+    db: *mut ffi::sqlite3,
+}
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sqlite3_prepare_v2 and is finalized once, here.
+        unsafe {
+            ffi::sqlite3_finalize(self.raw.as_ptr());
+        }
+    }
+}
+
+fn error_message(db: *mut ffi::sqlite3) -> String {
+    // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
+    unsafe {
+        CStr::from_ptr(ffi::sqlite3_errmsg(db))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Statement {
+    fn prepare(
+        handle: &mut LockedSqliteHandle<'_>,
+        sql: &str,
+        binds: &[Bind],
+    ) -> anyhow::Result<Self> {
+        let db = handle.as_raw_handle().as_ptr();
+        let sql = CString::new(sql)?;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: `db` is a live connection whose lock the caller holds; `sql` is NUL-terminated.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut())
+        };
+        let statement = match NonNull::new(raw) {
+            Some(raw) if rc == ffi::SQLITE_OK => Statement { raw, db },
+            _ => anyhow::bail!(
+                "préparation de la lecture des couches : {}",
+                error_message(db)
+            ),
+        };
+        for (i, bind) in binds.iter().enumerate() {
+            let at = c_int::try_from(i + 1)?;
+            // SAFETY: the statement is live; SQLITE_TRANSIENT makes SQLite copy the text.
+            let rc = unsafe {
+                match bind {
+                    Bind::Text(text) => ffi::sqlite3_bind_text(
+                        statement.raw.as_ptr(),
+                        at,
+                        text.as_ptr().cast(),
+                        c_int::try_from(text.len())?,
+                        ffi::SQLITE_TRANSIENT(),
+                    ),
+                    Bind::Real(value) => {
+                        ffi::sqlite3_bind_double(statement.raw.as_ptr(), at, *value)
+                    }
+                }
+            };
+            if rc != ffi::SQLITE_OK {
+                anyhow::bail!("lecture des couches : {}", error_message(db));
+            }
+        }
+        Ok(statement)
+    }
+
+    /// Steps to the next row; false when done.
+    fn step(&self) -> anyhow::Result<bool> {
+        // SAFETY: a live statement of the locked connection.
+        match unsafe { ffi::sqlite3_step(self.raw.as_ptr()) } {
+            ffi::SQLITE_ROW => Ok(true),
+            ffi::SQLITE_DONE => Ok(false),
+            _ => anyhow::bail!("lecture des couches : {}", error_message(self.db)),
+        }
+    }
+
+    /// The text of column `i` of the current row; `None` for NULL.
+    ///
+    /// # Safety
+    /// The statement must be on a row; the text lives until the next step.
+    unsafe fn text<'r>(&self, i: c_int) -> anyhow::Result<Option<&'r str>> {
+        let stmt = self.raw.as_ptr();
+        let text = ffi::sqlite3_column_text(stmt, i);
+        if text.is_null() {
+            return Ok(None);
+        }
+        let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i))?;
+        Ok(Some(std::str::from_utf8(std::slice::from_raw_parts(
+            text, len,
+        ))?))
+    }
+
+    fn double(&self, i: c_int) -> f64 {
+        // SAFETY: a live statement on a row.
+        unsafe { ffi::sqlite3_column_double(self.raw.as_ptr(), i) }
+    }
+
+    fn int(&self, i: c_int) -> i64 {
+        // SAFETY: a live statement on a row.
+        unsafe { ffi::sqlite3_column_int64(self.raw.as_ptr(), i) }
+    }
+}
+
+/// Organisation ids and names.
+pub fn sources(handle: &mut LockedSqliteHandle<'_>) -> anyhow::Result<HashMap<String, String>> {
+    let statement = Statement::prepare(handle, "SELECT id, name FROM organisations", &[])?;
+    let mut sources = HashMap::default();
+    while statement.step()? {
+        // SAFETY: on a row; the texts are copied before the next step.
+        unsafe {
+            if let (Some(id), Some(name)) = (statement.text(0)?, statement.text(1)?) {
+                sources.insert(id.to_owned(), name.to_owned());
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// The names of the organisations with published entries, sorted: the sources of a download.
+pub fn publishing_sources(handle: &mut LockedSqliteHandle<'_>) -> anyhow::Result<Vec<String>> {
+    let statement = Statement::prepare(
+        handle,
+        "SELECT name FROM organisations o WHERE EXISTS (
+            SELECT 1 FROM services s WHERE s.source_id = o.id AND s.status = 'published')
+         ORDER BY name",
+        &[],
+    )?;
+    let mut names = Vec::new();
+    while statement.step()? {
+        // SAFETY: on a row; the text is copied before the next step.
+        if let Some(name) = unsafe { statement.text(0)? } {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// The lookup of names a read needs.
+pub fn lookup(
+    handle: &mut LockedSqliteHandle<'_>,
+    reference: &Reference,
+) -> anyhow::Result<Lookup> {
+    Ok(Lookup::new(reference, sources(handle)?))
+}
+
+/// Streams the entries of `selection` to `each`, by increasing id after `after` when `ordered`
+/// (a page), in storage order otherwise (a whole export); `each` returns false to stop.
+pub fn scan(
+    handle: &mut LockedSqliteHandle<'_>,
+    lookup: &Lookup,
+    selection: &Selection,
+    after: Option<&str>,
+    ordered: bool,
+    mut each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let (where_, binds) = conditions(selection, after);
+    let order = if ordered || after.is_some() {
+        " ORDER BY id"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT {COLUMNS} FROM services{where_}{order}");
+    let statement = Statement::prepare(handle, &sql, &binds)?;
+    let test = selection.needs_row_test();
+    while statement.step()? {
+        // SAFETY: on a row; the row's borrows end before the next step.
+        let row = unsafe {
+            let text = |i: c_int| -> anyhow::Result<&str> {
+                statement
+                    .text(i)?
+                    .ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
+            };
+            Row {
+                id: text(0)?,
+                typology: text(1)?,
+                name: text(2)?,
+                description: statement.text(3)?,
+                street: statement.text(4)?,
+                postcode: statement.text(5)?,
+                city: statement.text(6)?,
+                insee_code: text(7)?,
+                lon: statement.double(8),
+                lat: statement.double(9),
+                phones_json: text(10)?,
+                email: statement.text(11)?,
+                website: statement.text(12)?,
+                opening_hours: statement.text(13)?,
+                wheelchair: text(14)?,
+                source_id: text(15)?,
+                source_ref: text(16)?,
+                updated_at: text(17)?,
+                lookup,
+            }
+        };
+        if test && !selection.row_passes(&row) {
+            continue;
+        }
+        if !each(&row)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// How many entries `selection` holds.
+pub fn count(
+    handle: &mut LockedSqliteHandle<'_>,
+    lookup: &Lookup,
+    selection: &Selection,
+) -> anyhow::Result<u64> {
+    if selection.needs_row_test() {
+        let mut n = 0;
+        scan(handle, lookup, selection, None, false, |_| {
+            n += 1;
+            Ok(true)
+        })?;
+        return Ok(n);
+    }
+    let (where_, binds) = conditions(selection, None);
+    let statement = Statement::prepare(
+        handle,
+        &format!("SELECT COUNT(*) FROM services{where_}"),
+        &binds,
+    )?;
+    statement.step()?;
+    Ok(u64::try_from(statement.int(0))?)
+}

@@ -1,0 +1,956 @@
+//! Contributors: the write API over HTTP (tokens, ETags, history, restore, bulk), the
+//! permission rules for every role, action and organisation, and search seeing each write.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use proximites::accounts::store::{self, NewOrganisation};
+use proximites::accounts::{can, Action, Actor, ActorKind, Area, Role, Target, Territory};
+use proximites::error::Error;
+use proximites::import::{self, ImportOptions, Input};
+use proximites::services::history::Via;
+use proximites::services::write;
+use proximites::territory::InseeCode;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use common::{database, Fixture};
+
+/// Clermont Auvergne Métropole's SIREN: Clermont-Ferrand (63113) is in it, Riom (63300) is not.
+const CLERMONT_METROPOLE: &str = "epci:246300701";
+
+struct Sent {
+    status: StatusCode,
+    headers: HeaderMap,
+    json: Value,
+}
+
+async fn send(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Sent {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body)),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Sent {
+        status,
+        headers,
+        json,
+    }
+}
+
+fn etag(sent: &Sent) -> String {
+    sent.headers
+        .get("etag")
+        .expect("an ETag header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Two organisations, each with a token: the métropole and Riom.
+struct World {
+    f: Fixture,
+    metropole: String,
+    riom: String,
+    metropole_token: String,
+    riom_token: String,
+}
+
+async fn world() -> World {
+    let (dir, pool, reference) = database(true).await;
+    let metropole = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Clermont Auvergne Métropole".into(),
+            kind: "epci".into(),
+            siren: Some("246300701".into()),
+            territory: Territory(vec![Area::parse(CLERMONT_METROPOLE).unwrap()]),
+            typologies: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let riom = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            siren: None,
+            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
+            typologies: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let (_, metropole_token) = store::create_token(&pool, &metropole.id, "script")
+        .await
+        .unwrap();
+    let (_, riom_token) = store::create_token(&pool, &riom.id, "script")
+        .await
+        .unwrap();
+    World {
+        f: Fixture::serve(dir, pool, reference).await,
+        metropole: metropole.id,
+        riom: riom.id,
+        metropole_token,
+        riom_token,
+    }
+}
+
+fn clermont_entry(name: &str) -> String {
+    json!({
+        "typology": "mairie",
+        "name": name,
+        "lon": 3.0870,
+        "lat": 45.7772,
+        "phone": "04 73 42 63 63",
+        "opening_hours": "Mo-Fr 08:30-17:00",
+    })
+    .to_string()
+}
+
+async fn search_ids(router: &axum::Router, q: &str) -> Vec<String> {
+    let found = send(
+        router,
+        Method::GET,
+        &format!("/api/v1/services?q={}", q.replace(' ', "+")),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.json);
+    found.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn history_rows(pool: &proximites::db::Pool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM service_history")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
+    let w = world().await;
+    let router = &w.f.router;
+    let token = Some(w.metropole_token.as_str());
+
+    // No token, a wrong token: 401 problem details.
+    let anonymous = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        None,
+        &[],
+        Some(clermont_entry("x")),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.json["code"], "authentication_required");
+    let wrong = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        Some("pxm_nope"),
+        &[],
+        Some(clermont_entry("x")),
+    )
+    .await;
+    assert_eq!(wrong.json["code"], "invalid_token");
+
+    let created = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        token,
+        &[],
+        Some(clermont_entry("Maison Zébulon des services")),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.json["commune"]["insee_code"], "63113",
+        "the commune comes from the point"
+    );
+    assert_eq!(created.json["source"]["id"], w.metropole.as_str());
+    assert_eq!(
+        created.headers["location"].to_str().unwrap(),
+        format!("/api/v1/services/{id}")
+    );
+    // Search sees it at once: text and place.
+    assert_eq!(search_ids(router, "zébulon").await, vec![id.clone()]);
+    let near = send(
+        router,
+        Method::GET,
+        "/api/v1/services?near=3.0870,45.7772&typology=mairie&limit=1",
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(near.json["items"][0]["id"], id.as_str());
+
+    // The public read gives the ETag; PATCH needs it.
+    let read = send(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{id}"),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    let tag = etag(&read);
+    assert_eq!(tag, etag(&created));
+    let uri = format!("/api/v1/services/{id}");
+    let patch = json!({"name": "Maison Quetzalcoatl des services"}).to_string();
+    let without = send(router, Method::PATCH, &uri, token, &[], Some(patch.clone())).await;
+    assert_eq!(without.status, StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(without.json["code"], "if_match_required");
+    let changed = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &tag)],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.json);
+    assert_eq!(changed.json["name"], "Maison Quetzalcoatl des services");
+    assert_ne!(etag(&changed), tag);
+    assert!(search_ids(router, "zébulon").await.is_empty());
+    assert_eq!(search_ids(router, "quetzalcoatl").await, vec![id.clone()]);
+
+    // Moving the point finds the commune again; a point outside the territory is refused.
+    let moved = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&changed))],
+        Some(json!({"lon": 3.1143, "lat": 45.7569}).to_string()),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.json);
+    assert_eq!(moved.json["commune"]["insee_code"], "63014");
+    let to_riom = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&moved))],
+        Some(json!({"lon": 3.1133, "lat": 45.8937}).to_string()),
+    )
+    .await;
+    assert_eq!(to_riom.status, StatusCode::FORBIDDEN, "{}", to_riom.json);
+    assert_eq!(to_riom.json["code"], "forbidden");
+
+    // Field-level errors, nothing written.
+    let before = history_rows(&w.f.state.pool).await;
+    let bad = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&moved))],
+        Some(json!({"email": "pas une adresse", "typology": "nope", "colour": "red"}).to_string()),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.json);
+    let fields: Vec<&str> = bad.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["colour"], "unknown fields are refused first");
+    let bad = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&moved))],
+        Some(json!({"email": "pas une adresse", "typology": "nope"}).to_string()),
+    )
+    .await;
+    let mut fields: Vec<&str> = bad.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["email", "typology"]);
+    let not_json = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&moved))],
+        Some("{".into()),
+    )
+    .await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    assert_eq!(history_rows(&w.f.state.pool).await, before);
+
+    // Confirm sets verified_at; withdraw unpublishes and search forgets it.
+    let confirmed = send(
+        router,
+        Method::POST,
+        &format!("{uri}/confirm"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    assert!(confirmed.json["verified_at"].is_string());
+    let withdrawn = send(router, Method::DELETE, &uri, token, &[], None).await;
+    assert_eq!(withdrawn.status, StatusCode::OK, "{}", withdrawn.json);
+    assert_eq!(withdrawn.json["status"], "withdrawn");
+    assert!(search_ids(router, "quetzalcoatl").await.is_empty());
+    assert_eq!(
+        send(router, Method::GET, &uri, None, &[], None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The history lists every change, newest first, with who and how.
+    let history = send(
+        router,
+        Method::GET,
+        &format!("{uri}/history"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(history.status, StatusCode::OK);
+    let actions: Vec<&str> = history.json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["withdrawn", "confirmed", "updated", "updated", "created"]
+    );
+    let rename = &history.json["changes"][3];
+    assert_eq!(rename["via"], "api");
+    assert_eq!(rename["actor"]["kind"], "token");
+    assert_eq!(rename["actor"]["label"], "script");
+    assert_eq!(
+        rename["changes"]["name"]["old"],
+        "Maison Zébulon des services"
+    );
+    assert_eq!(
+        rename["changes"]["name"]["new"],
+        "Maison Quetzalcoatl des services"
+    );
+
+    // Restoring the version before the withdrawal publishes it again, where it was.
+    let change = history.json["changes"][0]["id"].as_str().unwrap();
+    let restored = send(
+        router,
+        Method::POST,
+        &format!("{uri}/history/{change}/restore"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.json);
+    assert_eq!(restored.json["status"], "published");
+    assert_eq!(search_ids(router, "quetzalcoatl").await, vec![id.clone()]);
+    // Restoring the version before the rename brings the first name back.
+    let rename_id = rename["id"].as_str().unwrap();
+    let renamed_back = send(
+        router,
+        Method::POST,
+        &format!("{uri}/history/{rename_id}/restore"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(renamed_back.json["name"], "Maison Zébulon des services");
+    assert_eq!(search_ids(router, "zébulon").await, vec![id.clone()]);
+    let creation = history.json["changes"][4]["id"].as_str().unwrap();
+    let nothing = send(
+        router,
+        Method::POST,
+        &format!("{uri}/history/{creation}/restore"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(nothing.status, StatusCode::CONFLICT);
+    assert_eq!(nothing.json["code"], "nothing_to_restore");
+
+    // The indexes are what the database says.
+    let problems = proximites::search::check(&w.f.state.pool, &w.f.state.text_dir)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[tokio::test]
+async fn two_editors_saving_the_same_entry_the_second_is_told_and_nothing_is_lost() {
+    let w = world().await;
+    let router = &w.f.router;
+    let token = Some(w.metropole_token.as_str());
+    let created = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        token,
+        &[],
+        Some(clermont_entry("Guichet unique")),
+    )
+    .await;
+    let uri = format!("/api/v1/services/{}", created.json["id"].as_str().unwrap());
+    let tag = etag(&created);
+    let first = json!({"phone": "04 73 00 00 01"}).to_string();
+    let second = json!({"email": "guichet@example.fr"}).to_string();
+    // Both sent at once, with the ETag each read.
+    let condition = [("if-match", tag.as_str())];
+    let (a, b) = tokio::join!(
+        send(router, Method::PATCH, &uri, token, &condition, Some(first)),
+        send(
+            router,
+            Method::PATCH,
+            &uri,
+            token,
+            &condition,
+            Some(second.clone())
+        ),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+    let (won, lost) = if a.status == StatusCode::OK {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(lost.json["code"], "stale_etag");
+    // The winner's change is there; the loser reads again and applies its own on top.
+    let now = send(router, Method::GET, &uri, None, &[], None).await;
+    assert_eq!(now.json, won.json);
+    let retried = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &etag(&now))],
+        Some(json!({"phone": "04 73 00 00 01", "email": "guichet@example.fr"}).to_string()),
+    )
+    .await;
+    assert_eq!(retried.status, StatusCode::OK);
+    assert_eq!(retried.json["phones"][0]["e164"], "+33473000001");
+    assert_eq!(retried.json["email"], "guichet@example.fr");
+    // The stale ETag stays refused.
+    let stale = send(
+        router,
+        Method::PATCH,
+        &uri,
+        token,
+        &[("if-match", &tag)],
+        Some(json!({"name": "x"}).to_string()),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+}
+
+#[tokio::test]
+async fn another_organisations_entries_and_ids_give_nothing() {
+    let w = world().await;
+    let router = &w.f.router;
+    let created = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        Some(&w.metropole_token),
+        &[],
+        Some(clermont_entry("Point info")),
+    )
+    .await;
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/services/{id}");
+    let tag = etag(&created);
+    let riom = Some(w.riom_token.as_str());
+    // Every action of Riom's token on the métropole's entry, and on an id that does not exist:
+    // the same 403, word for word.
+    let unknown = "/api/v1/services/0000000000000000";
+    let attempts: Vec<(Method, String, Option<String>)> = vec![
+        (
+            Method::PATCH,
+            uri.clone(),
+            Some(json!({"name": "pris"}).to_string()),
+        ),
+        (Method::DELETE, uri.clone(), None),
+        (Method::POST, format!("{uri}/confirm"), None),
+        (Method::GET, format!("{uri}/history"), None),
+        (
+            Method::POST,
+            format!("{uri}/history/0000000000000000/restore"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            unknown.into(),
+            Some(json!({"name": "pris"}).to_string()),
+        ),
+        (Method::DELETE, unknown.into(), None),
+        (Method::GET, format!("{unknown}/history"), None),
+        (
+            Method::GET,
+            "/api/v1/services/not-an-id/history".into(),
+            None,
+        ),
+    ];
+    let mut details = Vec::new();
+    for (method, uri, body) in attempts {
+        let sent = send(
+            router,
+            method.clone(),
+            &uri,
+            riom,
+            &[("if-match", &tag)],
+            body,
+        )
+        .await;
+        assert_eq!(
+            sent.status,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}: {}",
+            sent.json
+        );
+        assert_eq!(sent.headers["content-type"], "application/problem+json");
+        details.push(sent.json["detail"].clone());
+    }
+    details.dedup();
+    assert_eq!(details.len(), 1, "every refusal reads the same");
+    // Creating for another organisation or outside one's territory: refused too.
+    let for_other = send(router, Method::POST, "/api/v1/services", riom, &[], Some(json!({"organisation_id": w.metropole, "typology": "mairie", "name": "x", "lon": 3.0870, "lat": 45.7772}).to_string())).await;
+    assert_eq!(for_other.status, StatusCode::FORBIDDEN);
+    let outside = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        riom,
+        &[],
+        Some(clermont_entry("Hors territoire")),
+    )
+    .await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN);
+    // Bulk for another organisation: refused; the entry is untouched.
+    let bulk = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/bulk?organisation={}", w.metropole),
+        riom,
+        &[],
+        Some(String::new()),
+    )
+    .await;
+    assert_eq!(bulk.status, StatusCode::FORBIDDEN);
+    let still = send(router, Method::GET, &uri, None, &[], None).await;
+    assert_eq!(etag(&still), tag);
+    // The public API stays read-only without a token.
+    let anonymous = send(router, Method::DELETE, &uri, None, &[], None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // A revoked token stops working.
+    let (token_id, token) = store::create_token(&w.f.state.pool, &w.metropole, "old")
+        .await
+        .unwrap();
+    assert!(
+        store::revoke_token(&w.f.state.pool, &w.metropole, &token_id)
+            .await
+            .unwrap()
+    );
+    let revoked = send(
+        router,
+        Method::POST,
+        &format!("{uri}/confirm"),
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+}
+
+fn actor(role: Role, organisation: Option<(&str, &str)>, token: bool) -> Actor {
+    Actor {
+        kind: if token {
+            ActorKind::Token {
+                id: "tok-t".into(),
+                name: "t".into(),
+            }
+        } else {
+            ActorKind::User {
+                id: format!("usr-{}", role.as_str()),
+                email: "p@example.fr".into(),
+            }
+        },
+        role,
+        organisation: organisation
+            .map(|(id, area)| (id.to_owned(), Territory(vec![Area::parse(area).unwrap()]))),
+    }
+}
+
+/// Every role × every action × own or other organisation (and, for entries, inside or outside
+/// the territory): the expected answer of the rules, from one table.
+#[tokio::test]
+async fn permission_matrix() {
+    let (_dir, _pool, reference) = database(false).await;
+    let clermont = reference
+        .locator
+        .commune(&InseeCode::parse("63113").unwrap())
+        .unwrap()
+        .clone();
+    let riom = reference
+        .locator
+        .commune(&InseeCode::parse("63300").unwrap())
+        .unwrap()
+        .clone();
+    let operator = actor(Role::Operator, None, false);
+    let admin = actor(Role::Admin, Some(("org-a", CLERMONT_METROPOLE)), false);
+    let editor = actor(Role::Editor, Some(("org-a", CLERMONT_METROPOLE)), false);
+    let token = actor(Role::Editor, Some(("org-a", CLERMONT_METROPOLE)), true);
+    // (action, target, [operator, admin, editor, token])
+    let own_in = Target::Entry {
+        organisation: "org-a",
+        commune: Some(&clermont),
+    };
+    let own_out = Target::Entry {
+        organisation: "org-a",
+        commune: Some(&riom),
+    };
+    let own_entry = Target::Entry {
+        organisation: "org-a",
+        commune: None,
+    };
+    let other_in = Target::Entry {
+        organisation: "org-b",
+        commune: Some(&clermont),
+    };
+    let other_entry = Target::Entry {
+        organisation: "org-b",
+        commune: None,
+    };
+    let own = Target::Organisation("org-a");
+    let other = Target::Organisation("org-b");
+    let all = [true, true, true, true];
+    let operator_only = [true, false, false, false];
+    let table: Vec<(Action, Target, [bool; 4])> = vec![
+        (Action::CreateEntry, own_in, all),
+        (Action::CreateEntry, own_out, operator_only),
+        (Action::CreateEntry, other_in, operator_only),
+        (Action::UpdateEntry, own_in, all),
+        (Action::UpdateEntry, own_out, operator_only),
+        (Action::UpdateEntry, other_in, operator_only),
+        (Action::RestoreEntry, own_in, all),
+        (Action::RestoreEntry, other_in, operator_only),
+        (Action::ReadEntry, own_entry, all),
+        (Action::ReadEntry, other_entry, operator_only),
+        (Action::WithdrawEntry, own_entry, all),
+        (Action::WithdrawEntry, other_entry, operator_only),
+        (Action::ConfirmEntry, own_entry, all),
+        (Action::ConfirmEntry, other_entry, operator_only),
+        (Action::BulkUpsert, own, all),
+        (Action::BulkUpsert, other, operator_only),
+        (Action::ExportOrganisation, own, all),
+        (Action::ExportOrganisation, other, operator_only),
+        (Action::ManageOrganisation, own, [true, true, false, false]),
+        (Action::ManageOrganisation, other, operator_only),
+        (Action::CreateOrganisation, Target::Platform, operator_only),
+        (Action::WithdrawOrganisation, own, operator_only),
+        (Action::WithdrawOrganisation, other, operator_only),
+    ];
+    for (action, target, expected) in table {
+        for (who, allowed) in [&operator, &admin, &editor, &token]
+            .into_iter()
+            .zip(expected)
+        {
+            let answer = can(who, action, target);
+            assert_eq!(
+                answer.is_ok(),
+                allowed,
+                "{:?} {action:?} {target:?}",
+                who.kind
+            );
+            if let Err(error) = answer {
+                assert!(matches!(
+                    error,
+                    Error::Forbidden {
+                        code: "forbidden",
+                        ..
+                    }
+                ));
+                assert_eq!(error.status(), StatusCode::FORBIDDEN);
+            }
+        }
+    }
+}
+
+/// The same rules through the write paths the pages use, for people of each role: what is
+/// allowed is written and recorded as made on a page by that person; what is not changes nothing.
+#[tokio::test]
+async fn write_paths_follow_the_rules_for_each_role() {
+    let w = world().await;
+    let state = &w.f.state;
+    let metropole = Some((w.metropole.as_str(), CLERMONT_METROPOLE));
+    let riom = Some((w.riom.as_str(), "commune:63300"));
+    let people = [
+        ("operator", actor(Role::Operator, None, false), [true, true]),
+        ("admin", actor(Role::Admin, metropole, false), [true, false]),
+        (
+            "editor",
+            actor(Role::Editor, metropole, false),
+            [true, false],
+        ),
+        (
+            "riom editor",
+            actor(Role::Editor, riom, false),
+            [false, true],
+        ),
+    ];
+    for (who, person, [on_metropole, on_riom]) in people {
+        for (organisation, allowed, lon, lat) in [
+            (&w.metropole, on_metropole, 3.0870, 45.7772),
+            (&w.riom, on_riom, 3.1133, 45.8937),
+        ] {
+            let fields = json!({"organisation_id": organisation, "typology": "mairie", "name": format!("Créée par {who}"), "lon": lon, "lat": lat});
+            let created = write::create(
+                state,
+                &person,
+                Via::Page,
+                write::NewEntry {
+                    fields: fields.as_object().unwrap().clone(),
+                },
+            )
+            .await;
+            assert_eq!(created.is_ok(), allowed, "{who} creates for {organisation}");
+            // Each organisation's own entry, made by the operator, then acted on by `person`.
+            let operator = actor(Role::Operator, None, false);
+            let fields = json!({"organisation_id": organisation, "typology": "mairie", "name": "Fiche", "lon": lon, "lat": lat});
+            let entry = write::create(
+                state,
+                &operator,
+                Via::Page,
+                write::NewEntry {
+                    fields: fields.as_object().unwrap().clone(),
+                },
+            )
+            .await
+            .unwrap()
+            .service;
+            let id = entry.id.to_string();
+            let tag = write::etag(&entry);
+            let patch = json!({"name": "Renommée"}).as_object().unwrap().clone();
+            let updated = write::update(state, &person, Via::Page, &id, Some(&tag), &patch).await;
+            assert_eq!(
+                updated.is_ok(),
+                allowed,
+                "{who} updates an entry of {organisation}"
+            );
+            let confirmed = write::confirm(state, &person, Via::Page, &id).await;
+            assert_eq!(confirmed.is_ok(), allowed, "{who} confirms");
+            let history = write::history_of(state, &person, &id).await;
+            assert_eq!(history.is_ok(), allowed, "{who} reads the history");
+            let withdrawn = write::withdraw(state, &person, Via::Page, &id, None).await;
+            assert_eq!(withdrawn.is_ok(), allowed, "{who} withdraws");
+            let (_, changes) = write::history_of(state, &operator, &id).await.unwrap();
+            if allowed {
+                assert_eq!(changes.len(), 4);
+                assert!(changes[..3]
+                    .iter()
+                    .all(|c| c.via == Via::Page && c.actor.kind == "user"));
+                assert_eq!(
+                    changes[2].changes.as_ref().unwrap()["name"]["new"],
+                    "Renommée"
+                );
+            } else {
+                assert_eq!(changes.len(), 1, "only the creation");
+                assert!(matches!(updated, Err(Error::Forbidden { .. })));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
+    let w = world().await;
+    let router = &w.f.router;
+    let state = &w.f.state;
+    let csv = |name: &str| {
+        format!(
+            "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\nA1,mairie,{name},,,,,3.0870,45.7772,04 73 42 63 63,,,,,\nA2,bibliotheque,Médiathèque de Jaude,,,,,3.0830,45.7760,,,,,,\n"
+        )
+    };
+    // A command-line style import: compact rows for the creations.
+    let report = import::import(
+        &state.pool,
+        &state.reference,
+        Input::Bytes {
+            name: "metropole.csv".into(),
+            bytes: csv("Mairie annexe").into_bytes(),
+        },
+        ImportOptions {
+            source: Some("Clermont Auvergne Métropole".into()),
+            ..ImportOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.committed && report.created == 2, "{report:?}");
+    state.refresh_search().await.unwrap();
+    let (id,): (String,) =
+        sqlx::query_as("SELECT id FROM services WHERE source_ref = 'A1' AND source_id = $1")
+            .bind(&w.metropole)
+            .fetch_one(&state.pool)
+            .await
+            .unwrap();
+    // The same file through the API with one name changed: an update with old and new values.
+    let token = Some(w.metropole_token.as_str());
+    let dry = send(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        token,
+        &[],
+        Some(csv("Mairie annexe Xylophone")),
+    )
+    .await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.json);
+    assert_eq!(
+        (
+            dry.json["updated"].as_u64(),
+            dry.json["committed"].as_bool()
+        ),
+        (Some(1), Some(false))
+    );
+    let bulk = send(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk",
+        token,
+        &[],
+        Some(csv("Mairie annexe Xylophone")),
+    )
+    .await;
+    assert_eq!(bulk.status, StatusCode::OK, "{}", bulk.json);
+    assert_eq!(
+        (
+            bulk.json["updated"].as_u64(),
+            bulk.json["unchanged"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(search_ids(router, "xylophone").await, vec![id.clone()]);
+    let history = send(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{id}/history"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    let changes = history.json["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{}", history.json);
+    assert_eq!(changes[0]["via"], "import");
+    assert_eq!(changes[0]["action"], "updated");
+    assert_eq!(changes[0]["actor"]["label"], "envoi.csv");
+    assert_eq!(changes[0]["changes"]["name"]["old"], "Mairie annexe");
+    assert_eq!(
+        changes[0]["changes"]["name"]["new"],
+        "Mairie annexe Xylophone"
+    );
+    assert_eq!(changes[0]["previous"]["name"], "Mairie annexe");
+    assert_eq!(changes[1]["action"], "created");
+    assert_eq!(changes[1]["actor"]["label"], "metropole.csv");
+    assert!(changes[1]["changes"].is_null(), "a created row is compact");
+    let (started_by,): (Option<String>,) =
+        sqlx::query_as("SELECT started_by FROM imports WHERE file_name = 'envoi.csv'")
+            .fetch_one(&state.pool)
+            .await
+            .unwrap();
+    assert!(started_by.unwrap().starts_with("token:tok-"));
+    // The import's change can be undone like any other.
+    let change = changes[0]["id"].as_str().unwrap();
+    let restored = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{id}/history/{change}/restore"),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(restored.json["name"], "Mairie annexe");
+
+    // Riom's upload of a row in Clermont is refused whole, naming the row and the field.
+    let before = history_rows(&state.pool).await;
+    let riom_file = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\nR1,mairie,Mairie de Riom,,,,,3.1133,45.8937,,,,,,\nR2,mairie,Ailleurs,,,,,3.0870,45.7772,,,,,,\n";
+    let refused = send(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk",
+        Some(&w.riom_token),
+        &[],
+        Some(riom_file.into()),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.json
+    );
+    assert_eq!(refused.json["errors"][0]["row"], 3);
+    assert_eq!(refused.json["errors"][0]["field"], "insee_code");
+    assert_eq!(
+        history_rows(&state.pool).await,
+        before,
+        "nothing half-written"
+    );
+}

@@ -1,0 +1,467 @@
+//! The contributors' pages through the router: invitation, login (rate-limited), session cookie
+//! scoped to `/espace`, CSRF on every form, editing with errors next to fields, the concurrent
+//! edit told to the second editor, history and restore; and no cookie on citizen pages.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use proximites::accounts::store::{self, NewOrganisation};
+use proximites::accounts::{Area, Role, Territory};
+use tower::ServiceExt;
+
+use common::{database, Fixture};
+
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    html: String,
+}
+
+async fn request(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    cookie: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+    extra: &[(&str, &str)],
+) -> Page {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(cookie) = cookie {
+        builder = builder.header("cookie", cookie);
+    }
+    for (k, v) in extra {
+        builder = builder.header(*k, *v);
+    }
+    let request = match form {
+        Some(pairs) => builder
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(proximites::web::encode_query(pairs))),
+        None => builder.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Page {
+        status,
+        headers,
+        html: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The value of the hidden field `name` in the (first) form of `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].replace("&quot;", "\"")
+}
+
+fn session_cookie(page: &Page) -> String {
+    let set = page.headers["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_invited_editor_signs_in_and_maintains_the_entries() {
+    let (dir, pool, reference) = database(true).await;
+    let organisation = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Clermont Auvergne Métropole".into(),
+            kind: "epci".into(),
+            territory: Territory(vec![Area::parse("epci:246300701").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let secret = store::invite(&pool, &organisation.id, "redac@example.fr", Role::Editor)
+        .await
+        .unwrap();
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+
+    // The citizen pages set no cookie, with or without one sent.
+    for path in [
+        "/",
+        "/recherche?q=mairie",
+        "/evenements-de-vie",
+        "/integrer",
+    ] {
+        let page = request(router, Method::GET, path, None, None, &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            !page.headers.contains_key("set-cookie"),
+            "{path} sets a cookie"
+        );
+    }
+
+    // Without a session the pages send to the login.
+    let anonymous = request(router, Method::GET, "/espace", None, None, &[]).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers["location"], "/espace/connexion");
+
+    // The invitation: the password must be long enough and typed twice the same.
+    let invitation = format!("/espace/invitation/{secret}");
+    let form = request(router, Method::GET, &invitation, None, None, &[]).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.html.contains("redac@example.fr") && form.html.contains("Clermont Auvergne Métropole")
+    );
+    let csrf = hidden(&form.html, "csrf");
+    let short = request(
+        router,
+        Method::POST,
+        &invitation,
+        None,
+        Some(&[
+            ("csrf", &csrf),
+            ("password", "court"),
+            ("confirmation", "court"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.html.contains("12 caractères"));
+    let forged = request(
+        router,
+        Method::POST,
+        &invitation,
+        None,
+        Some(&[
+            ("csrf", "1.abc"),
+            ("password", "un mot de passe long"),
+            ("confirmation", "un mot de passe long"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let accepted = request(
+        router,
+        Method::POST,
+        &invitation,
+        None,
+        Some(&[
+            ("csrf", &csrf),
+            ("password", "un mot de passe long"),
+            ("confirmation", "un mot de passe long"),
+        ]),
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.html);
+    let set = accepted.headers["set-cookie"].to_str().unwrap().to_owned();
+    for part in ["Path=/espace", "HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(set.contains(part), "{set} lacks {part}");
+    }
+    // Used once only.
+    let again = request(router, Method::GET, &invitation, None, None, &[]).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+
+    // Login: a wrong password is refused, and too many are stopped before the check.
+    let login = request(router, Method::GET, "/espace/connexion", None, None, &[]).await;
+    let csrf = hidden(&login.html, "csrf");
+    for _ in 0..proximites::accounts::LOGIN_FAILURES {
+        let wrong = request(
+            router,
+            Method::POST,
+            "/espace/connexion",
+            None,
+            Some(&[
+                ("csrf", &csrf),
+                ("email", "intrus@example.fr"),
+                ("password", "devine"),
+            ]),
+            &[],
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = request(
+        router,
+        Method::POST,
+        "/espace/connexion",
+        None,
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "intrus@example.fr"),
+            ("password", "devine"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let signed_in = request(
+        router,
+        Method::POST,
+        "/espace/connexion",
+        None,
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "REDAC@example.fr"),
+            ("password", "un mot de passe long"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.html
+    );
+    let cookie = session_cookie(&signed_in);
+    assert!(
+        !set.contains(cookie.split('=').nth(1).unwrap()),
+        "a login renews the session"
+    );
+    // The older session ended with the new login.
+    let old = request(
+        router,
+        Method::GET,
+        "/espace",
+        Some(set.split(';').next().unwrap()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(old.status, StatusCode::SEE_OTHER);
+    let cookie = Some(cookie.as_str());
+
+    // A new entry: errors next to their fields, then created.
+    let new = request(
+        router,
+        Method::GET,
+        "/espace/fiches/nouvelle",
+        cookie,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(new.status, StatusCode::OK);
+    assert_eq!(new.headers["cache-control"], "no-store");
+    let csrf = hidden(&new.html, "csrf");
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("typology", "mairie"),
+        ("name", "Maison du Zéphyr"),
+        ("lon", "3.0870"),
+        ("lat", "45.7772"),
+        ("email", "faux"),
+    ];
+    let invalid = request(
+        router,
+        Method::POST,
+        "/espace/fiches/nouvelle",
+        cookie,
+        Some(&fields),
+        &[],
+    )
+    .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        invalid.html.contains("id=\"email-erreur\""),
+        "{}",
+        invalid.html
+    );
+    assert!(invalid.html.contains("aria-invalid=\"true\""));
+    fields.pop();
+    let without_csrf: Vec<_> = fields[1..].to_vec();
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/fiches/nouvelle",
+        cookie,
+        Some(&without_csrf),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/fiches/nouvelle",
+        cookie,
+        Some(&fields),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+    let edit_path = created.headers["location"]
+        .to_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let id = edit_path.rsplit('/').next().unwrap().to_owned();
+
+    // It is in the list, and in the public search at once.
+    let list = request(router, Method::GET, "/espace?nom=zéphyr", cookie, None, &[]).await;
+    assert!(list.html.contains("Maison du Zéphyr"));
+    let search = request(
+        router,
+        Method::GET,
+        "/api/v1/services?q=zephyr",
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert!(search.html.contains(&id));
+
+    // Two editors open the form; the first saves, the second is told and loses nothing.
+    let form = request(router, Method::GET, &edit_path, cookie, None, &[]).await;
+    assert!(form.html.contains("Aperçu des horaires"));
+    let etag = hidden(&form.html, "etag");
+    let csrf = hidden(&form.html, "csrf");
+    let base = [
+        ("csrf", csrf.as_str()),
+        ("etag", etag.as_str()),
+        ("typology", "mairie"),
+        ("lon", "3.0870"),
+        ("lat", "45.7772"),
+    ];
+    let mut first = base.to_vec();
+    first.extend([
+        ("name", "Maison du Zéphyr"),
+        ("opening_hours", "Mo-Fr 09:00-12:00"),
+    ]);
+    let saved = request(router, Method::POST, &edit_path, cookie, Some(&first), &[]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+    let mut second = base.to_vec();
+    second.extend([("name", "Maison du Zéphyr et des Alizés")]);
+    let stale = request(router, Method::POST, &edit_path, cookie, Some(&second), &[]).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert!(stale.html.contains("Quelqu'un a enregistré cette fiche"));
+    assert!(
+        stale.html.contains("Maison du Zéphyr et des Alizés"),
+        "the typed values stay in the form"
+    );
+
+    // Withdraw, then restore from the history page.
+    let withdrawn = request(
+        router,
+        Method::POST,
+        &format!("{edit_path}/retirer"),
+        cookie,
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(withdrawn.status, StatusCode::SEE_OTHER);
+    let public = request(
+        router,
+        Method::GET,
+        &format!("/services/{id}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(public.status, StatusCode::NOT_FOUND);
+    let history = request(
+        router,
+        Method::GET,
+        &format!("{edit_path}/historique"),
+        cookie,
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        history.html.contains("retrait")
+            && history.html.contains("modification")
+            && history.html.contains("création")
+    );
+    assert!(history.html.contains("redac@example.fr"));
+    assert!(
+        history.html.contains("— → Mo-Fr 09:00-12:00"),
+        "{}",
+        history.html
+    );
+    let restore = history
+        .html
+        .split("action=\"")
+        .nth(2)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(restore.ends_with("/restaurer"), "{restore}");
+    let restored = request(
+        router,
+        Method::POST,
+        &restore,
+        cookie,
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(restored.status, StatusCode::SEE_OTHER);
+    let public = request(
+        router,
+        Method::GET,
+        &format!("/services/{id}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(public.status, StatusCode::OK);
+
+    // Another organisation's entry (a demo town hall) gives the same refusal as no entry.
+    let (demo,): (String,) =
+        sqlx::query_as("SELECT id FROM services WHERE source_id <> $1 LIMIT 1")
+            .bind(&organisation.id)
+            .fetch_one(&f.state.pool)
+            .await
+            .unwrap();
+    let other = request(
+        router,
+        Method::GET,
+        &format!("/espace/fiches/{demo}"),
+        cookie,
+        None,
+        &[],
+    )
+    .await;
+    let missing = request(
+        router,
+        Method::GET,
+        "/espace/fiches/0000000000000000",
+        cookie,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (other.status, missing.status),
+        (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN)
+    );
+    assert_eq!(other.html, missing.html);
+
+    // Logging out ends the session.
+    let out = request(
+        router,
+        Method::POST,
+        "/espace/deconnexion",
+        cookie,
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = request(router, Method::GET, "/espace", cookie, None, &[]).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+}

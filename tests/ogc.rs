@@ -1,0 +1,868 @@
+//! The GIS layers with real clients: GDAL's `ogrinfo`/`ogr2ogr` (Debian gdal-bin) against the
+//! server on a loopback port, the downloads opened by GDAL (and GeoPackages checked by GDAL's
+//! validator), coordinates checked against PROJ's `cs2cs` (proj-bin), and the OGC API's
+//! answers to good and bad requests over HTTP.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::Fixture;
+use proximites::export::crs::Crs;
+use proximites::export::FIELDS;
+use serde_json::Value;
+
+/// The demo served on a loopback port: (fixture, base URL).
+async fn served() -> (Fixture, String) {
+    let (dir, pool, reference) = common::database(true).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = fixture.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (fixture, format!("http://{address}"))
+}
+
+async fn published(fixture: &Fixture, condition: &str) -> u64 {
+    let (n,): (i64,) = sqlx::query_as(&format!(
+        "SELECT COUNT(*) FROM services WHERE status = 'published' {condition}"
+    ))
+    .fetch_one(&fixture.state.pool)
+    .await
+    .unwrap();
+    u64::try_from(n).unwrap()
+}
+
+/// Runs a command off the runtime (it calls back into the server): its stdout; panics with its
+/// stderr when it fails.
+async fn run(program: &str, args: Vec<String>) -> String {
+    let shown = format!("{program} {}", args.join(" "));
+    let output = tokio::task::spawn_blocking({
+        let program = program.to_owned();
+        move || Command::new(program).args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{shown}: {e} (paquets Debian gdal-bin et proj-bin requis)"));
+    assert!(
+        output.status.success(),
+        "{shown}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+fn feature_count(ogrinfo: &str) -> u64 {
+    ogrinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Feature Count: "))
+        .unwrap_or_else(|| panic!("no feature count in {ogrinfo}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `id → (lon, lat)` of every published entry, from the database.
+async fn positions(fixture: &Fixture) -> HashMap<String, (f64, f64)> {
+    let rows: Vec<(String, f64, f64)> =
+        sqlx::query_as("SELECT id, lon, lat FROM services WHERE status = 'published'")
+            .fetch_all(&fixture.state.pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(id, lon, lat)| (id, (lon, lat)))
+        .collect()
+}
+
+/// PROJ's positions of WGS84 points in `epsg`, through `cs2cs` (EPSG:4326 takes latitude first).
+async fn cs2cs(epsg: u32, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let input: String = points
+        .iter()
+        .map(|(lon, lat)| format!("{lat:.9} {lon:.9}\n"))
+        .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("cs2cs")
+            .args(["-f", "%.4f", "EPSG:4326", &format!("EPSG:{epsg}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cs2cs (paquet Debian proj-bin)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+            (parts.next().unwrap(), parts.next().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reprojection_matches_cs2cs_to_the_centimetre() {
+    let cases: [(Crs, &[(f64, f64)]); 5] = [
+        (
+            Crs::Lambert93,
+            &[
+                (3.0863, 45.7797),
+                (-4.4861, 48.3904),
+                (7.7521, 48.5734),
+                (9.45, 42.7),
+                (2.3522, 48.8566),
+                (-1.7, 43.4),
+            ],
+        ),
+        (
+            Crs::Antilles,
+            &[
+                (-61.5331, 16.2411),
+                (-61.0742, 14.6161),
+                (-63.0501, 18.0708),
+            ],
+        ),
+        (
+            Crs::Guyane,
+            &[(-52.3265, 4.9372), (-54.03, 5.5), (-51.7, 3.9)],
+        ),
+        (Crs::Reunion, &[(55.4481, -20.8789), (55.7, -21.3)]),
+        (Crs::Mayotte, &[(45.2279, -12.7806), (45.1, -12.98)]),
+    ];
+    for (crs, points) in cases {
+        let expected = cs2cs(crs.epsg(), points).await;
+        assert_eq!(expected.len(), points.len());
+        for (&(lon, lat), (ex, ey)) in points.iter().zip(expected) {
+            let (x, y) = crs.project(lon, lat).unwrap();
+            assert!(
+                (x - ex).abs() < 0.01 && (y - ey).abs() < 0.01,
+                "{crs:?} ({lon}, {lat}): ours ({x:.4}, {y:.4}), PROJ ({ex:.4}, {ey:.4})"
+            );
+            let (back_lon, back_lat) = crs.unproject(x, y).unwrap();
+            assert!((back_lon - lon).abs() < 1e-8 && (back_lat - lat).abs() < 1e-8);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gdal_lists_the_collections_and_reads_every_feature() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+    assert!(total > 1_000);
+    let endpoint = format!("OAPIF:{base}/ogc");
+
+    let layers = run("ogrinfo", strings(&["-ro", "-q", &endpoint])).await;
+    assert!(layers.contains("services"), "{layers}");
+    for theme in &fixture.state.reference.taxonomy.themes {
+        assert!(
+            layers.contains(&theme.code),
+            "{} missing: {layers}",
+            theme.code
+        );
+    }
+    let summary = run("ogrinfo", strings(&["-ro", "-so", &endpoint, "services"])).await;
+    assert_eq!(feature_count(&summary), total, "numberMatched");
+
+    // Every feature, read to the end in pages of 500, then counted in the copy GDAL wrote.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.gpkg");
+    run(
+        "ogr2ogr",
+        strings(&[
+            "-f",
+            "GPKG",
+            copy.to_str().unwrap(),
+            &endpoint,
+            "services",
+            "-oo",
+            "PAGE_SIZE=500",
+        ]),
+    )
+    .await;
+    let copied = run(
+        "ogrinfo",
+        strings(&["-ro", "-so", copy.to_str().unwrap(), "services"]),
+    )
+    .await;
+    assert_eq!(feature_count(&copied), total);
+    let distinct = run(
+        "ogrinfo",
+        strings(&[
+            "-ro",
+            "-q",
+            copy.to_str().unwrap(),
+            "-sql",
+            "SELECT COUNT(DISTINCT id) AS n FROM services",
+        ]),
+    )
+    .await;
+    assert!(
+        distinct.contains(&format!("n (Integer) = {total}")),
+        "{distinct}"
+    );
+
+    // A CQL2 filter GDAL builds from -where and sends to the server.
+    let puy = published(
+        &fixture,
+        "AND typology_code = 'mairie' AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
+    )
+    .await;
+    assert!(puy > 0);
+    let filtered = run(
+        "ogrinfo",
+        strings(&[
+            "-ro",
+            "-al",
+            "-q",
+            &endpoint,
+            "services",
+            "-oo",
+            "PAGE_SIZE=10000",
+            "-where",
+            "typology = 'mairie' AND departement = '63'",
+        ]),
+    )
+    .await;
+    assert_eq!(filtered.matches("OGRFeature(services)").count() as u64, puy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gdal_reads_every_feature_in_lambert93_as_cs2cs_places_them() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+    let layer = format!(
+        "OAPIF:{base}/ogc/collections/services?crs=http://www.opengis.net/def/crs/EPSG/0/2154"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("l93.csv");
+    run(
+        "ogr2ogr",
+        strings(&[
+            "-f",
+            "CSV",
+            csv.to_str().unwrap(),
+            &layer,
+            "-oo",
+            "PAGE_SIZE=400",
+            "-lco",
+            "GEOMETRY=AS_XY",
+            "-select",
+            "id",
+        ]),
+    )
+    .await;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&csv)
+        .unwrap();
+    let mut read: Vec<(String, f64, f64)> = Vec::new();
+    for record in reader.records() {
+        let record = record.unwrap();
+        read.push((
+            record[2].to_owned(),
+            record[0].parse().unwrap(),
+            record[1].parse().unwrap(),
+        ));
+    }
+    assert_eq!(read.len() as u64, total);
+    let ids: HashSet<&str> = read.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids.len() as u64, total, "no feature twice");
+    let positions = positions(&fixture).await;
+    let wgs84: Vec<(f64, f64)> = read.iter().map(|r| positions[&r.0]).collect();
+    let expected = cs2cs(2154, &wgs84).await;
+    for ((id, x, y), (ex, ey)) in read.iter().zip(expected) {
+        assert!(
+            (x - ex).abs() <= 0.01 && (y - ey).abs() <= 0.01,
+            "{id}: served ({x}, {y}), PROJ ({ex}, {ey})"
+        );
+    }
+}
+
+async fn download(
+    base: &str,
+    path: &str,
+    dir: &Path,
+    name: &str,
+) -> (reqwest::header::HeaderMap, std::path::PathBuf) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let headers = response.headers().clone();
+    let file = dir.join(name);
+    std::fs::write(&file, response.bytes().await.unwrap()).unwrap();
+    (headers, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_download_opens_in_gdal_with_its_count_fields_and_crs() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+    let in_63 = published(
+        &fixture,
+        "AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
+    )
+    .await;
+    assert!(in_63 > 0 && in_63 < total);
+    let dir = tempfile::tempdir().unwrap();
+    let validator = [
+        "/usr/lib/python3/dist-packages/osgeo_utils/samples/validate_gpkg.py",
+        "/usr/share/doc/python3-gdal/examples/validate_gpkg.py",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("validate_gpkg.py (paquet Debian python3-gdal)");
+    for (query, count, epsg) in [
+        ("", total, 4326),
+        ("?crs=EPSG:2154", total, 2154),
+        (
+            "?in=departement:63&crs=http://www.opengis.net/def/crs/EPSG/0/2154",
+            in_63,
+            2154,
+        ),
+        ("?in=departement:63", in_63, 4326),
+    ] {
+        for ext in ["geojson", "gpkg", "fgb", "csv", "scdl.csv"] {
+            if ext == "geojson" && epsg != 4326 {
+                let response =
+                    reqwest::get(format!("{base}/api/v1/export/services.geojson{query}"))
+                        .await
+                        .unwrap();
+                assert_eq!(response.status(), 400, "GeoJSON is WGS84 only");
+                continue;
+            }
+            let name = format!("{}-{epsg}.{ext}", count);
+            let (headers, file) = download(
+                &base,
+                &format!("/api/v1/export/services.{ext}{query}"),
+                dir.path(),
+                &name,
+            )
+            .await;
+            assert!(headers["link"]
+                .to_str()
+                .unwrap()
+                .contains("rel=\"license\""));
+            let path = file.to_str().unwrap().to_owned();
+            let mut args = strings(&["-ro", "-so", "-al", &path]);
+            if ext.ends_with("csv") {
+                let (x, y) = if ext == "csv" {
+                    ("lon", "lat")
+                } else {
+                    ("EQUIP_LONG", "EQUIP_LAT")
+                };
+                args.extend(strings(&[
+                    "-oo",
+                    &format!("X_POSSIBLE_NAMES={x}"),
+                    "-oo",
+                    &format!("Y_POSSIBLE_NAMES={y}"),
+                ]));
+            }
+            let info = run("ogrinfo", args).await;
+            assert_eq!(feature_count(&info), count, "{ext}{query}");
+            if !ext.ends_with("csv") {
+                assert!(
+                    info.contains(&format!("ID[\"EPSG\",{epsg}]")),
+                    "{ext}{query}: {info}"
+                );
+                for field in &FIELDS[1..] {
+                    assert!(
+                        info.contains(&format!("\n{field}: ")),
+                        "{ext}{query}: {field} missing"
+                    );
+                }
+            } else if epsg != 4326 {
+                assert!(
+                    info.contains("\nx: ") && info.contains("\ny: "),
+                    "{ext}{query}"
+                );
+            }
+            if ext == "gpkg" {
+                let validated = run("python3", vec![validator.to_owned(), path.clone()]).await;
+                assert!(validated.trim().is_empty(), "{validated}");
+                assert!(info.contains("Licence Ouverte"), "licence in gpkg_contents");
+                // The R-tree written in bulk is one SQLite itself finds consistent, and GDAL's
+                // spatial filter through it finds what a scan finds.
+                let check = run(
+                    "ogrinfo",
+                    strings(&[
+                        "-ro",
+                        "-q",
+                        &path,
+                        "-sql",
+                        "SELECT rtreecheck('rtree_services_geom') AS r",
+                    ]),
+                )
+                .await;
+                assert!(check.contains("r (String) = ok"), "{check}");
+                if epsg == 4326 {
+                    let in_box = published(
+                        &fixture,
+                        &format!("{} AND lon BETWEEN 3.0 AND 3.2 AND lat BETWEEN 45.7 AND 45.9", if count == total { "" } else { "AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')" }),
+                    )
+                    .await;
+                    let spat = run(
+                        "ogrinfo",
+                        strings(&[
+                            "-ro", "-so", &path, "services", "-spat", "3.0", "45.7", "3.2", "45.9",
+                        ]),
+                    )
+                    .await;
+                    assert_eq!(feature_count(&spat), in_box);
+                }
+            }
+            if ext == "geojson" {
+                let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                assert!(doc["licence"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Licence Ouverte"));
+                assert!(!doc["sources"].as_array().unwrap().is_empty());
+            }
+        }
+    }
+    // The Lambert-93 GeoPackage's positions are PROJ's, to the centimetre.
+    let (_, file) = download(
+        &base,
+        "/api/v1/export/services.gpkg?crs=EPSG:2154",
+        dir.path(),
+        "check.gpkg",
+    )
+    .await;
+    let csv = dir.path().join("check.csv");
+    run(
+        "ogr2ogr",
+        strings(&[
+            "-f",
+            "CSV",
+            csv.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "-lco",
+            "GEOMETRY=AS_XY",
+            "-select",
+            "id",
+        ]),
+    )
+    .await;
+    let positions = positions(&fixture).await;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&csv)
+        .unwrap();
+    let rows: Vec<(String, f64, f64)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r[2].to_owned(),
+                r[0].parse().unwrap(),
+                r[1].parse().unwrap(),
+            )
+        })
+        .collect();
+    let expected = cs2cs(
+        2154,
+        &rows.iter().map(|r| positions[&r.0]).collect::<Vec<_>>(),
+    )
+    .await;
+    for ((id, x, y), (ex, ey)) in rows.iter().zip(expected) {
+        assert!(
+            (x - ex).abs() <= 0.01 && (y - ey).abs() <= 0.01,
+            "{id}: ({x}, {y}) vs ({ex}, {ey})"
+        );
+    }
+}
+
+async fn get_json(
+    base: &str,
+    path: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&body)));
+    (status, headers, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ogc_api_answers_as_the_standard_asks() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+
+    let (status, _, landing) = get_json(&base, "/ogc").await;
+    assert_eq!(status, 200);
+    let rels: Vec<&str> = landing["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rel"].as_str().unwrap())
+        .collect();
+    for rel in ["service-desc", "service-doc", "conformance", "data"] {
+        assert!(rels.contains(&rel), "{rel}");
+    }
+    let (_, _, conformance) = get_json(&base, "/ogc/conformance").await;
+    let classes = conformance["conformsTo"].to_string();
+    for class in [
+        "conf/core",
+        "conf/geojson",
+        "conf/html",
+        "conf/oas30",
+        "ogcapi-features-2/1.0/conf/crs",
+        "cql2-text",
+        "features-filter",
+    ] {
+        assert!(classes.contains(class), "{class}");
+    }
+    let (_, headers, api) = get_json(&base, "/ogc/api").await;
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("openapi"));
+    assert_eq!(api["openapi"], "3.0.3");
+    assert_eq!(
+        api["components"]["parameters"]["limit"]["schema"]["maximum"],
+        10_000
+    );
+    let parameters = api["paths"]["/collections/services/items"]["get"]["parameters"].to_string();
+    for name in [
+        "limit",
+        "typology",
+        "commune",
+        "departement",
+        "epci",
+        "filter",
+        "crs",
+    ] {
+        assert!(
+            parameters.contains(&format!("#/components/parameters/{name}")),
+            "{name}"
+        );
+    }
+    let (_, _, main_doc) = get_json(&base, "/api/v1/openapi.json").await;
+    for path in [
+        "/ogc",
+        "/ogc/conformance",
+        "/ogc/api",
+        "/ogc/collections",
+        "/ogc/collections/{collection}",
+        "/ogc/collections/{collection}/items",
+        "/ogc/collections/{collection}/items/{feature}",
+        "/ogc/collections/{collection}/queryables",
+        "/donnees-sig",
+        "/api/v1/export/{file}",
+    ] {
+        assert!(
+            main_doc["paths"][path].is_object(),
+            "{path} missing from /api/v1/openapi.json"
+        );
+    }
+    let (_, _, collections) = get_json(&base, "/ogc/collections").await;
+    let services = &collections["collections"][0];
+    assert_eq!(services["id"], "services");
+    assert_eq!(services["itemType"], "feature");
+    assert_eq!(services["storageCrs"], Crs::Crs84.uri());
+    assert!(services["crs"].to_string().contains("EPSG/0/2154"));
+    assert_eq!(
+        services["extent"]["spatial"]["bbox"][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Pages by cursor, to the end: each feature once, the count exact on every page.
+    let mut seen = HashSet::new();
+    let mut url = format!("{base}/ogc/collections/services/items?limit=300");
+    let mut pages = 0;
+    loop {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-crs"],
+            format!("<{}>", Crs::Crs84.uri())
+        );
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        let link_header = response
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(page["numberMatched"], total);
+        assert!(page["timeStamp"].is_string());
+        let features = page["features"].as_array().unwrap();
+        assert_eq!(page["numberReturned"], features.len());
+        for feature in features {
+            assert!(seen.insert(feature["id"].as_str().unwrap().to_owned()));
+        }
+        pages += 1;
+        let next = page["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "next");
+        match next {
+            Some(next) => {
+                let href = next["href"].as_str().unwrap().to_owned();
+                assert!(link_header.unwrap().contains(&href));
+                url = href;
+            }
+            None => {
+                assert!(link_header.is_none());
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len() as u64, total);
+    assert_eq!(pages, total.div_ceil(300));
+
+    // A limit past the maximum is clamped, not refused.
+    let (status, _, page) = get_json(&base, "/ogc/collections/services/items?limit=50000").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["numberReturned"], total.min(10_000));
+
+    // Filters by property, by box (in Lambert-93 too) and by CQL2 agree with the database.
+    let in_63 = published(
+        &fixture,
+        "AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
+    )
+    .await;
+    let (_, _, page) = get_json(
+        &base,
+        "/ogc/collections/services/items?departement=63&limit=1",
+    )
+    .await;
+    assert_eq!(page["numberMatched"], in_63);
+    let (_, _, page) = get_json(&base, "/ogc/collections/services/items?limit=1&filter=departement%3D%2763%27&filter-lang=cql2-text").await;
+    assert_eq!(page["numberMatched"], in_63);
+    let in_box = published(
+        &fixture,
+        "AND lon BETWEEN 3.0 AND 3.2 AND lat BETWEEN 45.7 AND 45.9",
+    )
+    .await;
+    let (_, _, page) = get_json(
+        &base,
+        "/ogc/collections/services/items?bbox=3.0,45.7,3.2,45.9&limit=1",
+    )
+    .await;
+    assert_eq!(page["numberMatched"], in_box);
+    let (_, _, page) = get_json(
+        &base,
+        "/ogc/collections/services/items?bbox=45.7,3.0,45.9,3.2&bbox-crs=EPSG:4326&limit=1",
+    )
+    .await;
+    assert_eq!(page["numberMatched"], in_box);
+    let (_, _, page) = get_json(&base, "/ogc/collections/services/items?limit=1&filter=S_INTERSECTS(geometry,BBOX(3.0,45.7,3.2,45.9))").await;
+    assert_eq!(page["numberMatched"], in_box);
+    let (_, headers, page) = get_json(
+        &base,
+        "/ogc/collections/services/items?limit=3&crs=EPSG:4326",
+    )
+    .await;
+    assert_eq!(
+        headers["content-crs"],
+        "<http://www.opengis.net/def/crs/EPSG/0/4326>"
+    );
+    let first = &page["features"][0];
+    let (lon, lat) = positions(&fixture).await[first["id"].as_str().unwrap()];
+    assert!(
+        (first["geometry"]["coordinates"][0].as_f64().unwrap() - lat).abs() < 1e-6,
+        "latitude first"
+    );
+    assert!((first["geometry"]["coordinates"][1].as_f64().unwrap() - lon).abs() < 1e-6);
+
+    // A theme's collection holds its theme's entries only.
+    let theme = &fixture.state.reference.taxonomy.themes[0].code;
+    let of_theme = published(
+        &fixture,
+        &format!("AND typology_code IN (SELECT code FROM typologies WHERE theme_code = '{theme}')"),
+    )
+    .await;
+    let (status, _, page) =
+        get_json(&base, &format!("/ogc/collections/{theme}/items?limit=1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["numberMatched"], of_theme);
+
+    // One feature, and its queryables.
+    let id = first["id"].as_str().unwrap();
+    let (status, _, feature) =
+        get_json(&base, &format!("/ogc/collections/services/items/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(feature["id"], id);
+    let (status, _, _) = get_json(&base, "/ogc/collections/services/items/0000000000000000").await;
+    assert_eq!(status, 404);
+    let (_, _, queryables) = get_json(&base, "/ogc/collections/services/queryables").await;
+    assert!(queryables["properties"]["typology"]["enum"].is_array());
+    assert_eq!(
+        queryables["properties"]["geometry"]["x-ogc-role"],
+        "primary-geometry"
+    );
+
+    // Bad input is a 400 naming the parameter, never a 500.
+    for bad in [
+        "limit=0", "limit=abc", "bbox=1,2,3", "bbox=4,45,3,46", "crs=EPSG:3857", "unknown=1",
+        "typology=nope", "commune=99999", "departement=999", "epci=1", "cursor=../x",
+        "datetime=hier", "filter=typology%3D", "filter=nope%3D%27x%27", "filter-lang=cql2-json&filter=x",
+        "filter=S_INTERSECTS(geometry,POLYGON((0%200,1%201,0%200)))", "f=xml",
+        "filter=((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((typology%3D%27x%27",
+    ] {
+        let (status, headers, problem) = get_json(&base, &format!("/ogc/collections/services/items?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {problem}");
+        assert!(headers["content-type"].to_str().unwrap().contains("problem+json"));
+        assert!(!problem["errors"][0]["field"].as_str().unwrap().is_empty(), "{bad}");
+    }
+    let (status, _, _) = get_json(&base, "/ogc/collections/nope/items").await;
+    assert_eq!(status, 404);
+
+    // JSON for */*, HTML when asked; ETag and If-None-Match; gzip when accepted.
+    let client = reqwest::Client::new();
+    let items = format!("{base}/ogc/collections/services/items?limit=5");
+    let response = client
+        .get(&items)
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/geo+json");
+    let etag = response.headers()["etag"].clone();
+    let response = client
+        .get(&items)
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 304);
+    let response = client
+        .get(&items)
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert_ne!(response.headers()["etag"], etag);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<html lang=\"fr\">") && html.contains("<main") && html.contains("<h1>"));
+    let response = client
+        .get(&items)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let response = client
+        .get(format!("{base}/donnees-sig"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(&format!("{base}/ogc"))
+            && page.contains("ogr2ogr")
+            && page.contains("QGIS")
+            && page.contains("ArcGIS")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_export_command_writes_a_whole_file_or_none() {
+    let (dir, pool, reference) = common::database(true).await;
+    let db = dir.path().join("test.db");
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    drop(reference);
+    pool.close().await;
+    let out = dir.path().join("puy.gpkg");
+    let bin = env!("CARGO_BIN_EXE_proximites");
+    let url = format!("sqlite://{}", db.display());
+    let status = Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "export",
+            "--format",
+            "gpkg",
+            "--in",
+            "departement:63",
+            "--crs",
+            "EPSG:2154",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let info = run(
+        "ogrinfo",
+        strings(&["-ro", "-so", out.to_str().unwrap(), "services"]),
+    )
+    .await;
+    assert_eq!(feature_count(&info), u64::try_from(n).unwrap());
+    assert!(info.contains("ID[\"EPSG\",2154]"));
+
+    let csv = dir.path().join("all.csv");
+    let status = Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "export",
+            "--format",
+            "csv",
+            "-o",
+            csv.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sidecar = std::fs::read_to_string(dir.path().join("all.csv.licence.txt")).unwrap();
+    assert!(sidecar.contains("Licence Ouverte"));
+
+    let bad = dir.path().join("bad.gpkg");
+    let output = Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "export",
+            "--format",
+            "gpkg",
+            "--typology",
+            "nope",
+            "-o",
+            bad.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nope"));
+    assert!(!bad.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".proximites-export-")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+}
