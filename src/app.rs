@@ -46,6 +46,8 @@ pub struct AppState {
     pub geocoder: Option<crate::territory::geocoder::Geocoder>,
     /// Coverage figures of territories, cached by data version.
     pub coverage: Arc<crate::coverage::Coverage>,
+    /// Printed directories: the render queue and the guides made, by data version and choices.
+    pub directories: Arc<crate::directory::jobs::Directories>,
     /// What the citizen pages need: form signing, life events, the base map's source.
     pub web: Arc<crate::web::Web>,
     /// GIS layers: licence, whole-directory files and counts, by data version.
@@ -94,6 +96,7 @@ impl AppState {
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
+            directories: Arc::new(crate::directory::jobs::Directories::start()),
             layers: Arc::new(crate::export::Layers::new(
                 text_dir.with_extension("exports"),
                 crate::export::Licence::default(),
@@ -328,6 +331,15 @@ async fn load_search_index(
         crate::espace::pages::restore_entry,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
+        crate::directory::routes::create,
+        crate::directory::routes::job,
+        crate::directory::routes::guide_pdf,
+        crate::directory::routes::guide_html,
+        crate::directory::routes::cover,
+        crate::directory::routes::new_page,
+        crate::directory::routes::create_from_form,
+        crate::directory::routes::cover_from_form,
+        crate::directory::routes::job_page,
         crate::territory::routes::boundaries,
         crate::web::home::home,
         crate::web::search::search_page,
@@ -354,13 +366,14 @@ async fn load_search_index(
         crate::ogc::routes::schema,
         crate::ogc::html::gis_page,
     ),
-    components(schemas(Problem, crate::error::FieldError, crate::coverage::Report)),
+    components(schemas(Problem, crate::error::FieldError, crate::coverage::Report, crate::directory::RawChoices, crate::directory::jobs::JobStatus)),
     modifiers(&BearerScheme),
     tags(
         (name = "taxonomy", description = "Thèmes et typologies / Themes and typologies"),
         (name = "territory", description = "Référentiel territorial / Territory reference"),
         (name = "services", description = "Fiches / Directory entries"),
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
+        (name = "directories", description = "Annuaires imprimés / Printed directories"),
         (name = "export", description = "Téléchargements SIG / GIS downloads"),
         (name = "ogc", description = "OGC API – Features et page Données SIG / OGC API – Features and GIS page"),
         (name = "contributors", description = "Écriture par les contributeurs (jeton Bearer) / Contributors' write API (bearer token)"),
@@ -394,6 +407,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::services::api::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
+        .merge(crate::directory::routes::router())
         .merge(crate::web::router())
         .merge(crate::export::routes::router())
         .merge(crate::ogc::routes::router())

@@ -390,6 +390,84 @@ pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Resu
     Ok(lines.join("\n"))
 }
 
+/// What `bench directory` times.
+pub struct DirectoryBench {
+    pub database_url: String,
+    pub within: String,
+    pub typologies: Vec<String>,
+    pub format: String,
+    pub runs: usize,
+    pub demo: bool,
+    pub output: Option<PathBuf>,
+}
+
+/// Times printed directories on an existing database: each run selects the entries (SQL),
+/// composes the guide (hours, QR codes, indexes), lays it out with Typst and writes the PDF,
+/// as `proximites directory` does; reports each run, the pages, and the peak memory.
+pub async fn directory(bench: DirectoryBench) -> anyhow::Result<String> {
+    use crate::directory::{self, jobs, Choices, RawChoices};
+
+    let pool = db::connect(&bench.database_url).await?;
+    let reference = boot::prepare(&pool, bench.demo).await?;
+    let public_url = directory::public_url(None).map_err(anyhow::Error::msg)?;
+    let raw = RawChoices {
+        territory: bench.within.clone(),
+        typologies: bench.typologies.clone(),
+        format: Some(bench.format.clone()),
+        date: Some("2026-11-24".into()),
+        ..RawChoices::default()
+    };
+    let today = crate::search::hours::paris_now().date_naive();
+    let choices = Choices::parse(&raw, None, &reference.taxonomy, &reference.locator, today)
+        .map_err(|e| anyhow::anyhow!(crate::error::Problem::from(&e).detail))?;
+    let hours = std::sync::Arc::new(crate::search::hours::HoursEvaluator::new());
+    let mut lines = Vec::new();
+    for run in 1..=bench.runs.max(1) {
+        let started = Instant::now();
+        let prepared = jobs::prepare(
+            &pool,
+            &reference,
+            hours.clone(),
+            choices.clone(),
+            &public_url,
+            format!("bench-{run}"),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::error::Problem::from(&e).detail))?;
+        let selected_s = started.elapsed().as_secs_f64();
+        let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_| {}))
+            .await?
+            .map_err(|e| anyhow::anyhow!(crate::error::Problem::from(&e).detail))?;
+        let total_s = started.elapsed().as_secs_f64();
+        lines.push(format!(
+            "run {run}: {} entries, {} pages, {:.1} MB PDF — selection {selected_s:.2} s, total {total_s:.2} s",
+            output.entries,
+            output.pages,
+            output.pdf.len() as f64 / 1e6
+        ));
+        if let Some(path) = &bench.output {
+            directory::write_atomically(path, &output.pdf)?;
+        }
+    }
+    let peak_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    lines.push(format!(
+        "directory {} {:?} ({}): peak resident memory (VmHWM, mapped database included) {} MiB",
+        bench.within,
+        bench.typologies,
+        bench.format,
+        peak_kb / 1024
+    ));
+    Ok(lines.join("\n"))
+}
+
 /// What `bench export` measures.
 pub struct ExportBench {
     pub rows: usize,

@@ -47,6 +47,9 @@ pub enum Command {
     /// Coverage of a territory: distance from each commune to the nearest published entry of
     /// typologies or themes, and the indicators drawn from it, as CSV or JSON.
     Coverage(CoverageArgs),
+    /// A printed directory: a tagged PDF booklet (A5 or A4) of a territory's published entries
+    /// of some themes or typologies, and optionally the same as an HTML page.
+    Directory(DirectoryArgs),
     /// Write the published entries (all, or a theme, typologies, a territory) as a GIS file:
     /// GeoJSON, GeoPackage, FlatGeobuf, CSV (import format) or SCDL CSV.
     Export(ExportArgs),
@@ -142,6 +145,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Time printed directories on the --database-url given: selection, composition, layout
+    /// and PDF, in process, with the peak memory.
+    Directory {
+        /// The territory (see `directory --in`).
+        #[arg(long = "in", default_value = "region:84")]
+        within: String,
+        /// Typology codes (none: every typology).
+        #[arg(long)]
+        typology: Vec<String>,
+        #[arg(long, default_value = "a5")]
+        format: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Load the Auvergne demo (1,283 town halls) into the database first, when it never was.
+        #[arg(long)]
+        demo: bool,
+        /// Keep the last PDF here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Import N generated rows (or reuse --database), then time the GIS exports: GeoPackage
     /// with R-tree, the full GeoJSON over HTTP, OGC pages first and deep, GDAL reading the OGC
     /// API.
@@ -201,7 +224,8 @@ pub struct ServeArgs {
     )]
     pub tile_attribution: String,
 
-    /// The address people reach this instance at, which the links it sends start with.
+    /// The address people reach this instance at, which the links it sends and the QR codes of
+    /// printed guides start with.
     #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
     pub public_url: String,
     #[command(flatten)]
@@ -303,6 +327,10 @@ pub struct SynthArgs {
     /// Output CSV file.
     #[arg(short, long)]
     pub output: PathBuf,
+
+    /// Only communes of this département (repeatable): a dense territory for benchmarks.
+    #[arg(long)]
+    pub departement: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +385,66 @@ pub struct CoverageArgs {
     pub format: CoverageFormat,
 
     /// The file to write; written whole or not at all.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DirectoryArgs {
+    /// The territory: `commune:63113`, `epci:246300701`, `departement:63`, `region:84` or
+    /// `communes:63113,63300`.
+    #[arg(long = "in")]
+    pub within: String,
+
+    /// A theme code (all its typologies); repeatable or comma-separated. None: every theme.
+    #[arg(long)]
+    pub theme: Vec<String>,
+
+    /// A typology code; repeatable or comma-separated.
+    #[arg(long)]
+    pub typology: Vec<String>,
+
+    /// Sections by `theme` (then typology and commune) or by `commune` (then theme).
+    #[arg(long, default_value = "theme")]
+    pub group: String,
+
+    /// `a5` (a folded booklet, pages by multiples of 4) or `a4`.
+    #[arg(long, default_value = "a5")]
+    pub format: String,
+
+    /// The title on the cover (default « Guide des services publics »).
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// The edition date, YYYY-MM-DD (default today).
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// The publishing body (default: the territory's name).
+    #[arg(long)]
+    pub publisher: Option<String>,
+
+    /// The publisher's logo: a PNG or SVG file of 2 MB at most.
+    #[arg(long)]
+    pub logo: Option<PathBuf>,
+
+    /// Accent colour, #RRGGBB.
+    #[arg(long)]
+    pub color: Option<String>,
+
+    /// Language of the fixed texts: fr or en.
+    #[arg(long, default_value = "fr")]
+    pub lang: String,
+
+    /// Also write the guide as an accessible HTML page to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+
+    /// The public address of the online directory, which the QR codes lead to.
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
+
+    /// The PDF to write; written whole or not at all.
     #[arg(short, long)]
     pub output: PathBuf,
 }

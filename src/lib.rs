@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod coverage;
 pub mod db;
+pub mod directory;
 pub mod error;
 pub mod espace;
 pub mod export;

@@ -49,7 +49,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state = state.with_tiles(proxy);
                 tracing::info!(%url, "base map tiles configured");
             }
-            state = state.with_public_url(&args.public_url);
+            let public_url = proximites::directory::public_url(Some(&args.public_url))
+                .map_err(anyhow::Error::msg)?;
+            state = state.with_public_url(&public_url);
             app::serve(state, args.listen).await?;
         }
         Command::Admin(command) => {
@@ -101,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Synth(args) => {
             let written = tokio::task::spawn_blocking(move || {
-                synth::write_file(&args.output, args.count, args.seed)
+                synth::write_file_in(&args.output, args.count, args.seed, &args.departement)
             })
             .await??;
             println!("{written} fiches générées / entries generated");
@@ -178,6 +180,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await??;
             println!("{summary}");
         }
+        Command::Directory(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let summary = directory_command(&pool, &reference, args).await?;
+            println!("{summary}");
+        }
+        Command::Bench(BenchCommand::Directory {
+            within,
+            typology,
+            format,
+            runs,
+            demo,
+            output,
+        }) => {
+            let figures = bench::directory(bench::DirectoryBench {
+                database_url: cli.database_url.clone(),
+                within,
+                typologies: typology,
+                format,
+                runs,
+                demo,
+                output,
+            })
+            .await?;
+            println!("{figures}");
+        }
         Command::Bench(BenchCommand::Coverage { departement, runs }) => {
             let figures = bench::coverage(&cli.database_url, &departement, runs).await?;
             println!("{figures}");
@@ -235,6 +263,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `proximites directory`: the guide written whole or not at all; wrong choices, an unreadable
+/// logo or an empty selection end with the message and a non-zero exit, writing nothing.
+async fn directory_command(
+    pool: &db::Pool,
+    reference: &proximites::import::Reference,
+    args: proximites::cli::DirectoryArgs,
+) -> anyhow::Result<String> {
+    use proximites::directory::{self, jobs, Choices, RawChoices};
+    let detail =
+        |e: proximites::error::Error| anyhow::anyhow!(proximites::error::Problem::from(&e).detail);
+    let public_url = directory::public_url(Some(&args.public_url)).map_err(anyhow::Error::msg)?;
+    let logo = match &args.logo {
+        Some(path) => Some(directory::read_logo(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let raw = RawChoices {
+        territory: args.within.clone(),
+        themes: args.theme.clone(),
+        typologies: args.typology.clone(),
+        group: Some(args.group.clone()),
+        format: Some(args.format.clone()),
+        title: args.title.clone(),
+        date: args.date.clone(),
+        publisher: args.publisher.clone(),
+        color: args.color.clone(),
+        lang: Some(args.lang.clone()),
+    };
+    let today = search::hours::paris_now().date_naive();
+    let choices = Choices::parse(&raw, logo, &reference.taxonomy, &reference.locator, today)
+        .map_err(detail)?;
+    if let Some(logo) = choices.logo.clone() {
+        tokio::task::spawn_blocking(move || directory::render::check_logo(&logo))
+            .await?
+            .map_err(|e| detail(jobs::render_error(e)))?;
+    }
+    let version = db::fact(pool, "data_version").await?.unwrap_or_default();
+    let key = choices.key(&version, &public_url);
+    let hours = std::sync::Arc::new(search::hours::HoursEvaluator::new());
+    let prepared = jobs::prepare(pool, reference, hours, choices, &public_url, key)
+        .await
+        .map_err(detail)?;
+    let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_| {}))
+        .await?
+        .map_err(detail)?;
+    directory::write_atomically(&args.output, &output.pdf)?;
+    if let Some(path) = &args.html {
+        directory::write_atomically(path, output.html.as_bytes())?;
+    }
+    let conformance = match &output.conformance {
+        directory::render::Conformance::PdfUa1 => "PDF/UA-1".to_owned(),
+        directory::render::Conformance::Tagged { ua_refused } => {
+            format!("PDF balisé / tagged (PDF/UA-1 refusé / refused : {ua_refused})")
+        }
+    };
+    Ok(format!(
+        "{} : {} pages, {} fiches / entries, {conformance}, {:.2} s",
+        args.output.display(),
+        output.pages,
+        output.entries,
+        output.millis as f64 / 1000.0
+    ))
 }
 
 /// Brings the text index beside the database up to date with it.

@@ -147,8 +147,25 @@ fn point_in(commune: &Commune, rng: &mut ChaCha8Rng) -> (f64, f64) {
 
 /// Writes `count` generated entries to `path` in the project's CSV; returns the count written.
 pub fn write_file(path: &Path, count: u64, seed: u64) -> anyhow::Result<u64> {
+    write_file_in(path, count, seed, &[])
+}
+
+/// Like [`write_file`], in the communes of `departements` only (all of France when empty).
+pub fn write_file_in(
+    path: &Path,
+    count: u64,
+    seed: u64,
+    departements: &[String],
+) -> anyhow::Result<u64> {
     let taxonomy = Taxonomy::embedded()?;
-    let communes = ReferenceFiles::embedded()?.communes;
+    let mut communes = ReferenceFiles::embedded()?.communes;
+    if !departements.is_empty() {
+        communes.retain(|c| departements.contains(&c.departement_code));
+        anyhow::ensure!(
+            !communes.is_empty(),
+            "aucune commune dans les départements {departements:?}"
+        );
+    }
     let file =
         std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{} : {e}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -53,7 +53,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Pages of a session are never kept by a browser's or a proxy's cache.
-async fn no_store(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub async fn no_store(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut response = next.run(request).await;
     response
         .headers_mut()
@@ -189,6 +189,16 @@ pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
 
 /// The frame of a contributor page: French, the session's person and the logout button.
 pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    page_with_script(title, session, None, body)
+}
+
+/// The frame, with one of the embedded scripts (the pages work without it).
+pub fn page_with_script(
+    title: &str,
+    session: Option<&Session>,
+    script: Option<&str>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="fr" {
@@ -198,6 +208,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 title { (title) " — Espace contributeurs — Proximités" }
                 link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::url("site.css"));
+                @if let Some(script) = script { script src=(assets::url(script)) defer {} }
             }
             body {
                 a.skip href="#contenu" { "Aller au contenu" }
@@ -212,6 +223,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                 ul {
                                     li { a href="/espace" { "Mes fiches" } }
                                     li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
+                                    li { a href="/espace/annuaires/nouveau" { "Annuaires imprimés" } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);

@@ -187,6 +187,61 @@ impl HoursEvaluator {
     }
 }
 
+/// One day of a typical week: its open intervals as local times (an interval running past
+/// midnight ends at 24:00 and goes on the next day), or unknown.
+pub type TypicalDay = Option<Vec<(chrono::NaiveTime, chrono::NaiveTime)>>;
+
+impl HoursEvaluator {
+    /// The open intervals of each day, Monday first, of the first week starting on or after
+    /// `from` without a public holiday: what a printed timetable shows as "the" week. `None`
+    /// when the hours are absent or unreadable; a day is `None` where a rule says `unknown`.
+    pub fn typical_week(&self, hours: Option<&str>, from: NaiveDate) -> Option<[TypicalDay; 7]> {
+        let oh = self.parsed(hours?)?;
+        let mut monday =
+            from + TimeDelta::days((7 - i64::from(from.weekday().num_days_from_monday())) % 7);
+        for _ in 0..8 {
+            if (0..7).all(|d| !self.is_public_holiday(monday + TimeDelta::days(d))) {
+                break;
+            }
+            monday += TimeDelta::days(7);
+        }
+        let mut week: [TypicalDay; 7] = Default::default();
+        for (day, slot) in week.iter_mut().enumerate() {
+            let date = monday + TimeDelta::days(day as i64);
+            let start = date.and_hms_opt(0, 0, 0)?;
+            let end = start + TimeDelta::days(1);
+            let mut intervals = Vec::new();
+            let mut unknown = false;
+            for range in oh.iter_range(start, end) {
+                match range.kind {
+                    RuleKind::Open => {
+                        let to = if range.range.end >= end {
+                            chrono::NaiveTime::MIN
+                        } else {
+                            range.range.end.time()
+                        };
+                        intervals.push((range.range.start.time(), to));
+                    }
+                    RuleKind::Unknown => unknown = true,
+                    RuleKind::Closed => {}
+                }
+            }
+            *slot = (!unknown || !intervals.is_empty()).then_some(intervals);
+        }
+        Some(week)
+    }
+
+    /// Whether the hours say the place is closed on public holidays (`PH off`).
+    pub fn closed_on_public_holidays(&self, hours: Option<&str>) -> bool {
+        hours.is_some_and(|h| {
+            h.split(';').any(|rule| {
+                let rule = rule.trim();
+                rule.starts_with("PH") && (rule.ends_with("off") || rule.ends_with("closed"))
+            })
+        })
+    }
+}
+
 /// The Paris instant of the local time `naive`, the first one after `after` when the clocks show
 /// it twice; a time in the spring-forward gap becomes the first minute that exists.
 fn paris_after(naive: NaiveDateTime, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
@@ -470,6 +525,35 @@ mod tests {
         let s = ev.state_at(Some(OFFICE), paris(2026, 7, 13, 10, 0));
         assert_eq!(s.open, Some(true));
         assert_eq!(s.next_change, Some(paris(2026, 7, 13, 12, 0)));
+    }
+
+    #[test]
+    fn typical_week_skips_holiday_weeks() {
+        let ev = HoursEvaluator::new();
+        let t = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        // From Monday 13 July 2026: the week holds the 14th, so the next one is shown.
+        let week = ev
+            .typical_week(Some(OFFICE), NaiveDate::from_ymd_opt(2026, 7, 13).unwrap())
+            .unwrap();
+        for day in &week[..5] {
+            assert_eq!(
+                day.as_deref(),
+                Some(&[(t(8, 30), t(12, 0)), (t(13, 30), t(17, 30))][..])
+            );
+        }
+        assert_eq!(week[5].as_deref(), Some(&[][..]));
+        assert!(ev.closed_on_public_holidays(Some(OFFICE)));
+        assert!(!ev.closed_on_public_holidays(Some("Mo-Fr 08:00-12:00")));
+        let late = ev
+            .typical_week(
+                Some("Fr 20:00-02:00"),
+                NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(late[4].as_deref(), Some(&[(t(20, 0), t(0, 0))][..]));
+        assert_eq!(late[5].as_deref(), Some(&[(t(0, 0), t(2, 0))][..]));
+        assert!(ev.typical_week(Some("nonsense"), NaiveDate::MIN).is_none());
+        assert!(ev.typical_week(None, NaiveDate::MIN).is_none());
     }
 
     #[test]

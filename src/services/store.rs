@@ -159,8 +159,9 @@ pub struct Upsert {
     pub verified_at: Option<DateTime<Utc>>,
 }
 
+/// An entry as its row reads (the directory module reads them in bulk).
 #[derive(sqlx::FromRow)]
-struct ServiceRecord {
+pub(crate) struct ServiceRecord {
     id: String,
     typology_code: String,
     name: String,
@@ -168,7 +169,7 @@ struct ServiceRecord {
     street: Option<String>,
     postcode: Option<String>,
     city: Option<String>,
-    insee_code: String,
+    pub(crate) insee_code: String,
     lon: f64,
     lat: f64,
     phones: String,

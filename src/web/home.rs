@@ -69,6 +69,8 @@ pub async fn home(
             h2 #integrer { (t(lang, "Sur le site de votre commune", "On your commune's website")) }
             p { (t(lang, "Collectivités : intégrez la recherche à votre site, à vos couleurs, sans cookie ni traceur.", "Local authorities: embed the search in your site, in your colours, without cookies or trackers.")) }
             p { a href=(href(lang, "/integrer")) { (t(lang, "Créer le widget de votre territoire", "Create your territory's widget")) } }
+            p { (t(lang, "Contributeurs : éditez un annuaire imprimé de vos services, à votre identité, prêt pour l'imprimeur.", "Contributors: make a printed directory of your services, in your identity, ready for the printer.")) }
+            p { a href="/espace/annuaires/nouveau" { (t(lang, "Faire un annuaire imprimé", "Make a printed directory (in French)")) } }
         }
     };
     let page = layout::page(

@@ -56,7 +56,7 @@ pub fn number(n: i64, lang: Lang) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(separator);
         }
         out.push(c);
@@ -167,6 +167,7 @@ pub fn page(chrome: &Chrome, body: Markup) -> Markup {
                             li { a href=(href(lang, "/integrer")) { (t(lang, "Intégrer le service sur votre site", "Embed the service on your site")) } }
                             li { a href="/donnees-sig" { (t(lang, "Données SIG", "GIS data (in French)")) } }
                             li { a href=(href(lang, "/veille")) { (t(lang, "Veille territoriale", "Territorial monitoring")) } }
+                            li { a href="/espace/annuaires/nouveau" { (t(lang, "Annuaires imprimés (contributeurs)", "Printed directories (contributors, in French)")) } }
                             li { a href="/api/v1/openapi.json" { (t(lang, "API ouverte (OpenAPI)", "Open API (OpenAPI)")) } }
                         }
                     }
