@@ -134,23 +134,8 @@ fn write_string(out: &mut Vec<u8>, value: &str) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// Whether a feature writes its empty fields as `null` or leaves them out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmptyFields {
-    /// A file read on its own: readers learn the fields from the features, so all are there.
-    Null,
-    /// Pages of a collection whose schema names every field (RFC 7946 allows leaving them
-    /// out): GDAL parses each page twice, so every byte counts.
-    Omitted,
-}
-
 /// One feature as GeoJSON, coordinates in `crs` (its axis order) with its precision.
-pub fn feature_json(
-    out: &mut Vec<u8>,
-    row: &Row<'_>,
-    crs: Crs,
-    empty: EmptyFields,
-) -> anyhow::Result<()> {
+pub fn feature_json(out: &mut Vec<u8>, row: &Row<'_>, crs: Crs) -> anyhow::Result<()> {
     let (x, y) = crs.project(row.lon, row.lat).map_err(anyhow::Error::msg)?;
     let decimals = crs.decimals();
     out.extend_from_slice(b"{\"type\":\"Feature\",\"id\":");
@@ -160,20 +145,14 @@ pub fn feature_json(
     out.push(b',');
     write_number(out, y, decimals);
     out.extend_from_slice(b"]},\"properties\":{");
-    let mut first = true;
     for (i, field) in FIELDS.iter().enumerate().skip(1) {
-        let value = row.field(i);
-        if value.is_none() && empty == EmptyFields::Omitted {
-            continue;
-        }
-        if !first {
+        if i > 1 {
             out.push(b',');
         }
-        first = false;
         out.push(b'"');
         out.extend_from_slice(field.as_bytes());
         out.extend_from_slice(b"\":");
-        match value {
+        match row.field(i) {
             Some(value) => write_string(out, &value),
             None => out.extend_from_slice(b"null"),
         }
@@ -209,7 +188,7 @@ pub fn write_geojson(
         if count > 0 {
             buf.extend_from_slice(b",\n");
         }
-        feature_json(&mut buf, row, Crs::Crs84, EmptyFields::Null)?;
+        feature_json(&mut buf, row, Crs::Crs84)?;
         count += 1;
         if buf.len() >= FLUSH_AT {
             out.write_all(&buf)?;

@@ -12,11 +12,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{collection, Collection, DEFAULT_LIMIT, MAX_LIMIT};
+use super::{collection, Collection, DEFAULT_LIMIT, HTML_DEFAULT_LIMIT, MAX_LIMIT};
 use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::export::crs::Crs;
-use crate::export::formats::{feature_json, EmptyFields, Format};
+use crate::export::formats::{feature_json, Format};
 use crate::export::routes::{list, query_pairs, with_theme, with_typologies};
 use crate::export::{cql2, store, Selection, FIELDS};
 use crate::import::Reference;
@@ -752,6 +752,10 @@ fn parse_items(
         output: Output::Json,
     };
     match Output::choose(value(pairs, "f"), headers) {
+        Ok(Output::Html) => {
+            request.output = Output::Html;
+            request.limit = HTML_DEFAULT_LIMIT;
+        }
         Ok(o) => request.output = o,
         Err(e) => errors.push(e),
     }
@@ -981,7 +985,7 @@ async fn read_page(
                 if returned > 0 {
                     features.push(b',');
                 }
-                feature_json(&mut features, row, crs, EmptyFields::Omitted)?;
+                feature_json(&mut features, row, crs)?;
                 returned += 1;
                 last = Some(row.id.to_owned());
                 Ok(true)
@@ -1163,7 +1167,7 @@ pub(crate) async fn feature(
         let mut body = None;
         store::scan(handle, &lookup, &selection, None, false, |row| {
             let mut out = Vec::new();
-            feature_json(&mut out, row, crs, EmptyFields::Omitted)?;
+            feature_json(&mut out, row, crs)?;
             body = Some(out);
             Ok(false)
         })?;
