@@ -8,7 +8,7 @@ import { join } from "node:path";
 const out = process.argv[2] ?? "dist";
 mkdirSync(out, { recursive: true });
 
-const scripts = ["app", "map", "widget"];
+const scripts = ["app", "map", "widget", "espace"];
 await Promise.all(
   scripts.map((name) =>
     build({

@@ -320,6 +320,8 @@ async fn load_search_index(
         crate::espace::pages::withdraw_entry,
         crate::espace::pages::history_page,
         crate::espace::pages::restore_entry,
+        crate::espace::pages::commune_at,
+        crate::espace::pages::hours_fragment,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
         crate::territory::routes::boundaries,

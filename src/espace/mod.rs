@@ -29,6 +29,8 @@ pub fn router() -> Router<AppState> {
             get(pages::login_form).post(pages::login),
         )
         .route("/espace/deconnexion", post(pages::logout))
+        .route("/espace/commune", get(pages::commune_at))
+        .route("/espace/horaires", get(pages::hours_fragment))
         .route(
             "/espace/invitation/{secret}",
             get(pages::invitation_form).post(pages::accept_invitation),
@@ -198,6 +200,8 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 title { (title) " — Espace contributeurs — Proximités" }
                 link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::url("site.css"));
+                link rel="stylesheet" href=(assets::url("map.css"));
+                script src=(assets::url("espace.js")) defer {}
             }
             body {
                 a.skip href="#contenu" { "Aller au contenu" }

@@ -427,11 +427,13 @@ fn draft_value<'a>(draft: &'a Draft, field: &str) -> &'a str {
 }
 
 /// The entry form, with each error next to its field and a summary linking to them.
+#[allow(clippy::too_many_arguments)]
 fn entry_form(
     state: &AppState,
     session: &Session,
     action: &str,
     values: &Draft,
+    closures_text: &str,
     etag: Option<&str>,
     errors: &[FieldError],
     notice: Option<&str>,
@@ -506,10 +508,107 @@ fn entry_form(
                     @let message = error_of(field);
                     @if !message.is_empty() { span.error id=(format!("{field}-erreur")) { (message) } }
                 }
+                @if field == "lat" {
+                    (placement_map(state))
+                }
+                @if field == "opening_hours" {
+                    (hours_editor())
+                }
+            }
+            p {
+                label for="closures" { "Fermetures datées" }
+                span.hint #closures-aide { " (une par ligne : AAAA-MM-JJ AAAA-MM-JJ motif)" }
+                textarea #closures name="closures" rows="3" aria-describedby=(if error_of("closures").is_empty() { "closures-aide" } else { "closures-aide closures-erreur" })
+                    aria-invalid=[(!error_of("closures").is_empty()).then_some("true")] { (closures_text) }
+                @let message = error_of("closures");
+                @if !message.is_empty() { span.error #closures-erreur { (message) } }
             }
             p { button type="submit" { "Enregistrer" } }
         }
     }
+}
+
+/// The map on which to place or drag the point (shown by `espace.js`), and where the commune
+/// found from it is announced.
+fn placement_map(state: &AppState) -> Markup {
+    let tiles = state.web.tiles.as_ref();
+    html! {
+        div #carte-fiche.map hidden role="region" aria-label="Carte : cliquez ou déplacez le repère pour placer le service"
+            data-tiles=[tiles.map(|_| "/tuiles/{z}/{x}/{y}")]
+            data-attribution=[tiles.map(|t| t.attribution.as_str())] {}
+        p #commune-trouvee aria-live="polite" {}
+    }
+}
+
+/// The opening-hours editor (shown by `espace.js`): days × two slots and public holidays,
+/// written into the `opening_hours` field, with the server's preview.
+fn hours_editor() -> Markup {
+    html! {
+        div #editeur-horaires hidden {
+            fieldset {
+                legend { "Éditeur d'horaires" }
+                table {
+                    caption { "Créneaux par jour (laissez vides les jours de fermeture)" }
+                    thead { tr {
+                        th scope="col" { "Jour" } th scope="col" { "Matin, de" } th scope="col" { "Matin, à" }
+                        th scope="col" { "Après-midi, de" } th scope="col" { "Après-midi, à" }
+                    } }
+                    tbody {}
+                }
+                p {
+                    input #feries-fermes type="checkbox" checked;
+                    label for="feries-fermes" { "Fermé les jours fériés" }
+                }
+                p { button type="button" data-write-hours { "Écrire ces horaires dans le champ" } }
+            }
+        }
+        div #apercu-horaires-direct aria-live="polite" {}
+    }
+}
+
+/// Closures typed one per line: `AAAA-MM-JJ AAAA-MM-JJ motif` (the second date optional).
+fn parse_closures(text: &str) -> Result<Vec<crate::services::Closure>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            let mut parts = line.splitn(3, ' ');
+            let date = |value: Option<&str>| {
+                value.and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+            };
+            let from = date(parts.next()).ok_or_else(|| {
+                format!(
+                    "ligne {} : la ligne commence par une date AAAA-MM-JJ",
+                    n + 1
+                )
+            })?;
+            let rest: Vec<&str> = parts.collect();
+            let (to, reason) = match rest.first().and_then(|v| date(Some(v))) {
+                Some(to) => (to, rest.get(1).map(|r| r.to_string())),
+                None => (from, (!rest.is_empty()).then(|| rest.join(" "))),
+            };
+            Ok(crate::services::Closure { from, to, reason })
+        })
+        .collect()
+}
+
+fn closures_text(closures: &[crate::services::Closure]) -> String {
+    closures
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.from,
+                c.to,
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The form fields of a submitted entry form, as the write paths take them.
@@ -524,6 +623,16 @@ fn submitted(form: &HashMap<String, String>) -> (Draft, Map<String, Value>) {
     if let Some(organisation) = non_empty(form.get("organisation_id")) {
         fields.insert("organisation_id".into(), Value::String(organisation));
     }
+    // Closures the validation of the write paths checks; unreadable lines become a field error
+    // there (a value that is not a list).
+    let typed = form.get("closures").map(String::as_str).unwrap_or_default();
+    fields.insert(
+        "closures".into(),
+        match parse_closures(typed) {
+            Ok(list) => serde_json::to_value(list).unwrap_or(Value::Null),
+            Err(message) => Value::String(message),
+        },
+    );
     (draft, fields)
 }
 
@@ -540,6 +649,7 @@ pub async fn new_entry_form(State(state): State<AppState>, headers: HeaderMap) -
         &session,
         "/espace/fiches/nouvelle",
         &Draft::default(),
+        "",
         None,
         &[],
         None,
@@ -583,6 +693,7 @@ pub async fn create_entry(
                 &session,
                 "/espace/fiches/nouvelle",
                 &draft,
+                form.get("closures").map(String::as_str).unwrap_or_default(),
                 None,
                 &errors,
                 None,
@@ -609,7 +720,7 @@ async fn readable(
 }
 
 /// The week of the entry's hours and whether it is open now: the preview of what citizens see.
-fn hours_preview(state: &AppState, hours: Option<&str>) -> Markup {
+fn hours_preview(state: &AppState, hours: Option<&str>, heading: &str) -> Markup {
     let now = crate::search::hours::paris_now();
     let today = now.date_naive();
     let monday = today
@@ -618,8 +729,8 @@ fn hours_preview(state: &AppState, hours: Option<&str>) -> Markup {
         ));
     let open = state.hours.state_at(hours, now);
     html! {
-        section aria-labelledby="apercu-horaires" {
-            h2 #apercu-horaires { "Aperçu des horaires" }
+        section aria-labelledby=(heading) {
+            h2 id=(heading) { "Aperçu des horaires" @if heading != "apercu-horaires" { " saisis" } @else { " enregistrés" } }
             @match (hours, crate::search::hours::describe(&open, now, Lang::Fr)) {
                 (None, _) => p { "Pas d'horaires indiqués." },
                 (Some(_), Some(text)) => p { "Ouvert maintenant ? " strong { (text) } },
@@ -672,11 +783,13 @@ fn entry_actions(session: &Session, service: &Service) -> Markup {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn edit_page(
     state: &AppState,
     session: &Session,
     service: &Service,
     values: &Draft,
+    closures: &str,
     errors: &[FieldError],
     notice: Option<&str>,
 ) -> Markup {
@@ -691,8 +804,8 @@ fn edit_page(
             " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon" })
             " · confirmée le : " (service.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into()))
         }
-        (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, Some(&write::etag(service)), errors, notice))
-        (hours_preview(state, service.content.opening_hours.as_deref()))
+        (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, closures, Some(&write::etag(service)), errors, notice))
+        (hours_preview(state, service.content.opening_hours.as_deref(), "apercu-horaires"))
         (entry_actions(session, service))
     };
     page(
@@ -726,7 +839,8 @@ pub async fn edit_form(
         .then_some("Fiche enregistrée.");
     let mut values = draft_of(&service);
     values.insee_code.clear();
-    edit_page(&state, &session, &service, &values, &[], notice).into_response()
+    let closures = closures_text(&service.content.closures);
+    edit_page(&state, &session, &service, &values, &closures, &[], notice).into_response()
 }
 
 /// Saves the form: a change of the entry as it was when the form was shown (its ETag); when
@@ -757,12 +871,21 @@ pub async fn save_entry(
         fields.remove("insee_code");
     }
     let etag = form.get("etag").map(String::as_str);
+    let typed_closures = form.get("closures").map(String::as_str).unwrap_or_default();
     match write::update(&state, &session.actor, Via::Page, &id, etag, &fields).await {
         Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
         Err(Error::Invalid(errors)) => match readable(&state, &session, &id).await {
             Ok((service, _)) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                edit_page(&state, &session, &service, &draft, &errors, None),
+                edit_page(
+                    &state,
+                    &session,
+                    &service,
+                    &draft,
+                    typed_closures,
+                    &errors,
+                    None,
+                ),
             )
                 .into_response(),
             Err(response) => response,
@@ -782,7 +905,15 @@ pub async fn save_entry(
                 );
                 (
                     StatusCode::CONFLICT,
-                    edit_page(&state, &session, &service, &draft, &[], Some(&notice)),
+                    edit_page(
+                        &state,
+                        &session,
+                        &service,
+                        &draft,
+                        typed_closures,
+                        &[],
+                        Some(&notice),
+                    ),
                 )
                     .into_response()
             }
@@ -952,4 +1083,89 @@ pub async fn history_page(
         body,
     )
     .into_response()
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct PointParams {
+    lon: f64,
+    lat: f64,
+}
+
+/// The commune at a point, for the form's map.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CommuneAt {
+    pub insee_code: String,
+    pub name: String,
+}
+
+/// The commune at a point (the map of the entry form asks as the point moves).
+#[utoipa::path(get, path = "/espace/commune", tag = "contributors", params(PointParams),
+    responses((status = 200, body = CommuneAt), (status = 404, body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem)))]
+pub async fn commune_at(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    crate::http::Query(point): crate::http::Query<PointParams>,
+) -> Response {
+    match super::session(&state, &headers).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Error::Unauthorized {
+                code: "authentication_required",
+                detail: "session requise".into(),
+            }
+            .into_response()
+        }
+        Err(error) => return error.into_response(),
+    }
+    use crate::territory::locator::Located;
+    match state
+        .reference
+        .locator
+        .locate(crate::spatial::LonLat::new(point.lon, point.lat))
+    {
+        Located::Inside(c) | Located::Approximately(c) => axum::Json(CommuneAt {
+            insee_code: c.insee_code.to_string(),
+            name: c.name.clone(),
+        })
+        .into_response(),
+        Located::Nowhere => {
+            Error::not_found("commune au point", format!("{},{}", point.lon, point.lat))
+                .into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct HoursParams {
+    /// OSM `opening_hours`.
+    oh: String,
+}
+
+/// The preview of hours being typed: normalised value, « ouvert maintenant ? », the week (an
+/// HTML fragment for the form).
+#[utoipa::path(get, path = "/espace/horaires", tag = "contributors", params(HoursParams),
+    responses((status = 200, description = "Aperçu (fragment HTML)", content_type = "text/html")))]
+pub async fn hours_fragment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    crate::http::Query(params): crate::http::Query<HoursParams>,
+) -> Response {
+    match super::session(&state, &headers).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(error) => return error.into_response(),
+    }
+    let fragment = if params.oh.trim().is_empty() {
+        html! { p { "Pas d'horaires indiqués." } }
+    } else {
+        match crate::services::hours::normalize(&params.oh) {
+            Ok(normalized) => html! {
+                p { "Horaires compris : " code { (normalized) } }
+                (hours_preview(&state, Some(&normalized), "apercu-horaires-saisis"))
+            },
+            Err(message) => html! { p.error { "Horaires non compris : " (message) } },
+        }
+    };
+    fragment.into_response()
 }

@@ -1,0 +1,135 @@
+// Browser tests of the contributors' pages, in Debian's Chromium driven by playwright-core:
+// invitation, the session cookie (only on /espace, HttpOnly, SameSite=Lax), the entry form's map
+// (the commune found from the point) and opening-hours editor (OSM value and preview), creation,
+// history; axe-core (WCAG 2.1 A and AA) on every page; no cookie on the citizen pages; no request
+// off the origin. Usage: node espace.mjs BASE_URL INVITATION_PATH
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [base, invitation] = process.argv.slice(2);
+assert.ok(base && invitation, "usage: node espace.mjs http://127.0.0.1:PORT /espace/invitation/SECRET");
+const origin = new URL(base).origin;
+const axeSource = readFileSync(new URL("../node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+
+const results = [];
+const failures = [];
+async function check(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    failures.push(`FAIL ${name}: ${error.stack ?? error}`);
+  }
+}
+
+async function axe(page, state) {
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(
+    async () =>
+      (await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })).violations,
+  );
+  const described = violations.map(
+    (v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(" | ")}`,
+  );
+  assert.deepEqual(described, [], `axe violations in « ${state} »`);
+}
+
+await check("invitation, session cookie, entry form with map and hours editor, history", async () => {
+  const context = await browser.newContext({ locale: "fr-FR" });
+  const foreign = [];
+  context.on("request", (request) => {
+    const url = new URL(request.url());
+    if (!["data:", "blob:", "about:"].includes(url.protocol) && url.origin !== origin) foreign.push(request.url());
+  });
+  const page = await context.newPage();
+  const scriptErrors = [];
+  page.on("pageerror", (error) => scriptErrors.push(String(error)));
+
+  for (const path of ["/", "/recherche?q=mairie", "/evenements-de-vie"]) {
+    await page.goto(`${base}${path}`);
+  }
+  assert.deepEqual(await context.cookies(), [], "the citizen pages set no cookie");
+
+  await page.goto(`${base}${invitation}`);
+  await axe(page, "invitation");
+  await page.fill("#password", "un mot de passe assez long");
+  await page.fill("#confirmation", "un mot de passe assez long");
+  await page.click("button[type=submit]");
+  await page.waitForURL(`${base}/espace`);
+  const cookies = await context.cookies();
+  assert.equal(cookies.length, 1);
+  assert.equal(cookies[0].name, "proximites_session");
+  assert.equal(cookies[0].path, "/espace");
+  assert.equal(cookies[0].httpOnly, true);
+  assert.equal(cookies[0].sameSite, "Lax");
+  await axe(page, "my entries");
+
+  // The cookie is not sent to the citizen pages (its path), which still set none.
+  const citizen = await page.goto(`${base}/`);
+  assert.equal((await citizen.request().allHeaders()).cookie, undefined, "no cookie sent to /");
+
+  await page.goto(`${base}/espace/fiches/nouvelle`);
+  await page.waitForSelector("#carte-fiche.leaflet-container");
+  // Placing the point: a click on the map fills lon/lat and the commune is announced.
+  await page.locator("#carte-fiche").scrollIntoViewIfNeeded();
+  const box = await page.locator("#carte-fiche").boundingBox();
+  // Beside the marker (which sits at the centre): a click on the map itself.
+  await page.mouse.click(box.x + box.width / 2 + 12, box.y + box.height / 2 + 8);
+  await page
+    .waitForFunction(() => /Commune trouvée/.test(document.querySelector("#commune-trouvee").textContent), null, { timeout: 10000 })
+    .catch(async (error) => {
+      const state = { box, lon: await page.inputValue("#lon"), said: await page.textContent("#commune-trouvee"), scriptErrors };
+      throw new Error(`no commune announced: ${JSON.stringify(state)}: ${error}`);
+    });
+  assert.match(await page.textContent("#commune-trouvee"), /Clermont-Ferrand \(63113\)|\(63\d{3}\)/);
+  const lon = parseFloat(await page.inputValue("#lon"));
+  const lat = parseFloat(await page.inputValue("#lat"));
+  assert.ok(Math.abs(lon - 3.08) < 0.05 && Math.abs(lat - 45.77) < 0.05, `point ${lon},${lat}`);
+
+  // Hours: Monday to Friday mornings and afternoons, closed on public holidays.
+  for (const day of ["Mo", "Tu", "We", "Th", "Fr"]) {
+    await page.fill(`input[data-day=${day}][data-slot="0"]`, "08:30");
+    await page.fill(`input[data-day=${day}][data-slot="1"]`, "12:00");
+    await page.fill(`input[data-day=${day}][data-slot="2"]`, "13:30");
+    await page.fill(`input[data-day=${day}][data-slot="3"]`, "17:00");
+  }
+  await page.fill('input[data-day=Sa][data-slot="0"]', "09:00");
+  await page.fill('input[data-day=Sa][data-slot="1"]', "12:00");
+  await page.click("[data-write-hours]");
+  assert.equal(await page.inputValue("#opening_hours"), "Mo-Fr 08:30-12:00,13:30-17:00; Sa 09:00-12:00; PH off");
+  await page.waitForFunction(() => /Horaires compris/.test(document.querySelector("#apercu-horaires-direct").textContent));
+  assert.match(await page.textContent("#apercu-horaires-direct"), /Ouvert maintenant \?|Lundi/);
+  await axe(page, "new entry, map and hours editor");
+
+  await page.selectOption("#typology", "mairie");
+  await page.fill("#name", "Maison du Colibri");
+  await page.click("form[action='/espace/fiches/nouvelle'] button[type=submit]");
+  await page.waitForURL(/\/espace\/fiches\/[0-9a-z]{16}\?enregistree=1/);
+  assert.match(await page.textContent("[role=alert]"), /Fiche enregistrée/);
+  // Stored normalised, as imports store it.
+  assert.equal(await page.inputValue("#opening_hours"), "Mo-Fr 08:30-12:00,13:30-17:00; Sa 09:00-12:00; PH closed");
+  await page.waitForSelector("#carte-fiche.leaflet-container");
+  await axe(page, "edit form");
+
+  await page.click("a[href$='/historique']");
+  await page.waitForURL(/historique$/);
+  assert.match(await page.textContent("table"), /création/);
+  await axe(page, "history");
+
+  assert.deepEqual(scriptErrors, [], "no script error");
+  assert.deepEqual(foreign, [], "no request leaves the origin");
+  await context.close();
+});
+
+await browser.close();
+console.log(results.join("\n"));
+if (failures.length) {
+  console.error(failures.join("\n\n"));
+  process.exit(1);
+}
