@@ -306,6 +306,9 @@ async fn load_search_index(
         crate::services::api::service_history,
         crate::services::api::restore_service,
         crate::services::api::bulk_upsert,
+        crate::restitution::export,
+        crate::restitution::withdraw,
+        crate::restitution::undo,
         crate::espace::pages::login_form,
         crate::espace::pages::login,
         crate::espace::pages::logout,
@@ -373,6 +376,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::territory::routes::router())
         .merge(crate::services::routes::router())
         .merge(crate::services::api::router())
+        .merge(crate::restitution::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::web::router())

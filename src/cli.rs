@@ -96,10 +96,18 @@ pub enum AdminCommand {
         #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
         public_url: String,
     },
-    /// Create an API token for an organisation's scripts and print it (shown once only).
+    /// Create an API token for an organisation's scripts (or, with `--operator`, the platform
+    /// operator's) and print it (shown once only).
     CreateToken {
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        organisation: Option<String>,
+        /// A token of the platform operator (every organisation, organisation withdrawals).
         #[arg(long)]
-        organisation: String,
+        operator: bool,
         #[arg(long)]
         name: String,
     },

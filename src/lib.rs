@@ -13,6 +13,7 @@ pub mod espace;
 pub mod http;
 pub mod import;
 pub mod reports;
+pub mod restitution;
 pub mod search;
 pub mod services;
 pub mod spatial;

@@ -301,10 +301,14 @@ async fn admin(
                 public_url.trim_end_matches('/')
             );
         }
-        AdminCommand::CreateToken { organisation, name } => {
-            let (_, token) = store::create_token(pool, &organisation, &name)
-                .await
-                .map_err(fields)?;
+        AdminCommand::CreateToken {
+            organisation, name, ..
+        } => {
+            let created = match organisation {
+                Some(organisation) => store::create_token(pool, &organisation, &name).await,
+                None => store::create_operator_token(pool, &name).await,
+            };
+            let (_, token) = created.map_err(fields)?;
             println!("{token}");
         }
     }

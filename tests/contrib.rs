@@ -954,3 +954,243 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
         "nothing half-written"
     );
 }
+
+/// What a re-import must give back of an entry: name, typology, point, phones, hours, access.
+type Stored = (
+    String,
+    String,
+    f64,
+    f64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+/// Reads `name` from a ZIP.
+fn unzip(bytes: &[u8], name: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut file = archive.by_name(name).unwrap();
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).unwrap();
+    out
+}
+
+async fn send_raw(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: &str,
+) -> (StatusCode, Vec<u8>) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, bytes.to_vec())
+}
+
+/// Convention art. 6: export, withdraw (nothing of it stays public), re-import the export into
+/// an empty instance (the same entries), and the operator's undo.
+#[tokio::test]
+async fn restitution_round_trip_and_withdrawal() {
+    let w = world().await;
+    let router = &w.f.router;
+    let token = Some(w.metropole_token.as_str());
+    let mut ids = Vec::new();
+    for (name, lon, lat, hours) in [
+        ("Maison Aldébaran", 3.0870, 45.7772, "Mo-Fr 08:30-12:00"),
+        ("Point Bételgeuse", 3.1143, 45.7569, ""),
+    ] {
+        let created = send(router, Method::POST, "/api/v1/services", token, &[], Some(json!({"typology": "mairie", "name": name, "lon": lon, "lat": lat, "phone": "04 73 42 63 63;04 73 00 00 00", "opening_hours": hours, "wheelchair": "limited", "wheelchair_note": "rampe"}).to_string())).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
+        ids.push(created.json["id"].as_str().unwrap().to_owned());
+    }
+    // One withdrawn by the organisation itself before it leaves: not given back as published.
+    let gone = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        token,
+        &[],
+        Some(clermont_entry("Ancien guichet")),
+    )
+    .await;
+    let gone_uri = format!("/api/v1/services/{}", gone.json["id"].as_str().unwrap());
+    send(router, Method::DELETE, &gone_uri, token, &[], None).await;
+
+    let (status, zip) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &w.metropole_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = String::from_utf8(unzip(&zip, "entries.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let geojson: Value = serde_json::from_slice(&unzip(&zip, "entries.geojson")).unwrap();
+    assert_eq!(geojson["features"].as_array().unwrap().len(), 2);
+    let history: Value = serde_json::from_slice(&unzip(&zip, "history.json")).unwrap();
+    assert_eq!(history[&ids[0]][0]["action"], "created");
+    let settings: Value = serde_json::from_slice(&unzip(&zip, "organisation.json")).unwrap();
+    assert_eq!(settings["territory"], json!([CLERMONT_METROPOLE]));
+    // Another organisation cannot take it.
+    let (status, _) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &w.riom_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The withdrawal is the operator's: the organisation's own token is refused.
+    let (status, _) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/{}/withdraw", w.metropole),
+        &w.metropole_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, operator) = store::create_operator_token(&w.f.state.pool, "région")
+        .await
+        .unwrap();
+    let (status, body) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/{}/withdraw", w.metropole),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let withdrawal: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(withdrawal["entries"], 2);
+    for id in &ids {
+        let public = send(
+            router,
+            Method::GET,
+            &format!("/api/v1/services/{id}"),
+            None,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(public.status, StatusCode::NOT_FOUND);
+        let page = send(
+            router,
+            Method::GET,
+            &format!("/services/{id}"),
+            None,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+    }
+    assert!(search_ids(router, "aldébaran").await.is_empty());
+    assert!(search_ids(router, "bételgeuse").await.is_empty());
+    for page in [
+        "/embed?q=aldebaran&territory=epci:246300701",
+        "/recherche?q=aldebaran",
+    ] {
+        let (status, _, body) = common::get(router, page).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !String::from_utf8_lossy(&body).contains("Aldébaran"),
+            "{page} shows it"
+        );
+    }
+    // The organisation's token is refused now; the export still gives everything back.
+    let refused = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{}/confirm", ids[0]),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let (status, after) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(unzip(&after, "entries.csv"), csv.as_bytes());
+
+    // Re-imported into an empty instance: the same entries.
+    let (_dir, pool, reference) = database(false).await;
+    let report = import::import(
+        &pool,
+        &reference,
+        Input::Bytes {
+            name: "entries.csv".into(),
+            bytes: csv.clone().into_bytes(),
+        },
+        ImportOptions {
+            source: Some("Clermont Auvergne Métropole".into()),
+            ..ImportOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.committed && report.created == 2, "{report:?}");
+    let original: Vec<Stored> = sqlx::query_as(
+        "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services WHERE source_id = $1 AND name <> 'Ancien guichet' ORDER BY name",
+    )
+    .bind(&w.metropole)
+    .fetch_all(&w.f.state.pool)
+    .await
+    .unwrap();
+    let copied: Vec<Stored> = sqlx::query_as(
+        "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(copied, original);
+
+    // The operator undoes it: everything is back, search included.
+    let operation = withdrawal["id"].as_str().unwrap();
+    let (status, _) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/withdrawals/{operation}/undo"),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(search_ids(router, "aldébaran").await, vec![ids[0].clone()]);
+    let confirmed = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{}/confirm", ids[0]),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    let withdrawn_alone = send(router, Method::GET, &gone_uri, None, &[], None).await;
+    assert_eq!(
+        withdrawn_alone.status,
+        StatusCode::NOT_FOUND,
+        "an entry withdrawn before stays withdrawn"
+    );
+    let problems = proximites::search::check(&w.f.state.pool, &w.f.state.text_dir)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}

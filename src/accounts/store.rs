@@ -336,17 +336,51 @@ pub async fn revoke_token(pool: &Pool, organisation_id: &str, id: &str) -> Resul
     Ok(done.rows_affected() == 1)
 }
 
-/// The actor a bearer token stands for, recording its use; `None` when unknown or revoked.
+/// Creates an API token of the platform operator; returns (its id, the token shown once).
+pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, String)> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name", "nom du jeton manquant"));
+    }
+    let id = format!("tok-{}", ServiceId::generate());
+    let token = format!("pxm_{}", new_secret());
+    sqlx::query(
+        "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
+         VALUES ($1, $2, $3, NULL, $4)",
+    )
+    .bind(&id)
+    .bind(digest(&token))
+    .bind(name.trim())
+    .bind(Utc::now())
+    .execute(pool)
+    .await?;
+    Ok((id, token))
+}
+
+/// The actor a bearer token stands for, recording its use; `None` when unknown, revoked, or of
+/// an organisation that left.
 pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT id, name, organisation_id FROM api_tokens
-         WHERE token_hash = $1 AND revoked_at IS NULL",
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.id, t.name, t.organisation_id FROM api_tokens t
+         LEFT JOIN organisations o ON o.id = t.organisation_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND o.withdrawn_at IS NULL",
     )
     .bind(digest(token))
     .fetch_optional(pool)
     .await?;
     let Some((id, name, organisation_id)) = row else {
         return Ok(None);
+    };
+    let Some(organisation_id) = organisation_id else {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(Utc::now())
+            .bind(&id)
+            .execute(pool)
+            .await?;
+        return Ok(Some(Actor {
+            kind: ActorKind::Token { id, name },
+            role: Role::Operator,
+            organisation: None,
+        }));
     };
     sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
         .bind(Utc::now())
@@ -394,7 +428,9 @@ async fn actor_of(pool: &Pool, user: UserRecord) -> Result<Actor> {
 /// The user `email` when `password` is theirs.
 pub async fn check_login(pool: &Pool, email: &str, password: &str) -> Result<Option<Actor>> {
     let user: Option<UserRecord> = sqlx::query_as(
-        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE email = $1",
+        "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
+         LEFT JOIN organisations o ON o.id = u.organisation_id
+         WHERE u.email = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(email.trim().to_lowercase())
     .fetch_optional(pool)
@@ -452,12 +488,17 @@ pub async fn session(pool: &Pool, secret: &str) -> Result<Option<(Actor, String)
     let Some((user_id, csrf)) = row else {
         return Ok(None);
     };
-    let user: UserRecord = sqlx::query_as(
-        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE id = $1",
+    let user: Option<UserRecord> = sqlx::query_as(
+        "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
+         LEFT JOIN organisations o ON o.id = u.organisation_id
+         WHERE u.id = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(&user_id)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
     Ok(Some((actor_of(pool, user).await?, csrf)))
 }
 
