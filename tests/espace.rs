@@ -465,3 +465,178 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     let after = request(router, Method::GET, "/espace", cookie, None, &[]).await;
     assert_eq!(after.status, StatusCode::SEE_OTHER);
 }
+
+/// A signed-in session of a new person of `organisation` with `role`: its cookie and CSRF token.
+async fn signed_in(
+    pool: &proximites::db::Pool,
+    organisation: &str,
+    email: &str,
+    role: Role,
+) -> (String, String) {
+    let secret = store::invite(pool, organisation, email, role)
+        .await
+        .unwrap();
+    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
+        .await
+        .unwrap();
+    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
+    (
+        format!("{}={session}", proximites::espace::SESSION_COOKIE),
+        csrf,
+    )
+}
+
+#[tokio::test]
+async fn commitments_reports_queue_and_export_pages() {
+    let (dir, pool, reference) = database(false).await;
+    let riom = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            territory: Territory(vec![
+                Area::parse("commune:63300").unwrap(),
+                Area::parse("commune:63113").unwrap(),
+            ]),
+            typologies: vec!["mairie".into(), "pharmacie".into()],
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let other = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Autre".into(),
+            kind: "other".into(),
+            territory: Territory(vec![Area::parse("departement:03").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (other_cookie, other_csrf) =
+        signed_in(&pool, &other.id, "x@autre.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let operator = proximites::accounts::Actor {
+        kind: proximites::accounts::ActorKind::User {
+            id: "usr-op".into(),
+            email: "op@example.fr".into(),
+        },
+        role: Role::Operator,
+        organisation: None,
+    };
+    let fields = serde_json::json!({"organisation_id": riom.id, "typology": "mairie", "name": "Mairie de Riom", "lon": 3.1133, "lat": 45.8937});
+    let entry = proximites::services::write::create(
+        &f.state,
+        &operator,
+        proximites::services::history::Via::Page,
+        proximites::services::write::NewEntry {
+            fields: fields.as_object().unwrap().clone(),
+        },
+    )
+    .await
+    .unwrap()
+    .service;
+
+    // Commitments: the town hall is there; Clermont lacks one; no pharmacy anywhere.
+    let page = request(
+        router,
+        Method::GET,
+        "/espace/engagements",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.html;
+    let mairie = &html[html.find("(mairie)").unwrap()..];
+    let mairie = &mairie[..mairie.find("</tr>").unwrap()];
+    assert!(
+        mairie.contains("<td>1</td>")
+            && mairie.contains("1 commune")
+            && mairie.contains("Clermont-Ferrand"),
+        "{mairie}"
+    );
+    let pharmacie = &html[html.find("(pharmacie)").unwrap()..];
+    let pharmacie = &pharmacie[..pharmacie.find("</tr>").unwrap()];
+    assert!(
+        pharmacie.contains("<td>0</td>") && pharmacie.contains("2 communes"),
+        "{pharmacie}"
+    );
+
+    // A citizen report reaches the queue; the admin moves it on; another organisation cannot.
+    let report = proximites::reports::store::insert(
+        &f.state.pool,
+        &entry.id,
+        &proximites::reports::NewReport {
+            message: "Le numéro a changé".into(),
+            email: None,
+        },
+    )
+    .await
+    .unwrap();
+    let queue = request(
+        router,
+        Method::GET,
+        "/espace/signalements?statut=new",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(queue.html.contains("Le numéro a changé") && queue.html.contains("Mairie de Riom"));
+    let elsewhere = request(
+        router,
+        Method::GET,
+        "/espace/signalements",
+        Some(&other_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(!elsewhere.html.contains("Le numéro a changé"));
+    let uri = format!("/espace/signalements/{report}");
+    let refused = request(
+        router,
+        Method::POST,
+        &uri,
+        Some(&other_cookie),
+        Some(&[("csrf", &other_csrf), ("statut", "rejected")]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let moved = request(
+        router,
+        Method::POST,
+        &uri,
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("statut", "in_progress")]),
+        &[],
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM reports WHERE id = $1")
+        .bind(&report)
+        .fetch_one(&f.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "in_progress");
+
+    // The restitution button gives the ZIP.
+    let zip = request(
+        router,
+        Method::GET,
+        "/espace/organisation/export",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(zip.status, StatusCode::OK);
+    assert_eq!(zip.headers["content-type"], "application/zip");
+}

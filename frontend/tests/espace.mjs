@@ -122,6 +122,11 @@ await check("invitation, session cookie, entry form with map and hours editor, h
   assert.match(await page.textContent("table"), /création/);
   await axe(page, "history");
 
+  for (const path of ["/espace/engagements", "/espace/signalements"]) {
+    await page.goto(`${base}${path}`);
+    await axe(page, path);
+  }
+
   assert.deepEqual(scriptErrors, [], "no script error");
   assert.deepEqual(foreign, [], "no request leaves the origin");
   await context.close();

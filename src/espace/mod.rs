@@ -2,6 +2,7 @@
 //! filters, the edit form, withdrawal, confirmation, history and restore. The only pages that
 //! set a cookie (the session's, scoped to `/espace`); every form carries a CSRF token.
 
+pub mod organisation;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -30,6 +31,13 @@ pub fn router() -> Router<AppState> {
         )
         .route("/espace/deconnexion", post(pages::logout))
         .route("/espace/commune", get(pages::commune_at))
+        .route("/espace/engagements", get(organisation::commitments))
+        .route("/espace/signalements", get(organisation::report_queue))
+        .route(
+            "/espace/signalements/{id}",
+            post(organisation::set_report_status),
+        )
+        .route("/espace/organisation/export", get(organisation::export))
         .route("/espace/horaires", get(pages::hours_fragment))
         .route(
             "/espace/invitation/{secret}",
@@ -216,6 +224,8 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                 ul {
                                     li { a href="/espace" { "Mes fiches" } }
                                     li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
+                                    li { a href="/espace/signalements" { "Signalements" } }
+                                    li { a href="/espace/engagements" { "Engagements" } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);
