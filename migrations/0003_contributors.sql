@@ -100,3 +100,13 @@ CREATE TABLE organisation_withdrawals (
     entries TEXT NOT NULL,
     undone_at TIMESTAMPTZ
 );
+
+-- Review campaigns, twice a year on dates the operator sets: during one, each entry is to
+-- review, confirmed unchanged, or updated.
+CREATE TABLE campaigns (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    starts_on DATE NOT NULL,
+    ends_on DATE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);

@@ -325,6 +325,8 @@ async fn load_search_index(
         crate::espace::pages::restore_entry,
         crate::espace::pages::commune_at,
         crate::espace::organisation::commitments,
+        crate::espace::campaigns::campaigns_page,
+        crate::espace::campaigns::create_campaign,
         crate::espace::organisation::report_queue,
         crate::espace::organisation::set_report_status,
         crate::espace::organisation::export,

@@ -640,3 +640,165 @@ async fn commitments_reports_queue_and_export_pages() {
     assert_eq!(zip.status, StatusCode::OK);
     assert_eq!(zip.headers["content-type"], "application/zip");
 }
+
+#[tokio::test]
+async fn the_operator_sets_a_campaign_and_follows_its_progress() {
+    use proximites::services::{history::Via, write};
+    let (dir, pool, reference) = database(false).await;
+    let metropole = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Clermont Auvergne Métropole".into(),
+            kind: "epci".into(),
+            territory: Territory(vec![Area::parse("epci:246300701").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let operator_id =
+        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
+            .await
+            .unwrap();
+    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
+    let operator_cookie = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    let (editor_cookie, editor_csrf) =
+        signed_in(&pool, &metropole.id, "e@example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let editor = proximites::accounts::store::session(
+        &f.state.pool,
+        editor_cookie.split('=').nth(1).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .0;
+    let mut ids = Vec::new();
+    for name in ["Un", "Deux", "Trois"] {
+        let fields = serde_json::json!({"typology": "mairie", "name": format!("Mairie annexe {name}"), "lon": 3.0870, "lat": 45.7772});
+        let written = write::create(
+            &f.state,
+            &editor,
+            Via::Page,
+            write::NewEntry {
+                fields: fields.as_object().unwrap().clone(),
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(written.service);
+    }
+
+    // As if imported before the campaign, never confirmed since.
+    sqlx::query("UPDATE services SET verified_at = NULL")
+        .execute(&f.state.pool)
+        .await
+        .unwrap();
+    let ids: Vec<_> = proximites::services::store::get_many(
+        &f.state.pool,
+        &ids.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let mut ids = ids;
+    ids.sort_by(|a, b| a.content.name.cmp(&b.content.name));
+    let today = chrono::Utc::now().date_naive();
+    let start = (today - chrono::Days::new(1)).to_string();
+    let end = (today + chrono::Days::new(30)).to_string();
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&editor_cookie),
+        Some(&[
+            ("csrf", &editor_csrf),
+            ("name", "Printemps"),
+            ("starts_on", &start),
+            ("ends_on", &end),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let invalid = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Printemps"),
+            ("starts_on", &end),
+            ("ends_on", "demain"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(invalid.html.contains("id=\"ends_on-erreur\""));
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Campagne de printemps"),
+            ("starts_on", &start),
+            ("ends_on", &end),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER);
+
+    // One confirmed, one updated, one left to review.
+    write::confirm(&f.state, &editor, Via::Page, ids[0].id.as_str())
+        .await
+        .unwrap();
+    let patch = serde_json::json!({"phone": "04 73 00 00 00"});
+    write::update(
+        &f.state,
+        &editor,
+        Via::Page,
+        ids[1].id.as_str(),
+        Some(&write::etag(&ids[1])),
+        patch.as_object().unwrap(),
+    )
+    .await
+    .unwrap();
+    let page = request(
+        router,
+        Method::GET,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row = &page.html[page
+        .html
+        .find("<th scope=\"row\">Clermont Auvergne Métropole")
+        .unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains("<td>3</td><td>1</td><td>1</td><td>1</td><td>66 %</td>"),
+        "{row}"
+    );
+    assert!(page
+        .html
+        .contains("Avancement d'ensemble : <strong>66 %</strong>"));
+    // The editor sees its own organisation's progress, without the form.
+    let own = request(
+        router,
+        Method::GET,
+        "/espace/campagnes",
+        Some(&editor_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(own.html.contains("66 %") && !own.html.contains("Nouvelle campagne"));
+}

@@ -192,6 +192,8 @@ pub enum Action {
     ExportOrganisation,
     CreateOrganisation,
     WithdrawOrganisation,
+    /// Set the review campaigns' dates.
+    ManageCampaigns,
 }
 
 /// What the action is on.
@@ -218,9 +220,11 @@ pub fn can(actor: &Actor, action: Action, target: Target<'_>) -> Result<()> {
         return Err(Error::forbidden());
     };
     let allowed = match (action, target) {
-        (Action::CreateOrganisation | Action::WithdrawOrganisation, _) | (_, Target::Platform) => {
-            false
-        }
+        (
+            Action::CreateOrganisation | Action::WithdrawOrganisation | Action::ManageCampaigns,
+            _,
+        )
+        | (_, Target::Platform) => false,
         (Action::ManageOrganisation, Target::Organisation(id)) => {
             id == own && actor.role == Role::Admin && !actor.is_token()
         }

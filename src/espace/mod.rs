@@ -2,6 +2,7 @@
 //! filters, the edit form, withdrawal, confirmation, history and restore. The only pages that
 //! set a cookie (the session's, scoped to `/espace`); every form carries a CSRF token.
 
+pub mod campaigns;
 pub mod organisation;
 pub mod pages;
 
@@ -32,6 +33,10 @@ pub fn router() -> Router<AppState> {
         .route("/espace/deconnexion", post(pages::logout))
         .route("/espace/commune", get(pages::commune_at))
         .route("/espace/engagements", get(organisation::commitments))
+        .route(
+            "/espace/campagnes",
+            get(campaigns::campaigns_page).post(campaigns::create_campaign),
+        )
         .route("/espace/signalements", get(organisation::report_queue))
         .route(
             "/espace/signalements/{id}",
@@ -226,6 +231,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                     li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
                                     li { a href="/espace/signalements" { "Signalements" } }
                                     li { a href="/espace/engagements" { "Engagements" } }
+                                    li { a href="/espace/campagnes" { "Campagnes" } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);

@@ -327,7 +327,7 @@ fn phones_json(content: &Content) -> Result<String> {
     )
 }
 
-/// Creates one published entry (a contributor's), in the caller's transaction.
+/// Creates one published entry (a contributor's, confirmed `now`), in the caller's transaction.
 pub async fn insert(
     conn: &mut SqliteConnection,
     id: &ServiceId,
