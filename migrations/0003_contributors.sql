@@ -12,9 +12,6 @@ ALTER TABLE organisations ADD COLUMN referent_phone TEXT;
 ALTER TABLE organisations ADD COLUMN convention_start DATE;
 ALTER TABLE organisations ADD COLUMN convention_end DATE;
 ALTER TABLE organisations ADD COLUMN typologies TEXT NOT NULL DEFAULT '[]';
--- Set when the organisation left (convention art. 6): its entries are unpublished, its people
--- and tokens refused.
-ALTER TABLE organisations ADD COLUMN withdrawn_at TIMESTAMPTZ;
 
 -- role: operator (no organisation) | admin | editor (of organisation_id).
 CREATE TABLE users (
@@ -55,8 +52,7 @@ CREATE TABLE api_tokens (
     -- SHA-256 of the token, which is shown once and never stored.
     token_hash TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
-    -- NULL: a token of the platform operator.
-    organisation_id TEXT REFERENCES organisations (id),
+    organisation_id TEXT NOT NULL REFERENCES organisations (id),
     created_at TIMESTAMPTZ NOT NULL,
     revoked_at TIMESTAMPTZ,
     last_used_at TIMESTAMPTZ
@@ -86,27 +82,4 @@ CREATE TABLE service_history (
     -- JSON object: the entry as it was before the change.
     previous TEXT,
     PRIMARY KEY (service_id, id)
-);
-
--- An organisation's withdrawal: every entry it signed unpublished at once, in one recorded
--- operation the operator can undo (the entries it unpublished are listed).
-CREATE TABLE organisation_withdrawals (
-    id TEXT PRIMARY KEY,
-    organisation_id TEXT NOT NULL REFERENCES organisations (id),
-    at TIMESTAMPTZ NOT NULL,
-    actor_kind TEXT NOT NULL,
-    actor_id TEXT NOT NULL,
-    -- JSON array of the entry ids it unpublished.
-    entries TEXT NOT NULL,
-    undone_at TIMESTAMPTZ
-);
-
--- Review campaigns, twice a year on dates the operator sets: during one, each entry is to
--- review, confirmed unchanged, or updated.
-CREATE TABLE campaigns (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    starts_on DATE NOT NULL,
-    ends_on DATE NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL
 );

@@ -330,6 +330,8 @@ async fn load_search_index(
         crate::espace::organisation::report_queue,
         crate::espace::organisation::set_report_status,
         crate::espace::organisation::export,
+        crate::espace::team::team_page,
+        crate::espace::team::invite,
         crate::espace::pages::hours_fragment,
         crate::search::routes::search,
         crate::coverage::routes::coverage,

@@ -83,6 +83,27 @@ pub enum AdminCommand {
         /// Typology codes it commits to maintain (Annexe 2), comma-separated.
         #[arg(long, value_delimiter = ',')]
         typologies: Vec<String>,
+        /// Its référent (convention art. 2): name, e-mail (campaign and report e-mails go there), phone.
+        #[arg(long)]
+        referent_name: Option<String>,
+        #[arg(long)]
+        referent_email: Option<String>,
+        #[arg(long)]
+        referent_phone: Option<String>,
+        /// The convention's first and last days (AAAA-MM-JJ).
+        #[arg(long)]
+        convention_start: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        convention_end: Option<chrono::NaiveDate>,
+    },
+    /// Set a review campaign (first and last days, AAAA-MM-JJ) and print its id.
+    CreateCampaign {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
     },
     /// Invite a person to an organisation and print the invitation link.
     Invite {
@@ -191,6 +212,23 @@ pub struct ServeArgs {
     /// The address people reach this instance at, which the links it sends start with.
     #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
     pub public_url: String,
+
+    /// The SMTP server the outbox is sent through (`smtp://host:port`); without it e-mails wait
+    /// in the outbox.
+    #[arg(long, env = "PROXIMITES_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of the e-mails.
+    #[arg(
+        long,
+        env = "PROXIMITES_MAIL_FROM",
+        default_value = "Proximités <ne-pas-repondre@proximites.localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Seconds between two rounds of the outbox (campaign e-mails due, messages to send).
+    #[arg(long, env = "PROXIMITES_MAIL_INTERVAL", default_value_t = 60)]
+    pub mail_interval: u64,
 }
 
 #[derive(Debug, Args)]

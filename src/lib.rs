@@ -12,6 +12,7 @@ pub mod error;
 pub mod espace;
 pub mod http;
 pub mod import;
+pub mod mail;
 pub mod reports;
 pub mod restitution;
 pub mod search;

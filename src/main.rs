@@ -46,7 +46,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!(%url, "base map tiles configured");
             }
             state = state.with_public_url(&args.public_url);
-            app::serve(state, args.listen).await?;
+            let mailer = args
+                .smtp_url
+                .as_deref()
+                .map(|url| proximites::mail::Mailer::parse(url, &args.mail_from))
+                .transpose()?;
+            let mail = tokio::spawn(proximites::mail::run(
+                state.pool.clone(),
+                mailer,
+                state.public_url.to_string(),
+                std::time::Duration::from_secs(args.mail_interval.max(1)),
+            ));
+            let served = app::serve(state, args.listen).await;
+            mail.abort();
+            served?;
         }
         Command::Admin(command) => {
             let pool = db::connect(&cli.database_url).await?;
@@ -250,6 +263,11 @@ async fn admin(
             territory,
             siren,
             typologies,
+            referent_name,
+            referent_email,
+            referent_phone,
+            convention_start,
+            convention_end,
         } => {
             let areas = territory
                 .iter()
@@ -277,6 +295,11 @@ async fn admin(
                     siren,
                     territory: Territory(areas),
                     typologies,
+                    referent_name,
+                    referent_email,
+                    referent_phone,
+                    convention_start,
+                    convention_end,
                 },
             )
             .await
@@ -300,6 +323,12 @@ async fn admin(
                 "{}/espace/invitation/{secret}",
                 public_url.trim_end_matches('/')
             );
+        }
+        AdminCommand::CreateCampaign { name, start, end } => {
+            let campaign = proximites::espace::campaigns::create(pool, &name, &start, &end)
+                .await
+                .map_err(fields)?;
+            println!("{}", campaign.id);
         }
         AdminCommand::CreateToken {
             organisation, name, ..

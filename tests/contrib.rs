@@ -89,7 +89,7 @@ async fn world() -> World {
             kind: "epci".into(),
             siren: Some("246300701".into()),
             territory: Territory(vec![Area::parse(CLERMONT_METROPOLE).unwrap()]),
-            typologies: vec![],
+            ..NewOrganisation::default()
         },
     )
     .await
@@ -101,7 +101,7 @@ async fn world() -> World {
             kind: "commune".into(),
             siren: None,
             territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
-            typologies: vec![],
+            ..NewOrganisation::default()
         },
     )
     .await

@@ -499,6 +499,7 @@ async fn commitments_reports_queue_and_export_pages() {
                 Area::parse("commune:63113").unwrap(),
             ]),
             typologies: vec!["mairie".into(), "pharmacie".into()],
+            referent_email: Some("referente@riom.example.fr".into()),
             ..NewOrganisation::default()
         },
     )
@@ -569,16 +570,46 @@ async fn commitments_reports_queue_and_export_pages() {
     );
 
     // A citizen report reaches the queue; the admin moves it on; another organisation cannot.
-    let report = proximites::reports::store::insert(
-        &f.state.pool,
-        &entry.id,
-        &proximites::reports::NewReport {
-            message: "Le numéro a changé".into(),
-            email: None,
-        },
+    let token = f
+        .state
+        .web
+        .form_token
+        .issue(proximites::reports::unix_now() - 30);
+    let sent = request(
+        router,
+        Method::POST,
+        &format!("/services/{}/signaler", entry.id),
+        None,
+        Some(&[
+            ("message", "Le numéro a changé"),
+            ("email", ""),
+            ("jeton", &token),
+            ("site", ""),
+        ]),
+        &[],
     )
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.html);
+    let (report,): (String,) = sqlx::query_as("SELECT id FROM reports WHERE service_id = $1")
+        .bind(entry.id.as_str())
+        .fetch_one(&f.state.pool)
+        .await
+        .unwrap();
+    // The référent is told, through the outbox, once, French first.
+    let mails: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT dedupe_key, recipient, body FROM outbox")
+            .fetch_all(&f.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].0, format!("report:{report}"));
+    assert_eq!(mails[0].1, "referente@riom.example.fr");
+    assert!(
+        mails[0].2.contains("Le numéro a changé")
+            && mails[0].2.find("Bonjour") < mails[0].2.find("Hello"),
+        "{}",
+        mails[0].2
+    );
     let queue = request(
         router,
         Method::GET,
@@ -639,6 +670,82 @@ async fn commitments_reports_queue_and_export_pages() {
     .await;
     assert_eq!(zip.status, StatusCode::OK);
     assert_eq!(zip.headers["content-type"], "application/zip");
+
+    // The admin invites from the pages: the link goes by e-mail (outbox), not onto the page;
+    // a person of another organisation (an editor) may not invite.
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        team.html.contains("Inviter une personne") && team.html.contains("admin@riom.example.fr")
+    );
+    let wrong = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&cookie),
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "pas-une-adresse"),
+            ("role", "editor"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.html.contains("href=\"#email\"") && wrong.html.contains("aria-invalid=\"true\""));
+    let invited = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&cookie),
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "Nouvelle@Riom.example.fr"),
+            ("role", "editor"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.html);
+    assert!(
+        invited.html.contains("invitation en attente")
+            && !invited.html.contains("/espace/invitation/")
+    );
+    let (recipient, body): (String, String) =
+        sqlx::query_as("SELECT recipient, body FROM outbox WHERE dedupe_key LIKE 'invitation:%'")
+            .fetch_one(&f.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(recipient, "nouvelle@riom.example.fr");
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/espace/invitation/"))
+        .unwrap();
+    let path = &link[link.find("/espace/").unwrap()..];
+    let form = request(router, Method::GET, path, None, None, &[]).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.html.contains("nouvelle@riom.example.fr"));
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&other_cookie),
+        Some(&[
+            ("csrf", &other_csrf),
+            ("email", "x@y.example.fr"),
+            ("role", "admin"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

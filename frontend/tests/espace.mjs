@@ -122,7 +122,7 @@ await check("invitation, session cookie, entry form with map and hours editor, h
   assert.match(await page.textContent("table"), /création/);
   await axe(page, "history");
 
-  for (const path of ["/espace/engagements", "/espace/signalements"]) {
+  for (const path of ["/espace/engagements", "/espace/signalements", "/espace/campagnes", "/espace/equipe"]) {
     await page.goto(`${base}${path}`);
     await axe(page, path);
   }

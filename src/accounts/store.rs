@@ -77,6 +77,11 @@ pub struct NewOrganisation {
     pub siren: Option<String>,
     pub territory: Territory,
     pub typologies: Vec<String>,
+    pub referent_name: Option<String>,
+    pub referent_email: Option<String>,
+    pub referent_phone: Option<String>,
+    pub convention_start: Option<NaiveDate>,
+    pub convention_end: Option<NaiveDate>,
 }
 
 impl NewOrganisation {
@@ -104,6 +109,19 @@ impl NewOrganisation {
                 ));
             }
         }
+        if let Some(email) = &self.referent_email {
+            if let Err(message) = crate::services::validate::check_email(email) {
+                errors.push(FieldError::new("referent_email", message));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.convention_start, self.convention_end) {
+            if end < start {
+                errors.push(FieldError::new(
+                    "convention_end",
+                    "la fin de la convention précède son début",
+                ));
+            }
+        }
         if self.territory.0.is_empty() {
             errors.push(FieldError::new(
                 "territory",
@@ -122,8 +140,9 @@ pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<O
     new.check()?;
     let id = format!("org-{}", ServiceId::generate());
     let inserted = sqlx::query(
-        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies,
+         referent_name, referent_email, referent_phone, convention_start, convention_end)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(new.name.trim())
@@ -132,6 +151,11 @@ pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<O
     .bind(Utc::now())
     .bind(new.territory.to_json())
     .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+    .bind(&new.referent_name)
+    .bind(new.referent_email.as_deref().map(str::to_lowercase))
+    .bind(&new.referent_phone)
+    .bind(new.convention_start)
+    .bind(new.convention_end)
     .execute(pool)
     .await;
     match inserted {
@@ -200,6 +224,16 @@ pub async fn create_operator(pool: &Pool, email: &str, password: &str) -> Result
 
 /// Records an invitation and returns its secret (which goes in the link, never in the database).
 pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role) -> Result<String> {
+    invite_in(&mut *pool.acquire().await?, organisation_id, email, role).await
+}
+
+/// `invite` on `conn`, in the caller's transaction (the pages write the e-mail with it).
+pub async fn invite_in(
+    conn: &mut sqlx::SqliteConnection,
+    organisation_id: &str,
+    email: &str,
+    role: Role,
+) -> Result<String> {
     let email =
         crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
     if role == Role::Operator {
@@ -208,7 +242,11 @@ pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role)
             "une invitation est pour admin ou editor",
         ));
     }
-    if organisation(pool, organisation_id).await?.is_none() {
+    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM organisations WHERE id = $1")
+        .bind(organisation_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
         return Err(Error::not_found("organisation", organisation_id));
     }
     let secret = new_secret();
@@ -223,9 +261,24 @@ pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role)
     .bind(organisation_id)
     .bind(now)
     .bind(now + Duration::days(INVITATION_DAYS))
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(secret)
+}
+
+/// The people of an organisation and its pending invitations: (e-mail, role, accepted).
+pub async fn team(pool: &Pool, organisation_id: &str) -> Result<Vec<(String, String, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT email, role, 1 AS accepted FROM users WHERE organisation_id = $1
+         UNION ALL
+         SELECT email, role, 0 AS accepted FROM invitations
+         WHERE organisation_id = $1 AND accepted_at IS NULL AND expires_at > $2
+         ORDER BY accepted DESC, email",
+    )
+    .bind(organisation_id)
+    .bind(Utc::now())
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A pending invitation, as its link shows it.
@@ -508,4 +561,13 @@ pub async fn close_session(pool: &Pool, secret: &str) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Every organisation still in the convention, as (id, name), by name: the operator's choices.
+pub async fn organisation_names(pool: &Pool) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM organisations WHERE withdrawn_at IS NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
 }

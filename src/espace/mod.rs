@@ -5,6 +5,7 @@
 pub mod campaigns;
 pub mod organisation;
 pub mod pages;
+pub mod team;
 
 use std::collections::HashMap;
 
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
             post(organisation::set_report_status),
         )
         .route("/espace/organisation/export", get(organisation::export))
+        .route("/espace/equipe", get(team::team_page).post(team::invite))
         .route("/espace/horaires", get(pages::hours_fragment))
         .route(
             "/espace/invitation/{secret}",
@@ -232,6 +234,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                     li { a href="/espace/signalements" { "Signalements" } }
                                     li { a href="/espace/engagements" { "Engagements" } }
                                     li { a href="/espace/campagnes" { "Campagnes" } }
+                                    li { a href="/espace/equipe" { "Équipe" } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);

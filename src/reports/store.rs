@@ -8,7 +8,11 @@ use crate::error::Result;
 use crate::services::ServiceId;
 
 /// Stores `report` on entry `service` for the organisation that signs it; the report's id.
-pub async fn insert(pool: &Pool, service: &ServiceId, report: &NewReport) -> Result<String> {
+pub async fn insert(
+    conn: &mut sqlx::SqliteConnection,
+    service: &ServiceId,
+    report: &NewReport,
+) -> Result<String> {
     let id = format!("rep-{}", ServiceId::generate());
     sqlx::query(
         "INSERT INTO reports (id, service_id, organisation_id, message, email, status, created_at)
@@ -19,7 +23,7 @@ pub async fn insert(pool: &Pool, service: &ServiceId, report: &NewReport) -> Res
     .bind(&report.email)
     .bind(Utc::now())
     .bind(service.as_str())
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(id)
 }
