@@ -901,7 +901,8 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert_eq!(changes.len(), 2, "{}", history.json);
     assert_eq!(changes[0]["via"], "import");
     assert_eq!(changes[0]["action"], "updated");
-    assert_eq!(changes[0]["actor"]["label"], "envoi.csv");
+    // The import, and who sent it.
+    assert_eq!(changes[0]["actor"]["label"], "envoi.csv (script)");
     assert_eq!(changes[0]["changes"]["name"]["old"], "Mairie annexe");
     assert_eq!(
         changes[0]["changes"]["name"]["new"],

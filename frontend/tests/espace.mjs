@@ -122,10 +122,29 @@ await check("invitation, session cookie, entry form with map and hours editor, h
   assert.match(await page.textContent("table"), /création/);
   await axe(page, "history");
 
-  for (const path of ["/espace/engagements", "/espace/signalements", "/espace/campagnes", "/espace/equipe"]) {
+  for (const path of ["/espace/engagements", "/espace/signalements", "/espace/campagnes", "/espace/equipe", "/espace/import"]) {
     await page.goto(`${base}${path}`);
     await axe(page, path);
   }
+
+  // A bulk update: the check first (one row to create, one wrong), then a good file applied.
+  const header = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
+  const csv = (rows) => ({ name: "fiches.csv", mimeType: "text/csv", buffer: Buffer.from([header, ...rows].join("\n") + "\n") });
+  await page.setInputFiles("#fichier", csv(["m1,mairie,Mairie annexe de Montferrand,,,,63113,3.1050,45.7930,,,,,,", "m2,mairie,Sans point,,,,63113,abc,45.79,,,,,,"]));
+  await page.click("form[action='/espace/import'] button[type=submit]");
+  await page.waitForSelector("#refus");
+  assert.match(await page.textContent("[role=alert]"), /Ligne 3/);
+  await axe(page, "bulk update with a wrong row");
+  await page.goto(`${base}/espace/import`);
+  await page.setInputFiles("#fichier", csv(["m1,mairie,Mairie annexe de Montferrand,,,,63113,3.1050,45.7930,,,,,,"]));
+  await page.click("form[action='/espace/import'] button[type=submit]");
+  await page.waitForSelector("#creations");
+  assert.match(await page.textContent("#resume + ul"), /1 fiche à créer/);
+  await axe(page, "bulk update checked");
+  await page.click("button:text('Appliquer')");
+  await page.waitForSelector("[role=status]");
+  assert.match(await page.textContent("[role=status]"), /1 fiche créée/);
+  await axe(page, "bulk update applied");
 
   assert.deepEqual(scriptErrors, [], "no script error");
   assert.deepEqual(foreign, [], "no request leaves the origin");

@@ -2,6 +2,7 @@
 //! filters, the edit form, withdrawal, confirmation, history and restore. The only pages that
 //! set a cookie (the session's, scoped to `/espace`); every form carries a CSRF token.
 
+pub mod bulk;
 pub mod campaigns;
 pub mod organisation;
 pub mod pages;
@@ -45,6 +46,16 @@ pub fn router() -> Router<AppState> {
         )
         .route("/espace/organisation/export", get(organisation::export))
         .route("/espace/equipe", get(team::team_page).post(team::invite))
+        .route(
+            "/espace/import",
+            get(bulk::upload_form)
+                .post(bulk::check_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(bulk::MAX_UPLOAD)),
+        )
+        .route(
+            "/espace/import/{upload}/appliquer",
+            post(bulk::apply_upload),
+        )
         .route("/espace/horaires", get(pages::hours_fragment))
         .route(
             "/espace/invitation/{secret}",
@@ -231,6 +242,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                 ul {
                                     li { a href="/espace" { "Mes fiches" } }
                                     li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
+                                    li { a href="/espace/import" { "Mise à jour en masse" } }
                                     li { a href="/espace/signalements" { "Signalements" } }
                                     li { a href="/espace/engagements" { "Engagements" } }
                                     li { a href="/espace/campagnes" { "Campagnes" } }

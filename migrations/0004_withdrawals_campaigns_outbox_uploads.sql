@@ -62,3 +62,15 @@ CREATE TABLE outbox (
 );
 
 CREATE INDEX outbox_pending ON outbox (sent_at, created_at);
+
+-- A file uploaded from the pages, checked (dry run) and waiting for its "Appliquer": the same
+-- bytes are applied as were checked. Removed once applied; older ones are cleared.
+CREATE TABLE pending_uploads (
+    id TEXT PRIMARY KEY,
+    organisation_id TEXT NOT NULL REFERENCES organisations (id),
+    -- The person who uploaded it: only they apply it.
+    user_id TEXT NOT NULL REFERENCES users (id),
+    file_name TEXT NOT NULL,
+    content BLOB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
