@@ -14,6 +14,7 @@ use crate::accounts::Role;
 use crate::app::AppState;
 use crate::db::Pool;
 use crate::error::{Error, FieldError, Result};
+use crate::services::store::{push_review_state, ReviewWindow};
 use crate::services::ServiceId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -99,41 +100,47 @@ pub async fn all(pool: &Pool) -> Result<Vec<Campaign>> {
     )
 }
 
+/// The campaign the lists show: the one running on `today` (the latest started if several),
+/// else the last one that has started.
+pub async fn current(pool: &Pool, today: NaiveDate) -> Result<Option<Campaign>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, starts_on, ends_on FROM campaigns WHERE starts_on <= $1
+         ORDER BY CASE WHEN ends_on >= $1 THEN 0 ELSE 1 END, starts_on DESC, ends_on DESC LIMIT 1",
+    )
+    .bind(today)
+    .fetch_optional(pool)
+    .await?)
+}
+
+impl Campaign {
+    pub fn window(&self) -> ReviewWindow {
+        ReviewWindow::days(self.starts_on, self.ends_on)
+    }
+}
+
 /// Progress of every organisation (or one) in `campaign`: its published entries, those
-/// confirmed or updated by people or scripts between the first and the last day.
+/// confirmed or updated during the campaign (each entry's state as the lists show it).
 pub async fn progress(
     pool: &Pool,
     campaign: &Campaign,
     organisation: Option<&str>,
 ) -> Result<Vec<Progress>> {
-    // Instants are stored as ISO-8601 text: day bounds compare as text, as in PostgreSQL.
-    let from = campaign.starts_on.format("%Y-%m-%d").to_string();
-    let until = (campaign.ends_on + chrono::Days::new(1))
-        .format("%Y-%m-%d")
-        .to_string();
     let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
-        "SELECT s.source_id AS organisation_id, o.name AS organisation, COUNT(*) AS total,
-         SUM(CASE WHEN s.verified_at >= ",
+        "SELECT e.source_id AS organisation_id, o.name AS organisation, COUNT(*) AS total,
+         SUM(CASE WHEN e.review_state <> 'to_review' THEN 1 ELSE 0 END) AS reviewed,
+         SUM(CASE WHEN e.review_state = 'updated' THEN 1 ELSE 0 END) AS updated
+         FROM (SELECT s.source_id, ",
     );
-    q.push_bind(from.clone())
-        .push(" AND s.verified_at < ")
-        .push_bind(until.clone());
-    q.push(
-        " THEN 1 ELSE 0 END) AS reviewed,
-         SUM(CASE WHEN EXISTS (SELECT 1 FROM service_history h WHERE h.service_id = s.id
-             AND h.action IN ('updated', 'restored') AND h.actor_kind <> 'import' AND h.at >= ",
-    );
-    q.push_bind(from).push(" AND h.at < ").push_bind(until);
-    q.push(
-        ") THEN 1 ELSE 0 END) AS updated
-         FROM services s JOIN organisations o ON o.id = s.source_id
-         WHERE s.status = 'published'",
-    );
+    push_review_state(&mut q, &campaign.window());
+    q.push(" AS review_state FROM services s WHERE s.status = 'published'");
     if let Some(organisation) = organisation {
         q.push(" AND s.source_id = ")
             .push_bind(organisation.to_owned());
     }
-    q.push(" GROUP BY s.source_id, o.name ORDER BY o.name");
+    q.push(
+        ") e JOIN organisations o ON o.id = e.source_id
+         GROUP BY e.source_id, o.name ORDER BY o.name",
+    );
     Ok(q.build_query_as().fetch_all(pool).await?)
 }
 

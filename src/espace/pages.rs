@@ -282,7 +282,8 @@ fn non_empty(value: Option<&String>) -> Option<String> {
     params(("etat" = Option<String>, Query, description = "a_verifier, publiees, retirees"),
         ("typologie" = Option<String>, Query, description = "Code de typologie"),
         ("commune" = Option<String>, Query, description = "Code INSEE"),
-        ("nom" = Option<String>, Query, description = "Mots du nom")),
+        ("nom" = Option<String>, Query, description = "Mots du nom"),
+        ("campagne" = Option<String>, Query, description = "État dans la campagne en cours : a_revoir, confirmee, mise_a_jour")),
     responses((status = 200, description = "Mes fiches (HTML)", content_type = "text/html"),
         (status = 303, description = "Pas de session : vers la connexion")))]
 pub async fn entries(
@@ -295,12 +296,28 @@ pub async fn entries(
         Err(response) => return response,
     };
     let query = query_fields(query.as_deref());
+    let campaign = match super::campaigns::current(&state.pool, Utc::now().date_naive()).await {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
+    let review_state = non_empty(query.get("campagne")).and_then(|v| {
+        REVIEW_STATES
+            .iter()
+            .find(|(param, _, _)| *param == v)
+            .map(|(_, state, _)| (*state).to_owned())
+    });
     let filter = store::ListFilter {
         organisation: session.actor.organisation_id().map(str::to_owned),
         state: non_empty(query.get("etat")),
         typology: non_empty(query.get("typologie")),
         insee_code: non_empty(query.get("commune")),
         name: non_empty(query.get("nom")),
+        review: campaign.as_ref().map(|c| c.window()),
+        review_state: campaign.as_ref().and(review_state),
+    };
+    let back = match query_string(&query) {
+        q if q.is_empty() => "/espace".to_owned(),
+        q => format!("/espace?{q}"),
     };
     let stale_before = Utc::now() - Duration::days(STALE_DAYS);
     let (listed, total) = match store::list(&state.pool, &filter, stale_before, 200).await {
@@ -342,7 +359,25 @@ pub async fn entries(
                 label for="nom" { "Nom" }
                 input #nom name="nom" value=(filter.name.clone().unwrap_or_default());
             }
+            @if let Some(campaign) = &campaign {
+                p {
+                    label for="campagne" { "Campagne « " (campaign.name) " »" }
+                    select #campagne name="campagne" {
+                        option value="" { "Tous les états" }
+                        @for (param, state, label) in REVIEW_STATES {
+                            option value=(param) selected[filter.review_state.as_deref() == Some(state)] { (label) }
+                        }
+                    }
+                }
+            }
             p { button type="submit" { "Filtrer" } }
+        }
+        @if let Some(campaign) = &campaign {
+            p {
+                "Campagne de mise à jour « " (campaign.name) " » : du " (campaign.starts_on.format("%d/%m/%Y"))
+                " au " (campaign.ends_on.format("%d/%m/%Y")) ". "
+                a href="/espace/campagnes" { "Avancement" }
+            }
         }
         p role="status" { (total) " fiche" @if total > 1 { "s" } @if total > 200 { " (les 200 premières par nom)" } }
         @if !listed.is_empty() {
@@ -351,7 +386,9 @@ pub async fn entries(
                 thead { tr {
                     th scope="col" { "Nom" } th scope="col" { "Typologie" } th scope="col" { "Commune" }
                     th scope="col" { "État" } th scope="col" { "Confirmée le" }
+                    @if campaign.is_some() { th scope="col" { "Campagne" } }
                     @if session.actor.role == Role::Operator { th scope="col" { "Organisation" } }
+                    th scope="col" { "Action" }
                 } }
                 tbody {
                     @for row in &listed {
@@ -365,7 +402,28 @@ pub async fn entries(
                                 @else { "À jour" }
                             }
                             td { (row.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into())) }
+                            @if campaign.is_some() {
+                                td {
+                                    @if row.status == "withdrawn" { "—" }
+                                    @else {
+                                        @match row.review_state.as_deref() {
+                                            Some("updated") => "Mise à jour",
+                                            Some("confirmed") => "Confirmée sans changement",
+                                            _ => strong { "À revoir" },
+                                        }
+                                    }
+                                }
+                            }
                             @if session.actor.role == Role::Operator { td { (row.source_name) } }
+                            td {
+                                @if row.status != "withdrawn" {
+                                    form method="post" action=(format!("/espace/fiches/{}/confirmer", row.id)) {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="retour" value=(back);
+                                        button type="submit" aria-label=(format!("Rien n'a changé : confirmer « {} »", row.name)) { "Rien n'a changé" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -373,6 +431,31 @@ pub async fn entries(
         }
     };
     page("Mes fiches", Some(&session), body).into_response()
+}
+
+/// The campaign states the list filters on: (query value, stored state, label).
+const REVIEW_STATES: [(&str, &str, &str); 3] = [
+    ("a_revoir", "to_review", "À revoir"),
+    ("confirmee", "confirmed", "Confirmée sans changement"),
+    ("mise_a_jour", "updated", "Mise à jour"),
+];
+
+/// The list's query again (sorted, for a stable link back after an action).
+fn query_string(query: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<(&str, &str)> = query
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort();
+    crate::web::encode_query(&pairs)
+}
+
+/// Where to go after an action: the list the form came from, when it is one of these pages.
+fn back_to(form: &HashMap<String, String>) -> Option<&str> {
+    form.get("retour").map(String::as_str).filter(|p| {
+        (*p == "/espace" || p.starts_with("/espace?")) && !p.contains(['\\', '\r', '\n'])
+    })
 }
 
 /// The editable fields of the form: (name, label, hint).
@@ -934,11 +1017,15 @@ async fn simple_action(
         Ok(session) => session,
         Err(response) => return response,
     };
-    if let Err(error) = check_csrf(&session, &form_fields(&body)) {
+    let form = form_fields(&body);
+    if let Err(error) = check_csrf(&session, &form) {
         return error_page(error, Some(&session));
     }
     match act(&state, &session).await {
-        Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        Ok(_) => match back_to(&form) {
+            Some(list) => see_other(list),
+            None => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        },
         Err(error) => error_page(error, Some(&session)),
     }
 }
