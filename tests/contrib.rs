@@ -870,6 +870,29 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
         ),
         (Some(1), Some(false))
     );
+    // The dry run details the change, field by field.
+    let changed = &dry.json["plan"]["changed"][0];
+    assert_eq!(
+        changed["changes"]["name"]["new"], "Mairie annexe Xylophone",
+        "{}",
+        dry.json
+    );
+    assert_eq!(
+        dry.json["plan"]["unchanged"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // A file over the limit: a problem details, not a cut-off read.
+    let huge = send(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        token,
+        &[],
+        Some("x".repeat(33 << 20)),
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(huge.json["code"], "file_too_large");
     let bulk = send(
         router,
         Method::POST,

@@ -301,6 +301,15 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         checked.html
     );
 
+    // A file over the limit: told next to the file field.
+    let huge = upload(router, &cookie, &csrf, "enorme.csv", &"x".repeat(33 << 20)).await;
+    assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        huge.html.contains("id=\"fichier-erreur\"") && huge.html.contains("trop gros"),
+        "{}",
+        huge.html
+    );
+
     // A forged form (no CSRF token) is refused.
     let forged = upload(router, &cookie, "", "riom.csv", &first).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);

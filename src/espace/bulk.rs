@@ -19,8 +19,8 @@ use crate::import::ImportReport;
 use crate::services::upload::{self, Mode, Plan};
 use crate::services::ServiceId;
 
-/// The largest file the page takes (the bulk API takes the same).
-pub const MAX_UPLOAD: usize = 32 * 1024 * 1024;
+/// The largest file the page takes (the bulk API takes the same), with room for the form.
+pub const MAX_UPLOAD: usize = upload::MAX_BYTES + 64 * 1024;
 
 /// How long a checked file waits for its "Appliquer".
 const PENDING_HOURS: i64 = 24;
@@ -115,7 +115,8 @@ struct Upload {
 async fn read_upload(mut multipart: Multipart) -> std::result::Result<Upload, FieldError> {
     let mut upload = Upload::default();
     let unreadable = |e: axum::extract::multipart::MultipartError| {
-        FieldError::new("file", format!("envoi illisible : {}", e.body_text()))
+        let problem = crate::error::Problem::from(&upload::body_error(e.status(), &e.body_text()));
+        FieldError::new("file", problem.detail)
     };
     while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
         match field.name().unwrap_or_default() {

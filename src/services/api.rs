@@ -25,9 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/services", post(create_service))
         .route(
             "/api/v1/services/bulk",
-            post(bulk_upsert).layer(axum::extract::DefaultBodyLimit::max(
-                crate::espace::bulk::MAX_UPLOAD,
-            )),
+            post(bulk_upsert).layer(axum::extract::DefaultBodyLimit::max(upload::MAX_BYTES)),
         )
         .route(
             "/api/v1/services/{id}",
@@ -270,13 +268,16 @@ pub struct BulkReport {
     request_body(content = String, content_type = "text/csv", description = "CSV or GeoJSON"),
     security(("bearer" = [])),
     responses((status = 200, body = BulkReport, description = "Written, or checked and planned (dry run)"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem)))]
 async fn bulk_upsert(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
     Query(params): Query<BulkParams>,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<BulkReport>> {
+    let body =
+        body.map_err(|rejection| upload::body_error(rejection.status(), &rejection.body_text()))?;
     let organisation_id = upload::organisation_of(&actor, params.organisation.as_deref())?;
     let name = match params.format.as_deref() {
         Some("geojson") => "envoi.geojson",

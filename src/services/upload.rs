@@ -65,6 +65,28 @@ pub struct Plan {
     pub missing: Vec<PlannedEntry>,
 }
 
+/// The largest file an upload takes, from the API or the pages.
+pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why an upload's body could not be read: too large (413 `file_too_large`), or else cut off.
+pub fn body_error(status: axum::http::StatusCode, detail: &str) -> Error {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge {
+            code: "file_too_large",
+            detail: format!(
+                "fichier trop gros : {} Mo au plus / file too large: {} MB at most",
+                MAX_BYTES >> 20,
+                MAX_BYTES >> 20
+            ),
+        }
+    } else {
+        Error::BadRequest {
+            code: "invalid_body",
+            detail: format!("envoi illisible / unreadable body: {detail}"),
+        }
+    }
+}
+
 /// The organisation an actor uploads for: its own, or the one the operator names.
 pub fn organisation_of(actor: &Actor, named: Option<&str>) -> Result<String> {
     match (named, actor.organisation_id()) {
