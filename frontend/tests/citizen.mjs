@@ -242,8 +242,9 @@ await check("the widget in another origin's page loads, resizes itself and searc
   assert.ok(height > 300, `the iframe took its content's height (${height}px)`);
   await frame.locator("#f-q").fill("mairie");
   await frame.locator("#f-q").press("Enter");
-  await frame.locator("ol.results li.result").first().waitFor();
   const inner = page.frames().find((f) => f.url().includes("/embed"));
+  await inner.waitForFunction(() => window.location.search.includes("q=mairie"));
+  await frame.locator("ol.results li.result").first().waitFor();
   const address = await inner.evaluate(() => window.location.href);
   assert.match(address, /q=mairie/);
   assert.match(address, /territory=epci%3A200070753/);
