@@ -332,6 +332,8 @@ async fn load_search_index(
         crate::espace::organisation::export,
         crate::espace::team::team_page,
         crate::espace::team::invite,
+        crate::espace::team::create_token,
+        crate::espace::team::revoke_token,
         crate::espace::bulk::upload_form,
         crate::espace::bulk::check_upload,
         crate::espace::bulk::apply_upload,

@@ -746,6 +746,113 @@ async fn commitments_reports_queue_and_export_pages() {
     )
     .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // API tokens from the same page: a name is required; the secret is shown once, works, its
+    // last use is shown; revoked, it no longer works; another organisation cannot revoke it.
+    let unnamed = request(
+        router,
+        Method::POST,
+        "/espace/equipe/jetons",
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("name", " ")]),
+        &[],
+    )
+    .await;
+    assert_eq!(unnamed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unnamed
+            .html
+            .contains(&format!("id=\"jeton-nom-{}-erreur\"", riom.id)),
+        "{}",
+        unnamed.html
+    );
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/equipe/jetons",
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("name", "SIG de la ville")]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    let at = created
+        .html
+        .find("value=\"pxm_")
+        .expect("the token, shown once")
+        + 7;
+    let secret = created.html[at..at + created.html[at..].find('"').unwrap()].to_owned();
+    let used = request(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        None,
+        None,
+        &[
+            ("authorization", &format!("Bearer {secret}")),
+            ("content-type", "text/csv"),
+        ],
+    )
+    .await;
+    assert_ne!(used.status, StatusCode::UNAUTHORIZED, "{}", used.html);
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(!team.html.contains(&secret), "never shown again");
+    let row = &team.html[team.html.find("SIG de la ville").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(!row.contains("jamais"), "its last use is shown: {row}");
+    let at = row.find("/espace/equipe/jetons/").unwrap();
+    let revoke = &row[at..at + row[at..].find('"').unwrap()];
+    let foreign = request(
+        router,
+        Method::POST,
+        revoke,
+        Some(&other_cookie),
+        Some(&[("csrf", &other_csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let revoked = request(
+        router,
+        Method::POST,
+        revoke,
+        Some(&cookie),
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    let refused = request(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        None,
+        None,
+        &[
+            ("authorization", &format!("Bearer {secret}")),
+            ("content-type", "text/csv"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(team.html.contains("révoqué le"));
 }
 
 #[tokio::test]

@@ -127,6 +127,15 @@ await check("invitation, session cookie, entry form with map and hours editor, h
     await axe(page, path);
   }
 
+  // An API token made on the team page: shown once, in a labelled field.
+  await page.goto(`${base}/espace/equipe`);
+  await page.fill("input[id^='jeton-nom-']", "SIG");
+  await page.click("form[action='/espace/equipe/jetons'] button[type=submit]");
+  await page.waitForSelector("#jeton-cree");
+  assert.match(await page.inputValue("#jeton-cree"), /^pxm_/);
+  await axe(page, "token created");
+  await page.goto(`${base}/espace/import`);
+
   // A bulk update: the check first (one row to create, one wrong), then a good file applied.
   const header = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
   const csv = (rows) => ({ name: "fiches.csv", mimeType: "text/csv", buffer: Buffer.from([header, ...rows].join("\n") + "\n") });

@@ -571,3 +571,24 @@ pub async fn organisation_names(pool: &Pool) -> Result<Vec<(String, String)>> {
     .fetch_all(pool)
     .await?)
 }
+
+/// An API token as its organisation's admin sees it (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<Utc>,
+    pub last_used_at: Option<chrono::DateTime<Utc>>,
+    pub revoked_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The API tokens of an organisation, newest first.
+pub async fn tokens(pool: &Pool, organisation_id: &str) -> Result<Vec<TokenInfo>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens
+         WHERE organisation_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(organisation_id)
+    .fetch_all(pool)
+    .await?)
+}

@@ -46,6 +46,11 @@ pub fn router() -> Router<AppState> {
         )
         .route("/espace/organisation/export", get(organisation::export))
         .route("/espace/equipe", get(team::team_page).post(team::invite))
+        .route("/espace/equipe/jetons", post(team::create_token))
+        .route(
+            "/espace/equipe/jetons/{id}/revoquer",
+            post(team::revoke_token),
+        )
         .route(
             "/espace/import",
             get(bulk::upload_form)
