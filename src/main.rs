@@ -274,36 +274,24 @@ async fn admin(
                 .map(|code| Area::parse(code))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|m| anyhow::anyhow!("champ « territory » : {m}"))?;
-            // A territory names communes that exist: a mistyped code would edit nothing.
-            for area in &areas {
-                if !reference.locator.communes().any(|c| area.contains(c)) {
-                    anyhow::bail!(
-                        "champ « territory » : « {area} » ne contient aucune commune connue"
-                    );
-                }
+            let new = store::NewOrganisation {
+                name,
+                kind,
+                siren,
+                territory: Territory(areas),
+                typologies,
+                referent_name,
+                referent_email,
+                referent_phone,
+                convention_start,
+                convention_end,
+            };
+            if let Some(error) = new.check_reference(reference).into_iter().next() {
+                anyhow::bail!("{error}");
             }
-            for code in &typologies {
-                if reference.taxonomy.typology(code).is_none() {
-                    anyhow::bail!("champ « typologies » : typologie inconnue « {code} »");
-                }
-            }
-            let organisation = store::create_organisation(
-                pool,
-                &store::NewOrganisation {
-                    name,
-                    kind,
-                    siren,
-                    territory: Territory(areas),
-                    typologies,
-                    referent_name,
-                    referent_email,
-                    referent_phone,
-                    convention_start,
-                    convention_end,
-                },
-            )
-            .await
-            .map_err(fields)?;
+            let organisation = store::create_organisation(pool, &new)
+                .await
+                .map_err(fields)?;
             println!("{}", organisation.id);
         }
         AdminCommand::Invite {

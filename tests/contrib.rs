@@ -702,6 +702,8 @@ async fn permission_matrix() {
         (Action::ManageOrganisation, own, [true, true, false, false]),
         (Action::ManageOrganisation, other, operator_only),
         (Action::CreateOrganisation, Target::Platform, operator_only),
+        (Action::SetConvention, own, operator_only),
+        (Action::SetConvention, other, operator_only),
         (Action::ManageCampaigns, Target::Platform, operator_only),
         (Action::ManageCampaigns, own, operator_only),
         (Action::WithdrawOrganisation, own, operator_only),

@@ -1016,3 +1016,210 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
     .await;
     assert!(own.html.contains("66 %") && !own.html.contains("Nouvelle campagne"));
 }
+
+#[tokio::test]
+async fn organisations_are_set_from_the_pages() {
+    let (dir, pool, reference) = database(false).await;
+    let riom = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let operator_id =
+        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
+            .await
+            .unwrap();
+    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
+    let operator = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    let (admin, admin_csrf) =
+        signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (editor, editor_csrf) = signed_in(&pool, &riom.id, "e@riom.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+
+    // The operator creates one: every wrong field said next to it, nothing written.
+    let form = request(
+        router,
+        Method::GET,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.html.contains("<label for=\"territory\">"));
+    let wrong = request(
+        router,
+        Method::POST,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Clermont Auvergne Métropole"),
+            ("kind", "epci"),
+            ("siren", "2463"),
+            ("territory", "epci:999999999"),
+            ("typologies", "mairie, licorne"),
+            ("referent_email", "pas-une-adresse"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["siren", "territory", "typologies", "referent_email"] {
+        assert!(
+            wrong.html.contains(&format!("id=\"{field}-erreur\""))
+                && wrong.html.contains(&format!("href=\"#{field}\"")),
+            "{field}: {}",
+            wrong.html
+        );
+    }
+    assert!(
+        wrong.html.contains("value=\"mairie, licorne\""),
+        "what was typed is kept"
+    );
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Clermont Auvergne Métropole"),
+            ("kind", "epci"),
+            ("siren", "246300701"),
+            ("territory", "epci:246300701"),
+            ("typologies", "mairie, bibliotheque"),
+            ("convention_start", "2026-01-01"),
+            ("convention_end", "2028-12-31"),
+            ("referent_name", "Claire Dupont"),
+            ("referent_email", "Referente@Clermont.example.fr"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    let id = location
+        .trim_start_matches("/espace/organisations/")
+        .trim_end_matches("?enregistree=1")
+        .to_owned();
+    let stored = store::organisation(&f.state.pool, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.typologies, vec!["mairie", "bibliotheque"]);
+    assert_eq!(
+        stored.referent_email.as_deref(),
+        Some("referente@clermont.example.fr")
+    );
+    assert_eq!(
+        stored.convention_end,
+        chrono::NaiveDate::from_ymd_opt(2028, 12, 31)
+    );
+
+    // Riom's admin changes its référent only; the convention stays the operator's.
+    let page = request(
+        router,
+        Method::GET,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&admin),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        page.html.contains(
+            "id=\"territory\" name=\"territory\" type=\"text\" value=\"commune:63300\" readonly"
+        ),
+        "{}",
+        page.html
+    );
+    let saved = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&admin),
+        Some(&[
+            ("csrf", &admin_csrf),
+            ("territory", "departement:63"),
+            ("referent_name", "Jean Martin"),
+            ("referent_email", "jean.martin@riom.example.fr"),
+            ("referent_phone", "04 73 33 79 00"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+    let stored = store::organisation(&f.state.pool, &riom.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.territory, vec!["commune:63300"]);
+    assert_eq!(
+        stored.referent_email.as_deref(),
+        Some("jean.martin@riom.example.fr")
+    );
+    // Its editor reads, cannot change; another organisation's settings give nothing.
+    let read = request(
+        router,
+        Method::GET,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&editor),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(!read
+        .html
+        .contains("<form method=\"post\" action=\"/espace/organisations/"));
+    let refused = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&editor),
+        Some(&[("csrf", &editor_csrf), ("referent_name", "X")]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    for uri in [
+        format!("/espace/organisations/{id}"),
+        "/espace/organisations/nouvelle".to_owned(),
+    ] {
+        let other = request(router, Method::GET, &uri, Some(&admin), None, &[]).await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // The operator changes the convention.
+    let changed = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Ville de Riom"),
+            ("kind", "commune"),
+            ("territory", "commune:63300, commune:63113"),
+            ("typologies", "mairie"),
+            ("referent_email", "jean.martin@riom.example.fr"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.html);
+    let stored = store::organisation(&f.state.pool, &riom.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.territory, vec!["commune:63300", "commune:63113"]);
+    assert_eq!(stored.typologies, vec!["mairie"]);
+}

@@ -127,6 +127,13 @@ await check("invitation, session cookie, entry form with map and hours editor, h
     await axe(page, path);
   }
 
+  // The organisation's settings: the référent's fields editable, the convention read-only.
+  await page.goto(`${base}/espace/organisations`);
+  await page.click("main ul a[href^='/espace/organisations/org-']");
+  await page.waitForSelector("#referent_email");
+  assert.equal(await page.getAttribute("#territory", "readonly"), "");
+  await axe(page, "organisation settings");
+
   // An API token made on the team page: shown once, in a labelled field.
   await page.goto(`${base}/espace/equipe`);
   await page.fill("input[id^='jeton-nom-']", "SIG");

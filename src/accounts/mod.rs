@@ -191,6 +191,8 @@ pub enum Action {
     /// Take back all of an organisation's data (convention art. 6).
     ExportOrganisation,
     CreateOrganisation,
+    /// Change an organisation's convention: its name, kind, territory, dates, commitments.
+    SetConvention,
     WithdrawOrganisation,
     /// Set the review campaigns' dates.
     ManageCampaigns,
@@ -221,7 +223,10 @@ pub fn can(actor: &Actor, action: Action, target: Target<'_>) -> Result<()> {
     };
     let allowed = match (action, target) {
         (
-            Action::CreateOrganisation | Action::WithdrawOrganisation | Action::ManageCampaigns,
+            Action::CreateOrganisation
+            | Action::SetConvention
+            | Action::WithdrawOrganisation
+            | Action::ManageCampaigns,
             _,
         )
         | (_, Target::Platform) => false,

@@ -136,6 +136,97 @@ impl NewOrganisation {
     }
 }
 
+impl NewOrganisation {
+    /// Every field naming what the instance does not know: a territory area without any known
+    /// commune (a mistyped code would edit nothing), an unknown typology.
+    pub fn check_reference(&self, reference: &crate::import::Reference) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for area in &self.territory.0 {
+            if !reference.locator.communes().any(|c| area.contains(c)) {
+                errors.push(FieldError::new(
+                    "territory",
+                    format!("« {area} » ne contient aucune commune connue"),
+                ));
+            }
+        }
+        for code in &self.typologies {
+            if reference.taxonomy.typology(code).is_none() {
+                errors.push(FieldError::new(
+                    "typologies",
+                    format!("typologie inconnue « {code} »"),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+/// Changes every setting of the organisation `id` (the operator's form).
+pub async fn update_organisation(
+    pool: &Pool,
+    id: &str,
+    new: &NewOrganisation,
+) -> Result<Organisation> {
+    new.check()?;
+    let updated = sqlx::query(
+        "UPDATE organisations SET name = $2, kind = $3, siren = $4, territory = $5,
+         typologies = $6, referent_name = $7, referent_email = $8, referent_phone = $9,
+         convention_start = $10, convention_end = $11 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(new.name.trim())
+    .bind(&new.kind)
+    .bind(&new.siren)
+    .bind(new.territory.to_json())
+    .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+    .bind(&new.referent_name)
+    .bind(new.referent_email.as_deref().map(str::to_lowercase))
+    .bind(&new.referent_phone)
+    .bind(new.convention_start)
+    .bind(new.convention_end)
+    .execute(pool)
+    .await;
+    match updated {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
+            code: "organisation_exists",
+            detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
+        }),
+        other => {
+            other?;
+            organisation(pool, id)
+                .await?
+                .ok_or_else(|| Error::not_found("organisation", id))
+        }
+    }
+}
+
+/// Changes the référent of the organisation `id` (its admin's form).
+pub async fn update_referent(
+    pool: &Pool,
+    id: &str,
+    name: Option<&str>,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<()> {
+    let email = email
+        .map(|e| {
+            crate::services::validate::check_email(e)
+                .map_err(|m| Error::invalid("referent_email", m))
+        })
+        .transpose()?;
+    sqlx::query(
+        "UPDATE organisations SET referent_name = $2, referent_email = $3, referent_phone = $4
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(email.map(|e| e.to_lowercase()))
+    .bind(phone)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<Organisation> {
     new.check()?;
     let id = format!("org-{}", ServiceId::generate());

@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod campaigns;
 pub mod organisation;
 pub mod pages;
+pub mod settings;
 pub mod team;
 
 use std::collections::HashMap;
@@ -47,6 +48,15 @@ pub fn router() -> Router<AppState> {
         .route("/espace/organisation/export", get(organisation::export))
         .route("/espace/equipe", get(team::team_page).post(team::invite))
         .route("/espace/equipe/jetons", post(team::create_token))
+        .route("/espace/organisations", get(settings::list))
+        .route(
+            "/espace/organisations/nouvelle",
+            get(settings::new_form).post(settings::create),
+        )
+        .route(
+            "/espace/organisations/{id}",
+            get(settings::settings).post(settings::save),
+        )
         .route(
             "/espace/equipe/jetons/{id}/revoquer",
             post(team::revoke_token),
@@ -252,6 +262,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                                     li { a href="/espace/engagements" { "Engagements" } }
                                     li { a href="/espace/campagnes" { "Campagnes" } }
                                     li { a href="/espace/equipe" { "Équipe" } }
+                                    li { a href="/espace/organisations" { "Organisation" @if session.actor.organisation_id().is_none() { "s" } } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);
