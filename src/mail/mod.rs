@@ -11,34 +11,51 @@ use crate::error::Result;
 use crate::services::ServiceId;
 
 /// Where and as whom to send.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Mailer {
-    /// `smtp://host:port` (plain SMTP, as a local relay speaks it).
-    pub host: String,
-    pub port: u16,
+    /// `smtp://[user:password@]host[:port][?tls=required|opportunistic]` or `smtps://…`, as
+    /// lettre reads it: plain SMTP (a local relay), STARTTLS, or TLS from the start, with
+    /// credentials when given.
+    url: String,
     pub from: String,
 }
 
+impl std::fmt::Debug for Mailer {
+    // The URL may carry a password: never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Mailer {
-    /// From `smtp://host[:port]` (port 25 by default).
+    /// Checks `url` and `from` now, so that a wrong option stops the server at start.
     pub fn parse(url: &str, from: &str) -> anyhow::Result<Self> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| anyhow::anyhow!("--smtp-url « {url} » : {e}"))?;
-        anyhow::ensure!(
-            parsed.scheme() == "smtp",
-            "--smtp-url « {url} » : smtp://hôte:port attendu"
-        );
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| anyhow::anyhow!("--smtp-url « {url} » : hôte manquant"))?
-            .to_owned();
+        let shown = url::Url::parse(url)
+            .map(|mut u| {
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_else(|_| "?".into());
+        AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| {
+            anyhow::anyhow!(
+                "--smtp-url « {shown} » : {e} (smtp://hôte:port, smtp://utilisateur:mot-de-passe@hôte:587?tls=required ou smtps://…)"
+            )
+        })?;
         from.parse::<Mailbox>()
             .map_err(|e| anyhow::anyhow!("--mail-from « {from} » : {e}"))?;
         Ok(Self {
-            host,
-            port: parsed.port().unwrap_or(25),
+            url: url.to_owned(),
             from: from.to_owned(),
         })
+    }
+
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+        Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(&self.url)
+            .map_err(|e| anyhow::anyhow!("SMTP : {e}"))?
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build())
     }
 }
 
@@ -76,10 +93,10 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
     )
     .fetch_all(pool)
     .await?;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&mailer.host)
-        .port(mailer.port)
-        .timeout(Some(std::time::Duration::from_secs(10)))
-        .build();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let transport = mailer.transport()?;
     let mut sent = 0;
     for (id, to, subject, body) in pending {
         let message = to
@@ -279,5 +296,36 @@ pub async fn run(
                 Err(error) => tracing::warn!(%error, "outbox not processed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mailer;
+
+    #[test]
+    fn smtp_urls_are_checked_at_start_and_never_show_a_password() {
+        let from = "Proximités <ne-pas-repondre@example.fr>";
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://relais.example.fr",
+            "smtp://moi:secret@smtp.example.fr:587?tls=required",
+            "smtps://moi:secret@smtp.example.fr",
+        ] {
+            assert!(Mailer::parse(url, from).is_ok(), "{url}");
+        }
+        let wrong = Mailer::parse("http://moi:secret@smtp.example.fr", from)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains("--smtp-url") && !wrong.contains("secret"),
+            "{wrong}"
+        );
+        assert!(Mailer::parse("smtp://relais.example.fr", "pas une adresse").is_err());
+        let shown = format!(
+            "{:?}",
+            Mailer::parse("smtps://moi:secret@h.example.fr", from).unwrap()
+        );
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }
