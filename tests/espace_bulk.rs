@@ -205,6 +205,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         "1 fiche à modifier",
         "1 fiche inchangée",
         "1 fiche publiée absente du fichier",
+        "name=\"confirmer\"",
         "<del>Mairie annexe</del>",
         "<ins>Mairie annexe du Moulin</ins>",
         "<ins>+33473000001</ins>",
@@ -217,13 +218,14 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         router,
         &apply_action(html),
         &cookie,
-        &[("csrf", &csrf), ("retirer", "1")],
+        &[("csrf", &csrf), ("retirer", "1"), ("confirmer", "1")],
     )
     .await;
     assert!(
         applied.html.contains("1 fiche créée")
             && applied.html.contains("1 modifiée")
-            && applied.html.contains("1 retirée"),
+            && applied.html.contains("1 retirée")
+            && applied.html.contains("1 confirmée"),
         "{}",
         applied.html
     );
@@ -240,6 +242,17 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
             ("d".into(), "Maison des services".into(), "published".into()),
         ]
     );
+    // « a », unchanged, is confirmed by the import (the campaigns count it as reviewed).
+    let (a_verified, a_action): (Option<String>, String) = sqlx::query_as(
+        "SELECT s.verified_at, h.action FROM services s JOIN service_history h ON h.service_id = s.id
+         WHERE s.source_ref = 'a' ORDER BY h.id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(a_verified.is_some());
+    assert_eq!(a_action, "confirmed");
+
     // The history says: an import, by this person, with each field's change.
     let (b_id,): (String,) = sqlx::query_as("SELECT id FROM services WHERE source_ref = 'b'")
         .fetch_one(pool)

@@ -174,7 +174,7 @@ pub async fn check_upload(
         upload.bytes.clone(),
         Mode {
             dry_run: true,
-            withdraw_missing: false,
+            ..Mode::default()
         },
     )
     .await;
@@ -344,6 +344,14 @@ fn plan_page(
                         span.hint #retirer-aide { "Elles ne sont plus publiées ; l'historique permet de les rétablir." }
                     }
                 }
+                @if !plan.unchanged.is_empty() {
+                    p {
+                        input #confirmer type="checkbox" name="confirmer" value="1" aria-describedby="confirmer-aide";
+                        label for="confirmer" { "Confirmer aussi " (plural(plan.unchanged.len(), "la fiche inchangée", "les fiches inchangées")) " (rien n'a changé)" }
+                        br;
+                        span.hint #confirmer-aide { "Elles comptent alors comme vérifiées aujourd'hui, pour la campagne en cours aussi." }
+                    }
+                }
                 p { button type="submit" { "Appliquer" } " " a href="/espace/import" { "Annuler" } }
             }
         }
@@ -439,6 +447,7 @@ pub async fn apply_upload(
         return refused(Error::forbidden(), &session);
     };
     let withdraw_missing = form.get("retirer").is_some_and(|v| v == "1");
+    let confirm_unchanged = form.get("confirmer").is_some_and(|v| v == "1");
     let applied = upload::run(
         &state,
         &session.actor,
@@ -448,6 +457,7 @@ pub async fn apply_upload(
         Mode {
             dry_run: false,
             withdraw_missing,
+            confirm_unchanged,
         },
     )
     .await;
@@ -470,7 +480,8 @@ pub async fn apply_upload(
                 "Mise à jour appliquée : " (plural(report.created as usize, "fiche créée", "fiches créées")) ", "
                 (plural(report.updated as usize, "modifiée", "modifiées")) ", "
                 (plural(report.unchanged as usize, "inchangée", "inchangées")) ", "
-                (plural(report.withdrawn as usize, "retirée", "retirées")) "."
+                (plural(report.withdrawn as usize, "retirée", "retirées")) ", "
+                (plural(report.confirmed as usize, "confirmée", "confirmées")) "."
             }
             p { "Chaque fiche touchée garde la trace de cette mise à jour dans son historique (import « " (file_name) " »)." }
         } @else {

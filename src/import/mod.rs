@@ -46,6 +46,9 @@ pub struct ImportOptions {
     /// Withdraw, in the import's transaction, the source's published entries the file leaves
     /// out (only when no row is rejected: a row that cannot be read names no entry).
     pub withdraw_missing: bool,
+    /// Confirm (« rien n'a changé »: verified_at now) the entries the file leaves unchanged, in
+    /// the import's transaction: a contributor who sends its whole list reviews it.
+    pub confirm_unchanged: bool,
 }
 
 /// What an import does (or would do) with one row of the file.
@@ -76,6 +79,11 @@ pub struct ImportReport {
     /// Published entries of the source the file leaves out, withdrawn when asked for
     /// (`ImportOptions::withdraw_missing`).
     pub withdrawn: u64,
+    /// Unchanged entries confirmed (`ImportOptions::confirm_unchanged`).
+    pub confirmed: u64,
+    /// The entries the file leaves unchanged (`ImportOptions::confirm_unchanged`).
+    #[serde(skip)]
+    pub unchanged_ids: Vec<ServiceId>,
     /// The entries created, updated or withdrawn, when asked for (`ImportOptions::collect_ids`).
     #[serde(skip)]
     pub written: Vec<ServiceId>,
@@ -274,6 +282,9 @@ impl Classifier<'_> {
         let (id, is_new) = match known {
             Some(k) if k.digest == digest && k.published && verified_at.is_none() => {
                 self.report.unchanged += 1;
+                if self.options.confirm_unchanged {
+                    self.report.unchanged_ids.push(k.id.clone());
+                }
                 return true;
             }
             Some(k) => {
@@ -375,30 +386,36 @@ fn read_opened(opened: Opened, each: impl FnMut(Record) -> bool) -> Result<(), F
     }
 }
 
-/// Unpublishes an entry the imported file leaves out, in the import's transaction, recorded in
-/// its history as the import's doing.
-async fn withdraw_left_out(
+/// What an import does to an entry beside writing its rows.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Unpublish an entry the file leaves out.
+    Withdraw,
+    /// Confirm an entry the file leaves unchanged.
+    Confirm,
+}
+
+/// Withdraws or confirms an entry, in the import's transaction, recorded in its history as the
+/// import's doing; false when there was nothing to do.
+async fn change_in_import(
     conn: &mut sqlx::SqliteConnection,
     id: &ServiceId,
     import_id: &str,
     at: DateTime<Utc>,
-) -> crate::error::Result<()> {
+    change: Change,
+) -> crate::error::Result<bool> {
     use crate::services::history::{self, Version};
     use crate::services::Status;
     let Some(current) = store::get_in(conn, id).await? else {
-        return Ok(());
+        return Ok(false);
+    };
+    let (status, verified_at, action) = match change {
+        Change::Withdraw => (Status::Withdrawn, current.verified_at, "withdrawn"),
+        Change::Confirm => (current.status, Some(at), "confirmed"),
     };
     let previous = Version::of_service(&current);
-    let next = Version::of(&current.content, Status::Withdrawn, current.verified_at);
-    store::overwrite(
-        conn,
-        id,
-        &current.content,
-        Status::Withdrawn,
-        current.verified_at,
-        at,
-    )
-    .await?;
+    let next = Version::of(&current.content, status, verified_at);
+    store::overwrite(conn, id, &current.content, status, verified_at, at).await?;
     history::record(
         conn,
         history::Record {
@@ -407,13 +424,13 @@ async fn withdraw_left_out(
             actor_kind: "import",
             actor_id: import_id,
             via: history::Via::Import,
-            action: "withdrawn",
+            action,
             previous: Some(&previous),
             next: &next,
         },
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
@@ -568,12 +585,22 @@ pub async fn import(
     let mut written = written;
     if options.withdraw_missing && report.rejected == 0 {
         for (_, id) in &report.missing {
-            withdraw_left_out(&mut conn, id, &import_id, started_at).await?;
+            change_in_import(&mut conn, id, &import_id, started_at, Change::Withdraw).await?;
             if collect_ids {
                 written.push(id.clone());
             }
         }
         report.withdrawn = report.missing.len() as u64;
+    }
+    if options.confirm_unchanged {
+        for id in &report.unchanged_ids {
+            if change_in_import(&mut conn, id, &import_id, started_at, Change::Confirm).await? {
+                report.confirmed += 1;
+                if collect_ids {
+                    written.push(id.clone());
+                }
+            }
+        }
     }
     sqlx::query(
         "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,

@@ -235,6 +235,10 @@ pub struct BulkParams {
     /// transaction).
     #[serde(default)]
     withdraw_missing: bool,
+    /// Confirm (« rien n'a changé », `verified_at` now) the entries the file leaves unchanged,
+    /// in the same transaction.
+    #[serde(default)]
+    confirm_unchanged: bool,
     /// The organisation the entries are for (operator only; a token's own otherwise).
     organisation: Option<String>,
     /// `csv` or `geojson`; guessed from the content when absent.
@@ -251,6 +255,8 @@ pub struct BulkReport {
     pub rejected: u64,
     /// Entries the file left out, withdrawn (`withdraw_missing`).
     pub withdrawn: u64,
+    /// Unchanged entries confirmed (`confirm_unchanged`).
+    pub confirmed: u64,
     pub committed: bool,
     pub errors: Vec<FieldError>,
     /// In a dry run: rows to create, to change (field by field), unchanged, and the entries
@@ -292,6 +298,7 @@ async fn bulk_upsert(
         upload::Mode {
             dry_run: params.dry_run,
             withdraw_missing: params.withdraw_missing,
+            confirm_unchanged: params.confirm_unchanged,
         },
     )
     .await?;
@@ -305,6 +312,7 @@ async fn bulk_upsert(
         unchanged: report.unchanged,
         rejected: report.rejected,
         withdrawn: report.withdrawn,
+        confirmed: report.confirmed,
         committed: report.committed,
         errors: report.errors,
         plan,

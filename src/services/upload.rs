@@ -21,6 +21,8 @@ pub struct Mode {
     pub dry_run: bool,
     /// Withdraw the organisation's published entries the file leaves out.
     pub withdraw_missing: bool,
+    /// Confirm the entries the file leaves unchanged (« rien n'a changé »).
+    pub confirm_unchanged: bool,
 }
 
 /// A row of the file that creates an entry.
@@ -144,6 +146,7 @@ pub async fn run(
             collect_ids: true,
             plan: mode.dry_run,
             withdraw_missing: mode.withdraw_missing,
+            confirm_unchanged: mode.confirm_unchanged,
             ..ImportOptions::default()
         },
     )
