@@ -1223,3 +1223,56 @@ async fn organisations_are_set_from_the_pages() {
     assert_eq!(stored.territory, vec!["commune:63300", "commune:63113"]);
     assert_eq!(stored.typologies, vec!["mairie"]);
 }
+
+#[tokio::test]
+async fn the_contributors_routes_are_in_the_openapi_document() {
+    let (dir, pool, reference) = database(false).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let doc = request(
+        &f.router,
+        Method::GET,
+        "/api/v1/openapi.json",
+        None,
+        None,
+        &[],
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&doc.html).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/espace/import", "get"),
+        ("/espace/import", "post"),
+        ("/espace/import/{upload}/appliquer", "post"),
+        ("/espace/equipe", "get"),
+        ("/espace/equipe", "post"),
+        ("/espace/equipe/jetons", "post"),
+        ("/espace/equipe/jetons/{id}/revoquer", "post"),
+        ("/espace/organisations", "get"),
+        ("/espace/organisations/nouvelle", "get"),
+        ("/espace/organisations/nouvelle", "post"),
+        ("/espace/organisations/{id}", "get"),
+        ("/espace/organisations/{id}", "post"),
+        ("/espace/campagnes", "get"),
+        ("/espace/campagnes", "post"),
+        ("/api/v1/services/bulk", "post"),
+        ("/api/v1/organisations/{id}/export", "get"),
+        ("/api/v1/organisations/{id}/withdraw", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    let bulk = &paths["/api/v1/services/bulk"]["post"]["parameters"];
+    for name in [
+        "dry_run",
+        "withdraw_missing",
+        "confirm_unchanged",
+        "organisation",
+    ] {
+        assert!(
+            bulk.as_array().unwrap().iter().any(|p| p["name"] == name),
+            "{name}"
+        );
+    }
+}
