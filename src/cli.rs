@@ -168,6 +168,16 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Time the campaign pages' queries (progress, the list « à revoir ») on N generated entries.
+    Campaign {
+        #[arg(long, default_value_t = 300_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many organisations share the entries.
+        #[arg(long, default_value_t = 10)]
+        organisations: u64,
+    },
     /// Time coverage on an existing database: all of France (every commune × every typology)
     /// and one département.
     Coverage {

@@ -179,6 +179,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let figures = bench::coverage(&cli.database_url, &departement, runs).await?;
             println!("{figures}");
         }
+        Command::Bench(BenchCommand::Campaign {
+            rows,
+            seed,
+            organisations,
+        }) => {
+            println!("{}", bench::campaign(rows, seed, organisations).await?);
+        }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
         }

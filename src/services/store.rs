@@ -449,10 +449,12 @@ impl ReviewWindow {
 /// window, else `confirmed` when it was confirmed (verified_at) during it, else `to_review`.
 /// National imports run from the command line (no `started_by`) review nothing.
 pub fn push_review_state(q: &mut sqlx::QueryBuilder<'_, crate::db::Db>, window: &ReviewWindow) {
+    // One set of the entries changed in the window, built once per query (not one lookup per
+    // entry): the window holds few changes, the directory many entries.
     q.push(
-        "(CASE WHEN EXISTS (SELECT 1 FROM service_history h
+        "(CASE WHEN s.id IN (SELECT h.service_id FROM service_history h
              LEFT JOIN imports i ON h.actor_kind = 'import' AND i.id = h.actor_id
-             WHERE h.service_id = s.id AND h.action IN ('updated', 'restored')
+             WHERE h.action IN ('updated', 'restored')
              AND (h.actor_kind <> 'import' OR i.started_by IS NOT NULL) AND h.at >= ",
     )
     .push_bind(window.from.clone())
