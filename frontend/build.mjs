@@ -8,7 +8,7 @@ import { join } from "node:path";
 const out = process.argv[2] ?? "dist";
 mkdirSync(out, { recursive: true });
 
-const scripts = ["app", "map", "widget", "directory"];
+const scripts = ["app", "map", "widget", "espace", "directory"];
 await Promise.all(
   scripts.map((name) =>
     build({

@@ -315,6 +315,9 @@ async fn load_search_index(
         crate::services::api::service_history,
         crate::services::api::restore_service,
         crate::services::api::bulk_upsert,
+        crate::restitution::export,
+        crate::restitution::withdraw,
+        crate::restitution::undo,
         crate::espace::pages::login_form,
         crate::espace::pages::login,
         crate::espace::pages::logout,
@@ -329,6 +332,26 @@ async fn load_search_index(
         crate::espace::pages::withdraw_entry,
         crate::espace::pages::history_page,
         crate::espace::pages::restore_entry,
+        crate::espace::pages::commune_at,
+        crate::espace::organisation::commitments,
+        crate::espace::campaigns::campaigns_page,
+        crate::espace::campaigns::create_campaign,
+        crate::espace::organisation::report_queue,
+        crate::espace::organisation::set_report_status,
+        crate::espace::organisation::export,
+        crate::espace::team::team_page,
+        crate::espace::team::invite,
+        crate::espace::team::create_token,
+        crate::espace::team::revoke_token,
+        crate::espace::settings::list,
+        crate::espace::settings::new_form,
+        crate::espace::settings::create,
+        crate::espace::settings::settings,
+        crate::espace::settings::save,
+        crate::espace::bulk::upload_form,
+        crate::espace::bulk::check_upload,
+        crate::espace::bulk::apply_upload,
+        crate::espace::pages::hours_fragment,
         crate::search::routes::search,
         crate::coverage::routes::coverage,
         crate::directory::routes::create,
@@ -405,6 +428,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::territory::routes::router())
         .merge(crate::services::routes::router())
         .merge(crate::services::api::router())
+        .merge(crate::restitution::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
         .merge(crate::directory::routes::router())

@@ -645,3 +645,116 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
     ));
     Ok(report.join("\n"))
 }
+
+/// Times the campaign pages' queries on `rows` generated entries shared by `organisations`
+/// organisations: the operator's progress (every organisation), one organisation's, and a
+/// contributor's list filtered on « à revoir » (its first 200 and the count). A tenth of the
+/// entries is confirmed and a twentieth updated by a person during the campaign.
+pub async fn campaign(rows: u64, seed: u64, organisations: u64) -> anyhow::Result<String> {
+    use crate::accounts::store::{create_organisation, NewOrganisation};
+    use crate::accounts::{Area, Territory};
+    use crate::espace::campaigns;
+    use crate::services::store::{list, ListFilter};
+
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("bench.db");
+    let pool = db::connect(database.to_str().unwrap_or("bench.db")).await?;
+    let reference = boot::prepare(&pool, false).await?;
+    let organisations = organisations.max(1);
+    let per = rows / organisations;
+    let mut first = None;
+    for i in 0..organisations {
+        let name = format!("Organisation {i}");
+        let organisation = create_organisation(
+            &pool,
+            &NewOrganisation {
+                name: name.clone(),
+                kind: "other".into(),
+                territory: Territory(vec![
+                    Area::parse("departement:63").map_err(anyhow::Error::msg)?
+                ]),
+                ..NewOrganisation::default()
+            },
+        )
+        .await?;
+        first.get_or_insert(organisation.id);
+        let file = dir.path().join(format!("org-{i}.csv"));
+        generate(&file, per, seed + i).await?;
+        let report = import::import(
+            &pool,
+            &reference,
+            Input::File(file.clone()),
+            ImportOptions {
+                source: Some(name),
+                ..ImportOptions::default()
+            },
+        )
+        .await?;
+        anyhow::ensure!(report.committed, "import incomplete: {}", report.summary());
+        std::fs::remove_file(file)?;
+    }
+    let today = chrono::Utc::now().date_naive();
+    let campaign = campaigns::create(
+        &pool,
+        "Bench",
+        &(today - chrono::Days::new(10)).to_string(),
+        &(today + chrono::Days::new(20)).to_string(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The imports were made before the campaign, as a directory's first load is.
+    sqlx::query("UPDATE service_history SET at = $1")
+        .bind(chrono::Utc::now() - chrono::Duration::days(200))
+        .execute(&pool)
+        .await?;
+    let now = chrono::Utc::now();
+    sqlx::query("UPDATE services SET verified_at = $1 WHERE rowid % 10 = 0")
+        .bind(now)
+        .execute(&pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO service_history (service_id, id, at, actor_kind, actor_id, via, action, changes)
+         SELECT id, 'bench' || id, $1, 'user', 'usr-bench', 'page', 'updated', '{}'
+         FROM services WHERE rowid % 20 = 1",
+    )
+    .bind(now)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    let first = first.unwrap_or_default();
+    let mut lines = vec![format!(
+        "campaign: {} entries, {organisations} organisations (seed {seed})",
+        per * organisations
+    )];
+    let ms = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
+    for run in 1..=3 {
+        let started = Instant::now();
+        let all = campaigns::progress(&pool, &campaign, None).await?;
+        let every = ms(started);
+        let started = Instant::now();
+        let one = campaigns::progress(&pool, &campaign, Some(&first)).await?;
+        let own = ms(started);
+        let started = Instant::now();
+        let (listed, total) = list(
+            &pool,
+            &ListFilter {
+                organisation: Some(first.clone()),
+                review: Some(campaign.window()),
+                review_state: Some("to_review".into()),
+                ..ListFilter::default()
+            },
+            now - chrono::Duration::days(183),
+            200,
+        )
+        .await?;
+        let listing = ms(started);
+        let reviewed: i64 = all.iter().map(|p| p.reviewed).sum();
+        let updated: i64 = one.iter().map(|p| p.updated).sum();
+        lines.push(format!(
+            "run {run}: progress of every organisation {every:.0} ms ({reviewed} reviewed) · of one {own:.0} ms ({updated} updated) · its list « à revoir » {listing:.0} ms ({} shown of {total})",
+            listed.len()
+        ));
+    }
+    pool.close().await;
+    Ok(lines.join("\n"))
+}

@@ -89,6 +89,27 @@ pub enum AdminCommand {
         /// Typology codes it commits to maintain (Annexe 2), comma-separated.
         #[arg(long, value_delimiter = ',')]
         typologies: Vec<String>,
+        /// Its référent (convention art. 2): name, e-mail (campaign and report e-mails go there), phone.
+        #[arg(long)]
+        referent_name: Option<String>,
+        #[arg(long)]
+        referent_email: Option<String>,
+        #[arg(long)]
+        referent_phone: Option<String>,
+        /// The convention's first and last days (AAAA-MM-JJ).
+        #[arg(long)]
+        convention_start: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        convention_end: Option<chrono::NaiveDate>,
+    },
+    /// Set a review campaign (first and last days, AAAA-MM-JJ) and print its id.
+    CreateCampaign {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
     },
     /// Invite a person to an organisation and print the invitation link.
     Invite {
@@ -102,10 +123,18 @@ pub enum AdminCommand {
         #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
         public_url: String,
     },
-    /// Create an API token for an organisation's scripts and print it (shown once only).
+    /// Create an API token for an organisation's scripts (or, with `--operator`, the platform
+    /// operator's) and print it (shown once only).
     CreateToken {
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        organisation: Option<String>,
+        /// A token of the platform operator (every organisation, organisation withdrawals).
         #[arg(long)]
-        organisation: String,
+        operator: bool,
         #[arg(long)]
         name: String,
     },
@@ -183,6 +212,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Time the campaign pages' queries (progress, the list « à revoir ») on N generated entries.
+    Campaign {
+        #[arg(long, default_value_t = 300_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many organisations share the entries.
+        #[arg(long, default_value_t = 10)]
+        organisations: u64,
+    },
     /// Time coverage on an existing database: all of France (every commune × every typology)
     /// and one département.
     Coverage {
@@ -228,6 +267,23 @@ pub struct ServeArgs {
     /// printed guides start with.
     #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
     pub public_url: String,
+
+    /// The SMTP server the outbox is sent through (`smtp://host:port`); without it e-mails wait
+    /// in the outbox.
+    #[arg(long, env = "PROXIMITES_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of the e-mails.
+    #[arg(
+        long,
+        env = "PROXIMITES_MAIL_FROM",
+        default_value = "Proximités <ne-pas-repondre@proximites.localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Seconds between two rounds of the outbox (campaign e-mails due, messages to send).
+    #[arg(long, env = "PROXIMITES_MAIL_INTERVAL", default_value_t = 60)]
+    pub mail_interval: u64,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

@@ -69,6 +69,9 @@ pub enum Error {
     /// A write that must be conditional came without `If-Match`: 428.
     #[error("{detail}")]
     PreconditionRequired { code: &'static str, detail: String },
+    /// A body larger than the endpoint takes (a bulk upload): 413.
+    #[error("{detail}")]
+    PayloadTooLarge { code: &'static str, detail: String },
     /// Too many attempts (logins): 429.
     #[error("{detail}")]
     TooManyRequests { code: &'static str, detail: String },
@@ -122,6 +125,7 @@ impl Error {
             | Error::PreconditionFailed { code, .. }
             | Error::PreconditionRequired { code, .. }
             | Error::TooManyRequests { code, .. }
+            | Error::PayloadTooLarge { code, .. }
             | Error::Unavailable { code, .. }
             | Error::NotConfigured { code, .. } => code,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
@@ -138,6 +142,7 @@ impl Error {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::PreconditionRequired { .. } => StatusCode::PRECONDITION_REQUIRED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::NotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,

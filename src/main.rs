@@ -52,7 +52,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let public_url = proximites::directory::public_url(Some(&args.public_url))
                 .map_err(anyhow::Error::msg)?;
             state = state.with_public_url(&public_url);
-            app::serve(state, args.listen).await?;
+            let mailer = args
+                .smtp_url
+                .as_deref()
+                .map(|url| proximites::mail::Mailer::parse(url, &args.mail_from))
+                .transpose()?;
+            let mail = tokio::spawn(proximites::mail::run(
+                state.pool.clone(),
+                mailer,
+                state.public_url.to_string(),
+                std::time::Duration::from_secs(args.mail_interval.max(1)),
+            ));
+            let served = app::serve(state, args.listen).await;
+            mail.abort();
+            served?;
         }
         Command::Admin(command) => {
             let pool = db::connect(&cli.database_url).await?;
@@ -227,6 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             println!("{figures}");
         }
+        Command::Bench(BenchCommand::Campaign {
+            rows,
+            seed,
+            organisations,
+        }) => {
+            println!("{}", bench::campaign(rows, seed, organisations).await?);
+        }
         Command::Bench(BenchCommand::Import { rows, seed }) => {
             println!("{}", bench::import(rows, seed).await?);
         }
@@ -374,37 +394,35 @@ async fn admin(
             territory,
             siren,
             typologies,
+            referent_name,
+            referent_email,
+            referent_phone,
+            convention_start,
+            convention_end,
         } => {
             let areas = territory
                 .iter()
                 .map(|code| Area::parse(code))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|m| anyhow::anyhow!("champ « territory » : {m}"))?;
-            // A territory names communes that exist: a mistyped code would edit nothing.
-            for area in &areas {
-                if !reference.locator.communes().any(|c| area.contains(c)) {
-                    anyhow::bail!(
-                        "champ « territory » : « {area} » ne contient aucune commune connue"
-                    );
-                }
+            let new = store::NewOrganisation {
+                name,
+                kind,
+                siren,
+                territory: Territory(areas),
+                typologies,
+                referent_name,
+                referent_email,
+                referent_phone,
+                convention_start,
+                convention_end,
+            };
+            if let Some(error) = new.check_reference(reference).into_iter().next() {
+                anyhow::bail!("{error}");
             }
-            for code in &typologies {
-                if reference.taxonomy.typology(code).is_none() {
-                    anyhow::bail!("champ « typologies » : typologie inconnue « {code} »");
-                }
-            }
-            let organisation = store::create_organisation(
-                pool,
-                &store::NewOrganisation {
-                    name,
-                    kind,
-                    siren,
-                    territory: Territory(areas),
-                    typologies,
-                },
-            )
-            .await
-            .map_err(fields)?;
+            let organisation = store::create_organisation(pool, &new)
+                .await
+                .map_err(fields)?;
             println!("{}", organisation.id);
         }
         AdminCommand::Invite {
@@ -425,10 +443,20 @@ async fn admin(
                 public_url.trim_end_matches('/')
             );
         }
-        AdminCommand::CreateToken { organisation, name } => {
-            let (_, token) = store::create_token(pool, &organisation, &name)
+        AdminCommand::CreateCampaign { name, start, end } => {
+            let campaign = proximites::espace::campaigns::create(pool, &name, &start, &end)
                 .await
                 .map_err(fields)?;
+            println!("{}", campaign.id);
+        }
+        AdminCommand::CreateToken {
+            organisation, name, ..
+        } => {
+            let created = match organisation {
+                Some(organisation) => store::create_token(pool, &organisation, &name).await,
+                None => store::create_operator_token(pool, &name).await,
+            };
+            let (_, token) = created.map_err(fields)?;
             println!("{token}");
         }
     }

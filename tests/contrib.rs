@@ -89,7 +89,7 @@ async fn world() -> World {
             kind: "epci".into(),
             siren: Some("246300701".into()),
             territory: Territory(vec![Area::parse(CLERMONT_METROPOLE).unwrap()]),
-            typologies: vec![],
+            ..NewOrganisation::default()
         },
     )
     .await
@@ -101,7 +101,7 @@ async fn world() -> World {
             kind: "commune".into(),
             siren: None,
             territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
-            typologies: vec![],
+            ..NewOrganisation::default()
         },
     )
     .await
@@ -702,6 +702,10 @@ async fn permission_matrix() {
         (Action::ManageOrganisation, own, [true, true, false, false]),
         (Action::ManageOrganisation, other, operator_only),
         (Action::CreateOrganisation, Target::Platform, operator_only),
+        (Action::SetConvention, own, operator_only),
+        (Action::SetConvention, other, operator_only),
+        (Action::ManageCampaigns, Target::Platform, operator_only),
+        (Action::ManageCampaigns, own, operator_only),
         (Action::WithdrawOrganisation, own, operator_only),
         (Action::WithdrawOrganisation, other, operator_only),
     ];
@@ -868,6 +872,29 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
         ),
         (Some(1), Some(false))
     );
+    // The dry run details the change, field by field.
+    let changed = &dry.json["plan"]["changed"][0];
+    assert_eq!(
+        changed["changes"]["name"]["new"], "Mairie annexe Xylophone",
+        "{}",
+        dry.json
+    );
+    assert_eq!(
+        dry.json["plan"]["unchanged"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // A file over the limit: a problem details, not a cut-off read.
+    let huge = send(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        token,
+        &[],
+        Some("x".repeat(33 << 20)),
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(huge.json["code"], "file_too_large");
     let bulk = send(
         router,
         Method::POST,
@@ -899,7 +926,8 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert_eq!(changes.len(), 2, "{}", history.json);
     assert_eq!(changes[0]["via"], "import");
     assert_eq!(changes[0]["action"], "updated");
-    assert_eq!(changes[0]["actor"]["label"], "envoi.csv");
+    // The import, and who sent it.
+    assert_eq!(changes[0]["actor"]["label"], "envoi.csv (script)");
     assert_eq!(changes[0]["changes"]["name"]["old"], "Mairie annexe");
     assert_eq!(
         changes[0]["changes"]["name"]["new"],
@@ -953,4 +981,689 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
         before,
         "nothing half-written"
     );
+}
+
+/// What a re-import must give back of an entry: name, typology, point, phones, hours, access.
+type Stored = (
+    String,
+    String,
+    f64,
+    f64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+/// Reads `name` from a ZIP.
+fn unzip(bytes: &[u8], name: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut file = archive.by_name(name).unwrap();
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).unwrap();
+    out
+}
+
+async fn send_raw(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: &str,
+) -> (StatusCode, Vec<u8>) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, bytes.to_vec())
+}
+
+/// Convention art. 6: export, withdraw (nothing of it stays public), re-import the export into
+/// an empty instance (the same entries), and the operator's undo.
+#[tokio::test]
+async fn restitution_round_trip_and_withdrawal() {
+    let w = world().await;
+    let router = &w.f.router;
+    let token = Some(w.metropole_token.as_str());
+    let mut ids = Vec::new();
+    for (name, lon, lat, hours) in [
+        ("Maison Aldébaran", 3.0870, 45.7772, "Mo-Fr 08:30-12:00"),
+        ("Point Bételgeuse", 3.1143, 45.7569, ""),
+    ] {
+        let created = send(router, Method::POST, "/api/v1/services", token, &[], Some(json!({"typology": "mairie", "name": name, "lon": lon, "lat": lat, "phone": "04 73 42 63 63;04 73 00 00 00", "opening_hours": hours, "wheelchair": "limited", "wheelchair_note": "rampe"}).to_string())).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
+        ids.push(created.json["id"].as_str().unwrap().to_owned());
+    }
+    // One withdrawn by the organisation itself before it leaves: not given back as published.
+    let gone = send(
+        router,
+        Method::POST,
+        "/api/v1/services",
+        token,
+        &[],
+        Some(clermont_entry("Ancien guichet")),
+    )
+    .await;
+    let gone_uri = format!("/api/v1/services/{}", gone.json["id"].as_str().unwrap());
+    send(router, Method::DELETE, &gone_uri, token, &[], None).await;
+
+    let (status, zip) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &w.metropole_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = String::from_utf8(unzip(&zip, "entries.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let geojson: Value = serde_json::from_slice(&unzip(&zip, "entries.geojson")).unwrap();
+    assert_eq!(geojson["features"].as_array().unwrap().len(), 2);
+    let history: Value = serde_json::from_slice(&unzip(&zip, "history.json")).unwrap();
+    assert_eq!(history[&ids[0]][0]["action"], "created");
+    let settings: Value = serde_json::from_slice(&unzip(&zip, "organisation.json")).unwrap();
+    assert_eq!(settings["territory"], json!([CLERMONT_METROPOLE]));
+    // Another organisation cannot take it.
+    let (status, _) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &w.riom_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The withdrawal is the operator's: the organisation's own token is refused.
+    let (status, _) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/{}/withdraw", w.metropole),
+        &w.metropole_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, operator) = store::create_operator_token(&w.f.state.pool, "région")
+        .await
+        .unwrap();
+    let (status, body) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/{}/withdraw", w.metropole),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let withdrawal: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(withdrawal["entries"], 2);
+    for id in &ids {
+        let public = send(
+            router,
+            Method::GET,
+            &format!("/api/v1/services/{id}"),
+            None,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(public.status, StatusCode::NOT_FOUND);
+        let page = send(
+            router,
+            Method::GET,
+            &format!("/services/{id}"),
+            None,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+    }
+    assert!(search_ids(router, "aldébaran").await.is_empty());
+    assert!(search_ids(router, "bételgeuse").await.is_empty());
+    for page in [
+        "/embed?q=aldebaran&territory=epci:246300701",
+        "/recherche?q=aldebaran",
+    ] {
+        let (status, _, body) = common::get(router, page).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !String::from_utf8_lossy(&body).contains("Aldébaran"),
+            "{page} shows it"
+        );
+    }
+    // The organisation's token is refused now; the export still gives everything back.
+    let refused = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{}/confirm", ids[0]),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let (status, after) = send_raw(
+        router,
+        Method::GET,
+        &format!("/api/v1/organisations/{}/export", w.metropole),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(unzip(&after, "entries.csv"), csv.as_bytes());
+
+    // Re-imported into an empty instance: the same entries.
+    let (_dir, pool, reference) = database(false).await;
+    let report = import::import(
+        &pool,
+        &reference,
+        Input::Bytes {
+            name: "entries.csv".into(),
+            bytes: csv.clone().into_bytes(),
+        },
+        ImportOptions {
+            source: Some("Clermont Auvergne Métropole".into()),
+            ..ImportOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.committed && report.created == 2, "{report:?}");
+    let original: Vec<Stored> = sqlx::query_as(
+        "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services WHERE source_id = $1 AND name <> 'Ancien guichet' ORDER BY name",
+    )
+    .bind(&w.metropole)
+    .fetch_all(&w.f.state.pool)
+    .await
+    .unwrap();
+    let copied: Vec<Stored> = sqlx::query_as(
+        "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(copied, original);
+
+    // The operator undoes it: everything is back, search included.
+    let operation = withdrawal["id"].as_str().unwrap();
+    let (status, _) = send_raw(
+        router,
+        Method::POST,
+        &format!("/api/v1/organisations/withdrawals/{operation}/undo"),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(search_ids(router, "aldébaran").await, vec![ids[0].clone()]);
+    let confirmed = send(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{}/confirm", ids[0]),
+        token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    let withdrawn_alone = send(router, Method::GET, &gone_uri, None, &[], None).await;
+    assert_eq!(
+        withdrawn_alone.status,
+        StatusCode::NOT_FOUND,
+        "an entry withdrawn before stays withdrawn"
+    );
+    let problems = proximites::search::check(&w.f.state.pool, &w.f.state.text_dir)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Who acts in the matrix over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    /// The platform operator's API token.
+    Operator,
+    /// The métropole's admin, signed in on the pages.
+    Admin,
+    /// The métropole's editor, signed in on the pages.
+    Editor,
+    /// The métropole's API token.
+    Token,
+    /// Nobody: no token on the API, no session on the pages.
+    Anonymous,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Act {
+    Create,
+    Patch,
+    Delete,
+    Confirm,
+    History,
+    Bulk,
+    Export,
+    /// The organisation's withdrawal (convention art. 6).
+    Withdraw,
+}
+
+/// The credentials of the matrix's actors.
+struct Credentials {
+    operator_token: String,
+    admin: (String, String),
+    editor: (String, String),
+}
+
+/// A request to the router: (status, Location header).
+async fn raw(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (StatusCode, Option<String>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    (response.status(), location)
+}
+
+/// A fresh published entry of `organisation` (made by the operator), at its place.
+async fn fresh_entry(w: &World, organisation: &str) -> proximites::services::Service {
+    let (lon, lat) = if organisation == w.metropole {
+        (3.0870, 45.7772)
+    } else {
+        (3.1133, 45.8937)
+    };
+    let fields = json!({"organisation_id": organisation, "typology": "mairie", "name": "Fiche de la matrice", "lon": lon, "lat": lat});
+    write::create(
+        &w.f.state,
+        &actor(Role::Operator, None, false),
+        Via::Page,
+        write::NewEntry {
+            fields: fields.as_object().unwrap().clone(),
+        },
+    )
+    .await
+    .unwrap()
+    .service
+}
+
+const MATRIX_CSV: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\nm1,mairie,Mairie de la matrice,,,,,LON,LAT,,,,,,\n";
+
+/// Performs `act` as `who` on the métropole's (`own`) or Riom's things, over the API (tokens,
+/// or nobody with `pages == false`) or the pages (people, or nobody with `pages == true`).
+async fn perform(
+    w: &World,
+    c: &Credentials,
+    who: Who,
+    act: Act,
+    own: bool,
+    pages: bool,
+) -> (StatusCode, Option<String>) {
+    let router = &w.f.router;
+    let organisation = if own { &w.metropole } else { &w.riom };
+    let (lon, lat) = if own {
+        ("3.0870", "45.7772")
+    } else {
+        ("3.1133", "45.8937")
+    };
+    let entry = fresh_entry(w, organisation).await;
+    let id = entry.id.to_string();
+    let tag = write::etag(&entry);
+    if !pages {
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        match who {
+            Who::Operator => {
+                headers.push(("authorization", format!("Bearer {}", c.operator_token)))
+            }
+            Who::Token => headers.push(("authorization", format!("Bearer {}", w.metropole_token))),
+            _ => {}
+        }
+        let json_body = |value: Value| value.to_string().into_bytes();
+        let with = |name: &'static str, value: String| {
+            let mut h = headers.clone();
+            h.push((name, value));
+            h
+        };
+        return match act {
+            Act::Create => {
+                let h = with("content-type", "application/json".into());
+                let body = json!({"organisation_id": organisation, "typology": "mairie", "name": "Créée", "lon": lon.parse::<f64>().unwrap(), "lat": lat.parse::<f64>().unwrap()});
+                raw(
+                    router,
+                    Method::POST,
+                    "/api/v1/services",
+                    &h,
+                    json_body(body),
+                )
+                .await
+            }
+            Act::Patch => {
+                let mut h = with("content-type", "application/json".into());
+                h.push(("if-match", tag.clone()));
+                raw(
+                    router,
+                    Method::PATCH,
+                    &format!("/api/v1/services/{id}"),
+                    &h,
+                    json_body(json!({"name": "Renommée"})),
+                )
+                .await
+            }
+            Act::Delete => {
+                let h = with("if-match", tag.clone());
+                raw(
+                    router,
+                    Method::DELETE,
+                    &format!("/api/v1/services/{id}"),
+                    &h,
+                    Vec::new(),
+                )
+                .await
+            }
+            Act::Confirm => {
+                raw(
+                    router,
+                    Method::POST,
+                    &format!("/api/v1/services/{id}/confirm"),
+                    &headers,
+                    Vec::new(),
+                )
+                .await
+            }
+            Act::History => {
+                raw(
+                    router,
+                    Method::GET,
+                    &format!("/api/v1/services/{id}/history"),
+                    &headers,
+                    Vec::new(),
+                )
+                .await
+            }
+            Act::Bulk => {
+                let h = with("content-type", "text/csv".into());
+                let csv = MATRIX_CSV.replace("LON", lon).replace("LAT", lat);
+                raw(
+                    router,
+                    Method::POST,
+                    &format!("/api/v1/services/bulk?organisation={organisation}"),
+                    &h,
+                    csv.into_bytes(),
+                )
+                .await
+            }
+            Act::Export => {
+                raw(
+                    router,
+                    Method::GET,
+                    &format!("/api/v1/organisations/{organisation}/export"),
+                    &headers,
+                    Vec::new(),
+                )
+                .await
+            }
+            Act::Withdraw => {
+                let answer = raw(
+                    router,
+                    Method::POST,
+                    &format!("/api/v1/organisations/{organisation}/withdraw"),
+                    &headers,
+                    Vec::new(),
+                )
+                .await;
+                if answer.0 == StatusCode::OK {
+                    // Undone at once, so that the next cases find the organisation as it was.
+                    let (operation,): (String,) = sqlx::query_as(
+                        "SELECT id FROM organisation_withdrawals WHERE undone_at IS NULL",
+                    )
+                    .fetch_one(&w.f.state.pool)
+                    .await
+                    .unwrap();
+                    let undo = raw(
+                        router,
+                        Method::POST,
+                        &format!("/api/v1/organisations/withdrawals/{operation}/undo"),
+                        &headers,
+                        Vec::new(),
+                    )
+                    .await;
+                    assert_eq!(undo.0, StatusCode::OK);
+                }
+                answer
+            }
+        };
+    }
+    let (cookie, csrf) = match who {
+        Who::Admin => c.admin.clone(),
+        Who::Editor => c.editor.clone(),
+        _ => (String::new(), String::new()),
+    };
+    let mut headers: Vec<(&str, String)> =
+        vec![("content-type", "application/x-www-form-urlencoded".into())];
+    if !cookie.is_empty() {
+        headers.push(("cookie", cookie));
+    }
+    let form = |pairs: &[(&str, &str)]| proximites::web::encode_query(pairs).into_bytes();
+    match act {
+        Act::Create => {
+            let body = form(&[
+                ("csrf", &csrf),
+                ("organisation_id", organisation),
+                ("typology", "mairie"),
+                ("name", "Créée"),
+                ("lon", lon),
+                ("lat", lat),
+                ("wheelchair", "unknown"),
+            ]);
+            raw(
+                router,
+                Method::POST,
+                "/espace/fiches/nouvelle",
+                &headers,
+                body,
+            )
+            .await
+        }
+        Act::Patch => {
+            let body = form(&[
+                ("csrf", &csrf),
+                ("etag", &tag),
+                ("typology", "mairie"),
+                ("name", "Renommée"),
+                ("lon", lon),
+                ("lat", lat),
+                ("wheelchair", "unknown"),
+            ]);
+            raw(
+                router,
+                Method::POST,
+                &format!("/espace/fiches/{id}"),
+                &headers,
+                body,
+            )
+            .await
+        }
+        Act::Delete => {
+            raw(
+                router,
+                Method::POST,
+                &format!("/espace/fiches/{id}/retirer"),
+                &headers,
+                form(&[("csrf", &csrf)]),
+            )
+            .await
+        }
+        Act::Confirm => {
+            raw(
+                router,
+                Method::POST,
+                &format!("/espace/fiches/{id}/confirmer"),
+                &headers,
+                form(&[("csrf", &csrf)]),
+            )
+            .await
+        }
+        Act::History => {
+            raw(
+                router,
+                Method::GET,
+                &format!("/espace/fiches/{id}/historique"),
+                &headers,
+                Vec::new(),
+            )
+            .await
+        }
+        Act::Bulk => {
+            let boundary = "matrix-boundary";
+            let csv = MATRIX_CSV.replace("LON", lon).replace("LAT", lat);
+            let body = format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+                 --{boundary}\r\nContent-Disposition: form-data; name=\"organisation\"\r\n\r\n{organisation}\r\n\
+                 --{boundary}\r\nContent-Disposition: form-data; name=\"fichier\"; filename=\"m.csv\"\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+            );
+            headers[0].1 = format!("multipart/form-data; boundary={boundary}");
+            raw(
+                router,
+                Method::POST,
+                "/espace/import",
+                &headers,
+                body.into_bytes(),
+            )
+            .await
+        }
+        // The page exports the session's own organisation: it names none.
+        Act::Export => {
+            raw(
+                router,
+                Method::GET,
+                "/espace/organisation/export",
+                &headers,
+                Vec::new(),
+            )
+            .await
+        }
+        Act::Withdraw => unreachable!("no page withdraws an organisation"),
+    }
+}
+
+/// The permission matrix over HTTP, through the API and the pages as each actor reaches them:
+/// operator (API token), organisation admin and editor (pages), the organisation's API token,
+/// and anonymous (both) × create, patch, delete, confirm, history, bulk, export, withdraw ×
+/// own or other organisation. A refusal is a 403 (401 or the login page without credentials)
+/// and leaves the entry as it was.
+#[tokio::test]
+async fn permission_matrix_over_http() {
+    let w = world().await;
+    let pool = &w.f.state.pool;
+    let (_, operator_token) = store::create_operator_token(pool, "matrice").await.unwrap();
+    let mut people = Vec::new();
+    for (email, role) in [
+        ("admin@metropole.example.fr", Role::Admin),
+        ("redac@metropole.example.fr", Role::Editor),
+    ] {
+        let secret = store::invite(pool, &w.metropole, email, role)
+            .await
+            .unwrap();
+        let user = store::accept_invitation(pool, &secret, "un mot de passe long")
+            .await
+            .unwrap();
+        let (session, csrf) = store::open_session(pool, &user).await.unwrap();
+        people.push((
+            format!("{}={session}", proximites::espace::SESSION_COOKIE),
+            csrf,
+        ));
+    }
+    let c = Credentials {
+        operator_token,
+        editor: people.pop().unwrap(),
+        admin: people.pop().unwrap(),
+    };
+    let acts = [
+        Act::Create,
+        Act::Patch,
+        Act::Delete,
+        Act::Confirm,
+        Act::History,
+        Act::Bulk,
+        Act::Export,
+        Act::Withdraw,
+    ];
+    let mut checked = 0;
+    for who in [
+        Who::Operator,
+        Who::Admin,
+        Who::Editor,
+        Who::Token,
+        Who::Anonymous,
+    ] {
+        for act in acts {
+            for own in [true, false] {
+                let surfaces: &[bool] = match who {
+                    Who::Operator | Who::Token => &[false],
+                    Who::Admin | Who::Editor => &[true],
+                    Who::Anonymous => &[false, true],
+                };
+                for &pages in surfaces {
+                    if pages && (act == Act::Withdraw || (act == Act::Export && !own)) {
+                        // No page withdraws an organisation; the export page names no other.
+                        continue;
+                    }
+                    let allowed = match who {
+                        Who::Operator => true,
+                        Who::Anonymous => false,
+                        Who::Token => own && act != Act::Withdraw,
+                        Who::Admin | Who::Editor => own,
+                    };
+                    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
+                        .fetch_one(pool)
+                        .await
+                        .unwrap();
+                    let (status, location) = perform(&w, &c, who, act, own, pages).await;
+                    let case =
+                        format!("{who:?} {act:?} own={own} pages={pages}: {status} {location:?}");
+                    let expected = match (allowed, pages, act) {
+                        (false, false, _) if who == Who::Anonymous => StatusCode::UNAUTHORIZED,
+                        (false, true, _) if who == Who::Anonymous => StatusCode::SEE_OTHER,
+                        (false, _, _) => StatusCode::FORBIDDEN,
+                        (true, false, Act::Create) => StatusCode::CREATED,
+                        (true, false, _) => StatusCode::OK,
+                        (true, true, Act::History | Act::Bulk | Act::Export) => StatusCode::OK,
+                        (true, true, _) => StatusCode::SEE_OTHER,
+                    };
+                    assert_eq!(status, expected, "{case}");
+                    if who == Who::Anonymous && pages {
+                        assert_eq!(location.as_deref(), Some("/espace/connexion"), "{case}");
+                    }
+                    if !allowed {
+                        // Refused: nothing recorded beyond the test's own fresh entry.
+                        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
+                            .fetch_one(pool)
+                            .await
+                            .unwrap();
+                        assert_eq!(after, before + 1, "{case} wrote something");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // 5 actors × 8 actions × 2 organisations, anonymous on both surfaces (16 more), less what
+    // no page offers to admin, editor and anonymous (withdraw ×2, another's export): 3 × 3.
+    assert_eq!(checked, 5 * 8 * 2 + 16 - 3 * 3, "every case ran");
 }

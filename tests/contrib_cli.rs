@@ -178,12 +178,27 @@ async fn the_admin_commands_print_what_scripts_read_and_the_server_honours_them(
     );
     assert!(ok, "{stderr}");
     assert!(token.starts_with("pxm_") && token.len() > 60, "{token}");
+    let (ok, operator_token, stderr) = admin(
+        dir.path(),
+        &db,
+        &["create-token", "--operator", "--name", "région"],
+        "",
+    );
+    assert!(ok && operator_token.starts_with("pxm_"), "{stderr}");
+    let (ok, _, _) = admin(
+        dir.path(),
+        &db,
+        &["create-token", "--name", "sans organisation"],
+        "",
+    );
+    assert!(!ok, "a token names its organisation, or --operator");
     // Only its hash is stored.
     let pool = sqlx::SqlitePool::connect(&database_url(&db)).await.unwrap();
-    let (stored,): (String,) = sqlx::query_as("SELECT token_hash FROM api_tokens")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (stored,): (String,) =
+        sqlx::query_as("SELECT token_hash FROM api_tokens WHERE organisation_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(!stored.contains(&token[4..]));
     pool.close().await;
 

@@ -472,3 +472,147 @@ async fn malformed_files_are_reported_by_line_and_field() {
     assert!(stdout.contains("boulangerie"), "{stdout}");
     assert_eq!(count_services(&db).await, 0);
 }
+
+/// Everything a bulk update writes, as one text: the entries, their history, the import journal.
+async fn written_state(db: &Path) -> (i64, String, i64, i64) {
+    let pool = open_db(db).await;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM services")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let digest: String = sqlx::query_scalar(
+        "SELECT COALESCE(group_concat(id || ':' || content_hash || ':' || status, ','), '')
+         FROM (SELECT id, content_hash, status FROM services ORDER BY id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imports")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    (count, digest, history, imports)
+}
+
+/// Whether another connection holds the database's write lock (a transaction writing).
+async fn write_locked(db: &Path) -> bool {
+    use sqlx::{ConnectOptions, Connection};
+    let options: sqlx::sqlite::SqliteConnectOptions = database_url(db).parse().unwrap();
+    let Ok(mut conn) = options.busy_timeout(Duration::ZERO).connect().await else {
+        return false;
+    };
+    let locked = sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .is_err();
+    if !locked {
+        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+    }
+    let _ = conn.close().await;
+    locked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let url = database_url(&db);
+    let (status, organisation, stderr) = run_cli(
+        dir.path(),
+        &[
+            "--database-url",
+            &url,
+            "admin",
+            "create-organisation",
+            "--name",
+            "Région test",
+            "--kind",
+            "region",
+            "--territory",
+            "departement:63",
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let (status, token, stderr) = run_cli(
+        dir.path(),
+        &[
+            "--database-url",
+            &url,
+            "admin",
+            "create-token",
+            "--operator",
+            "--name",
+            "sig",
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let (organisation, token) = (organisation.trim().to_owned(), token.trim().to_owned());
+    let mut server = spawn_server(dir.path(), Some(&db), false).await;
+    let client = reqwest::Client::new();
+    let bulk = server.url(&format!(
+        "/api/v1/services/bulk?organisation={organisation}"
+    ));
+    let seed = std::fs::read(synth(dir.path(), 2000, 3, "seed.csv")).unwrap();
+    let seeded = client
+        .post(&bulk)
+        .bearer_auth(&token)
+        .body(seed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seeded.status(), 200, "{}", seeded.text().await.unwrap());
+    let before = written_state(&db).await;
+    assert_eq!(before.0, 2000);
+
+    // A bulk update of 150,000 rows, killed (SIGKILL) while its transaction is open.
+    let big = std::fs::read(synth(dir.path(), 150_000, 9, "big.csv")).unwrap();
+    let request = tokio::spawn(client.post(&bulk).bearer_auth(&token).body(big).send());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !write_locked(&db).await {
+        assert!(
+            !request.is_finished(),
+            "the bulk update ended before it could be killed: make the file larger"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bulk update never started writing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.process.0.kill().unwrap();
+    server.process.0.wait().unwrap();
+    assert!(request.await.unwrap().is_err(), "the request got no answer");
+
+    assert_eq!(
+        written_state(&db).await,
+        before,
+        "the data is as before the bulk update"
+    );
+    let pool = open_db(&db).await;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    pool.close().await;
+
+    // The server starts again on it, and sees the entries as they were.
+    let server = spawn_server(dir.path(), Some(&db), false).await;
+    let checked = client
+        .post(server.url(&format!(
+            "/api/v1/services/bulk?organisation={organisation}&dry_run=true"
+        )))
+        .bearer_auth(&token)
+        .body(seed)
+        .send()
+        .await
+        .unwrap();
+    let report: Value = checked.json().await.unwrap();
+    assert_eq!(report["unchanged"], 2000, "{report}");
+    assert_eq!(report["plan"]["missing"].as_array().map(Vec::len), Some(0));
+}

@@ -465,3 +465,814 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     let after = request(router, Method::GET, "/espace", cookie, None, &[]).await;
     assert_eq!(after.status, StatusCode::SEE_OTHER);
 }
+
+/// A signed-in session of a new person of `organisation` with `role`: its cookie and CSRF token.
+async fn signed_in(
+    pool: &proximites::db::Pool,
+    organisation: &str,
+    email: &str,
+    role: Role,
+) -> (String, String) {
+    let secret = store::invite(pool, organisation, email, role)
+        .await
+        .unwrap();
+    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
+        .await
+        .unwrap();
+    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
+    (
+        format!("{}={session}", proximites::espace::SESSION_COOKIE),
+        csrf,
+    )
+}
+
+#[tokio::test]
+async fn commitments_reports_queue_and_export_pages() {
+    let (dir, pool, reference) = database(false).await;
+    let riom = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            territory: Territory(vec![
+                Area::parse("commune:63300").unwrap(),
+                Area::parse("commune:63113").unwrap(),
+            ]),
+            typologies: vec!["mairie".into(), "pharmacie".into()],
+            referent_email: Some("referente@riom.example.fr".into()),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let other = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Autre".into(),
+            kind: "other".into(),
+            territory: Territory(vec![Area::parse("departement:03").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (other_cookie, other_csrf) =
+        signed_in(&pool, &other.id, "x@autre.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let operator = proximites::accounts::Actor {
+        kind: proximites::accounts::ActorKind::User {
+            id: "usr-op".into(),
+            email: "op@example.fr".into(),
+        },
+        role: Role::Operator,
+        organisation: None,
+    };
+    let fields = serde_json::json!({"organisation_id": riom.id, "typology": "mairie", "name": "Mairie de Riom", "lon": 3.1133, "lat": 45.8937});
+    let entry = proximites::services::write::create(
+        &f.state,
+        &operator,
+        proximites::services::history::Via::Page,
+        proximites::services::write::NewEntry {
+            fields: fields.as_object().unwrap().clone(),
+        },
+    )
+    .await
+    .unwrap()
+    .service;
+
+    // Commitments: the town hall is there; Clermont lacks one; no pharmacy anywhere.
+    let page = request(
+        router,
+        Method::GET,
+        "/espace/engagements",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.html;
+    let mairie = &html[html.find("(mairie)").unwrap()..];
+    let mairie = &mairie[..mairie.find("</tr>").unwrap()];
+    assert!(
+        mairie.contains("<td>1</td>")
+            && mairie.contains("1 commune")
+            && mairie.contains("Clermont-Ferrand"),
+        "{mairie}"
+    );
+    let pharmacie = &html[html.find("(pharmacie)").unwrap()..];
+    let pharmacie = &pharmacie[..pharmacie.find("</tr>").unwrap()];
+    assert!(
+        pharmacie.contains("<td>0</td>") && pharmacie.contains("2 communes"),
+        "{pharmacie}"
+    );
+
+    // A citizen report reaches the queue; the admin moves it on; another organisation cannot.
+    let token = f
+        .state
+        .web
+        .form_token
+        .issue(proximites::reports::unix_now() - 30);
+    let sent = request(
+        router,
+        Method::POST,
+        &format!("/services/{}/signaler", entry.id),
+        None,
+        Some(&[
+            ("message", "Le numéro a changé"),
+            ("email", ""),
+            ("jeton", &token),
+            ("site", ""),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.html);
+    let (report,): (String,) = sqlx::query_as("SELECT id FROM reports WHERE service_id = $1")
+        .bind(entry.id.as_str())
+        .fetch_one(&f.state.pool)
+        .await
+        .unwrap();
+    // The référent is told, through the outbox, once, French first.
+    let mails: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT dedupe_key, recipient, body FROM outbox")
+            .fetch_all(&f.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].0, format!("report:{report}"));
+    assert_eq!(mails[0].1, "referente@riom.example.fr");
+    assert!(
+        mails[0].2.contains("Le numéro a changé")
+            && mails[0].2.find("Bonjour") < mails[0].2.find("Hello"),
+        "{}",
+        mails[0].2
+    );
+    let queue = request(
+        router,
+        Method::GET,
+        "/espace/signalements?statut=new",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(queue.html.contains("Le numéro a changé") && queue.html.contains("Mairie de Riom"));
+    let elsewhere = request(
+        router,
+        Method::GET,
+        "/espace/signalements",
+        Some(&other_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(!elsewhere.html.contains("Le numéro a changé"));
+    let uri = format!("/espace/signalements/{report}");
+    let refused = request(
+        router,
+        Method::POST,
+        &uri,
+        Some(&other_cookie),
+        Some(&[("csrf", &other_csrf), ("statut", "rejected")]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let moved = request(
+        router,
+        Method::POST,
+        &uri,
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("statut", "in_progress")]),
+        &[],
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM reports WHERE id = $1")
+        .bind(&report)
+        .fetch_one(&f.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "in_progress");
+
+    // The restitution button gives the ZIP.
+    let zip = request(
+        router,
+        Method::GET,
+        "/espace/organisation/export",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(zip.status, StatusCode::OK);
+    assert_eq!(zip.headers["content-type"], "application/zip");
+
+    // The admin invites from the pages: the link goes by e-mail (outbox), not onto the page;
+    // a person of another organisation (an editor) may not invite.
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        team.html.contains("Inviter une personne") && team.html.contains("admin@riom.example.fr")
+    );
+    let wrong = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&cookie),
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "pas-une-adresse"),
+            ("role", "editor"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.html.contains("href=\"#email\"") && wrong.html.contains("aria-invalid=\"true\""));
+    let invited = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&cookie),
+        Some(&[
+            ("csrf", &csrf),
+            ("email", "Nouvelle@Riom.example.fr"),
+            ("role", "editor"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.html);
+    assert!(
+        invited.html.contains("invitation en attente")
+            && !invited.html.contains("/espace/invitation/")
+    );
+    let (recipient, body): (String, String) =
+        sqlx::query_as("SELECT recipient, body FROM outbox WHERE dedupe_key LIKE 'invitation:%'")
+            .fetch_one(&f.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(recipient, "nouvelle@riom.example.fr");
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/espace/invitation/"))
+        .unwrap();
+    let path = &link[link.find("/espace/").unwrap()..];
+    let form = request(router, Method::GET, path, None, None, &[]).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.html.contains("nouvelle@riom.example.fr"));
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/equipe",
+        Some(&other_cookie),
+        Some(&[
+            ("csrf", &other_csrf),
+            ("email", "x@y.example.fr"),
+            ("role", "admin"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // API tokens from the same page: a name is required; the secret is shown once, works, its
+    // last use is shown; revoked, it no longer works; another organisation cannot revoke it.
+    let unnamed = request(
+        router,
+        Method::POST,
+        "/espace/equipe/jetons",
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("name", " ")]),
+        &[],
+    )
+    .await;
+    assert_eq!(unnamed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unnamed
+            .html
+            .contains(&format!("id=\"jeton-nom-{}-erreur\"", riom.id)),
+        "{}",
+        unnamed.html
+    );
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/equipe/jetons",
+        Some(&cookie),
+        Some(&[("csrf", &csrf), ("name", "SIG de la ville")]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    let at = created
+        .html
+        .find("value=\"pxm_")
+        .expect("the token, shown once")
+        + 7;
+    let secret = created.html[at..at + created.html[at..].find('"').unwrap()].to_owned();
+    let used = request(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        None,
+        None,
+        &[
+            ("authorization", &format!("Bearer {secret}")),
+            ("content-type", "text/csv"),
+        ],
+    )
+    .await;
+    assert_ne!(used.status, StatusCode::UNAUTHORIZED, "{}", used.html);
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(!team.html.contains(&secret), "never shown again");
+    let row = &team.html[team.html.find("SIG de la ville").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(!row.contains("jamais"), "its last use is shown: {row}");
+    let at = row.find("/espace/equipe/jetons/").unwrap();
+    let revoke = &row[at..at + row[at..].find('"').unwrap()];
+    let foreign = request(
+        router,
+        Method::POST,
+        revoke,
+        Some(&other_cookie),
+        Some(&[("csrf", &other_csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let revoked = request(
+        router,
+        Method::POST,
+        revoke,
+        Some(&cookie),
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    let refused = request(
+        router,
+        Method::POST,
+        "/api/v1/services/bulk?dry_run=true",
+        None,
+        None,
+        &[
+            ("authorization", &format!("Bearer {secret}")),
+            ("content-type", "text/csv"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let team = request(
+        router,
+        Method::GET,
+        "/espace/equipe",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(team.html.contains("révoqué le"));
+}
+
+#[tokio::test]
+async fn the_operator_sets_a_campaign_and_follows_its_progress() {
+    use proximites::services::{history::Via, write};
+    let (dir, pool, reference) = database(false).await;
+    let metropole = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Clermont Auvergne Métropole".into(),
+            kind: "epci".into(),
+            territory: Territory(vec![Area::parse("epci:246300701").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let operator_id =
+        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
+            .await
+            .unwrap();
+    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
+    let operator_cookie = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    let (editor_cookie, editor_csrf) =
+        signed_in(&pool, &metropole.id, "e@example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let editor = proximites::accounts::store::session(
+        &f.state.pool,
+        editor_cookie.split('=').nth(1).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .0;
+    let mut ids = Vec::new();
+    for name in ["Un", "Deux", "Trois"] {
+        let fields = serde_json::json!({"typology": "mairie", "name": format!("Mairie annexe {name}"), "lon": 3.0870, "lat": 45.7772});
+        let written = write::create(
+            &f.state,
+            &editor,
+            Via::Page,
+            write::NewEntry {
+                fields: fields.as_object().unwrap().clone(),
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(written.service);
+    }
+
+    // As if imported before the campaign, never confirmed since.
+    sqlx::query("UPDATE services SET verified_at = NULL")
+        .execute(&f.state.pool)
+        .await
+        .unwrap();
+    let ids: Vec<_> = proximites::services::store::get_many(
+        &f.state.pool,
+        &ids.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let mut ids = ids;
+    ids.sort_by(|a, b| a.content.name.cmp(&b.content.name));
+    let today = chrono::Utc::now().date_naive();
+    let start = (today - chrono::Days::new(1)).to_string();
+    let end = (today + chrono::Days::new(30)).to_string();
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&editor_cookie),
+        Some(&[
+            ("csrf", &editor_csrf),
+            ("name", "Printemps"),
+            ("starts_on", &start),
+            ("ends_on", &end),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let invalid = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Printemps"),
+            ("starts_on", &end),
+            ("ends_on", "demain"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(invalid.html.contains("id=\"ends_on-erreur\""));
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Campagne de printemps"),
+            ("starts_on", &start),
+            ("ends_on", &end),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER);
+
+    // One confirmed, one updated, one left to review.
+    write::confirm(&f.state, &editor, Via::Page, ids[0].id.as_str())
+        .await
+        .unwrap();
+    let patch = serde_json::json!({"phone": "04 73 00 00 00"});
+    write::update(
+        &f.state,
+        &editor,
+        Via::Page,
+        ids[1].id.as_str(),
+        Some(&write::etag(&ids[1])),
+        patch.as_object().unwrap(),
+    )
+    .await
+    .unwrap();
+    let page = request(
+        router,
+        Method::GET,
+        "/espace/campagnes",
+        Some(&operator_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row = &page.html[page
+        .html
+        .find("<th scope=\"row\">Clermont Auvergne Métropole")
+        .unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains("<td>3</td><td>1</td><td>1</td><td>1</td><td>66 %</td>"),
+        "{row}"
+    );
+    assert!(page
+        .html
+        .contains("Avancement d'ensemble : <strong>66 %</strong>"));
+    // The editor sees its own organisation's progress, without the form.
+    let own = request(
+        router,
+        Method::GET,
+        "/espace/campagnes",
+        Some(&editor_cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(own.html.contains("66 %") && !own.html.contains("Nouvelle campagne"));
+}
+
+#[tokio::test]
+async fn organisations_are_set_from_the_pages() {
+    let (dir, pool, reference) = database(false).await;
+    let riom = store::create_organisation(
+        &pool,
+        &NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let operator_id =
+        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
+            .await
+            .unwrap();
+    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
+    let operator = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    let (admin, admin_csrf) =
+        signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (editor, editor_csrf) = signed_in(&pool, &riom.id, "e@riom.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+
+    // The operator creates one: every wrong field said next to it, nothing written.
+    let form = request(
+        router,
+        Method::GET,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.html.contains("<label for=\"territory\">"));
+    let wrong = request(
+        router,
+        Method::POST,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Clermont Auvergne Métropole"),
+            ("kind", "epci"),
+            ("siren", "2463"),
+            ("territory", "epci:999999999"),
+            ("typologies", "mairie, licorne"),
+            ("referent_email", "pas-une-adresse"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["siren", "territory", "typologies", "referent_email"] {
+        assert!(
+            wrong.html.contains(&format!("id=\"{field}-erreur\""))
+                && wrong.html.contains(&format!("href=\"#{field}\"")),
+            "{field}: {}",
+            wrong.html
+        );
+    }
+    assert!(
+        wrong.html.contains("value=\"mairie, licorne\""),
+        "what was typed is kept"
+    );
+    let created = request(
+        router,
+        Method::POST,
+        "/espace/organisations/nouvelle",
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Clermont Auvergne Métropole"),
+            ("kind", "epci"),
+            ("siren", "246300701"),
+            ("territory", "epci:246300701"),
+            ("typologies", "mairie, bibliotheque"),
+            ("convention_start", "2026-01-01"),
+            ("convention_end", "2028-12-31"),
+            ("referent_name", "Claire Dupont"),
+            ("referent_email", "Referente@Clermont.example.fr"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    let id = location
+        .trim_start_matches("/espace/organisations/")
+        .trim_end_matches("?enregistree=1")
+        .to_owned();
+    let stored = store::organisation(&f.state.pool, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.typologies, vec!["mairie", "bibliotheque"]);
+    assert_eq!(
+        stored.referent_email.as_deref(),
+        Some("referente@clermont.example.fr")
+    );
+    assert_eq!(
+        stored.convention_end,
+        chrono::NaiveDate::from_ymd_opt(2028, 12, 31)
+    );
+
+    // Riom's admin changes its référent only; the convention stays the operator's.
+    let page = request(
+        router,
+        Method::GET,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&admin),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        page.html.contains(
+            "id=\"territory\" name=\"territory\" type=\"text\" value=\"commune:63300\" readonly"
+        ),
+        "{}",
+        page.html
+    );
+    let saved = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&admin),
+        Some(&[
+            ("csrf", &admin_csrf),
+            ("territory", "departement:63"),
+            ("referent_name", "Jean Martin"),
+            ("referent_email", "jean.martin@riom.example.fr"),
+            ("referent_phone", "04 73 33 79 00"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+    let stored = store::organisation(&f.state.pool, &riom.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.territory, vec!["commune:63300"]);
+    assert_eq!(
+        stored.referent_email.as_deref(),
+        Some("jean.martin@riom.example.fr")
+    );
+    // Its editor reads, cannot change; another organisation's settings give nothing.
+    let read = request(
+        router,
+        Method::GET,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&editor),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(!read
+        .html
+        .contains("<form method=\"post\" action=\"/espace/organisations/"));
+    let refused = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&editor),
+        Some(&[("csrf", &editor_csrf), ("referent_name", "X")]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    for uri in [
+        format!("/espace/organisations/{id}"),
+        "/espace/organisations/nouvelle".to_owned(),
+    ] {
+        let other = request(router, Method::GET, &uri, Some(&admin), None, &[]).await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // The operator changes the convention.
+    let changed = request(
+        router,
+        Method::POST,
+        &format!("/espace/organisations/{}", riom.id),
+        Some(&operator),
+        Some(&[
+            ("csrf", &operator_csrf),
+            ("name", "Ville de Riom"),
+            ("kind", "commune"),
+            ("territory", "commune:63300, commune:63113"),
+            ("typologies", "mairie"),
+            ("referent_email", "jean.martin@riom.example.fr"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.html);
+    let stored = store::organisation(&f.state.pool, &riom.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.territory, vec!["commune:63300", "commune:63113"]);
+    assert_eq!(stored.typologies, vec!["mairie"]);
+}
+
+#[tokio::test]
+async fn the_contributors_routes_are_in_the_openapi_document() {
+    let (dir, pool, reference) = database(false).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let doc = request(
+        &f.router,
+        Method::GET,
+        "/api/v1/openapi.json",
+        None,
+        None,
+        &[],
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&doc.html).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/espace/import", "get"),
+        ("/espace/import", "post"),
+        ("/espace/import/{upload}/appliquer", "post"),
+        ("/espace/equipe", "get"),
+        ("/espace/equipe", "post"),
+        ("/espace/equipe/jetons", "post"),
+        ("/espace/equipe/jetons/{id}/revoquer", "post"),
+        ("/espace/organisations", "get"),
+        ("/espace/organisations/nouvelle", "get"),
+        ("/espace/organisations/nouvelle", "post"),
+        ("/espace/organisations/{id}", "get"),
+        ("/espace/organisations/{id}", "post"),
+        ("/espace/campagnes", "get"),
+        ("/espace/campagnes", "post"),
+        ("/api/v1/services/bulk", "post"),
+        ("/api/v1/organisations/{id}/export", "get"),
+        ("/api/v1/organisations/{id}/withdraw", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    let bulk = &paths["/api/v1/services/bulk"]["post"]["parameters"];
+    for name in [
+        "dry_run",
+        "withdraw_missing",
+        "confirm_unchanged",
+        "organisation",
+    ] {
+        assert!(
+            bulk.as_array().unwrap().iter().any(|p| p["name"] == name),
+            "{name}"
+        );
+    }
+}

@@ -191,7 +191,11 @@ pub enum Action {
     /// Take back all of an organisation's data (convention art. 6).
     ExportOrganisation,
     CreateOrganisation,
+    /// Change an organisation's convention: its name, kind, territory, dates, commitments.
+    SetConvention,
     WithdrawOrganisation,
+    /// Set the review campaigns' dates.
+    ManageCampaigns,
 }
 
 /// What the action is on.
@@ -218,9 +222,14 @@ pub fn can(actor: &Actor, action: Action, target: Target<'_>) -> Result<()> {
         return Err(Error::forbidden());
     };
     let allowed = match (action, target) {
-        (Action::CreateOrganisation | Action::WithdrawOrganisation, _) | (_, Target::Platform) => {
-            false
-        }
+        (
+            Action::CreateOrganisation
+            | Action::SetConvention
+            | Action::WithdrawOrganisation
+            | Action::ManageCampaigns,
+            _,
+        )
+        | (_, Target::Platform) => false,
         (Action::ManageOrganisation, Target::Organisation(id)) => {
             id == own && actor.role == Role::Admin && !actor.is_token()
         }

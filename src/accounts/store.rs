@@ -77,6 +77,11 @@ pub struct NewOrganisation {
     pub siren: Option<String>,
     pub territory: Territory,
     pub typologies: Vec<String>,
+    pub referent_name: Option<String>,
+    pub referent_email: Option<String>,
+    pub referent_phone: Option<String>,
+    pub convention_start: Option<NaiveDate>,
+    pub convention_end: Option<NaiveDate>,
 }
 
 impl NewOrganisation {
@@ -104,6 +109,19 @@ impl NewOrganisation {
                 ));
             }
         }
+        if let Some(email) = &self.referent_email {
+            if let Err(message) = crate::services::validate::check_email(email) {
+                errors.push(FieldError::new("referent_email", message));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.convention_start, self.convention_end) {
+            if end < start {
+                errors.push(FieldError::new(
+                    "convention_end",
+                    "la fin de la convention précède son début",
+                ));
+            }
+        }
         if self.territory.0.is_empty() {
             errors.push(FieldError::new(
                 "territory",
@@ -118,12 +136,104 @@ impl NewOrganisation {
     }
 }
 
+impl NewOrganisation {
+    /// Every field naming what the instance does not know: a territory area without any known
+    /// commune (a mistyped code would edit nothing), an unknown typology.
+    pub fn check_reference(&self, reference: &crate::import::Reference) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for area in &self.territory.0 {
+            if !reference.locator.communes().any(|c| area.contains(c)) {
+                errors.push(FieldError::new(
+                    "territory",
+                    format!("« {area} » ne contient aucune commune connue"),
+                ));
+            }
+        }
+        for code in &self.typologies {
+            if reference.taxonomy.typology(code).is_none() {
+                errors.push(FieldError::new(
+                    "typologies",
+                    format!("typologie inconnue « {code} »"),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+/// Changes every setting of the organisation `id` (the operator's form).
+pub async fn update_organisation(
+    pool: &Pool,
+    id: &str,
+    new: &NewOrganisation,
+) -> Result<Organisation> {
+    new.check()?;
+    let updated = sqlx::query(
+        "UPDATE organisations SET name = $2, kind = $3, siren = $4, territory = $5,
+         typologies = $6, referent_name = $7, referent_email = $8, referent_phone = $9,
+         convention_start = $10, convention_end = $11 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(new.name.trim())
+    .bind(&new.kind)
+    .bind(&new.siren)
+    .bind(new.territory.to_json())
+    .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+    .bind(&new.referent_name)
+    .bind(new.referent_email.as_deref().map(str::to_lowercase))
+    .bind(&new.referent_phone)
+    .bind(new.convention_start)
+    .bind(new.convention_end)
+    .execute(pool)
+    .await;
+    match updated {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
+            code: "organisation_exists",
+            detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
+        }),
+        other => {
+            other?;
+            organisation(pool, id)
+                .await?
+                .ok_or_else(|| Error::not_found("organisation", id))
+        }
+    }
+}
+
+/// Changes the référent of the organisation `id` (its admin's form).
+pub async fn update_referent(
+    pool: &Pool,
+    id: &str,
+    name: Option<&str>,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<()> {
+    let email = email
+        .map(|e| {
+            crate::services::validate::check_email(e)
+                .map_err(|m| Error::invalid("referent_email", m))
+        })
+        .transpose()?;
+    sqlx::query(
+        "UPDATE organisations SET referent_name = $2, referent_email = $3, referent_phone = $4
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(email.map(|e| e.to_lowercase()))
+    .bind(phone)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<Organisation> {
     new.check()?;
     let id = format!("org-{}", ServiceId::generate());
     let inserted = sqlx::query(
-        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies,
+         referent_name, referent_email, referent_phone, convention_start, convention_end)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(new.name.trim())
@@ -132,6 +242,11 @@ pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<O
     .bind(Utc::now())
     .bind(new.territory.to_json())
     .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+    .bind(&new.referent_name)
+    .bind(new.referent_email.as_deref().map(str::to_lowercase))
+    .bind(&new.referent_phone)
+    .bind(new.convention_start)
+    .bind(new.convention_end)
     .execute(pool)
     .await;
     match inserted {
@@ -200,6 +315,16 @@ pub async fn create_operator(pool: &Pool, email: &str, password: &str) -> Result
 
 /// Records an invitation and returns its secret (which goes in the link, never in the database).
 pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role) -> Result<String> {
+    invite_in(&mut *pool.acquire().await?, organisation_id, email, role).await
+}
+
+/// `invite` on `conn`, in the caller's transaction (the pages write the e-mail with it).
+pub async fn invite_in(
+    conn: &mut sqlx::SqliteConnection,
+    organisation_id: &str,
+    email: &str,
+    role: Role,
+) -> Result<String> {
     let email =
         crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
     if role == Role::Operator {
@@ -208,7 +333,11 @@ pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role)
             "une invitation est pour admin ou editor",
         ));
     }
-    if organisation(pool, organisation_id).await?.is_none() {
+    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM organisations WHERE id = $1")
+        .bind(organisation_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
         return Err(Error::not_found("organisation", organisation_id));
     }
     let secret = new_secret();
@@ -223,9 +352,24 @@ pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role)
     .bind(organisation_id)
     .bind(now)
     .bind(now + Duration::days(INVITATION_DAYS))
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(secret)
+}
+
+/// The people of an organisation and its pending invitations: (e-mail, role, accepted).
+pub async fn team(pool: &Pool, organisation_id: &str) -> Result<Vec<(String, String, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT email, role, 1 AS accepted FROM users WHERE organisation_id = $1
+         UNION ALL
+         SELECT email, role, 0 AS accepted FROM invitations
+         WHERE organisation_id = $1 AND accepted_at IS NULL AND expires_at > $2
+         ORDER BY accepted DESC, email",
+    )
+    .bind(organisation_id)
+    .bind(Utc::now())
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A pending invitation, as its link shows it.
@@ -336,17 +480,51 @@ pub async fn revoke_token(pool: &Pool, organisation_id: &str, id: &str) -> Resul
     Ok(done.rows_affected() == 1)
 }
 
-/// The actor a bearer token stands for, recording its use; `None` when unknown or revoked.
+/// Creates an API token of the platform operator; returns (its id, the token shown once).
+pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, String)> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name", "nom du jeton manquant"));
+    }
+    let id = format!("tok-{}", ServiceId::generate());
+    let token = format!("pxm_{}", new_secret());
+    sqlx::query(
+        "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
+         VALUES ($1, $2, $3, NULL, $4)",
+    )
+    .bind(&id)
+    .bind(digest(&token))
+    .bind(name.trim())
+    .bind(Utc::now())
+    .execute(pool)
+    .await?;
+    Ok((id, token))
+}
+
+/// The actor a bearer token stands for, recording its use; `None` when unknown, revoked, or of
+/// an organisation that left.
 pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT id, name, organisation_id FROM api_tokens
-         WHERE token_hash = $1 AND revoked_at IS NULL",
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.id, t.name, t.organisation_id FROM api_tokens t
+         LEFT JOIN organisations o ON o.id = t.organisation_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND o.withdrawn_at IS NULL",
     )
     .bind(digest(token))
     .fetch_optional(pool)
     .await?;
     let Some((id, name, organisation_id)) = row else {
         return Ok(None);
+    };
+    let Some(organisation_id) = organisation_id else {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(Utc::now())
+            .bind(&id)
+            .execute(pool)
+            .await?;
+        return Ok(Some(Actor {
+            kind: ActorKind::Token { id, name },
+            role: Role::Operator,
+            organisation: None,
+        }));
     };
     sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
         .bind(Utc::now())
@@ -394,7 +572,9 @@ async fn actor_of(pool: &Pool, user: UserRecord) -> Result<Actor> {
 /// The user `email` when `password` is theirs.
 pub async fn check_login(pool: &Pool, email: &str, password: &str) -> Result<Option<Actor>> {
     let user: Option<UserRecord> = sqlx::query_as(
-        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE email = $1",
+        "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
+         LEFT JOIN organisations o ON o.id = u.organisation_id
+         WHERE u.email = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(email.trim().to_lowercase())
     .fetch_optional(pool)
@@ -452,12 +632,17 @@ pub async fn session(pool: &Pool, secret: &str) -> Result<Option<(Actor, String)
     let Some((user_id, csrf)) = row else {
         return Ok(None);
     };
-    let user: UserRecord = sqlx::query_as(
-        "SELECT id, email, password_hash, role, organisation_id FROM users WHERE id = $1",
+    let user: Option<UserRecord> = sqlx::query_as(
+        "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
+         LEFT JOIN organisations o ON o.id = u.organisation_id
+         WHERE u.id = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(&user_id)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
     Ok(Some((actor_of(pool, user).await?, csrf)))
 }
 
@@ -467,4 +652,34 @@ pub async fn close_session(pool: &Pool, secret: &str) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Every organisation still in the convention, as (id, name), by name: the operator's choices.
+pub async fn organisation_names(pool: &Pool) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM organisations WHERE withdrawn_at IS NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// An API token as its organisation's admin sees it (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<Utc>,
+    pub last_used_at: Option<chrono::DateTime<Utc>>,
+    pub revoked_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The API tokens of an organisation, newest first.
+pub async fn tokens(pool: &Pool, organisation_id: &str) -> Result<Vec<TokenInfo>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens
+         WHERE organisation_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(organisation_id)
+    .fetch_all(pool)
+    .await?)
 }

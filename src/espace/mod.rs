@@ -2,7 +2,12 @@
 //! filters, the edit form, withdrawal, confirmation, history and restore. The only pages that
 //! set a cookie (the session's, scoped to `/espace`); every form carries a CSRF token.
 
+pub mod bulk;
+pub mod campaigns;
+pub mod organisation;
 pub mod pages;
+pub mod settings;
+pub mod team;
 
 use std::collections::HashMap;
 
@@ -29,6 +34,44 @@ pub fn router() -> Router<AppState> {
             get(pages::login_form).post(pages::login),
         )
         .route("/espace/deconnexion", post(pages::logout))
+        .route("/espace/commune", get(pages::commune_at))
+        .route("/espace/engagements", get(organisation::commitments))
+        .route(
+            "/espace/campagnes",
+            get(campaigns::campaigns_page).post(campaigns::create_campaign),
+        )
+        .route("/espace/signalements", get(organisation::report_queue))
+        .route(
+            "/espace/signalements/{id}",
+            post(organisation::set_report_status),
+        )
+        .route("/espace/organisation/export", get(organisation::export))
+        .route("/espace/equipe", get(team::team_page).post(team::invite))
+        .route("/espace/equipe/jetons", post(team::create_token))
+        .route("/espace/organisations", get(settings::list))
+        .route(
+            "/espace/organisations/nouvelle",
+            get(settings::new_form).post(settings::create),
+        )
+        .route(
+            "/espace/organisations/{id}",
+            get(settings::settings).post(settings::save),
+        )
+        .route(
+            "/espace/equipe/jetons/{id}/revoquer",
+            post(team::revoke_token),
+        )
+        .route(
+            "/espace/import",
+            get(bulk::upload_form)
+                .post(bulk::check_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(bulk::MAX_UPLOAD)),
+        )
+        .route(
+            "/espace/import/{upload}/appliquer",
+            post(bulk::apply_upload),
+        )
+        .route("/espace/horaires", get(pages::hours_fragment))
         .route(
             "/espace/invitation/{secret}",
             get(pages::invitation_form).post(pages::accept_invitation),
@@ -208,6 +251,8 @@ pub fn page_with_script(
                 title { (title) " — Espace contributeurs — Proximités" }
                 link rel="icon" href="data:,";
                 link rel="stylesheet" href=(assets::url("site.css"));
+                link rel="stylesheet" href=(assets::url("map.css"));
+                script src=(assets::url("espace.js")) defer {}
                 @if let Some(script) = script { script src=(assets::url(script)) defer {} }
             }
             body {
@@ -223,7 +268,13 @@ pub fn page_with_script(
                                 ul {
                                     li { a href="/espace" { "Mes fiches" } }
                                     li { a href="/espace/fiches/nouvelle" { "Nouvelle fiche" } }
+                                    li { a href="/espace/import" { "Mise à jour en masse" } }
+                                    li { a href="/espace/signalements" { "Signalements" } }
+                                    li { a href="/espace/engagements" { "Engagements" } }
+                                    li { a href="/espace/campagnes" { "Campagnes" } }
                                     li { a href="/espace/annuaires/nouveau" { "Annuaires imprimés" } }
+                                    li { a href="/espace/equipe" { "Équipe" } }
+                                    li { a href="/espace/organisations" { "Organisation" @if session.actor.organisation_id().is_none() { "s" } } }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);

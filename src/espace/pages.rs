@@ -282,7 +282,8 @@ fn non_empty(value: Option<&String>) -> Option<String> {
     params(("etat" = Option<String>, Query, description = "a_verifier, publiees, retirees"),
         ("typologie" = Option<String>, Query, description = "Code de typologie"),
         ("commune" = Option<String>, Query, description = "Code INSEE"),
-        ("nom" = Option<String>, Query, description = "Mots du nom")),
+        ("nom" = Option<String>, Query, description = "Mots du nom"),
+        ("campagne" = Option<String>, Query, description = "État dans la campagne en cours : a_revoir, confirmee, mise_a_jour")),
     responses((status = 200, description = "Mes fiches (HTML)", content_type = "text/html"),
         (status = 303, description = "Pas de session : vers la connexion")))]
 pub async fn entries(
@@ -295,12 +296,28 @@ pub async fn entries(
         Err(response) => return response,
     };
     let query = query_fields(query.as_deref());
+    let campaign = match super::campaigns::current(&state.pool, Utc::now().date_naive()).await {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
+    let review_state = non_empty(query.get("campagne")).and_then(|v| {
+        REVIEW_STATES
+            .iter()
+            .find(|(param, _, _)| *param == v)
+            .map(|(_, state, _)| (*state).to_owned())
+    });
     let filter = store::ListFilter {
         organisation: session.actor.organisation_id().map(str::to_owned),
         state: non_empty(query.get("etat")),
         typology: non_empty(query.get("typologie")),
         insee_code: non_empty(query.get("commune")),
         name: non_empty(query.get("nom")),
+        review: campaign.as_ref().map(|c| c.window()),
+        review_state: campaign.as_ref().and(review_state),
+    };
+    let back = match query_string(&query) {
+        q if q.is_empty() => "/espace".to_owned(),
+        q => format!("/espace?{q}"),
     };
     let stale_before = Utc::now() - Duration::days(STALE_DAYS);
     let (listed, total) = match store::list(&state.pool, &filter, stale_before, 200).await {
@@ -342,7 +359,25 @@ pub async fn entries(
                 label for="nom" { "Nom" }
                 input #nom name="nom" value=(filter.name.clone().unwrap_or_default());
             }
+            @if let Some(campaign) = &campaign {
+                p {
+                    label for="campagne" { "Campagne « " (campaign.name) " »" }
+                    select #campagne name="campagne" {
+                        option value="" { "Tous les états" }
+                        @for (param, state, label) in REVIEW_STATES {
+                            option value=(param) selected[filter.review_state.as_deref() == Some(state)] { (label) }
+                        }
+                    }
+                }
+            }
             p { button type="submit" { "Filtrer" } }
+        }
+        @if let Some(campaign) = &campaign {
+            p {
+                "Campagne de mise à jour « " (campaign.name) " » : du " (campaign.starts_on.format("%d/%m/%Y"))
+                " au " (campaign.ends_on.format("%d/%m/%Y")) ". "
+                a href="/espace/campagnes" { "Avancement" }
+            }
         }
         p role="status" { (total) " fiche" @if total > 1 { "s" } @if total > 200 { " (les 200 premières par nom)" } }
         @if !listed.is_empty() {
@@ -351,7 +386,9 @@ pub async fn entries(
                 thead { tr {
                     th scope="col" { "Nom" } th scope="col" { "Typologie" } th scope="col" { "Commune" }
                     th scope="col" { "État" } th scope="col" { "Confirmée le" }
+                    @if campaign.is_some() { th scope="col" { "Campagne" } }
                     @if session.actor.role == Role::Operator { th scope="col" { "Organisation" } }
+                    th scope="col" { "Action" }
                 } }
                 tbody {
                     @for row in &listed {
@@ -365,7 +402,28 @@ pub async fn entries(
                                 @else { "À jour" }
                             }
                             td { (row.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into())) }
+                            @if campaign.is_some() {
+                                td {
+                                    @if row.status == "withdrawn" { "—" }
+                                    @else {
+                                        @match row.review_state.as_deref() {
+                                            Some("updated") => "Mise à jour",
+                                            Some("confirmed") => "Confirmée sans changement",
+                                            _ => strong { "À revoir" },
+                                        }
+                                    }
+                                }
+                            }
                             @if session.actor.role == Role::Operator { td { (row.source_name) } }
+                            td {
+                                @if row.status != "withdrawn" {
+                                    form method="post" action=(format!("/espace/fiches/{}/confirmer", row.id)) {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="retour" value=(back);
+                                        button type="submit" aria-label=(format!("Rien n'a changé : confirmer « {} »", row.name)) { "Rien n'a changé" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -373,6 +431,31 @@ pub async fn entries(
         }
     };
     page("Mes fiches", Some(&session), body).into_response()
+}
+
+/// The campaign states the list filters on: (query value, stored state, label).
+const REVIEW_STATES: [(&str, &str, &str); 3] = [
+    ("a_revoir", "to_review", "À revoir"),
+    ("confirmee", "confirmed", "Confirmée sans changement"),
+    ("mise_a_jour", "updated", "Mise à jour"),
+];
+
+/// The list's query again (sorted, for a stable link back after an action).
+fn query_string(query: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<(&str, &str)> = query
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort();
+    crate::web::encode_query(&pairs)
+}
+
+/// Where to go after an action: the list the form came from, when it is one of these pages.
+fn back_to(form: &HashMap<String, String>) -> Option<&str> {
+    form.get("retour").map(String::as_str).filter(|p| {
+        (*p == "/espace" || p.starts_with("/espace?")) && !p.contains(['\\', '\r', '\n'])
+    })
 }
 
 /// The editable fields of the form: (name, label, hint).
@@ -427,11 +510,13 @@ fn draft_value<'a>(draft: &'a Draft, field: &str) -> &'a str {
 }
 
 /// The entry form, with each error next to its field and a summary linking to them.
+#[allow(clippy::too_many_arguments)]
 fn entry_form(
     state: &AppState,
     session: &Session,
     action: &str,
     values: &Draft,
+    closures_text: &str,
     etag: Option<&str>,
     errors: &[FieldError],
     notice: Option<&str>,
@@ -506,10 +591,107 @@ fn entry_form(
                     @let message = error_of(field);
                     @if !message.is_empty() { span.error id=(format!("{field}-erreur")) { (message) } }
                 }
+                @if field == "lat" {
+                    (placement_map(state))
+                }
+                @if field == "opening_hours" {
+                    (hours_editor())
+                }
+            }
+            p {
+                label for="closures" { "Fermetures datées" }
+                span.hint #closures-aide { " (une par ligne : AAAA-MM-JJ AAAA-MM-JJ motif)" }
+                textarea #closures name="closures" rows="3" aria-describedby=(if error_of("closures").is_empty() { "closures-aide" } else { "closures-aide closures-erreur" })
+                    aria-invalid=[(!error_of("closures").is_empty()).then_some("true")] { (closures_text) }
+                @let message = error_of("closures");
+                @if !message.is_empty() { span.error #closures-erreur { (message) } }
             }
             p { button type="submit" { "Enregistrer" } }
         }
     }
+}
+
+/// The map on which to place or drag the point (shown by `espace.js`), and where the commune
+/// found from it is announced.
+fn placement_map(state: &AppState) -> Markup {
+    let tiles = state.web.tiles.as_ref();
+    html! {
+        div #carte-fiche.map hidden role="region" aria-label="Carte : cliquez ou déplacez le repère pour placer le service"
+            data-tiles=[tiles.map(|_| "/tuiles/{z}/{x}/{y}")]
+            data-attribution=[tiles.map(|t| t.attribution.as_str())] {}
+        p #commune-trouvee aria-live="polite" {}
+    }
+}
+
+/// The opening-hours editor (shown by `espace.js`): days × two slots and public holidays,
+/// written into the `opening_hours` field, with the server's preview.
+fn hours_editor() -> Markup {
+    html! {
+        div #editeur-horaires hidden {
+            fieldset {
+                legend { "Éditeur d'horaires" }
+                table {
+                    caption { "Créneaux par jour (laissez vides les jours de fermeture)" }
+                    thead { tr {
+                        th scope="col" { "Jour" } th scope="col" { "Matin, de" } th scope="col" { "Matin, à" }
+                        th scope="col" { "Après-midi, de" } th scope="col" { "Après-midi, à" }
+                    } }
+                    tbody {}
+                }
+                p {
+                    input #feries-fermes type="checkbox" checked;
+                    label for="feries-fermes" { "Fermé les jours fériés" }
+                }
+                p { button type="button" data-write-hours { "Écrire ces horaires dans le champ" } }
+            }
+        }
+        div #apercu-horaires-direct aria-live="polite" {}
+    }
+}
+
+/// Closures typed one per line: `AAAA-MM-JJ AAAA-MM-JJ motif` (the second date optional).
+fn parse_closures(text: &str) -> Result<Vec<crate::services::Closure>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            let mut parts = line.splitn(3, ' ');
+            let date = |value: Option<&str>| {
+                value.and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+            };
+            let from = date(parts.next()).ok_or_else(|| {
+                format!(
+                    "ligne {} : la ligne commence par une date AAAA-MM-JJ",
+                    n + 1
+                )
+            })?;
+            let rest: Vec<&str> = parts.collect();
+            let (to, reason) = match rest.first().and_then(|v| date(Some(v))) {
+                Some(to) => (to, rest.get(1).map(|r| r.to_string())),
+                None => (from, (!rest.is_empty()).then(|| rest.join(" "))),
+            };
+            Ok(crate::services::Closure { from, to, reason })
+        })
+        .collect()
+}
+
+fn closures_text(closures: &[crate::services::Closure]) -> String {
+    closures
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.from,
+                c.to,
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The form fields of a submitted entry form, as the write paths take them.
@@ -524,6 +706,16 @@ fn submitted(form: &HashMap<String, String>) -> (Draft, Map<String, Value>) {
     if let Some(organisation) = non_empty(form.get("organisation_id")) {
         fields.insert("organisation_id".into(), Value::String(organisation));
     }
+    // Closures the validation of the write paths checks; unreadable lines become a field error
+    // there (a value that is not a list).
+    let typed = form.get("closures").map(String::as_str).unwrap_or_default();
+    fields.insert(
+        "closures".into(),
+        match parse_closures(typed) {
+            Ok(list) => serde_json::to_value(list).unwrap_or(Value::Null),
+            Err(message) => Value::String(message),
+        },
+    );
     (draft, fields)
 }
 
@@ -540,6 +732,7 @@ pub async fn new_entry_form(State(state): State<AppState>, headers: HeaderMap) -
         &session,
         "/espace/fiches/nouvelle",
         &Draft::default(),
+        "",
         None,
         &[],
         None,
@@ -583,6 +776,7 @@ pub async fn create_entry(
                 &session,
                 "/espace/fiches/nouvelle",
                 &draft,
+                form.get("closures").map(String::as_str).unwrap_or_default(),
                 None,
                 &errors,
                 None,
@@ -609,7 +803,7 @@ async fn readable(
 }
 
 /// The week of the entry's hours and whether it is open now: the preview of what citizens see.
-fn hours_preview(state: &AppState, hours: Option<&str>) -> Markup {
+fn hours_preview(state: &AppState, hours: Option<&str>, heading: &str) -> Markup {
     let now = crate::search::hours::paris_now();
     let today = now.date_naive();
     let monday = today
@@ -618,8 +812,8 @@ fn hours_preview(state: &AppState, hours: Option<&str>) -> Markup {
         ));
     let open = state.hours.state_at(hours, now);
     html! {
-        section aria-labelledby="apercu-horaires" {
-            h2 #apercu-horaires { "Aperçu des horaires" }
+        section aria-labelledby=(heading) {
+            h2 id=(heading) { "Aperçu des horaires" @if heading != "apercu-horaires" { " saisis" } @else { " enregistrés" } }
             @match (hours, crate::search::hours::describe(&open, now, Lang::Fr)) {
                 (None, _) => p { "Pas d'horaires indiqués." },
                 (Some(_), Some(text)) => p { "Ouvert maintenant ? " strong { (text) } },
@@ -672,11 +866,13 @@ fn entry_actions(session: &Session, service: &Service) -> Markup {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn edit_page(
     state: &AppState,
     session: &Session,
     service: &Service,
     values: &Draft,
+    closures: &str,
     errors: &[FieldError],
     notice: Option<&str>,
 ) -> Markup {
@@ -691,8 +887,8 @@ fn edit_page(
             " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon" })
             " · confirmée le : " (service.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into()))
         }
-        (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, Some(&write::etag(service)), errors, notice))
-        (hours_preview(state, service.content.opening_hours.as_deref()))
+        (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, closures, Some(&write::etag(service)), errors, notice))
+        (hours_preview(state, service.content.opening_hours.as_deref(), "apercu-horaires"))
         (entry_actions(session, service))
     };
     page(
@@ -726,7 +922,8 @@ pub async fn edit_form(
         .then_some("Fiche enregistrée.");
     let mut values = draft_of(&service);
     values.insee_code.clear();
-    edit_page(&state, &session, &service, &values, &[], notice).into_response()
+    let closures = closures_text(&service.content.closures);
+    edit_page(&state, &session, &service, &values, &closures, &[], notice).into_response()
 }
 
 /// Saves the form: a change of the entry as it was when the form was shown (its ETag); when
@@ -757,12 +954,21 @@ pub async fn save_entry(
         fields.remove("insee_code");
     }
     let etag = form.get("etag").map(String::as_str);
+    let typed_closures = form.get("closures").map(String::as_str).unwrap_or_default();
     match write::update(&state, &session.actor, Via::Page, &id, etag, &fields).await {
         Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
         Err(Error::Invalid(errors)) => match readable(&state, &session, &id).await {
             Ok((service, _)) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                edit_page(&state, &session, &service, &draft, &errors, None),
+                edit_page(
+                    &state,
+                    &session,
+                    &service,
+                    &draft,
+                    typed_closures,
+                    &errors,
+                    None,
+                ),
             )
                 .into_response(),
             Err(response) => response,
@@ -782,7 +988,15 @@ pub async fn save_entry(
                 );
                 (
                     StatusCode::CONFLICT,
-                    edit_page(&state, &session, &service, &draft, &[], Some(&notice)),
+                    edit_page(
+                        &state,
+                        &session,
+                        &service,
+                        &draft,
+                        typed_closures,
+                        &[],
+                        Some(&notice),
+                    ),
                 )
                     .into_response()
             }
@@ -803,11 +1017,15 @@ async fn simple_action(
         Ok(session) => session,
         Err(response) => return response,
     };
-    if let Err(error) = check_csrf(&session, &form_fields(&body)) {
+    let form = form_fields(&body);
+    if let Err(error) = check_csrf(&session, &form) {
         return error_page(error, Some(&session));
     }
     match act(&state, &session).await {
-        Ok(_) => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        Ok(_) => match back_to(&form) {
+            Some(list) => see_other(list),
+            None => see_other(&format!("/espace/fiches/{id}?enregistree=1")),
+        },
         Err(error) => error_page(error, Some(&session)),
     }
 }
@@ -952,4 +1170,89 @@ pub async fn history_page(
         body,
     )
     .into_response()
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct PointParams {
+    lon: f64,
+    lat: f64,
+}
+
+/// The commune at a point, for the form's map.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CommuneAt {
+    pub insee_code: String,
+    pub name: String,
+}
+
+/// The commune at a point (the map of the entry form asks as the point moves).
+#[utoipa::path(get, path = "/espace/commune", tag = "contributors", params(PointParams),
+    responses((status = 200, body = CommuneAt), (status = 404, body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem)))]
+pub async fn commune_at(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    crate::http::Query(point): crate::http::Query<PointParams>,
+) -> Response {
+    match super::session(&state, &headers).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Error::Unauthorized {
+                code: "authentication_required",
+                detail: "session requise".into(),
+            }
+            .into_response()
+        }
+        Err(error) => return error.into_response(),
+    }
+    use crate::territory::locator::Located;
+    match state
+        .reference
+        .locator
+        .locate(crate::spatial::LonLat::new(point.lon, point.lat))
+    {
+        Located::Inside(c) | Located::Approximately(c) => axum::Json(CommuneAt {
+            insee_code: c.insee_code.to_string(),
+            name: c.name.clone(),
+        })
+        .into_response(),
+        Located::Nowhere => {
+            Error::not_found("commune au point", format!("{},{}", point.lon, point.lat))
+                .into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct HoursParams {
+    /// OSM `opening_hours`.
+    oh: String,
+}
+
+/// The preview of hours being typed: normalised value, « ouvert maintenant ? », the week (an
+/// HTML fragment for the form).
+#[utoipa::path(get, path = "/espace/horaires", tag = "contributors", params(HoursParams),
+    responses((status = 200, description = "Aperçu (fragment HTML)", content_type = "text/html")))]
+pub async fn hours_fragment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    crate::http::Query(params): crate::http::Query<HoursParams>,
+) -> Response {
+    match super::session(&state, &headers).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(error) => return error.into_response(),
+    }
+    let fragment = if params.oh.trim().is_empty() {
+        html! { p { "Pas d'horaires indiqués." } }
+    } else {
+        match crate::services::hours::normalize(&params.oh) {
+            Ok(normalized) => html! {
+                p { "Horaires compris : " code { (normalized) } }
+                (hours_preview(&state, Some(&normalized), "apercu-horaires-saisis"))
+            },
+            Err(message) => html! { p.error { "Horaires non compris : " (message) } },
+        }
+    };
+    fragment.into_response()
 }

@@ -40,6 +40,27 @@ pub struct ImportOptions {
     /// Keep the ids of the written entries in the report (to update the indexes after a small
     /// upload without rebuilding them).
     pub collect_ids: bool,
+    /// Keep each row's outcome (and the content of those to write) and the source's published
+    /// entries the file leaves out, in the report: the plan a dry run shows.
+    pub plan: bool,
+    /// Withdraw, in the import's transaction, the source's published entries the file leaves
+    /// out (only when no row is rejected: a row that cannot be read names no entry).
+    pub withdraw_missing: bool,
+    /// Confirm (« rien n'a changé »: verified_at now) the entries the file leaves unchanged, in
+    /// the import's transaction: a contributor who sends its whole list reviews it.
+    pub confirm_unchanged: bool,
+}
+
+/// What an import does (or would do) with one row of the file.
+#[derive(Debug, Clone)]
+pub struct PlannedRow {
+    /// The line (CSV) or feature number (GeoJSON) in the file.
+    pub row: u64,
+    pub source_ref: String,
+    /// The entry it updates or leaves unchanged; a creation's is chosen when written.
+    pub id: Option<ServiceId>,
+    /// What is written: none when the row is unchanged.
+    pub write: Option<(crate::services::Content, Option<DateTime<Utc>>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -55,9 +76,24 @@ pub struct ImportReport {
     /// Whether anything was written: false for a dry run or a rejected file.
     pub committed: bool,
     pub errors: Vec<FieldError>,
-    /// The entries created or updated, when asked for (`ImportOptions::collect_ids`).
+    /// Published entries of the source the file leaves out, withdrawn when asked for
+    /// (`ImportOptions::withdraw_missing`).
+    pub withdrawn: u64,
+    /// Unchanged entries confirmed (`ImportOptions::confirm_unchanged`).
+    pub confirmed: u64,
+    /// The entries the file leaves unchanged (`ImportOptions::confirm_unchanged`).
+    #[serde(skip)]
+    pub unchanged_ids: Vec<ServiceId>,
+    /// The entries created, updated or withdrawn, when asked for (`ImportOptions::collect_ids`).
     #[serde(skip)]
     pub written: Vec<ServiceId>,
+    /// Each valid row's outcome, in the file's order (`ImportOptions::plan`).
+    #[serde(skip)]
+    pub plan: Vec<PlannedRow>,
+    /// The source's published entries the file leaves out, as (source_ref, id), by source_ref
+    /// (`ImportOptions::plan` or `withdraw_missing`).
+    #[serde(skip)]
+    pub missing: Vec<(String, ServiceId)>,
 }
 
 impl ImportReport {
@@ -233,9 +269,22 @@ impl Classifier<'_> {
             }
         }
         let digest = content.digest();
+        if self.options.plan {
+            let unchanged =
+                known.is_some_and(|k| k.digest == digest && k.published && verified_at.is_none());
+            self.report.plan.push(PlannedRow {
+                row: line,
+                source_ref: source_ref.clone(),
+                id: known.map(|k| k.id.clone()),
+                write: (!unchanged).then(|| (content.clone(), verified_at)),
+            });
+        }
         let (id, is_new) = match known {
             Some(k) if k.digest == digest && k.published && verified_at.is_none() => {
                 self.report.unchanged += 1;
+                if self.options.confirm_unchanged {
+                    self.report.unchanged_ids.push(k.id.clone());
+                }
                 return true;
             }
             Some(k) => {
@@ -337,6 +386,53 @@ fn read_opened(opened: Opened, each: impl FnMut(Record) -> bool) -> Result<(), F
     }
 }
 
+/// What an import does to an entry beside writing its rows.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Unpublish an entry the file leaves out.
+    Withdraw,
+    /// Confirm an entry the file leaves unchanged.
+    Confirm,
+}
+
+/// Withdraws or confirms an entry, in the import's transaction, recorded in its history as the
+/// import's doing; false when there was nothing to do.
+async fn change_in_import(
+    conn: &mut sqlx::SqliteConnection,
+    id: &ServiceId,
+    import_id: &str,
+    at: DateTime<Utc>,
+    change: Change,
+) -> crate::error::Result<bool> {
+    use crate::services::history::{self, Version};
+    use crate::services::Status;
+    let Some(current) = store::get_in(conn, id).await? else {
+        return Ok(false);
+    };
+    let (status, verified_at, action) = match change {
+        Change::Withdraw => (Status::Withdrawn, current.verified_at, "withdrawn"),
+        Change::Confirm => (current.status, Some(at), "confirmed"),
+    };
+    let previous = Version::of_service(&current);
+    let next = Version::of(&current.content, status, verified_at);
+    store::overwrite(conn, id, &current.content, status, verified_at, at).await?;
+    history::record(
+        conn,
+        history::Record {
+            service_id: id,
+            at,
+            actor_kind: "import",
+            actor_id: import_id,
+            via: history::Via::Import,
+            action,
+            previous: Some(&previous),
+            next: &next,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
 /// rejected file, a dry run or a killed process leaves the database as it was.
 pub async fn import(
@@ -434,6 +530,16 @@ pub async fn import(
             classifier.report.rejected += 1;
             classifier.report.errors.push(error);
         }
+        if classifier.options.plan || classifier.options.withdraw_missing {
+            let mut missing: Vec<_> = classifier
+                .known
+                .iter()
+                .filter(|(source_ref, k)| k.published && !classifier.seen.contains_key(*source_ref))
+                .map(|(source_ref, k)| (source_ref.clone(), k.id.clone()))
+                .collect();
+            missing.sort_by(|a, b| a.0.cmp(&b.0));
+            classifier.report.missing = missing;
+        }
         (classifier.report, unreadable)
     });
 
@@ -475,6 +581,26 @@ pub async fn import(
     if !commit {
         sqlx::query("ROLLBACK").execute(&mut conn).await?;
         return Ok(report);
+    }
+    let mut written = written;
+    if options.withdraw_missing && report.rejected == 0 {
+        for (_, id) in &report.missing {
+            change_in_import(&mut conn, id, &import_id, started_at, Change::Withdraw).await?;
+            if collect_ids {
+                written.push(id.clone());
+            }
+        }
+        report.withdrawn = report.missing.len() as u64;
+    }
+    if options.confirm_unchanged {
+        for id in &report.unchanged_ids {
+            if change_in_import(&mut conn, id, &import_id, started_at, Change::Confirm).await? {
+                report.confirmed += 1;
+                if collect_ids {
+                    written.push(id.clone());
+                }
+            }
+        }
     }
     sqlx::query(
         "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,

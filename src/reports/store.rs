@@ -8,7 +8,11 @@ use crate::error::Result;
 use crate::services::ServiceId;
 
 /// Stores `report` on entry `service` for the organisation that signs it; the report's id.
-pub async fn insert(pool: &Pool, service: &ServiceId, report: &NewReport) -> Result<String> {
+pub async fn insert(
+    conn: &mut sqlx::SqliteConnection,
+    service: &ServiceId,
+    report: &NewReport,
+) -> Result<String> {
     let id = format!("rep-{}", ServiceId::generate());
     sqlx::query(
         "INSERT INTO reports (id, service_id, organisation_id, message, email, status, created_at)
@@ -19,7 +23,7 @@ pub async fn insert(pool: &Pool, service: &ServiceId, report: &NewReport) -> Res
     .bind(&report.email)
     .bind(Utc::now())
     .bind(service.as_str())
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(id)
 }
@@ -44,4 +48,61 @@ pub async fn for_organisation(pool: &Pool, organisation: &str) -> Result<Vec<Sto
     .bind(organisation)
     .fetch_all(pool)
     .await?)
+}
+
+/// The statuses a report goes through, in order.
+pub const STATUSES: [&str; 4] = ["new", "in_progress", "fixed", "rejected"];
+
+/// A report with its entry's name and creation date, for the queue page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedReport {
+    pub id: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub organisation_id: String,
+    pub message: String,
+    pub email: Option<String>,
+    pub status: String,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+/// The queue: reports of `organisation` (every organisation's when none), optionally of one
+/// status, newest first, at most 500.
+pub async fn queue(
+    pool: &Pool,
+    organisation: Option<&str>,
+    status: Option<&str>,
+) -> Result<Vec<QueuedReport>> {
+    let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
+        "SELECT r.id, r.service_id, s.name AS service_name, r.organisation_id, r.message, r.email,
+         r.status, r.created_at FROM reports r JOIN services s ON s.id = r.service_id WHERE 1 = 1",
+    );
+    if let Some(organisation) = organisation {
+        q.push(" AND r.organisation_id = ")
+            .push_bind(organisation.to_owned());
+    }
+    if let Some(status) = status {
+        q.push(" AND r.status = ").push_bind(status.to_owned());
+    }
+    q.push(" ORDER BY r.created_at DESC LIMIT 500");
+    Ok(q.build_query_as().fetch_all(pool).await?)
+}
+
+/// The organisation a report is for, when it exists.
+pub async fn organisation_of(pool: &Pool, id: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT organisation_id FROM reports WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(o,)| o))
+}
+
+pub async fn set_status(pool: &Pool, id: &str, status: &str) -> Result<()> {
+    sqlx::query("UPDATE reports SET status = $1 WHERE id = $2")
+        .bind(status)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

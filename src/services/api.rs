@@ -13,18 +13,20 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::history::{Change, Via};
 use super::routes::ServiceView;
+use super::upload;
 use super::write::{self, Written};
 use crate::accounts::auth::ApiActor;
-use crate::accounts::{can, Action, Target};
 use crate::app::AppState;
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
-use crate::import::{self, ImportOptions, Input};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/services", post(create_service))
-        .route("/api/v1/services/bulk", post(bulk_upsert))
+        .route(
+            "/api/v1/services/bulk",
+            post(bulk_upsert).layer(axum::extract::DefaultBodyLimit::max(upload::MAX_BYTES)),
+        )
         .route(
             "/api/v1/services/{id}",
             patch(update_service).delete(withdraw_service),
@@ -226,9 +228,17 @@ async fn restore_service(
 
 #[derive(Deserialize, IntoParams)]
 pub struct BulkParams {
-    /// Check and count only, write nothing.
+    /// Check and plan only, write nothing: the answer details each row.
     #[serde(default)]
     dry_run: bool,
+    /// Withdraw the organisation's published entries the file leaves out (in the same
+    /// transaction).
+    #[serde(default)]
+    withdraw_missing: bool,
+    /// Confirm (« rien n'a changé », `verified_at` now) the entries the file leaves unchanged,
+    /// in the same transaction.
+    #[serde(default)]
+    confirm_unchanged: bool,
     /// The organisation the entries are for (operator only; a token's own otherwise).
     organisation: Option<String>,
     /// `csv` or `geojson`; guessed from the content when absent.
@@ -243,8 +253,16 @@ pub struct BulkReport {
     pub updated: u64,
     pub unchanged: u64,
     pub rejected: u64,
+    /// Entries the file left out, withdrawn (`withdraw_missing`).
+    pub withdrawn: u64,
+    /// Unchanged entries confirmed (`confirm_unchanged`).
+    pub confirmed: u64,
     pub committed: bool,
     pub errors: Vec<FieldError>,
+    /// In a dry run: rows to create, to change (field by field), unchanged, and the entries
+    /// the file leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<upload::Plan>,
 }
 
 /// Creates or updates many entries of the organisation at once, from a file in the import
@@ -255,70 +273,35 @@ pub struct BulkReport {
     params(BulkParams),
     request_body(content = String, content_type = "text/csv", description = "CSV or GeoJSON"),
     security(("bearer" = [])),
-    responses((status = 200, body = BulkReport, description = "Written, or checked (dry run)"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = BulkReport, description = "Written, or checked and planned (dry run)"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem)))]
 async fn bulk_upsert(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
     Query(params): Query<BulkParams>,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<BulkReport>> {
-    let organisation_id = match (&params.organisation, actor.organisation_id()) {
-        (Some(id), _) => id.clone(),
-        (None, Some(own)) => own.to_owned(),
-        (None, None) => {
-            return Err(Error::InvalidParameters(vec![FieldError::new(
-                "organisation",
-                "l'opérateur indique l'organisation",
-            )]))
-        }
-    };
-    can(
-        &actor,
-        Action::BulkUpsert,
-        Target::Organisation(&organisation_id),
-    )?;
-    let organisation = crate::accounts::store::organisation(&state.pool, &organisation_id)
-        .await?
-        .ok_or_else(Error::forbidden)?;
-    let territory = crate::accounts::Territory(
-        organisation
-            .territory
-            .iter()
-            .filter_map(|code| crate::accounts::Area::parse(code).ok())
-            .collect(),
-    );
+    let body =
+        body.map_err(|rejection| upload::body_error(rejection.status(), &rejection.body_text()))?;
+    let organisation_id = upload::organisation_of(&actor, params.organisation.as_deref())?;
     let name = match params.format.as_deref() {
         Some("geojson") => "envoi.geojson",
         _ => "envoi.csv",
     };
-    let (kind, id) = actor.history_ref();
-    let guard = state.writes.clone().lock_owned().await;
-    let before = crate::db::fact(&state.pool, "data_version").await?;
-    let report = import::import(
-        &state.pool,
-        &state.reference,
-        Input::Bytes {
-            name: name.into(),
-            bytes: body.to_vec(),
-        },
-        ImportOptions {
-            source: Some(organisation.name.clone()),
+    let (report, plan) = upload::run(
+        &state,
+        &actor,
+        &organisation_id,
+        name,
+        body.to_vec(),
+        upload::Mode {
             dry_run: params.dry_run,
-            started_by: Some(format!("{kind}:{id}")),
-            // The operator may place entries anywhere.
-            territory: actor.organisation.is_some().then_some(territory),
-            collect_ids: true,
-            ..ImportOptions::default()
+            withdraw_missing: params.withdraw_missing,
+            confirm_unchanged: params.confirm_unchanged,
         },
     )
     .await?;
-    if report.committed {
-        state
-            .index_committed(before.as_deref(), &report.written)
-            .await?;
-    }
-    drop(guard);
     if report.rejected > 0 {
         return Err(Error::Invalid(report.errors));
     }
@@ -328,7 +311,10 @@ async fn bulk_upsert(
         updated: report.updated,
         unchanged: report.unchanged,
         rejected: report.rejected,
+        withdrawn: report.withdrawn,
+        confirmed: report.confirmed,
         committed: report.committed,
         errors: report.errors,
+        plan,
     }))
 }

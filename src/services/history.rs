@@ -240,11 +240,14 @@ impl TryFrom<ChangeRecord> for Change {
 
 const SELECT_CHANGES: &str = "SELECT h.id, h.at, h.actor_kind, h.actor_id, h.via, h.action,
     h.changes, h.previous,
-    COALESCE(u.email, t.name, i.file_name) AS label
+    COALESCE(u.email, t.name,
+        i.file_name || COALESCE(' (' || COALESCE(iu.email, it.name) || ')', '')) AS label
     FROM service_history h
     LEFT JOIN users u ON h.actor_kind = 'user' AND u.id = h.actor_id
     LEFT JOIN api_tokens t ON h.actor_kind = 'token' AND t.id = h.actor_id
-    LEFT JOIN imports i ON h.actor_kind = 'import' AND i.id = h.actor_id";
+    LEFT JOIN imports i ON h.actor_kind = 'import' AND i.id = h.actor_id
+    LEFT JOIN users iu ON i.started_by = 'user:' || iu.id
+    LEFT JOIN api_tokens it ON i.started_by = 'token:' || it.id";
 
 /// The changes of an entry, most recent first.
 pub async fn of_entry(pool: &Pool, id: &ServiceId) -> Result<Vec<Change>> {

@@ -328,7 +328,7 @@ fn phones_json(content: &Content) -> Result<String> {
     )
 }
 
-/// Creates one published entry (a contributor's), in the caller's transaction.
+/// Creates one published entry (a contributor's, confirmed `now`), in the caller's transaction.
 pub async fn insert(
     conn: &mut SqliteConnection,
     id: &ServiceId,
@@ -424,6 +424,48 @@ pub struct Listed {
     pub verified_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub source_name: String,
+    /// Its state in the review campaign of the list (`to_review`, `confirmed`, `updated`).
+    pub review_state: Option<String>,
+}
+
+/// A review campaign's days, as instants compare in the database (ISO-8601 text): from its
+/// first day to the day after its last.
+#[derive(Debug, Clone)]
+pub struct ReviewWindow {
+    pub from: String,
+    pub until: String,
+}
+
+impl ReviewWindow {
+    pub fn days(first: chrono::NaiveDate, last: chrono::NaiveDate) -> Self {
+        Self {
+            from: first.format("%Y-%m-%d").to_string(),
+            until: (last + chrono::Days::new(1)).format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// Pushes the SQL expression of the review state of the entry `s` in `window`: `updated` when a
+/// person, a script or a contributor's upload changed it (or restored a version) during the
+/// window, else `confirmed` when it was confirmed (verified_at) during it, else `to_review`.
+/// National imports run from the command line (no `started_by`) review nothing.
+pub fn push_review_state(q: &mut sqlx::QueryBuilder<'_, crate::db::Db>, window: &ReviewWindow) {
+    // One set of the entries changed in the window, built once per query (not one lookup per
+    // entry): the window holds few changes, the directory many entries.
+    q.push(
+        "(CASE WHEN s.id IN (SELECT h.service_id FROM service_history h
+             LEFT JOIN imports i ON h.actor_kind = 'import' AND i.id = h.actor_id
+             WHERE h.action IN ('updated', 'restored')
+             AND (h.actor_kind <> 'import' OR i.started_by IS NOT NULL) AND h.at >= ",
+    )
+    .push_bind(window.from.clone())
+    .push(" AND h.at < ")
+    .push_bind(window.until.clone())
+    .push(") THEN 'updated' WHEN s.verified_at >= ")
+    .push_bind(window.from.clone())
+    .push(" AND s.verified_at < ")
+    .push_bind(window.until.clone())
+    .push(" THEN 'confirmed' ELSE 'to_review' END)");
 }
 
 /// What the contributors' list is narrowed to.
@@ -437,6 +479,10 @@ pub struct ListFilter {
     pub insee_code: Option<String>,
     /// Words of the name.
     pub name: Option<String>,
+    /// The review campaign whose state each entry shows…
+    pub review: Option<ReviewWindow>,
+    /// …and the one state kept (`to_review`, `confirmed`, `updated`): published entries only.
+    pub review_state: Option<String>,
 }
 
 /// The entries matching `filter`, by name, at most `limit`; and how many match in all.
@@ -446,8 +492,19 @@ pub async fn list(
     stale_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<(Vec<Listed>, i64)> {
-    let build = |select: &str| {
+    let build = |select: &str, review_column: bool| {
         let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(select);
+        match (&filter.review, review_column) {
+            (Some(window), true) => {
+                q.push(", ");
+                push_review_state(&mut q, window);
+                q.push(" AS review_state");
+            }
+            (None, true) => {
+                q.push(", NULL AS review_state");
+            }
+            (_, false) => {}
+        }
         q.push(" FROM services s JOIN organisations o ON o.id = s.source_id WHERE 1 = 1");
         if let Some(organisation) = &filter.organisation {
             q.push(" AND s.source_id = ")
@@ -480,15 +537,21 @@ pub async fn list(
             q.push(" AND LOWER(s.name) LIKE ")
                 .push_bind(format!("%{}%", name.to_lowercase()));
         }
+        if let (Some(window), Some(state)) = (&filter.review, &filter.review_state) {
+            q.push(" AND s.status = 'published' AND ");
+            push_review_state(&mut q, window);
+            q.push(" = ").push_bind(state.clone());
+        }
         q
     };
     let mut rows = build(
         "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
          s.updated_at, o.name AS source_name",
+        true,
     );
     rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);
     let listed: Vec<Listed> = rows.build_query_as().fetch_all(pool).await?;
-    let (total,): (i64,) = build("SELECT COUNT(*)")
+    let (total,): (i64,) = build("SELECT COUNT(*)", false)
         .build_query_as()
         .fetch_one(pool)
         .await?;

@@ -358,7 +358,8 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
         other => other?,
     }
     let (actor_kind, actor_id) = actor.history_ref();
-    let next = Version::of(&content, Status::Published, None);
+    // A person (or a script) creating an entry states it is right today.
+    let next = Version::of(&content, Status::Published, Some(now));
     let change_id = history::record(
         &mut tx,
         history::Record {

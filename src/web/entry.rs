@@ -392,7 +392,11 @@ pub async fn report(
     let over_limit = checked.is_ok() && from.is_some_and(|ip| !state.web.report_limiter.allow(ip));
     match checked {
         Ok(report) if !over_limit => {
-            reports::store::insert(&state.pool, &service.id, &report).await?;
+            // The report and the référent's e-mail are written together: neither without the other.
+            let mut tx = state.pool.begin().await?;
+            let id = reports::store::insert(&mut tx, &service.id, &report).await?;
+            crate::mail::notify_report(&mut tx, &state.public_url, &id).await?;
+            tx.commit().await?;
             let back = href(lang, &format!("/services/{}?signalement=merci", service.id));
             Ok(Redirect::to(&format!("{back}#signaler")).into_response())
         }

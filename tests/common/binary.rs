@@ -116,6 +116,16 @@ pub fn listening_address(line: &str) -> Option<SocketAddr> {
 /// Starts `proximites [--database-url DB] serve --listen 127.0.0.1:0 [--no-demo]` in `dir`, learns
 /// its port from the log and waits until /healthz answers.
 pub async fn spawn_server(dir: &Path, db: Option<&Path>, demo: bool) -> Server {
+    spawn_server_with(dir, db, demo, &[]).await
+}
+
+/// `spawn_server` with more `serve` options.
+pub async fn spawn_server_with(
+    dir: &Path,
+    db: Option<&Path>,
+    demo: bool,
+    extra: &[&str],
+) -> Server {
     let mut command = command(dir);
     command.args(["--log", "info"]);
     if let Some(db) = db {
@@ -125,6 +135,7 @@ pub async fn spawn_server(dir: &Path, db: Option<&Path>, demo: bool) -> Server {
     if !demo {
         command.arg("--no-demo");
     }
+    command.args(extra);
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,0 +1,331 @@
+//! E-mails to référents through a durable outbox: messages are rows written with what causes
+//! them (a campaign's start, its last week, a citizen report), and the server sends them over
+//! SMTP when it answers; while it is down they wait, and sending resumes.
+
+use chrono::{Days, NaiveDate, Utc};
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::db::Pool;
+use crate::error::Result;
+use crate::services::ServiceId;
+
+/// Where and as whom to send.
+#[derive(Clone)]
+pub struct Mailer {
+    /// `smtp://[user:password@]host[:port][?tls=required|opportunistic]` or `smtps://…`, as
+    /// lettre reads it: plain SMTP (a local relay), STARTTLS, or TLS from the start, with
+    /// credentials when given.
+    url: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for Mailer {
+    // The URL may carry a password: never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// Checks `url` and `from` now, so that a wrong option stops the server at start.
+    pub fn parse(url: &str, from: &str) -> anyhow::Result<Self> {
+        let shown = url::Url::parse(url)
+            .map(|mut u| {
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_else(|_| "?".into());
+        AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| {
+            anyhow::anyhow!(
+                "--smtp-url « {shown} » : {e} (smtp://hôte:port, smtp://utilisateur:mot-de-passe@hôte:587?tls=required ou smtps://…)"
+            )
+        })?;
+        from.parse::<Mailbox>()
+            .map_err(|e| anyhow::anyhow!("--mail-from « {from} » : {e}"))?;
+        Ok(Self {
+            url: url.to_owned(),
+            from: from.to_owned(),
+        })
+    }
+
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+        Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(&self.url)
+            .map_err(|e| anyhow::anyhow!("SMTP : {e}"))?
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build())
+    }
+}
+
+/// Puts a message in the outbox, once per `key` (a second enqueue of the same key does nothing).
+pub async fn enqueue<'e, E>(
+    executor: E,
+    key: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = crate::db::Db>,
+{
+    sqlx::query(
+        "INSERT INTO outbox (id, dedupe_key, recipient, subject, body, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(format!("mail-{}", ServiceId::generate()))
+    .bind(key)
+    .bind(to)
+    .bind(subject)
+    .bind(body)
+    .bind(Utc::now())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Sends what waits in the outbox, oldest first; stops at the first failure (the server is
+/// likely down: the rest waits for the next round). How many were sent.
+pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
+    let pending: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT id, recipient, subject, body FROM outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let transport = mailer.transport()?;
+    let mut sent = 0;
+    for (id, to, subject, body) in pending {
+        let message = to
+            .parse::<Mailbox>()
+            .map_err(|e| e.to_string())
+            .and_then(|to| {
+                Message::builder()
+                    .from(
+                        mailer
+                            .from
+                            .parse()
+                            .map_err(|e: lettre::address::AddressError| e.to_string())?,
+                    )
+                    .to(to)
+                    .subject(subject)
+                    .body(body)
+                    .map_err(|e| e.to_string())
+            });
+        let outcome = match message {
+            Ok(message) => transport
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                sqlx::query(
+                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                )
+                .bind(Utc::now())
+                .bind(&id)
+                .execute(pool)
+                .await?;
+                sent += 1;
+            }
+            Err(error) => {
+                tracing::warn!(%error, mail = %id, "e-mail not sent, kept in the outbox");
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                )
+                .bind(&error)
+                .bind(&id)
+                .execute(pool)
+                .await?;
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// A body in French, then in English, separated so that either reader finds theirs.
+fn bilingual(fr: &str, en: &str) -> String {
+    format!("{fr}\n\n-- English --\n\n{en}")
+}
+
+/// Enqueues the campaign e-mails due on `today`: to each référent of an organisation with
+/// published entries, at a campaign's start and in its last week (once each: the dedupe keys
+/// name the campaign, the moment and the organisation).
+pub async fn schedule_campaigns(pool: &Pool, public_url: &str, today: NaiveDate) -> Result<()> {
+    let campaigns: Vec<(String, String, NaiveDate, NaiveDate)> = sqlx::query_as(
+        "SELECT id, name, starts_on, ends_on FROM campaigns WHERE starts_on <= $1 AND ends_on >= $1",
+    )
+    .bind(today)
+    .fetch_all(pool)
+    .await?;
+    if campaigns.is_empty() {
+        return Ok(());
+    }
+    let referents: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT o.id, o.name, o.referent_email FROM organisations o
+         WHERE o.referent_email IS NOT NULL AND o.withdrawn_at IS NULL
+         AND EXISTS (SELECT 1 FROM services s WHERE s.source_id = o.id AND s.status = 'published')",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (id, name, starts_on, ends_on) in campaigns {
+        let last_week = ends_on.checked_sub_days(Days::new(7)).unwrap_or(starts_on);
+        let (start_fr, end_fr) = (starts_on.format("%d/%m/%Y"), ends_on.format("%d/%m/%Y"));
+        let (start_en, end_en) = (starts_on.format("%Y-%m-%d"), ends_on.format("%Y-%m-%d"));
+        for (organisation, organisation_name, email) in &referents {
+            enqueue(
+                pool,
+                &format!("campaign:{id}:start:{organisation}"),
+                email,
+                &format!("Proximités : la campagne « {name} » commence / the review campaign “{name}” starts"),
+                &bilingual(
+                    &format!(
+                        "Bonjour,\n\nLa campagne de mise à jour « {name} » a lieu du {start_fr} au {end_fr}.\nMerci de vérifier les fiches de {organisation_name} : confirmez celles qui n'ont pas changé (« Rien n'a changé »), corrigez les autres.\n\n{public_url}/espace?campagne=a_revoir\n"
+                    ),
+                    &format!(
+                        "Hello,\n\nThe review campaign “{name}” runs from {start_en} to {end_en}.\nPlease check the entries of {organisation_name}: confirm those that did not change (“Rien n'a changé”), correct the others.\n\n{public_url}/espace?campagne=a_revoir\n"
+                    ),
+                ),
+            )
+            .await?;
+            if today >= last_week {
+                enqueue(
+                    pool,
+                    &format!("campaign:{id}:reminder:{organisation}"),
+                    email,
+                    &format!("Proximités : dernière semaine de la campagne « {name} » / last week of the review campaign"),
+                    &bilingual(
+                        &format!(
+                            "Bonjour,\n\nLa campagne « {name} » se termine le {end_fr}.\nL'avancement de {organisation_name} et les fiches qui restent à revoir :\n\n{public_url}/espace/campagnes\n{public_url}/espace?campagne=a_revoir\n"
+                        ),
+                        &format!(
+                            "Hello,\n\nThe campaign “{name}” ends on {end_en}.\nThe progress of {organisation_name} and the entries still to review:\n\n{public_url}/espace/campagnes\n{public_url}/espace?campagne=a_revoir\n"
+                        ),
+                    ),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells the référent of the entry's organisation that a citizen reported an error on it, in
+/// the transaction that records the report.
+pub async fn notify_report(
+    conn: &mut sqlx::SqliteConnection,
+    public_url: &str,
+    report: &str,
+) -> Result<()> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT o.referent_email, s.name, r.message FROM reports r
+         JOIN organisations o ON o.id = r.organisation_id JOIN services s ON s.id = r.service_id
+         WHERE r.id = $1 AND o.referent_email IS NOT NULL",
+    )
+    .bind(report)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((email, entry, message)) = row {
+        enqueue(
+            &mut *conn,
+            &format!("report:{report}"),
+            &email,
+            &format!("Proximités : signalement sur « {entry} » / an error reported"),
+            &bilingual(
+                &format!("Bonjour,\n\nUn citoyen signale une erreur sur la fiche « {entry} » :\n\n{message}\n\nLe signalement attend dans la file de votre organisation :\n{public_url}/espace/signalements\n"),
+                &format!("Hello,\n\nA citizen reports an error on the entry “{entry}” (message above).\nThe report waits in your organisation's queue:\n{public_url}/espace/signalements\n"),
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The invitation link, to the person invited from the pages, in the transaction that records
+/// the invitation. `secret` is the link's, which only this e-mail carries.
+pub async fn invitation(
+    conn: &mut sqlx::SqliteConnection,
+    public_url: &str,
+    email: &str,
+    organisation: &str,
+    role: crate::accounts::Role,
+    secret: &str,
+) -> Result<()> {
+    let link = format!("{public_url}/espace/invitation/{secret}");
+    let (role_fr, role_en) = match role {
+        crate::accounts::Role::Admin => ("administratrice ou administrateur", "administrator"),
+        _ => ("contributrice ou contributeur", "editor"),
+    };
+    enqueue(
+        &mut *conn,
+        &format!("invitation:{}", crate::accounts::digest(secret)),
+        email,
+        &format!("Proximités : invitation pour {organisation} / invitation"),
+        &bilingual(
+            &format!("Bonjour,\n\nVous êtes invité·e comme {role_fr} des fiches de {organisation} sur Proximités.\nChoisissez votre mot de passe sur cette page (le lien vaut {} jours) :\n\n{link}\n", crate::accounts::store::INVITATION_DAYS),
+            &format!("Hello,\n\nYou are invited as {role_en} of the entries of {organisation} on Proximités.\nChoose your password on this page (the link is valid for {} days):\n\n{link}\n", crate::accounts::store::INVITATION_DAYS),
+        ),
+    )
+    .await
+}
+
+/// The server's mail round, every `every`: enqueue what is due, send what waits.
+pub async fn run(
+    pool: Pool,
+    mailer: Option<Mailer>,
+    public_url: String,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(error) = schedule_campaigns(&pool, &public_url, Utc::now().date_naive()).await {
+            tracing::warn!(%error, "campaign e-mails not scheduled");
+        }
+        if let Some(mailer) = &mailer {
+            match send_pending(&pool, mailer).await {
+                Ok(0) => {}
+                Ok(sent) => tracing::info!(sent, "e-mails sent"),
+                Err(error) => tracing::warn!(%error, "outbox not processed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mailer;
+
+    #[test]
+    fn smtp_urls_are_checked_at_start_and_never_show_a_password() {
+        let from = "Proximités <ne-pas-repondre@example.fr>";
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://relais.example.fr",
+            "smtp://moi:secret@smtp.example.fr:587?tls=required",
+            "smtps://moi:secret@smtp.example.fr",
+        ] {
+            assert!(Mailer::parse(url, from).is_ok(), "{url}");
+        }
+        let wrong = Mailer::parse("http://moi:secret@smtp.example.fr", from)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains("--smtp-url") && !wrong.contains("secret"),
+            "{wrong}"
+        );
+        assert!(Mailer::parse("smtp://relais.example.fr", "pas une adresse").is_err());
+        let shown = format!(
+            "{:?}",
+            Mailer::parse("smtps://moi:secret@h.example.fr", from).unwrap()
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
