@@ -363,6 +363,7 @@ async fn load_search_index(
         crate::ogc::routes::items,
         crate::ogc::routes::feature,
         crate::ogc::routes::queryables,
+        crate::ogc::routes::schema,
         crate::ogc::html::gis_page,
     ),
     components(schemas(Problem, crate::error::FieldError, crate::coverage::Report, crate::directory::RawChoices, crate::directory::jobs::JobStatus)),

@@ -176,6 +176,18 @@ async fn gdal_lists_the_collections_and_reads_every_feature() {
     }
     let summary = run("ogrinfo", strings(&["-ro", "-so", &endpoint, "services"])).await;
     assert_eq!(feature_count(&summary), total, "numberMatched");
+    // The fields come from the collection's schema (`describedBy`), typed.
+    for field in &proximites::export::FIELDS[1..] {
+        let kind = if *field == "updated_at" {
+            "DateTime"
+        } else {
+            "String"
+        };
+        assert!(
+            summary.contains(&format!("{field}: {kind}")),
+            "{field}: {kind} missing: {summary}"
+        );
+    }
 
     // Every feature, read to the end in pages of 500, then counted in the copy GDAL wrote.
     let dir = tempfile::tempdir().unwrap();
@@ -238,6 +250,61 @@ async fn gdal_lists_the_collections_and_reads_every_feature() {
     )
     .await;
     assert_eq!(filtered.matches("OGRFeature(services)").count() as u64, puy);
+}
+
+/// QGIS (Debian's python3-qgis, headless) given the endpoint as a technician pastes it: the
+/// layer is valid, counts every published entry and reads each once, with the fields of the
+/// schema, in pages of the API document's default `limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qgis_loads_the_layer_and_counts_every_feature() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+    let runtime = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qgis/read_layer.py");
+    let endpoint = format!("{base}/ogc");
+    let output = tokio::task::spawn_blocking(move || {
+        // Debian's interpreter, which holds python3-qgis (not a python3 earlier in PATH).
+        Command::new("/usr/bin/python3")
+            .arg(script)
+            .args([endpoint.as_str(), "services"])
+            .env("QT_QPA_PLATFORM", "offscreen")
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env("HOME", runtime.path())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("/usr/bin/python3 (paquet Debian python3-qgis requis)");
+    assert!(
+        output.status.success(),
+        "QGIS: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("QGIS printed {stdout}: {e}"));
+    assert_eq!(seen["valid"], true, "{seen}");
+    assert_eq!(seen["feature_count"], total, "{seen}");
+    assert_eq!(seen["read"], total, "{seen}");
+    assert_eq!(seen["crs"], "EPSG:4326", "{seen}");
+    let fields: Vec<&str> = seen["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for field in &FIELDS {
+        assert!(
+            fields.contains(field),
+            "{field} missing from QGIS's fields: {seen}"
+        );
+    }
+    let position = positions(&fixture).await;
+    let first = &seen["first"];
+    let (lon, lat) = position[first["id"].as_str().unwrap()];
+    assert!((first["x"].as_f64().unwrap() - lon).abs() < 1e-6, "{seen}");
+    assert!((first["y"].as_f64().unwrap() - lat).abs() < 1e-6, "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -562,6 +629,7 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
         "/ogc/collections/{collection}/items",
         "/ogc/collections/{collection}/items/{feature}",
         "/ogc/collections/{collection}/queryables",
+        "/ogc/collections/{collection}/schema",
         "/donnees-sig",
         "/api/v1/export/{file}",
     ] {
@@ -709,6 +777,32 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
     assert_eq!(
         queryables["properties"]["geometry"]["x-ogc-role"],
         "primary-geometry"
+    );
+    // The features' schema names every property, the ones pages leave out when empty too.
+    let (status, _, schema) = get_json(&base, "/ogc/collections/services/schema").await;
+    assert_eq!(status, 200);
+    let properties = schema["properties"]["properties"]["properties"]
+        .as_object()
+        .unwrap();
+    let named: Vec<&str> = properties.keys().map(String::as_str).collect();
+    assert_eq!(named.len(), FIELDS.len() - 1, "{named:?}");
+    for field in &FIELDS[1..] {
+        assert!(properties.contains_key(*field), "{field} not in the schema");
+    }
+    assert_eq!(properties["updated_at"]["format"], "date-time");
+    let (_, _, collection) = get_json(&base, "/ogc/collections/services").await;
+    let described = collection["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["rel"] == "describedBy" && l["href"].as_str().unwrap().ends_with("/schema"));
+    assert!(described, "{collection}");
+    // Every property is on every feature, null when empty: QGIS 3.22 ignores the schema and
+    // learns the fields from a sample page.
+    assert_eq!(
+        first["properties"].as_object().unwrap().len(),
+        FIELDS.len() - 1,
+        "{first}"
     );
 
     // Bad input is a 400 naming the parameter, never a 500.

@@ -42,7 +42,7 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
         "limit".into(),
         query(
             "limit",
-            "Nombre d'entités par page ; au-delà du maximum, le maximum.",
+            "Nombre d'entités par page ; au-delà du maximum, le maximum. Sans limit, les pages HTML en ont 100.",
             json!({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
         ),
     );
@@ -230,6 +230,15 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
             json!({"get": {
                 "summary": format!("Propriétés filtrables : {}", collection.title),
                 "operationId": format!("getQueryables_{op}"),
+                "tags": [id],
+                "responses": ok("JSON Schema", &["application/schema+json"]),
+            }}),
+        );
+        paths.insert(
+            format!("/collections/{id}/schema"),
+            json!({"get": {
+                "summary": format!("Schéma des entités : {}", collection.title),
+                "operationId": format!("getSchema_{op}"),
                 "tags": [id],
                 "responses": ok("JSON Schema", &["application/schema+json"]),
             }}),

@@ -11,8 +11,11 @@ use crate::import::Reference;
 
 /// Largest page a client may ask for; `limit` above it is clamped to it.
 pub const MAX_LIMIT: usize = 10_000;
-/// The page size when the client gives none.
-pub const DEFAULT_LIMIT: usize = 1_000;
+/// The page size of JSON when the client gives none: the maximum, because QGIS pages by the
+/// default the API document declares (1,000 made it ask a 100,000-entry layer in 100 requests).
+pub const DEFAULT_LIMIT: usize = MAX_LIMIT;
+/// The page size of HTML when the client gives none: a page a person reads.
+pub const HTML_DEFAULT_LIMIT: usize = 100;
 
 /// A feature collection: the whole directory, or one theme.
 #[derive(Debug, Clone)]
