@@ -4,7 +4,7 @@
 # whole `proximites directory` command measured by /usr/bin/time -v, the in-process figures by
 # `proximites bench directory`. Writes target/bench/directory.md.
 #
-#   benches/directory.sh [ROWS] [SEED]      # defaults 20000 1
+#   [BIN=path/to/proximites] benches/directory.sh [ROWS] [SEED]      # defaults 20000 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-20000}"
@@ -13,8 +13,11 @@ OUT=target/bench
 mkdir -p "$OUT"
 command -v /usr/bin/time >/dev/null 2>&1 || apt-get install -y -qq time >/dev/null
 
-cargo build --release --locked
-BIN=target/release/proximites
+# BIN=path uses a binary already built instead of building the release one.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --locked
+    BIN=target/release/proximites
+fi
 export RUST_LOG=warn
 
 measure() { # label, then the command: prints "label: wall s, peak RSS MiB"

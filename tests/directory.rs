@@ -342,6 +342,50 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
             out.to_str().unwrap(),
         ],
     );
+
+    // Each entry's QR code, scanned from the page printed at 300 dpi (zbar-tools), leads to
+    // that entry's page online.
+    let scan = dir.path().join("scan");
+    tool(
+        "pdftoppm",
+        &[
+            "-png",
+            "-r",
+            "300",
+            "-singlefile",
+            "-f",
+            &body_page,
+            "-l",
+            &body_page,
+            pdf.to_str().unwrap(),
+            scan.to_str().unwrap(),
+        ],
+    );
+    let scanned = Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(scan.with_extension("png"))
+        .output()
+        .unwrap_or_else(|e| panic!("zbarimg (zbar-tools) is needed: {e}"));
+    let scanned = String::from_utf8(scanned.stdout).unwrap();
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM services WHERE typology_code = 'mairie' AND status = 'published'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let on_page = text[body_start]
+        .lines()
+        .filter(|l| l.starts_with("Vérifié le") || l.starts_with("Mis à jour le"))
+        .count();
+    let urls: Vec<&str> = scanned.lines().collect();
+    assert!(on_page >= 1);
+    assert_eq!(urls.len(), on_page, "codes scanned: {urls:?}");
+    for url in urls {
+        let id = url
+            .strip_prefix("http://127.0.0.1:8080/services/")
+            .unwrap_or_else(|| panic!("{url}"));
+        assert!(ids.iter().any(|(i,)| i == id), "{url}");
+    }
 }
 
 #[tokio::test]

@@ -717,8 +717,9 @@ fn time(t: NaiveTime, lang: Lang, end: bool) -> String {
     }
 }
 
-/// The week as rows of consecutive days sharing their hours: « lun.–ven. : 8 h 30–12 h,
-/// 13 h 30–17 h 30 », « sam.–dim. : fermé ».
+/// The week as one row per distinct timetable, its days listed together even when they are not
+/// consecutive: « lun.–ven. : 8 h 30–12 h, 13 h 30–17 h 30 », « mar., jeu. : 14 h–17 h »; the
+/// open rows first (by their first day), then the closed days, then the unknown ones.
 pub fn weekly_rows(week: &[TypicalDay; 7], lang: Lang, texts: &Texts) -> Vec<HoursRow> {
     let names = match lang {
         Lang::Fr => &JOURS_COURTS,
@@ -735,25 +736,50 @@ pub fn weekly_rows(week: &[TypicalDay; 7], lang: Lang, texts: &Texts) -> Vec<Hou
                 .join(", "),
         }
     };
-    let mut rows: Vec<HoursRow> = Vec::new();
-    let mut start = 0;
-    while start < 7 {
-        let mut end = start;
-        while end + 1 < 7 && week[end + 1] == week[start] {
-            end += 1;
+    // Groups of days (as a bit set, Monday = bit 0) with the same hours, in order of first day.
+    let mut groups: Vec<(&TypicalDay, u8)> = Vec::new();
+    for (day, hours) in week.iter().enumerate() {
+        match groups.iter_mut().find(|(h, _)| *h == hours) {
+            Some((_, days)) => *days |= 1 << day,
+            None => groups.push((hours, 1 << day)),
         }
-        let days = match end - start {
-            0 => names[start].to_owned(),
-            1 => format!("{}, {}", names[start], names[end]),
-            _ => format!("{}–{}", names[start], names[end]),
-        };
-        rows.push(HoursRow {
-            days,
-            hours: describe(&week[start]),
-        });
-        start = end + 1;
     }
-    rows
+    let rank = |hours: &TypicalDay| match hours {
+        Some(intervals) if !intervals.is_empty() => 0,
+        Some(_) => 1,
+        None => 2,
+    };
+    groups.sort_by_key(|(hours, days)| (rank(hours), days.trailing_zeros()));
+    groups
+        .into_iter()
+        .map(|(hours, days)| HoursRow {
+            days: day_list(days, names),
+            hours: describe(hours),
+        })
+        .collect()
+}
+
+/// Days of a bit set as runs: « lun.–mer., ven. », « sam., dim. » (two days are not a range).
+fn day_list(days: u8, names: &[&str; 7]) -> String {
+    let mut runs = Vec::new();
+    let mut day = 0;
+    while day < 7 {
+        if days & (1 << day) == 0 {
+            day += 1;
+            continue;
+        }
+        let start = day;
+        while day + 1 < 7 && days & (1 << (day + 1)) != 0 {
+            day += 1;
+        }
+        runs.push(match day - start {
+            0 => names[start].to_owned(),
+            1 => format!("{}, {}", names[start], names[day]),
+            _ => format!("{}–{}", names[start], names[day]),
+        });
+        day += 1;
+    }
+    runs.join(", ")
 }
 
 /// The QR code of `url` as an SVG drawing, black on white with its quiet zone: one path of
@@ -818,12 +844,24 @@ fn qr_codes<'a>(
 /// The modules of the QR code of `url`, row by row (true for dark), with the 4-module quiet
 /// zone around, and the side.
 pub fn qr_modules(url: &str) -> Option<(Vec<bool>, usize)> {
+    use qrcode::canvas::{Canvas, MaskPattern};
+    use qrcode::{bits, ec, EcLevel};
     const QUIET: usize = 4;
-    let code = qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::M).ok()?;
-    let width = code.width();
+    let bits = bits::encode_auto(url.as_bytes(), EcLevel::M).ok()?;
+    let version = bits.version();
+    let (data, correction) =
+        ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M).ok()?;
+    let mut canvas = Canvas::new(version, EcLevel::M);
+    canvas.draw_all_functional_patterns();
+    canvas.draw_data(&data, &correction);
+    // One fixed mask (its number is written in the code, readers take any): scoring the eight
+    // masks to keep the best was half of composing a guide, for codes of 30 to 40 modules that
+    // scan as well either way (checked with zbarimg on the printed pages).
+    canvas.apply_mask(MaskPattern::Checkerboard);
+    let width = usize::try_from(version.width()).ok()?;
     let side = width + 2 * QUIET;
     let mut modules = vec![false; side * side];
-    for (i, color) in code.into_colors().into_iter().enumerate() {
+    for (i, color) in canvas.into_colors().into_iter().enumerate() {
         let (x, y) = (i % width, i / width);
         modules[(y + QUIET) * side + x + QUIET] = color == qrcode::Color::Dark;
     }

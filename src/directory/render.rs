@@ -147,12 +147,19 @@ impl std::fmt::Display for RenderError {
 
 fn world(guide: &Guide, logo: Option<&Logo>, cover_only: bool) -> Result<GuideWorld, RenderError> {
     let data = serde_json::to_vec(guide).map_err(|e| RenderError::Layout(e.to_string()))?;
+    // A layout being worked on can be tried without rebuilding the binary.
+    let template = match std::env::var_os("PROXIMITES_GUIDE_TEMPLATE") {
+        Some(path) => std::borrow::Cow::Owned(
+            std::fs::read_to_string(&path).map_err(|e| RenderError::Layout(e.to_string()))?,
+        ),
+        None => std::borrow::Cow::Borrowed(TEMPLATE),
+    };
     let template = if cover_only {
-        TEMPLATE
+        template
             .split_once(BODY_MARK)
-            .map_or(TEMPLATE, |(cover, _)| cover)
+            .map_or(&*template, |(cover, _)| cover)
     } else {
-        TEMPLATE
+        &*template
     };
     let date = chrono::NaiveDate::parse_from_str(&guide.date_iso, "%Y-%m-%d")
         .map_err(|e| RenderError::Layout(e.to_string()))?;
@@ -235,16 +242,55 @@ pub struct Pdf {
 }
 
 /// Lays out the whole guide and writes it as a tagged PDF, PDF/UA-1 when it validates.
+///
+/// With `PROXIMITES_TYPST_TIMING=FILE`, Typst's timing events (each layout iteration, the PDF
+/// export…) are written to FILE as Chrome trace JSON.
 pub fn pdf(guide: &Guide, logo: Option<&Logo>, ident: &str) -> Result<Pdf, RenderError> {
     let started = std::time::Instant::now();
+    let timing = std::env::var_os("PROXIMITES_TYPST_TIMING");
+    if timing.is_some() {
+        typst_timing::enable();
+    }
     let world = world(guide, logo, false)?;
-    let document = compile(&world)?;
+    let document = compile(&world);
+    // Typst memoizes every layout step for the next compilation, which a guide never reuses:
+    // gigabytes for a large guide, released before the PDF is written.
+    release_memory();
+    let document = document?;
     let pages = document.pages().len();
     tracing::debug!(
         pages,
         ms = started.elapsed().as_millis() as u64,
         "guide laid out"
     );
+    let written = write_pdf(&document, ident);
+    drop(document);
+    release_memory();
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "guide written");
+    if let Some(path) = timing {
+        let file = std::fs::File::create(&path).map_err(|e| RenderError::Layout(e.to_string()))?;
+        typst_timing::export_json(std::io::BufWriter::new(file), |_| (String::new(), 0))
+            .map_err(RenderError::Layout)?;
+        typst_timing::disable();
+    }
+    written.map(|(bytes, conformance)| Pdf {
+        bytes,
+        pages,
+        conformance,
+    })
+}
+
+/// Empties Typst's memoization caches and gives the freed memory back to the system.
+fn release_memory() {
+    typst::comemo::evict(0);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn write_pdf(document: &PagedDocument, ident: &str) -> Result<(Vec<u8>, Conformance), RenderError> {
     let options = |standards| typst_pdf::PdfOptions {
         ident: Smart::Custom(ident.to_owned()),
         standards,
@@ -253,22 +299,14 @@ pub fn pdf(guide: &Guide, logo: Option<&Logo>, ident: &str) -> Result<Pdf, Rende
     };
     let ua = typst_pdf::PdfStandards::new(&[typst_pdf::PdfStandard::Ua_1])
         .map_err(|e| RenderError::Layout(e.message().to_string()))?;
-    match typst_pdf::pdf(&document, &options(ua)) {
-        Ok(bytes) => Ok(Pdf {
-            bytes,
-            pages,
-            conformance: Conformance::PdfUa1,
-        }),
+    match typst_pdf::pdf(document, &options(ua)) {
+        Ok(bytes) => Ok((bytes, Conformance::PdfUa1)),
         Err(errors) => {
             let ua_refused = diagnostics(&errors);
             tracing::warn!(%ua_refused, "PDF/UA-1 refused, writing a tagged PDF");
-            let bytes = typst_pdf::pdf(&document, &options(Default::default()))
+            let bytes = typst_pdf::pdf(document, &options(Default::default()))
                 .map_err(|e| RenderError::Layout(diagnostics(&e)))?;
-            Ok(Pdf {
-                bytes,
-                pages,
-                conformance: Conformance::Tagged { ua_refused },
-            })
+            Ok((bytes, Conformance::Tagged { ua_refused }))
         }
     }
 }

@@ -134,6 +134,43 @@ fn weeks_read_as_rows_of_days() {
     );
     let rows = weekly_rows(&week, Lang::En, texts(Lang::En));
     assert_eq!(rows[0].hours, "08:30–12:00, 13:30–17:30");
+
+    // Days with the same hours share one row even apart; closed days come after the open ones.
+    let afternoon = Some(vec![(t(14, 0), t(17, 0))]);
+    let week = [
+        Some(vec![]),
+        afternoon.clone(),
+        Some(vec![]),
+        afternoon.clone(),
+        Some(vec![]),
+        Some(vec![]),
+        None,
+    ];
+    let rows = weekly_rows(&week, Lang::Fr, texts(Lang::Fr));
+    let shown: Vec<(String, String)> = rows.into_iter().map(|r| (r.days, r.hours)).collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("mar., jeu.".into(), "14 h–17 h".into()),
+            ("lun., mer., ven., sam.".into(), "fermé".into()),
+            ("dim.".into(), texts(Lang::Fr).unknown.to_owned()),
+        ]
+    );
+    let office = Some(vec![(t(8, 30), t(12, 0)), (t(13, 30), t(17, 30))]);
+    let week = [
+        office.clone(),
+        office.clone(),
+        Some(vec![(t(8, 30), t(12, 0))]),
+        office.clone(),
+        office.clone(),
+        Some(vec![]),
+        Some(vec![]),
+    ];
+    let days: Vec<String> = weekly_rows(&week, Lang::Fr, texts(Lang::Fr))
+        .into_iter()
+        .map(|r| r.days)
+        .collect();
+    assert_eq!(days, vec!["lun., mar., jeu., ven.", "mer.", "sam., dim."]);
 }
 
 #[test]
