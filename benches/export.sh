@@ -5,7 +5,8 @@
 # PostGIS peers on the same generated entries (benches/export-postgis.sh).
 #
 # Usage: benches/export.sh [ROWS...]          (default: 1000000 3000000)
-# Environment: SEED (default 1), RUNS timed repetitions of each page request (default 5).
+# Environment: SEED (default 1), RUNS timed repetitions of each page request (default 5), BIN
+#   a proximites binary to use instead of building target/release/proximites.
 # Writes target/bench/export.md (every figure, with the date and the machine's load); the
 # generated CSV and database of each size are kept in target/bench/ and reused by the next run.
 set -euo pipefail
@@ -17,12 +18,12 @@ seed=${SEED:-1}
 runs=${RUNS:-5}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$root/target/bench
-bin=$root/target/release/proximites
+bin=${BIN:-$root/target/release/proximites}
 report=$out/export.md
 mkdir -p "$out"
 
 command -v ogr2ogr >/dev/null || { echo "export.sh: ogr2ogr missing (apt-get install gdal-bin)" >&2; exit 69; }
-(cd "$root" && cargo build --release --locked --quiet)
+[[ -n ${BIN:-} ]] || (cd "$root" && cargo build --release --locked --quiet)
 
 {
     echo "# GIS export benchmark"
