@@ -16,6 +16,18 @@ use tower::ServiceExt;
 const BIN: &str = env!("CARGO_BIN_EXE_proximites");
 /// Clermont Auvergne Métropole: 21 communes, 21 town halls in the demo.
 const EPCI: &str = "epci:246300701";
+/// The command for the EPCI's guide of town halls, before its output options.
+const TOWN_HALL_GUIDE: [&str; 9] = [
+    "directory",
+    "--in",
+    EPCI,
+    "--typology",
+    "mairie",
+    "--publisher",
+    "Clermont Auvergne Métropole",
+    "--date",
+    "2026-11-24",
+];
 
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name)
@@ -32,12 +44,18 @@ fn tool(name: &str, args: &[&str]) -> String {
 
 /// `proximites --database-url DB ARGS…` → (success, stdout, stderr).
 fn cli(database: &Path, args: &[&str]) -> (bool, String, String) {
+    cli_with(database, args, &[])
+}
+
+/// [`cli`] with environment variables.
+fn cli_with(database: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let output = Command::new(BIN)
         .arg("--database-url")
         .arg(database)
         .args(args)
         .env_remove("PROXIMITES_PUBLIC_URL")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -87,14 +105,26 @@ fn occurrences(text: &str, name: &str) -> usize {
         .count()
 }
 
-/// A line of a table of contents or an index: its text and its pages (« 12 », « 12–14, 20 »),
-/// the dot leaders between them dropped.
+/// The text of each page as laid out (`pdftotext -layout`): a contents or index line keeps its
+/// page numbers on the same line, where the drawn leader leaves a run of spaces.
+fn layout_pages(pdf: &Path) -> Vec<String> {
+    let text = tool(
+        "pdftotext",
+        &["-layout", "-enc", "UTF-8", pdf.to_str().unwrap(), "-"],
+    );
+    let mut pages: Vec<String> = text.split('\u{c}').map(str::to_owned).collect();
+    if pages.last().is_some_and(|p| p.trim().is_empty()) {
+        pages.pop();
+    }
+    pages
+}
+
+/// A line of a table of contents or an index, from [`layout_pages`]: its text and its pages
+/// (« 12 », « 12–14, 20 »).
 fn leader_line(line: &str) -> Option<(String, Vec<u32>)> {
     // Typst joins the page number to its leader with a word joiner.
     let line = line.replace('\u{2060}', "");
-    let line = line.trim();
-    let split = line.rfind(|c: char| !(c.is_ascii_digit() || c == '–' || c == ',' || c == ' '))?;
-    let (head, tail) = line.split_at(split + line[split..].chars().next()?.len_utf8());
+    let (head, tail) = line.trim().rsplit_once("  ")?;
     let mut numbers = Vec::new();
     for part in tail.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('–') {
@@ -105,8 +135,8 @@ fn leader_line(line: &str) -> Option<(String, Vec<u32>)> {
             None => numbers.push(part.parse().ok()?),
         }
     }
-    let text = head.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
-    (!numbers.is_empty() && head.ends_with('.')).then(|| (text.trim().to_owned(), numbers))
+    let text = head.trim();
+    (!numbers.is_empty() && !text.is_empty()).then(|| (text.to_owned(), numbers))
 }
 
 /// The published town halls of the EPCI, by name.
@@ -141,39 +171,12 @@ fn test_output() -> PathBuf {
     dir
 }
 
-#[tokio::test]
-async fn a5_booklet_of_the_demo_from_the_command_line() {
-    let (dir, pool, reference) = common::database(true).await;
-    let names = town_halls(&pool, &reference).await;
-    assert_eq!(names.len(), 21);
-    let database = dir.path().join("test.db");
-    let pdf = dir.path().join("guide.pdf");
-    let html = dir.path().join("guide.html");
-    let (ok, stdout, stderr) = cli(
-        &database,
-        &[
-            "directory",
-            "--in",
-            EPCI,
-            "--typology",
-            "mairie",
-            "--publisher",
-            "Clermont Auvergne Métropole",
-            "--date",
-            "2026-11-24",
-            "--color",
-            "#0b6e4f",
-            "-o",
-            pdf.to_str().unwrap(),
-            "--html",
-            html.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("21 fiches"), "{stdout}");
-
+/// Reads back an A5 booklet of the EPCI's town halls: size, page count, tags, fonts, cover,
+/// useful numbers, every entry once, the contents' and the indexes' page numbers, the back
+/// cover. Returns the pages' text and the index of the first body page.
+fn check_town_hall_booklet(pdf: &Path, names: &[String]) -> (Vec<String>, usize) {
     // pdfinfo: A5, a multiple of 4 pages, tagged.
-    let info = info(&pdf);
+    let info = info(pdf);
     let page_count: usize = info_field(&info, "Pages").parse().unwrap();
     assert_eq!(page_count % 4, 0, "{info}");
     assert!(
@@ -197,7 +200,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
         );
     }
 
-    let text = pages(&pdf);
+    let text = pages(pdf);
     assert_eq!(text.len(), page_count);
     let cover = squash(&text[0]);
     assert!(cover.contains("À jour au 24 novembre 2026"), "{cover}");
@@ -222,7 +225,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
     let body_start = contents + 1;
     let body: String = text[body_start..index].join("\n");
     let body = squash(&body);
-    for name in &names {
+    for name in names {
         let expected = names.iter().filter(|n| *n == name).count();
         assert_eq!(occurrences(&body, name), expected, "« {name} » in the body");
     }
@@ -230,7 +233,9 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
     assert!(body.contains("lun.") && body.contains("Vérifié le") || body.contains("Mis à jour le"));
 
     // The table of contents points to pages that hold those sections.
-    let toc: Vec<(String, Vec<u32>)> = text[contents..body_start]
+    let layout = layout_pages(pdf);
+    assert_eq!(layout.len(), page_count);
+    let toc: Vec<(String, Vec<u32>)> = layout[contents..body_start]
         .iter()
         .flat_map(|p| p.lines())
         .filter_map(leader_line)
@@ -248,7 +253,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
 
     // The alphabetical index: sorted, each entry pointing to the page that holds it.
     let communes = find("Index par commune", index);
-    let lines: Vec<(String, Vec<u32>)> = text[index..=communes]
+    let lines: Vec<(String, Vec<u32>)> = layout[index..=communes]
         .iter()
         .flat_map(|p| p.lines())
         .take_while(|l| l.trim() != "Index par commune")
@@ -280,7 +285,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
         "{lines:?}"
     );
     // The index by commune: every commune, its pages holding its town hall.
-    let by_commune: Vec<(String, Vec<u32>)> = text[communes..]
+    let by_commune: Vec<(String, Vec<u32>)> = layout[communes..]
         .iter()
         .flat_map(|p| p.lines())
         .skip_while(|l| l.trim() != "Index par commune")
@@ -298,6 +303,105 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
         back.contains("Sources et licences") && back.contains("Signaler une erreur"),
         "{back}"
     );
+
+    (text, body_start)
+}
+
+/// What only a guide joined from volumes can get wrong.
+fn check_joined(pdf: &Path, text: &[String], names: &[String]) {
+    let path = pdf.to_str().unwrap();
+    let check = Command::new("qpdf")
+        .args(["--check", path])
+        .output()
+        .unwrap_or_else(|e| panic!("qpdf is needed: {e}"));
+    assert!(
+        check.status.success(),
+        "qpdf --check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // One Document element holds every entry's heading.
+    // Raw bytes: poppler prints some titles in UTF-16.
+    let structure = Command::new("pdfinfo")
+        .args(["-struct-text", path])
+        .output()
+        .unwrap();
+    assert!(structure.status.success());
+    let structure = String::from_utf8_lossy(&structure.stdout);
+    let roots = structure
+        .lines()
+        .filter(|l| l.starts_with("Document"))
+        .count();
+    assert_eq!(roots, 1, "{structure}");
+    let structure = squash(&structure);
+    for name in names {
+        assert!(
+            structure.contains(name.as_str()),
+            "{name} missing from the structure"
+        );
+    }
+    // Every bookmark opens the page of its section.
+    let json = tool("qpdf", &["--json", "--json-key=outlines", path]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut pending: Vec<&serde_json::Value> =
+        json["outlines"].as_array().unwrap().iter().collect();
+    let mut seen = 0;
+    while let Some(outline) = pending.pop() {
+        let title = outline["title"].as_str().unwrap();
+        let page = outline["destpageposfrom1"].as_u64().unwrap() as usize;
+        assert!(
+            squash(&text[page - 1]).contains(title),
+            "bookmark « {title} » → page {page}: {}",
+            text[page - 1]
+        );
+        pending.extend(outline["kids"].as_array().unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 5, "{json}");
+    // The contents' links are links to named destinations, none left to the layout's scheme.
+    let qdf = pdf.with_extension("qdf");
+    tool(
+        "qpdf",
+        &[
+            "--qdf",
+            "--object-streams=disable",
+            path,
+            qdf.to_str().unwrap(),
+        ],
+    );
+    let qdf = std::fs::read(&qdf).unwrap();
+    let has = |needle: &[u8]| qdf.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(b"x-proximites-target"));
+    assert!(has(b"/Dest (t1)"));
+}
+
+#[tokio::test]
+async fn a5_booklet_of_the_demo_from_the_command_line() {
+    let (dir, pool, reference) = common::database(true).await;
+    let names = town_halls(&pool, &reference).await;
+    assert_eq!(names.len(), 21);
+    let database = dir.path().join("test.db");
+    let pdf = dir.path().join("guide.pdf");
+    let html = dir.path().join("guide.html");
+    let (ok, stdout, stderr) = cli(
+        &database,
+        &[
+            &TOWN_HALL_GUIDE[..],
+            &[
+                "--color",
+                "#0b6e4f",
+                "-o",
+                pdf.to_str().unwrap(),
+                "--html",
+                html.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("21 fiches"), "{stdout}");
+
+    let (text, body_start) = check_town_hall_booklet(&pdf, &names);
 
     // The same content as HTML.
     let page = std::fs::read_to_string(&html).unwrap();
@@ -386,6 +490,19 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
             .unwrap_or_else(|| panic!("{url}"));
         assert!(ids.iter().any(|(i,)| i == id), "{url}");
     }
+
+    // The same guide set in volumes of 4 entries and joined reads back the same, and the
+    // joined PDF is sound: qpdf finds no error, one structure tree holds every entry, the
+    // bookmarks and the contents' links reach their sections.
+    let joined = dir.path().join("guide-volumes.pdf");
+    let (ok, stdout, stderr) = cli_with(
+        &database,
+        &[&TOWN_HALL_GUIDE[..], &["-o", joined.to_str().unwrap()]].concat(),
+        &[("PROXIMITES_GUIDE_VOLUME_ENTRIES", "4")],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let (text, _) = check_town_hall_booklet(&joined, &names);
+    check_joined(&joined, &text, &names);
 }
 
 #[tokio::test]

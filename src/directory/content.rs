@@ -46,6 +46,8 @@ pub struct Texts {
     pub index_names: &'static str,
     pub index_communes: &'static str,
     pub see: &'static str,
+    /// Beside a heading repeated at the top of a volume that starts inside its section.
+    pub continued: &'static str,
     pub page: &'static str,
     pub phone: &'static str,
     pub email: &'static str,
@@ -80,6 +82,7 @@ const FR: Texts = Texts {
     index_names: "Index alphabétique",
     index_communes: "Index par commune",
     see: "voir",
+    continued: "(suite)",
     page: "p.",
     phone: "Tél.",
     email: "Courriel",
@@ -114,6 +117,7 @@ const EN: Texts = Texts {
     index_names: "Alphabetical index",
     index_communes: "Index by commune",
     see: "see",
+    continued: "(continued)",
     page: "p.",
     phone: "Phone",
     email: "E-mail",
@@ -187,6 +191,10 @@ pub enum Block {
         mark: Option<String>,
         /// An anchor for the HTML page.
         anchor: String,
+        /// For the headings of levels 1 and 2: their number among the places the contents
+        /// and the PDF bookmarks point to (0 is the useful numbers).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<usize>,
     },
     Entry(Box<Entry>),
 }
@@ -243,8 +251,13 @@ pub struct Guide {
     pub online_url: String,
     pub online_qr: String,
     pub emergency: Vec<Emergency>,
+    /// The body, the indexes and the codes: the layout receives them volume by volume, with
+    /// their page numbers (src/directory/render.rs).
+    #[serde(skip)]
     pub blocks: Vec<Block>,
+    #[serde(skip)]
     pub index_names: Vec<IndexLine>,
+    #[serde(skip)]
     pub index_communes: Vec<CommuneLine>,
     pub texts: &'static Texts,
     /// The entries' QR codes, one byte a module (0 dark, 255 light), one after the other: the
@@ -417,6 +430,11 @@ fn compose(
     // timetable is read once.
     let mut timetables: FxHashMap<Option<&str>, (Vec<HoursRow>, bool)> = FxHashMap::default();
     let mut qr_pixels = Vec::new();
+    let mut targets = 0;
+    let mut next_target = || {
+        targets += 1;
+        Some(targets)
+    };
     // Encoding a QR code (eight masks scored) is the costliest part of composing an entry:
     // done on every core beforehand.
     let mut codes = if full {
@@ -450,6 +468,7 @@ fn compose(
                 text,
                 mark,
                 anchor: format!("s-{first}"),
+                target: next_target(),
             });
             current = (Some(first.clone()), None, None);
         }
@@ -463,6 +482,7 @@ fn compose(
                 text,
                 mark,
                 anchor: format!("s-{first}-{second}"),
+                target: next_target(),
             });
             current.1 = Some(second.clone());
             current.2 = None;
@@ -477,6 +497,7 @@ fn compose(
                 text,
                 mark: None,
                 anchor: format!("s-{first}-{second}-{third}"),
+                target: None,
             });
             current.2 = Some(third.clone());
         }

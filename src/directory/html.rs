@@ -73,7 +73,7 @@ pub fn guide(g: &Guide) -> Markup {
                 ul {
                     li { a href="#numeros" { (t.useful_numbers) } }
                     @for b in &g.blocks {
-                        @if let Block::Heading { level: 1, text, mark, anchor } = b {
+                        @if let Block::Heading { level: 1, text, mark, anchor, .. } = b {
                             li { a href={ "#" (anchor) } { (heading_text(text, mark.as_deref())) } }
                         }
                     }
@@ -97,7 +97,7 @@ pub fn guide(g: &Guide) -> Markup {
             @for b in &g.blocks {
                 @match b {
                     // Level 1 headings of the guide sit under the page's own h1: one level down.
-                    Block::Heading { level, text, mark, anchor } => {
+                    Block::Heading { level, text, mark, anchor, .. } => {
                         @let text = heading_text(text, mark.as_deref());
                         @match level {
                             1 => h2 id=(anchor) { (text) },

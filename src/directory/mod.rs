@@ -6,6 +6,7 @@
 pub mod content;
 pub mod html;
 pub mod jobs;
+pub mod join;
 pub mod render;
 pub mod routes;
 pub mod store;
