@@ -11,7 +11,7 @@ use chrono::{Duration, Utc};
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::{check_csrf, form_fields, page, require, Session};
+use super::{check_csrf, page, require, Session};
 use crate::accounts::{store as accounts, ActorKind, Role};
 use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
@@ -25,17 +25,10 @@ pub const MAX_UPLOAD: usize = upload::MAX_BYTES + 64 * 1024;
 /// How long a checked file waits for its "Appliquer".
 const PENDING_HOURS: i64 = 24;
 
+const BACK: Option<(&str, &str)> = Some(("/espace/import", "Revenir à la mise à jour en masse"));
+
 fn refused(error: Error, session: &Session) -> Response {
-    let status = error.status();
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        return error.into_response();
-    }
-    let detail = crate::error::Problem::from(&error).detail;
-    let body = html! {
-        p role="alert" { (detail) }
-        p { a href="/espace/import" { "Revenir à la mise à jour en masse" } }
-    };
-    (status, page("Action impossible", Some(session), body)).into_response()
+    super::refused_page(error, Some(session), BACK)
 }
 
 fn user_id(session: &Session) -> &str {
@@ -423,14 +416,10 @@ pub async fn apply_upload(
     Path(pending): Path<String>,
     body: Bytes,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, BACK).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    if let Err(error) = check_csrf(&session, &form) {
-        return refused(error, &session);
-    }
     // Another person's upload, an applied one and an unknown one get the same refusal.
     let kept: Option<(String, String, Vec<u8>)> = match sqlx::query_as(
         "SELECT organisation_id, file_name, content FROM pending_uploads WHERE id = $1 AND user_id = $2",

@@ -140,6 +140,43 @@ pub async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, R
     }
 }
 
+/// The session and the fields of a form it sent, its CSRF token checked: otherwise the way to
+/// the login page, or a refusal page with `back` as the way back.
+pub async fn signed_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    back: Option<(&str, &str)>,
+) -> Result<(Session, HashMap<String, String>), Response> {
+    let session = require(state, headers).await?;
+    let form = form_fields(body);
+    match check_csrf(&session, &form) {
+        Ok(()) => Ok((session, form)),
+        Err(error) => Err(refused_page(error, Some(&session), back)),
+    }
+}
+
+/// A refused action as a page: the problem's words with its status, and the way back (a link
+/// and its text). A server fault stays a problem document that says nothing inside.
+pub fn refused_page(
+    error: Error,
+    session: Option<&Session>,
+    back: Option<(&str, &str)>,
+) -> Response {
+    let status = error.status();
+    if status == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+        return error.into_response();
+    }
+    let detail = crate::error::Problem::from(&error).detail;
+    let body = html! {
+        p role="alert" { (detail) }
+        @if let Some((href, text)) = back {
+            p { a href=(href) { (text) } }
+        }
+    };
+    (status, page("Action impossible", session, body)).into_response()
+}
+
 /// Whether the request came over TLS (directly or through a proxy that says so).
 fn secure(headers: &HeaderMap) -> bool {
     headers

@@ -5,31 +5,18 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::{check_csrf, form_fields, page, require, Session};
+use super::{form_fields, page, require, Session};
 use crate::accounts::{can, store as accounts, Action, Area, Role, Target, Territory};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::reports::store as reports;
 
 fn refused(error: Error, session: &Session) -> Response {
-    let status = error.status();
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        return error.into_response();
-    }
-    let detail = crate::error::Problem::from(&error).detail;
-    (
-        status,
-        page(
-            "Action impossible",
-            Some(session),
-            html! { p role="alert" { (detail) } },
-        ),
-    )
-        .into_response()
+    super::refused_page(error, Some(session), None)
 }
 
 /// The organisations the session may see: its own, or every one for the operator.
@@ -278,14 +265,10 @@ pub async fn set_report_status(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, None).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    if let Err(error) = check_csrf(&session, &form) {
-        return refused(error, &session);
-    }
     let status = form.get("statut").map(String::as_str).unwrap_or_default();
     if !reports::STATUSES.contains(&status) {
         return refused(

@@ -27,18 +27,11 @@ use crate::services::{store, Draft, Service, Status};
 /// Entries not confirmed for this long are « à vérifier » (publicly flagged too).
 const STALE_DAYS: i64 = 183;
 
+const BACK: Option<(&str, &str)> = Some(("/espace", "Retour à mes fiches"));
+
 /// An error as a page: the problem's words, in the frame, with its status.
 fn error_page(error: Error, session: Option<&Session>) -> Response {
-    let status = error.status();
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        return error.into_response();
-    }
-    let problem = crate::error::Problem::from(&error);
-    let body = html! {
-        p role="alert" { (problem.detail) }
-        p { a href="/espace" { "Retour à mes fiches" } }
-    };
-    (status, page("Action impossible", session, body)).into_response()
+    super::refused_page(error, session, BACK)
 }
 
 fn see_other(path: &str) -> Response {
@@ -749,14 +742,10 @@ pub async fn create_entry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, BACK).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    if let Err(error) = check_csrf(&session, &form) {
-        return error_page(error, Some(&session));
-    }
     let (draft, fields) = submitted(&form);
     match write::create(
         &state,
@@ -940,14 +929,10 @@ pub async fn save_entry(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, BACK).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    if let Err(error) = check_csrf(&session, &form) {
-        return error_page(error, Some(&session));
-    }
     let (draft, mut fields) = submitted(&form);
     if draft.insee_code.trim().is_empty() {
         // The commune is found again from the point.
@@ -1013,14 +998,10 @@ async fn simple_action(
     body: Bytes,
     act: impl AsyncFnOnce(&AppState, &Session) -> crate::error::Result<write::Written>,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, BACK).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    if let Err(error) = check_csrf(&session, &form) {
-        return error_page(error, Some(&session));
-    }
     match act(&state, &session).await {
         Ok(_) => match back_to(&form) {
             Some(list) => see_other(list),

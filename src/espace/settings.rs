@@ -27,20 +27,10 @@ const KIND_LABELS: [(&str, &str); 7] = [
     ("other", "Autre"),
 ];
 
+const BACK: Option<(&str, &str)> = Some(("/espace/organisations", "Retour aux organisations"));
+
 fn refused(error: Error, session: &Session) -> Response {
-    if error.status() == StatusCode::INTERNAL_SERVER_ERROR {
-        return error.into_response();
-    }
-    let detail = crate::error::Problem::from(&error).detail;
-    (
-        error.status(),
-        page(
-            "Action impossible",
-            Some(session),
-            html! { p role="alert" { (detail) } p { a href="/espace/organisations" { "Retour aux organisations" } } },
-        ),
-    )
-        .into_response()
+    super::refused_page(error, Some(session), BACK)
 }
 
 /// The organisations the session sees: every one for the operator, its own otherwise.

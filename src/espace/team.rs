@@ -337,19 +337,7 @@ fn managed(session: &Session, form: &std::collections::HashMap<String, String>) 
 }
 
 fn refused(error: Error, session: &Session) -> Response {
-    if error.status() == StatusCode::INTERNAL_SERVER_ERROR {
-        return error.into_response();
-    }
-    let detail = crate::error::Problem::from(&error).detail;
-    (
-        error.status(),
-        page(
-            "Action impossible",
-            Some(session),
-            html! { p role="alert" { (detail) } },
-        ),
-    )
-        .into_response()
+    super::refused_page(error, Some(session), None)
 }
 
 /// Creates an API token for the organisation and shows it, once.
