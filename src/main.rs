@@ -293,8 +293,15 @@ async fn directory_command(
     args: proximites::cli::DirectoryArgs,
 ) -> anyhow::Result<String> {
     use proximites::directory::{self, jobs, Choices, RawChoices};
-    let detail =
-        |e: proximites::error::Error| anyhow::anyhow!(proximites::error::Problem::from(&e).detail);
+    // The user's mistakes in the words the pages use; a fault with its cause, which the person
+    // at the terminal runs the instance and needs to read.
+    let detail = |e: proximites::error::Error| {
+        if e.status().is_server_error() {
+            anyhow::anyhow!("{e}")
+        } else {
+            anyhow::anyhow!(proximites::error::Problem::from(&e).detail)
+        }
+    };
     let public_url = directory::public_url(Some(&args.public_url)).map_err(anyhow::Error::msg)?;
     let logo = match &args.logo {
         Some(path) => Some(directory::read_logo(path).map_err(anyhow::Error::msg)?),

@@ -309,6 +309,9 @@ struct Volume<'a> {
     first_page: usize,
     /// The section a body volume starts inside of, for its first pages' running head.
     running_head: Option<String>,
+    /// How many digits the guide's last page number can have: the contents' and index's
+    /// number boxes are that wide, so a line's height never depends on its number.
+    page_digits: usize,
     targets: FixedTargets,
     toc: Vec<TocLine>,
     blocks: Vec<&'a Block>,
@@ -324,6 +327,7 @@ impl<'a> Volume<'a> {
             cover_only: false,
             first_page,
             running_head: None,
+            page_digits: page_digits(guide),
             targets: fixed_targets(guide),
             toc: Vec::new(),
             blocks: Vec::new(),
@@ -331,6 +335,13 @@ impl<'a> Volume<'a> {
             index_communes: Vec::new(),
         }
     }
+}
+
+/// The digits of an upper bound of the page count: no heading, entry or index line takes more
+/// than a page, and the front, notes and back cover a few.
+fn page_digits(guide: &Guide) -> usize {
+    let bound = 32 + 2 * guide.blocks.len() + guide.index_names.len() + guide.index_communes.len();
+    bound.to_string().len()
 }
 
 fn fixed_targets(guide: &Guide) -> FixedTargets {
@@ -597,136 +608,159 @@ pub fn pdf_in_volumes(
             .collect();
         front
     };
-    let mut found = Found::default();
-    // The front's length first: its contents' lines keep their height whatever their numbers.
-    let mut bodies = Vec::new();
-    let front_pages = volume(
+    // The front's length first: its contents' lines keep their height whatever their numbers
+    // (their number boxes are as wide as the longest number can be), so the front laid out
+    // again with its numbers has that length; should it not, the rest follows it once more.
+    let mut in_front = Found::default();
+    let mut front_pages = volume(
         &front(None),
         logo,
         &no_codes,
         ident,
         true,
         &[fixed.useful],
-        &mut found,
+        &mut in_front,
     )?
     .pages;
-    let mut next_page = front_pages + 1;
-    for plan in plan_body(guide, per_volume) {
-        let mut body = Volume::new(guide, Part::Body, next_page);
-        body.running_head = plan.running_head.clone();
-        body.blocks = plan
-            .repeated
-            .iter()
-            .chain(&guide.blocks[plan.blocks.clone()])
-            .collect();
-        let targets: Vec<usize> = body
-            .blocks
-            .iter()
-            .filter_map(|b| match b {
-                Block::Heading { target, .. } => *target,
-                Block::Entry(_) => None,
-            })
-            .collect();
-        let written = volume(&body, logo, &qr, ident, true, &targets, &mut found)?;
-        tracing::debug!(
-            first_page = next_page,
-            pages = written.pages,
-            ms = started.elapsed().as_millis() as u64,
-            "guide volume laid out"
-        );
-        next_page += written.pages;
-        bodies.push(written);
-    }
+    let rest = |front_pages: usize| -> Result<(Vec<Written>, Written, Found, usize), RenderError> {
+        // The useful numbers are in the front, where the first layout found them.
+        let mut found = Found {
+            targets: in_front.targets.clone(),
+            entries: FxHashMap::default(),
+        };
+        let mut bodies = Vec::new();
+        let mut next_page = front_pages + 1;
+        for plan in plan_body(guide, per_volume) {
+            let mut body = Volume::new(guide, Part::Body, next_page);
+            body.running_head = plan.running_head.clone();
+            body.blocks = plan
+                .repeated
+                .iter()
+                .chain(&guide.blocks[plan.blocks.clone()])
+                .collect();
+            let targets: Vec<usize> = body
+                .blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Heading { target, .. } => *target,
+                    Block::Entry(_) => None,
+                })
+                .collect();
+            let written = volume(&body, logo, &qr, ident, true, &targets, &mut found)?;
+            tracing::debug!(
+                first_page = next_page,
+                pages = written.pages,
+                ms = started.elapsed().as_millis() as u64,
+                "guide volume laid out"
+            );
+            next_page += written.pages;
+            bodies.push(written);
+        }
 
-    // The indexes, every page now known.
-    let mut typology_pages: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
-    let mut commune_pages: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
-    for block in &guide.blocks {
-        if let Block::Entry(entry) = block {
-            if let Some(&page) = found.entries.get(&entry.id) {
-                typology_pages
-                    .entry(&entry.typology_code)
-                    .or_default()
-                    .push(page);
-                commune_pages
-                    .entry(&entry.insee_code)
-                    .or_default()
-                    .push(page);
+        // The indexes, every page now known.
+        let mut typology_pages: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        let mut commune_pages: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        for block in &guide.blocks {
+            if let Block::Entry(entry) = block {
+                if let Some(&page) = found.entries.get(&entry.id) {
+                    typology_pages
+                        .entry(&entry.typology_code)
+                        .or_default()
+                        .push(page);
+                    commune_pages
+                        .entry(&entry.insee_code)
+                        .or_default()
+                        .push(page);
+                }
             }
         }
-    }
-    let mut back = Volume::new(guide, Part::Back, next_page);
-    back.index_names = guide
-        .index_names
-        .iter()
-        .map(|line| IndexRow {
-            letter: &line.letter,
-            term: &line.term,
-            detail: line.detail.as_deref(),
-            page: line.id.as_ref().map(|id| {
-                found
-                    .entries
-                    .get(id)
-                    .map_or(String::new(), usize::to_string)
-            }),
-            typology_label: line.typology_label.as_deref(),
-            pages: line.typology.as_ref().map(|code| {
-                page_runs(
-                    &mut typology_pages
-                        .get(code.as_str())
+        let mut back = Volume::new(guide, Part::Back, next_page);
+        back.index_names = guide
+            .index_names
+            .iter()
+            .map(|line| IndexRow {
+                letter: &line.letter,
+                term: &line.term,
+                detail: line.detail.as_deref(),
+                page: line.id.as_ref().map(|id| {
+                    found
+                        .entries
+                        .get(id)
+                        .map_or(String::new(), usize::to_string)
+                }),
+                typology_label: line.typology_label.as_deref(),
+                pages: line.typology.as_ref().map(|code| {
+                    page_runs(
+                        &mut typology_pages
+                            .get(code.as_str())
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                }),
+            })
+            .collect();
+        back.index_communes = guide
+            .index_communes
+            .iter()
+            .map(|c| CommuneRow {
+                name: &c.name,
+                pages: page_runs(
+                    &mut commune_pages
+                        .get(c.code.as_str())
                         .cloned()
                         .unwrap_or_default(),
-                )
-            }),
-        })
-        .collect();
-    back.index_communes = guide
-        .index_communes
-        .iter()
-        .map(|c| CommuneRow {
-            name: &c.name,
-            pages: page_runs(
-                &mut commune_pages
-                    .get(c.code.as_str())
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-        })
-        .collect();
-    let back_targets = [fixed.index, fixed.names, fixed.communes];
-    let back = volume(
-        &back,
-        logo,
-        &no_codes,
-        ident,
-        true,
-        &back_targets,
-        &mut found,
-    )?;
-
-    // The front again with its page numbers, claiming PDF/UA only if every volume holds it.
-    let refused = bodies
-        .iter()
-        .chain([&back])
-        .find_map(|w| match &w.conformance {
-            Conformance::Tagged { ua_refused } => Some(ua_refused.clone()),
-            Conformance::PdfUa1 => None,
-        });
-    let front = volume(
-        &front(Some(&found)),
-        logo,
-        &no_codes,
-        ident,
-        refused.is_none(),
-        &[],
-        &mut found,
-    )?;
-    if front.pages != front_pages {
-        return Err(RenderError::Layout(format!(
-            "le sommaire a changé de longueur ({front_pages} → {} pages)",
-            front.pages
-        )));
-    }
+                ),
+            })
+            .collect();
+        let back_targets = [fixed.index, fixed.names, fixed.communes];
+        let back = volume(
+            &back,
+            logo,
+            &no_codes,
+            ident,
+            true,
+            &back_targets,
+            &mut found,
+        )?;
+        Ok((bodies, back, found, next_page))
+    };
+    let mut attempts = 0;
+    let (bodies, back, front, next_page, refused) = loop {
+        let (bodies, back, mut found, next_page) = rest(front_pages)?;
+        // The front again with its page numbers, claiming PDF/UA only if every volume holds it.
+        let refused = bodies
+            .iter()
+            .chain([&back])
+            .find_map(|w| match &w.conformance {
+                Conformance::Tagged { ua_refused } => Some(ua_refused.clone()),
+                Conformance::PdfUa1 => None,
+            });
+        let front = volume(
+            &front(Some(&found)),
+            logo,
+            &no_codes,
+            ident,
+            refused.is_none(),
+            &[],
+            &mut found,
+        )?;
+        if front.pages == front_pages {
+            break (bodies, back, front, next_page, refused);
+        }
+        attempts += 1;
+        if attempts == 3 {
+            return Err(RenderError::Layout(format!(
+                "le sommaire ne trouve pas sa longueur ({front_pages} → {} pages)",
+                front.pages
+            )));
+        }
+        tracing::debug!(
+            from = front_pages,
+            to = front.pages,
+            "contents' length changed, laid out again"
+        );
+        front_pages = front.pages;
+    };
     let conformance = match (refused, &front.conformance) {
         (Some(ua_refused), _) => Conformance::Tagged { ua_refused },
         (None, conformance) => conformance.clone(),
