@@ -373,6 +373,114 @@ fn check_joined(pdf: &Path, text: &[String], names: &[String]) {
     let has = |needle: &[u8]| qdf.windows(needle.len()).any(|w| w == needle);
     assert!(!has(b"x-proximites-target"));
     assert!(has(b"/Dest (t1)"));
+    check_structure(pdf);
+}
+
+/// The joined structure tree holds together: every element's parent is the element it hangs
+/// from, every page's marked content maps through the parent tree to the element that holds
+/// it on that page, and every tagged annotation to the element that refers to it.
+fn check_structure(pdf: &Path) {
+    use lopdf::{Document, Object, ObjectId};
+    let document = Document::load(pdf).unwrap();
+    let get = |object: &Object| -> Object {
+        match object {
+            Object::Reference(id) => document.get_object(*id).unwrap().clone(),
+            other => other.clone(),
+        }
+    };
+    let dict = |object: &Object| get(object).as_dict().unwrap().clone();
+    let kids = |element: &lopdf::Dictionary| -> Vec<Object> {
+        match element.get(b"K") {
+            Ok(Object::Array(items)) => items.clone(),
+            Ok(other) => vec![other.clone()],
+            Err(_) => Vec::new(),
+        }
+    };
+    let catalog = document.catalog().unwrap();
+    let root = dict(catalog.get(b"StructTreeRoot").unwrap());
+    // Parents, from the root down.
+    let top = root.get(b"K").unwrap().as_reference().unwrap();
+    let mut pending: Vec<ObjectId> = vec![top];
+    let mut elements = 0;
+    while let Some(id) = pending.pop() {
+        elements += 1;
+        for kid in kids(document.get_dictionary(id).unwrap()) {
+            if let Object::Reference(kid_id) = kid {
+                let child = document.get_dictionary(kid_id).unwrap();
+                if child.has(b"S") {
+                    assert_eq!(child.get(b"P").unwrap().as_reference().unwrap(), id);
+                    pending.push(kid_id);
+                }
+            }
+        }
+    }
+    assert!(elements > 100, "{elements} structure elements");
+    // The parent tree, flattened.
+    let mut parents = std::collections::HashMap::new();
+    let mut nodes = vec![root.get(b"ParentTree").unwrap().clone()];
+    while let Some(node) = nodes.pop() {
+        let node = dict(&node);
+        if let Ok(Object::Array(nums)) = node.get(b"Nums") {
+            for pair in nums.chunks(2) {
+                parents.insert(pair[0].as_i64().unwrap(), pair[1].clone());
+            }
+        }
+        if let Ok(Object::Array(more)) = node.get(b"Kids") {
+            nodes.extend(more.iter().cloned());
+        }
+    }
+    let next_key = root.get(b"ParentTreeNextKey").unwrap().as_i64().unwrap();
+    assert!(parents.keys().all(|&k| k < next_key));
+    let holds = |element: ObjectId, page: ObjectId, mcid: i64| {
+        let element = document.get_dictionary(element).unwrap();
+        let own_page = element.get(b"Pg").and_then(Object::as_reference).ok();
+        kids(element).iter().any(|kid| match get(kid) {
+            Object::Integer(n) => n == mcid && own_page == Some(page),
+            Object::Dictionary(mcr) => {
+                mcr.get(b"MCID").and_then(Object::as_i64).ok() == Some(mcid)
+                    && mcr
+                        .get(b"Pg")
+                        .and_then(Object::as_reference)
+                        .ok()
+                        .or(own_page)
+                        == Some(page)
+            }
+            _ => false,
+        })
+    };
+    let mut marked = 0;
+    for (_, page) in document.get_pages() {
+        let key = document
+            .get_dictionary(page)
+            .unwrap()
+            .get(b"StructParents")
+            .unwrap()
+            .as_i64()
+            .unwrap();
+        let Object::Array(owners) = get(&parents[&key]) else {
+            panic!("page's parent tree entry is not an array");
+        };
+        for (mcid, owner) in owners.iter().enumerate() {
+            let owner = owner.as_reference().unwrap();
+            assert!(holds(owner, page, mcid as i64), "MCID {mcid} of a page");
+            marked += 1;
+        }
+        for annot in document.get_page_annotations(page).unwrap() {
+            if let Ok(key) = annot.get(b"StructParent").and_then(Object::as_i64) {
+                let owner = document
+                    .get_dictionary(parents[&key].as_reference().unwrap())
+                    .unwrap();
+                let objr = Object::Name(b"OBJR".to_vec());
+                assert!(
+                    kids(owner).iter().any(
+                        |kid| matches!(get(kid), Object::Dictionary(d) if d.get(b"Type").ok() == Some(&objr))
+                    ),
+                    "an annotation's element refers to no object"
+                );
+            }
+        }
+    }
+    assert!(marked > 300, "{marked} marked contents");
 }
 
 #[tokio::test]
