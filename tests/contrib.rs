@@ -15,6 +15,7 @@ use proximites::territory::InseeCode;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use common::accounts::signed_in;
 use common::{database, Fixture};
 
 /// Clermont Auvergne Métropole's SIREN: Clermont-Ferrand (63113) is in it, Riom (63300) is not.
@@ -1572,27 +1573,22 @@ async fn permission_matrix_over_http() {
     let w = world().await;
     let pool = &w.f.state.pool;
     let (_, operator_token) = store::create_operator_token(pool, "matrice").await.unwrap();
-    let mut people = Vec::new();
-    for (email, role) in [
-        ("admin@metropole.example.fr", Role::Admin),
-        ("redac@metropole.example.fr", Role::Editor),
-    ] {
-        let secret = store::invite(pool, &w.metropole, email, role)
-            .await
-            .unwrap();
-        let user = store::accept_invitation(pool, &secret, "un mot de passe long")
-            .await
-            .unwrap();
-        let (session, csrf) = store::open_session(pool, &user).await.unwrap();
-        people.push((
-            format!("{}={session}", proximites::espace::SESSION_COOKIE),
-            csrf,
-        ));
-    }
     let c = Credentials {
         operator_token,
-        editor: people.pop().unwrap(),
-        admin: people.pop().unwrap(),
+        editor: signed_in(
+            pool,
+            &w.metropole,
+            "redac@metropole.example.fr",
+            Role::Editor,
+        )
+        .await,
+        admin: signed_in(
+            pool,
+            &w.metropole,
+            "admin@metropole.example.fr",
+            Role::Admin,
+        )
+        .await,
     };
     let acts = [
         Act::Create,

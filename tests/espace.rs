@@ -10,6 +10,7 @@ use proximites::accounts::store::{self, NewOrganisation};
 use proximites::accounts::{Area, Role, Territory};
 use tower::ServiceExt;
 
+use common::accounts::{operator_signed_in, organisation, signed_in};
 use common::{database, Fixture};
 
 struct Page {
@@ -71,17 +72,13 @@ fn session_cookie(page: &Page) -> String {
 #[tokio::test]
 async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     let (dir, pool, reference) = database(true).await;
-    let organisation = store::create_organisation(
+    let organisation = organisation(
         &pool,
-        &NewOrganisation {
-            name: "Clermont Auvergne Métropole".into(),
-            kind: "epci".into(),
-            territory: Territory(vec![Area::parse("epci:246300701").unwrap()]),
-            ..NewOrganisation::default()
-        },
+        "Clermont Auvergne Métropole",
+        "epci",
+        "epci:246300701",
     )
-    .await
-    .unwrap();
+    .await;
     let secret = store::invite(&pool, &organisation.id, "redac@example.fr", Role::Editor)
         .await
         .unwrap();
@@ -466,26 +463,6 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     assert_eq!(after.status, StatusCode::SEE_OTHER);
 }
 
-/// A signed-in session of a new person of `organisation` with `role`: its cookie and CSRF token.
-async fn signed_in(
-    pool: &proximites::db::Pool,
-    organisation: &str,
-    email: &str,
-    role: Role,
-) -> (String, String) {
-    let secret = store::invite(pool, organisation, email, role)
-        .await
-        .unwrap();
-    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
-        .await
-        .unwrap();
-    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
-    (
-        format!("{}={session}", proximites::espace::SESSION_COOKIE),
-        csrf,
-    )
-}
-
 #[tokio::test]
 async fn commitments_reports_queue_and_export_pages() {
     let (dir, pool, reference) = database(false).await;
@@ -505,17 +482,7 @@ async fn commitments_reports_queue_and_export_pages() {
     )
     .await
     .unwrap();
-    let other = store::create_organisation(
-        &pool,
-        &NewOrganisation {
-            name: "Autre".into(),
-            kind: "other".into(),
-            territory: Territory(vec![Area::parse("departement:03").unwrap()]),
-            ..NewOrganisation::default()
-        },
-    )
-    .await
-    .unwrap();
+    let other = organisation(&pool, "Autre", "other", "departement:03").await;
     let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
     let (other_cookie, other_csrf) =
         signed_in(&pool, &other.id, "x@autre.example.fr", Role::Editor).await;
@@ -859,23 +826,14 @@ async fn commitments_reports_queue_and_export_pages() {
 async fn the_operator_sets_a_campaign_and_follows_its_progress() {
     use proximites::services::{history::Via, write};
     let (dir, pool, reference) = database(false).await;
-    let metropole = store::create_organisation(
+    let metropole = organisation(
         &pool,
-        &NewOrganisation {
-            name: "Clermont Auvergne Métropole".into(),
-            kind: "epci".into(),
-            territory: Territory(vec![Area::parse("epci:246300701").unwrap()]),
-            ..NewOrganisation::default()
-        },
+        "Clermont Auvergne Métropole",
+        "epci",
+        "epci:246300701",
     )
-    .await
-    .unwrap();
-    let operator_id =
-        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
-            .await
-            .unwrap();
-    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
-    let operator_cookie = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    .await;
+    let (operator_cookie, operator_csrf) = operator_signed_in(&pool).await;
     let (editor_cookie, editor_csrf) =
         signed_in(&pool, &metropole.id, "e@example.fr", Role::Editor).await;
     let f = Fixture::serve(dir, pool, reference).await;
@@ -1020,23 +978,8 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
 #[tokio::test]
 async fn organisations_are_set_from_the_pages() {
     let (dir, pool, reference) = database(false).await;
-    let riom = store::create_organisation(
-        &pool,
-        &NewOrganisation {
-            name: "Ville de Riom".into(),
-            kind: "commune".into(),
-            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
-            ..NewOrganisation::default()
-        },
-    )
-    .await
-    .unwrap();
-    let operator_id =
-        store::create_operator(&pool, "region@example.fr", "le mot de passe de la région")
-            .await
-            .unwrap();
-    let (session, operator_csrf) = store::open_session(&pool, &operator_id).await.unwrap();
-    let operator = format!("{}={session}", proximites::espace::SESSION_COOKIE);
+    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
+    let (operator, operator_csrf) = operator_signed_in(&pool).await;
     let (admin, admin_csrf) =
         signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
     let (editor, editor_csrf) = signed_in(&pool, &riom.id, "e@riom.example.fr", Role::Editor).await;

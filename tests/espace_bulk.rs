@@ -7,10 +7,10 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use proximites::accounts::store::{self, NewOrganisation};
-use proximites::accounts::{Area, Role, Territory};
+use proximites::accounts::Role;
 use tower::ServiceExt;
 
+use common::accounts::{organisation, signed_in};
 use common::{database, Fixture};
 
 const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
@@ -88,24 +88,6 @@ fn apply_action(html: &str) -> String {
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
-async fn signed_in(
-    pool: &proximites::db::Pool,
-    organisation: &str,
-    email: &str,
-) -> (String, String) {
-    let secret = store::invite(pool, organisation, email, Role::Admin)
-        .await
-        .unwrap();
-    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
-        .await
-        .unwrap();
-    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
-    (
-        format!("{}={session}", proximites::espace::SESSION_COOKIE),
-        csrf,
-    )
-}
-
 /// (source_ref, name, status) of every entry of the organisation named `source`.
 async fn entries(pool: &proximites::db::Pool, source: &str) -> Vec<(String, String, String)> {
     sqlx::query_as(
@@ -125,30 +107,11 @@ fn row(source_ref: &str, name: &str, phone: &str) -> String {
 #[tokio::test]
 async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
     let (dir, pool, reference) = database(false).await;
-    let riom = store::create_organisation(
-        &pool,
-        &NewOrganisation {
-            name: "Ville de Riom".into(),
-            kind: "commune".into(),
-            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
-            ..NewOrganisation::default()
-        },
-    )
-    .await
-    .unwrap();
-    let other = store::create_organisation(
-        &pool,
-        &NewOrganisation {
-            name: "Autre".into(),
-            kind: "other".into(),
-            territory: Territory(vec![Area::parse("commune:63300").unwrap()]),
-            ..NewOrganisation::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr").await;
-    let (other_cookie, other_csrf) = signed_in(&pool, &other.id, "x@autre.example.fr").await;
+    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
+    let other = organisation(&pool, "Autre", "other", "commune:63300").await;
+    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (other_cookie, other_csrf) =
+        signed_in(&pool, &other.id, "x@autre.example.fr", Role::Admin).await;
     let f = Fixture::serve(dir, pool, reference).await;
     let router = &f.router;
     let pool = &f.state.pool;

@@ -1,0 +1,51 @@
+//! People and organisations for the contributors' tests: created in the store, signed in.
+
+use proximites::accounts::store::{self, NewOrganisation, Organisation};
+use proximites::accounts::{Area, Role, Territory};
+use proximites::db::Pool;
+
+/// A new organisation of `kind` over one territory (`epci:…`, `commune:…`).
+pub async fn organisation(pool: &Pool, name: &str, kind: &str, territory: &str) -> Organisation {
+    store::create_organisation(
+        pool,
+        &NewOrganisation {
+            name: name.into(),
+            kind: kind.into(),
+            territory: Territory(vec![Area::parse(territory).unwrap()]),
+            ..NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn cookie(session: &str) -> String {
+    format!("{}={session}", proximites::espace::SESSION_COOKIE)
+}
+
+/// The platform operator, signed in: its session cookie and CSRF token.
+pub async fn operator_signed_in(pool: &Pool) -> (String, String) {
+    let operator =
+        store::create_operator(pool, "region@example.fr", "le mot de passe de la région")
+            .await
+            .unwrap();
+    let (session, csrf) = store::open_session(pool, &operator).await.unwrap();
+    (cookie(&session), csrf)
+}
+
+/// A new person of `organisation` with `role`, invited and signed in: cookie and CSRF token.
+pub async fn signed_in(
+    pool: &Pool,
+    organisation: &str,
+    email: &str,
+    role: Role,
+) -> (String, String) {
+    let secret = store::invite(pool, organisation, email, role)
+        .await
+        .unwrap();
+    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
+        .await
+        .unwrap();
+    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
+    (cookie(&session), csrf)
+}
