@@ -249,15 +249,16 @@ pub fn join(volumes: &[Vec<u8>], bookmarks: &[Bookmark]) -> Result<Vec<u8>> {
         if let Ok(outlines) = reference(&catalog, b"Outlines") {
             remove_outline(&mut document, outlines);
         }
+        // The structure tree's own nodes are made again for the whole guide.
+        for key in [b"ParentTree".as_slice(), b"IDTree", b"RoleMap"] {
+            if let Ok(id) = reference(&struct_root, key) {
+                document.objects.remove(&id);
+            }
+        }
         let base = match &mut base {
             Some(base) => {
-                // Only the first volume's catalog, trees, information and metadata remain.
+                // Only the first volume's catalog, page tree, information and metadata remain.
                 let mut dropped = vec![pages_id];
-                for key in [b"ParentTree".as_slice(), b"IDTree", b"RoleMap"] {
-                    if let Ok(id) = reference(&struct_root, key) {
-                        dropped.push(id);
-                    }
-                }
                 if let Ok(info) = reference(&document.trailer, b"Info") {
                     dropped.push(info);
                 }
