@@ -435,7 +435,7 @@ pub async fn directory(bench: DirectoryBench) -> anyhow::Result<String> {
         .await
         .map_err(|e| anyhow::anyhow!(crate::error::Problem::from(&e).detail))?;
         let selected_s = started.elapsed().as_secs_f64();
-        let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_| {}))
+        let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_, _| {}))
             .await?
             .map_err(|e| anyhow::anyhow!(crate::error::Problem::from(&e).detail))?;
         let total_s = started.elapsed().as_secs_f64();

@@ -333,7 +333,7 @@ async fn directory_command(
     let prepared = jobs::prepare(pool, reference, hours, choices, &public_url, key)
         .await
         .map_err(detail)?;
-    let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_| {}))
+    let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_, _| {}))
         .await?
         .map_err(detail)?;
     directory::write_atomically(&args.output, &output.pdf)?;

@@ -131,9 +131,11 @@ impl Stage {
     }
 }
 
-/// Renders a prepared guide: CPU work, to be run off the async threads.
-pub fn render(prepared: &Prepared, stage: &dyn Fn(Stage)) -> Result<Output> {
+/// Renders a prepared guide: CPU work, to be run off the async threads. `report` hears each
+/// stage with the progress made (the layout's share moves volume by volume).
+pub fn render(prepared: &Prepared, report: &dyn Fn(Stage, f32)) -> Result<Output> {
     let started = Instant::now();
+    let stage = |stage: Stage| report(stage, stage.progress());
     stage(Stage::Composing);
     let sources = Sources {
         taxonomy: &prepared.reference.taxonomy,
@@ -150,8 +152,14 @@ pub fn render(prepared: &Prepared, stage: &dyn Fn(Stage)) -> Result<Output> {
         "guide composed"
     );
     stage(Stage::LayingOut);
-    let pdf =
-        render::pdf(&guide, prepared.choices.logo.as_ref(), &prepared.key).map_err(render_error)?;
+    let (from, to) = (Stage::LayingOut.progress(), Stage::Writing.progress());
+    let pdf = render::pdf(
+        &guide,
+        prepared.choices.logo.as_ref(),
+        &prepared.key,
+        &|done| report(Stage::LayingOut, from + (to - from) * done),
+    )
+    .map_err(render_error)?;
     stage(Stage::Writing);
     Ok(Output {
         pdf: pdf.bytes,
@@ -206,6 +214,8 @@ pub struct JobStatus {
 struct Job {
     key: String,
     stage: Stage,
+    /// From 0 to 1: the stage's share, and within the layout the volumes done.
+    progress: f32,
     output: Option<Arc<Output>>,
     error: Option<Arc<Error>>,
 }
@@ -239,11 +249,12 @@ impl Directories {
                 let worker_state = state.clone();
                 let job_id = id.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    let set_stage = |stage: Stage| {
+                    let set_stage = |stage: Stage, progress: f32| {
                         let mut inner = worker_state.lock().unwrap_or_else(PoisonError::into_inner);
                         inner.queue.retain(|queued| queued != &job_id);
                         if let Some(job) = inner.jobs.get_mut(&job_id) {
                             job.stage = stage;
+                            job.progress = progress;
                         }
                     };
                     render(&prepared, &set_stage)
@@ -261,6 +272,7 @@ impl Directories {
                         Ok(output) => {
                             tracing::info!(job = %id, pages = output.pages, entries = output.entries, ms = output.millis, "guide rendered");
                             job.stage = Stage::Done;
+                            job.progress = 1.0;
                             job.output = Some(Arc::new(output));
                         }
                         Err(error) => {
@@ -268,6 +280,7 @@ impl Directories {
                                 tracing::error!(job = %id, error = ?error, "guide failed");
                             }
                             job.stage = Stage::Failed;
+                            job.progress = 1.0;
                             job.error = Some(Arc::new(error));
                         }
                     }
@@ -307,6 +320,7 @@ impl Directories {
             Job {
                 key: prepared.key.clone(),
                 stage: Stage::Queued,
+                progress: Stage::Queued.progress(),
                 output: None,
                 error: None,
             },
@@ -355,7 +369,7 @@ fn status(inner: &Inner, id: &str, job: &Job, cached: bool) -> JobStatus {
     JobStatus {
         id: id.to_owned(),
         stage: job.stage,
-        progress: job.stage.progress(),
+        progress: job.progress,
         queue_position: inner.queue.iter().position(|q| q == id).unwrap_or(0),
         pages: output.map(|o| o.pages),
         entries: output.map(|o| o.entries),

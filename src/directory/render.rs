@@ -152,12 +152,8 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-fn world(
-    volume: &Volume<'_>,
-    guide: &Guide,
-    logo: Option<&Logo>,
-    qr: &Bytes,
-) -> Result<GuideWorld, RenderError> {
+fn world(volume: &Volume<'_>, logo: Option<&Logo>, qr: &Bytes) -> Result<GuideWorld, RenderError> {
+    let guide = volume.guide;
     let data = serde_json::to_vec(volume).map_err(|e| RenderError::Layout(e.to_string()))?;
     // A layout being worked on can be tried without rebuilding the binary.
     let template = match std::env::var_os("PROXIMITES_GUIDE_TEMPLATE") {
@@ -525,7 +521,7 @@ fn volume(
     targets: &[usize],
     found: &mut Found,
 ) -> Result<Written, RenderError> {
-    let world = world(volume, volume.guide, logo, qr)?;
+    let world = world(volume, logo, qr)?;
     let document = compile(&world);
     // Typst memoizes every layout step for the next compilation, which a guide never reuses:
     // gigabytes for a large guide, released before the PDF is written.
@@ -549,22 +545,29 @@ fn volume(
 ///
 /// With `PROXIMITES_TYPST_TIMING=FILE`, Typst's timing events (each layout iteration, the PDF
 /// export…) are written to FILE as Chrome trace JSON.
-pub fn pdf(guide: &Guide, logo: Option<&Logo>, ident: &str) -> Result<Pdf, RenderError> {
+pub fn pdf(
+    guide: &Guide,
+    logo: Option<&Logo>,
+    ident: &str,
+    progress: &dyn Fn(f32),
+) -> Result<Pdf, RenderError> {
     // Fewer entries a volume use less memory and join more volumes (the tests use 4).
     let per_volume = std::env::var("PROXIMITES_GUIDE_VOLUME_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n: &usize| n > 0)
         .unwrap_or(VOLUME_ENTRIES);
-    pdf_in_volumes(guide, logo, ident, per_volume)
+    pdf_in_volumes(guide, logo, ident, per_volume, progress)
 }
 
-/// [`pdf`] with body volumes of `per_volume` entries.
-pub fn pdf_in_volumes(
+/// [`pdf`] with body volumes of `per_volume` entries; `progress` hears the share of the volumes
+/// laid out, from 0 to 1.
+fn pdf_in_volumes(
     guide: &Guide,
     logo: Option<&Logo>,
     ident: &str,
     per_volume: usize,
+    progress: &dyn Fn(f32),
 ) -> Result<Pdf, RenderError> {
     let started = std::time::Instant::now();
     let timing = std::env::var_os("PROXIMITES_TYPST_TIMING");
@@ -630,7 +633,10 @@ pub fn pdf_in_volumes(
         };
         let mut bodies = Vec::new();
         let mut next_page = front_pages + 1;
-        for plan in plan_body(guide, per_volume) {
+        let plans = plan_body(guide, per_volume);
+        // The front twice, the body volumes, the back.
+        let steps = (plans.len() + 3) as f32;
+        for (done, plan) in plans.into_iter().enumerate() {
             let mut body = Volume::new(guide, Part::Body, next_page);
             body.running_head = plan.running_head.clone();
             body.blocks = plan
@@ -655,6 +661,7 @@ pub fn pdf_in_volumes(
             );
             next_page += written.pages;
             bodies.push(written);
+            progress((done + 2) as f32 / steps);
         }
 
         // The indexes, every page now known.
@@ -722,6 +729,7 @@ pub fn pdf_in_volumes(
             &back_targets,
             &mut found,
         )?;
+        progress((steps - 1.0) / steps);
         Ok((bodies, back, found, next_page))
     };
     let mut attempts = 0;
@@ -869,7 +877,7 @@ fn write_pdf(
 pub fn cover_svg(guide: &Guide, logo: Option<&Logo>) -> Result<String, RenderError> {
     let mut front = Volume::new(guide, Part::Front, 1);
     front.cover_only = true;
-    let world = world(&front, guide, logo, &Bytes::new(Vec::new()))?;
+    let world = world(&front, logo, &Bytes::new(Vec::new()))?;
     let document = compile(&world)?;
     let page = document
         .pages()
