@@ -1219,3 +1219,41 @@ async fn the_contributors_routes_are_in_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_organisation_name_is_taken_once() {
+    use proximites::error::Error;
+    let (_dir, pool, _) = database(false).await;
+    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
+    let volvic = organisation(&pool, "Ville de Volvic", "commune", "commune:63470").await;
+    let named = |name: &str| NewOrganisation {
+        name: name.into(),
+        kind: "commune".into(),
+        territory: Territory(vec![Area::parse("commune:63470").unwrap()]),
+        ..NewOrganisation::default()
+    };
+    let taken = |result: proximites::error::Result<_>| {
+        matches!(
+            result,
+            Err(Error::Conflict {
+                code: "organisation_exists",
+                ..
+            })
+        )
+    };
+    // Created or renamed onto a name in use (spaces around it aside): a conflict.
+    assert!(taken(
+        store::create_organisation(&pool, &named(" Ville de Riom ")).await
+    ));
+    assert!(taken(
+        store::update_organisation(&pool, &volvic.id, &named("Ville de Riom")).await
+    ));
+    // A free name is written and read back; the other organisation is untouched.
+    let renamed = store::update_organisation(&pool, &volvic.id, &named("Commune de Volvic"))
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Commune de Volvic");
+    assert_eq!(renamed.created_at, volvic.created_at);
+    let riom_now = store::organisation(&pool, &riom.id).await.unwrap().unwrap();
+    assert_eq!(riom_now.name, "Ville de Riom");
+}

@@ -167,26 +167,45 @@ pub async fn update_organisation(
     id: &str,
     new: &NewOrganisation,
 ) -> Result<Organisation> {
-    new.check()?;
-    let updated = sqlx::query(
+    write_organisation(
+        pool,
         "UPDATE organisations SET name = $2, kind = $3, siren = $4, territory = $5,
          typologies = $6, referent_name = $7, referent_email = $8, referent_phone = $9,
          convention_start = $10, convention_end = $11 WHERE id = $1",
+        id,
+        new,
+        None,
     )
-    .bind(id)
-    .bind(new.name.trim())
-    .bind(&new.kind)
-    .bind(&new.siren)
-    .bind(new.territory.to_json())
-    .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
-    .bind(&new.referent_name)
-    .bind(new.referent_email.as_deref().map(str::to_lowercase))
-    .bind(&new.referent_phone)
-    .bind(new.convention_start)
-    .bind(new.convention_end)
-    .execute(pool)
-    .await;
-    match updated {
+    .await
+}
+
+/// Writes the settings of `new` under `id` with `statement`, which binds the id as $1, the
+/// settings as $2 to $11 and, for a new organisation, its creation time as $12; then reads
+/// the organisation back. A name already taken is a conflict.
+async fn write_organisation(
+    pool: &Pool,
+    statement: &str,
+    id: &str,
+    new: &NewOrganisation,
+    created_at: Option<chrono::DateTime<Utc>>,
+) -> Result<Organisation> {
+    new.check()?;
+    let mut query = sqlx::query(statement)
+        .bind(id)
+        .bind(new.name.trim())
+        .bind(&new.kind)
+        .bind(&new.siren)
+        .bind(new.territory.to_json())
+        .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+        .bind(&new.referent_name)
+        .bind(new.referent_email.as_deref().map(str::to_lowercase))
+        .bind(&new.referent_phone)
+        .bind(new.convention_start)
+        .bind(new.convention_end);
+    if let Some(created_at) = created_at {
+        query = query.bind(created_at);
+    }
+    match query.execute(pool).await {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
             code: "organisation_exists",
             detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
@@ -228,39 +247,17 @@ pub async fn update_referent(
 }
 
 pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<Organisation> {
-    new.check()?;
     let id = format!("org-{}", ServiceId::generate());
-    let inserted = sqlx::query(
-        "INSERT INTO organisations (id, name, kind, siren, created_at, territory, typologies,
-         referent_name, referent_email, referent_phone, convention_start, convention_end)
+    write_organisation(
+        pool,
+        "INSERT INTO organisations (id, name, kind, siren, territory, typologies, referent_name,
+         referent_email, referent_phone, convention_start, convention_end, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &id,
+        new,
+        Some(Utc::now()),
     )
-    .bind(&id)
-    .bind(new.name.trim())
-    .bind(&new.kind)
-    .bind(&new.siren)
-    .bind(Utc::now())
-    .bind(new.territory.to_json())
-    .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
-    .bind(&new.referent_name)
-    .bind(new.referent_email.as_deref().map(str::to_lowercase))
-    .bind(&new.referent_phone)
-    .bind(new.convention_start)
-    .bind(new.convention_end)
-    .execute(pool)
-    .await;
-    match inserted {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
-            code: "organisation_exists",
-            detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
-        }),
-        other => {
-            other?;
-            organisation(pool, &id)
-                .await?
-                .ok_or_else(|| Error::not_found("organisation", &id))
-        }
-    }
+    .await
 }
 
 pub async fn organisation(pool: &Pool, id: &str) -> Result<Option<Organisation>> {
