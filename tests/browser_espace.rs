@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::binary::{command, database_url, spawn_server};
+use common::binary::{browser_script, command, database_url, spawn_server};
 
 fn admin(dir: &std::path::Path, db: &std::path::Path, args: &[&str]) -> String {
     let output = command(dir)
@@ -24,11 +22,6 @@ fn admin(dir: &std::path::Path, db: &std::path::Path, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn contributor_pages_in_chromium() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: `apt-get install chromium` (.ci/run does it)"
-    );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("espace.db");
     let organisation = admin(
@@ -63,28 +56,5 @@ async fn contributor_pages_in_chromium() {
         .expect("the default public URL")
         .to_owned();
     let server = spawn_server(dir.path(), Some(&db), true).await;
-    let frontend = concat!(env!("CARGO_MANIFEST_DIR"), "/frontend");
-    let output = tokio::task::spawn_blocking({
-        let base = server.base.clone();
-        move || {
-            Command::new("node")
-                .arg("tests/espace.mjs")
-                .arg(base)
-                .arg(path)
-                .env("CHROMIUM", chromium)
-                .current_dir(frontend)
-                .output()
-                .expect("run node")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "browser tests failed:\n{stdout}\n{stderr}\n--- server log ---\n{}",
-        server.log()
-    );
+    browser_script(&server, "espace.mjs", &[path]).await;
 }

@@ -187,3 +187,33 @@ pub async fn spawn_server_with(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the browser test `frontend/tests/{script}` with node against `server`, with `args`
+/// after its address, in Debian's Chromium (`CHROMIUM`, else `/usr/bin/chromium`); fails with
+/// what it printed and the server's log.
+pub async fn browser_script(server: &Server, script: &str, args: &[String]) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: `apt-get install chromium` (.ci/run does it)"
+    );
+    let frontend = concat!(env!("CARGO_MANIFEST_DIR"), "/frontend");
+    let mut command = Command::new("node");
+    command
+        .arg(format!("tests/{script}"))
+        .arg(&server.base)
+        .args(args)
+        .env("CHROMIUM", chromium)
+        .current_dir(frontend);
+    let output = tokio::task::spawn_blocking(move || command.output().expect("run node"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser tests failed:\n{stdout}\n{stderr}\n--- server log ---\n{}",
+        server.log()
+    );
+}
