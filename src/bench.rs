@@ -53,6 +53,41 @@ async fn import_all(
     Ok(())
 }
 
+/// The database at `database` (or a new one in `dir`) holding `rows` generated entries: reused
+/// when it holds them already, filled from `csv` or from entries generated with `seed` when it
+/// is empty, refused when it holds another count. Also gives its address.
+async fn generated_database(
+    dir: &std::path::Path,
+    database: Option<PathBuf>,
+    rows: u64,
+    seed: u64,
+    csv: Option<PathBuf>,
+) -> anyhow::Result<(db::Pool, import::Reference, String)> {
+    let database = database.unwrap_or_else(|| dir.join("bench.db"));
+    let url = database.to_str().unwrap_or("bench.db").to_owned();
+    let pool = db::connect(&url).await?;
+    let reference = boot::prepare(&pool, false).await?;
+    let published = crate::services::store::published_count(&pool).await?;
+    if published != rows {
+        anyhow::ensure!(
+            published == 0,
+            "{} holds {published} entries, not {rows}: give another --database",
+            database.display(),
+        );
+        let file = match csv {
+            Some(file) => file,
+            None => {
+                let file = dir.join("entries.csv");
+                generate(&file, rows, seed).await?;
+                file
+            }
+        };
+        import_all(&pool, &reference, file, rows).await?;
+        db::checkpoint(&pool).await?;
+    }
+    Ok((pool, reference, url))
+}
+
 /// The process's anonymous resident memory: what it owns, without the pages of the database file
 /// SQLite maps (the OS page cache, shared and given back under pressure).
 fn resident_bytes() -> u64 {
@@ -128,32 +163,14 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     use crate::search::hours::HoursEvaluator;
 
     let dir = tempfile::tempdir()?;
-    let database = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("bench.db"));
-    let url = database.to_str().unwrap_or("bench.db").to_owned();
-    let pool = db::connect(&url).await?;
-    let reference = boot::prepare(&pool, false).await?;
-    let published = crate::services::store::published_count(&pool).await?;
-    if published != bench.rows {
-        anyhow::ensure!(
-            published == 0,
-            "{} holds {published} entries, not {}: give another --database",
-            database.display(),
-            bench.rows
-        );
-        let file = match &bench.csv {
-            Some(file) => file.clone(),
-            None => {
-                let file = dir.path().join("entries.csv");
-                generate(&file, bench.rows, bench.seed).await?;
-                file
-            }
-        };
-        import_all(&pool, &reference, file, bench.rows).await?;
-        db::checkpoint(&pool).await?;
-    }
+    let (pool, reference, url) = generated_database(
+        dir.path(),
+        bench.database.clone(),
+        bench.rows,
+        bench.seed,
+        bench.csv.clone(),
+    )
+    .await?;
 
     let before = resident_bytes();
     let started = Instant::now();
@@ -496,26 +513,14 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
     use crate::export::{store, Licence, Selection};
 
     let dir = tempfile::tempdir()?;
-    let database = bench
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("bench.db"));
-    let url = database.to_str().unwrap_or("bench.db").to_owned();
-    let pool = db::connect(&url).await?;
-    let reference = boot::prepare(&pool, false).await?;
-    let published = crate::services::store::published_count(&pool).await?;
-    if published != bench.rows as u64 {
-        anyhow::ensure!(
-            published == 0,
-            "{} holds {published} entries, not {}: give another --database",
-            database.display(),
-            bench.rows
-        );
-        let file = dir.path().join("entries.csv");
-        generate(&file, bench.rows as u64, bench.seed).await?;
-        import_all(&pool, &reference, file, bench.rows as u64).await?;
-        db::checkpoint(&pool).await?;
-    }
+    let (pool, reference, url) = generated_database(
+        dir.path(),
+        bench.database.clone(),
+        bench.rows as u64,
+        bench.seed,
+        None,
+    )
+    .await?;
     let mut report = vec![format!(
         "export bench: {} entries (seed {}), {} cores",
         bench.rows,
