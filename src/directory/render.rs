@@ -16,7 +16,7 @@ use typst::utils::PicoStr;
 use typst::{Library, LibraryExt, World};
 use typst_layout::PagedDocument;
 
-use super::content::{Block, Guide};
+use super::content::{Block, Guide, IndexLine};
 use super::{join, Logo};
 
 /// The layout, compiled into the binary.
@@ -26,6 +26,10 @@ const TEMPLATE: &str = include_str!("guide.typ");
 /// an entry with the passes' caches), so this bounds a guide's memory whatever its size. The
 /// 20,000-entry benchmark fits in 1 GB with it; a smaller guide is one volume.
 pub const VOLUME_ENTRIES: usize = 2_500;
+
+/// How many lines of the alphabetical index a volume holds, per entry of a body volume: an
+/// index line is about a quarter of an entry's weight in layout.
+const INDEX_LINES_PER_ENTRY: usize = 4;
 
 /// Sans-serif fonts read from the system when present (Debian's `fonts-dejavu-core`): large,
 /// open letters for readers with poor sight. Without them the embedded Libertinus Serif of
@@ -248,6 +252,9 @@ pub struct Pdf {
 enum Part {
     Front,
     Body,
+    /// A part of the alphabetical index, before the back.
+    Index,
+    /// The end of the alphabetical index, the index by commune, notes and back cover.
     Back,
 }
 
@@ -308,6 +315,8 @@ struct Volume<'a> {
     /// How many digits the guide's last page number can have: the contents' and index's
     /// number boxes are that wide, so a line's height never depends on its number.
     page_digits: usize,
+    /// Whether this index or back volume opens the alphabetical index.
+    index_first: bool,
     targets: FixedTargets,
     toc: Vec<TocLine>,
     blocks: Vec<&'a Block>,
@@ -324,6 +333,7 @@ impl<'a> Volume<'a> {
             first_page,
             running_head: None,
             page_digits: page_digits(guide),
+            index_first: true,
             targets: fixed_targets(guide),
             toc: Vec::new(),
             blocks: Vec::new(),
@@ -562,8 +572,8 @@ pub fn pdf(
 
 /// [`pdf`] with body volumes of `per_volume` entries; `progress` hears the share of the volumes
 /// laid out, from 0 to 1.
-fn pdf_in_volumes(
-    guide: &Guide,
+fn pdf_in_volumes<'a>(
+    guide: &'a Guide,
     logo: Option<&Logo>,
     ident: &str,
     per_volume: usize,
@@ -625,17 +635,24 @@ fn pdf_in_volumes(
         &mut in_front,
     )?
     .pages;
-    let rest = |front_pages: usize| -> Result<(Vec<Written>, Written, Found, usize), RenderError> {
+    // Everything after the front: the body volumes, the index volumes, the back.
+    let rest = |front_pages: usize| -> Result<(Vec<Written>, Found, usize), RenderError> {
         // The useful numbers are in the front, where the first layout found them.
         let mut found = Found {
             targets: in_front.targets.clone(),
             entries: FxHashMap::default(),
         };
-        let mut bodies = Vec::new();
+        let mut volumes = Vec::new();
         let mut next_page = front_pages + 1;
         let plans = plan_body(guide, per_volume);
-        // The front twice, the body volumes, the back.
-        let steps = (plans.len() + 3) as f32;
+        let bodies_count = plans.len();
+        let index_parts = guide
+            .index_names
+            .len()
+            .div_ceil((per_volume * INDEX_LINES_PER_ENTRY).max(1))
+            .max(1);
+        // The front twice, the body volumes, the index volumes with the back.
+        let steps = (bodies_count + 2 + index_parts) as f32;
         for (done, plan) in plans.into_iter().enumerate() {
             let mut body = Volume::new(guide, Part::Body, next_page);
             body.running_head = plan.running_head.clone();
@@ -660,7 +677,7 @@ fn pdf_in_volumes(
                 "guide volume laid out"
             );
             next_page += written.pages;
-            bodies.push(written);
+            volumes.push(written);
             progress((done + 2) as f32 / steps);
         }
 
@@ -681,68 +698,77 @@ fn pdf_in_volumes(
                 }
             }
         }
-        let mut back = Volume::new(guide, Part::Back, next_page);
-        back.index_names = guide
-            .index_names
-            .iter()
-            .map(|line| IndexRow {
-                letter: &line.letter,
-                term: &line.term,
-                detail: line.detail.as_deref(),
-                page: line.id.as_ref().map(|id| {
-                    found
-                        .entries
-                        .get(id)
-                        .map_or(String::new(), usize::to_string)
-                }),
-                typology_label: line.typology_label.as_deref(),
-                pages: line.typology.as_ref().map(|code| {
-                    page_runs(
-                        &mut typology_pages
-                            .get(code.as_str())
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
-                }),
-            })
-            .collect();
-        back.index_communes = guide
-            .index_communes
-            .iter()
-            .map(|c| CommuneRow {
-                name: &c.name,
-                pages: page_runs(
-                    &mut commune_pages
-                        .get(c.code.as_str())
+        // The alphabetical index in volumes too, the last one with the rest of the back.
+        let entry_pages = std::mem::take(&mut found.entries);
+        let index_row = |line: &'a IndexLine| IndexRow {
+            letter: &line.letter,
+            term: &line.term,
+            detail: line.detail.as_deref(),
+            page: line
+                .id
+                .as_ref()
+                .map(|id| entry_pages.get(id).map_or(String::new(), usize::to_string)),
+            typology_label: line.typology_label.as_deref(),
+            pages: line.typology.as_ref().map(|code| {
+                page_runs(
+                    &mut typology_pages
+                        .get(code.as_str())
                         .cloned()
                         .unwrap_or_default(),
-                ),
-            })
-            .collect();
-        let back_targets = [fixed.index, fixed.names, fixed.communes];
-        let back = volume(
-            &back,
-            logo,
-            &no_codes,
-            ident,
-            true,
-            &back_targets,
-            &mut found,
-        )?;
-        progress((steps - 1.0) / steps);
-        Ok((bodies, back, found, next_page))
+                )
+            }),
+        };
+        let lines = guide.index_names.len();
+        let per_index = (per_volume * INDEX_LINES_PER_ENTRY).max(1);
+        let parts = lines.div_ceil(per_index).max(1);
+        for part in 0..parts {
+            let last = part + 1 == parts;
+            let mut index = Volume::new(
+                guide,
+                if last { Part::Back } else { Part::Index },
+                next_page,
+            );
+            index.index_first = part == 0;
+            if part > 0 {
+                index.running_head = Some(guide.texts.index.to_owned());
+            }
+            let range = part * per_index..((part + 1) * per_index).min(lines);
+            index.index_names = guide.index_names[range].iter().map(index_row).collect();
+            let mut targets = Vec::new();
+            if part == 0 {
+                targets.extend([fixed.index, fixed.names]);
+            }
+            if last {
+                targets.push(fixed.communes);
+                index.index_communes = guide
+                    .index_communes
+                    .iter()
+                    .map(|c| CommuneRow {
+                        name: &c.name,
+                        pages: page_runs(
+                            &mut commune_pages
+                                .get(c.code.as_str())
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
+                    })
+                    .collect();
+            }
+            let written = volume(&index, logo, &no_codes, ident, true, &targets, &mut found)?;
+            next_page += written.pages;
+            volumes.push(written);
+            progress((bodies_count + 2 + part) as f32 / steps);
+        }
+        Ok((volumes, found, next_page))
     };
     let mut attempts = 0;
-    let (bodies, back, front, next_page, refused) = loop {
-        let (bodies, back, mut found, next_page) = rest(front_pages)?;
+    let (rest, front, next_page, refused) = loop {
+        let (rest, mut found, next_page) = rest(front_pages)?;
         // The front again with its page numbers, claiming PDF/UA only if every volume holds it.
-        let refused = bodies
-            .iter()
-            .chain([&back])
-            .find_map(|w| match &w.conformance {
-                Conformance::Tagged { ua_refused } => Some(ua_refused.clone()),
-                Conformance::PdfUa1 => None,
-            });
+        let refused = rest.iter().find_map(|w| match &w.conformance {
+            Conformance::Tagged { ua_refused } => Some(ua_refused.clone()),
+            Conformance::PdfUa1 => None,
+        });
         let front = volume(
             &front(Some(&found)),
             logo,
@@ -753,7 +779,7 @@ fn pdf_in_volumes(
             &mut found,
         )?;
         if front.pages == front_pages {
-            break (bodies, back, front, next_page, refused);
+            break (rest, front, next_page, refused);
         }
         attempts += 1;
         if attempts == 3 {
@@ -775,9 +801,8 @@ fn pdf_in_volumes(
     };
     let bookmarks: Vec<join::Bookmark> = toc_bookmarks(guide, fixed);
     let mut volumes = vec![front.pdf];
-    volumes.extend(bodies.into_iter().map(|w| w.pdf));
-    volumes.push(back.pdf);
-    let pages = next_page - 1 + back.pages;
+    volumes.extend(rest.into_iter().map(|w| w.pdf));
+    let pages = next_page - 1;
     let bytes = join::join(&volumes, &bookmarks).map_err(RenderError::Layout)?;
     tracing::debug!(
         pages,
