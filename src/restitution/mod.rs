@@ -242,26 +242,13 @@ pub async fn withdraw_organisation(
         let current = crate::services::store::get_in(&mut tx, service_id)
             .await?
             .ok_or_else(|| Error::not_found("fiche", service_id.as_str()))?;
-        let previous = history::Version::of_service(&current);
-        let mut next = previous.clone();
-        next.status = Status::Withdrawn;
-        sqlx::query("UPDATE services SET status = 'withdrawn', updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(service_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        history::record(
+        set_status(
             &mut tx,
-            history::Record {
-                service_id,
-                at: now,
-                actor_kind,
-                actor_id,
-                via: history::Via::Api,
-                action: "withdrawn",
-                previous: Some(&previous),
-                next: &next,
-            },
+            &current,
+            Status::Withdrawn,
+            "withdrawn",
+            actor,
+            now,
         )
         .await?;
     }
@@ -316,7 +303,6 @@ pub async fn undo_withdrawal(
     let listed: Vec<String> = serde_json::from_str(&entries).map_err(anyhow::Error::from)?;
     let ids: Vec<ServiceId> = listed.iter().filter_map(|i| ServiceId::parse(i)).collect();
     let now = Utc::now();
-    let (actor_kind, actor_id) = actor.history_ref();
     let mut restored = Vec::new();
     for service_id in &ids {
         let Some(current) = crate::services::store::get_in(&mut tx, service_id).await? else {
@@ -325,28 +311,7 @@ pub async fn undo_withdrawal(
         if current.status != Status::Withdrawn {
             continue;
         }
-        let previous = history::Version::of_service(&current);
-        let mut next = previous.clone();
-        next.status = Status::Published;
-        sqlx::query("UPDATE services SET status = 'published', updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(service_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        history::record(
-            &mut tx,
-            history::Record {
-                service_id,
-                at: now,
-                actor_kind,
-                actor_id,
-                via: history::Via::Api,
-                action: "restored",
-                previous: Some(&previous),
-                next: &next,
-            },
-        )
-        .await?;
+        set_status(&mut tx, &current, Status::Published, "restored", actor, now).await?;
         restored.push(service_id.clone());
     }
     sqlx::query("UPDATE organisation_withdrawals SET undone_at = $1 WHERE id = $2")
@@ -396,4 +361,41 @@ async fn undo(
     Path(operation): Path<String>,
 ) -> Result<Json<Withdrawal>> {
     Ok(Json(undo_withdrawal(&state, &actor, &operation).await?))
+}
+
+/// Gives an entry `status` as one recorded change (`action` in its history, made through the
+/// API by `actor`): the withdrawal and its undoing differ only in these.
+async fn set_status(
+    conn: &mut sqlx::SqliteConnection,
+    current: &Service,
+    status: Status,
+    action: &'static str,
+    actor: &Actor,
+    now: chrono::DateTime<Utc>,
+) -> Result<()> {
+    let previous = history::Version::of_service(current);
+    let mut next = previous.clone();
+    next.status = status;
+    sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(status.as_str())
+        .bind(now)
+        .bind(current.id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let (actor_kind, actor_id) = actor.history_ref();
+    history::record(
+        conn,
+        history::Record {
+            service_id: &current.id,
+            at: now,
+            actor_kind,
+            actor_id,
+            via: history::Via::Api,
+            action,
+            previous: Some(&previous),
+            next: &next,
+        },
+    )
+    .await?;
+    Ok(())
 }
