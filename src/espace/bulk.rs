@@ -58,15 +58,7 @@ async fn form(state: &AppState, session: &Session, errors: &[FieldError]) -> Res
         form method="post" action="/espace/import" enctype="multipart/form-data" novalidate {
             input type="hidden" name="csrf" value=(session.csrf);
             @if !organisations.is_empty() {
-                p {
-                    label for="organisation" { "Organisation" }
-                    select #organisation name="organisation" required
-                        aria-invalid=[error_of("organisation").map(|_| "true")]
-                        aria-describedby=[error_of("organisation").map(|_| "organisation-erreur")] {
-                        @for (id, name) in &organisations { option value=(id) { (name) } }
-                    }
-                    @if let Some(m) = error_of("organisation") { span.error #organisation-erreur { (m) } }
-                }
+                (super::organisation_select(&organisations, error_of("organisation").as_deref()))
             }
             p {
                 label for="fichier" { "Fichier (CSV ou GeoJSON)" }

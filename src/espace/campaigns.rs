@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, Utc};
 use maud::html;
 
-use super::{check_csrf, form_fields, page, require};
+use super::{page, require};
 use crate::accounts::Role;
 use crate::app::AppState;
 use crate::db::Pool;
@@ -248,29 +248,16 @@ pub async fn create_campaign(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match require(&state, &headers).await {
-        Ok(session) => session,
+    let (session, form) = match super::signed_form(&state, &headers, &body, None).await {
+        Ok(signed) => signed,
         Err(response) => return response,
     };
-    let form = form_fields(&body);
-    let allowed = check_csrf(&session, &form).and_then(|()| {
-        crate::accounts::can(
-            &session.actor,
-            crate::accounts::Action::ManageCampaigns,
-            crate::accounts::Target::Platform,
-        )
-    });
-    if let Err(error) = allowed {
-        let detail = crate::error::Problem::from(&error).detail;
-        return (
-            error.status(),
-            page(
-                "Action impossible",
-                Some(&session),
-                html! { p role="alert" { (detail) } },
-            ),
-        )
-            .into_response();
+    if let Err(error) = crate::accounts::can(
+        &session.actor,
+        crate::accounts::Action::ManageCampaigns,
+        crate::accounts::Target::Platform,
+    ) {
+        return super::refused_page(error, Some(&session), None);
     }
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
     match create(

@@ -267,6 +267,21 @@ pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
+/// The « Organisation » choice of the operator's forms, with its error message when it has one.
+pub fn organisation_select(organisations: &[(String, String)], error: Option<&str>) -> Markup {
+    html! {
+        p {
+            label for="organisation" { "Organisation" }
+            select #organisation name="organisation" required
+                aria-invalid=[error.map(|_| "true")]
+                aria-describedby=[error.map(|_| "organisation-erreur")] {
+                @for (id, name) in organisations { option value=(id) { (name) } }
+            }
+            @if let Some(m) = error { span.error #organisation-erreur { (m) } }
+        }
+    }
+}
+
 /// The frame of a contributor page: French, the session's person and the logout button.
 pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     page_with_script(title, session, None, body)

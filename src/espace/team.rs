@@ -118,15 +118,7 @@ async fn render(
                 form method="post" action="/espace/equipe" novalidate {
                     input type="hidden" name="csrf" value=(session.csrf);
                     @if session.actor.role == Role::Operator {
-                        p {
-                            label for="organisation" { "Organisation" }
-                            select #organisation name="organisation" required
-                                aria-invalid=[error_of("organisation").map(|_| "true")]
-                                aria-describedby=[error_of("organisation").map(|_| "organisation-erreur")] {
-                                @for (id, name) in &organisations { option value=(id) { (name) } }
-                            }
-                            @if let Some(m) = error_of("organisation") { span.error #organisation-erreur { (m) } }
-                        }
+                        (super::organisation_select(&organisations, error_of("organisation").as_deref()))
                     }
                     p {
                         label for="email" { "Adresse électronique" }
@@ -234,30 +226,10 @@ pub async fn invite(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let form = form_fields(&body);
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let organisation = session
-        .actor
-        .organisation_id()
-        .unwrap_or(field("organisation"))
-        .to_owned();
-    let allowed = check_csrf(&session, &form).and_then(|()| {
-        can(
-            &session.actor,
-            Action::ManageOrganisation,
-            Target::Organisation(&organisation),
-        )
-    });
-    if let Err(error) = allowed {
-        let detail = crate::error::Problem::from(&error).detail;
-        return (
-            error.status(),
-            page(
-                "Action impossible",
-                Some(&session),
-                html! { p role="alert" { (detail) } },
-            ),
-        )
-            .into_response();
-    }
+    let organisation = match managed(&session, &form) {
+        Ok(organisation) => organisation,
+        Err(error) => return refused(error, &session),
+    };
     let role = match field("role") {
         "admin" => Role::Admin,
         _ => Role::Editor,
