@@ -222,6 +222,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         organisations: u64,
     },
+    /// The live indexes on the --database-url given (benches/search.sh fills one with three
+    /// million entries): single PATCHes over HTTP under a search load, many clients confirming
+    /// entries, command-line imports while the server runs, a full text index build.
+    Live {
+        #[arg(long, default_value_t = 1_000)]
+        patches: usize,
+        #[arg(long, default_value_t = 64)]
+        confirm_clients: usize,
+        #[arg(long, default_value_t = 10_000)]
+        confirms: usize,
+        #[arg(long, default_value_t = 4)]
+        search_clients: usize,
+        #[arg(long, default_value_t = 15)]
+        baseline_seconds: u64,
+        /// Rows of each command-line import (repeat the option).
+        #[arg(long = "import", default_values_t = [1_000u64, 100_000])]
+        imports: Vec<u64>,
+        /// Skip the full text index build.
+        #[arg(long)]
+        no_text_build: bool,
+    },
     /// Time coverage on an existing database: all of France (every commune × every typology)
     /// and one département.
     Coverage {
@@ -284,6 +305,13 @@ pub struct ServeArgs {
     /// Seconds between two rounds of the outbox (campaign e-mails due, messages to send).
     #[arg(long, env = "PROXIMITES_MAIL_INTERVAL", default_value_t = 60)]
     pub mail_interval: u64,
+
+    /// Seconds a committed change may take to reach the caches of whole-directory products
+    /// (GIS files, OGC counts, coverage, published counts, printed guides), so that a stream
+    /// of small writes does not rebuild them after each one. Searches, entries and pages show
+    /// a change at once. 0: rebuilt after every change.
+    #[arg(long, env = "PROXIMITES_CACHE_STALENESS", default_value_t = 30)]
+    pub cache_staleness: u64,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

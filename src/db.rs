@@ -55,8 +55,6 @@ pub async fn checkpoint(pool: &Pool) -> Result<()> {
     Ok(())
 }
 
-/// Facts: `data_version` changes with every committed write to the directory (caches key on it);
-/// `demo_loaded` marks a database that received the demo once.
 /// The directory of the derived on-disk indexes of the database at `url`: `PATH.text` beside
 /// the SQLite file `PATH`.
 pub fn text_index_dir(url: &str) -> std::path::PathBuf {
@@ -68,6 +66,8 @@ pub fn text_index_dir(url: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{path}.text"))
 }
 
+/// Facts: `demo_loaded` marks a database that received the demo once, `form_secret` signs
+/// forms, `log_pruned_through` is the last change-log row pruned.
 pub async fn fact(pool: &Pool, key: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
         .bind(key)
@@ -100,8 +100,22 @@ pub async fn fact_in(conn: &mut sqlx::SqliteConnection, key: &str) -> Result<Opt
     Ok(row.map(|(v,)| v))
 }
 
-/// A new data version: the moment of the write, to the nanosecond, so that two writes in the
-/// same second still tell apart.
-pub fn new_data_version() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+/// The last sequence number of the change log (0 before any write): the data version. Every
+/// committed write to entries moves it (the log's triggers), so caches key on it.
+pub async fn log_head<'e, E>(executor: E) -> Result<i64>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    let (head,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM change_log")
+        .fetch_one(executor)
+        .await?;
+    Ok(head.unwrap_or(0))
+}
+
+/// The data version as the caches key on it: the change log's head, as text.
+pub async fn data_version<'e, E>(executor: E) -> Result<Option<String>>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    Ok(Some(log_head(executor).await?.to_string()))
 }

@@ -21,6 +21,7 @@ pub mod restitution;
 pub mod search;
 pub mod services;
 pub mod spatial;
+pub mod state;
 pub mod synth;
 pub mod taxonomy;
 pub mod territory;

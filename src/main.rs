@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use proximites::cli::{BenchCommand, Cli, Command, CoverageFormat, TerritoryCommand};
 use proximites::import::{self, ImportOptions, Input};
-use proximites::{app, bench, boot, coverage, db, search, services, synth, territory};
+use proximites::{app, bench, boot, coverage, db, search, synth, territory};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,6 +36,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             let text_dir = db::text_index_dir(&cli.database_url);
             let mut state = app::AppState::build(pool, reference, &text_dir).await?;
+            state
+                .live
+                .set_cache_staleness(std::time::Duration::from_secs(args.cache_staleness));
             state.layers = std::sync::Arc::new(proximites::export::Layers::new(
                 text_dir.with_extension("exports"),
                 args.licence.licence(),
@@ -99,13 +102,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Folds the write-ahead log into the database file: the next start reads one
                 // file rather than replaying a log as large as the import.
                 db::checkpoint(&pool).await?;
-                // The text index on disk follows every committed import; should it fail (a
-                // server writing it at that moment), the server's own refresh or
-                // `check --repair` brings it up to date: the import itself stands.
-                let text_dir = db::text_index_dir(&cli.database_url);
-                if let Err(error) = update_text_index(&pool, &reference, &text_dir).await {
-                    eprintln!("avertissement / warning: index texte non mis à jour / text index not updated: {error:#}");
-                }
+                // The indexes follow the change log the import wrote: a running server applies
+                // it within a second, otherwise the next `serve` does.
+                println!(
+                    "journal des changements à la ligne / change log at row {} : un serveur en marche l'applique, sinon le prochain démarrage / a running server applies it, else the next start",
+                    db::log_head(&pool).await?
+                );
             }
             let failed = report.rejected > 0 && !(args.skip_invalid && report.committed);
             return Ok(if failed {
@@ -125,6 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, false).await?;
             let text_dir = db::text_index_dir(&cli.database_url);
+            for line in search::log_report(&pool, &text_dir).await? {
+                println!("{line}");
+            }
             let differences = search::check(&pool, &text_dir).await?;
             for difference in &differences {
                 println!("  {difference}");
@@ -132,7 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if differences.is_empty() {
                 println!("index à jour / indexes match the database");
             } else if args.repair {
-                update_text_index(&pool, &reference, &text_dir).await?;
+                // Fails while a server holds the text index: that server applies the log itself.
+                let live = search::live::LiveIndexes::open(&pool, reference, &text_dir).await?;
+                live.rebuild_all(&pool).await?;
+                drop(live);
                 let left = search::check(&pool, &text_dir).await?;
                 println!(
                     "{} écarts réparés / differences repaired, {} restants / left",
@@ -178,9 +186,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &reference.locator,
             )
             .map_err(|e| anyhow::anyhow!(proximites::error::Problem::from(&e).detail))?;
-            let version = db::fact(&pool, "data_version").await?;
+            let position = db::log_head(&pool).await?;
             let spatial = search::spatial::load(&pool).await?;
-            let index = std::sync::Arc::new(search::engine::SearchIndex { spatial, version });
+            let index = std::sync::Arc::new(search::engine::SearchIndex {
+                spatial,
+                version: Some(position.to_string()),
+                position,
+            });
             let output = args.output.clone();
             let format = args.format;
             let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
@@ -215,6 +227,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runs,
                 demo,
                 output,
+            })
+            .await?;
+            println!("{figures}");
+        }
+        Command::Bench(BenchCommand::Live {
+            patches,
+            confirm_clients,
+            confirms,
+            search_clients,
+            baseline_seconds,
+            imports,
+            no_text_build,
+        }) => {
+            let figures = bench::live::live(bench::live::LiveBench {
+                database: cli
+                    .database_url
+                    .strip_prefix("sqlite://")
+                    .unwrap_or(&cli.database_url)
+                    .into(),
+                patches,
+                confirm_clients,
+                confirms,
+                search_clients,
+                baseline_seconds,
+                imports,
+                text_build: !no_text_build,
             })
             .await?;
             println!("{figures}");
@@ -327,7 +365,7 @@ async fn directory_command(
             .await?
             .map_err(|e| detail(jobs::render_error(e)))?;
     }
-    let version = db::fact(pool, "data_version").await?.unwrap_or_default();
+    let version = db::data_version(pool).await?.unwrap_or_default();
     let key = choices.key(&version, &public_url);
     let hours = std::sync::Arc::new(search::hours::HoursEvaluator::new());
     let prepared = jobs::prepare(pool, reference, hours, choices, &public_url, key)
@@ -353,20 +391,6 @@ async fn directory_command(
         output.entries,
         output.millis as f64 / 1000.0
     ))
-}
-
-/// Brings the text index beside the database up to date with it.
-async fn update_text_index(
-    pool: &db::Pool,
-    reference: &proximites::import::Reference,
-    text_dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    let dir = text_dir.to_owned();
-    let text = tokio::task::spawn_blocking(move || search::text::TextIndex::open_or_create(&dir))
-        .await??;
-    let published = services::store::published_count(pool).await?;
-    search::bring_text_up_to_date(pool, reference, &text, text_dir, published, true).await?;
-    Ok(())
 }
 
 /// The operator's commands: each prints one line a script can read (an id, a link, a token).

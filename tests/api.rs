@@ -225,6 +225,9 @@ async fn published_counts_follow_each_import() {
     .await
     .unwrap();
     assert!(report.committed);
+    // The import wrote the change log, as another process would; the server applies it (every
+    // 250 ms when serving) and its caches follow.
+    state.refresh_search().await.unwrap();
     let (_, _, after) = get(&router, "/api/v1/typologies/piscine").await;
     assert_eq!(
         after["published_count"], 1,

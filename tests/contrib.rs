@@ -425,7 +425,7 @@ async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
     assert_eq!(nothing.json["code"], "nothing_to_restore");
 
     // The indexes are what the database says.
-    let problems = proximites::search::check(&w.f.state.pool, &w.f.state.text_dir)
+    let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
@@ -1218,7 +1218,7 @@ async fn restitution_round_trip_and_withdrawal() {
         StatusCode::NOT_FOUND,
         "an entry withdrawn before stays withdrawn"
     );
-    let problems = proximites::search::check(&w.f.state.pool, &w.f.state.text_dir)
+    let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");

@@ -347,11 +347,23 @@ async fn a_35000_row_file_imports_with_a_correct_summary() {
     );
     assert_eq!(count_services(&db).await, 35_000);
 
-    // The indexes follow the import: `check` finds no difference.
+    // The command line writes the database and its change log only: `check` reports the text
+    // index's lag (the first import's 35,000 rows), which a server, or `--repair`, applies.
     let url = database_url(&db);
+    let (status, stdout, stderr) = run_cli(dir.path(), &["--database-url", &url, "check"]);
+    assert!(!status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("journal des changements / change log: dernière ligne / head 35000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("retard / lag 35000"), "{stdout}");
+    let (status, stdout, stderr) =
+        run_cli(dir.path(), &["--database-url", &url, "check", "--repair"]);
+    assert!(status.success(), "{stdout}{stderr}");
     let (status, stdout, stderr) = run_cli(dir.path(), &["--database-url", &url, "check"]);
     assert!(status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("index à jour"), "{stdout}");
+    assert!(stdout.contains("retard / lag 0"), "{stdout}");
 
     // An entry withdrawn behind the indexes' back is reported, then repaired.
     let pool = open_db(&db).await;

@@ -6,8 +6,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::{store, Actor};
-use crate::app::AppState;
 use crate::error::Error;
+use crate::state::AppState;
 
 /// The actor of an API request, from its `Authorization: Bearer …` header.
 pub struct ApiActor(pub Actor);

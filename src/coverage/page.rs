@@ -14,9 +14,9 @@ use geo::Simplify;
 use maud::{html, Markup, PreEscaped};
 
 use super::{Area, AreaError, RawRequest, Report, Request, SubjectReport};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::search::hours::{long_date, Lang};
+use crate::state::AppState;
 use crate::territory::Locator;
 use crate::web::layout::{self, distance, href, number, t, Chrome};
 use crate::web::{encode_query, lang_of, path_without_lang};
@@ -537,7 +537,7 @@ pub async fn territory_page(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
 
-    let index = state.search_index();
+    let index = state.live.settled_index();
     let coverage = state.coverage.clone();
     let reference = state.reference.clone();
     let report = tokio::task::spawn_blocking(move || {

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{RawRequest, Report, Request};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -82,7 +82,7 @@ pub async fn coverage(
         &reference.taxonomy,
         &reference.locator,
     )?;
-    let index = state.search_index();
+    let index = state.live.settled_index();
     let coverage = state.coverage.clone();
     let report = tokio::task::spawn_blocking(move || {
         coverage.report(&index, &reference.locator, &reference.taxonomy, &request)

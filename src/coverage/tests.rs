@@ -62,6 +62,7 @@ impl World {
             index: Arc::new(SearchIndex {
                 spatial,
                 version: Some("1".into()),
+                position: 1,
             }),
             entries: listed,
         }
@@ -599,6 +600,7 @@ fn the_cache_follows_the_index() {
     let newer = Arc::new(SearchIndex {
         spatial,
         version: Some("2".into()),
+        position: 2,
     });
     let after = coverage
         .report(&newer, &world.locator, &world.taxonomy, &request)

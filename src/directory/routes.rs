@@ -18,9 +18,9 @@ use axum::{Json, Router};
 use super::jobs::{self, JobStatus};
 use super::{content, html, render, Choices, RawChoices};
 use crate::accounts::auth::ApiActor;
-use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
 use crate::espace::{self, Session};
+use crate::state::AppState;
 
 /// A request holds at most the logo and a few fields; the logo's own limit is checked with a
 /// clear message, so the body limit sits above it.
@@ -143,9 +143,7 @@ async fn choose(state: &AppState, raw: RawChoices, logo: Option<Vec<u8>>) -> Res
 
 /// Queues the guide, or answers with the one already made for the same data and choices.
 async fn submit(state: &AppState, choices: Choices) -> Result<JobStatus> {
-    let version = crate::db::fact(&state.pool, "data_version")
-        .await?
-        .unwrap_or_default();
+    let version = state.live.settled_version().unwrap_or_default();
     let key = choices.key(&version, &state.public_url);
     if let Some(found) = state.directories.find(&key) {
         return Ok(found);

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use super::{check_csrf, page, require, Session};
 use crate::accounts::{store as accounts, ActorKind, Role};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::import::ImportReport;
 use crate::services::upload::{self, Mode, Plan};
 use crate::services::ServiceId;
+use crate::state::AppState;
 
 /// The largest file the page takes (the bulk API takes the same), with room for the form.
 pub const MAX_UPLOAD: usize = upload::MAX_BYTES + 64 * 1024;

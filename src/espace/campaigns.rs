@@ -11,11 +11,11 @@ use maud::html;
 
 use super::{page, require};
 use crate::accounts::Role;
-use crate::app::AppState;
 use crate::db::Pool;
 use crate::error::{Error, FieldError, Result};
 use crate::services::store::{push_review_state, ReviewWindow};
 use crate::services::ServiceId;
+use crate::state::AppState;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Campaign {

@@ -19,8 +19,8 @@ use maud::{html, Markup, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{store, Actor};
-use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::state::AppState;
 use crate::web::assets;
 
 /// The session cookie's name; its path keeps it away from the citizen pages.

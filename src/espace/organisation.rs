@@ -11,9 +11,9 @@ use maud::html;
 
 use super::{form_fields, page, require, Session};
 use crate::accounts::{can, store as accounts, Action, Area, Role, Target, Territory};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::reports::store as reports;
+use crate::state::AppState;
 
 fn refused(error: Error, session: &Session) -> Response {
     super::refused_page(error, Some(session), None)

@@ -16,13 +16,13 @@ use super::{
     Session,
 };
 use crate::accounts::{store as accounts, Role};
-use crate::app::AppState;
 use crate::error::{Error, FieldError};
 use crate::reports::unix_now;
 use crate::search::hours::{clock, weekday_name, Lang};
 use crate::services::history::Via;
 use crate::services::write::{self, draft_of};
 use crate::services::{store, Draft, Service, Status};
+use crate::state::AppState;
 
 /// Entries not confirmed for this long are « à vérifier » (publicly flagged too).
 const STALE_DAYS: i64 = 183;

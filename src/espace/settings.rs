@@ -14,8 +14,8 @@ use maud::{html, Markup};
 use super::{check_csrf, form_fields, page, require, Session};
 use crate::accounts::store::{self as accounts, NewOrganisation, Organisation};
 use crate::accounts::{can, Action, Area, Target, Territory, ORGANISATION_KINDS};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
+use crate::state::AppState;
 
 const KIND_LABELS: [(&str, &str); 7] = [
     ("commune", "Commune"),

@@ -11,8 +11,8 @@ use maud::html;
 
 use super::{check_csrf, form_fields, page, require, Session};
 use crate::accounts::{can, store as accounts, Action, Role, Target};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
+use crate::state::AppState;
 
 /// The people of the organisation and the invitation form.
 #[utoipa::path(get, path = "/espace/equipe", tag = "contributors",

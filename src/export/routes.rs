@@ -17,9 +17,9 @@ use chrono::Utc;
 use super::crs::Crs;
 use super::formats::{self, About, Format};
 use super::{store, Selection};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::import::Reference;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/export/{file}", get(download))
@@ -334,7 +334,7 @@ pub(crate) async fn download(
     );
     let headers = download_headers(format, crs, &state.layers.licence.url, &name);
     if selection.is_whole() {
-        let version = crate::db::fact(&state.pool, "data_version").await?;
+        let version = state.live.settled_version();
         let path = state
             .layers
             .whole_file(&state.pool, &state.reference, &version, format, crs)

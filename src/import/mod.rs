@@ -11,10 +11,11 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use crate::db::{self, Pool};
+use crate::db::Pool;
 use crate::error::FieldError;
 use crate::services::bulk::BulkWriter;
 use crate::services::store::{self, Known, Upsert};
+use crate::services::turn::WriteTurn;
 
 /// Rows handed from the validating thread to the writing thread at a time.
 const BATCH: usize = 1_000;
@@ -49,6 +50,9 @@ pub struct ImportOptions {
     /// Confirm (« rien n'a changé »: verified_at now) the entries the file leaves unchanged, in
     /// the import's transaction: a contributor who sends its whole list reviews it.
     pub confirm_unchanged: bool,
+    /// The live indexes of the server importing (an upload), brought up to date after the
+    /// commit; the command line leaves that to a running server or the next `serve`.
+    pub live: Option<Arc<crate::search::live::LiveIndexes>>,
 }
 
 /// What an import does (or would do) with one row of the file.
@@ -404,7 +408,7 @@ async fn change_in_import(
     at: DateTime<Utc>,
     change: Change,
 ) -> crate::error::Result<bool> {
-    use crate::services::history::{self, Version};
+    use crate::services::turn::{set_version, Author};
     use crate::services::Status;
     let Some(current) = store::get_in(conn, id).await? else {
         return Ok(false);
@@ -413,24 +417,23 @@ async fn change_in_import(
         Change::Withdraw => (Status::Withdrawn, current.verified_at, "withdrawn"),
         Change::Confirm => (current.status, Some(at), "confirmed"),
     };
-    let previous = Version::of_service(&current);
-    let next = Version::of(&current.content, status, verified_at);
-    store::overwrite(conn, id, &current.content, status, verified_at, at).await?;
-    history::record(
+    let author = Author {
+        kind: "import",
+        id: import_id,
+        via: crate::services::history::Via::Import,
+    };
+    let changed = set_version(
         conn,
-        history::Record {
-            service_id: id,
-            at,
-            actor_kind: "import",
-            actor_id: import_id,
-            via: history::Via::Import,
-            action,
-            previous: Some(&previous),
-            next: &next,
-        },
+        &current,
+        &current.content,
+        status,
+        verified_at,
+        &author,
+        action,
+        at,
     )
     .await?;
-    Ok(true)
+    Ok(changed.is_some())
 }
 
 /// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
@@ -547,16 +550,14 @@ pub async fn import(
     let import_id = format!("imp-{}", ServiceId::generate());
     let writer_import_id = import_id.clone();
     let collect_ids = options.collect_ids;
-    let writer = store::bulk_writer(pool).await?;
+    let mut turn = WriteTurn::begin_bulk(pool, options.live.as_ref()).await?;
     let runtime = tokio::runtime::Handle::current();
     let writing = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
-        let mut conn = writer;
         let mut written = Vec::new();
-        // IMMEDIATE: take the write lock now rather than fail to upgrade a read lock later.
-        runtime.block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut conn))?;
-        let organisation = runtime.block_on(store::organisation_named(&mut conn, &source_name))?;
+        let organisation =
+            runtime.block_on(store::organisation_named(turn.conn(), &source_name))?;
         {
-            let handle = runtime.block_on(conn.lock_handle())?;
+            let handle = runtime.block_on(turn.conn().lock_handle())?;
             let mut bulk = BulkWriter::new(handle, &writer_import_id)?;
             // Second precision: a third less to write per row than nanoseconds.
             let now = started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -569,23 +570,23 @@ pub async fn import(
                 }
             }
         }
-        Ok((conn, organisation, written))
+        Ok((turn, organisation, written))
     });
     let (mut report, unreadable) = reading.await.map_err(anyhow::Error::from)?;
     progress.finish_and_clear();
     let clock = std::time::Instant::now();
     // A failed write dropped the connection, which rolls the transaction back.
-    let (mut conn, organisation, written) = writing.await.map_err(anyhow::Error::from)??;
+    let (mut turn, organisation, written) = writing.await.map_err(anyhow::Error::from)??;
     // A file that cannot be read to its end is never half-imported, even with --skip-invalid.
     let commit = !unreadable && !options.dry_run && (options.skip_invalid || report.rejected == 0);
     if !commit {
-        sqlx::query("ROLLBACK").execute(&mut conn).await?;
+        turn.rollback().await?;
         return Ok(report);
     }
     let mut written = written;
     if options.withdraw_missing && report.rejected == 0 {
         for (_, id) in &report.missing {
-            change_in_import(&mut conn, id, &import_id, started_at, Change::Withdraw).await?;
+            change_in_import(turn.conn(), id, &import_id, started_at, Change::Withdraw).await?;
             if collect_ids {
                 written.push(id.clone());
             }
@@ -594,7 +595,7 @@ pub async fn import(
     }
     if options.confirm_unchanged {
         for id in &report.unchanged_ids {
-            if change_in_import(&mut conn, id, &import_id, started_at, Change::Confirm).await? {
+            if change_in_import(turn.conn(), id, &import_id, started_at, Change::Confirm).await? {
                 report.confirmed += 1;
                 if collect_ids {
                     written.push(id.clone());
@@ -618,11 +619,10 @@ pub async fn import(
     .bind(report.unchanged as i64)
     .bind(report.rejected as i64)
     .bind(&options.started_by)
-    .execute(&mut conn)
+    .execute(turn.conn())
     .await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "rows written");
-    db::set_fact(&mut conn, "data_version", &db::new_data_version()).await?;
-    sqlx::query("COMMIT").execute(&mut conn).await?;
+    turn.commit().await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "committed");
     report.committed = true;
     report.written = written;

@@ -8,10 +8,10 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use super::routes::base_url;
-use crate::app::AppState;
 use crate::export::crs::Crs;
 use crate::export::formats::Format;
 use crate::export::FIELDS;
+use crate::state::AppState;
 
 /// The page around a body, in the site's layout (its stylesheet styles `.gis` tables).
 fn page(lang: &str, title: &str, body: Markup) -> Markup {

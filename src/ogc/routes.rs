@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{collection, Collection, DEFAULT_LIMIT, HTML_DEFAULT_LIMIT, MAX_LIMIT};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::export::crs::Crs;
 use crate::export::formats::{feature_json, Format};
@@ -21,6 +20,7 @@ use crate::export::routes::{list, query_pairs, with_theme, with_typologies};
 use crate::export::{cql2, store, Selection, FIELDS};
 use crate::import::Reference;
 use crate::services::ServiceId;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     let cors = tower_http::cors::CorsLayer::new()
@@ -205,7 +205,7 @@ async fn document(
     // Other parameters are ignored here: GDAL repeats a URL's own parameters (`crs=…`) on every
     // request, these documents included.
     let output = output(pairs, headers)?;
-    let version = crate::db::fact(&state.pool, "data_version").await?;
+    let version = crate::db::data_version(&state.pool).await?;
     let tag = etag(&version, uri, output, &base_url(headers));
     if let Some(response) = not_modified(headers, &tag) {
         return Ok(response);
@@ -284,7 +284,7 @@ pub(crate) async fn api(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let version = crate::db::fact(&state.pool, "data_version").await?;
+    let version = crate::db::data_version(&state.pool).await?;
     let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -453,7 +453,7 @@ pub(crate) async fn queryables(
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
     let base = base_url(&headers);
-    let version = crate::db::fact(&state.pool, "data_version").await?;
+    let version = crate::db::data_version(&state.pool).await?;
     let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -953,7 +953,10 @@ async fn read_page(
     version: &Option<String>,
 ) -> Result<Page> {
     let key = request.selection.key();
-    let cached = state.layers.cached_count(version, &key);
+    // Counts scan the selection: they follow the settled version (at most the configured
+    // staleness behind), the features themselves are read as they are now.
+    let counted_at = state.live.settled_version();
+    let cached = state.layers.cached_count(&counted_at, &key);
     let reference = state.reference.clone();
     let selection = request.selection.clone();
     let (limit, crs, cursor) = (request.limit, request.crs, request.cursor.clone());
@@ -1002,7 +1005,7 @@ async fn read_page(
     .await?;
     state.layers.keep_lookup(version, page.lookup.clone());
     if cached.is_none() {
-        state.layers.keep_count(version, key, page.matched);
+        state.layers.keep_count(&counted_at, key, page.matched);
     }
     Ok(page)
 }
@@ -1041,7 +1044,7 @@ pub(crate) async fn items(
     let found = find_collection(&state.reference, &id)?;
     let pairs = query_pairs(query.as_deref());
     let request = parse_items(&state.reference, &found, &pairs, &headers)?;
-    let version = crate::db::fact(&state.pool, "data_version").await?;
+    let version = crate::db::data_version(&state.pool).await?;
     let tag = etag(&version, &uri, request.output, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -1151,7 +1154,7 @@ pub(crate) async fn feature(
     let Some(service_id) = ServiceId::parse(&feature_id) else {
         return Err(Error::not_found("entité", feature_id));
     };
-    let version = crate::db::fact(&state.pool, "data_version").await?;
+    let version = crate::db::data_version(&state.pool).await?;
     let tag = etag(&version, &uri, output, &base_url(&headers));
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);

@@ -15,10 +15,11 @@ use utoipa::ToSchema;
 
 use crate::accounts::auth::ApiActor;
 use crate::accounts::{can, store as accounts, Action, Actor, Target};
-use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
 use crate::import::formats::PROJECT_COLUMNS;
+use crate::services::turn::{set_version, Author, WriteTurn};
 use crate::services::{history, Service, ServiceId, Status};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -223,14 +224,12 @@ pub async fn withdraw_organisation(
     id: &str,
 ) -> Result<Withdrawal> {
     organisation_for(actor, state, id, Action::WithdrawOrganisation).await?;
-    let guard = state.writes.clone().lock_owned().await;
-    let mut tx = state.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let before = crate::db::fact_in(&mut tx, "data_version").await?;
+    let mut turn = WriteTurn::begin(&state.pool, Some(&state.live)).await?;
     let ids: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM services WHERE source_id = $1 AND status = 'published' ORDER BY id",
     )
     .bind(id)
-    .fetch_all(&mut *tx)
+    .fetch_all(turn.conn())
     .await?;
     let ids: Vec<ServiceId> = ids
         .into_iter()
@@ -239,11 +238,11 @@ pub async fn withdraw_organisation(
     let now = Utc::now();
     let (actor_kind, actor_id) = actor.history_ref();
     for service_id in &ids {
-        let current = crate::services::store::get_in(&mut tx, service_id)
+        let current = crate::services::store::get_in(turn.conn(), service_id)
             .await?
             .ok_or_else(|| Error::not_found("fiche", service_id.as_str()))?;
         set_status(
-            &mut tx,
+            turn.conn(),
             &current,
             Status::Withdrawn,
             "withdrawn",
@@ -263,17 +262,14 @@ pub async fn withdraw_organisation(
     .bind(actor_kind)
     .bind(actor_id)
     .bind(serde_json::to_string(&ids.iter().map(ServiceId::as_str).collect::<Vec<_>>()).map_err(anyhow::Error::from)?)
-    .execute(&mut *tx)
+    .execute(turn.conn())
     .await?;
     sqlx::query("UPDATE organisations SET withdrawn_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(turn.conn())
         .await?;
-    crate::db::set_fact(&mut *tx, "data_version", &crate::db::new_data_version()).await?;
-    tx.commit().await?;
-    state.index_committed(before.as_deref(), &ids).await?;
-    drop(guard);
+    turn.commit().await?;
     Ok(Withdrawal {
         id: operation,
         organisation_id: id.to_owned(),
@@ -289,44 +285,47 @@ pub async fn undo_withdrawal(
     operation: &str,
 ) -> Result<Withdrawal> {
     can(actor, Action::WithdrawOrganisation, Target::Platform)?;
-    let guard = state.writes.clone().lock_owned().await;
-    let mut tx = state.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut turn = WriteTurn::begin(&state.pool, Some(&state.live)).await?;
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT organisation_id, entries FROM organisation_withdrawals WHERE id = $1 AND undone_at IS NULL",
     )
     .bind(operation)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(turn.conn())
     .await?;
     let (organisation, entries) =
         row.ok_or_else(|| Error::not_found("retrait en cours", operation))?;
-    let before = crate::db::fact_in(&mut tx, "data_version").await?;
     let listed: Vec<String> = serde_json::from_str(&entries).map_err(anyhow::Error::from)?;
     let ids: Vec<ServiceId> = listed.iter().filter_map(|i| ServiceId::parse(i)).collect();
     let now = Utc::now();
     let mut restored = Vec::new();
     for service_id in &ids {
-        let Some(current) = crate::services::store::get_in(&mut tx, service_id).await? else {
+        let Some(current) = crate::services::store::get_in(turn.conn(), service_id).await? else {
             continue;
         };
         if current.status != Status::Withdrawn {
             continue;
         }
-        set_status(&mut tx, &current, Status::Published, "restored", actor, now).await?;
+        set_status(
+            turn.conn(),
+            &current,
+            Status::Published,
+            "restored",
+            actor,
+            now,
+        )
+        .await?;
         restored.push(service_id.clone());
     }
     sqlx::query("UPDATE organisation_withdrawals SET undone_at = $1 WHERE id = $2")
         .bind(now)
         .bind(operation)
-        .execute(&mut *tx)
+        .execute(turn.conn())
         .await?;
     sqlx::query("UPDATE organisations SET withdrawn_at = NULL WHERE id = $1")
         .bind(&organisation)
-        .execute(&mut *tx)
+        .execute(turn.conn())
         .await?;
-    crate::db::set_fact(&mut *tx, "data_version", &crate::db::new_data_version()).await?;
-    tx.commit().await?;
-    state.index_committed(before.as_deref(), &restored).await?;
-    drop(guard);
+    turn.commit().await?;
     Ok(Withdrawal {
         id: operation.to_owned(),
         organisation_id: organisation,
@@ -373,28 +372,21 @@ async fn set_status(
     actor: &Actor,
     now: chrono::DateTime<Utc>,
 ) -> Result<()> {
-    let previous = history::Version::of_service(current);
-    let mut next = previous.clone();
-    next.status = status;
-    sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
-        .bind(status.as_str())
-        .bind(now)
-        .bind(current.id.as_str())
-        .execute(&mut *conn)
-        .await?;
-    let (actor_kind, actor_id) = actor.history_ref();
-    history::record(
+    let (kind, id) = actor.history_ref();
+    let author = Author {
+        kind,
+        id,
+        via: history::Via::Api,
+    };
+    set_version(
         conn,
-        history::Record {
-            service_id: &current.id,
-            at: now,
-            actor_kind,
-            actor_id,
-            via: history::Via::Api,
-            action,
-            previous: Some(&previous),
-            next: &next,
-        },
+        current,
+        &current.content,
+        status,
+        current.verified_at,
+        &author,
+        action,
+        now,
     )
     .await?;
     Ok(())

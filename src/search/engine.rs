@@ -1,8 +1,6 @@
 //! One search query over the in-memory indexes: place (nearest, radius), territory, typologies
 //! and themes, words, opening hours and wheelchair access, ranked and paged by an opaque cursor.
 
-use std::sync::Arc;
-
 use chrono::DateTime;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -603,6 +601,6 @@ pub struct SearchIndex {
     pub spatial: SpatialIndex,
     /// The data version the index was built at.
     pub version: Option<String>,
+    /// The change-log row the index has applied (the data version as a number).
+    pub position: i64,
 }
-
-pub type Shared = Arc<std::sync::RwLock<Arc<SearchIndex>>>;

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod hours;
+pub mod live;
 pub mod routes;
 pub mod spatial;
 pub mod text;
@@ -14,12 +15,11 @@ use std::sync::Arc;
 use chrono::DateTime;
 use chrono_tz::Tz;
 
-use crate::app::AppState;
 use crate::db::{self, Pool};
 use crate::error::Result;
-use crate::import::Reference;
 use crate::services::cache::Cached;
 use crate::services::ServiceId;
+use crate::state::AppState;
 use crate::territory::Locator;
 use engine::{Context, Page, SearchQuery};
 use hours::HoursEvaluator;
@@ -70,7 +70,7 @@ pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) ->
     let reference = state.reference.clone();
     let index = state.search_index();
     let hours = state.hours.clone();
-    let text = state.text.clone();
+    let text = state.live.text().clone();
     let version = index.version.clone();
     // The nearest few without words take microseconds: not worth a trip to the blocking pool.
     let cheap = query.text.is_none() && query.near.is_some() && query.radius_m.is_none();
@@ -92,6 +92,7 @@ pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) ->
     };
     let ids: Vec<_> = page.found.iter().map(|f| f.id.clone()).collect();
     let entries = state
+        .live
         .service_cache
         .get_many(&state.pool, version.as_deref(), &ids)
         .await?
@@ -103,45 +104,6 @@ pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) ->
         entries,
         at: query.open_at.unwrap_or(now),
     })
-}
-
-/// Beside the text index: the data version it was built at.
-const TEXT_DATA_VERSION_FILE: &str = "proximites-data-version";
-
-/// Rebuilds the text index in `dir` from the database when it is behind it (another data
-/// version, or not the `published` number of documents), or always with `force`. True when it
-/// rebuilt.
-pub async fn bring_text_up_to_date(
-    pool: &Pool,
-    reference: &Reference,
-    text: &TextIndex,
-    dir: &Path,
-    published: u64,
-    force: bool,
-) -> anyhow::Result<bool> {
-    let version = db::fact(pool, "data_version").await?;
-    // Another process (an import, `check --repair`) may have brought it up to date already.
-    text.reload()?;
-    let marker = dir.join(TEXT_DATA_VERSION_FILE);
-    let built_at = std::fs::read_to_string(&marker).ok();
-    if !force && built_at == version && text.doc_count() == published {
-        return Ok(false);
-    }
-    text.sync_from_db(pool, &reference.taxonomy, &reference.locator)
-        .await?;
-    std::fs::write(&marker, version.as_deref().unwrap_or_default())?;
-    tracing::info!(documents = text.doc_count(), "text index rebuilt");
-    Ok(true)
-}
-
-/// Records that the text index in `dir` is at data `version` (after an incremental change, so
-/// that a restart does not rebuild it).
-pub fn mark_text_version(dir: &Path, version: Option<&str>) -> anyhow::Result<()> {
-    std::fs::write(
-        dir.join(TEXT_DATA_VERSION_FILE),
-        version.unwrap_or_default(),
-    )?;
-    Ok(())
 }
 
 /// Every difference between the search indexes and the database, in words (empty when they
@@ -172,14 +134,46 @@ pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
             found.push(format!("… et {} autres fiches {what}", ids.len() - 20));
         }
     }
-    let version = db::fact(pool, "data_version").await?;
-    let built_at = std::fs::read_to_string(dir.join(TEXT_DATA_VERSION_FILE)).ok();
-    if built_at != version {
-        found.push(format!(
-            "index texte construit à la version {} des données, la base est à la version {}",
-            built_at.as_deref().unwrap_or("(aucune)"),
-            version.as_deref().unwrap_or("(aucune)")
-        ));
+    let head = db::log_head(pool).await?;
+    match text.position() {
+        Some(position) if position >= head => {}
+        position => found.push(format!(
+            "index texte à la position {} du journal des changements, la base à {head} / text index at change-log position {}, database at {head}",
+            position.map_or("(aucune)".into(), |p| p.to_string()),
+            position.map_or("(none)".into(), |p| p.to_string()),
+        )),
     }
     Ok(found)
+}
+
+/// Where the change log stands and each index that reported its position (a server records
+/// its own every minute), with its lag, one line each: what `check` prints first.
+pub async fn log_report(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let head = db::log_head(pool).await?;
+    let pruned = db::fact(pool, "log_pruned_through")
+        .await?
+        .unwrap_or_else(|| "0".into());
+    let mut lines = vec![format!(
+        "journal des changements / change log: dernière ligne / head {head}, élagué jusqu'à / pruned through {pruned}"
+    )];
+    let owned = dir.to_owned();
+    let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+    let position = text.position().unwrap_or(0);
+    lines.push(format!(
+        "index texte {} : position {position}, retard / lag {}",
+        dir.display(),
+        (head - position).max(0)
+    ));
+    let recorded: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT name, seq, CAST(updated_at AS TEXT) FROM index_positions ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (name, seq, at) in recorded {
+        lines.push(format!(
+            "index de serveur / server index {name} : position {seq} au / at {at}, retard / lag {}",
+            (head - seq).max(0)
+        ));
+    }
+    Ok(lines)
 }

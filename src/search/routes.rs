@@ -11,10 +11,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::engine::SearchParams;
-use crate::app::AppState;
 use crate::error::{Problem, Result};
 use crate::http::Query;
 use crate::services::routes::ServiceView;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/services", get(search))

@@ -16,10 +16,11 @@ use std::collections::{BinaryHeap, HashSet};
 use std::f64::consts::PI;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use rstar::primitives::GeomWithData;
 use rstar::{RTree, AABB};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::db::Pool;
 use crate::error::Result;
@@ -151,7 +152,7 @@ struct Slot {
 /// What the index holds about one entry: a view into the index.
 #[derive(Clone, Copy)]
 pub struct Placement<'a> {
-    index: &'a SpatialIndex,
+    index: &'a Core,
     slot: &'a Slot,
     number: u32,
 }
@@ -199,6 +200,21 @@ impl<'a> Placement<'a> {
             .then(|| &*self.index.timetables[self.slot.timetable as usize])
     }
 
+    /// The entry as a write would place it again (`None` for a commune code the slot could
+    /// not have been given).
+    pub fn to_entry(&self) -> Option<SpatialEntry> {
+        Some(SpatialEntry {
+            id: self.id().to_service_id(),
+            location: self.location(),
+            insee_code: InseeCode::parse(self.insee_code()).ok()?,
+            attributes: Attributes {
+                wheelchair: self.wheelchair(),
+                opening_hours: self.opening_hours().map(str::to_owned),
+                folded_name: self.folded_name().to_owned(),
+            },
+        })
+    }
+
     /// The folded name.
     pub fn folded_name(&self) -> &'a str {
         let start = self.slot.name_start as usize;
@@ -229,9 +245,12 @@ type Item = GeomWithData<[f64; 3], u32>;
 /// One R-tree per typology keeps a filtered query from walking through entries of other
 /// typologies; a query over several typologies (a theme) merges the trees' answers.
 ///
-/// Cloned when a write changes a few entries while queries still read the index in service.
+/// Cloned whole only when a [`SpatialIndex`] folds its recent changes into a new base.
 #[derive(Default, Clone)]
-pub struct SpatialIndex {
+struct Core {
+    /// Added to this core's slot numbers in the hits and placements it hands out: 0 for a base,
+    /// [`DELTA_SLOTS`] for the changes held beside it.
+    offset: u32,
     slots: Vec<Slot>,
     /// Slots freed by removals, reused by the next insertions.
     vacant: Vec<u32>,
@@ -255,7 +274,7 @@ impl fmt::Debug for SpatialIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpatialIndex")
             .field("entries", &self.len())
-            .field("typologies", &self.typologies.len())
+            .field("pending_changes", &self.pending_changes())
             .finish_non_exhaustive()
     }
 }
@@ -275,7 +294,7 @@ fn number_of<N: Copy + TryFrom<usize>>(
     Some(n)
 }
 
-impl SpatialIndex {
+impl Core {
     /// An index of `entries`, each with its typology code, every tree bulk loaded at once (far
     /// faster and better balanced than inserting one by one). An id given twice keeps its last
     /// placement.
@@ -299,12 +318,6 @@ impl SpatialIndex {
             );
         }
         builder.build()
-    }
-
-    /// Adds an entry. An id the index already holds is moved rather than duplicated, exactly as
-    /// [`SpatialIndex::upsert`] does: the index never holds one id twice.
-    pub fn insert(&mut self, typology: &str, entry: SpatialEntry) {
-        self.upsert(typology, entry);
     }
 
     /// Removes the entry `id` (withdrawn, unpublished, deleted) wherever it is; false when the
@@ -406,22 +419,17 @@ impl SpatialIndex {
         self.by_id.len()
     }
 
-    /// Whether the index holds no entry.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// Where the index has the entry `id`, if it holds it.
     pub fn get(&self, id: &IdKey) -> Option<Placement<'_>> {
         self.by_id.get(id).map(|&number| self.at(number))
     }
 
     /// The entry in slot `number`, as a [`Hit`] names it.
-    pub fn at(&self, number: u32) -> Placement<'_> {
+    fn at(&self, number: u32) -> Placement<'_> {
         Placement {
             index: self,
             slot: &self.slots[number as usize],
-            number,
+            number: self.offset + number,
         }
     }
 
@@ -437,60 +445,6 @@ impl SpatialIndex {
             .zip(&self.trees)
             .filter(|(_, tree)| tree.size() > 0)
             .map(|(code, _)| &**code)
-    }
-
-    /// Entries nearest first from `from`, among `typologies` (every typology when `None`, none
-    /// when the slice is empty), read lazily: the trees' nearest-neighbour iterators are merged
-    /// k-way, so each tree is read only as far as the caller goes.
-    pub fn nearest_iter<'a>(
-        &'a self,
-        from: LonLat,
-        typologies: Option<&[&str]>,
-    ) -> NearestIter<'a> {
-        let query = unit_vector(from);
-        let mut cursors: Vec<TreeWalk<'a>> = self
-            .trees_for(typologies)
-            .into_iter()
-            .map(|tree| {
-                Box::new(tree.nearest_neighbor_iter_with_distance_2(&query)) as TreeWalk<'a>
-            })
-            .collect();
-        let mut heads = BinaryHeap::with_capacity(cursors.len());
-        for (cursor, iter) in cursors.iter_mut().enumerate() {
-            if let Some((element, chord_2)) = iter.next() {
-                heads.push(self.head(element, chord_2, cursor));
-            }
-        }
-        NearestIter {
-            index: self,
-            cursors,
-            heads,
-        }
-    }
-
-    fn head(&self, element: &Item, chord_2: f64, cursor: usize) -> Head {
-        Head {
-            chord_2,
-            id: self.slots[element.data as usize].id,
-            cursor,
-            slot: element.data,
-        }
-    }
-
-    /// The `limit` entries nearest to `from`, nearest first, among `typologies`, no farther than
-    /// `max_distance_m` when given.
-    pub fn nearest(
-        &self,
-        from: LonLat,
-        typologies: Option<&[&str]>,
-        limit: usize,
-        max_distance_m: Option<f64>,
-    ) -> Vec<Hit> {
-        self.nearest_iter(from, typologies)
-            // Every later element of every tree is at least as far.
-            .take_while(|hit| max_distance_m.is_none_or(|max| hit.distance_m <= max))
-            .take(limit)
-            .collect()
     }
 
     /// The entry of `typology` nearest to `from` (`None` when it has none): one descent of one
@@ -558,50 +512,12 @@ impl SpatialIndex {
             .map(move |element| self.at(element.data))
     }
 
-    /// Every entry within `radius_m` metres of `from` (boundary included), nearest first, among
-    /// `typologies` (every typology when `None`).
-    pub fn within_radius(
-        &self,
-        from: LonLat,
-        radius_m: f64,
-        typologies: Option<&[&str]>,
-    ) -> Vec<Hit> {
-        if radius_m.is_nan() || radius_m < 0.0 {
-            return Vec::new();
-        }
-        let mut hits = Vec::new();
-        for placement in self.around(from, radius_m, typologies) {
-            let distance_m = from.distance_m(placement.location());
-            if distance_m <= radius_m {
-                hits.push(self.hit(placement.slot(), distance_m));
-            }
-        }
-        hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.id.cmp(&b.id)));
-        hits
-    }
-
-    /// Every entry inside `bbox` (edges included, `BBox::contains`), among `typologies` (every
-    /// typology when `None`), sorted by id so that the answer is stable; `distance_m` is 0.0.
-    /// A box whose `min_lon` exceeds its `max_lon` holds nothing, as for `BBox::contains`.
-    pub fn within_bbox(&self, bbox: BBox, typologies: Option<&[&str]>) -> Vec<Hit> {
-        let mut hits: Vec<Hit> = self
-            .entries_in(bbox, typologies)
-            .map(|placement| Hit {
-                id: placement.id(),
-                slot: placement.slot(),
-                location: placement.location(),
-                distance_m: 0.0,
-            })
-            .collect();
-        hits.sort_by_key(|hit| hit.id);
-        hits
-    }
-
+    /// The hit of local slot `slot`, numbered as the whole index numbers it.
     fn hit(&self, slot: u32, distance_m: f64) -> Hit {
         let entry = &self.slots[slot as usize];
         Hit {
             id: entry.id,
-            slot,
+            slot: self.offset + slot,
             location: entry.location,
             distance_m,
         }
@@ -679,10 +595,402 @@ impl SpatialIndex {
     }
 }
 
+/// The slot numbers of the changes held beside the base start here; below are the base's own.
+const DELTA_SLOTS: u32 = 1 << 31;
+
+/// Past this many changed entries beside the base, [`SpatialIndex::needs_compaction`] says to
+/// fold them into a new base: each write copies the changes (not the base), so they must stay
+/// few for a write to stay cheap, while folding copies the base (about a second for three
+/// million entries, off the write path).
+const COMPACT_AT: usize = 8_192;
+
+/// The published entries in memory, for nearest, radius and box queries filtered by typology.
+///
+/// A large immutable base shared by every version of the index (an `Arc`, never copied by a
+/// write) and, beside it, the entries written since it was built: the base's slots they
+/// replaced or removed are hidden, their new placements live in a small index of their own.
+/// A write therefore copies only that small part; queries merge both; once the changes grow
+/// past [`COMPACT_AT`], [`SpatialIndex::compacted`] folds them into a new base.
+#[derive(Clone)]
+pub struct SpatialIndex {
+    base: Arc<Core>,
+    /// Base slots whose entry was removed or replaced since the base was built.
+    hidden: FxHashSet<u32>,
+    /// The entries written since the base was built, numbered from [`DELTA_SLOTS`].
+    delta: Core,
+}
+
+impl Default for SpatialIndex {
+    fn default() -> Self {
+        SpatialIndex::from_core(Core::default())
+    }
+}
+
+impl SpatialIndex {
+    /// An index of `entries`, each with its typology code, every tree bulk loaded at once (far
+    /// faster and better balanced than inserting one by one). An id given twice keeps its last
+    /// placement.
+    pub fn new(entries: impl IntoIterator<Item = (String, SpatialEntry)>) -> Self {
+        SpatialIndex::from_core(Core::new(entries))
+    }
+
+    fn from_core(base: Core) -> Self {
+        SpatialIndex {
+            base: Arc::new(base),
+            hidden: FxHashSet::default(),
+            delta: Core {
+                offset: DELTA_SLOTS,
+                ..Core::default()
+            },
+        }
+    }
+
+    /// Adds an entry. An id the index already holds is moved rather than duplicated, exactly as
+    /// [`SpatialIndex::upsert`] does: the index never holds one id twice.
+    pub fn insert(&mut self, typology: &str, entry: SpatialEntry) {
+        self.upsert(typology, entry);
+    }
+
+    /// Removes the entry `id` (withdrawn, unpublished, deleted) wherever it is; false when the
+    /// index did not hold it. No typology is asked for: the index knows the entry's own.
+    pub fn remove(&mut self, id: &ServiceId) -> bool {
+        if self.delta.remove(id) {
+            // An entry of the delta is never visible in the base too: its base slot is hidden.
+            return true;
+        }
+        let Some(key) = IdKey::of(id) else {
+            return false;
+        };
+        match self.base.by_id.get(&key) {
+            Some(&number) => self.hidden.insert(number),
+            None => false,
+        }
+    }
+
+    /// Puts the entry where a committed write says it is: removes its old placement (another
+    /// point, another typology) then inserts it. True when an older placement was replaced.
+    pub fn upsert(&mut self, typology: &str, entry: SpatialEntry) -> bool {
+        let replaced = self.remove(&entry.id);
+        self.delta.upsert(typology, entry);
+        replaced
+    }
+
+    /// How many entries were written since the base was built (each copied by the next write).
+    pub fn pending_changes(&self) -> usize {
+        self.hidden.len() + self.delta.len()
+    }
+
+    /// Whether the changes beside the base have grown enough to fold them into it.
+    pub fn needs_compaction(&self) -> bool {
+        self.pending_changes() > COMPACT_AT
+    }
+
+    /// The same entries with the changes folded into a new base: a copy of the base, then one
+    /// removal or insertion per change. CPU work of about a second for three million entries:
+    /// call it off the async threads; queries go on reading `self` meanwhile.
+    pub fn compacted(&self) -> SpatialIndex {
+        let mut base = (*self.base).clone();
+        for &number in &self.hidden {
+            let id = base.slots[number as usize].id.to_service_id();
+            base.remove(&id);
+        }
+        for &number in self.delta.by_id.values() {
+            let placement = self.delta.at(number);
+            if let Some(entry) = placement.to_entry() {
+                base.upsert(placement.typology(), entry);
+            }
+        }
+        SpatialIndex::from_core(base)
+    }
+
+    /// Builds the tree of all entries of the base, which queries on every typology then use.
+    /// CPU work of about a second for three million entries: run it off the async threads, once
+    /// the index is in service. Does nothing when it is built already.
+    pub fn complete(&self) {
+        self.base.complete();
+    }
+
+    /// Whether [`SpatialIndex::complete`] has run.
+    pub fn is_complete(&self) -> bool {
+        self.base.is_complete()
+    }
+
+    /// The number of entries held.
+    pub fn len(&self) -> usize {
+        self.base.len() - self.hidden.len() + self.delta.len()
+    }
+
+    /// Whether the index holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the index has the entry `id`, if it holds it.
+    pub fn get(&self, id: &IdKey) -> Option<Placement<'_>> {
+        if let Some(placement) = self.delta.get(id) {
+            return Some(placement);
+        }
+        self.base
+            .get(id)
+            .filter(|placement| !self.hidden.contains(&placement.slot()))
+    }
+
+    /// The entry in slot `number`, as a [`Hit`] names it.
+    pub fn at(&self, number: u32) -> Placement<'_> {
+        if number >= DELTA_SLOTS {
+            self.delta.at(number - DELTA_SLOTS)
+        } else {
+            self.base.at(number)
+        }
+    }
+
+    fn hit(&self, number: u32, distance_m: f64) -> Hit {
+        let placement = self.at(number);
+        Hit {
+            id: placement.id(),
+            slot: number,
+            location: placement.location(),
+            distance_m,
+        }
+    }
+
+    fn head(&self, number: u32, chord_2: f64, cursor: usize) -> Head {
+        Head {
+            chord_2,
+            id: self.at(number).id(),
+            cursor,
+            slot: number,
+        }
+    }
+
+    /// Whether the base slot of `placement` is hidden (a delta slot never is).
+    fn visible(&self, placement: &Placement<'_>) -> bool {
+        self.hidden.is_empty() || !self.hidden.contains(&placement.slot())
+    }
+
+    /// How many entries `typologies` hold (all when `None`), without visiting them.
+    pub fn count(&self, typologies: Option<&[&str]>) -> usize {
+        let hidden = if self.hidden.is_empty() {
+            0
+        } else {
+            let wanted: Option<HashSet<&str>> = typologies.map(|t| t.iter().copied().collect());
+            self.hidden
+                .iter()
+                .filter(|&&number| {
+                    wanted
+                        .as_ref()
+                        .is_none_or(|w| w.contains(self.base.at(number).typology()))
+                })
+                .count()
+        };
+        self.base.count(typologies) - hidden + self.delta.count(typologies)
+    }
+
+    /// The typology codes that have at least one entry, in no particular order.
+    pub fn typologies(&self) -> impl Iterator<Item = &str> {
+        let mut hidden: FxHashMap<&str, usize> = FxHashMap::default();
+        for &number in &self.hidden {
+            *hidden.entry(self.base.at(number).typology()).or_default() += 1;
+        }
+        let mut codes: Vec<&str> = self
+            .base
+            .typologies()
+            .filter(|code| self.base.count(Some(&[code])) > hidden.get(code).copied().unwrap_or(0))
+            .chain(self.delta.typologies())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes.into_iter()
+    }
+
+    /// Entries nearest first from `from`, among `typologies` (every typology when `None`, none
+    /// when the slice is empty), read lazily: the trees' nearest-neighbour iterators are merged
+    /// k-way, so each tree is read only as far as the caller goes.
+    pub fn nearest_iter<'a>(
+        &'a self,
+        from: LonLat,
+        typologies: Option<&[&str]>,
+    ) -> NearestIter<'a> {
+        let query = unit_vector(from);
+        let hidden = &self.hidden;
+        let mut cursors: Vec<TreeWalk<'a>> = Vec::new();
+        for tree in self.base.trees_for(typologies) {
+            let walk = tree
+                .nearest_neighbor_iter_with_distance_2(&query)
+                .map(|(element, chord_2)| (element.data, chord_2));
+            if hidden.is_empty() {
+                cursors.push(Box::new(walk));
+            } else {
+                cursors.push(Box::new(
+                    walk.filter(move |(number, _)| !hidden.contains(number)),
+                ));
+            }
+        }
+        for tree in self.delta.trees_for(typologies) {
+            cursors.push(Box::new(
+                tree.nearest_neighbor_iter_with_distance_2(&query)
+                    .map(|(element, chord_2)| (DELTA_SLOTS + element.data, chord_2)),
+            ));
+        }
+        let mut heads = BinaryHeap::with_capacity(cursors.len());
+        for (cursor, iter) in cursors.iter_mut().enumerate() {
+            if let Some((number, chord_2)) = iter.next() {
+                heads.push(self.head(number, chord_2, cursor));
+            }
+        }
+        NearestIter {
+            index: self,
+            cursors,
+            heads,
+        }
+    }
+
+    /// The `limit` entries nearest to `from`, nearest first, among `typologies`, no farther than
+    /// `max_distance_m` when given.
+    pub fn nearest(
+        &self,
+        from: LonLat,
+        typologies: Option<&[&str]>,
+        limit: usize,
+        max_distance_m: Option<f64>,
+    ) -> Vec<Hit> {
+        self.nearest_iter(from, typologies)
+            // Every later element of every tree is at least as far.
+            .take_while(|hit| max_distance_m.is_none_or(|max| hit.distance_m <= max))
+            .take(limit)
+            .collect()
+    }
+
+    /// The entry of `typology` nearest to `from` (`None` when it has none): one descent of one
+    /// tree per part, without the k-way merge of [`SpatialIndex::nearest`], for coverage, which
+    /// asks it millions of times. Of entries at the very same distance, any one may come.
+    pub fn nearest_of_typology(&self, from: LonLat, typology: &str) -> Option<Hit> {
+        let base = if self.hidden.is_empty() {
+            self.base.nearest_of_typology(from, typology)
+        } else {
+            let tree = &self.base.trees[usize::from(*self.base.typology_numbers.get(typology)?)];
+            tree.nearest_neighbor_iter_with_distance_2(&unit_vector(from))
+                .find(|(element, _)| !self.hidden.contains(&element.data))
+                .map(|(element, chord_2)| self.hit(element.data, metres_from_chord_2(chord_2)))
+        };
+        let delta = self.delta.nearest_of_typology(from, typology);
+        match (base, delta) {
+            (Some(b), Some(d)) => Some(if d.distance_m < b.distance_m { d } else { b }),
+            (b, d) => b.or(d),
+        }
+    }
+
+    /// Every entry of `typologies` (all when `None`), in no particular order: for queries
+    /// without a place.
+    pub fn entries<'a>(
+        &'a self,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        self.base
+            .entries(typologies)
+            .filter(move |placement| self.visible(placement))
+            .chain(self.delta.entries(typologies))
+    }
+
+    /// Every entry of `typologies` (all when `None`) inside `bbox` (edges included), in no
+    /// particular order: for territories, through their bounding box.
+    pub fn entries_in<'a>(
+        &'a self,
+        bbox: BBox,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        self.base
+            .entries_in(bbox, typologies)
+            .filter(move |placement| self.visible(placement))
+            .chain(self.delta.entries_in(bbox, typologies))
+    }
+
+    /// Every entry of `typologies` (all when `None`) within about `radius_m` metres of `from`,
+    /// in no particular order: the trees' own test, a hair wider than the exact one, which the
+    /// caller makes on the great-circle distance.
+    pub fn around<'a>(
+        &'a self,
+        from: LonLat,
+        radius_m: f64,
+        typologies: Option<&[&str]>,
+    ) -> impl Iterator<Item = Placement<'a>> + 'a {
+        self.base
+            .around(from, radius_m, typologies)
+            .filter(move |placement| self.visible(placement))
+            .chain(self.delta.around(from, radius_m, typologies))
+    }
+
+    /// Every entry within `radius_m` metres of `from` (boundary included), nearest first, among
+    /// `typologies` (every typology when `None`).
+    pub fn within_radius(
+        &self,
+        from: LonLat,
+        radius_m: f64,
+        typologies: Option<&[&str]>,
+    ) -> Vec<Hit> {
+        if radius_m.is_nan() || radius_m < 0.0 {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        for placement in self.around(from, radius_m, typologies) {
+            let distance_m = from.distance_m(placement.location());
+            if distance_m <= radius_m {
+                hits.push(self.hit(placement.slot(), distance_m));
+            }
+        }
+        hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.id.cmp(&b.id)));
+        hits
+    }
+
+    /// Every entry inside `bbox` (edges included, `BBox::contains`), among `typologies` (every
+    /// typology when `None`), sorted by id so that the answer is stable; `distance_m` is 0.0.
+    /// A box whose `min_lon` exceeds its `max_lon` holds nothing, as for `BBox::contains`.
+    pub fn within_bbox(&self, bbox: BBox, typologies: Option<&[&str]>) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = self
+            .entries_in(bbox, typologies)
+            .map(|placement| Hit {
+                id: placement.id(),
+                slot: placement.slot(),
+                location: placement.location(),
+                distance_m: 0.0,
+            })
+            .collect();
+        hits.sort_by_key(|hit| hit.id);
+        hits
+    }
+
+    /// Every id the index holds.
+    fn ids(&self) -> impl Iterator<Item = &IdKey> + '_ {
+        self.base
+            .by_id
+            .iter()
+            .filter(|(_, number)| !self.hidden.contains(number))
+            .map(|(id, _)| id)
+            .chain(self.delta.by_id.keys())
+    }
+
+    /// Every disagreement inside the index, in words: each part's trees and id table must hold
+    /// the same entries at the same places, and no entry may be visible in both parts.
+    fn internal_discrepancies(&self) -> Vec<String> {
+        let mut found = self.base.internal_discrepancies();
+        found.extend(self.delta.internal_discrepancies());
+        for id in self.delta.by_id.keys() {
+            if let Some(&number) = self.base.by_id.get(id) {
+                if !self.hidden.contains(&number) {
+                    found.push(format!(
+                        "index incohérent : la fiche {id} est à la fois dans la base et dans les changements récents"
+                    ));
+                }
+            }
+        }
+        found
+    }
+}
+
 /// Gathers entries slot by slot, then builds the trees on every core.
 #[derive(Default)]
 struct Builder {
-    index: SpatialIndex,
+    index: Core,
     /// Each typology's elements, by typology number.
     items: Vec<Vec<Item>>,
     /// Whether an id may come twice (and ids are mapped as they come).
@@ -764,7 +1072,7 @@ impl Builder {
 
     /// The index, its trees bulk loaded on every core, largest typologies first, while another
     /// thread maps the ids when `push` did not.
-    fn build(self) -> SpatialIndex {
+    fn build(self) -> Core {
         let Builder {
             mut index,
             items,
@@ -826,8 +1134,9 @@ impl Builder {
     }
 }
 
-/// One tree's nearest-first walk (rstar does not export its iterator type, hence the box).
-type TreeWalk<'a> = Box<dyn Iterator<Item = (&'a Item, f64)> + 'a>;
+/// One tree's nearest-first walk as (slot number, squared chord) pairs, hidden slots skipped
+/// (rstar does not export its iterator type, hence the box).
+type TreeWalk<'a> = Box<dyn Iterator<Item = (u32, f64)> + 'a>;
 
 /// The lazy nearest-first walk of [`SpatialIndex::nearest_iter`].
 pub struct NearestIter<'a> {
@@ -842,8 +1151,8 @@ impl Iterator for NearestIter<'_> {
     fn next(&mut self) -> Option<Hit> {
         let head = self.heads.pop()?;
         let found = self.index.hit(head.slot, metres_from_chord_2(head.chord_2));
-        if let Some((element, chord_2)) = self.cursors[head.cursor].next() {
-            let next = self.index.head(element, chord_2, head.cursor);
+        if let Some((slot, chord_2)) = self.cursors[head.cursor].next() {
+            let next = self.index.head(slot, chord_2, head.cursor);
             self.heads.push(next);
         }
         Some(found)
@@ -991,7 +1300,7 @@ pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
         build_ms = started.elapsed().as_millis() as u64 - read_ms,
         "spatial index loaded"
     );
-    Ok(index)
+    Ok(SpatialIndex::from_core(index))
 }
 
 /// The differences between `index` and the published entries of the database, one sentence
@@ -1039,11 +1348,7 @@ pub async fn check(pool: &Pool, index: &SpatialIndex) -> Result<Vec<String>> {
             }
         }
     }
-    let mut extra: Vec<&IdKey> = index
-        .by_id
-        .keys()
-        .filter(|id| !published.contains(*id))
-        .collect();
+    let mut extra: Vec<&IdKey> = index.ids().filter(|id| !published.contains(*id)).collect();
     extra.sort();
     for id in extra {
         found.push(format!(
@@ -1343,6 +1648,79 @@ mod tests {
         let mut typologies: Vec<&str> = index.typologies().collect();
         typologies.sort_unstable();
         assert_eq!(typologies, ["mairie", "piscine", "poste"]);
+    }
+
+    /// Writes land beside the base; folded into a new base they answer the same, and both
+    /// answer as brute force over what the writes left.
+    #[test]
+    fn changes_beside_the_base_answer_as_brute_force_before_and_after_compaction() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut live: Vec<Option<(String, SpatialEntry)>> =
+            random_entries().into_iter().map(Some).collect();
+        let mut index = SpatialIndex::new(live.iter().flatten().cloned());
+        index.complete();
+        for _ in 0..(COMPACT_AT + 500) {
+            let n = rng.gen_range(0..live.len() + 50);
+            if n >= live.len() || rng.gen_bool(0.7) {
+                // Created, moved or retyped.
+                let n = n.min(live.len());
+                let typology = TYPOLOGIES[rng.gen_range(0..TYPOLOGIES.len())].to_owned();
+                let e = entry(n, rng.gen_range(-5.0..9.5), rng.gen_range(41.5..51.0));
+                index.upsert(&typology, e.clone());
+                if n == live.len() {
+                    live.push(Some((typology, e)));
+                } else {
+                    live[n] = Some((typology, e));
+                }
+            } else {
+                index.remove(&id(n));
+                live[n] = None;
+            }
+        }
+        assert!(index.needs_compaction());
+        let compacted = index.compacted();
+        assert_eq!(compacted.pending_changes(), 0);
+        let expected: Vec<(String, SpatialEntry)> = live.into_iter().flatten().collect();
+        for index in [&index, &compacted] {
+            assert!(index.internal_discrepancies().is_empty());
+            assert_eq!(index.len(), expected.len());
+            for typology in [None, Some("piscine")] {
+                let filter = typology.map(|t| vec![t]);
+                assert_eq!(
+                    index.count(filter.as_deref()),
+                    expected
+                        .iter()
+                        .filter(|(t, _)| typology.is_none_or(|w| t == w))
+                        .count()
+                );
+                for from in query_points() {
+                    let hits = index.nearest(from, filter.as_deref(), 10, None);
+                    let brute = brute_force(&expected, from, typology.map(|t| vec![t]).as_deref());
+                    let got: Vec<f64> = hits.iter().map(|h| h.distance_m).collect();
+                    let want: Vec<f64> = brute.iter().take(10).map(|h| h.1).collect();
+                    assert_eq!(got.len(), want.len());
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+                    }
+                    let one = index
+                        .nearest_of_typology(from, "piscine")
+                        .map(|h| h.distance_m);
+                    let want_one = brute_force(&expected, from, Some(&["piscine"]))
+                        .first()
+                        .map(|h| h.1);
+                    assert_eq!(one.is_some(), want_one.is_some());
+                    if let (Some(a), Some(b)) = (one, want_one) {
+                        assert!((a - b).abs() < 1e-6);
+                    }
+                }
+            }
+            let mut typologies: Vec<&str> = index.typologies().collect();
+            typologies.sort_unstable();
+            let mut want: Vec<&str> = expected.iter().map(|(t, _)| t.as_str()).collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(typologies, want);
+        }
     }
 
     #[test]

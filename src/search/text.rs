@@ -63,7 +63,7 @@ pub const VERSION_FILE: &str = "proximites-text-version";
 /// The memory of the one writer, split between its threads: small for single writes, large for
 /// rebuilds, where fewer, larger segments mean fewer merges.
 const WRITER_MEMORY_BYTES: usize = 50_000_000;
-const REBUILD_MEMORY_BYTES: usize = 400_000_000;
+const REBUILD_MEMORY_BYTES: usize = 800_000_000;
 
 /// Sizes of the grid cells of the `place` field, in degrees, finest first (level 0).
 const CELL_DEGREES: [f64; 5] = [0.01, 0.04, 0.16, 0.64, 2.56];
@@ -499,18 +499,58 @@ impl TextIndex {
         out
     }
 
-    /// Runs `change` on the writer, then commits and makes it visible; rolls back on failure.
+    /// The change-log position the last commit brought the index to (`None` for an index
+    /// written before the log, or empty): what the next catch-up starts after.
+    pub fn position(&self) -> Option<i64> {
+        self.index
+            .load_metas()
+            .ok()?
+            .payload
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Opens the directory's one writer (tantivy locks it against a second, in any process)
+    /// for a long-lived applier of the change log; it stays open until dropped.
+    pub fn writer(&self) -> anyhow::Result<TextWriter> {
+        let writer: IndexWriter = self.index.writer(WRITER_MEMORY_BYTES).map_err(|e| {
+            anyhow::anyhow!("index texte : écriture impossible (un autre processus écrit ?) : {e}")
+        })?;
+        Ok(TextWriter {
+            raw: self.analyzer("fr_raw")?,
+            writer,
+            index: self.clone(),
+        })
+    }
+
+    /// Runs `change` on a writer of its own, then commits at change-log `position` and makes
+    /// it visible; rolls back on failure.
     fn write(
         &self,
         memory_bytes: usize,
+        threads: Option<usize>,
+        position: Option<i64>,
         change: impl FnOnce(&mut IndexWriter, &mut TextAnalyzer) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut raw = self.analyzer("fr_raw")?;
         let _turn = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut writer: IndexWriter = self.index.writer(memory_bytes).map_err(|e| {
+        let opened = match threads {
+            Some(threads) => self.index.writer_with_num_threads(threads, memory_bytes),
+            None => self.index.writer(memory_bytes),
+        };
+        let mut writer: IndexWriter = opened.map_err(|e| {
             anyhow::anyhow!("index texte : écriture impossible (un autre processus écrit ?) : {e}")
         })?;
-        let done = change(&mut writer, &mut raw).and_then(|()| Ok(writer.commit().map(drop)?));
+        if threads.is_some() {
+            // A build writes each segment once: merging them while adding only rewrites them.
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
+        let done = change(&mut writer, &mut raw).and_then(|()| {
+            let mut prepared = writer.prepare_commit()?;
+            if let Some(position) = position {
+                prepared.set_payload(&position.to_string());
+            }
+            Ok(prepared.commit().map(drop)?)
+        });
         if let Err(error) = done {
             if let Err(rollback) = writer.rollback() {
                 tracing::warn!(%rollback, "text index rollback failed");
@@ -523,20 +563,31 @@ impl TextIndex {
         Ok(())
     }
 
-    /// Replaces the whole content of the index with `docs`, in one commit.
-    pub fn rebuild(&self, docs: impl Iterator<Item = TextDoc>) -> anyhow::Result<()> {
-        self.write(REBUILD_MEMORY_BYTES, |writer, raw| {
-            writer.delete_all_documents()?;
-            for doc in docs {
-                writer.add_document(self.document(&doc, raw))?;
-            }
-            Ok(())
-        })
+    /// Replaces the whole content of the index with `docs`, in one commit at change-log
+    /// `position`, on every core.
+    pub fn rebuild(
+        &self,
+        docs: impl Iterator<Item = TextDoc>,
+        position: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        self.write(
+            REBUILD_MEMORY_BYTES,
+            Some(threads),
+            position,
+            |writer, raw| {
+                writer.delete_all_documents()?;
+                for doc in docs {
+                    writer.add_document(self.document(&doc, raw))?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Adds or replaces these entries, in one commit.
     pub fn upsert(&self, docs: &[TextDoc]) -> anyhow::Result<()> {
-        self.write(WRITER_MEMORY_BYTES, |writer, raw| {
+        self.write(WRITER_MEMORY_BYTES, None, None, |writer, raw| {
             for doc in docs {
                 writer.delete_term(Term::from_field_text(self.fields.id, doc.id.as_str()));
                 writer.add_document(self.document(doc, raw))?;
@@ -547,7 +598,7 @@ impl TextIndex {
 
     /// Removes these entries (unknown ids are ignored), in one commit.
     pub fn remove(&self, ids: &[ServiceId]) -> anyhow::Result<()> {
-        self.write(WRITER_MEMORY_BYTES, |writer, _| {
+        self.write(WRITER_MEMORY_BYTES, None, None, |writer, _| {
             for id in ids {
                 writer.delete_term(Term::from_field_text(self.fields.id, id.as_str()));
             }
@@ -748,6 +799,9 @@ impl TextIndex {
         taxonomy: &Taxonomy,
         locator: &Locator,
     ) -> crate::error::Result<()> {
+        // Read before the rows: a write landing between is applied again from the log, which
+        // is harmless (an upsert of what the index holds already).
+        let position = crate::db::log_head(pool).await?;
         let rows = crate::services::store::published_for_text(pool).await?;
         let docs = rows
             .into_iter()
@@ -780,15 +834,65 @@ impl TextIndex {
             // numbers: a query on a typology's words, or narrowed to a few cells, then reads a
             // few stretches of each word's postings rather than the whole of them.
             docs.sort_by_cached_key(|doc| (doc.typology.clone(), z_order(doc.location)));
-            index.rebuild(docs.into_iter())
+            index.rebuild(docs.into_iter(), Some(position))
         })
         .await
         .map_err(anyhow::Error::from)??;
         tracing::info!(
             entries = count,
             ms = started.elapsed().as_millis() as u64,
-            "text index rebuilt"
+            "text index built"
         );
+        Ok(())
+    }
+}
+
+/// The directory's writer held by the one applier of the change log: changes go in as they
+/// come, and become visible together at the next [`TextWriter::commit`].
+pub struct TextWriter {
+    writer: IndexWriter,
+    raw: TextAnalyzer,
+    index: TextIndex,
+}
+
+impl TextWriter {
+    /// Adds or replaces these entries (visible at the next commit).
+    pub fn upsert(&mut self, docs: &[TextDoc]) -> anyhow::Result<()> {
+        let id = self.index.fields.id;
+        for doc in docs {
+            self.writer
+                .delete_term(Term::from_field_text(id, doc.id.as_str()));
+            let document = self.index.document(doc, &mut self.raw);
+            self.writer.add_document(document)?;
+        }
+        Ok(())
+    }
+
+    /// Removes these entries (visible at the next commit; unknown ids are ignored).
+    pub fn remove(&mut self, ids: &[ServiceId]) {
+        let id = self.index.fields.id;
+        for service in ids {
+            self.writer
+                .delete_term(Term::from_field_text(id, service.as_str()));
+        }
+    }
+
+    /// Makes every change so far visible and durable, recording change-log `position` in the
+    /// same commit; rolls them back on failure.
+    pub fn commit(&mut self, position: i64) -> anyhow::Result<()> {
+        let committed = (|| -> anyhow::Result<()> {
+            let mut prepared = self.writer.prepare_commit()?;
+            prepared.set_payload(&position.to_string());
+            prepared.commit()?;
+            Ok(())
+        })();
+        if let Err(error) = committed {
+            if let Err(rollback) = self.writer.rollback() {
+                tracing::warn!(%rollback, "text index rollback failed");
+            }
+            return Err(error);
+        }
+        self.index.reader.reload()?;
         Ok(())
     }
 }
@@ -933,7 +1037,7 @@ mod tests {
         let taxonomy = Taxonomy::embedded().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let index = TextIndex::open_or_create(dir.path()).unwrap();
-        index.rebuild(sample(&taxonomy).into_iter()).unwrap();
+        index.rebuild(sample(&taxonomy).into_iter(), None).unwrap();
         (dir, index)
     }
 

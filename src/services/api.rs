@@ -16,9 +16,9 @@ use super::routes::ServiceView;
 use super::upload;
 use super::write::{self, Written};
 use crate::accounts::auth::ApiActor;
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,6 +1,7 @@
 //! Entries recently read from the database, kept in memory for the search API: a directory is
 //! read far more than written, and the same entries (the town halls, pharmacies and schools
-//! near where people live) come back in page after page. Emptied whenever the data changes.
+//! near where people live) come back in page after page. A write evicts the entries it changed
+//! (the change log names them), not the whole cache.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -44,6 +45,11 @@ impl Cached {
 /// Shards of the cache: requests on two cores seldom wait for one another.
 const SHARDS: usize = 16;
 
+fn shard_of(id: &ServiceId) -> usize {
+    use std::hash::BuildHasher;
+    (rustc_hash::FxBuildHasher.hash_one(id) as usize) % SHARDS
+}
+
 /// One shard: the data version its entries were read at, and the entries.
 #[derive(Default)]
 struct Shard {
@@ -67,9 +73,7 @@ impl ServiceCache {
     }
 
     fn shard(&self, id: &ServiceId) -> &Mutex<Shard> {
-        use std::hash::BuildHasher;
-        let hash = rustc_hash::FxBuildHasher.hash_one(id);
-        &self.shards[(hash as usize) % SHARDS]
+        &self.shards[shard_of(id)]
     }
 
     /// The entries `ids` (those that exist), as the database had them at data `version` or
@@ -114,6 +118,27 @@ impl ServiceCache {
             found.push(service);
         }
         Ok(found)
+    }
+
+    /// Moves the cache from data version `from` to `to`, the change log between them having
+    /// changed the entries `changed`: those are evicted, the others stay. A shard at another
+    /// version than `from` (it missed a step) is emptied.
+    pub fn advance(&self, from: Option<&str>, to: Option<&str>, changed: &[ServiceId]) {
+        let mut by_shard: Vec<Vec<&ServiceId>> = vec![Vec::new(); SHARDS];
+        for id in changed {
+            by_shard[shard_of(id)].push(id);
+        }
+        for (shard, ids) in self.shards.iter().zip(by_shard) {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if shard.version.as_deref() == from {
+                for id in ids {
+                    shard.entries.remove(id);
+                }
+            } else {
+                shard.entries.clear();
+            }
+            shard.version = to.map(str::to_owned);
+        }
     }
 }
 

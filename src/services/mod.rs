@@ -8,6 +8,7 @@ pub mod hours;
 pub mod phone;
 pub mod routes;
 pub mod store;
+pub mod turn;
 pub mod upload;
 pub mod validate;
 pub mod write;

@@ -8,9 +8,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{store, Closure, Service, ServiceId, Status, Wheelchair};
-use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
 use crate::spatial::LonLat;
+use crate::state::AppState;
 use crate::taxonomy::Taxonomy;
 use crate::territory::Locator;
 

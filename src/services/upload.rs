@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 use super::history::{changes, Version};
 use super::{store, Status};
 use crate::accounts::{can, Action, Actor, Area, Target, Territory};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::import::{self, ImportOptions, ImportReport, Input};
+use crate::state::AppState;
 
 /// How to run an upload.
 #[derive(Debug, Clone, Copy, Default)]
@@ -128,8 +128,6 @@ pub async fn run(
             .collect(),
     );
     let (kind, id) = actor.history_ref();
-    let guard = state.writes.clone().lock_owned().await;
-    let before = crate::db::fact(&state.pool, "data_version").await?;
     let mut report = import::import(
         &state.pool,
         &state.reference,
@@ -147,16 +145,11 @@ pub async fn run(
             plan: mode.dry_run,
             withdraw_missing: mode.withdraw_missing,
             confirm_unchanged: mode.confirm_unchanged,
+            live: Some(state.live.clone()),
             ..ImportOptions::default()
         },
     )
     .await?;
-    if report.committed {
-        state
-            .index_committed(before.as_deref(), &report.written)
-            .await?;
-    }
-    drop(guard);
     let plan = if mode.dry_run {
         Some(plan_of(state, &mut report).await?)
     } else {

@@ -8,10 +8,11 @@ use sha2::{Digest, Sha256};
 use sqlx::SqliteConnection;
 
 use super::history::{self, Version, Via};
+use super::turn::{set_version, Author, WriteTurn};
 use super::{store, Closure, Content, Draft, Service, ServiceId, Status, Validator};
 use crate::accounts::{can, Action, Actor, Role, Target};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
+use crate::state::AppState;
 
 /// The entry's version tag for `If-Match`: it changes with every write to the entry (content,
 /// status, confirmation), so a write based on an older read is refused.
@@ -273,31 +274,9 @@ pub struct Written {
     pub change_id: Option<String>,
 }
 
-async fn open(
-    state: &AppState,
-) -> Result<(
-    tokio::sync::OwnedMutexGuard<()>,
-    sqlx::Transaction<'static, crate::db::Db>,
-)> {
-    // One write at a time in this process, from its transaction to its indexes: the indexes
-    // then follow the data version step by step.
-    let guard = state.writes.clone().lock_owned().await;
-    let tx = state.pool.begin_with("BEGIN IMMEDIATE").await?;
-    Ok((guard, tx))
-}
-
-async fn finish(
-    state: &AppState,
-    guard: tokio::sync::OwnedMutexGuard<()>,
-    mut tx: sqlx::Transaction<'static, crate::db::Db>,
-    ids: &[ServiceId],
-) -> Result<()> {
-    let before = crate::db::fact_in(&mut tx, "data_version").await?;
-    crate::db::set_fact(&mut *tx, "data_version", &crate::db::new_data_version()).await?;
-    tx.commit().await?;
-    state.index_committed(before.as_deref(), ids).await?;
-    drop(guard);
-    Ok(())
+/// The write turn of a change by a contributor, on the server's live indexes.
+async fn open(state: &AppState) -> Result<WriteTurn> {
+    WriteTurn::begin(&state.pool, Some(&state.live)).await
 }
 
 pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) -> Result<Written> {
@@ -335,10 +314,10 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
         Some(Value::String(_) | Value::Null) | None => id.to_string(),
         Some(_) => return Err(Error::invalid("source_ref", "texte attendu")),
     };
-    let (guard, mut tx) = open(state).await?;
+    let mut turn = open(state).await?;
     let known: Option<(String,)> = sqlx::query_as("SELECT id FROM organisations WHERE id = $1")
         .bind(&organisation)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(turn.conn())
         .await?;
     if known.is_none() {
         return Err(Error::invalid(
@@ -347,7 +326,7 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
         ));
     }
     let now = Utc::now();
-    let inserted = store::insert(&mut tx, &id, &organisation, &source_ref, &content, now).await;
+    let inserted = store::insert(turn.conn(), &id, &organisation, &source_ref, &content, now).await;
     match inserted {
         Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             return Err(Error::invalid(
@@ -361,7 +340,7 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
     // A person (or a script) creating an entry states it is right today.
     let next = Version::of(&content, Status::Published, Some(now));
     let change_id = history::record(
-        &mut tx,
+        turn.conn(),
         history::Record {
             service_id: &id,
             at: now,
@@ -374,7 +353,7 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
         },
     )
     .await?;
-    finish(state, guard, tx, std::slice::from_ref(&id)).await?;
+    turn.commit().await?;
     written(state, &id, Some(change_id)).await
 }
 
@@ -390,8 +369,7 @@ async fn written(state: &AppState, id: &ServiceId, change_id: Option<String>) ->
 #[allow(clippy::too_many_arguments)]
 async fn change(
     state: &AppState,
-    guard: tokio::sync::OwnedMutexGuard<()>,
-    mut tx: sqlx::Transaction<'static, crate::db::Db>,
+    mut turn: WriteTurn,
     actor: &Actor,
     via: Via,
     current: &Service,
@@ -400,34 +378,27 @@ async fn change(
     verified_at: Option<DateTime<Utc>>,
     action: &str,
 ) -> Result<Written> {
-    let previous = Version::of_service(current);
-    let next = Version::of(content, status, verified_at);
-    if previous == next {
-        tx.rollback().await?;
-        drop(guard);
+    let (kind, id) = actor.history_ref();
+    let author = Author { kind, id, via };
+    let changed = set_version(
+        turn.conn(),
+        current,
+        content,
+        status,
+        verified_at,
+        &author,
+        action,
+        Utc::now(),
+    )
+    .await?;
+    let Some(change_id) = changed else {
+        turn.rollback().await?;
         return Ok(Written {
             service: current.clone(),
             change_id: None,
         });
-    }
-    let now = Utc::now();
-    store::overwrite(&mut tx, &current.id, content, status, verified_at, now).await?;
-    let (actor_kind, actor_id) = actor.history_ref();
-    let change_id = history::record(
-        &mut tx,
-        history::Record {
-            service_id: &current.id,
-            at: now,
-            actor_kind,
-            actor_id,
-            via,
-            action,
-            previous: Some(&previous),
-            next: &next,
-        },
-    )
-    .await?;
-    finish(state, guard, tx, std::slice::from_ref(&current.id)).await?;
+    };
+    turn.commit().await?;
     written(state, &current.id, Some(change_id)).await
 }
 
@@ -440,8 +411,8 @@ pub async fn update(
     if_match: Option<&str>,
     fields: &Map<String, Value>,
 ) -> Result<Written> {
-    let (guard, mut tx) = open(state).await?;
-    let current = entry_for(&mut tx, actor, id, Action::UpdateEntry).await?;
+    let mut turn = open(state).await?;
+    let current = entry_for(turn.conn(), actor, id, Action::UpdateEntry).await?;
     check_etag(&current, if_match)?;
     let mut draft = draft_of(&current);
     let closures = apply_fields(&mut draft, fields, &[]).map_err(Error::Invalid)?;
@@ -462,8 +433,7 @@ pub async fn update(
     };
     change(
         state,
-        guard,
-        tx,
+        turn,
         actor,
         via,
         &current,
@@ -483,16 +453,15 @@ pub async fn withdraw(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<Written> {
-    let (guard, mut tx) = open(state).await?;
-    let current = entry_for(&mut tx, actor, id, Action::WithdrawEntry).await?;
+    let mut turn = open(state).await?;
+    let current = entry_for(turn.conn(), actor, id, Action::WithdrawEntry).await?;
     if if_match.is_some() {
         check_etag(&current, if_match)?;
     }
     let content = current.content.clone();
     change(
         state,
-        guard,
-        tx,
+        turn,
         actor,
         via,
         &current,
@@ -506,13 +475,12 @@ pub async fn withdraw(
 
 /// « Rien n'a changé » : the entry is confirmed as it is, today.
 pub async fn confirm(state: &AppState, actor: &Actor, via: Via, id: &str) -> Result<Written> {
-    let (guard, mut tx) = open(state).await?;
-    let current = entry_for(&mut tx, actor, id, Action::ConfirmEntry).await?;
+    let mut turn = open(state).await?;
+    let current = entry_for(turn.conn(), actor, id, Action::ConfirmEntry).await?;
     let content = current.content.clone();
     change(
         state,
-        guard,
-        tx,
+        turn,
         actor,
         via,
         &current,
@@ -532,9 +500,9 @@ pub async fn restore(
     id: &str,
     change_id: &str,
 ) -> Result<Written> {
-    let (guard, mut tx) = open(state).await?;
-    let current = entry_for(&mut tx, actor, id, Action::RestoreEntry).await?;
-    let earlier = history::change(&mut tx, &current.id, change_id)
+    let mut turn = open(state).await?;
+    let current = entry_for(turn.conn(), actor, id, Action::RestoreEntry).await?;
+    let earlier = history::change(turn.conn(), &current.id, change_id)
         .await?
         .ok_or_else(|| Error::not_found("changement", change_id))?;
     let Some(version) = earlier.previous else {
@@ -554,8 +522,7 @@ pub async fn restore(
     )?;
     change(
         state,
-        guard,
-        tx,
+        turn,
         actor,
         via,
         &current,

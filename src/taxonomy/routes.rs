@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Taxonomy, Typology};
-use crate::app::AppState;
 use crate::error::{Error, Problem, Result};
 use crate::http::Query;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -103,7 +103,10 @@ fn typology_view(taxonomy: &Taxonomy, t: &Typology, published_count: i64) -> Typ
     responses((status = 200, body = Vec<ThemeView>)))]
 async fn list_themes(State(state): State<AppState>) -> Result<Json<Vec<ThemeView>>> {
     let taxonomy = &state.reference.taxonomy;
-    let counts = state.published_counts.get(&state.pool).await?;
+    let counts = state
+        .published_counts
+        .get(&state.pool, state.live.settled_version())
+        .await?;
     let mut themes: Vec<ThemeView> = taxonomy
         .themes
         .iter()
@@ -160,7 +163,10 @@ async fn list_typologies(
             });
         }
     }
-    let counts = state.published_counts.get(&state.pool).await?;
+    let counts = state
+        .published_counts
+        .get(&state.pool, state.live.settled_version())
+        .await?;
     Ok(Json(
         taxonomy
             .typologies
@@ -183,7 +189,10 @@ async fn get_typology(
     let typology = taxonomy
         .typology(&code)
         .ok_or_else(|| Error::not_found("typologie", &code))?;
-    let counts = state.published_counts.get(&state.pool).await?;
+    let counts = state
+        .published_counts
+        .get(&state.pool, state.live.settled_version())
+        .await?;
     Ok(Json(typology_view(
         taxonomy,
         typology,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use std::sync::Arc;
 
-use crate::db::{self, Pool};
+use crate::db::Pool;
 use crate::error::{Error, Result};
 
 use super::Taxonomy;
@@ -12,7 +12,9 @@ use super::Taxonomy;
 /// Makes the database's themes, groups and typologies exactly those of `taxonomy`, in one transaction.
 /// A typology that entries still use cannot disappear: it must be retired instead.
 pub async fn sync(pool: &Pool, taxonomy: &Taxonomy) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: another process (a server, an import) may write meanwhile; a read
+    // transaction upgraded later would fail at once instead of waiting its turn.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
 
     let stored: Vec<(String,)> = sqlx::query_as("SELECT code FROM typologies")
         .fetch_all(&mut *tx)
@@ -150,8 +152,13 @@ pub struct PublishedCounts {
 type CountsAt = (Option<String>, Arc<HashMap<String, i64>>);
 
 impl PublishedCounts {
-    pub async fn get(&self, pool: &Pool) -> Result<Arc<HashMap<String, i64>>> {
-        let version = db::fact(pool, "data_version").await?;
+    /// The counts at data `version` (the caller's settled version: see
+    /// `LiveIndexes::settled_version`).
+    pub async fn get(
+        &self,
+        pool: &Pool,
+        version: Option<String>,
+    ) -> Result<Arc<HashMap<String, i64>>> {
         let mut cached = self.cached.lock().await;
         if let Some((seen, counts)) = cached.as_ref() {
             if *seen == version {

@@ -9,10 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::geocoder::Address;
 use super::{store, InseeCode};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::Query;
 use crate::spatial::{BBox, LonLat};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -23,7 +23,9 @@ pub struct LoadSummary {
 /// Upserts the reference files in one transaction. A commune keeps its stored boundary when the
 /// files bring none for it, so loading national CSVs never erases finer regional boundaries.
 pub async fn load_reference(pool: &Pool, files: &ReferenceFiles) -> Result<LoadSummary> {
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: another process (a server, an import) may write meanwhile; a read
+    // transaction upgraded later would fail at once instead of waiting its turn.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for chunk in files.regions.chunks(CHUNK) {
         let mut q = QueryBuilder::<Db>::new("INSERT INTO regions (code, name) ");
         q.push_values(chunk, |mut b, r| {

@@ -14,11 +14,11 @@ use serde_json::json;
 use super::layout::{self, href, t, Chrome};
 use super::search::{address_line, map_panel};
 use super::{lang_of, path_without_lang};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::reports::{self, ReportForm};
 use crate::search::hours::{self, clock, long_date, weekday_name, DayHours, Lang};
 use crate::services::{store, Service, ServiceId, Status, Wheelchair};
+use crate::state::AppState;
 
 /// An entry not confirmed for longer than this is flagged « à vérifier » (convention: twice a year).
 const STALE_AFTER_DAYS: i64 = 183;

@@ -8,9 +8,9 @@ use maud::html;
 
 use super::layout::{self, href, t, Chrome, Section};
 use super::{encode_query, lang_of, path_without_lang};
-use crate::app::AppState;
 use crate::error::Result;
 use crate::search::hours::Lang;
+use crate::state::AppState;
 
 /// `GET /`: the home page.
 #[utoipa::path(get, path = "/", tag = "pages",
@@ -22,7 +22,10 @@ pub async fn home(
 ) -> Result<Response> {
     let lang = lang_of(query.as_deref());
     let path = path_without_lang(&uri);
-    let counts = state.published_counts.get(&state.pool).await?;
+    let counts = state
+        .published_counts
+        .get(&state.pool, state.live.settled_version())
+        .await?;
     let body = html! {
         h1 { (t(lang, "Les services publics près de chez vous", "Public services near you")) }
         p.lead { (t(lang,

@@ -9,12 +9,12 @@ use maud::html;
 use super::layout::{self, href, t, Chrome, Section};
 use super::search::{item, resolve_place};
 use super::{lang_of, path_without_lang};
-use crate::app::AppState;
 use crate::error::Result;
 use crate::search::answer;
 use crate::search::engine::{SearchQuery, Sort};
 use crate::search::hours::{self, Lang};
 use crate::spatial::LonLat;
+use crate::state::AppState;
 
 /// Services shown per typology of an event.
 const PER_TYPOLOGY: usize = 3;

@@ -18,11 +18,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::app::AppState;
 use crate::error::Result;
 use crate::reports::{FormToken, RateLimiter};
 use crate::search::engine::Territory;
 use crate::search::hours::Lang;
+use crate::state::AppState;
 use crate::taxonomy::life_events::LifeEvents;
 
 /// What the pages need beyond the rest of the application state.

@@ -10,13 +10,13 @@ use serde::Deserialize;
 
 use super::layout::{self, distance, href, t, Chrome, Section};
 use super::{encode_query, lang_of, path_without_lang, widget};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::search::engine::{SearchParams, SearchQuery};
 use crate::search::hours::{self, Lang};
 use crate::search::{answer, Results};
 use crate::services::cache::Cached;
 use crate::services::Wheelchair;
+use crate::state::AppState;
 use crate::territory::Commune;
 
 /// The search form's fields, as the URL carries them: the API's parameters, plus `lieu` (a

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::state::AppState;
 
 /// Tiles kept in memory (about 20 KB each).
 const CACHED_TILES: usize = 4_096;

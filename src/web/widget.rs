@@ -10,10 +10,10 @@ use maud::html;
 use super::layout::{self, t, Chrome, Section};
 use super::search::PageParams;
 use super::{encode_query, lang_of, path_without_lang};
-use crate::app::AppState;
 use crate::error::{Error, FieldError, Result};
 use crate::search::engine::Territory;
 use crate::search::hours::Lang;
+use crate::state::AppState;
 
 /// The accent colour when none is chosen: passes both contrast rules on white.
 pub const DEFAULT_COLOR: Rgb = Rgb(0x00, 0x5a, 0x9c);

@@ -136,6 +136,12 @@ pub async fn spawn_server_with(
         command.arg("--no-demo");
     }
     command.args(extra);
+    spawn(command).await
+}
+
+/// Starts the `serve` command `command` (its stderr is piped here), learns its port from the
+/// log and waits until /healthz answers.
+pub async fn spawn(mut command: Command) -> Server {
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

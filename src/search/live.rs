@@ -1,0 +1,512 @@
+//! The live search indexes of one process: the spatial index in memory and the text index on
+//! disk, kept at the change log's head by applying its rows past the position each stands at,
+//! in time proportional to what changed.
+//!
+//! One applier at a time per process (the `applier` lock) owns the text index's writer, held
+//! open for the life of the process: the command line never writes the text index of a
+//! database a server serves (imports write the database and its log only), so no two writers
+//! fight over the directory. A write of this process applies the log right after its commit;
+//! a server also applies it every [`FOLLOW_INTERVAL`], which is how it sees a command-line
+//! import or another process's write. A full rebuild happens only for an index of another
+//! schema version, one whose position the log was pruned past, or `check --repair`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashSet;
+
+use super::engine::SearchIndex;
+use super::spatial::{self, Attributes, SpatialEntry};
+use super::text::{self, TextIndex, TextWriter};
+use crate::db::{self, Pool};
+use crate::import::Reference;
+use crate::services::cache::ServiceCache;
+use crate::services::{ServiceId, Status};
+
+/// How often a server applies what other processes wrote.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Rows of the log read and applied at once: a large import is applied in steps, each visible.
+const BATCH_ROWS: i64 = 50_000;
+
+/// How long the change log keeps rows every index has applied, for a process that restarts
+/// (or a second instance) to catch up from it rather than rebuild.
+pub const LOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What one catch-up did, for the logs and the tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Change-log rows applied.
+    pub rows: usize,
+    /// Entries re-read and placed again (or removed).
+    pub entries: usize,
+    /// Whether the indexes were rebuilt whole (the log was pruned past their position).
+    pub rebuilt: bool,
+    /// The position both indexes stand at now.
+    pub position: i64,
+}
+
+/// Why the indexes are built whole rather than caught up from the log.
+#[derive(Debug, Clone, Copy)]
+enum Rebuild {
+    /// The text index has no position (new, of another schema version, or older than the log).
+    NoPosition,
+    /// The log was pruned past the indexes' position.
+    Pruned,
+    /// `check --repair`.
+    Asked,
+}
+
+/// The applier's side: the text index's writer and how far it went.
+struct Applier {
+    writer: Option<TextWriter>,
+    /// Position of the changes handed to the writer (committed or not).
+    text_applied: i64,
+}
+
+/// The spatial and text indexes of this process, with their position in the change log.
+pub struct LiveIndexes {
+    /// What queries read: a whole index, swapped, never changed in place.
+    current: RwLock<Arc<SearchIndex>>,
+    text: TextIndex,
+    dir: PathBuf,
+    reference: Reference,
+    applier: tokio::sync::Mutex<Applier>,
+    /// The text index's committed position.
+    text_position: AtomicI64,
+    /// The log's head when last read, to tell the lag.
+    head_seen: AtomicI64,
+    /// Held by each write transaction of this process: writers take turns here rather than in
+    /// SQLite's busy handler, which sleeps.
+    writes: Arc<tokio::sync::Mutex<()>>,
+    /// Entries recently read, evicted by the log's rows as they are applied.
+    pub service_cache: Arc<ServiceCache>,
+    /// What caches of whole-directory products key on (see [`LiveIndexes::settled_index`]),
+    /// and since when.
+    settled: std::sync::Mutex<(Arc<SearchIndex>, Instant)>,
+    /// How long a change may take to reach those caches, in milliseconds.
+    staleness_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
+const SERVICE_CACHE_ENTRIES: usize = 100_000;
+
+impl LiveIndexes {
+    /// Opens the text index in `dir` and loads the spatial index from the database, then
+    /// brings both to the log's head: the text index from its own position (rebuilt only when
+    /// it has none, is of another schema version, or the log was pruned past it).
+    pub async fn open(pool: &Pool, reference: Reference, dir: &Path) -> anyhow::Result<Self> {
+        let owned = dir.to_owned();
+        let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+        let started = Instant::now();
+        // Read before the rows: a write landing during the load is applied again, harmlessly.
+        let head = db::log_head(pool).await?;
+        let spatial = spatial::load(pool).await?;
+        tracing::info!(
+            entries = spatial.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "spatial index loaded"
+        );
+        let text_position = text.position().unwrap_or(-1);
+        let first = in_service(SearchIndex {
+            spatial,
+            version: Some(head.to_string()),
+            position: head,
+        });
+        let live = LiveIndexes {
+            settled: std::sync::Mutex::new((first.clone(), Instant::now())),
+            staleness_ms: Default::default(),
+            current: RwLock::new(first),
+            text,
+            dir: dir.to_owned(),
+            reference,
+            applier: tokio::sync::Mutex::new(Applier {
+                writer: None,
+                text_applied: text_position,
+            }),
+            text_position: AtomicI64::new(text_position),
+            head_seen: AtomicI64::new(head),
+            writes: Arc::default(),
+            service_cache: Arc::new(ServiceCache::new(SERVICE_CACHE_ENTRIES)),
+        };
+        live.catch_up(pool).await?;
+        Ok(live)
+    }
+
+    /// The index queries read now (cheap: an `Arc`).
+    pub fn search_index(&self) -> Arc<SearchIndex> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The index that caches of whole-directory products key on: the GIS files, the OGC
+    /// counts, coverage, the published counts, printed guides. It follows the live index but
+    /// moves at most once per [`LiveIndexes::set_cache_staleness`], so that a stream of small
+    /// writes (a campaign week) does not rebuild them after each one; a change reaches them
+    /// within that time. With no staleness (the default) it is the live index.
+    pub fn settled_index(&self) -> Arc<SearchIndex> {
+        let current = self.search_index();
+        let mut settled = self
+            .settled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let staleness = Duration::from_millis(self.staleness_ms.load(Ordering::Relaxed));
+        if settled.0.position != current.position && settled.1.elapsed() >= staleness {
+            *settled = (current, Instant::now());
+        }
+        settled.0.clone()
+    }
+
+    /// The data version of [`LiveIndexes::settled_index`].
+    pub fn settled_version(&self) -> Option<String> {
+        self.settled_index().version.clone()
+    }
+
+    /// How long a change may take to reach the caches of whole-directory products.
+    pub fn set_cache_staleness(&self, staleness: Duration) {
+        self.staleness_ms.store(
+            u64::try_from(staleness.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn text(&self) -> &TextIndex {
+        &self.text
+    }
+
+    /// Where the text index lives.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The turn of a write transaction of this process (see [`LiveIndexes::writes`]).
+    pub async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.writes.clone().lock_owned().await
+    }
+
+    /// Positions of the spatial and text indexes and the log's head when last read.
+    pub fn positions(&self) -> Positions {
+        Positions {
+            spatial: self.search_index().position,
+            text: self.text_position.load(Ordering::Acquire),
+            head: self.head_seen.load(Ordering::Acquire),
+        }
+    }
+
+    /// Applies the change log past the indexes' positions: each changed entry is read again
+    /// and its text document and spatial placement replaced or removed. Writes of this process
+    /// call it after their commit; a server calls it every [`FOLLOW_INTERVAL`].
+    pub async fn catch_up(&self, pool: &Pool) -> anyhow::Result<CaughtUp> {
+        let mut applier = self.applier.lock().await;
+        let mut done = CaughtUp::default();
+        loop {
+            let current = self.search_index();
+            let from = current.position.min(applier.text_applied);
+            let pruned: i64 = db::fact(pool, "log_pruned_through")
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if applier.text_applied < 0 || from < pruned {
+                let reason = if applier.text_applied < 0 {
+                    Rebuild::NoPosition
+                } else {
+                    Rebuild::Pruned
+                };
+                self.rebuild(pool, &mut applier, reason).await?;
+                done.rebuilt = true;
+                continue;
+            }
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT seq, entry_id, kind FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(from)
+            .bind(BATCH_ROWS)
+            .fetch_all(pool)
+            .await?;
+            let Some(&(last, _, _)) = rows.last() else {
+                self.head_seen.fetch_max(from, Ordering::AcqRel);
+                break;
+            };
+            self.head_seen.fetch_max(last, Ordering::AcqRel);
+            let mut for_spatial = FxHashSet::default();
+            let mut for_text = FxHashSet::default();
+            let mut for_cache = FxHashSet::default();
+            for (seq, id, kind) in &rows {
+                let Some(id) = ServiceId::parse(id) else {
+                    continue;
+                };
+                for_cache.insert(id.clone());
+                if kind == "touched" {
+                    continue;
+                }
+                if *seq > current.position {
+                    for_spatial.insert(id.clone());
+                }
+                if *seq > applier.text_applied {
+                    for_text.insert(id);
+                }
+            }
+            let wanted: Vec<ServiceId> = for_spatial.union(&for_text).cloned().collect();
+            let mut published = Vec::new();
+            for chunk in wanted.chunks(500) {
+                published.extend(
+                    crate::services::store::get_many(pool, chunk)
+                        .await?
+                        .into_iter()
+                        .filter(|s| s.status == Status::Published),
+                );
+            }
+            done.rows += rows.len();
+            done.entries += wanted.len();
+            let reference = self.reference.clone();
+            let mut writer = match applier.writer.take() {
+                Some(writer) => writer,
+                None => self.text.writer()?,
+            };
+            let previous = current.clone();
+            let (writer, spatial) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let published_ids: FxHashSet<&ServiceId> =
+                    published.iter().map(|s| &s.id).collect();
+                let gone = |ids: &FxHashSet<ServiceId>| -> Vec<ServiceId> {
+                    ids.iter()
+                        .filter(|id| !published_ids.contains(id))
+                        .cloned()
+                        .collect()
+                };
+                let docs: Vec<_> = published
+                    .iter()
+                    .filter(|s| for_text.contains(&s.id))
+                    .map(|s| text::doc_for(s, &reference.taxonomy, &reference.locator))
+                    .collect();
+                writer.upsert(&docs)?;
+                writer.remove(&gone(&for_text));
+                let mut spatial = previous.spatial.clone();
+                for id in gone(&for_spatial) {
+                    spatial.remove(&id);
+                }
+                for s in published.iter().filter(|s| for_spatial.contains(&s.id)) {
+                    spatial.upsert(&s.content.typology, spatial_entry(s));
+                }
+                if spatial.needs_compaction() {
+                    let started = Instant::now();
+                    spatial = spatial.compacted();
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "spatial index compacted"
+                    );
+                }
+                writer.commit(last)?;
+                Ok((writer, spatial))
+            })
+            .await??;
+            applier.writer = Some(writer);
+            applier.text_applied = last;
+            self.text_position.store(last, Ordering::Release);
+            let changed: Vec<ServiceId> = for_cache.into_iter().collect();
+            let version = Some(last.to_string());
+            self.service_cache
+                .advance(current.version.as_deref(), version.as_deref(), &changed);
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(SearchIndex {
+                spatial,
+                version,
+                position: last,
+            });
+            done.position = last;
+        }
+        done.position = self.search_index().position;
+        Ok(done)
+    }
+
+    /// Rebuilds both indexes from the database, saying why in the log.
+    async fn rebuild(
+        &self,
+        pool: &Pool,
+        applier: &mut Applier,
+        reason: Rebuild,
+    ) -> anyhow::Result<()> {
+        match reason {
+            Rebuild::Pruned => tracing::warn!(
+                position = applier.text_applied,
+                "search indexes rebuilt from the database: the change log was pruned past their position"
+            ),
+            Rebuild::NoPosition => tracing::info!(
+                "search indexes built from the database: the text index had no position in the change log"
+            ),
+            Rebuild::Asked => tracing::info!("search indexes rebuilt from the database, as asked"),
+        }
+        // The writer must be released: the rebuild opens one of its own.
+        applier.writer = None;
+        let head = db::log_head(pool).await?;
+        self.text
+            .sync_from_db(pool, &self.reference.taxonomy, &self.reference.locator)
+            .await?;
+        let spatial = spatial::load(pool).await?;
+        applier.text_applied = head;
+        self.text_position.store(head, Ordering::Release);
+        self.service_cache
+            .advance(None, Some(&head.to_string()), &[]);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = in_service(SearchIndex {
+            spatial,
+            version: Some(head.to_string()),
+            position: head,
+        });
+        Ok(())
+    }
+
+    /// Rebuilds both indexes from the database whatever their position (`check --repair`).
+    pub async fn rebuild_all(&self, pool: &Pool) -> anyhow::Result<()> {
+        let mut applier = self.applier.lock().await;
+        self.rebuild(pool, &mut applier, Rebuild::Asked).await?;
+        drop(applier);
+        self.catch_up(pool).await?;
+        Ok(())
+    }
+
+    /// Records this process's position in the database (for pruning and `check`).
+    pub async fn record_position(&self, pool: &Pool) -> anyhow::Result<()> {
+        let positions = self.positions();
+        sqlx::query(
+            "INSERT INTO index_positions (name, seq, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+        )
+        .bind(self.dir.display().to_string())
+        .bind(positions.spatial.min(positions.text))
+        .bind(chrono::Utc::now())
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Where the indexes of a process stand in the change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Positions {
+    pub spatial: i64,
+    pub text: i64,
+    /// The log's last row when last read.
+    pub head: i64,
+}
+
+impl Positions {
+    /// Rows of the log not applied yet by the slower index.
+    pub fn lag(&self) -> i64 {
+        (self.head - self.spatial.min(self.text)).max(0)
+    }
+}
+
+/// Deletes the change-log rows every recorded index has applied and that are older than
+/// `retention`; the last row always stays (it is the data version). Returns the rows deleted.
+pub async fn prune_log(pool: &Pool, retention: Duration) -> anyhow::Result<u64> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let before =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    // An index that reported nothing for as long as the retention is gone (or will rebuild).
+    let (applied,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(seq) FROM index_positions WHERE updated_at > $1")
+            .bind(before)
+            .fetch_one(&mut *tx)
+            .await?;
+    let head = db::log_head(&mut *tx).await?;
+    let through = applied.unwrap_or(head).min(head - 1);
+    // The log's own clock is SQLite's CURRENT_TIMESTAMP: UTC, "YYYY-MM-DD HH:MM:SS".
+    let before = before.format("%Y-%m-%d %H:%M:%S").to_string();
+    let (last_old,): (Option<i64>,) =
+        sqlx::query_as("SELECT MAX(seq) FROM change_log WHERE seq <= $1 AND at <= $2")
+            .bind(through)
+            .bind(&before)
+            .fetch_one(&mut *tx)
+            .await?;
+    let Some(last_old) = last_old else {
+        tx.rollback().await?;
+        return Ok(0);
+    };
+    let deleted = sqlx::query("DELETE FROM change_log WHERE seq <= $1")
+        .bind(last_old)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    db::set_fact(&mut *tx, "log_pruned_through", &last_old.to_string()).await?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// The spatial placement of a published entry.
+pub fn spatial_entry(s: &crate::services::Service) -> SpatialEntry {
+    SpatialEntry {
+        id: s.id.clone(),
+        location: s.content.location,
+        insee_code: s.content.insee_code.clone(),
+        attributes: Attributes {
+            wheelchair: s.content.wheelchair,
+            opening_hours: s.content.opening_hours.clone(),
+            folded_name: crate::text::fold(&s.content.name),
+        },
+    }
+}
+
+/// Puts `index` in service and completes it in the background (see
+/// [`spatial::SpatialIndex::complete`]): queries are answered from the first moment, faster
+/// once it is done.
+fn in_service(index: SearchIndex) -> Arc<SearchIndex> {
+    let index = Arc::new(index);
+    let completing = index.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        completing.spatial.complete();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "search index completed"
+        );
+    });
+    index
+}
+
+/// Follows the change log until the process ends: applies it every [`FOLLOW_INTERVAL`],
+/// records the position every minute, and prunes the log once an hour.
+pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
+    let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recorded = Instant::now() - Duration::from_secs(3600);
+    let mut pruned = Instant::now();
+    loop {
+        tick.tick().await;
+        match live.catch_up(&pool).await {
+            Ok(done) if done.rows > 0 => tracing::debug!(?done, "change log applied"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "change log not applied"),
+        }
+        if recorded.elapsed() >= Duration::from_secs(60) {
+            recorded = Instant::now();
+            if let Err(error) = live.record_position(&pool).await {
+                tracing::warn!(%error, "index position not recorded");
+            }
+        }
+        if pruned.elapsed() >= Duration::from_secs(3600) {
+            pruned = Instant::now();
+            match prune_log(&pool, LOG_RETENTION).await {
+                Ok(rows) if rows > 0 => tracing::info!(rows, "change log pruned"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "change log not pruned"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveIndexes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveIndexes")
+            .field("dir", &self.dir)
+            .field("positions", &self.positions())
+            .finish_non_exhaustive()
+    }
+}

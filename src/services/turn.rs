@@ -1,0 +1,173 @@
+//! The one write path of entries: [`WriteTurn`] takes this process's turn, opens the write
+//! transaction, hands it to the caller's statements, commits (the change log's triggers having
+//! logged every changed entry in the same transaction), then brings this process's live
+//! indexes to the log's head. Every writer of entries goes through it — the API, the pages,
+//! bulk updates, confirmations, restore, restitution, imports — and [`set_version`] is the one
+//! way an entry's content, status or confirmation changes with its history row.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::SqliteConnection;
+
+use super::history::{self, Version, Via};
+use super::{store, Content, Service, Status};
+use crate::db::{Db, Pool};
+use crate::error::Result;
+use crate::search::live::LiveIndexes;
+
+/// A write transaction on entries, from its turn to the indexes showing it.
+///
+/// Dropped without [`WriteTurn::commit`] (an error, a refused change), its connection is closed
+/// rather than returned to the pool, which rolls the transaction back.
+pub struct WriteTurn {
+    pool: Pool,
+    /// The process's live indexes, brought up to date after the commit; `None` on the command
+    /// line, where a server applies the log (or the next `serve` does).
+    live: Option<Arc<LiveIndexes>>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    conn: Option<Conn>,
+}
+
+/// A pooled connection, or one of its own for a bulk load (its own settings, see
+/// [`store::bulk_writer`]).
+enum Conn {
+    Pooled(PoolConnection<Db>),
+    Bulk(SqliteConnection),
+}
+
+impl Conn {
+    fn get(&mut self) -> &mut SqliteConnection {
+        match self {
+            Conn::Pooled(conn) => conn,
+            Conn::Bulk(conn) => conn,
+        }
+    }
+}
+
+impl WriteTurn {
+    /// Takes the turn and opens the transaction (`BEGIN IMMEDIATE`: the database's write lock
+    /// now rather than a failed upgrade later).
+    pub async fn begin(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+        let conn = Conn::Pooled(pool.acquire().await?);
+        WriteTurn::open(pool, live, conn).await
+    }
+
+    /// The same on a connection of its own set for a bulk load (an import).
+    pub async fn begin_bulk(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+        let conn = Conn::Bulk(store::bulk_writer(pool).await?);
+        WriteTurn::open(pool, live, conn).await
+    }
+
+    async fn open(pool: &Pool, live: Option<&Arc<LiveIndexes>>, mut conn: Conn) -> Result<Self> {
+        let turn = match live {
+            Some(live) => Some(live.write_turn().await),
+            None => None,
+        };
+        sqlx::query("BEGIN IMMEDIATE").execute(conn.get()).await?;
+        Ok(WriteTurn {
+            pool: pool.clone(),
+            live: live.cloned(),
+            _turn: turn,
+            conn: Some(conn),
+        })
+    }
+
+    /// The connection the caller's statements run on, inside the transaction.
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        // Only `commit`, `rollback` and `drop`, which consume the turn, take it.
+        self.conn
+            .as_mut()
+            .expect("write turn already finished")
+            .get()
+    }
+
+    /// Commits, releases the turn, then applies the change log to this process's indexes. A
+    /// failure there is logged, not returned: the write stands, and the next catch-up (every
+    /// quarter second in a server) applies it.
+    pub async fn commit(mut self) -> Result<()> {
+        let mut conn = self.conn.take().expect("write turn already finished");
+        sqlx::query("COMMIT").execute(conn.get()).await?;
+        drop(conn);
+        if abort_after_commit() {
+            // The fault test's crash between the commit and the indexes (see the function).
+            std::process::abort();
+        }
+        self._turn = None;
+        if let Some(live) = &self.live {
+            if let Err(error) = live.catch_up(&self.pool).await {
+                tracing::warn!(%error, "indexes not brought up to date after a write");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back and releases the turn.
+    pub async fn rollback(mut self) -> Result<()> {
+        let mut conn = self.conn.take().expect("write turn already finished");
+        sqlx::query("ROLLBACK").execute(conn.get()).await?;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        // Closing the connection rolls its transaction back.
+        match self.conn.take() {
+            Some(Conn::Pooled(mut conn)) => conn.close_on_drop(),
+            Some(Conn::Bulk(conn)) => drop(conn),
+            None => {}
+        }
+    }
+}
+
+/// Whether `PROXIMITES_ABORT_AFTER_COMMIT` asks the process to die right after a write's
+/// commit, before its indexes see it: how the tests reproduce a crash at the worst moment.
+fn abort_after_commit() -> bool {
+    static ABORT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ABORT.get_or_init(|| std::env::var_os("PROXIMITES_ABORT_AFTER_COMMIT").is_some())
+}
+
+/// Who makes a change, as the history names them.
+pub struct Author<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub via: Via,
+}
+
+/// Writes `content`, `status` and `verified_at` over the entry `current` and records the change
+/// in its history as `action`, at `now`; `None` (nothing written) when nothing changes.
+#[allow(clippy::too_many_arguments)]
+pub async fn set_version(
+    conn: &mut SqliteConnection,
+    current: &Service,
+    content: &Content,
+    status: Status,
+    verified_at: Option<DateTime<Utc>>,
+    author: &Author<'_>,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    let previous = Version::of_service(current);
+    let next = Version::of(content, status, verified_at);
+    if previous == next {
+        return Ok(None);
+    }
+    store::overwrite(conn, &current.id, content, status, verified_at, now).await?;
+    let change_id = history::record(
+        conn,
+        history::Record {
+            service_id: &current.id,
+            at: now,
+            actor_kind: author.kind,
+            actor_id: author.id,
+            via: author.via,
+            action,
+            previous: Some(&previous),
+            next: &next,
+        },
+    )
+    .await?;
+    Ok(Some(change_id))
+}

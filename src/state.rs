@@ -1,0 +1,119 @@
+//! The application state every handler may use: the pool, the reference, the live indexes and
+//! the caches, each a cheap clone. A leaf: domain modules take it from here, not from the router.
+
+use std::sync::Arc;
+
+use crate::db::Pool;
+use crate::import::Reference;
+use crate::search::engine::SearchIndex;
+use crate::search::hours::HoursEvaluator;
+use crate::search::live::LiveIndexes;
+use crate::taxonomy::store::PublishedCounts;
+use crate::territory::places::PlaceIndex;
+
+/// What every handler may use. Cheap to clone: a pool and `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database, single source of truth.
+    pub pool: Pool,
+    /// Taxonomy and territory held in memory, derived from the database at start.
+    pub reference: Reference,
+    /// Published entries per typology, cached by data version.
+    pub published_counts: Arc<PublishedCounts>,
+    /// Communes by folded name, for place search.
+    pub places: Arc<PlaceIndex>,
+    /// The spatial and text indexes, the entry cache and the write turn, following the change
+    /// log.
+    pub live: Arc<LiveIndexes>,
+    /// Opening hours evaluation (Europe/Paris, French public holidays).
+    pub hours: Arc<HoursEvaluator>,
+    /// The address geocoder the server queries for clients, when one is configured.
+    pub geocoder: Option<crate::territory::geocoder::Geocoder>,
+    /// Coverage figures of territories, cached by data version.
+    pub coverage: Arc<crate::coverage::Coverage>,
+    /// Printed directories: the render queue and the guides made, by data version and choices.
+    pub directories: Arc<crate::directory::jobs::Directories>,
+    /// What the citizen pages need: form signing, life events, the base map's source.
+    pub web: Arc<crate::web::Web>,
+    /// GIS layers: licence, whole-directory files and counts, by data version.
+    pub layers: Arc<crate::export::Layers>,
+    /// Failed logins of the contributor pages.
+    pub login_limiter: Arc<crate::accounts::LoginLimiter>,
+    /// The address invitation links start with (`PROXIMITES_PUBLIC_URL`).
+    pub public_url: Arc<str>,
+}
+
+/// Where the instance is reached, for the links it sends, unless configured.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
+impl AppState {
+    /// The state of a server on `pool`, its indexes loaded and brought to the change log's
+    /// head. The text index lives in `text_dir` and is rebuilt only when it cannot catch up.
+    pub async fn build(
+        pool: Pool,
+        reference: Reference,
+        text_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let live = LiveIndexes::open(&pool, reference.clone(), text_dir).await?;
+        let web = crate::web::Web {
+            form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
+            report_limiter: Default::default(),
+            life_events: crate::taxonomy::life_events::LifeEvents::embedded(&reference.taxonomy)?,
+            tiles: None,
+        };
+        Ok(Self {
+            web: Arc::new(web),
+            places: Arc::new(PlaceIndex::new(&reference.locator)),
+            live: Arc::new(live),
+            hours: Arc::new(HoursEvaluator::default()),
+            pool,
+            reference,
+            published_counts: Arc::default(),
+            geocoder: None,
+            coverage: Arc::default(),
+            directories: Arc::new(crate::directory::jobs::Directories::start()),
+            layers: Arc::new(crate::export::Layers::new(
+                text_dir.with_extension("exports"),
+                crate::export::Licence::default(),
+            )),
+            login_limiter: Arc::default(),
+            public_url: DEFAULT_PUBLIC_URL.into(),
+        })
+    }
+
+    /// The same state with a base-map tile source; call before serving.
+    pub fn with_tiles(mut self, tiles: crate::web::tiles::TileProxy) -> Self {
+        if let Some(web) = Arc::get_mut(&mut self.web) {
+            web.tiles = Some(tiles);
+        }
+        self
+    }
+
+    /// The base URL of the links this instance sends.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').into();
+        self
+    }
+
+    /// The current search index (cheap: an `Arc`).
+    pub fn search_index(&self) -> Arc<SearchIndex> {
+        self.live.search_index()
+    }
+
+    /// Applies the change log written by other processes (an import); true when it applied
+    /// something.
+    pub async fn refresh_search(&self) -> anyhow::Result<bool> {
+        Ok(self.live.catch_up(&self.pool).await?.rows > 0)
+    }
+}
+
+/// The instance's secret for signing forms, made at first start and kept in the database so
+/// that forms shown before a restart stay valid.
+async fn form_secret(pool: &Pool) -> anyhow::Result<String> {
+    if let Some(secret) = crate::db::fact(pool, "form_secret").await? {
+        return Ok(secret);
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    crate::db::set_fact(pool, "form_secret", &secret).await?;
+    Ok(secret)
+}
