@@ -216,6 +216,7 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     tracing::info!(address = %local, "Proximités à l'écoute / listening on http://{local}");
     // Other processes (a command-line import) write too: their rows of the change log are
     // applied as they come.
+    let state_live = state.live.clone();
     let watcher = tokio::spawn(crate::search::live::follow(
         state.live.clone(),
         state.pool.clone(),
@@ -228,6 +229,11 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await;
     watcher.abort();
+    // What the text index holds in memory is committed, so that the next start need not apply
+    // it again.
+    if let Err(error) = state_live.commit_text(std::time::Duration::ZERO).await {
+        tracing::warn!(%error, "text index not committed at stop");
+    }
     served?;
     tracing::info!("arrêt / stopped");
     Ok(())

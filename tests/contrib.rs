@@ -425,6 +425,12 @@ async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
     assert_eq!(nothing.json["code"], "nothing_to_restore");
 
     // The indexes are what the database says.
+    // The text index's changes held in memory are committed (a server does it every second).
+    w.f.state
+        .live
+        .commit_text(std::time::Duration::ZERO)
+        .await
+        .unwrap();
     let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
         .await
         .unwrap();
@@ -1218,6 +1224,12 @@ async fn restitution_round_trip_and_withdrawal() {
         StatusCode::NOT_FOUND,
         "an entry withdrawn before stays withdrawn"
     );
+    // The text index's changes held in memory are committed (a server does it every second).
+    w.f.state
+        .live
+        .commit_text(std::time::Duration::ZERO)
+        .await
+        .unwrap();
     let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
         .await
         .unwrap();

@@ -388,6 +388,7 @@ async fn a_log_pruned_past_the_index_forces_one_rebuild() {
     assert!(!next.rebuilt && next.rows == 10, "{next:?}");
     assert_eq!(live.search_index().spatial.len(), 310);
     assert!(before.spatial < next.position);
+    assert!(live.commit_text(Duration::ZERO).await.unwrap());
     let problems = proximites::search::check(&pool, &text_dir).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 }

@@ -31,6 +31,14 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 /// Rows of the log read and applied at once: a large import is applied in steps, each visible.
 const BATCH_ROWS: i64 = 50_000;
 
+/// Up to this many changed entries in a step are made searchable through the text index's small
+/// index in memory and committed to disk later (about once a second, by the server's follower);
+/// a larger step is committed at once.
+const SEARCHABLE_SOON_MAX: usize = 2_000;
+
+/// How often the text index's changes are committed to disk (several file syncs each).
+pub const TEXT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long the change log keeps rows every index has applied, for a process that restarts
 /// (or a second instance) to catch up from it rather than rebuild.
 pub const LOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -62,8 +70,10 @@ enum Rebuild {
 /// The applier's side: the text index's writer and how far it went.
 struct Applier {
     writer: Option<TextWriter>,
-    /// Position of the changes handed to the writer (committed or not).
+    /// Position of the changes handed to the writer (committed or not): what searches show.
     text_applied: i64,
+    /// When the text index was last committed.
+    committed_at: Instant,
 }
 
 /// The spatial and text indexes of this process, with their position in the change log.
@@ -74,7 +84,9 @@ pub struct LiveIndexes {
     dir: PathBuf,
     reference: Reference,
     applier: tokio::sync::Mutex<Applier>,
-    /// The text index's committed position.
+    /// The text index's position as searches see it (committed or in memory).
+    text_visible: AtomicI64,
+    /// The text index's committed position (what a restart starts from).
     text_position: AtomicI64,
     /// The log's head when last read, to tell the lag.
     head_seen: AtomicI64,
@@ -125,7 +137,9 @@ impl LiveIndexes {
             applier: tokio::sync::Mutex::new(Applier {
                 writer: None,
                 text_applied: text_position,
+                committed_at: Instant::now(),
             }),
+            text_visible: AtomicI64::new(text_position),
             text_position: AtomicI64::new(text_position),
             head_seen: AtomicI64::new(head),
             writes: Arc::default(),
@@ -192,7 +206,8 @@ impl LiveIndexes {
     pub fn positions(&self) -> Positions {
         Positions {
             spatial: self.search_index().position,
-            text: self.text_position.load(Ordering::Acquire),
+            text: self.text_visible.load(Ordering::Acquire),
+            text_committed: self.text_position.load(Ordering::Acquire),
             head: self.head_seen.load(Ordering::Acquire),
         }
     }
@@ -268,7 +283,7 @@ impl LiveIndexes {
                 None => self.text.writer()?,
             };
             let previous = current.clone();
-            let (writer, spatial) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let published_ids: FxHashSet<&ServiceId> =
                     published.iter().map(|s| &s.id).collect();
                 let gone = |ids: &FxHashSet<ServiceId>| -> Vec<ServiceId> {
@@ -282,8 +297,10 @@ impl LiveIndexes {
                     .filter(|s| for_text.contains(&s.id))
                     .map(|s| text::doc_for(s, &reference.taxonomy, &reference.locator))
                     .collect();
-                writer.upsert(&docs)?;
-                writer.remove(&gone(&for_text));
+                let removed = gone(&for_text);
+                let soon = docs.len() + removed.len() <= SEARCHABLE_SOON_MAX;
+                writer.upsert(&docs, soon)?;
+                writer.remove(&removed, soon)?;
                 let mut spatial = previous.spatial.clone();
                 for id in gone(&for_spatial) {
                     spatial.remove(&id);
@@ -299,13 +316,34 @@ impl LiveIndexes {
                         "spatial index compacted"
                     );
                 }
-                writer.commit(last)?;
-                Ok((writer, spatial))
+                if soon {
+                    writer.publish()?;
+                } else {
+                    writer.commit(last)?;
+                }
+                Ok((writer, spatial, !soon))
             })
-            .await??;
+            .await?;
+            let writer = match writer {
+                Ok(done) => done,
+                Err(error) => {
+                    // The writer is gone with what it held uncommitted: start again from the
+                    // last commit.
+                    let committed = self.text_position.load(Ordering::Acquire);
+                    applier.text_applied = committed;
+                    self.text_visible.store(committed, Ordering::Release);
+                    self.text.forget_recent();
+                    return Err(error);
+                }
+            };
+            let (writer, spatial, committed) = (writer.0, writer.1, writer.2);
             applier.writer = Some(writer);
             applier.text_applied = last;
-            self.text_position.store(last, Ordering::Release);
+            self.text_visible.store(last, Ordering::Release);
+            if committed {
+                applier.committed_at = Instant::now();
+                self.text_position.store(last, Ordering::Release);
+            }
             let changed: Vec<ServiceId> = for_cache.into_iter().collect();
             let version = Some(last.to_string());
             self.service_cache
@@ -343,12 +381,15 @@ impl LiveIndexes {
         }
         // The writer must be released: the rebuild opens one of its own.
         applier.writer = None;
+        self.text.forget_recent();
         let head = db::log_head(pool).await?;
         self.text
             .sync_from_db(pool, &self.reference.taxonomy, &self.reference.locator)
             .await?;
         let spatial = spatial::load(pool).await?;
         applier.text_applied = head;
+        applier.committed_at = Instant::now();
+        self.text_visible.store(head, Ordering::Release);
         self.text_position.store(head, Ordering::Release);
         self.service_cache
             .advance(None, Some(&head.to_string()), &[]);
@@ -361,6 +402,33 @@ impl LiveIndexes {
             position: head,
         });
         Ok(())
+    }
+
+    /// Commits the text index's changes held in memory (with their position), when there are
+    /// any and the last commit is older than `min_age`: the server's follower calls it about
+    /// once a second, and once more when it stops. True when it committed.
+    pub async fn commit_text(&self, min_age: Duration) -> anyhow::Result<bool> {
+        let mut applier = self.applier.lock().await;
+        let position = applier.text_applied;
+        if position <= self.text_position.load(Ordering::Acquire)
+            || applier.committed_at.elapsed() < min_age
+        {
+            return Ok(false);
+        }
+        let mut writer = match applier.writer.take() {
+            Some(writer) => writer,
+            None => self.text.writer()?,
+        };
+        let (writer, done) = tokio::task::spawn_blocking(move || {
+            let done = writer.commit(position);
+            (writer, done)
+        })
+        .await?;
+        applier.writer = Some(writer);
+        done?;
+        applier.committed_at = Instant::now();
+        self.text_position.store(position, Ordering::Release);
+        Ok(true)
     }
 
     /// Rebuilds both indexes from the database whatever their position (`check --repair`).
@@ -380,7 +448,7 @@ impl LiveIndexes {
              ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
         )
         .bind(self.dir.display().to_string())
-        .bind(positions.spatial.min(positions.text))
+        .bind(positions.text_committed)
         .bind(chrono::Utc::now())
         .execute(pool)
         .await?;
@@ -392,7 +460,10 @@ impl LiveIndexes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Positions {
     pub spatial: i64,
+    /// What text searches show (the last commit and the changes held in memory since).
     pub text: i64,
+    /// The text index's last commit (a restart starts there).
+    pub text_committed: i64,
     /// The log's last row when last read.
     pub head: i64,
 }
@@ -472,7 +543,8 @@ fn in_service(index: SearchIndex) -> Arc<SearchIndex> {
 }
 
 /// Follows the change log until the process ends: applies it every [`FOLLOW_INTERVAL`],
-/// records the position every minute, and prunes the log once an hour.
+/// commits the text index about every [`TEXT_COMMIT_INTERVAL`], records the position every
+/// minute, and prunes the log once an hour.
 pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
     let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -484,6 +556,9 @@ pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
             Ok(done) if done.rows > 0 => tracing::debug!(?done, "change log applied"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "change log not applied"),
+        }
+        if let Err(error) = live.commit_text(TEXT_COMMIT_INTERVAL).await {
+            tracing::warn!(%error, "text index not committed");
         }
         if recorded.elapsed() >= Duration::from_secs(60) {
             recorded = Instant::now();

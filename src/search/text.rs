@@ -29,7 +29,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use rustc_hash::FxHashSet;
 
 use tantivy::collector::TopDocs;
 use tantivy::columnar::{Column, StrColumn};
@@ -373,6 +375,21 @@ pub struct TextIndex {
     reader: IndexReader,
     writing: Arc<Mutex<()>>,
     fields: Fields,
+    /// The changes handed to the writer since its last commit, searchable already (see
+    /// [`Recent`]).
+    recent: Arc<RwLock<Arc<Recent>>>,
+}
+
+/// The near-real-time side of the index: a commit to disk costs several file syncs, so the one
+/// applier of the change log commits about once a second, and meanwhile keeps the entries it
+/// changed in a small index in memory. Queries hide the committed documents of those entries
+/// and ask the small index instead.
+#[derive(Default)]
+struct Recent {
+    /// Every entry changed (or removed) since the last commit.
+    changed: FxHashSet<IdKey>,
+    /// What the changed entries that still exist say now.
+    searcher: Option<tantivy::Searcher>,
 }
 
 impl std::fmt::Debug for TextIndex {
@@ -381,6 +398,14 @@ impl std::fmt::Debug for TextIndex {
             .field("docs", &self.doc_count())
             .finish_non_exhaustive()
     }
+}
+
+/// Registers the analyzers the schema names.
+fn register_analyzers(index: &Index) -> anyhow::Result<()> {
+    index.tokenizers().register("fr", fr_analyzer());
+    index.tokenizers().register("fr_raw", raw_analyzer());
+    index.tokenizers().register("fr_prefix", prefix_analyzer()?);
+    Ok(())
 }
 
 /// Whether `dir` holds a text index of another version (or a half-created one) to delete; an
@@ -420,9 +445,7 @@ impl TextIndex {
             .map_err(|e| anyhow::anyhow!("{} : {e}", context("ouverture")))?;
         let index = Index::open_or_create(directory, schema)
             .map_err(|e| anyhow::anyhow!("{} : {e}", context("ouverture")))?;
-        index.tokenizers().register("fr", fr_analyzer());
-        index.tokenizers().register("fr_raw", raw_analyzer());
-        index.tokenizers().register("fr_prefix", prefix_analyzer()?);
+        register_analyzers(&index)?;
         // Written once the index exists: a crash before leaves a directory rebuilt next time.
         std::fs::write(dir.join(VERSION_FILE), format!("{SCHEMA_VERSION}\n"))
             .map_err(|e| anyhow::anyhow!("{} : {e}", context("version")))?;
@@ -435,6 +458,7 @@ impl TextIndex {
             reader,
             writing: Arc::default(),
             fields,
+            recent: Arc::default(),
         })
     }
 
@@ -509,6 +533,11 @@ impl TextIndex {
             .and_then(|p| p.trim().parse().ok())
     }
 
+    /// Forgets the changes a dropped writer had made searchable and never committed.
+    pub(crate) fn forget_recent(&self) {
+        *self.recent.write().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+    }
+
     /// Opens the directory's one writer (tantivy locks it against a second, in any process)
     /// for a long-lived applier of the change log; it stays open until dropped.
     pub fn writer(&self) -> anyhow::Result<TextWriter> {
@@ -519,6 +548,8 @@ impl TextIndex {
             raw: self.analyzer("fr_raw")?,
             writer,
             index: self.clone(),
+            memory: None,
+            changed: FxHashSet::default(),
         })
     }
 
@@ -730,6 +761,11 @@ impl TextIndex {
         filter: &TextFilter,
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<(IdKey, f32)>> {
+        let recent = self
+            .recent
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let searcher = self.reader.searcher();
         let Some(words) = self.query(&searcher, q)? else {
             return Ok(Vec::new());
@@ -737,11 +773,36 @@ impl TextIndex {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(words))];
         clauses.extend(self.filter_clauses(filter));
         let query = BooleanQuery::new(clauses);
+        if recent.changed.is_empty() {
+            return self.hits(&searcher, &query, limit);
+        }
+        // The committed documents of changed entries may be among the best: ask for as many
+        // more as there are changed entries, then drop them.
+        let wider = limit.map(|l| l.saturating_add(recent.changed.len()));
+        let mut found = self.hits(&searcher, &query, wider)?;
+        found.retain(|(key, _)| !recent.changed.contains(key));
+        if let Some(memory) = &recent.searcher {
+            found.extend(self.hits(memory, &query, limit)?);
+        }
+        if let Some(limit) = limit {
+            found.sort_by(|a, b| b.1.total_cmp(&a.1));
+            found.truncate(limit);
+        }
+        Ok(found)
+    }
+
+    /// The entries `searcher` finds for `query`: the best `limit`, or every one unordered.
+    fn hits(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &BooleanQuery,
+        limit: Option<usize>,
+    ) -> anyhow::Result<Vec<(IdKey, f32)>> {
         let hits: Vec<(f32, tantivy::DocAddress)> = match limit {
             Some(0) => return Ok(Vec::new()),
-            Some(limit) => searcher.search(&query, &TopDocs::with_limit(limit))?,
+            Some(limit) => searcher.search(query, &TopDocs::with_limit(limit))?,
             // Every match, unordered: a top-k heap as large as the index would cost far more.
-            None => searcher.search(&query, &AllScored)?,
+            None => searcher.search(query, &AllScored)?,
         };
         let mut columns: Vec<Option<KeyColumns>> = vec![None; searcher.segment_readers().len()];
         let mut found = Vec::with_capacity(hits.len());
@@ -848,37 +909,101 @@ impl TextIndex {
 }
 
 /// The directory's writer held by the one applier of the change log: changes go in as they
-/// come, and become visible together at the next [`TextWriter::commit`].
+/// come, become searchable at [`TextWriter::publish`] (through the small index in memory) and
+/// durable at [`TextWriter::commit`].
 pub struct TextWriter {
     writer: IndexWriter,
     raw: TextAnalyzer,
     index: TextIndex,
+    /// The small index of the changes since the last commit, made at the first one.
+    memory: Option<(IndexWriter, IndexReader)>,
+    changed: FxHashSet<IdKey>,
 }
 
+/// The memory of the small index's one writer thread (tantivy's minimum).
+const MEMORY_WRITER_BYTES: usize = 15_000_000;
+
 impl TextWriter {
-    /// Adds or replaces these entries (visible at the next commit).
-    pub fn upsert(&mut self, docs: &[TextDoc]) -> anyhow::Result<()> {
+    /// The small index, made when missing.
+    fn memory(&mut self) -> anyhow::Result<&mut (IndexWriter, IndexReader)> {
+        if self.memory.is_none() {
+            let index = Index::create_in_ram(schema().0);
+            register_analyzers(&index)?;
+            let writer = index.writer_with_num_threads(1, MEMORY_WRITER_BYTES)?;
+            let reader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()?;
+            self.memory = Some((writer, reader));
+        }
+        Ok(self.memory.as_mut().expect("made above"))
+    }
+
+    /// Adds or replaces these entries (searchable at the next publish or commit); with
+    /// `searchable_soon`, in the small index too (a few entries: a write), else only in the
+    /// writer (a batch the caller commits at once).
+    pub fn upsert(&mut self, docs: &[TextDoc], searchable_soon: bool) -> anyhow::Result<()> {
         let id = self.index.fields.id;
         for doc in docs {
-            self.writer
-                .delete_term(Term::from_field_text(id, doc.id.as_str()));
+            let term = Term::from_field_text(id, doc.id.as_str());
+            self.writer.delete_term(term.clone());
             let document = self.index.document(doc, &mut self.raw);
+            if searchable_soon {
+                let (memory, _) = self.memory()?;
+                memory.delete_term(term);
+                memory.add_document(document.clone())?;
+                if let Some(key) = IdKey::of(&doc.id) {
+                    self.changed.insert(key);
+                }
+            }
             self.writer.add_document(document)?;
         }
         Ok(())
     }
 
-    /// Removes these entries (visible at the next commit; unknown ids are ignored).
-    pub fn remove(&mut self, ids: &[ServiceId]) {
+    /// Removes these entries (unknown ids are ignored), as [`TextWriter::upsert`] adds.
+    pub fn remove(&mut self, ids: &[ServiceId], searchable_soon: bool) -> anyhow::Result<()> {
         let id = self.index.fields.id;
         for service in ids {
-            self.writer
-                .delete_term(Term::from_field_text(id, service.as_str()));
+            let term = Term::from_field_text(id, service.as_str());
+            self.writer.delete_term(term.clone());
+            if searchable_soon {
+                let (memory, _) = self.memory()?;
+                memory.delete_term(term);
+                if let Some(key) = IdKey::of(service) {
+                    self.changed.insert(key);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Makes what the small index holds searchable (a commit in memory: no file sync).
+    pub fn publish(&mut self) -> anyhow::Result<()> {
+        let Some((memory, reader)) = self.memory.as_mut() else {
+            return Ok(());
+        };
+        memory.commit()?;
+        reader.reload()?;
+        let recent = Recent {
+            changed: self.changed.clone(),
+            searcher: Some(reader.searcher()),
+        };
+        *self
+            .index
+            .recent
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(recent);
+        Ok(())
+    }
+
+    /// Entries changed since the last commit.
+    pub fn uncommitted(&self) -> usize {
+        self.changed.len()
     }
 
     /// Makes every change so far visible and durable, recording change-log `position` in the
-    /// same commit; rolls them back on failure.
+    /// same commit, and empties the small index; rolls the changes back on failure.
     pub fn commit(&mut self, position: i64) -> anyhow::Result<()> {
         let committed = (|| -> anyhow::Result<()> {
             let mut prepared = self.writer.prepare_commit()?;
@@ -893,6 +1018,13 @@ impl TextWriter {
             return Err(error);
         }
         self.index.reader.reload()?;
+        self.memory = None;
+        self.changed.clear();
+        *self
+            .index
+            .recent
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::default();
         Ok(())
     }
 }

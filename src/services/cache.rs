@@ -182,6 +182,31 @@ mod tests {
             .unwrap();
         assert!(unknown.is_empty());
 
+        // Advanced past a write of the first entry: that one is read again, the others stay.
+        cache.get_many(&pool, Some("2"), &ids).await.unwrap();
+        cache.advance(Some("2"), Some("3"), &ids[..1]);
+        sqlx::query("UPDATE services SET name = 'Renommée encore' WHERE id IN ($1, $2)")
+            .bind(ids[0].as_str())
+            .bind(ids[1].as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        let kept = cache.get_many(&pool, Some("3"), &ids[..2]).await.unwrap();
+        let name = |id: &ServiceId| {
+            kept.iter()
+                .find(|c| &c.service.id == id)
+                .map(|c| c.service.content.name.clone())
+                .unwrap()
+        };
+        assert_eq!(name(&ids[0]), "Renommée encore", "evicted, read again");
+        assert_ne!(name(&ids[1]), "Renommée encore", "kept from before");
+        // A shard that missed a step is emptied.
+        cache.advance(Some("1"), Some("4"), &[]);
+        let fresh = cache.get_many(&pool, Some("4"), &ids[..2]).await.unwrap();
+        assert!(fresh
+            .iter()
+            .all(|c| c.service.content.name == "Renommée encore"));
+
         // A cache smaller than what is asked still answers everything.
         let tiny = ServiceCache::new(1);
         for _ in 0..2 {

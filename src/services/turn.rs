@@ -50,21 +50,33 @@ impl WriteTurn {
     /// Takes the turn and opens the transaction (`BEGIN IMMEDIATE`: the database's write lock
     /// now rather than a failed upgrade later).
     pub async fn begin(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+        // The turn before the connection: writers waiting their turn hold no connection that
+        // readers (and the indexes' catch-up) need.
+        let turn = WriteTurn::turn(live).await;
         let conn = Conn::Pooled(pool.acquire().await?);
-        WriteTurn::open(pool, live, conn).await
+        WriteTurn::open(pool, live, turn, conn).await
     }
 
     /// The same on a connection of its own set for a bulk load (an import).
     pub async fn begin_bulk(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+        let turn = WriteTurn::turn(live).await;
         let conn = Conn::Bulk(store::bulk_writer(pool).await?);
-        WriteTurn::open(pool, live, conn).await
+        WriteTurn::open(pool, live, turn, conn).await
     }
 
-    async fn open(pool: &Pool, live: Option<&Arc<LiveIndexes>>, mut conn: Conn) -> Result<Self> {
-        let turn = match live {
+    async fn turn(live: Option<&Arc<LiveIndexes>>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match live {
             Some(live) => Some(live.write_turn().await),
             None => None,
-        };
+        }
+    }
+
+    async fn open(
+        pool: &Pool,
+        live: Option<&Arc<LiveIndexes>>,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        mut conn: Conn,
+    ) -> Result<Self> {
         sqlx::query("BEGIN IMMEDIATE").execute(conn.get()).await?;
         Ok(WriteTurn {
             pool: pool.clone(),
