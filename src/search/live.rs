@@ -306,7 +306,10 @@ impl LiveIndexes {
                     spatial.remove(&id);
                 }
                 for s in published.iter().filter(|s| for_spatial.contains(&s.id)) {
-                    spatial.upsert(&s.content.typology, spatial_entry(s));
+                    let entry = spatial_entry(s);
+                    if !spatial.holds(&s.content.typology, &entry) {
+                        spatial.upsert(&s.content.typology, entry);
+                    }
                 }
                 if spatial.needs_compaction() {
                     let started = Instant::now();
@@ -489,8 +492,7 @@ pub async fn prune_log(pool: &Pool, retention: Duration) -> anyhow::Result<u64> 
             .await?;
     let head = db::log_head(&mut *tx).await?;
     let through = applied.unwrap_or(head).min(head - 1);
-    // The log's own clock is SQLite's CURRENT_TIMESTAMP: UTC, "YYYY-MM-DD HH:MM:SS".
-    let before = before.format("%Y-%m-%d %H:%M:%S").to_string();
+    let before = crate::services::store::log_stamp(before);
     let (last_old,): (Option<i64>,) =
         sqlx::query_as("SELECT MAX(seq) FROM change_log WHERE seq <= $1 AND at <= $2")
             .bind(through)

@@ -675,6 +675,15 @@ impl SpatialIndex {
         replaced
     }
 
+    /// Whether the index holds the entry exactly so already (a write that changed none of the
+    /// facts it keeps, a description say, need not touch it).
+    pub fn holds(&self, typology: &str, entry: &SpatialEntry) -> bool {
+        let Some(placement) = IdKey::of(&entry.id).and_then(|key| self.get(&key)) else {
+            return false;
+        };
+        placement.typology() == typology && placement.to_entry().as_ref() == Some(entry)
+    }
+
     /// How many entries were written since the base was built (each copied by the next write).
     pub fn pending_changes(&self) -> usize {
         self.hidden.len() + self.delta.len()

@@ -29,6 +29,9 @@ const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, descr
 
 /// One compact history row per written entry: a creation names no values (the entry itself is
 /// the first version), an update keeps the version it replaces and each field's change.
+/// The change log's row of each entry written (see `store::log_change`).
+const LOG: &CStr = c"INSERT INTO change_log (entry_id, kind, at) VALUES (?1, ?2, ?3)";
+
 const HISTORY: &CStr =
     c"INSERT INTO service_history (service_id, id, at, actor_kind, actor_id, via,
     action, changes, previous) VALUES (?1, ?2, ?3, 'import', ?4, 'import', ?5, ?6, ?7)";
@@ -225,6 +228,9 @@ pub struct BulkWriter<'c> {
     update: Statement,
     history: Statement,
     current: Statement,
+    log: Statement,
+    /// The change log's stamp of every row of this import: when it started.
+    stamp: String,
     /// The import's id, which the history names as the author of its changes.
     import_id: String,
     // Declared last: the statements are finalized before the connection lock is released.
@@ -248,6 +254,8 @@ impl<'c> BulkWriter<'c> {
             update: prepare(db, UPDATE)?,
             history: prepare(db, HISTORY)?,
             current: prepare(db, CURRENT)?,
+            log: prepare(db, LOG)?,
+            stamp: super::store::log_stamp(chrono::Utc::now()),
             import_id: import_id.to_owned(),
             handle,
         })
@@ -379,7 +387,43 @@ impl<'c> BulkWriter<'c> {
             Some(self.current(row.id.as_str())?)
         };
         self.write_row(source_id, row, now)?;
-        self.record(row, now, previous.as_ref())
+        self.record(row, now, previous.as_ref())?;
+        self.log(row)
+    }
+
+    /// Appends the row's entry to the change log (as `store::log_change` does).
+    fn log(&mut self, row: &Upsert) -> anyhow::Result<()> {
+        let db = self.handle.as_raw_handle().as_ptr();
+        let stmt = self.log.raw.as_ptr();
+        let kind = if row.is_new { "created" } else { "changed" };
+        // SAFETY: as in `write_row`: every bound text outlives the step, and the statement is
+        // reset before the next row.
+        unsafe {
+            let mut rc = ffi::SQLITE_OK;
+            for (index, text) in [(1, row.id.as_str()), (2, kind), (3, self.stamp.as_str())] {
+                rc |= ffi::sqlite3_bind_text(
+                    stmt,
+                    index,
+                    text.as_ptr().cast(),
+                    c_int::try_from(text.len())?,
+                    ffi::SQLITE_STATIC(),
+                );
+            }
+            let step = if rc == ffi::SQLITE_OK {
+                ffi::sqlite3_step(stmt)
+            } else {
+                rc
+            };
+            let message = (step != ffi::SQLITE_DONE).then(|| error_message(db));
+            ffi::sqlite3_reset(stmt);
+            if let Some(message) = message {
+                anyhow::bail!(
+                    "journal des changements de « {} » : {message}",
+                    row.source_ref
+                );
+            }
+        }
+        Ok(())
     }
 
     fn write_row(&mut self, source_id: &str, row: &Upsert, now: &str) -> anyhow::Result<()> {

@@ -328,6 +328,49 @@ fn phones_json(content: &Content) -> Result<String> {
     )
 }
 
+/// What a write did to an entry, as the change log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    /// A field the indexes hold, or the status.
+    Changed,
+    /// Only what no index holds (the confirmation, the phones, the closures…).
+    Touched,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Changed => "changed",
+            Change::Touched => "touched",
+        }
+    }
+}
+
+/// The change log's time stamp of `at`: RFC 3339 in UTC to the microsecond, fixed width, so that
+/// stamps order as text.
+pub fn log_stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Appends `change` of the entry `id` to the change log, in the caller's transaction: done by
+/// every statement of this module that writes an entry.
+async fn log_change(
+    conn: &mut SqliteConnection,
+    id: &ServiceId,
+    change: Change,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO change_log (entry_id, kind, at) VALUES ($1, $2, $3)")
+        .bind(id.as_str())
+        .bind(change.as_str())
+        .bind(log_stamp(at))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Creates one published entry (a contributor's, confirmed `now`), in the caller's transaction.
 pub async fn insert(
     conn: &mut SqliteConnection,
@@ -368,10 +411,12 @@ pub async fn insert(
     .bind(source_ref)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    log_change(conn, id, Change::Created, now).await
 }
 
-/// Writes an entry's content, status and confirmation, in the caller's transaction.
+/// Writes an entry's content, status and confirmation, in the caller's transaction, logged as
+/// `change`.
+#[allow(clippy::too_many_arguments)]
 pub async fn overwrite(
     conn: &mut SqliteConnection,
     id: &ServiceId,
@@ -379,6 +424,7 @@ pub async fn overwrite(
     status: Status,
     verified_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    change: Change,
 ) -> Result<()> {
     sqlx::query(
         "UPDATE services SET typology_code = $2, name = $3, description = $4, street = $5,
@@ -410,7 +456,7 @@ pub async fn overwrite(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    log_change(conn, id, change, now).await
 }
 
 /// An entry as the contributors' list shows it.

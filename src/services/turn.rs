@@ -166,7 +166,14 @@ pub async fn set_version(
     if previous == next {
         return Ok(None);
     }
-    store::overwrite(conn, &current.id, content, status, verified_at, now).await?;
+    // The indexes hold the content's searchable fields and the status; a confirmation alone
+    // changes neither.
+    let change = if content == &current.content && status == current.status {
+        store::Change::Touched
+    } else {
+        store::Change::Changed
+    };
+    store::overwrite(conn, &current.id, content, status, verified_at, now, change).await?;
     let change_id = history::record(
         conn,
         history::Record {
