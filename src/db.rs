@@ -12,9 +12,25 @@ use crate::error::Result;
 pub type Db = sqlx::Sqlite;
 pub type Pool = sqlx::Pool<Db>;
 
+/// Who folds SQLite's write-ahead log back into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// The connection whose commit fills the log past 1,000 pages, in that commit: right for
+    /// the command line.
+    OnCommit,
+    /// A server's background task ([`checkpoint_passive`]): a checkpoint syncs the file to
+    /// disk, which no request should wait for.
+    Background,
+}
+
 /// Opens (creating the file when missing) and migrates the database at `url`: a `sqlite://PATH` URL
 /// or a plain file path.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    connect_with(url, Checkpoints::OnCommit).await
+}
+
+/// [`connect`], with the checkpoints of `checkpoints`.
+pub async fn connect_with(url: &str, checkpoints: Checkpoints) -> anyhow::Result<Pool> {
     let url = if url.contains("://") || url.starts_with("sqlite:") {
         url.to_owned()
     } else {
@@ -36,6 +52,14 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         // connection's cache with a system call: the OS page cache is shared by all of them.
         .pragma("mmap_size", "2147418112")
         .pragma("temp_store", "memory")
+        .pragma(
+            "wal_autocheckpoint",
+            if checkpoints == Checkpoints::Background {
+                "0"
+            } else {
+                "1000"
+            },
+        )
         // A million-row commit takes seconds by design: not worth a warning on the terminal.
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
@@ -45,6 +69,16 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         .map_err(|e| anyhow::anyhow!("ouverture de la base « {url} » impossible : {e}"))?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// Copies what it can of the write-ahead log into the database file without waiting for
+/// anyone (a server's background checkpoint); the log is reused from its start once all of it
+/// was copied.
+pub async fn checkpoint_passive(pool: &Pool) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Copies the write-ahead log into the database file and empties it.

@@ -4,6 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use proximites::cli::{BenchCommand, Cli, Command, CoverageFormat, TerritoryCommand};
 use proximites::import::{self, ImportOptions, Input};
 use proximites::{app, bench, boot, coverage, db, search, synth, territory};
@@ -30,7 +33,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let started = std::time::Instant::now();
-            let pool = db::connect(&cli.database_url).await?;
+            let pool = db::connect_with(&cli.database_url, db::Checkpoints::Background).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "database open");
             let reference = boot::prepare(&pool, !args.no_demo).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");

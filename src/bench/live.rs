@@ -51,7 +51,7 @@ fn milliseconds(micros: &[f64]) -> String {
 
 pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
     let url = bench.database.to_str().unwrap_or("bench.db").to_owned();
-    let pool = db::connect(&url).await?;
+    let pool = db::connect_with(&url, db::Checkpoints::Background).await?;
     let reference = boot::prepare(&pool, false).await?;
     let entries = crate::services::store::published_count(&pool).await?;
     anyhow::ensure!(

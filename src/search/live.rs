@@ -36,8 +36,13 @@ const BATCH_ROWS: i64 = 50_000;
 /// a larger step is committed at once.
 const SEARCHABLE_SOON_MAX: usize = 2_000;
 
-/// How often the text index's changes are committed to disk (several file syncs each).
-pub const TEXT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a server folds the database's write-ahead log into its file (see
+/// `db::Checkpoints::Background`).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the text index's changes are committed to disk (several file syncs each; queries
+/// see them at once through the index in memory, a restart applies the log since).
+pub const TEXT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long the change log keeps rows every index has applied, for a process that restarts
 /// (or a second instance) to catch up from it rather than rebuild.
@@ -219,12 +224,27 @@ impl LiveIndexes {
         let mut applier = self.applier.lock().await;
         let mut done = CaughtUp::default();
         loop {
+            let step_started = Instant::now();
             let current = self.search_index();
             let from = current.position.min(applier.text_applied);
-            let pruned: i64 = db::fact(pool, "log_pruned_through")
-                .await?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT seq, entry_id, kind FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(from)
+            .bind(BATCH_ROWS)
+            .fetch_all(pool)
+            .await?;
+            // Sequence numbers follow one another: a gap after the position means rows were
+            // pruned (only then is the fact worth reading).
+            let gap = rows.first().is_some_and(|(seq, _, _)| *seq > from + 1);
+            let pruned: i64 = if gap {
+                db::fact(pool, "log_pruned_through")
+                    .await?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            } else {
+                0
+            };
             if applier.text_applied < 0 || from < pruned {
                 let reason = if applier.text_applied < 0 {
                     Rebuild::NoPosition
@@ -235,13 +255,6 @@ impl LiveIndexes {
                 done.rebuilt = true;
                 continue;
             }
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT seq, entry_id, kind FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(from)
-            .bind(BATCH_ROWS)
-            .fetch_all(pool)
-            .await?;
             let Some(&(last, _, _)) = rows.last() else {
                 self.head_seen.fetch_max(from, Ordering::AcqRel);
                 break;
@@ -265,6 +278,29 @@ impl LiveIndexes {
                     for_text.insert(id);
                 }
             }
+            if for_spatial.is_empty() && for_text.is_empty() {
+                // Only confirmations and the like: the indexes hold nothing they changed.
+                applier.text_applied = last;
+                self.text_visible.store(last, Ordering::Release);
+                let changed: Vec<ServiceId> = for_cache.into_iter().collect();
+                let version = Some(last.to_string());
+                self.service_cache.advance(
+                    current.version.as_deref(),
+                    version.as_deref(),
+                    &changed,
+                );
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(SearchIndex {
+                    spatial: current.spatial.clone(),
+                    version,
+                    position: last,
+                });
+                done.rows += rows.len();
+                done.position = last;
+                continue;
+            }
             let wanted: Vec<ServiceId> = for_spatial.union(&for_text).cloned().collect();
             let mut published = Vec::new();
             for chunk in wanted.chunks(500) {
@@ -277,6 +313,7 @@ impl LiveIndexes {
             }
             done.rows += rows.len();
             done.entries += wanted.len();
+            let read_us = step_started.elapsed().as_micros() as u64;
             let reference = self.reference.clone();
             let mut writer = match applier.writer.take() {
                 Some(writer) => writer,
@@ -311,20 +348,20 @@ impl LiveIndexes {
                         spatial.upsert(&s.content.typology, entry);
                     }
                 }
+                let mut compacted = false;
                 if spatial.needs_compaction() {
                     let started = Instant::now();
                     spatial = spatial.compacted();
+                    compacted = true;
                     tracing::info!(
                         ms = started.elapsed().as_millis() as u64,
                         "spatial index compacted"
                     );
                 }
-                if soon {
-                    writer.publish()?;
-                } else {
+                if !soon {
                     writer.commit(last)?;
                 }
-                Ok((writer, spatial, !soon))
+                Ok((writer, spatial, !soon, compacted))
             })
             .await?;
             let writer = match writer {
@@ -339,7 +376,13 @@ impl LiveIndexes {
                     return Err(error);
                 }
             };
-            let (writer, spatial, committed) = (writer.0, writer.1, writer.2);
+            let (writer, spatial, committed, compacted) = writer;
+            tracing::debug!(
+                rows = rows.len(),
+                read_us,
+                applied_us = step_started.elapsed().as_micros() as u64,
+                "change log step applied"
+            );
             applier.writer = Some(writer);
             applier.text_applied = last;
             self.text_visible.store(last, Ordering::Release);
@@ -351,14 +394,21 @@ impl LiveIndexes {
             let version = Some(last.to_string());
             self.service_cache
                 .advance(current.version.as_deref(), version.as_deref(), &changed);
-            *self
-                .current
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(SearchIndex {
+            let next = SearchIndex {
                 spatial,
                 version,
                 position: last,
-            });
+            };
+            // A new base answers at once and gets its tree of all entries in the background.
+            let next = if compacted {
+                in_service(next)
+            } else {
+                Arc::new(next)
+            };
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
             done.position = last;
         }
         done.position = self.search_index().position;
@@ -545,13 +595,14 @@ fn in_service(index: SearchIndex) -> Arc<SearchIndex> {
 }
 
 /// Follows the change log until the process ends: applies it every [`FOLLOW_INTERVAL`],
-/// commits the text index about every [`TEXT_COMMIT_INTERVAL`], records the position every
-/// minute, and prunes the log once an hour.
+/// commits the text index about every [`TEXT_COMMIT_INTERVAL`], checkpoints the database every
+/// second, records the position every minute, and prunes the log once an hour.
 pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
     let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recorded = Instant::now() - Duration::from_secs(3600);
     let mut pruned = Instant::now();
+    let mut checkpointed = Instant::now();
     loop {
         tick.tick().await;
         match live.catch_up(&pool).await {
@@ -561,6 +612,14 @@ pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
         }
         if let Err(error) = live.commit_text(TEXT_COMMIT_INTERVAL).await {
             tracing::warn!(%error, "text index not committed");
+        }
+        // With `Checkpoints::Background`, nothing else folds the write-ahead log into the
+        // database file; elsewhere this finds little to do.
+        if checkpointed.elapsed() >= CHECKPOINT_INTERVAL {
+            checkpointed = Instant::now();
+            if let Err(error) = db::checkpoint_passive(&pool).await {
+                tracing::warn!(%error, "database checkpoint failed");
+            }
         }
         if recorded.elapsed() >= Duration::from_secs(60) {
             recorded = Instant::now();

@@ -694,22 +694,43 @@ impl SpatialIndex {
         self.pending_changes() > COMPACT_AT
     }
 
-    /// The same entries with the changes folded into a new base: a copy of the base, then one
-    /// removal or insertion per change. CPU work of about a second for three million entries:
-    /// call it off the async threads; queries go on reading `self` meanwhile.
+    /// The same entries with the changes folded into a new base, its trees bulk loaded anew
+    /// from every entry (rstar 0.12's bulk loading may leave leaves at unequal depths, on
+    /// which a later insertion panics: the bases are never inserted into). CPU work of a
+    /// second or two for three million entries: call it off the async threads, then
+    /// [`SpatialIndex::complete`] the result; queries go on reading `self` meanwhile.
     pub fn compacted(&self) -> SpatialIndex {
-        let mut base = (*self.base).clone();
-        for &number in &self.hidden {
-            let id = base.slots[number as usize].id.to_service_id();
-            base.remove(&id);
+        let mut builder = Builder::for_unique_ids(self.len());
+        let base = self
+            .base
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(number, slot)| {
+                slot.typology != VACANT && !self.hidden.contains(&(*number as u32))
+            })
+            .map(|(number, _)| self.base.at(number as u32));
+        let delta = self
+            .delta
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.typology != VACANT)
+            .map(|(number, _)| self.delta.at(number as u32));
+        for placement in base.chain(delta) {
+            // Each was pushed once already, into the index it comes from.
+            let _ = builder.push(
+                placement.id().as_str(),
+                placement.typology(),
+                placement.location(),
+                placement.insee_code(),
+                placement.wheelchair(),
+                placement.opening_hours(),
+                placement.folded_name(),
+                false,
+            );
         }
-        for &number in self.delta.by_id.values() {
-            let placement = self.delta.at(number);
-            if let Some(entry) = placement.to_entry() {
-                base.upsert(placement.typology(), entry);
-            }
-        }
-        SpatialIndex::from_core(base)
+        SpatialIndex::from_core(builder.build())
     }
 
     /// Builds the tree of all entries of the base, which queries on every typology then use.

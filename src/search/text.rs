@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustc_hash::FxHashSet;
 
@@ -377,19 +377,56 @@ pub struct TextIndex {
     fields: Fields,
     /// The changes handed to the writer since its last commit, searchable already (see
     /// [`Recent`]).
-    recent: Arc<RwLock<Arc<Recent>>>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 /// The near-real-time side of the index: a commit to disk costs several file syncs, so the one
-/// applier of the change log commits about once a second, and meanwhile keeps the entries it
-/// changed in a small index in memory. Queries hide the committed documents of those entries
-/// and ask the small index instead.
+/// applier of the change log commits about once a second, and meanwhile also writes the
+/// entries it changed into a small index in memory. Queries hide the committed documents of
+/// those entries and ask the small index instead, committing it first when it changed since
+/// (a commit in memory, paid by the first query that needs it, not by the write).
 #[derive(Default)]
 struct Recent {
-    /// Every entry changed (or removed) since the last commit.
-    changed: FxHashSet<IdKey>,
-    /// What the changed entries that still exist say now.
-    searcher: Option<tantivy::Searcher>,
+    /// Every entry changed (or removed) since the last commit to disk.
+    changed: Arc<FxHashSet<IdKey>>,
+    /// The small index's writer and reader, made at the first change.
+    memory: Option<(IndexWriter, IndexReader)>,
+    /// Whether the small index holds changes its reader does not show yet.
+    dirty: bool,
+}
+
+/// The memory of the small index's one writer thread (tantivy's minimum).
+const MEMORY_WRITER_BYTES: usize = 15_000_000;
+
+impl Recent {
+    /// The small index, made when missing.
+    fn memory(&mut self) -> anyhow::Result<&mut IndexWriter> {
+        if self.memory.is_none() {
+            let index = Index::create_in_ram(schema().0);
+            register_analyzers(&index)?;
+            let writer = index.writer_with_num_threads(1, MEMORY_WRITER_BYTES)?;
+            let reader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()?;
+            self.memory = Some((writer, reader));
+        }
+        Ok(&mut self.memory.as_mut().expect("made above").0)
+    }
+
+    /// The changed entries and a searcher of what they say now (`None` when nothing changed
+    /// since the last commit to disk).
+    fn view(&mut self) -> anyhow::Result<Option<(Arc<FxHashSet<IdKey>>, tantivy::Searcher)>> {
+        let Some((writer, reader)) = self.memory.as_mut() else {
+            return Ok(None);
+        };
+        if self.dirty {
+            writer.commit()?;
+            reader.reload()?;
+            self.dirty = false;
+        }
+        Ok(Some((self.changed.clone(), reader.searcher())))
+    }
 }
 
 impl std::fmt::Debug for TextIndex {
@@ -535,7 +572,7 @@ impl TextIndex {
 
     /// Forgets the changes a dropped writer had made searchable and never committed.
     pub(crate) fn forget_recent(&self) {
-        *self.recent.write().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+        *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = Recent::default();
     }
 
     /// Opens the directory's one writer (tantivy locks it against a second, in any process)
@@ -548,8 +585,6 @@ impl TextIndex {
             raw: self.analyzer("fr_raw")?,
             writer,
             index: self.clone(),
-            memory: None,
-            changed: FxHashSet::default(),
         })
     }
 
@@ -763,9 +798,9 @@ impl TextIndex {
     ) -> anyhow::Result<Vec<(IdKey, f32)>> {
         let recent = self
             .recent
-            .read()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .view()?;
         let searcher = self.reader.searcher();
         let Some(words) = self.query(&searcher, q)? else {
             return Ok(Vec::new());
@@ -773,17 +808,15 @@ impl TextIndex {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(words))];
         clauses.extend(self.filter_clauses(filter));
         let query = BooleanQuery::new(clauses);
-        if recent.changed.is_empty() {
+        let Some((changed, memory)) = recent else {
             return self.hits(&searcher, &query, limit);
-        }
+        };
         // The committed documents of changed entries may be among the best: ask for as many
         // more as there are changed entries, then drop them.
-        let wider = limit.map(|l| l.saturating_add(recent.changed.len()));
+        let wider = limit.map(|l| l.saturating_add(changed.len()));
         let mut found = self.hits(&searcher, &query, wider)?;
-        found.retain(|(key, _)| !recent.changed.contains(key));
-        if let Some(memory) = &recent.searcher {
-            found.extend(self.hits(memory, &query, limit)?);
-        }
+        found.retain(|(key, _)| !changed.contains(key));
+        found.extend(self.hits(&memory, &query, limit)?);
         if let Some(limit) = limit {
             found.sort_by(|a, b| b.1.total_cmp(&a.1));
             found.truncate(limit);
@@ -909,54 +942,46 @@ impl TextIndex {
 }
 
 /// The directory's writer held by the one applier of the change log: changes go in as they
-/// come, become searchable at [`TextWriter::publish`] (through the small index in memory) and
-/// durable at [`TextWriter::commit`].
+/// come, searchable at once through the small index in memory (see [`Recent`]) and durable at
+/// [`TextWriter::commit`].
 pub struct TextWriter {
     writer: IndexWriter,
     raw: TextAnalyzer,
     index: TextIndex,
-    /// The small index of the changes since the last commit, made at the first one.
-    memory: Option<(IndexWriter, IndexReader)>,
-    changed: FxHashSet<IdKey>,
 }
 
-/// The memory of the small index's one writer thread (tantivy's minimum).
-const MEMORY_WRITER_BYTES: usize = 15_000_000;
-
 impl TextWriter {
-    /// The small index, made when missing.
-    fn memory(&mut self) -> anyhow::Result<&mut (IndexWriter, IndexReader)> {
-        if self.memory.is_none() {
-            let index = Index::create_in_ram(schema().0);
-            register_analyzers(&index)?;
-            let writer = index.writer_with_num_threads(1, MEMORY_WRITER_BYTES)?;
-            let reader = index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()?;
-            self.memory = Some((writer, reader));
-        }
-        Ok(self.memory.as_mut().expect("made above"))
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.index
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds or replaces these entries (searchable at the next publish or commit); with
-    /// `searchable_soon`, in the small index too (a few entries: a write), else only in the
-    /// writer (a batch the caller commits at once).
+    /// Adds or replaces these entries; with `searchable_soon`, in the small index too (a few
+    /// entries: a write), else only in the writer (a batch the caller commits at once).
     pub fn upsert(&mut self, docs: &[TextDoc], searchable_soon: bool) -> anyhow::Result<()> {
         let id = self.index.fields.id;
+        let mut memory = Vec::with_capacity(if searchable_soon { docs.len() } else { 0 });
         for doc in docs {
-            let term = Term::from_field_text(id, doc.id.as_str());
-            self.writer.delete_term(term.clone());
+            self.writer
+                .delete_term(Term::from_field_text(id, doc.id.as_str()));
             let document = self.index.document(doc, &mut self.raw);
             if searchable_soon {
-                let (memory, _) = self.memory()?;
-                memory.delete_term(term);
-                memory.add_document(document.clone())?;
-                if let Some(key) = IdKey::of(&doc.id) {
-                    self.changed.insert(key);
-                }
+                memory.push((doc.id.clone(), document.clone()));
             }
             self.writer.add_document(document)?;
+        }
+        if !memory.is_empty() {
+            let mut recent = self.recent();
+            let writer = recent.memory()?;
+            for (service, document) in &memory {
+                writer.delete_term(Term::from_field_text(id, service.as_str()));
+                writer.add_document(document.clone())?;
+            }
+            let changed = Arc::make_mut(&mut recent.changed);
+            changed.extend(memory.iter().filter_map(|(service, _)| IdKey::of(service)));
+            recent.dirty = true;
         }
         Ok(())
     }
@@ -965,41 +990,25 @@ impl TextWriter {
     pub fn remove(&mut self, ids: &[ServiceId], searchable_soon: bool) -> anyhow::Result<()> {
         let id = self.index.fields.id;
         for service in ids {
-            let term = Term::from_field_text(id, service.as_str());
-            self.writer.delete_term(term.clone());
-            if searchable_soon {
-                let (memory, _) = self.memory()?;
-                memory.delete_term(term);
-                if let Some(key) = IdKey::of(service) {
-                    self.changed.insert(key);
-                }
-            }
+            self.writer
+                .delete_term(Term::from_field_text(id, service.as_str()));
         }
-        Ok(())
-    }
-
-    /// Makes what the small index holds searchable (a commit in memory: no file sync).
-    pub fn publish(&mut self) -> anyhow::Result<()> {
-        let Some((memory, reader)) = self.memory.as_mut() else {
-            return Ok(());
-        };
-        memory.commit()?;
-        reader.reload()?;
-        let recent = Recent {
-            changed: self.changed.clone(),
-            searcher: Some(reader.searcher()),
-        };
-        *self
-            .index
-            .recent
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(recent);
+        if searchable_soon && !ids.is_empty() {
+            let mut recent = self.recent();
+            let writer = recent.memory()?;
+            for service in ids {
+                writer.delete_term(Term::from_field_text(id, service.as_str()));
+            }
+            let changed = Arc::make_mut(&mut recent.changed);
+            changed.extend(ids.iter().filter_map(IdKey::of));
+            recent.dirty = true;
+        }
         Ok(())
     }
 
     /// Entries changed since the last commit.
     pub fn uncommitted(&self) -> usize {
-        self.changed.len()
+        self.recent().changed.len()
     }
 
     /// Makes every change so far visible and durable, recording change-log `position` in the
@@ -1018,13 +1027,7 @@ impl TextWriter {
             return Err(error);
         }
         self.index.reader.reload()?;
-        self.memory = None;
-        self.changed.clear();
-        *self
-            .index
-            .recent
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::default();
+        *self.recent() = Recent::default();
         Ok(())
     }
 }

@@ -45,6 +45,21 @@ impl Cached {
 /// Shards of the cache: requests on two cores seldom wait for one another.
 const SHARDS: usize = 16;
 
+/// Whether data version `held` is `wanted` or a later one (versions are the change log's
+/// sequence numbers; unknown ones compare equal only to themselves).
+fn at_least(held: Option<&str>, wanted: Option<&str>) -> bool {
+    if held == wanted {
+        return true;
+    }
+    match (
+        held.and_then(|h| h.parse::<i64>().ok()),
+        wanted.and_then(|w| w.parse::<i64>().ok()),
+    ) {
+        (Some(held), Some(wanted)) => held >= wanted,
+        _ => false,
+    }
+}
+
 fn shard_of(id: &ServiceId) -> usize {
     use std::hash::BuildHasher;
     (rustc_hash::FxBuildHasher.hash_one(id) as usize) % SHARDS
@@ -92,7 +107,10 @@ impl ServiceCache {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match shard.entries.get(id) {
-                Some(service) if shard.version.as_deref() == version => found.push(service.clone()),
+                // Read at that version or later: what the caller asks for, or newer.
+                Some(service) if at_least(shard.version.as_deref(), version) => {
+                    found.push(service.clone())
+                }
                 _ => missing.push(id.clone()),
             }
         }
@@ -106,6 +124,12 @@ impl ServiceCache {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if shard.version.as_deref() != version {
+                if at_least(shard.version.as_deref(), version) {
+                    // A query of an older snapshot (a write landed meanwhile): answered from
+                    // the database, the newer shard left as it is.
+                    found.push(service);
+                    continue;
+                }
                 shard.entries.clear();
                 shard.version = version.map(str::to_owned);
             } else if shard.entries.len() >= self.per_shard {

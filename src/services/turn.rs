@@ -100,8 +100,13 @@ impl WriteTurn {
     /// quarter second in a server) applies it.
     pub async fn commit(mut self) -> Result<()> {
         let mut conn = self.conn.take().expect("write turn already finished");
+        let started = std::time::Instant::now();
         sqlx::query("COMMIT").execute(conn.get()).await?;
         drop(conn);
+        tracing::debug!(
+            commit_us = started.elapsed().as_micros() as u64,
+            "write committed"
+        );
         if abort_after_commit() {
             // The fault test's crash between the commit and the indexes (see the function).
             std::process::abort();
