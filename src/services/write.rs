@@ -2,6 +2,8 @@
 //! Each one checks the permission rules, validates like an import, writes the entry and its
 //! history in one transaction, then brings the search indexes up to the committed data.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -11,7 +13,10 @@ use super::history::{self, Version, Via};
 use super::turn::{set_version, Author, WriteTurn};
 use super::{store, Closure, Content, Draft, Service, ServiceId, Status, Validator};
 use crate::accounts::{can, Action, Actor, Role, Target};
+use crate::db::Pool;
 use crate::error::{Error, FieldError, Result};
+use crate::import::Reference;
+use crate::search::live::LiveIndexes;
 use crate::state::AppState;
 
 /// The entry's version tag for `If-Match`: it changes with every write to the entry (content,
@@ -28,6 +33,25 @@ pub fn etag(service: &Service) -> String {
     );
     h.update(service.updated_at.to_rfc3339().as_bytes());
     format!("\"{}\"", hex::encode(&h.finalize()[..12]))
+}
+
+/// What the write paths of entries need, and only that: the database, the reference they
+/// validate against, and the live indexes their writes reach. Made from the server's state.
+#[derive(Clone, Copy)]
+pub struct Entries<'a> {
+    pub pool: &'a Pool,
+    pub reference: &'a Reference,
+    pub live: &'a Arc<LiveIndexes>,
+}
+
+impl<'a> From<&'a AppState> for Entries<'a> {
+    fn from(state: &'a AppState) -> Self {
+        Entries {
+            pool: &state.pool,
+            reference: &state.reference,
+            live: &state.live,
+        }
+    }
 }
 
 /// The fields a contributor may send, as the project's CSV names them.
@@ -172,7 +196,7 @@ pub fn apply_fields(
 
 /// Validated content of `draft` with `closures` (kept from `previous` when not sent).
 fn validate(
-    state: &AppState,
+    state: Entries<'_>,
     draft: &Draft,
     closures: Option<Vec<Closure>>,
     previous: Option<&Content>,
@@ -275,11 +299,17 @@ pub struct Written {
 }
 
 /// The write turn of a change by a contributor, on the server's live indexes.
-async fn open(state: &AppState) -> Result<WriteTurn> {
-    WriteTurn::begin(&state.pool, Some(&state.live)).await
+async fn open(state: Entries<'_>) -> Result<WriteTurn> {
+    WriteTurn::begin(state.pool, Some(state.live)).await
 }
 
-pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) -> Result<Written> {
+pub async fn create(
+    state: impl Into<Entries<'_>>,
+    actor: &Actor,
+    via: Via,
+    new: NewEntry,
+) -> Result<Written> {
+    let state: Entries<'_> = state.into();
     let organisation = match new.fields.get("organisation_id") {
         Some(Value::String(id)) => id.clone(),
         Some(_) => {
@@ -357,8 +387,8 @@ pub async fn create(state: &AppState, actor: &Actor, via: Via, new: NewEntry) ->
     written(state, &id, Some(change_id)).await
 }
 
-async fn written(state: &AppState, id: &ServiceId, change_id: Option<String>) -> Result<Written> {
-    let service = store::get(&state.pool, id)
+async fn written(state: Entries<'_>, id: &ServiceId, change_id: Option<String>) -> Result<Written> {
+    let service = store::get(state.pool, id)
         .await?
         .ok_or_else(|| Error::not_found("fiche", id.as_str()))?;
     Ok(Written { service, change_id })
@@ -368,7 +398,7 @@ async fn written(state: &AppState, id: &ServiceId, change_id: Option<String>) ->
 /// records it. Nothing is written when nothing changes.
 #[allow(clippy::too_many_arguments)]
 async fn change(
-    state: &AppState,
+    state: Entries<'_>,
     mut turn: WriteTurn,
     actor: &Actor,
     via: Via,
@@ -404,13 +434,14 @@ async fn change(
 
 /// Changes the fields sent, provided the entry is still as read (`if_match`).
 pub async fn update(
-    state: &AppState,
+    state: impl Into<Entries<'_>>,
     actor: &Actor,
     via: Via,
     id: &str,
     if_match: Option<&str>,
     fields: &Map<String, Value>,
 ) -> Result<Written> {
+    let state: Entries<'_> = state.into();
     let mut turn = open(state).await?;
     let current = entry_for(turn.conn(), actor, id, Action::UpdateEntry).await?;
     check_etag(&current, if_match)?;
@@ -447,12 +478,13 @@ pub async fn update(
 
 /// Unpublishes the entry (it stays, with its history, and can be restored).
 pub async fn withdraw(
-    state: &AppState,
+    state: impl Into<Entries<'_>>,
     actor: &Actor,
     via: Via,
     id: &str,
     if_match: Option<&str>,
 ) -> Result<Written> {
+    let state: Entries<'_> = state.into();
     let mut turn = open(state).await?;
     let current = entry_for(turn.conn(), actor, id, Action::WithdrawEntry).await?;
     if if_match.is_some() {
@@ -474,7 +506,13 @@ pub async fn withdraw(
 }
 
 /// « Rien n'a changé » : the entry is confirmed as it is, today.
-pub async fn confirm(state: &AppState, actor: &Actor, via: Via, id: &str) -> Result<Written> {
+pub async fn confirm(
+    state: impl Into<Entries<'_>>,
+    actor: &Actor,
+    via: Via,
+    id: &str,
+) -> Result<Written> {
+    let state: Entries<'_> = state.into();
     let mut turn = open(state).await?;
     let current = entry_for(turn.conn(), actor, id, Action::ConfirmEntry).await?;
     let content = current.content.clone();
@@ -494,12 +532,13 @@ pub async fn confirm(state: &AppState, actor: &Actor, via: Via, id: &str) -> Res
 
 /// Puts back the entry as it was before the change `change_id` (content and status).
 pub async fn restore(
-    state: &AppState,
+    state: impl Into<Entries<'_>>,
     actor: &Actor,
     via: Via,
     id: &str,
     change_id: &str,
 ) -> Result<Written> {
+    let state: Entries<'_> = state.into();
     let mut turn = open(state).await?;
     let current = entry_for(turn.conn(), actor, id, Action::RestoreEntry).await?;
     let earlier = history::change(turn.conn(), &current.id, change_id)
@@ -536,13 +575,14 @@ pub async fn restore(
 
 /// The history of an entry the actor may read.
 pub async fn history_of(
-    state: &AppState,
+    state: impl Into<Entries<'_>>,
     actor: &Actor,
     id: &str,
 ) -> Result<(Service, Vec<history::Change>)> {
+    let state: Entries<'_> = state.into();
     let mut conn = state.pool.acquire().await?;
     let service = entry_for(&mut conn, actor, id, Action::ReadEntry).await?;
     drop(conn);
-    let changes = history::of_entry(&state.pool, &service.id).await?;
+    let changes = history::of_entry(state.pool, &service.id).await?;
     Ok((service, changes))
 }
