@@ -366,9 +366,9 @@ pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> Tex
 
 /// The full-text index. Cheap to clone: every clone shares the same index.
 ///
-/// The directory's writer (tantivy locks it against a second, in any process) is taken for each
-/// write and released after its commit, so that a server and a command-line import or check
-/// can share one index; writes within this process take turns on `writing`.
+/// The directory's writer (tantivy locks it against a second, in any process) is held by the
+/// one applier of the change log of the process that serves ([`TextWriter`]); whole builds
+/// (`rebuild`, `check --repair`) take one of their own, in turns on `writing`.
 #[derive(Clone)]
 pub struct TextIndex {
     index: Index,
