@@ -237,6 +237,43 @@ pub struct BulkWriter<'c> {
     handle: LockedSqliteHandle<'c>,
 }
 
+/// Binds `texts` to `stmt` by index (NULL for `None`), steps it once and resets it; the
+/// database's message when it fails.
+///
+/// # Safety
+/// `stmt` must be a prepared statement of the connection `db`. The texts are bound without a
+/// copy (`SQLITE_STATIC`): they outlive the call, which resets the statement before returning.
+unsafe fn step_once(
+    db: *mut ffi::sqlite3,
+    stmt: *mut ffi::sqlite3_stmt,
+    texts: &[(c_int, Option<&str>)],
+) -> Result<(), String> {
+    let mut rc = ffi::SQLITE_OK;
+    for &(index, value) in texts {
+        rc |= match value {
+            Some(text) => match c_int::try_from(text.len()) {
+                Ok(length) => ffi::sqlite3_bind_text(
+                    stmt,
+                    index,
+                    text.as_ptr().cast(),
+                    length,
+                    ffi::SQLITE_STATIC(),
+                ),
+                Err(_) => ffi::SQLITE_TOOBIG,
+            },
+            None => ffi::sqlite3_bind_null(stmt, index),
+        };
+    }
+    let step = if rc == ffi::SQLITE_OK {
+        ffi::sqlite3_step(stmt)
+    } else {
+        rc
+    };
+    let failed = (step != ffi::SQLITE_DONE).then(|| error_message(db));
+    ffi::sqlite3_reset(stmt);
+    failed.map_or(Ok(()), Err)
+}
+
 fn error_message(db: *mut ffi::sqlite3) -> String {
     // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
     unsafe {
@@ -341,41 +378,18 @@ impl<'c> BulkWriter<'c> {
                 )
             }
         };
-        let texts: [(c_int, Option<&str>); 6] = [
+        let texts = [
             (1, Some(row.id.as_str())),
             (2, Some(history_id.as_str())),
             (3, Some(now)),
-            (4, Some(&self.import_id)),
+            (4, Some(self.import_id.as_str())),
             (5, Some(action)),
             (6, changes.as_deref()),
+            (7, previous_json.as_deref()),
         ];
-        // SAFETY: as in `write`: every bound text outlives the step, and the statement is reset.
-        unsafe {
-            let mut rc = ffi::SQLITE_OK;
-            for (index, value) in texts.into_iter().chain([(7, previous_json.as_deref())]) {
-                rc |= match value {
-                    Some(text) => ffi::sqlite3_bind_text(
-                        stmt,
-                        index,
-                        text.as_ptr().cast(),
-                        c_int::try_from(text.len())?,
-                        ffi::SQLITE_STATIC(),
-                    ),
-                    None => ffi::sqlite3_bind_null(stmt, index),
-                };
-            }
-            let step = if rc == ffi::SQLITE_OK {
-                ffi::sqlite3_step(stmt)
-            } else {
-                rc
-            };
-            let message = (step != ffi::SQLITE_DONE).then(|| error_message(db));
-            ffi::sqlite3_reset(stmt);
-            if let Some(message) = message {
-                anyhow::bail!("historique de « {} » : {message}", row.source_ref);
-            }
-        }
-        Ok(())
+        // SAFETY: `stmt` is a prepared statement of `db`, and every text outlives the call.
+        unsafe { step_once(db, stmt, &texts) }
+            .map_err(|message| anyhow::anyhow!("historique de « {} » : {message}", row.source_ref))
     }
 
     /// Creates (`row.is_new`) or updates one entry of `source_id`, stamped `now` (RFC 3339),
@@ -396,34 +410,18 @@ impl<'c> BulkWriter<'c> {
         let db = self.handle.as_raw_handle().as_ptr();
         let stmt = self.log.raw.as_ptr();
         let kind = if row.is_new { "created" } else { "changed" };
-        // SAFETY: as in `write_row`: every bound text outlives the step, and the statement is
-        // reset before the next row.
-        unsafe {
-            let mut rc = ffi::SQLITE_OK;
-            for (index, text) in [(1, row.id.as_str()), (2, kind), (3, self.stamp.as_str())] {
-                rc |= ffi::sqlite3_bind_text(
-                    stmt,
-                    index,
-                    text.as_ptr().cast(),
-                    c_int::try_from(text.len())?,
-                    ffi::SQLITE_STATIC(),
-                );
-            }
-            let step = if rc == ffi::SQLITE_OK {
-                ffi::sqlite3_step(stmt)
-            } else {
-                rc
-            };
-            let message = (step != ffi::SQLITE_DONE).then(|| error_message(db));
-            ffi::sqlite3_reset(stmt);
-            if let Some(message) = message {
-                anyhow::bail!(
-                    "journal des changements de « {} » : {message}",
-                    row.source_ref
-                );
-            }
-        }
-        Ok(())
+        let texts = [
+            (1, Some(row.id.as_str())),
+            (2, Some(kind)),
+            (3, Some(self.stamp.as_str())),
+        ];
+        // SAFETY: `stmt` is a prepared statement of `db`, and every text outlives the call.
+        unsafe { step_once(db, stmt, &texts) }.map_err(|message| {
+            anyhow::anyhow!(
+                "journal des changements de « {} » : {message}",
+                row.source_ref
+            )
+        })
     }
 
     fn write_row(&mut self, source_id: &str, row: &Upsert, now: &str) -> anyhow::Result<()> {
