@@ -10,8 +10,9 @@
 CREATE TABLE change_log (
     seq INTEGER PRIMARY KEY,
     entry_id TEXT NOT NULL,
-    -- created, changed (a field the indexes hold), touched (only the confirmation, the update
-    -- time or the fields no index holds), deleted.
+    -- created, changed (a field the indexes hold, or the status), touched (only what no index
+    -- holds: the confirmation, phones, closures…). Entries are withdrawn, never deleted; an
+    -- entry read again and found missing or unpublished leaves the indexes.
     kind TEXT NOT NULL,
     -- When it was written (RFC 3339, UTC, microseconds: ordered as text), for pruning.
     at TIMESTAMPTZ NOT NULL

@@ -29,6 +29,10 @@ impl Rgb {
     /// `#RRGGBB`, `RRGGBB` or `#RGB`.
     pub fn parse(value: &str) -> Option<Rgb> {
         let hex = value.trim().trim_start_matches('#');
+        // Checked before slicing by bytes: a multibyte character would split inside itself.
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         let full = match hex.len() {
             3 => hex.chars().flat_map(|c| [c, c]).collect::<String>(),
             6 => hex.to_owned(),
@@ -493,6 +497,25 @@ fn public_origin(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any text a visitor can put in `couleur=` is a colour or nothing, never a panic
+        /// (a multibyte character among six bytes used to be sliced inside itself).
+        #[test]
+        fn colours_parse_any_text_without_panicking(text in "\\PC{0,8}") {
+            if let Some(rgb) = Rgb::parse(&text) {
+                proptest::prop_assert_eq!(Rgb::parse(&rgb.hex()), Some(rgb));
+            }
+        }
+    }
+
+    #[test]
+    fn colours_with_multibyte_characters_are_refused() {
+        assert_eq!(Rgb::parse("aé12b"), None);
+        assert_eq!(Rgb::parse("#€1"), None);
+        assert_eq!(Rgb::parse("#1A2b3C"), Some(Rgb(0x1a, 0x2b, 0x3c)));
+        assert_eq!(Rgb::parse("fa0"), Some(Rgb(0xff, 0xaa, 0x00)));
+    }
 
     #[test]
     fn contrast_ratios_match_wcag() {
