@@ -264,12 +264,30 @@ pub fn paris_now() -> DateTime<Tz> {
     chrono::Utc::now().with_timezone(&Paris)
 }
 
+/// The years `open_at` may name: opening hours are not known further away.
+const OPEN_AT_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+
 /// Reads the `open_at` parameter: an RFC 3339 date-time with offset (converted to Paris time) or
 /// a local Paris time `YYYY-MM-DDTHH:MM[:SS]`. In the autumn fold the first occurrence is taken;
 /// a time in the spring-forward gap is read with the winter offset (02:30 → 03:30 CEST).
 pub fn parse_open_at(value: &str) -> Result<DateTime<Tz>, String> {
     let value = value.trim();
+    // Checked before any arithmetic: a year far away overflows the date types on the way.
+    let in_range = |year: i32| {
+        if OPEN_AT_YEARS.contains(&year) {
+            Ok(())
+        } else {
+            Err(format!(
+                "paramètre open_at invalide « {value} » : année entre {} et {} attendue / year between {} and {} expected",
+                OPEN_AT_YEARS.start(),
+                OPEN_AT_YEARS.end(),
+                OPEN_AT_YEARS.start(),
+                OPEN_AT_YEARS.end()
+            ))
+        }
+    };
     if let Ok(dt) = DateTime::parse_from_rfc3339(value) {
+        in_range(dt.year())?;
         return Ok(dt.with_timezone(&Paris));
     }
     let naive = [
@@ -286,6 +304,7 @@ pub fn parse_open_at(value: &str) -> Result<DateTime<Tz>, String> {
                  (2026-07-14T10:00:00+02:00) ou à l'heure de Paris (2026-07-14T10:00)"
         )
     })?;
+    in_range(naive.year())?;
     match Paris.from_local_datetime(&naive) {
         LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => Ok(dt),
         LocalResult::None => {
@@ -495,6 +514,29 @@ pub fn describe(state: &OpenState, at: DateTime<Tz>, lang: Lang) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever a visitor puts in `open_at`, a time or a message, never a panic; and any
+        /// date-time in range is read.
+        #[test]
+        fn open_at_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_open_at(&text);
+        }
+
+        #[test]
+        fn open_at_reads_times_in_range(
+            year in -300_000i32..300_000, month in 1u32..=12, day in 1u32..=28,
+            hour in 0u32..24, minute in 0u32..60,
+        ) {
+            let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}");
+            let read = parse_open_at(&text);
+            if (1900..=2200).contains(&year) {
+                proptest::prop_assert!(read.is_ok(), "{}: {:?}", text, read);
+            } else {
+                proptest::prop_assert!(read.is_err());
+            }
+        }
+    }
 
     const OFFICE: &str = "Mo-Fr 08:30-12:00,13:30-17:30; PH off";
 
@@ -765,6 +807,15 @@ mod tests {
         );
         assert_eq!(parse_open_at("2026-07-14T10:00").unwrap(), expected);
         assert_eq!(parse_open_at(" 2026-07-14T10:00:00 ").unwrap(), expected);
+        for far in [
+            "+200000-01-01T10:00",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00",
+            "-5-01-01T10:00",
+        ] {
+            let error = parse_open_at(far).unwrap_err();
+            assert!(error.contains("année entre 1900 et 2200"), "{far}: {error}");
+        }
         // Winter time.
         assert_eq!(
             parse_open_at("2026-01-05T10:00").unwrap().to_rfc3339(),
