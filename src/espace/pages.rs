@@ -445,10 +445,46 @@ fn query_string(query: &HashMap<String, String>) -> String {
 }
 
 /// Where to go after an action: the list the form came from, when it is one of these pages.
+///
+/// No control character either: the redirect's header cannot hold one, and the action is
+/// committed by then (issue 17).
 fn back_to(form: &HashMap<String, String>) -> Option<&str> {
     form.get("retour").map(String::as_str).filter(|p| {
-        (*p == "/espace" || p.starts_with("/espace?")) && !p.contains(['\\', '\r', '\n'])
+        (*p == "/espace" || p.starts_with("/espace?"))
+            && !p.contains('\\')
+            && !p.chars().any(char::is_control)
     })
+}
+
+#[cfg(test)]
+mod back_to_tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever `retour` says, what is kept makes a valid redirect.
+        #[test]
+        fn kept_targets_make_valid_redirects(tail in "\\PC{0,12}|[\\x00-\\x7f]{0,12}") {
+            let form = HashMap::from([("retour".to_owned(), format!("/espace?{tail}"))]);
+            if let Some(target) = back_to(&form) {
+                proptest::prop_assert!(axum::http::HeaderValue::try_from(target).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        for bad in [
+            "/espace?a\tb",
+            "/espace?\u{1}",
+            "/espace?\u{7f}",
+            "/espace?a\r\nSet-Cookie: x",
+        ] {
+            let form = HashMap::from([("retour".to_owned(), bad.to_owned())]);
+            assert_eq!(back_to(&form), None, "{bad:?}");
+        }
+        let form = HashMap::from([("retour".to_owned(), "/espace?page=2".to_owned())]);
+        assert_eq!(back_to(&form), Some("/espace?page=2"));
+    }
 }
 
 /// The editable fields of the form: (name, label, hint).
