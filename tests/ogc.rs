@@ -955,3 +955,43 @@ async fn the_export_command_writes_a_whole_file_or_none() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// A selection over more communes than SQLite binds in one statement (34,912 here; the limit
+/// is 32,766) counts and lists the same entries as SQL does, its communes tested row by row;
+/// a short list is still bound (issue 17: an IN list past the variable limit answered 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selections_of_every_commune_are_not_bound_in_sql() {
+    use proximites::export::{store, Selection};
+    let (_dir, pool, reference) = common::database(true).await;
+    let everywhere = Selection::default().communes(&reference, |_| true);
+    assert!(everywhere.communes.as_ref().unwrap().len() > 32_766);
+    assert!(everywhere.needs_row_test());
+    let puy = Selection::default().communes(&reference, |c| c.departement_code == "63");
+    assert!(!puy.needs_row_test(), "464 communes are bound");
+    for (selection, sql) in [
+        (
+            everywhere,
+            "SELECT COUNT(*) FROM services WHERE status = 'published'",
+        ),
+        (
+            puy,
+            "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code LIKE '63%'",
+        ),
+    ] {
+        let (expected,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+        let reference = reference.clone();
+        let (counted, listed) = store::with_connection(&pool, move |handle| {
+            let lookup = store::lookup(handle, &reference)?;
+            let counted = store::count(handle, &lookup, &selection)?;
+            let mut listed = 0u64;
+            store::scan(handle, &lookup, &selection, None, false, |_| {
+                listed += 1;
+                Ok(true)
+            })?;
+            Ok((counted, listed))
+        })
+        .await
+        .unwrap();
+        assert_eq!((counted, listed), (expected as u64, expected as u64));
+    }
+}

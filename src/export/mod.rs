@@ -37,6 +37,9 @@ impl Default for Licence {
 /// An interval of time, either end open.
 pub type Interval = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
+/// Past this many values, a list of a selection is not bound in SQL but tested on each row.
+pub const MAX_BOUND_LIST: usize = 500;
+
 /// Which published entries a layer holds. Every part narrows it; the empty selection is the
 /// whole directory.
 #[derive(Debug, Clone, Default)]
@@ -93,24 +96,39 @@ impl Selection {
         reference: &Reference,
         keep: impl Fn(&crate::territory::Commune) -> bool,
     ) -> Self {
-        let codes: Vec<String> = reference
+        let mut codes: Vec<String> = reference
             .locator
             .communes()
             .filter(|c| keep(c))
             .filter(|c| {
-                self.communes
-                    .as_ref()
-                    .is_none_or(|already| already.iter().any(|a| a == c.insee_code.as_str()))
+                self.communes.as_ref().is_none_or(|already| {
+                    already
+                        .binary_search_by(|a| a.as_str().cmp(c.insee_code.as_str()))
+                        .is_ok()
+                })
             })
             .map(|c| c.insee_code.as_str().to_owned())
             .collect();
+        // Sorted: intersections and row tests search it rather than walk it.
+        codes.sort_unstable();
+        codes.dedup();
         self.communes = Some(codes);
         self
     }
 
+    /// Whether a list is too long to bind in SQL (SQLite takes at most 32,766 values per
+    /// statement): its rows are tested one by one instead.
+    fn too_long(list: &Option<Vec<String>>) -> bool {
+        list.as_ref().is_some_and(|l| l.len() > MAX_BOUND_LIST)
+    }
+
     /// True when the selection needs each row looked at (not only SQL conditions).
     pub fn needs_row_test(&self) -> bool {
-        self.filter.is_some() || self.updated.is_some() || self.projected_bbox.is_some()
+        self.filter.is_some()
+            || self.updated.is_some()
+            || self.projected_bbox.is_some()
+            || Self::too_long(&self.typologies)
+            || Self::too_long(&self.communes)
     }
 
     /// Keeps only the communes of `territory`.
@@ -133,6 +151,23 @@ impl Selection {
 
     /// Whether a row passes the tests SQL does not do (the CQL2 filter, the update interval).
     pub fn row_passes(&self, row: &Row<'_>) -> bool {
+        if Self::too_long(&self.communes)
+            && self.communes.as_ref().is_some_and(|communes| {
+                communes
+                    .binary_search_by(|c| c.as_str().cmp(row.insee_code))
+                    .is_err()
+            })
+        {
+            return false;
+        }
+        if Self::too_long(&self.typologies)
+            && self
+                .typologies
+                .as_ref()
+                .is_some_and(|typologies| !typologies.iter().any(|t| t == row.typology))
+        {
+            return false;
+        }
         if let Some((crs, [x1, y1, x2, y2])) = self.projected_bbox {
             match crs.project(row.lon, row.lat) {
                 Ok((x, y)) if x >= x1 && x <= x2 && y >= y1 && y <= y2 => {}

@@ -52,6 +52,10 @@ fn conditions(selection: &Selection, after: Option<&str>) -> (String, Vec<Bind>)
     }
     let mut list = |column: &str, values: &Option<Vec<String>>, sql: &mut String| {
         if let Some(values) = values {
+            if values.len() > super::MAX_BOUND_LIST {
+                // Tested on each row (`Selection::row_passes`).
+                return;
+            }
             if values.is_empty() {
                 sql.push_str(" AND 0 = 1");
             } else {

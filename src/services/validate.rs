@@ -52,6 +52,76 @@ pub struct Validator<'a> {
     loose_typologies: bool,
 }
 
+/// The longest text each field of an entry may hold, in characters, and whether it may hold
+/// line breaks (the only control characters any field keeps): documented in SECURITY.md.
+pub const TEXT_LIMITS: [(&str, usize, bool); 17] = [
+    ("source_ref", 200, false),
+    ("typology", 200, false),
+    ("name", 200, false),
+    ("address", 500, false),
+    ("postcode", 20, false),
+    ("city", 200, false),
+    ("insee_code", 20, false),
+    ("lon", 50, false),
+    ("lat", 50, false),
+    ("phone", 500, false),
+    ("email", 320, false),
+    ("website", 2_048, false),
+    ("opening_hours", 2_000, false),
+    ("opening_hours_json", 20_000, true),
+    ("wheelchair", 50, false),
+    ("wheelchair_note", 2_000, true),
+    ("description", 5_000, true),
+];
+
+/// Every field of `draft` too long or holding a control character (line breaks aside where
+/// [`TEXT_LIMITS`] allows them), checked before anything else reads the fields.
+fn text_limits(draft: &Draft) -> Vec<FieldError> {
+    let value = |field: &str| -> &str {
+        match field {
+            "source_ref" => &draft.source_ref,
+            "typology" => &draft.typology,
+            "name" => &draft.name,
+            "address" => &draft.address,
+            "postcode" => &draft.postcode,
+            "city" => &draft.city,
+            "insee_code" => &draft.insee_code,
+            "lon" => &draft.lon,
+            "lat" => &draft.lat,
+            "phone" => &draft.phone,
+            "email" => &draft.email,
+            "website" => &draft.website,
+            "opening_hours" => &draft.opening_hours,
+            "opening_hours_json" => &draft.opening_hours_json,
+            "wheelchair" => &draft.wheelchair,
+            "wheelchair_note" => &draft.wheelchair_note,
+            _ => &draft.description,
+        }
+    };
+    let mut errors = Vec::new();
+    for (field, max, lines) in TEXT_LIMITS {
+        let text = value(field).trim();
+        if text.chars().count() > max {
+            errors.push(FieldError::new(
+                field,
+                format!("texte trop long ({max} caractères au plus) / text too long (at most {max} characters)"),
+            ));
+        } else if let Some(bad) = text
+            .chars()
+            .find(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r')))
+        {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "caractère de contrôle U+{:04X} refusé / control character refused",
+                    u32::from(bad)
+                ),
+            ));
+        }
+    }
+    errors
+}
+
 fn optional(value: &str) -> Option<String> {
     let v = value.trim();
     (!v.is_empty()).then(|| v.to_owned())
@@ -163,7 +233,7 @@ impl<'a> Validator<'a> {
         draft: &Draft,
         allow_retired: bool,
     ) -> Result<Content, Vec<FieldError>> {
-        let mut errors = Vec::new();
+        let mut errors = text_limits(draft);
 
         let resolved = if self.loose_typologies {
             self.taxonomy.resolve_loosely(&draft.typology)
@@ -198,22 +268,8 @@ impl<'a> Validator<'a> {
         let name = draft.name.trim();
         if name.is_empty() {
             errors.push(FieldError::new("name", "nom manquant"));
-        } else if name.chars().count() > 200 {
-            errors.push(FieldError::new(
-                "name",
-                "nom trop long (200 caractères au plus)",
-            ));
         }
         let description = optional(&draft.description);
-        if description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > 5000)
-        {
-            errors.push(FieldError::new(
-                "description",
-                "description trop longue (5 000 caractères au plus)",
-            ));
-        }
 
         let lon = coordinate(&draft.lon, "lon", &mut errors);
         let lat = coordinate(&draft.lat, "lat", &mut errors);
@@ -424,6 +480,63 @@ mod tests {
             Some("https://www.clermont-ferrand.fr/")
         );
         assert_eq!(content.city.as_deref(), Some("Clermont-Ferrand"));
+    }
+
+    #[test]
+    fn long_texts_and_control_characters_are_refused_by_field() {
+        let errors = errors_of(Draft {
+            address: "1 rue ".repeat(300),
+            city: "Clermont\u{7}Ferrand".into(),
+            description: "Une ligne.\nUne autre.".into(),
+            wheelchair_note: "Rampe\tà droite".into(),
+            ..town_hall()
+        });
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["address", "city", "wheelchair_note"], "{errors:?}");
+        assert!(errors[0].message.contains("500 caractères au plus"));
+        assert!(errors[1].message.contains("U+0007"));
+    }
+
+    proptest::proptest! {
+        /// Whatever text comes in any field, the validator answers with a content or the
+        /// fields it refuses, never a panic; a content never holds a control character in a
+        /// one-line field.
+        #[test]
+        fn any_text_in_any_field_is_validated_without_panicking(
+            field in 0usize..TEXT_LIMITS.len(),
+            text in "\\PC{0,60}|[\\x00-\\x7f]{0,60}|\\PC{490,520}",
+        ) {
+            let mut draft = town_hall();
+            let slot = match TEXT_LIMITS[field].0 {
+                "source_ref" => &mut draft.source_ref,
+                "typology" => &mut draft.typology,
+                "name" => &mut draft.name,
+                "address" => &mut draft.address,
+                "postcode" => &mut draft.postcode,
+                "city" => &mut draft.city,
+                "insee_code" => &mut draft.insee_code,
+                "lon" => &mut draft.lon,
+                "lat" => &mut draft.lat,
+                "phone" => &mut draft.phone,
+                "email" => &mut draft.email,
+                "website" => &mut draft.website,
+                "opening_hours" => &mut draft.opening_hours,
+                "opening_hours_json" => &mut draft.opening_hours_json,
+                "wheelchair" => &mut draft.wheelchair,
+                "wheelchair_note" => &mut draft.wheelchair_note,
+                _ => &mut draft.description,
+            };
+            *slot = text;
+            let (taxonomy, locator) = reference();
+            if let Ok(content) = Validator::new(taxonomy, locator).content(&draft, false) {
+                for one_line in [Some(&content.name), content.street.as_ref(), content.city.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    proptest::prop_assert!(!one_line.chars().any(char::is_control));
+                }
+            }
+        }
     }
 
     #[test]
