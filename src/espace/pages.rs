@@ -518,24 +518,7 @@ const FORM_FIELDS: [(&str, &str, &str); 14] = [
 ];
 
 fn draft_value<'a>(draft: &'a Draft, field: &str) -> &'a str {
-    match field {
-        "typology" => &draft.typology,
-        "name" => &draft.name,
-        "description" => &draft.description,
-        "address" => &draft.address,
-        "postcode" => &draft.postcode,
-        "city" => &draft.city,
-        "insee_code" => &draft.insee_code,
-        "lon" => &draft.lon,
-        "lat" => &draft.lat,
-        "phone" => &draft.phone,
-        "email" => &draft.email,
-        "website" => &draft.website,
-        "opening_hours" => &draft.opening_hours,
-        "wheelchair" => &draft.wheelchair,
-        "wheelchair_note" => &draft.wheelchair_note,
-        _ => "",
-    }
+    draft.field(field).map_or("", String::as_str)
 }
 
 /// The entry form, with each error next to its field and a summary linking to them.

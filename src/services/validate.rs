@@ -42,6 +42,46 @@ pub struct Draft {
     pub verified_at: String,
 }
 
+/// Field `$name` of `$draft` as the project's CSV names it, borrowed with `$($borrow)*` (`&` or
+/// `&mut`); `None` for no such field. One list for every reader and writer of fields by name.
+macro_rules! draft_field {
+    ($draft:expr, $name:expr, $($borrow:tt)*) => {
+        match $name {
+            "source_ref" => Some($($borrow)* $draft.source_ref),
+            "typology" => Some($($borrow)* $draft.typology),
+            "name" => Some($($borrow)* $draft.name),
+            "address" => Some($($borrow)* $draft.address),
+            "postcode" => Some($($borrow)* $draft.postcode),
+            "city" => Some($($borrow)* $draft.city),
+            "insee_code" => Some($($borrow)* $draft.insee_code),
+            "lon" => Some($($borrow)* $draft.lon),
+            "lat" => Some($($borrow)* $draft.lat),
+            "phone" => Some($($borrow)* $draft.phone),
+            "email" => Some($($borrow)* $draft.email),
+            "website" => Some($($borrow)* $draft.website),
+            "opening_hours" => Some($($borrow)* $draft.opening_hours),
+            "opening_hours_json" => Some($($borrow)* $draft.opening_hours_json),
+            "wheelchair" => Some($($borrow)* $draft.wheelchair),
+            "wheelchair_note" => Some($($borrow)* $draft.wheelchair_note),
+            "description" => Some($($borrow)* $draft.description),
+            "verified_at" => Some($($borrow)* $draft.verified_at),
+            _ => None,
+        }
+    };
+}
+
+impl Draft {
+    /// The text of field `name` (as the project's CSV names it), `None` for no such field.
+    pub fn field(&self, name: &str) -> Option<&String> {
+        draft_field!(self, name, &)
+    }
+
+    /// The same, to change it.
+    pub fn field_mut(&mut self, name: &str) -> Option<&mut String> {
+        draft_field!(self, name, &mut)
+    }
+}
+
 /// Validates drafts against the taxonomy and the territory; remembers the hours it has already
 /// parsed, since a directory repeats the same few hundred timetables.
 pub struct Validator<'a> {
@@ -77,30 +117,9 @@ pub const TEXT_LIMITS: [(&str, usize, bool); 17] = [
 /// Every field of `draft` too long or holding a control character (line breaks aside where
 /// [`TEXT_LIMITS`] allows them), checked before anything else reads the fields.
 fn text_limits(draft: &Draft) -> Vec<FieldError> {
-    let value = |field: &str| -> &str {
-        match field {
-            "source_ref" => &draft.source_ref,
-            "typology" => &draft.typology,
-            "name" => &draft.name,
-            "address" => &draft.address,
-            "postcode" => &draft.postcode,
-            "city" => &draft.city,
-            "insee_code" => &draft.insee_code,
-            "lon" => &draft.lon,
-            "lat" => &draft.lat,
-            "phone" => &draft.phone,
-            "email" => &draft.email,
-            "website" => &draft.website,
-            "opening_hours" => &draft.opening_hours,
-            "opening_hours_json" => &draft.opening_hours_json,
-            "wheelchair" => &draft.wheelchair,
-            "wheelchair_note" => &draft.wheelchair_note,
-            _ => &draft.description,
-        }
-    };
     let mut errors = Vec::new();
     for (field, max, lines) in TEXT_LIMITS {
-        let text = value(field).trim();
+        let text = draft.field(field).map_or("", |t| t.trim());
         if text.chars().count() > max {
             errors.push(FieldError::new(
                 field,
@@ -507,25 +526,7 @@ mod tests {
             text in "\\PC{0,60}|[\\x00-\\x7f]{0,60}|\\PC{490,520}",
         ) {
             let mut draft = town_hall();
-            let slot = match TEXT_LIMITS[field].0 {
-                "source_ref" => &mut draft.source_ref,
-                "typology" => &mut draft.typology,
-                "name" => &mut draft.name,
-                "address" => &mut draft.address,
-                "postcode" => &mut draft.postcode,
-                "city" => &mut draft.city,
-                "insee_code" => &mut draft.insee_code,
-                "lon" => &mut draft.lon,
-                "lat" => &mut draft.lat,
-                "phone" => &mut draft.phone,
-                "email" => &mut draft.email,
-                "website" => &mut draft.website,
-                "opening_hours" => &mut draft.opening_hours,
-                "opening_hours_json" => &mut draft.opening_hours_json,
-                "wheelchair" => &mut draft.wheelchair,
-                "wheelchair_note" => &mut draft.wheelchair_note,
-                _ => &mut draft.description,
-            };
+            let slot = draft.field_mut(TEXT_LIMITS[field].0).expect("a field of the table");
             *slot = text;
             let (taxonomy, locator) = reference();
             if let Ok(content) = Validator::new(taxonomy, locator).content(&draft, false) {

@@ -153,23 +153,13 @@ pub fn apply_fields(
                 continue;
             }
         };
-        let slot = match field.as_str() {
-            "typology" => &mut draft.typology,
-            "name" => &mut draft.name,
-            "description" => &mut draft.description,
-            "address" => &mut draft.address,
-            "postcode" => &mut draft.postcode,
-            "city" => &mut draft.city,
-            "insee_code" => &mut draft.insee_code,
-            "lon" => &mut draft.lon,
-            "lat" => &mut draft.lat,
-            "phone" => &mut draft.phone,
-            "email" => &mut draft.email,
-            "website" => &mut draft.website,
-            "opening_hours" => &mut draft.opening_hours,
-            "wheelchair" => &mut draft.wheelchair,
-            "wheelchair_note" => &mut draft.wheelchair_note,
-            other => {
+        let slot = match draft
+            .field_mut(field)
+            .filter(|_| FIELDS.contains(&field.as_str()))
+        {
+            Some(slot) => slot,
+            None => {
+                let other = field.as_str();
                 errors.push(FieldError::new(
                     other,
                     format!(
