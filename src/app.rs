@@ -157,6 +157,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ogc::routes::router())
         .merge(crate::espace::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(
+            crate::web::default_security_headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -115,6 +115,42 @@ async fn only_the_widget_may_be_framed_by_other_sites() {
     }
 }
 
+/// HTML served by the other routers (OGC pages, « Données SIG », monitoring) carries the same
+/// policy as the citizen pages, and every answer `nosniff` (issue 17).
+#[tokio::test]
+async fn html_outside_the_citizen_pages_has_the_same_policy() {
+    let fixture = demo().await;
+    for uri in [
+        "/ogc?f=html",
+        "/ogc/collections?f=html",
+        "/donnees-sig",
+        "/veille",
+        "/veille/departement:63",
+    ] {
+        let (status, content_type, _) = common::get(&fixture.router, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(
+            content_type.starts_with("text/html"),
+            "{uri}: {content_type}"
+        );
+        let page = headers_of(&fixture, uri).await;
+        let policy = page[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'"), "{uri}: {policy}");
+        assert!(policy.contains("frame-ancestors 'self'"), "{uri}: {policy}");
+        assert_eq!(page[header::X_FRAME_OPTIONS], "SAMEORIGIN", "{uri}");
+        assert_eq!(page[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(page[header::REFERRER_POLICY], "no-referrer", "{uri}");
+    }
+    for uri in ["/api/v1/typologies", "/ogc/collections", "/healthz"] {
+        let answer = headers_of(&fixture, uri).await;
+        assert_eq!(answer[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert!(
+            !answer.contains_key(header::CONTENT_SECURITY_POLICY),
+            "{uri}: JSON"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_report_is_kept_for_the_entrys_organisation_and_robots_are_turned_away() {
     let fixture = demo().await;

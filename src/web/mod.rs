@@ -123,19 +123,57 @@ pub fn encode_query<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
     query.finish()
 }
 
+/// The same headers on every HTML page of the other routers (OGC pages, « Données SIG »,
+/// monitoring, guides' HTML), and `nosniff` on every response, where the route set none of its
+/// own (issue 17: HTML outside the citizen and contributor pages had no policy).
+pub async fn default_security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let headers = response.headers_mut();
+    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        if let Ok(value) = HeaderValue::from_str(&policy(false)) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, value);
+        }
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+    }
+    if !headers.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
+}
+
+/// The content security policy of our pages: our own origin only, framed by any site when
+/// `embeddable`, else only by ours.
+fn policy(embeddable: bool) -> String {
+    let frame_ancestors = if embeddable { "*" } else { "'self'" };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; font-src 'self'; frame-src 'self'; form-action 'self'; \
+         base-uri 'none'; frame-ancestors {frame_ancestors}"
+    )
+}
+
 /// The content security policy of every response: our own origin only. The widget's routes may
 /// be framed by any site; every other page only by ours (the generator's preview).
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let embeddable = request.uri().path().starts_with("/embed");
     let mut response = next.run(request).await;
-    let frame_ancestors = if embeddable { "*" } else { "'self'" };
-    let policy = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; font-src 'self'; frame-src 'self'; form-action 'self'; \
-         base-uri 'none'; frame-ancestors {frame_ancestors}"
-    );
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&policy) {
+    if let Ok(value) = HeaderValue::from_str(&policy(embeddable)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     headers.insert(
