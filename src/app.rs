@@ -157,7 +157,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ogc::routes::router())
         .merge(crate::espace::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             crate::web::default_security_headers,
         ))
         .layer(TraceLayer::new_for_http())

@@ -148,6 +148,29 @@ async fn html_outside_the_citizen_pages_has_the_same_policy() {
             !answer.contains_key(header::CONTENT_SECURITY_POLICY),
             "{uri}: JSON"
         );
+        assert!(
+            !answer.contains_key(header::STRICT_TRANSPORT_SECURITY),
+            "{uri}: not over https"
+        );
+    }
+    // Reached over https (its public URL), every answer asks browsers to stay on https.
+    let https = proximites::app::router(
+        fixture
+            .state
+            .clone()
+            .with_public_url("https://annuaire.example.fr"),
+    );
+    for uri in ["/", "/ogc?f=html", "/api/v1/typologies"] {
+        let response = https
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()[header::STRICT_TRANSPORT_SECURITY],
+            "max-age=31536000",
+            "{uri}"
+        );
     }
 }
 

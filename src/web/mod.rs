@@ -125,9 +125,20 @@ pub fn encode_query<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
 
 /// The same headers on every HTML page of the other routers (OGC pages, « Données SIG »,
 /// monitoring, guides' HTML), and `nosniff` on every response, where the route set none of its
-/// own (issue 17: HTML outside the citizen and contributor pages had no policy).
-pub async fn default_security_headers(request: Request, next: Next) -> Response {
+/// own (issue 17: HTML outside the citizen and contributor pages had no policy); HSTS on every
+/// response when the instance is reached over https (its configured public URL).
+pub async fn default_security_headers(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
+    if state.public_url.starts_with("https://") {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let html = response
         .headers()
         .get(header::CONTENT_TYPE)
