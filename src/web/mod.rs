@@ -146,17 +146,7 @@ pub async fn default_security_headers(
         .is_some_and(|v| v.starts_with("text/html"));
     let headers = response.headers_mut();
     if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        if let Ok(value) = HeaderValue::from_str(&policy(false)) {
-            headers.insert(header::CONTENT_SECURITY_POLICY, value);
-        }
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        headers.insert(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("SAMEORIGIN"),
-        );
+        page_headers(headers, false);
     }
     if !headers.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
         headers.insert(
@@ -183,7 +173,13 @@ fn policy(embeddable: bool) -> String {
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let embeddable = request.uri().path().starts_with("/embed");
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    page_headers(response.headers_mut(), embeddable);
+    response
+}
+
+/// The headers of our pages: their content security policy, `nosniff`, no referrer, and
+/// framing by our own pages only unless `embeddable`.
+fn page_headers(headers: &mut axum::http::HeaderMap, embeddable: bool) {
     if let Ok(value) = HeaderValue::from_str(&policy(embeddable)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
@@ -202,5 +198,4 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
             HeaderValue::from_static("SAMEORIGIN"),
         );
     }
-    response
 }
