@@ -151,10 +151,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::restitution::router())
         .merge(crate::search::routes::router())
         .merge(crate::coverage::routes::router())
-        .merge(crate::directory::routes::router())
+        .merge(crate::directory::routes::router(state.clone()))
         .merge(crate::web::router())
-        .merge(crate::export::routes::router())
-        .merge(crate::ogc::routes::router())
+        .merge(crate::export::routes::router(state.clone()))
+        .merge(crate::ogc::routes::router(state.clone()))
         .merge(crate::espace::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

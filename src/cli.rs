@@ -284,10 +284,12 @@ pub struct ServeArgs {
     )]
     pub tile_attribution: String,
 
-    /// The address people reach this instance at, which the links it sends and the QR codes of
-    /// printed guides start with.
-    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
-    pub public_url: String,
+    /// The address people reach this instance at, which the links it sends, the OGC API's
+    /// links, the widget's snippets and the QR codes of printed guides start with. Without it,
+    /// links follow a trusted proxy's `X-Forwarded-Host`, or a loopback `Host`, and otherwise
+    /// start with http://127.0.0.1:8080: set it on any server reached from elsewhere.
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// The SMTP server the outbox is sent through (`smtp://host:port`); without it e-mails wait
     /// in the outbox.
@@ -312,6 +314,22 @@ pub struct ServeArgs {
     /// a change at once. 0: rebuilt after every change.
     #[arg(long, env = "PROXIMITES_CACHE_STALENESS", default_value_t = 30)]
     pub cache_staleness: u64,
+
+    /// Reverse proxies (addresses or CIDR networks, repeatable or comma-separated) whose
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` are believed; from anyone else they are
+    /// ignored. Login and report limits and the per-client limits key on the address found.
+    #[arg(long, env = "PROXIMITES_TRUSTED_PROXY")]
+    pub trusted_proxy: Vec<String>,
+
+    /// Heavy requests (exports of a selection, filtered OGC pages, cover previews) served at
+    /// once; more get 503 and `Retry-After`.
+    #[arg(long, env = "PROXIMITES_HEAVY_CONCURRENCY", default_value_t = crate::admission::DEFAULT_HEAVY_CONCURRENCY)]
+    pub heavy_concurrency: usize,
+
+    /// Heavy requests one client address may have running, bodies still being read included;
+    /// more get 429 and `Retry-After`.
+    #[arg(long, env = "PROXIMITES_HEAVY_PER_CLIENT", default_value_t = crate::admission::DEFAULT_HEAVY_PER_CLIENT)]
+    pub heavy_per_client: usize,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

@@ -64,6 +64,9 @@ pub async fn connect_with(url: &str, checkpoints: Checkpoints) -> anyhow::Result
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // A request that cannot get a connection in this time is told to come back (503), not
+        // left hanging: heavy requests are admitted by `admission` so that this stays rare.
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("ouverture de la base « {url} » impossible : {e}"))?;

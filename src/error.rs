@@ -72,9 +72,20 @@ pub enum Error {
     /// A body larger than the endpoint takes (a bulk upload): 413.
     #[error("{detail}")]
     PayloadTooLarge { code: &'static str, detail: String },
-    /// Too many attempts (logins): 429.
+    /// Too many attempts or requests from one client: 429, with `Retry-After`.
     #[error("{detail}")]
-    TooManyRequests { code: &'static str, detail: String },
+    TooManyRequests {
+        code: &'static str,
+        detail: String,
+        retry_after: u64,
+    },
+    /// The server runs all the work it can take at once: 503, with `Retry-After`.
+    #[error("{detail}")]
+    Busy {
+        code: &'static str,
+        detail: String,
+        retry_after: u64,
+    },
     /// A service the server relies on (an external geocoder) failed: 502.
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
@@ -125,9 +136,11 @@ impl Error {
             | Error::PreconditionFailed { code, .. }
             | Error::PreconditionRequired { code, .. }
             | Error::TooManyRequests { code, .. }
+            | Error::Busy { code, .. }
             | Error::PayloadTooLarge { code, .. }
             | Error::Unavailable { code, .. }
             | Error::NotConfigured { code, .. } => code,
+            Error::Database(sqlx::Error::PoolTimedOut) => "server_busy",
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
         }
     }
@@ -144,6 +157,11 @@ impl Error {
             Error::PreconditionRequired { .. } => StatusCode::PRECONDITION_REQUIRED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // Every database connection stayed busy for the pool's whole wait: an overload,
+            // not a fault.
+            Error::Busy { .. } | Error::Database(sqlx::Error::PoolTimedOut) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::NotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
@@ -179,6 +197,9 @@ impl From<&Error> for Problem {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" ; "),
+            Error::Database(sqlx::Error::PoolTimedOut) => "le serveur est surchargé : réessayez \
+                 dans quelques secondes / the server is overloaded, retry shortly"
+                .to_owned(),
             other => other.to_string(),
         };
         Problem {
@@ -207,7 +228,28 @@ impl IntoResponse for Error {
                 axum::http::HeaderValue::from_static("Bearer realm=\"proximites\""),
             );
         }
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         response
+    }
+}
+
+impl Error {
+    /// How long a refused client should wait before trying again, for overloads.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::TooManyRequests { retry_after, .. } | Error::Busy { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            Error::Database(sqlx::Error::PoolTimedOut) => {
+                Some(crate::admission::RETRY_AFTER_SECONDS)
+            }
+            _ => None,
+        }
     }
 }
 

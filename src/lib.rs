@@ -2,6 +2,7 @@
 //! Each module owns one domain; `app` alone knows them all.
 
 pub mod accounts;
+pub mod admission;
 pub mod app;
 pub mod bench;
 pub mod boot;

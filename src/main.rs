@@ -55,9 +55,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state = state.with_tiles(proxy);
                 tracing::info!(%url, "base map tiles configured");
             }
-            let public_url = proximites::directory::public_url(Some(&args.public_url))
-                .map_err(anyhow::Error::msg)?;
-            state = state.with_public_url(&public_url);
+            if let Some(configured) = &args.public_url {
+                let public_url = proximites::directory::public_url(Some(configured))
+                    .map_err(anyhow::Error::msg)?;
+                state = state.with_public_url(&public_url);
+            } else if !args.listen.ip().is_loopback() {
+                tracing::warn!(
+                    "--public-url non configurée : les liens envoyés commencent par {} / \
+                     no --public-url: links sent start with it",
+                    state.public_url
+                );
+            }
+            state.admission = std::sync::Arc::new(proximites::admission::Admission {
+                proxies: proximites::admission::TrustedProxies::parse(&args.trusted_proxy)
+                    .map_err(anyhow::Error::msg)?,
+                heavy: proximites::admission::HeavyGate::new(
+                    args.heavy_concurrency,
+                    args.heavy_per_client,
+                ),
+            });
             let mailer = args
                 .smtp_url
                 .as_deref()

@@ -41,6 +41,11 @@ pub struct AppState {
     pub login_limiter: Arc<crate::accounts::LoginLimiter>,
     /// The address invitation links start with (`PROXIMITES_PUBLIC_URL`).
     pub public_url: Arc<str>,
+    /// Whether `public_url` was configured (`--public-url`) rather than the default: links
+    /// then always start with it.
+    pub public_url_configured: bool,
+    /// Who the client is, and how many heavy requests run at once.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// Where the instance is reached, for the links it sends, unless configured.
@@ -78,6 +83,8 @@ impl AppState {
             )),
             login_limiter: Arc::default(),
             public_url: DEFAULT_PUBLIC_URL.into(),
+            public_url_configured: false,
+            admission: Arc::default(),
         })
     }
 
@@ -92,6 +99,7 @@ impl AppState {
     /// The base URL of the links this instance sends.
     pub fn with_public_url(mut self, url: &str) -> Self {
         self.public_url = url.trim_end_matches('/').into();
+        self.public_url_configured = true;
         self
     }
 

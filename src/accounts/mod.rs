@@ -297,8 +297,11 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Failed logins allowed per address and per account in a quarter of an hour.
+/// Failed logins allowed per account in a quarter of an hour.
 pub const LOGIN_FAILURES: usize = 5;
+/// Failed logins allowed per client address in a quarter of an hour, whatever the accounts: a
+/// town hall's staff share one address, so it is larger than one account's.
+pub const LOGIN_FAILURES_PER_ADDRESS: usize = 20;
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Failed login attempts, per address and per e-mail: past [`LOGIN_FAILURES`] in the window,
@@ -309,10 +312,14 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
-    fn keys(from: Option<IpAddr>, email: &str) -> Vec<String> {
-        let mut keys = vec![format!("email:{}", email.trim().to_lowercase())];
+    /// The counters a login attempt counts in, each with its threshold.
+    fn keys(from: Option<IpAddr>, email: &str) -> Vec<(String, usize)> {
+        let mut keys = vec![(
+            format!("email:{}", email.trim().to_lowercase()),
+            LOGIN_FAILURES,
+        )];
         if let Some(ip) = from {
-            keys.push(format!("ip:{ip}"));
+            keys.push((format!("ip:{ip}"), LOGIN_FAILURES_PER_ADDRESS));
         }
         keys
     }
@@ -320,10 +327,10 @@ impl LoginLimiter {
     pub fn allowed(&self, from: Option<IpAddr>, email: &str) -> bool {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        Self::keys(from, email).iter().all(|key| {
+        Self::keys(from, email).iter().all(|(key, threshold)| {
             failures.get_mut(key).is_none_or(|times| {
                 times.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
-                times.len() < LOGIN_FAILURES
+                times.len() < *threshold
             })
         })
     }
@@ -334,7 +341,7 @@ impl LoginLimiter {
         if failures.len() > 10_000 {
             failures.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < LOGIN_WINDOW));
         }
-        for key in Self::keys(from, email) {
+        for (key, _) in Self::keys(from, email) {
             failures.entry(key).or_default().push(now);
         }
     }
@@ -376,9 +383,14 @@ mod tests {
             limiter.failed(Some(ip), "a@b.fr");
         }
         assert!(!limiter.allowed(Some(ip), "a@b.fr"));
-        // Another account from the same address is refused too, and the same account elsewhere.
-        assert!(!limiter.allowed(Some(ip), "c@b.fr"));
+        // The account is refused from anywhere; other accounts from that address are not, until
+        // the address's own, larger threshold.
         assert!(!limiter.allowed(Some("192.0.2.2".parse().unwrap()), "A@b.fr"));
+        assert!(limiter.allowed(Some(ip), "c@b.fr"));
+        for n in LOGIN_FAILURES..LOGIN_FAILURES_PER_ADDRESS {
+            limiter.failed(Some(ip), &format!("other{n}@b.fr"));
+        }
+        assert!(!limiter.allowed(Some(ip), "c@b.fr"));
         assert!(limiter.allowed(Some("192.0.2.2".parse().unwrap()), "c@b.fr"));
     }
 }

@@ -26,10 +26,16 @@ use crate::state::AppState;
 /// clear message, so the body limit sits above it.
 const BODY_LIMIT: usize = super::MAX_LOGO_BYTES + 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/v1/directories", post(create))
-        .route("/api/v1/directories/cover", post(cover))
+        .route(
+            "/api/v1/directories/cover",
+            post(cover).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::admission::heavy,
+            )),
+        )
         .route("/api/v1/directories/{job}", get(job))
         .route("/api/v1/directories/{job}/guide.pdf", get(guide_pdf))
         .route("/api/v1/directories/{job}/guide.html", get(guide_html))
@@ -37,7 +43,13 @@ pub fn router() -> Router<AppState> {
             Router::new()
                 .route("/espace/annuaires/nouveau", get(new_page))
                 .route("/espace/annuaires", post(create_from_form))
-                .route("/espace/annuaires/couverture", post(cover_from_form))
+                .route(
+                    "/espace/annuaires/couverture",
+                    post(cover_from_form).route_layer(axum::middleware::from_fn_with_state(
+                        state,
+                        crate::admission::heavy,
+                    )),
+                )
                 .route("/espace/annuaires/{job}", get(job_page))
                 .layer(axum::middleware::from_fn(espace::no_store))
                 .layer(axum::middleware::from_fn(crate::web::security_headers)),

@@ -1,10 +1,9 @@
 //! The handlers of the contributors' pages.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Duration, Utc};
@@ -78,14 +77,16 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let connect = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
     let form = form_fields(&body);
     if let Err(error) = check_anonymous_token(&state, "login", &form, unix_now()) {
         return error_page(error, None);
     }
     let email = form.get("email").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
-    let from = connect.map(|ConnectInfo(address)| address.ip());
+    let from = state
+        .admission
+        .proxies
+        .client_address(crate::admission::peer(&extensions), &headers);
     if !state.login_limiter.allowed(from, &email) {
         return login_page(
             &state,

@@ -826,14 +826,17 @@ fn check_type(property: Queryable, value: Literal, at: usize) -> Result<Literal,
     }
 }
 
-/// `%` any run of characters, `_` one character, as CQL2's LIKE.
-fn like(text: &str, pattern: &str) -> bool {
+/// `%` any run of characters, `_` one character, as CQL2's LIKE; `work` grows by the steps
+/// taken (backtracking on `%` makes a pattern cost up to its length times the text's).
+fn like(text: &str, pattern: &str, work: &mut u64) -> bool {
     let t: Vec<char> = text.chars().collect();
     let p: Vec<char> = pattern.chars().collect();
-    // Iterative wildcard matching with backtracking on the last `%`: linear in practice.
+    *work += (t.len() + p.len()) as u64;
+    // Iterative wildcard matching with backtracking on the last `%`.
     let (mut ti, mut pi) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
+        *work += 1;
         if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == t[ti])) {
             ti += 1;
             pi += 1;
@@ -852,13 +855,34 @@ fn like(text: &str, pattern: &str) -> bool {
     p[pi..].iter().all(|c| *c == '%')
 }
 
+/// Work units one request's filter may spend over all the rows it looks at: about half a
+/// second of one core. A filter that needs more is refused with a 400 that says so, rather
+/// than holding a database connection and a core for seconds.
+pub const WORK_BUDGET: u64 = 300_000_000;
+
+/// A filter that spent its [`WORK_BUDGET`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "filtre trop coûteux : son évaluation dépasse le budget de calcul d'une requête ; \
+     simplifiez-le (moins de LIKE en « % », de OR) ou restreignez la sélection (bbox, commune) \
+     / filter too costly to evaluate: simplify it or narrow the selection"
+)]
+pub struct TooCostly;
+
 impl Expr {
     /// Whether `subject` passes the filter. A comparison with a missing value is false.
     pub fn matches(&self, subject: &impl Subject) -> bool {
+        self.evaluate(subject, &mut 0)
+    }
+
+    /// [`Expr::matches`], adding the work done to `work`: each node one unit, a `LIKE` its
+    /// steps, an `IN` its values, a spatial test its literal's points.
+    pub fn evaluate(&self, subject: &impl Subject, work: &mut u64) -> bool {
+        *work += 1;
         match self {
-            Expr::And(parts) => parts.iter().all(|p| p.matches(subject)),
-            Expr::Or(parts) => parts.iter().any(|p| p.matches(subject)),
-            Expr::Not(inner) => !inner.matches(subject),
+            Expr::And(parts) => parts.iter().all(|p| p.evaluate(subject, work)),
+            Expr::Or(parts) => parts.iter().any(|p| p.evaluate(subject, work)),
+            Expr::Not(inner) => !inner.evaluate(subject, work),
             Expr::Bool(value) => *value,
             Expr::IsNull(property) => {
                 if property.is_timestamp() {
@@ -874,13 +898,21 @@ impl Expr {
                 compare(subject, *property, low).is_some_and(|o| o.is_ge())
                     && compare(subject, *property, high).is_some_and(|o| o.is_le())
             }
-            Expr::In(property, values) => values
-                .iter()
-                .any(|v| compare(subject, *property, v).is_some_and(|o| o.is_eq())),
+            Expr::In(property, values) => {
+                *work += values.len() as u64;
+                values
+                    .iter()
+                    .any(|v| compare(subject, *property, v).is_some_and(|o| o.is_eq()))
+            }
             Expr::Like(property, pattern) => subject
                 .text(*property)
-                .is_some_and(|text| like(text, pattern)),
+                .is_some_and(|text| like(text, pattern, work)),
             Expr::Spatial(op, shape) => {
+                *work += match shape {
+                    Shape::Points(points) => points.0.len(),
+                    Shape::Area(area) => area.0.iter().map(|p| p.exterior().0.len()).sum(),
+                    Shape::Rect(_) => 4,
+                } as u64;
                 let (lon, lat) = subject.point();
                 let point = Point::new(lon, lat);
                 let intersects = match shape {
@@ -1037,14 +1069,18 @@ mod tests {
         assert!(parse(&nots, Crs::Crs84).is_err());
     }
 
+    fn like_(text: &str, pattern: &str) -> bool {
+        like(text, pattern, &mut 0)
+    }
+
     #[test]
     fn like_wildcards() {
-        assert!(like("abc", "a%"));
-        assert!(like("abc", "%c"));
-        assert!(like("abc", "a_c"));
-        assert!(!like("abc", "a_"));
-        assert!(like("", "%"));
-        assert!(like("aaa", "%a%a%a%"));
-        assert!(!like("aa", "%a%a%a%"));
+        assert!(like_("abc", "a%"));
+        assert!(like_("abc", "%c"));
+        assert!(like_("abc", "a_c"));
+        assert!(!like_("abc", "a_"));
+        assert!(like_("", "%"));
+        assert!(like_("aaa", "%a%a%a%"));
+        assert!(!like_("aa", "%a%a%a%"));
     }
 }

@@ -77,12 +77,6 @@ impl Format {
         }
     }
 
-    /// Whether the format is written whole to a file before it can be read (an index at the
-    /// end or the start), rather than streamed.
-    pub fn needs_file(self) -> bool {
-        matches!(self, Format::GeoPackage | Format::FlatGeobuf)
-    }
-
     /// The CRSs the format may be written in: GeoJSON is WGS84 only (RFC 7946).
     pub fn accepts(self, crs: Crs) -> bool {
         match self {

@@ -149,8 +149,9 @@ impl Selection {
             && !self.needs_row_test()
     }
 
-    /// Whether a row passes the tests SQL does not do (the CQL2 filter, the update interval).
-    pub fn row_passes(&self, row: &Row<'_>) -> bool {
+    /// Whether a row passes the tests SQL does not do (the CQL2 filter, the update interval);
+    /// the filter's work is added to `work`.
+    pub fn row_passes(&self, row: &Row<'_>, work: &mut u64) -> bool {
         if Self::too_long(&self.communes)
             && self.communes.as_ref().is_some_and(|communes| {
                 communes
@@ -182,7 +183,7 @@ impl Selection {
                 return false;
             }
         }
-        self.filter.as_ref().is_none_or(|f| f.matches(row))
+        self.filter.as_ref().is_none_or(|f| f.evaluate(row, work))
     }
 
     /// A stable text of the selection, to key caches on.

@@ -11,7 +11,6 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
 use chrono::Utc;
 
 use super::crs::Crs;
@@ -21,8 +20,13 @@ use crate::error::{Error, FieldError, Result};
 use crate::import::Reference;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/export/{file}", get(download))
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/export/{file}", get(download))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::admission::heavy,
+        ))
 }
 
 /// Query pairs of a request, in order.
@@ -204,56 +208,7 @@ pub async fn export_to_file(
     .map_err(anyhow::Error::from)
 }
 
-/// Sends what is written to the response body, 256 KiB at a time.
-pub struct ChannelWriter {
-    sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    buffer: Vec<u8>,
-}
-
 const CHUNK: usize = 256 * 1024;
-
-impl ChannelWriter {
-    pub fn new(sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> Self {
-        Self {
-            sender,
-            buffer: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(CHUNK),
-        ));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client parti"))
-    }
-
-    /// Ends the body with an error, so that the client sees a broken transfer, not a short file.
-    pub fn fail(self, error: &anyhow::Error) {
-        let _ = self
-            .sender
-            .blocking_send(Err(std::io::Error::other(error.to_string())));
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
 
 /// The body of a file, read 256 KiB at a time; `keep` lives as long as the body (a temporary
 /// file removed once sent).
@@ -348,84 +303,67 @@ pub(crate) async fn download(
     }
     let reference = state.reference.clone();
     let licence = state.layers.licence.clone();
-    if format.needs_file() {
-        let dir = state.layers.dir.clone();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(anyhow::Error::from)?;
-        let temp = tempfile::Builder::new()
-            .prefix(".selection-")
-            .tempfile_in(&dir)
-            .map_err(anyhow::Error::from)?
-            .into_temp_path();
-        let target = temp.to_path_buf();
-        store::with_connection(&state.pool, move |handle| {
-            let lookup = store::lookup(handle, &reference)?;
-            let about = About {
-                title: "Proximités — services publics (sélection)".into(),
-                licence,
-                sources: store::publishing_sources(handle)?,
-                generated: Utc::now(),
-            };
-            if format == Format::GeoPackage {
+    // Every selection is written to a file first and sent from it: the database connection is
+    // given back as soon as the file is written, never held while a slow client reads.
+    let dir = state.layers.dir.clone();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".selection-")
+        .tempfile_in(&dir)
+        .map_err(anyhow::Error::from)?
+        .into_temp_path();
+    let target = temp.to_path_buf();
+    store::with_connection(&state.pool, move |handle| {
+        let lookup = store::lookup(handle, &reference)?;
+        let about = About {
+            title: "Proximités — services publics (sélection)".into(),
+            licence,
+            sources: store::publishing_sources(handle)?,
+            generated: Utc::now(),
+        };
+        let out = || -> anyhow::Result<_> {
+            Ok(std::io::BufWriter::with_capacity(
+                CHUNK,
+                std::fs::File::create(&target)?,
+            ))
+        };
+        let finish = |mut out: std::io::BufWriter<std::fs::File>, count: u64| {
+            out.flush()?;
+            Ok(count)
+        };
+        match format {
+            Format::GeoPackage => {
                 // SQLite wants to create the file itself.
                 std::fs::remove_file(&target)?;
                 formats::write_gpkg(handle, &lookup, &selection, &about, crs, &target)
-            } else {
-                let mut out = std::io::BufWriter::new(std::fs::File::create(&target)?);
-                let count = formats::write_fgb(handle, &lookup, &selection, &about, crs, &mut out)?;
-                out.flush()?;
-                Ok(count)
             }
-        })
-        .await?;
-        let path = temp.to_path_buf();
-        let (body, length) = file_body(&path, temp).await?;
-        let mut response = (headers, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        return Ok(response);
-    }
-    let (sender, receiver) = tokio::sync::mpsc::channel(8);
-    let pool = state.pool.clone();
-    tokio::spawn(async move {
-        let result = store::with_connection(&pool, move |handle| {
-            let lookup = store::lookup(handle, &reference)?;
-            let about = About {
-                title: "Proximités — services publics (sélection)".into(),
-                licence,
-                sources: store::publishing_sources(handle)?,
-                generated: Utc::now(),
-            };
-            let mut out = ChannelWriter::new(sender);
-            let written = match format {
-                Format::GeoJson => {
-                    formats::write_geojson(handle, &lookup, &selection, &about, &mut out)
-                }
-                _ => formats::write_csv(
-                    handle,
-                    &lookup,
-                    &selection,
-                    format == Format::Scdl,
-                    crs,
-                    &mut out,
-                ),
+            Format::FlatGeobuf => {
+                let mut file = out()?;
+                let count =
+                    formats::write_fgb(handle, &lookup, &selection, &about, crs, &mut file)?;
+                finish(file, count)
             }
-            .and_then(|count| {
-                out.flush()?;
-                Ok(count)
-            });
-            if let Err(error) = &written {
-                out.fail(error);
+            Format::GeoJson => {
+                let mut file = out()?;
+                let count = formats::write_geojson(handle, &lookup, &selection, &about, &mut file)?;
+                finish(file, count)
             }
-            written
-        })
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "streamed export interrupted");
+            Format::Csv | Format::Scdl => {
+                let mut file = out()?;
+                let scdl = format == Format::Scdl;
+                let count = formats::write_csv(handle, &lookup, &selection, scdl, crs, &mut file)?;
+                finish(file, count)
+            }
         }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
-    Ok((headers, body).into_response())
+    })
+    .await?;
+    let path = temp.to_path_buf();
+    let (body, length) = file_body(&path, temp).await?;
+    let mut response = (headers, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
 }

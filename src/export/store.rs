@@ -9,9 +9,9 @@ use libsqlite3_sys as ffi;
 use rustc_hash::FxHashMap as HashMap;
 use sqlx::sqlite::LockedSqliteHandle;
 
-use super::{Lookup, Row, Selection};
+use super::{cql2, Lookup, Row, Selection};
 use crate::db::Pool;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::import::Reference;
 
 const COLUMNS: &str = "id, typology_code, name, description, street, postcode, city, insee_code,
@@ -29,7 +29,14 @@ pub async fn with_connection<T: Send + 'static>(
         work(&mut handle)
     })
     .await
-    .map_err(anyhow::Error::from)??;
+    .map_err(anyhow::Error::from)?
+    .map_err(|error| match error.downcast::<cql2::TooCostly>() {
+        Ok(costly) => Error::BadRequest {
+            code: "filter_too_costly",
+            detail: costly.to_string(),
+        },
+        Err(other) => Error::from(other),
+    })?;
     Ok(result)
 }
 
@@ -243,6 +250,7 @@ pub fn scan(
     let sql = format!("SELECT {COLUMNS} FROM services{where_}{order}");
     let statement = Statement::prepare(handle, &sql, &binds)?;
     let test = selection.needs_row_test();
+    let mut work = 0;
     while statement.step()? {
         // SAFETY: on a row; the row's borrows end before the next step.
         let row = unsafe {
@@ -273,8 +281,14 @@ pub fn scan(
                 lookup,
             }
         };
-        if test && !selection.row_passes(&row) {
-            continue;
+        if test {
+            let passes = selection.row_passes(&row, &mut work);
+            if work > cql2::WORK_BUDGET {
+                return Err(cql2::TooCostly.into());
+            }
+            if !passes {
+                continue;
+            }
         }
         if !each(&row)? {
             break;

@@ -2,12 +2,11 @@
 //! pages (one `<h1>`, a skip link, tables with headers and captions).
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Html;
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::routes::base_url;
+use crate::admission::PublicBase;
 use crate::export::crs::Crs;
 use crate::export::formats::Format;
 use crate::export::FIELDS;
@@ -187,8 +186,10 @@ pub fn feature(collection: &super::Collection, feature: &Value, crs: Crs) -> Mar
 
 /// « Données SIG »: how to use the layers in QGIS, ArcGIS and GDAL.
 #[utoipa::path(get, path = "/donnees-sig", tag = "ogc", responses((status = 200, description = "Page HTML « Données SIG »")))]
-pub(crate) async fn gis_page(State(state): State<AppState>, headers: HeaderMap) -> Html<String> {
-    let base = base_url(&headers);
+pub(crate) async fn gis_page(
+    State(state): State<AppState>,
+    PublicBase(base): PublicBase,
+) -> Html<String> {
     let endpoint = format!("{base}/ogc");
     let licence = &state.layers.licence;
     let themes = super::collections(&state.reference);

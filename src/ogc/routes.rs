@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{collection, Collection, DEFAULT_LIMIT, HTML_DEFAULT_LIMIT, MAX_LIMIT};
+use crate::admission::PublicBase;
 use crate::error::{Error, FieldError, Result};
 use crate::export::crs::Crs;
 use crate::export::formats::{feature_json, Format};
@@ -22,7 +23,7 @@ use crate::import::Reference;
 use crate::services::ServiceId;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
@@ -38,7 +39,13 @@ pub fn router() -> Router<AppState> {
         .route("/ogc/api", get(api))
         .route("/ogc/collections", get(collections))
         .route("/ogc/collections/{collection}", get(collection_page))
-        .route("/ogc/collections/{collection}/items", get(items))
+        .route(
+            "/ogc/collections/{collection}/items",
+            get(items).route_layer(axum::middleware::from_fn_with_state(
+                state,
+                crate::admission::heavy_when_filtered,
+            )),
+        )
         .route(
             "/ogc/collections/{collection}/items/{feature}",
             get(feature),
@@ -90,20 +97,6 @@ impl Output {
             }
         }
     }
-}
-
-/// `http(s)://host` of the request, for absolute links (GDAL and QGIS follow them as given).
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{scheme}://{host}")
 }
 
 fn link(href: String, rel: &str, kind: &str, title: &str) -> Value {
@@ -197,6 +190,7 @@ fn respond(body: impl Into<Body>, kind: &str, tag: &str, crs: Option<Crs>) -> Re
 async fn document(
     state: &AppState,
     uri: &Uri,
+    base: &str,
     headers: &HeaderMap,
     pairs: &[(String, String)],
     json_body: impl FnOnce() -> Value,
@@ -206,7 +200,7 @@ async fn document(
     // request, these documents included.
     let output = output(pairs, headers)?;
     let version = crate::db::data_version(&state.pool).await?;
-    let tag = etag(&version, uri, output, &base_url(headers));
+    let tag = etag(&version, uri, output, base);
     if let Some(response) = not_modified(headers, &tag) {
         return Ok(response);
     }
@@ -228,13 +222,14 @@ pub(crate) async fn landing(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    let base = base_url(&headers);
     let pairs = query_pairs(query.as_deref());
     document(
         &state,
         &uri,
+        &base,
         &headers,
         &pairs,
         || {
@@ -263,12 +258,14 @@ pub(crate) async fn conformance(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let pairs = query_pairs(query.as_deref());
     document(
         &state,
         &uri,
+        &base,
         &headers,
         &pairs,
         || json!({"conformsTo": super::CONFORMANCE}),
@@ -283,13 +280,14 @@ pub(crate) async fn api(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
 ) -> Result<Response> {
     let version = crate::db::data_version(&state.pool).await?;
-    let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
+    let tag = etag(&version, &uri, Output::Json, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
-    let doc = super::api::document(&state.reference, &base_url(&headers), &state.layers.licence);
+    let doc = super::api::document(&state.reference, &base, &state.layers.licence);
     Ok(respond(
         doc.to_string(),
         "application/vnd.oai.openapi+json;version=3.0",
@@ -391,14 +389,15 @@ pub(crate) async fn collections(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    let base = base_url(&headers);
     let pairs = query_pairs(query.as_deref());
     let all = super::collections(&state.reference);
     document(
         &state,
         &uri,
+        &base,
         &headers,
         &pairs,
         || {
@@ -427,14 +426,15 @@ pub(crate) async fn collection_page(
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
-    let base = base_url(&headers);
     let pairs = query_pairs(query.as_deref());
     document(
         &state,
         &uri,
+        &base,
         &headers,
         &pairs,
         || collection_json(&state, &base, &found),
@@ -450,11 +450,11 @@ pub(crate) async fn queryables(
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
-    let base = base_url(&headers);
     let version = crate::db::data_version(&state.pool).await?;
-    let tag = etag(&version, &uri, Output::Json, &base_url(&headers));
+    let tag = etag(&version, &uri, Output::Json, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
@@ -473,9 +473,9 @@ pub(crate) async fn schema(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
-    let base = base_url(&headers);
     // The schema follows the code, not the data: the version of the program tags it.
     let tag = format!("\"schema-{}-{}\"", env!("CARGO_PKG_VERSION"), found.id);
     if let Some(response) = not_modified(&headers, &tag) {
@@ -1039,18 +1039,18 @@ pub(crate) async fn items(
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
     let pairs = query_pairs(query.as_deref());
     let request = parse_items(&state.reference, &found, &pairs, &headers)?;
     let version = crate::db::data_version(&state.pool).await?;
-    let tag = etag(&version, &uri, request.output, &base_url(&headers));
+    let tag = etag(&version, &uri, request.output, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
     let page = read_page(&state, &request, &version).await?;
-    let base = base_url(&headers);
     let (own_kind, own_f) = match request.output {
         Output::Json => (GEOJSON, "json"),
         Output::Html => (HTML, "html"),
@@ -1140,6 +1140,7 @@ pub(crate) async fn feature(
     Path((id, feature_id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    PublicBase(base): PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
@@ -1155,7 +1156,7 @@ pub(crate) async fn feature(
         return Err(Error::not_found("entité", feature_id));
     };
     let version = crate::db::data_version(&state.pool).await?;
-    let tag = etag(&version, &uri, output, &base_url(&headers));
+    let tag = etag(&version, &uri, output, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
     }
@@ -1178,7 +1179,6 @@ pub(crate) async fn feature(
     })
     .await?
     .ok_or_else(|| Error::not_found("entité", feature_id.clone()))?;
-    let base = base_url(&headers);
     let url = format!("{base}/ogc/collections/{id}/items/{feature_id}");
     let links = json!([
         link(

@@ -418,6 +418,12 @@ impl Context<'_> {
     }
 }
 
+/// Longest text query, in characters and in words: each word is a term of the text index's
+/// query (with its fuzzy variants), so the cost of a query grows with them; a search box
+/// never needs more.
+pub const MAX_QUERY_CHARS: usize = 200;
+pub const MAX_QUERY_WORDS: usize = 16;
+
 /// The raw parameters of `GET /api/v1/services`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -573,16 +579,24 @@ impl SearchParams {
             .cursor
             .as_deref()
             .and_then(|c| Cursor::decode(c).map_err(|m| wrong("cursor", m)).ok());
+        let text = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        if let Some(q) = text {
+            let words = q.split_whitespace().count();
+            if q.chars().count() > MAX_QUERY_CHARS || words > MAX_QUERY_WORDS {
+                wrong(
+                    "q",
+                    format!(
+                        "recherche trop longue ({words} mots) : {MAX_QUERY_WORDS} mots et \
+                         {MAX_QUERY_CHARS} caractères au plus / query too long"
+                    ),
+                );
+            }
+        }
         if !errors.is_empty() {
             return Err(Error::InvalidParameters(errors));
         }
         Ok(SearchQuery {
-            text: self
-                .q
-                .as_deref()
-                .map(str::trim)
-                .filter(|q| !q.is_empty())
-                .map(str::to_owned),
+            text: text.map(str::to_owned),
             near,
             radius_m,
             territory,

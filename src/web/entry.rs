@@ -2,9 +2,7 @@
 //! closures, accessibility, the map, the source and its date of verification, schema.org
 //! JSON-LD for search engines, and the « Signaler une erreur » form.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Form, FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{Form, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
@@ -368,14 +366,11 @@ pub async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
     uri: Uri,
+    crate::admission::ClientAddress(from): crate::admission::ClientAddress,
     request: Request,
 ) -> Result<Response> {
     let lang = lang_of(uri.query());
     let path = format!("/services/{id}");
-    let from = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip());
     let typed = match Form::<ReportForm>::from_request(request, &state).await {
         Ok(Form(form)) => form,
         Err(rejection) => {

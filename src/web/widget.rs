@@ -286,7 +286,7 @@ fn ratio_text(ratio: f64, lang: Lang) -> String {
 pub async fn generator(
     State(state): State<AppState>,
     uri: Uri,
-    headers: HeaderMap,
+    crate::admission::PublicBase(origin): crate::admission::PublicBase,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let lang = lang_of(query.as_deref());
@@ -362,7 +362,6 @@ pub async fn generator(
         lang: widget_lang,
         errors: Vec::new(),
     };
-    let origin = public_origin(&headers);
     let embed_url = format!("{origin}/embed?{}", settings.embed_query());
     let mut data = vec![(
         "data-territory",
@@ -478,20 +477,6 @@ fn attribute_escape(value: &str) -> String {
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// The origin citizens reach this server at, from the request's `Host` (and
-/// `X-Forwarded-Proto` behind a TLS proxy): the snippets must point back here.
-fn public_origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("http");
-    format!("{scheme}://{host}")
 }
 
 #[cfg(test)]

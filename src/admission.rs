@@ -1,0 +1,422 @@
+//! Admission of requests: who the client is (its own address, or the one a configured trusted
+//! proxy forwarded) and how many heavy requests — exports, filtered OGC pages, cover previews —
+//! run at once, overall and per client, so that no client can take the server from others.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::Error;
+use crate::state::AppState;
+
+/// Heavy requests running at once, whoever sends them: half the database pool, so that the
+/// other half always serves the light ones (`/healthz`, searches, pages).
+pub const DEFAULT_HEAVY_CONCURRENCY: usize = 4;
+/// Heavy requests running at once from one client address, bodies still being sent included.
+pub const DEFAULT_HEAVY_PER_CLIENT: usize = 2;
+/// What a refused client is told to wait, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// The proxies whose `X-Forwarded-For` is believed (`serve --trusted-proxy`): addresses or
+/// networks in CIDR notation.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.1`, `10.0.0.0/8` or `::1`; says which one is wrong.
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<ipnet::IpNet>()
+                    .or_else(|_| v.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("--trusted-proxy « {v} » : adresse IP ou réseau CIDR attendu")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.0.iter().any(|net| net.contains(&address))
+    }
+
+    /// The client's address: the peer's own, unless the peer is a trusted proxy, in which case
+    /// the last address of `X-Forwarded-For` that is not itself a trusted proxy (the left part
+    /// of the header is written by the client and proves nothing).
+    pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().parse::<IpAddr>().map(canonical))
+            .collect::<Result<_, _>>()
+            // A header that does not parse is not evidence of anything: the proxy itself is the
+            // client then.
+            .unwrap_or_default();
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|a| !self.trusts(*a))
+                .unwrap_or(peer),
+        )
+    }
+
+    /// Whether `X-Forwarded-Proto` and `X-Forwarded-Host` of this request may be believed.
+    pub fn vouches_for(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|p| self.trusts(p))
+    }
+}
+
+/// An IPv4 address mapped in IPv6 is the IPv4 address: one client, one key.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// How many heavy requests run, overall and per client address.
+pub struct HeavyGate {
+    overall: Arc<Semaphore>,
+    per_client: usize,
+    running: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+}
+
+/// A heavy request's place: the overall one is given back when the answer is ready, the
+/// client's one when its body has been sent.
+pub struct HeavyPermit {
+    overall: OwnedSemaphorePermit,
+    client: ClientSlot,
+}
+
+/// One of a client's places, given back on drop.
+pub struct ClientSlot {
+    client: Option<IpAddr>,
+    running: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl HeavyGate {
+    pub fn new(overall: usize, per_client: usize) -> Self {
+        Self {
+            overall: Arc::new(Semaphore::new(overall.max(1))),
+            per_client: per_client.max(1),
+            running: Arc::default(),
+        }
+    }
+
+    /// A place for a heavy request of `client`, or why not: `429` when this client already
+    /// runs its share, `503` when the server runs all it can.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<HeavyPermit, Error> {
+        let client_slot = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let n = running.entry(client).or_default();
+            if *n >= self.per_client {
+                return Err(Error::TooManyRequests {
+                    code: "too_many_heavy_requests",
+                    detail: format!(
+                        "déjà {} téléchargements ou calculs lourds en cours depuis votre adresse : \
+                         réessayez quand l'un d'eux est fini / already {} heavy requests running \
+                         from your address",
+                        self.per_client, self.per_client
+                    ),
+                    retry_after: RETRY_AFTER_SECONDS,
+                });
+            }
+            *n += 1;
+            ClientSlot {
+                client,
+                running: self.running.clone(),
+            }
+        };
+        let overall = self
+            .overall
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy {
+                code: "server_busy",
+                detail: "le serveur prépare déjà autant de téléchargements qu'il peut : réessayez \
+                         dans quelques secondes / the server is busy with heavy requests, retry \
+                         shortly"
+                    .into(),
+                retry_after: RETRY_AFTER_SECONDS,
+            })?;
+        Ok(HeavyPermit {
+            overall,
+            client: client_slot,
+        })
+    }
+}
+
+/// The admission rules of a server.
+pub struct Admission {
+    pub proxies: TrustedProxies,
+    pub heavy: HeavyGate,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            proxies: TrustedProxies::default(),
+            heavy: HeavyGate::new(DEFAULT_HEAVY_CONCURRENCY, DEFAULT_HEAVY_PER_CLIENT),
+        }
+    }
+}
+
+/// The client's address as [`TrustedProxies::client_address`] tells it; `None` only where the
+/// server was not started with peer addresses (tests calling the router directly).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl ClientAddress {
+    pub fn of(state: &AppState, parts: &Parts) -> Self {
+        Self(
+            state
+                .admission
+                .proxies
+                .client_address(peer(&parts.extensions), &parts.headers),
+        )
+    }
+}
+
+/// The direct peer's address, when the server was started with it.
+pub fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(state, parts))
+    }
+}
+
+/// The scheme and authority absolute links and snippets start with (`https://annuaire.example.fr`):
+/// the configured public URL; without one, what a trusted proxy forwarded
+/// (`X-Forwarded-Proto`, `X-Forwarded-Host`), or the request's own `Host` when it names this
+/// machine (a server tried locally). A `Host` from anywhere else is never echoed into a link.
+#[derive(Debug, Clone)]
+pub struct PublicBase(pub String);
+
+impl PublicBase {
+    pub fn of(state: &AppState, parts: &Parts) -> Self {
+        if state.public_url_configured {
+            return Self(state.public_url.to_string());
+        }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let peer = peer(&parts.extensions);
+        if state.admission.proxies.vouches_for(peer) {
+            let scheme = header("x-forwarded-proto").filter(|p| matches!(*p, "http" | "https"));
+            let host = header("x-forwarded-host")
+                .or_else(|| header("host"))
+                .filter(|h| valid_authority(h));
+            if let Some(host) = host {
+                return Self(format!("{}://{host}", scheme.unwrap_or("http")));
+            }
+        }
+        match header("host").filter(|h| valid_authority(h) && is_loopback_authority(h)) {
+            Some(host) => Self(format!("http://{host}")),
+            None => Self(state.public_url.to_string()),
+        }
+    }
+}
+
+/// A host name or IP address with an optional port, nothing else (no user, path, query or
+/// scheme).
+fn valid_authority(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        && url::Url::parse(&format!("http://{value}/")).is_ok_and(|url| url.host().is_some())
+}
+
+fn is_loopback_authority(value: &str) -> bool {
+    match url::Url::parse(&format!("http://{value}/"))
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl FromRequestParts<AppState> for PublicBase {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(state, parts))
+    }
+}
+
+/// Middleware of the heavy routes: admits the request or answers `429`/`503` with
+/// `Retry-After` at once, rather than letting it wait for a database connection.
+pub async fn heavy(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let client = ClientAddress::of(&state, &parts);
+    let permit = match state.admission.heavy.admit(client.0) {
+        Ok(permit) => permit,
+        Err(error) => return axum::response::IntoResponse::into_response(error),
+    };
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let HeavyPermit { overall, client } = permit;
+    drop(overall);
+    let (parts, body) = response.into_parts();
+    // The client keeps its place until it has read the whole body: a slow reader uses up its
+    // own share, never the others'.
+    let body = Body::from_stream(tokio_stream::StreamExt::map(
+        body.into_data_stream(),
+        move |chunk| {
+            let _ = &client;
+            chunk
+        },
+    ));
+    Response::from_parts(parts, body)
+}
+
+/// Middleware of routes that are heavy only with some parameters (an OGC page with a CQL2
+/// `filter`): the others pass untouched.
+pub async fn heavy_when_filtered(state: State<AppState>, request: Request, next: Next) -> Response {
+    let filtered = request.uri().query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "filter" && !v.is_empty())
+    });
+    if filtered {
+        heavy(state, request, next).await
+    } else {
+        next.run(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", forwarded.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let none = TrustedProxies::default();
+        let peer: IpAddr = "203.0.113.7".parse().unwrap();
+        // Not behind a trusted proxy: the header is the client's own words.
+        assert_eq!(
+            none.client_address(Some(peer), &headers("198.51.100.1")),
+            Some(peer)
+        );
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        // The client wrote the left part; the proxy appended the address it saw.
+        assert_eq!(
+            proxies.client_address(Some(proxy), &headers("1.1.1.1, 198.51.100.1, 10.0.0.9")),
+            Some("198.51.100.1".parse().unwrap())
+        );
+        // Mapped IPv4 is the same client.
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            proxies.client_address(Some(mapped), &headers("198.51.100.2")),
+            Some("198.51.100.2".parse().unwrap())
+        );
+        // A garbled header: the proxy itself is the client.
+        assert_eq!(
+            proxies.client_address(Some(proxy), &headers("nonsense")),
+            Some(proxy)
+        );
+        assert!(TrustedProxies::parse(&["10.0.0.0/99".into()])
+            .unwrap_err()
+            .contains("10.0.0.0/99"));
+    }
+
+    #[test]
+    fn authorities_are_host_and_port_only() {
+        assert!(valid_authority("annuaire.example.fr"));
+        assert!(valid_authority("127.0.0.1:8080"));
+        assert!(valid_authority("[::1]:3000"));
+        for bad in [
+            "",
+            "javascript:alert(1)",
+            "a@b.fr",
+            "x.fr/path",
+            "x.fr?q",
+            "x.fr#f",
+            "x .fr",
+            "x.fr:99999",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+        assert!(is_loopback_authority("127.0.0.1:8080"));
+        assert!(is_loopback_authority("localhost:1"));
+        assert!(is_loopback_authority("[::1]:3000"));
+        assert!(!is_loopback_authority("evil.example:80"));
+    }
+
+    #[test]
+    fn heavy_places_are_shared_out_and_given_back() {
+        let gate = HeavyGate::new(3, 2);
+        let a: Option<IpAddr> = Some("198.51.100.1".parse().unwrap());
+        let b: Option<IpAddr> = Some("198.51.100.2".parse().unwrap());
+        let first = gate.admit(a).unwrap();
+        let _second = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).err().unwrap().status().as_u16(), 429);
+        let _third = gate.admit(b).unwrap();
+        assert_eq!(gate.admit(b).err().unwrap().status().as_u16(), 503);
+        drop(first);
+        let _again = gate.admit(a).unwrap();
+        // A refusal takes no place.
+        assert_eq!(gate.running.lock().unwrap().values().sum::<usize>(), 3);
+    }
+}
