@@ -326,6 +326,72 @@ pub async fn heavy(State(state): State<AppState>, request: Request, next: Next) 
     Response::from_parts(parts, body)
 }
 
+/// Refuses a state-changing request a browser sent from another site's page (CSRF, login
+/// CSRF): `Sec-Fetch-Site` must say the same origin (or none: typed or bookmarked), else
+/// `Origin`, when sent, must be this server's (its `Host`, or the public URL). Requests that carry their own credentials
+/// (`Authorization`) or a body no cross-site form can send (JSON) are left to their own checks;
+/// clients that send neither header (scripts, old browsers) rely on the forms' tokens.
+pub async fn same_origin_forms(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use axum::http::{header, Method};
+    let headers = request.headers();
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let form_like = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_none_or(|kind| {
+            matches!(
+                kind.as_str(),
+                "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+            )
+        });
+    if safe || !form_like || headers.contains_key(header::AUTHORIZATION) {
+        return next.run(request).await;
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let allowed = match text("sec-fetch-site") {
+        Some(site) => matches!(site, "same-origin" | "none"),
+        None => match text("origin") {
+            None => true,
+            Some(origin) => {
+                let own = text("host").unwrap_or_default();
+                url::Url::parse(origin).is_ok_and(|url| {
+                    let authority = match (url.host_str(), url.port()) {
+                        (Some(host), Some(port)) => format!("{host}:{port}"),
+                        (Some(host), None) => host.to_owned(),
+                        _ => String::new(),
+                    };
+                    (!own.is_empty() && authority.eq_ignore_ascii_case(own))
+                        || origin.trim_end_matches('/') == state.public_url.as_ref()
+                })
+            }
+        },
+    };
+    if allowed {
+        next.run(request).await
+    } else {
+        axum::response::IntoResponse::into_response(Error::Forbidden {
+            code: "cross_site_form",
+            detail: "formulaire envoyé depuis un autre site : refusé. Rechargez la page de \
+                     Proximités et recommencez / form sent from another site: refused"
+                .into(),
+        })
+    }
+}
+
 /// Middleware of routes that are heavy only with some parameters (an OGC page with a CQL2
 /// `filter`): the others pass untouched.
 pub async fn heavy_when_filtered(state: State<AppState>, request: Request, next: Next) -> Response {

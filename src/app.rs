@@ -43,6 +43,7 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         crate::espace::pages::logout,
         crate::espace::pages::invitation_form,
         crate::espace::pages::accept_invitation,
+        crate::espace::pages::join_by_invitation,
         crate::espace::pages::entries,
         crate::espace::pages::new_entry_form,
         crate::espace::pages::create_entry,
@@ -157,6 +158,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ogc::routes::router(state.clone()))
         .merge(crate::espace::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admission::same_origin_forms,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::web::default_security_headers,

@@ -255,14 +255,19 @@ async fn the_admin_commands_print_what_scripts_read_and_the_server_honours_them(
     );
 
     // The operator signs in over HTTP and sees every organisation's entries.
-    let form = client
+    let page = client
         .get(server.url("/espace/connexion"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let login_cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let form = page.text().await.unwrap();
     let marker = "name=\"csrf\" value=\"";
     let start = form.find(marker).unwrap() + marker.len();
     let csrf = &form[start..start + form[start..].find('"').unwrap()];
@@ -272,6 +277,7 @@ async fn the_admin_commands_print_what_scripts_read_and_the_server_honours_them(
         .unwrap();
     let login = no_redirect
         .post(server.url("/espace/connexion"))
+        .header("cookie", &login_cookie)
         .form(&[
             ("csrf", csrf),
             ("email", "region@example.fr"),

@@ -167,12 +167,63 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     // Login: a wrong password is refused, and too many are stopped before the check.
     let login = request(router, Method::GET, "/espace/connexion", None, None, &[]).await;
     let csrf = hidden(&login.html, "csrf");
+    let login_set = login.headers["set-cookie"].to_str().unwrap();
+    for part in ["Path=/espace/connexion", "HttpOnly", "SameSite=Strict"] {
+        assert!(login_set.contains(part), "{login_set} lacks {part}");
+    }
+    let login_cookie = login_set.split(';').next().unwrap().to_owned();
+    // The token is bound to the browser it was shown in: without its cookie, or with another
+    // browser's, it is refused (login CSRF); so is a form sent from another site.
+    let other_browser = request(router, Method::GET, "/espace/connexion", None, None, &[]).await;
+    let other_cookie = other_browser.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let credentials = [
+        ("csrf", csrf.as_str()),
+        ("email", "REDAC@example.fr"),
+        ("password", "un mot de passe long"),
+    ];
+    for cookie in [None, Some(other_cookie.as_str())] {
+        let replayed = request(
+            router,
+            Method::POST,
+            "/espace/connexion",
+            cookie,
+            Some(&credentials),
+            &[],
+        )
+        .await;
+        assert_eq!(replayed.status, StatusCode::FORBIDDEN, "{cookie:?}");
+        assert!(replayed.headers.get("set-cookie").is_some());
+    }
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+    ] {
+        let forged = request(
+            router,
+            Method::POST,
+            "/espace/connexion",
+            Some(&login_cookie),
+            Some(&credentials),
+            &[(header, value), ("host", "annuaire.example.fr")],
+        )
+        .await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "{header}: {value}");
+        assert!(forged.html.contains("cross_site_form"), "{}", forged.html);
+    }
     for _ in 0..proximites::accounts::LOGIN_FAILURES {
         let wrong = request(
             router,
             Method::POST,
             "/espace/connexion",
-            None,
+            Some(&login_cookie),
             Some(&[
                 ("csrf", &csrf),
                 ("email", "intrus@example.fr"),
@@ -187,7 +238,7 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
         router,
         Method::POST,
         "/espace/connexion",
-        None,
+        Some(&login_cookie),
         Some(&[
             ("csrf", &csrf),
             ("email", "intrus@example.fr"),
@@ -201,7 +252,7 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
         router,
         Method::POST,
         "/espace/connexion",
-        None,
+        Some(&login_cookie),
         Some(&[
             ("csrf", &csrf),
             ("email", "REDAC@example.fr"),

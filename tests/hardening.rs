@@ -216,19 +216,27 @@ async fn links_never_echo_a_forged_host() {
     assert!(!body.contains("evil.example"));
 }
 
-/// The login form's token, from the page.
-async fn login_token(client: &reqwest::Client, server: &Server) -> String {
-    let form = client
+/// The login form's token and the cookie it is bound to, from the page.
+async fn login_token(client: &reqwest::Client, server: &Server) -> (String, String) {
+    let page = client
         .get(server.url("/espace/connexion"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let form = page.text().await.unwrap();
     let marker = "name=\"csrf\" value=\"";
     let start = form.find(marker).unwrap() + marker.len();
-    form[start..start + form[start..].find('"').unwrap()].to_owned()
+    (
+        form[start..start + form[start..].find('"').unwrap()].to_owned(),
+        cookie,
+    )
 }
 
 /// Behind a reverse proxy every client used to share the proxy's address: five failures by
@@ -305,9 +313,10 @@ async fn attempt(
     email: &str,
     password: &str,
 ) -> u16 {
-    let token = login_token(client, server).await;
+    let (token, cookie) = login_token(client, server).await;
     client
         .post(server.url("/espace/connexion"))
+        .header("cookie", cookie)
         .header("x-forwarded-for", from)
         .form(&[
             ("csrf", token.as_str()),
@@ -368,4 +377,141 @@ async fn costly_filters_and_queries_are_refused_within_their_budget() {
         let body = long.text().await.unwrap();
         assert!(body.contains("recherche trop longue"), "{path}: {body}");
     }
+}
+
+/// A form POST through the router: status and body.
+async fn post_form(
+    router: &axum::Router,
+    uri: &str,
+    cookie: &str,
+    pairs: &[(&str, &str)],
+) -> (u16, String) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(proximites::web::encode_query(pairs)))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get_page(router: &axum::Router, uri: &str, cookie: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .uri(uri)
+        .header("cookie", cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// (organisation id, role) of the account of `email`.
+async fn account(pool: &proximites::db::Pool, email: &str) -> (Option<String>, String) {
+    sqlx::query_as("SELECT organisation_id, role FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Accepting an invitation used to move any existing account of the invited address into the
+/// inviting organisation (another organisation's admin, the operator) and replace its password.
+/// Now the link alone never changes an account: its holder confirms signed in, and an
+/// operator's account never moves.
+#[tokio::test]
+async fn an_invitation_never_moves_an_existing_account_by_itself() {
+    use common::accounts;
+    use proximites::accounts::store;
+    use proximites::accounts::Role;
+    let (dir, pool, reference) = common::database(true).await;
+    let clermont = accounts::organisation(&pool, "Clermont", "commune", "commune:63113").await;
+    let riom = accounts::organisation(&pool, "Riom", "commune", "commune:63300").await;
+    let (admin_cookie, admin_csrf) =
+        accounts::signed_in(&pool, &clermont.id, "admin@clermont.fr", Role::Admin).await;
+    let (other_cookie, other_csrf) =
+        accounts::signed_in(&pool, &riom.id, "someone@riom.fr", Role::Editor).await;
+    let (operator_cookie, operator_csrf) = accounts::operator_signed_in(&pool).await;
+    let fixture = common::Fixture::serve(dir, pool.clone(), reference).await;
+    let router = &fixture.router;
+
+    // Riom invites Clermont's admin: the link alone does nothing to the account.
+    let secret = store::invite(&pool, &riom.id, "admin@clermont.fr", Role::Editor)
+        .await
+        .unwrap();
+    let refused = store::accept_invitation(&pool, &secret, "un tout autre mot de passe")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "account_exists");
+    assert_eq!(
+        account(&pool, "admin@clermont.fr").await,
+        (Some(clermont.id.clone()), "admin".to_owned())
+    );
+    assert!(
+        store::check_login(&pool, "admin@clermont.fr", "un mot de passe long")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let link = format!("/espace/invitation/{secret}");
+    let (status, page) = get_page(router, &link, "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Un compte existe déjà") && !page.contains("name=\"password\""));
+    // Someone else, signed in, cannot confirm it.
+    let confirm = format!("{link}/confirmer");
+    let (status, page) = post_form(router, &confirm, &other_cookie, &[("csrf", &other_csrf)]).await;
+    assert_eq!(status, 403, "{page}");
+    assert_eq!(
+        account(&pool, "someone@riom.fr").await.0,
+        Some(riom.id.clone())
+    );
+    // The holder sees what confirming does, and confirms.
+    let (_, page) = get_page(router, &link, &admin_cookie).await;
+    assert!(
+        page.contains("Clermont") && page.contains("quitte la précédente"),
+        "{page}"
+    );
+    let (status, _) = post_form(router, &confirm, &admin_cookie, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_form(router, &confirm, &admin_cookie, &[("csrf", &admin_csrf)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        account(&pool, "admin@clermont.fr").await,
+        (Some(riom.id.clone()), "editor".to_owned())
+    );
+    // Used once.
+    let (status, _) = post_form(router, &confirm, &admin_cookie, &[("csrf", &admin_csrf)]).await;
+    assert_eq!(status, 403);
+
+    // The operator's address invited: never moved, never demoted.
+    let secret = store::invite(&pool, &clermont.id, "region@example.fr", Role::Admin)
+        .await
+        .unwrap();
+    let link = format!("/espace/invitation/{secret}");
+    let (_, page) = get_page(router, &link, &operator_cookie).await;
+    assert!(page.contains("opérateur"), "{page}");
+    let (status, page) = post_form(
+        router,
+        &format!("{link}/confirmer"),
+        &operator_cookie,
+        &[("csrf", &operator_csrf)],
+    )
+    .await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("opérateur"));
+    assert_eq!(
+        account(&pool, "region@example.fr").await,
+        (None, "operator".to_owned())
+    );
 }

@@ -402,16 +402,16 @@ pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Res
     .bind(Utc::now())
     .fetch_optional(&mut *tx)
     .await?;
-    let invitation = invitation.ok_or_else(|| Error::Forbidden {
-        code: "invitation_invalid",
-        detail: "invitation inconnue, expirée ou déjà utilisée".into(),
-    })?;
+    let invitation = invitation.ok_or_else(invitation_invalid)?;
+    // The link proves access to a mailbox, not the consent of an account's holder: an existing
+    // account is never moved, nor its password replaced, from here.
+    if account_id(&mut tx, &invitation.email).await?.is_some() {
+        return Err(account_exists(&invitation.email));
+    }
     let id = format!("usr-{}", ServiceId::generate());
     sqlx::query(
         "INSERT INTO users (id, email, password_hash, role, organisation_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
-         role = excluded.role, organisation_id = excluded.organisation_id",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
     .bind(&invitation.email)
@@ -426,12 +426,97 @@ pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Res
         .bind(digest(secret))
         .execute(&mut *tx)
         .await?;
-    let (id,): (String,) = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-        .bind(&invitation.email)
-        .fetch_one(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+fn invitation_invalid() -> Error {
+    Error::Forbidden {
+        code: "invitation_invalid",
+        detail: "invitation inconnue, expirée ou déjà utilisée".into(),
+    }
+}
+
+fn account_exists(email: &str) -> Error {
+    Error::Conflict {
+        code: "account_exists",
+        detail: format!(
+            "un compte existe déjà pour {email} : connectez-vous avec ce compte, puis rouvrez le \
+             lien de l'invitation pour la confirmer / an account already exists for this \
+             address: sign in, then open the invitation link again to confirm it"
+        ),
+    }
+}
+
+/// The id of the account of `email`, if there is one.
+async fn account_id(conn: &mut sqlx::SqliteConnection, email: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Whether an account exists for `email` (an invitation to it must be confirmed signed in).
+pub async fn has_account(pool: &Pool, email: &str) -> Result<bool> {
+    Ok(account_id(&mut *pool.acquire().await?, email)
+        .await?
+        .is_some())
+}
+
+/// An existing account joins the invitation's organisation with its role: only the account's
+/// holder, signed in as `user_id` (whose address the invitation names), confirms it; an
+/// operator's account never changes.
+pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let invitation: Option<Invitation> = sqlx::query_as(
+        "SELECT email, role, organisation_id FROM invitations
+         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+    )
+    .bind(digest(secret))
+    .bind(Utc::now())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let invitation = invitation.ok_or_else(invitation_invalid)?;
+    let user: Option<(String, String)> =
+        sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((email, role)) = user else {
+        return Err(Error::forbidden());
+    };
+    if email != invitation.email {
+        return Err(Error::Forbidden {
+            code: "invitation_other_account",
+            detail: format!(
+                "cette invitation est pour {} : connectez-vous avec ce compte / this invitation \
+                 is for another account",
+                invitation.email
+            ),
+        });
+    }
+    if role == Role::Operator.as_str() {
+        return Err(Error::Forbidden {
+            code: "operator_not_movable",
+            detail: "un compte d'opérateur ne rejoint pas une organisation : il les voit toutes \
+                     / an operator's account does not join an organisation"
+                .into(),
+        });
+    }
+    sqlx::query("UPDATE users SET role = $1, organisation_id = $2 WHERE id = $3")
+        .bind(&invitation.role)
+        .bind(&invitation.organisation_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
+        .bind(Utc::now())
+        .bind(digest(secret))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Creates an API token for the organisation; returns (its id, the token shown once).

@@ -25,6 +25,33 @@ use crate::web::assets;
 
 /// The session cookie's name; its path keeps it away from the citizen pages.
 pub const SESSION_COOKIE: &str = "proximites_session";
+/// The cookie the login form's token is bound to: a token fetched by someone else is worth
+/// nothing in another browser (login CSRF).
+pub const LOGIN_COOKIE: &str = "proximites_connexion";
+
+/// A new binding for a login form: the cookie that carries it and the purpose its token signs.
+pub fn login_binding(headers: &HeaderMap) -> (HeaderValue, String) {
+    let nonce = crate::accounts::new_secret();
+    let secure = if secure(headers) { "; Secure" } else { "" };
+    let cookie = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; Path=/espace/connexion; HttpOnly; SameSite=Strict; Max-Age={ANONYMOUS_FORM_SECONDS}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""));
+    (cookie, login_purpose(&nonce))
+}
+
+/// What the token of the login form shown with the binding cookie `nonce` signs.
+pub fn login_purpose(nonce: &str) -> String {
+    format!("login:{nonce}")
+}
+
+/// The purpose a login form sent with `headers` must have been signed for (none without the
+/// binding cookie: such a token never checks).
+pub fn sent_login_purpose(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, LOGIN_COOKIE)
+        .filter(|nonce| !nonce.is_empty())
+        .map(login_purpose)
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -75,6 +102,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/espace/invitation/{secret}",
             get(pages::invitation_form).post(pages::accept_invitation),
+        )
+        .route(
+            "/espace/invitation/{secret}/confirmer",
+            post(pages::join_by_invitation),
         )
         .route(
             "/espace/fiches/nouvelle",

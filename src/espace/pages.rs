@@ -40,17 +40,25 @@ fn see_other(path: &str) -> Response {
 /// Login form.
 #[utoipa::path(get, path = "/espace/connexion", tag = "contributors",
     responses((status = 200, description = "Formulaire de connexion (HTML)", content_type = "text/html")))]
-pub async fn login_form(State(state): State<AppState>) -> Response {
-    login_page(&state, "", None, StatusCode::OK)
+pub async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    login_page(&state, &headers, "", None, StatusCode::OK)
 }
 
-fn login_page(state: &AppState, email: &str, error: Option<&str>, status: StatusCode) -> Response {
+/// The login form, its token bound to a new cookie.
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let (cookie, purpose) = super::login_binding(headers);
     let body = html! {
         @if let Some(error) = error {
             p.error role="alert" #erreur { (error) }
         }
         form method="post" action="/espace/connexion" {
-            input type="hidden" name="csrf" value=(anonymous_token(state, "login", unix_now()));
+            input type="hidden" name="csrf" value=(anonymous_token(state, &purpose, unix_now()));
             p {
                 label for="email" { "Adresse e-mail" }
                 input #email type="email" name="email" autocomplete="username" required value=(email)
@@ -63,7 +71,9 @@ fn login_page(state: &AppState, email: &str, error: Option<&str>, status: Status
             p { button type="submit" { "Se connecter" } }
         }
     };
-    (status, page("Connexion", None, body)).into_response()
+    let mut response = (status, page("Connexion", None, body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
 }
 
 /// Checks the password (argon2id), rate-limited per address and account; opens a new session.
@@ -78,8 +88,15 @@ pub async fn login(
     body: Bytes,
 ) -> Response {
     let form = form_fields(&body);
-    if let Err(error) = check_anonymous_token(&state, "login", &form, unix_now()) {
-        return error_page(error, None);
+    let purpose = super::sent_login_purpose(&headers).unwrap_or_default();
+    if purpose.is_empty() || check_anonymous_token(&state, &purpose, &form, unix_now()).is_err() {
+        return login_page(
+            &state,
+            &headers,
+            form.get("email").map(String::as_str).unwrap_or_default(),
+            Some("Formulaire expiré ou venu d'ailleurs : saisissez de nouveau vos identifiants."),
+            StatusCode::FORBIDDEN,
+        );
     }
     let email = form.get("email").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
@@ -90,6 +107,7 @@ pub async fn login(
     if !state.login_limiter.allowed(from, &email) {
         return login_page(
             &state,
+            &headers,
             &email,
             Some("Trop d'essais : attendez un quart d'heure avant de réessayer."),
             StatusCode::TOO_MANY_REQUESTS,
@@ -103,6 +121,7 @@ pub async fn login(
         state.login_limiter.failed(from, &email);
         return login_page(
             &state,
+            &headers,
             &email,
             Some("Adresse e-mail ou mot de passe incorrect."),
             StatusCode::UNAUTHORIZED,
@@ -155,13 +174,15 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
 pub async fn invitation_form(
     State(state): State<AppState>,
     Path(secret): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    invitation_page(&state, &secret, None, StatusCode::OK).await
+    invitation_page(&state, &secret, &headers, None, StatusCode::OK).await
 }
 
 async fn invitation_page(
     state: &AppState,
     secret: &str,
+    headers: &HeaderMap,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
@@ -185,12 +206,22 @@ async fn invitation_page(
         .flatten()
         .map(|o| o.name)
         .unwrap_or_default();
-    let body = html! {
+    let invited = html! {
         p {
             "Vous êtes invité·e à contribuer pour " strong { (organisation) }
             " en tant que " (if invitation.role == "admin" { "administrateur·rice (référent·e)" } else { "rédacteur·rice" })
             ", avec l'adresse " strong { (invitation.email) } "."
         }
+    };
+    match accounts::has_account(&state.pool, &invitation.email).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return existing_account_page(state, secret, headers, &invitation, invited).await
+        }
+        Err(error) => return error.into_response(),
+    }
+    let body = html! {
+        (invited)
         form method="post" action=(format!("/espace/invitation/{secret}")) {
             input type="hidden" name="csrf" value=(anonymous_token(state, "invitation", unix_now()));
             p {
@@ -213,6 +244,93 @@ async fn invitation_page(
     (status, page("Invitation", None, body)).into_response()
 }
 
+/// The invitation of an address that already has an account: its holder confirms it signed
+/// in; nobody else can, and an operator's account is never moved.
+async fn existing_account_page(
+    state: &AppState,
+    secret: &str,
+    headers: &HeaderMap,
+    invitation: &accounts::Invitation,
+    invited: maud::Markup,
+) -> Response {
+    let session = match super::session(state, headers).await {
+        Ok(session) => session,
+        Err(error) => return error.into_response(),
+    };
+    let holder = session.as_ref().filter(|s| {
+        matches!(&s.actor.kind, crate::accounts::ActorKind::User { email, .. } if *email == invitation.email)
+    });
+    let body = match holder {
+        Some(session) if session.actor.role == Role::Operator => html! {
+            (invited)
+            p role="alert" {
+                "Votre compte est celui d'un opérateur de la plateforme : il voit déjà toutes les "
+                "organisations et ne rejoint pas l'une d'elles. Demandez une invitation pour une "
+                "autre adresse si vous devez contribuer pour celle-ci."
+            }
+        },
+        Some(session) => {
+            let current = match &session.actor.organisation {
+                Some((id, _)) => accounts::organisation(&state.pool, id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| o.name),
+                None => None,
+            };
+            html! {
+                (invited)
+                p {
+                    "Votre compte existe déjà"
+                    @if let Some(current) = &current { " (pour " strong { (current) } ")" }
+                    ". En confirmant, il rejoint cette organisation avec ce rôle"
+                    @if current.is_some() { " et quitte la précédente" }
+                    "."
+                }
+                form method="post" action=(format!("/espace/invitation/{secret}/confirmer")) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    p { button type="submit" { "Confirmer et rejoindre l'organisation" } }
+                }
+            }
+        }
+        None => html! {
+            (invited)
+            p {
+                "Un compte existe déjà pour cette adresse. "
+                a href="/espace/connexion" { "Connectez-vous avec ce compte" }
+                ", puis rouvrez le lien de l'invitation pour la confirmer."
+            }
+        },
+    };
+    page("Invitation", session.as_ref(), body).into_response()
+}
+
+/// An existing account joins the organisation of an invitation to its address, confirmed by
+/// its holder signed in.
+#[utoipa::path(post, path = "/espace/invitation/{secret}/confirmer", tag = "contributors",
+    params(("secret" = String, Path, description = "Le secret du lien d'invitation")),
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf (de la session)"),
+    responses((status = 303, description = "Compte rattaché à l'organisation"),
+        (status = 403, description = "Invitation pour un autre compte, compte d'opérateur ou formulaire expiré (HTML)")))]
+pub async fn join_by_invitation(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (session, _) = match super::signed_form(&state, &headers, &body, BACK).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let crate::accounts::ActorKind::User { id, .. } = &session.actor.kind else {
+        return error_page(Error::forbidden(), Some(&session));
+    };
+    match accounts::join_by_invitation(&state.pool, &secret, id).await {
+        Ok(()) => see_other("/espace"),
+        Err(error) => error_page(error, Some(&session)),
+    }
+}
+
 /// Accepts the invitation: the account is created with the chosen password, and signed in.
 #[utoipa::path(post, path = "/espace/invitation/{secret}", tag = "contributors",
     params(("secret" = String, Path, description = "Le secret du lien d'invitation")),
@@ -233,6 +351,7 @@ pub async fn accept_invitation(
         return invitation_page(
             &state,
             &secret,
+            &headers,
             Some("les deux mots de passe diffèrent"),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -242,6 +361,7 @@ pub async fn accept_invitation(
         return invitation_page(
             &state,
             &secret,
+            &headers,
             Some(&message),
             StatusCode::UNPROCESSABLE_ENTITY,
         )

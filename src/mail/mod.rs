@@ -99,6 +99,7 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
     let transport = mailer.transport()?;
     let mut sent = 0;
     for (id, to, subject, body) in pending {
+        let redacted = redact_one_time_links(&body);
         let message = to
             .parse::<Mailbox>()
             .map_err(|e| e.to_string())
@@ -125,10 +126,12 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
         };
         match outcome {
             Ok(()) => {
+                // Once sent, the one-time link lives only in the recipient's mailbox.
                 sqlx::query(
-                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = $2 WHERE id = $3",
                 )
                 .bind(Utc::now())
+                .bind(&redacted)
                 .bind(&id)
                 .execute(pool)
                 .await?;
@@ -148,6 +151,54 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
         }
     }
     Ok(sent)
+}
+
+/// Where one-time links (invitations) start in a body: their secret follows.
+const ONE_TIME_LINK: &str = "/espace/invitation/";
+/// What a one-time link's secret becomes in the outbox once the message was sent.
+const REDACTED: &str = "[lien retiré après envoi / link removed once sent]";
+
+/// `body` with the secret of every one-time link replaced by [`REDACTED`]: the database keeps
+/// only their hashes (a copy of the database must not hand over accounts).
+pub fn redact_one_time_links(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(ONE_TIME_LINK) {
+        let (before, after) = rest.split_at(at + ONE_TIME_LINK.len());
+        out.push_str(before);
+        let secret = after
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(after.len());
+        if secret > 0 {
+            out.push_str(REDACTED);
+        }
+        rest = &after[secret..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redacts the one-time links of messages sent before sending redacted them.
+pub async fn redact_sent(pool: &Pool) -> Result<u64> {
+    let sent: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, body FROM outbox WHERE sent_at IS NOT NULL AND instr(body, $1) > 0",
+    )
+    .bind(ONE_TIME_LINK)
+    .fetch_all(pool)
+    .await?;
+    let mut redacted = 0;
+    for (id, body) in sent {
+        let clean = redact_one_time_links(&body);
+        if clean != body {
+            sqlx::query("UPDATE outbox SET body = $1 WHERE id = $2")
+                .bind(&clean)
+                .bind(&id)
+                .execute(pool)
+                .await?;
+            redacted += 1;
+        }
+    }
+    Ok(redacted)
 }
 
 /// A body in French, then in English, separated so that either reader finds theirs.
@@ -283,6 +334,11 @@ pub async fn run(
     public_url: String,
     every: std::time::Duration,
 ) {
+    match redact_sent(&pool).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "one-time links removed from sent e-mails"),
+        Err(error) => tracing::warn!(%error, "sent e-mails not redacted"),
+    }
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -301,7 +357,22 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::Mailer;
+    use super::{redact_one_time_links, Mailer};
+
+    #[test]
+    fn one_time_links_are_redacted_and_nothing_else() {
+        let body = "Lien :\n\nhttps://a.fr/espace/invitation/0123abcd\nFin /espace/invitation/ et \
+                    https://a.fr/espace/invitation/ff.";
+        let clean = redact_one_time_links(body);
+        assert!(
+            !clean.contains("0123abcd") && !clean.contains("/ff."),
+            "{clean}"
+        );
+        assert!(clean.starts_with("Lien :\n\nhttps://a.fr/espace/invitation/[lien retiré"));
+        assert!(clean.contains("Fin /espace/invitation/ et"));
+        assert_eq!(redact_one_time_links(&clean), clean);
+        assert_eq!(redact_one_time_links("Bonjour é"), "Bonjour é");
+    }
 
     #[test]
     fn smtp_urls_are_checked_at_start_and_never_show_a_password() {
