@@ -111,7 +111,7 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         crate::ogc::html::gis_page,
     ),
     components(schemas(Problem, crate::search::live::Positions, crate::error::FieldError, crate::coverage::Report, crate::directory::RawChoices, crate::directory::jobs::JobStatus)),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ProblemResponses),
     tags(
         (name = "taxonomy", description = "Thèmes et typologies / Themes and typologies"),
         (name = "territory", description = "Référentiel territorial / Territory reference"),
@@ -126,6 +126,92 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
     )
 )]
 pub struct ApiDoc;
+
+/// Says what errors really are: a problem document is `application/problem+json` (RFC 9457),
+/// and any operation may answer an error not listed for it (an overload's 503, a refused
+/// cross-site form's 403) as a problem document, or as an HTML page for the pages.
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const PROBLEM: &str = "#/components/schemas/Problem";
+        let is_problem = |content: &utoipa::openapi::Content| matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM);
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let contributors_page = path.starts_with("/espace");
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let problem = ContentBuilder::new()
+                    .schema(Some(Ref::new(PROBLEM)))
+                    .build();
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if let Some(content) = response.content.shift_remove("application/json") {
+                        let kind = if is_problem(&content) {
+                            "application/problem+json"
+                        } else {
+                            "application/json"
+                        };
+                        response.content.insert(kind.to_owned(), content);
+                    }
+                    // A request refused before its handler (a malformed form or path) is a
+                    // problem document, whatever the handler itself answers.
+                    if status.starts_with('4') && !response.content.is_empty() {
+                        response
+                            .content
+                            .entry("application/problem+json".to_owned())
+                            .or_insert_with(|| problem.clone());
+                    }
+                }
+                if contributors_page {
+                    operation
+                        .responses
+                        .responses
+                        .entry("303".to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(
+                                    "Pas de session : vers la page de connexion / no session: \
+                                     to the login page",
+                                )
+                                .into()
+                        });
+                }
+                let html = ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::schema::Object::with_type(
+                        utoipa::openapi::schema::Type::String,
+                    )))
+                    .build();
+                operation
+                    .responses
+                    .responses
+                    .entry("default".to_owned())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(
+                                "Erreur : document problem+json (RFC 9457), page HTML pour les \
+                                 pages / Error: a problem document, an HTML page for the pages",
+                            )
+                            .content("application/problem+json", problem)
+                            .content("text/html", html)
+                            .into()
+                    });
+            }
+        }
+    }
+}
 
 /// Declares the contributors' bearer tokens (`proximites admin create-token`).
 struct BearerScheme;

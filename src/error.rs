@@ -89,7 +89,7 @@ pub enum Error {
     /// A service the server relies on (an external geocoder) failed: 502.
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
-    /// A feature this instance was not configured with: 501.
+    /// A feature this instance was not configured with: 404.
     #[error("{detail}")]
     NotConfigured { code: &'static str, detail: String },
     #[error("erreur de base de données")]
@@ -163,7 +163,9 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
-            Error::NotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,
+            // Not on this instance: the resource does not exist here (a 5xx would say the
+            // server failed).
+            Error::NotConfigured { .. } => StatusCode::NOT_FOUND,
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

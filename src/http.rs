@@ -32,3 +32,21 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequestParts<S> for Query<
             .map(Some)
     }
 }
+
+/// `axum::extract::Path`, answering a malformed path segment (a number that is not one, text
+/// that is not UTF-8) with a 400 problem details rather than axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        <axum::extract::Path<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| Error::BadRequest {
+                code: "invalid_path",
+                detail: format!("adresse invalide : {}", rejection.body_text()),
+            })
+    }
+}

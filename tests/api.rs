@@ -305,11 +305,7 @@ async fn addresses_go_through_the_configured_geocoder_only() {
     let (router, mut state, _dir) = spawn_app().await;
     let (status, content_type, problem) =
         get(&router, "/api/v1/geocode?q=12+rue+de+la+republique").await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_IMPLEMENTED,
-        "none configured by default"
-    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "none configured by default");
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(problem["code"], "geocoder_not_configured");
     let (status, _, places) = get(&router, "/api/v1/places?q=riom").await;

@@ -289,4 +289,23 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
     // A forged form (no CSRF token) is refused.
     let forged = upload(router, &cookie, "", "riom.csv", &first).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // Files checked and never applied are kept a few per person: a newer one pushes the
+    // oldest out.
+    let mut applies = Vec::new();
+    for _ in 0..proximites::espace::bulk::PENDING_PER_PERSON + 2 {
+        let checked = upload(router, &cookie, &csrf, "riom.geojson", geojson).await;
+        assert_eq!(checked.status, StatusCode::OK);
+        applies.push(apply_action(&checked.html));
+    }
+    let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_uploads")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    // The other person's pending files: none.
+    assert_eq!(kept, proximites::espace::bulk::PENDING_PER_PERSON);
+    let pushed_out = post_form(router, &applies[0], &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(pushed_out.status, StatusCode::FORBIDDEN);
+    let newest = post_form(router, applies.last().unwrap(), &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(newest.status, StatusCode::OK, "{}", newest.html);
 }

@@ -515,3 +515,132 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
         (None, "operator".to_owned())
     );
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The most memory the server may hold during the load test: the demo and 30,000 generated
+/// entries, their indexes and caches, with every bound above in force.
+const LOAD_MEMORY_BOUND: u64 = 400 * 1024 * 1024;
+
+/// A minute of mixed anonymous traffic at a fixed rate (searches, pages, the widget, OGC
+/// pages with and without filters, downloads of a selection, costly filters and over-long
+/// queries among them): no request fails — refusals are the documented 4xx — and the server's
+/// memory stays under [`LOAD_MEMORY_BOUND`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_of_mixed_anonymous_traffic() {
+    const RATE_PER_SECOND: u64 = 40;
+    const SECONDS: u64 = 60;
+    let (dir, db) = database_with(30_000).await;
+    let mut server = spawn_server_with(
+        dir.path(),
+        Some(&db),
+        false,
+        // One address sends everything here: its share of heavy requests is the server's.
+        &["--heavy-per-client", "4", "--heavy-concurrency", "4"],
+    )
+    .await;
+    let pid = server.process.0.id();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let words = vec!["mairie"; 300].join(" ");
+    let mut costly = String::from("name LIKE '%a%e%i%o%u%a%e%i%o%u%y'");
+    while costly.len() < 19_000 {
+        costly.push_str(" OR name LIKE '%a%e%i%o%u%a%e%i%o%u%y'");
+    }
+    let costly = url::form_urlencoded::byte_serialize(costly.as_bytes()).collect::<String>();
+    // Light requests in turn; heavy ones (a download, a filtered OGC page) a few times a
+    // second, a filter past its budget every ten seconds.
+    let light: Vec<String> = vec![
+        "/api/v1/services?q=mairie&near=3.08,45.77".into(),
+        "/api/v1/services?in=departement:63&typology=mairie&limit=100".into(),
+        "/recherche?q=pharmacie&lieu=Clermont-Ferrand".into(),
+        "/".into(),
+        "/embed?territoire=commune:63113".into(),
+        "/api/v1/places?q=riom".into(),
+        "/ogc/collections/services/items?limit=100&bbox=2.9,45.6,3.3,45.9".into(),
+        "/healthz".into(),
+        format!("/api/v1/services?q={}", words.replace(' ', "+")),
+        "/api/v1/services?near=999,999".into(),
+        "/services/inexistant".into(),
+    ];
+    let path_of = |n: u64| -> String {
+        match (n % 400, n % 40) {
+            (7, _) => format!("/ogc/collections/services/items?limit=10&filter={costly}"),
+            (_, 19) => "/api/v1/export/services.csv?in=commune:63113".into(),
+            (_, 3 | 23) => {
+                "/ogc/collections/services/items?limit=50&filter=commune%3D%2763113%27".into()
+            }
+            _ => light[n as usize % light.len()].clone(),
+        }
+    };
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));
+    let mut requests = tokio::task::JoinSet::new();
+    let mut peak = 0;
+    for n in 0..RATE_PER_SECOND * SECONDS {
+        ticker.tick().await;
+        if n % RATE_PER_SECOND == 0 {
+            peak = peak.max(resident_bytes(pid));
+        }
+        let path = path_of(n);
+        let (client, url) = (client.clone(), server.url(&path));
+        requests.spawn(async move {
+            let answer = client.get(&url).send().await;
+            match answer {
+                Ok(answer) => {
+                    let status = answer.status().as_u16();
+                    let read = answer.bytes().await.map(|b| b.len());
+                    (path, Ok(status), read.is_ok())
+                }
+                Err(error) => (path, Err(error.to_string()), false),
+            }
+        });
+    }
+    let mut statuses: std::collections::BTreeMap<String, Vec<u16>> = Default::default();
+    while let Some(done) = requests.join_next().await {
+        let (path, status, read) = done.unwrap();
+        let status = status.unwrap_or_else(|e| panic!("{path}: {e}\n{}", server.log()));
+        assert!(read, "{path}: body cut");
+        statuses.entry(path).or_default().push(status);
+    }
+    peak = peak.max(resident_bytes(pid));
+    let elapsed = started.elapsed();
+    for (path, seen) in &statuses {
+        let refused = path.contains("filter=name")
+            || path.contains("mairie+mairie")
+            || path.contains("999,999");
+        let expected: u16 = if refused {
+            400
+        } else if path.contains("inexistant") {
+            404
+        } else {
+            200
+        };
+        assert!(seen.iter().all(|s| *s == expected), "{path}: {seen:?}");
+    }
+    assert!(
+        peak < LOAD_MEMORY_BOUND,
+        "resident memory reached {} MB",
+        peak >> 20
+    );
+    eprintln!(
+        "{} requests in {elapsed:?}, peak resident memory {} MB",
+        RATE_PER_SECOND * SECONDS,
+        peak >> 20
+    );
+    assert_eq!(server.terminate(Duration::from_secs(20)).code(), Some(0));
+}

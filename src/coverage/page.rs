@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
-use axum::extract::{Path, RawQuery, State};
+use crate::http::Path;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, TimeDelta, Utc};

@@ -1,6 +1,7 @@
 //! `GET /api/v1/territories/{territory}/coverage`: a territory's coverage as JSON or CSV.
 
-use axum::extract::{Path, State};
+use crate::http::Path;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -23,6 +23,12 @@ use crate::services::Service;
 
 /// Finished guides kept in memory; the oldest go first.
 const KEPT: usize = 16;
+/// Guides waiting or under way, whoever asked: each holds its entries in memory until made.
+pub const MAX_QUEUED: usize = 8;
+/// Guides one organisation (or the operator) may have waiting or under way.
+pub const MAX_QUEUED_PER_OWNER: usize = 2;
+/// What a refused request is told to wait, in seconds: about a guide's time.
+const RETRY_AFTER: u64 = 60;
 /// The largest guide made: about 6,000 A5 pages, a few minutes and a gigabyte of memory
 /// (see the README's figures); beyond it a printed booklet is no longer a useful object.
 pub const MAX_ENTRIES: usize = 50_000;
@@ -213,6 +219,8 @@ pub struct JobStatus {
 
 struct Job {
     key: String,
+    /// Who asked (an organisation id, `operator`), for the per-owner bound of the queue.
+    owner: String,
     stage: Stage,
     /// From 0 to 1: the stage's share, and within the layout the volumes done.
     progress: f32,
@@ -310,15 +318,25 @@ impl Directories {
         Some(status(&inner, id, job, true))
     }
 
-    /// Queues a prepared guide and says where it stands.
-    pub fn submit(&self, prepared: Prepared) -> JobStatus {
+    /// Whether `owner` may queue one more guide: `429` past its own share, `503` when the
+    /// queue is full; checked before the entries are read.
+    pub fn admit(&self, owner: &str) -> Result<()> {
+        within_bounds(&self.lock(), owner)
+    }
+
+    /// Queues a prepared guide for `owner` and says where it stands, within the bounds of
+    /// [`Directories::admit`] (checked again under the lock of the insertion).
+    pub fn submit(&self, prepared: Prepared, owner: &str) -> Result<JobStatus> {
         let id = format!("{}", crate::services::ServiceId::generate());
         let mut inner = self.lock();
+        within_bounds(&inner, owner)?;
         inner.by_key.insert(prepared.key.clone(), id.clone());
         inner.jobs.insert(
             id.clone(),
             Job {
+                owner: owner.to_owned(),
                 key: prepared.key.clone(),
+
                 stage: Stage::Queued,
                 progress: Stage::Queued.progress(),
                 output: None,
@@ -337,7 +355,7 @@ impl Directories {
                 ))));
             }
         }
-        answer
+        Ok(answer)
     }
 
     pub fn status(&self, id: &str) -> Option<JobStatus> {
@@ -364,6 +382,36 @@ impl Directories {
     }
 }
 
+/// Whether `owner` may queue one more guide, seen from `inner`.
+fn within_bounds(inner: &Inner, owner: &str) -> Result<()> {
+    let pending: Vec<&Job> = inner
+        .jobs
+        .values()
+        .filter(|job| !matches!(job.stage, Stage::Done | Stage::Failed))
+        .collect();
+    if pending.iter().filter(|job| job.owner == owner).count() >= MAX_QUEUED_PER_OWNER {
+        return Err(Error::TooManyRequests {
+            code: "too_many_guides",
+            detail: format!(
+                "{MAX_QUEUED_PER_OWNER} annuaires de votre organisation sont déjà en \
+                 préparation : attendez qu'ils soient prêts / {MAX_QUEUED_PER_OWNER} guides of \
+                 your organisation are already being made"
+            ),
+            retry_after: RETRY_AFTER,
+        });
+    }
+    if pending.len() >= MAX_QUEUED {
+        return Err(Error::Busy {
+            code: "guide_queue_full",
+            detail: "la file des annuaires imprimés est pleine : réessayez dans une minute / \
+                     the queue of printed guides is full, retry in a minute"
+                .into(),
+            retry_after: RETRY_AFTER,
+        });
+    }
+    Ok(())
+}
+
 fn status(inner: &Inner, id: &str, job: &Job, cached: bool) -> JobStatus {
     let output = job.output.as_deref();
     JobStatus {
@@ -386,5 +434,50 @@ fn status(inner: &Inner, id: &str, job: &Job, cached: bool) -> JobStatus {
         html: output.map(|_| format!("/api/v1/directories/{id}/guide.html")),
         error: job.error.as_deref().map(Problem::from),
         cached,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(owner: &str, stage: Stage) -> Job {
+        Job {
+            owner: owner.into(),
+            key: String::new(),
+            stage,
+            progress: 0.0,
+            output: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_per_owner_and_overall() {
+        let mut inner = Inner::default();
+        for n in 0..MAX_QUEUED_PER_OWNER {
+            inner
+                .jobs
+                .insert(format!("a{n}"), job("org-a", Stage::Queued));
+        }
+        // Finished guides do not count.
+        inner
+            .jobs
+            .insert("a-done".into(), job("org-a", Stage::Done));
+        inner
+            .jobs
+            .insert("a-failed".into(), job("org-a", Stage::Failed));
+        let refused = within_bounds(&inner, "org-a").unwrap_err();
+        assert_eq!(refused.status().as_u16(), 429);
+        assert_eq!(refused.retry_after(), Some(RETRY_AFTER));
+        assert!(within_bounds(&inner, "org-b").is_ok());
+        for n in inner.jobs.len()..MAX_QUEUED + 2 {
+            inner
+                .jobs
+                .insert(format!("o{n}"), job(&format!("org-{n}"), Stage::LayingOut));
+        }
+        let refused = within_bounds(&inner, "org-new").unwrap_err();
+        assert_eq!(refused.status().as_u16(), 503);
+        assert_eq!(refused.code(), "guide_queue_full");
     }
 }

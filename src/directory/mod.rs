@@ -24,6 +24,13 @@ use crate::territory::Locator;
 
 /// The largest logo accepted: a print logo needs no more, and the whole upload stays small.
 pub const MAX_LOGO_BYTES: usize = 2 * 1024 * 1024;
+/// The most pixels of a PNG logo: decoded, each takes four bytes of memory.
+pub const MAX_LOGO_PIXELS: u64 = 16_000_000;
+/// The most elements of an SVG logo, and of `<use>` references in it: a logo has tens or
+/// hundreds; a few kilobytes of nested references can otherwise ask for billions of drawings.
+pub const MAX_LOGO_ELEMENTS: usize = 5_000;
+pub const MAX_LOGO_USES: usize = 200;
+
 /// The longest title, publisher name: they must fit on the cover.
 pub const MAX_TEXT_CHARS: usize = 120;
 
@@ -124,10 +131,19 @@ impl Logo {
             let ok = bytes.len() > 24 && &bytes[12..16] == b"IHDR" && {
                 let width = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
                 let height = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
-                width > 0 && height > 0 && width <= 10_000 && height <= 10_000
+                width > 0 && height > 0
             };
             if !ok {
                 return Err("logo PNG illisible / unreadable PNG logo".into());
+            }
+            let width = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+            let height = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+            if u64::from(width) * u64::from(height) > MAX_LOGO_PIXELS {
+                return Err(format!(
+                    "logo PNG trop grand : {width} × {height} pixels (au plus {} millions) / PNG \
+                     logo too large",
+                    MAX_LOGO_PIXELS / 1_000_000
+                ));
             }
             return Ok(Logo {
                 kind: LogoKind::Png,
@@ -141,7 +157,8 @@ impl Logo {
             (t.starts_with("<?xml") || t.starts_with("<svg") || t.starts_with("<!--"))
                 && t.contains("<svg")
         });
-        if is_svg {
+        if let Some(text) = text.filter(|_| is_svg) {
+            check_svg(text)?;
             return Ok(Logo {
                 kind: LogoKind::Svg,
                 bytes,
@@ -157,6 +174,60 @@ impl Logo {
             LogoKind::Svg => "logo.svg",
         }
     }
+}
+
+/// Refuses an SVG whose drawing would cost far more than its size says: too many elements or
+/// references, references to references (each level multiplies the drawing), filters (drawn
+/// as pixels), a document type (entity expansion).
+fn check_svg(text: &str) -> Result<(), String> {
+    let unreadable =
+        |e: roxmltree::Error| format!("logo SVG illisible : {e} / unreadable SVG logo");
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: u32::try_from(MAX_LOGO_ELEMENTS * 4).unwrap_or(u32::MAX),
+        ..roxmltree::ParsingOptions::default()
+    };
+    let document = roxmltree::Document::parse_with_options(text, options).map_err(unreadable)?;
+    let elements: Vec<roxmltree::Node<'_, '_>> =
+        document.descendants().filter(|n| n.is_element()).collect();
+    if elements.len() > MAX_LOGO_ELEMENTS {
+        return Err(format!(
+            "logo SVG trop complexe : {} éléments (au plus {MAX_LOGO_ELEMENTS}) / SVG logo too \
+             complex",
+            elements.len()
+        ));
+    }
+    let named = |name: &'static str| elements.iter().filter(move |n| n.tag_name().name() == name);
+    if named("filter").next().is_some() {
+        return Err(
+            "les filtres SVG (ombres, flous) ne sont pas acceptés : exportez le logo sans effet, \
+             ou en PNG / SVG filters are not accepted"
+                .into(),
+        );
+    }
+    let uses: Vec<_> = named("use").collect();
+    if uses.len() > MAX_LOGO_USES {
+        return Err(format!(
+            "logo SVG trop complexe : {} références <use> (au plus {MAX_LOGO_USES}) / too many \
+             <use> references",
+            uses.len()
+        ));
+    }
+    for reference in uses {
+        let target = reference
+            .attributes()
+            .find(|a| a.name() == "href")
+            .and_then(|a| a.value().strip_prefix('#'))
+            .and_then(|id| elements.iter().find(|n| n.attribute("id") == Some(id)));
+        if target.is_some_and(|t| t.descendants().any(|d| d.tag_name().name() == "use")) {
+            return Err(
+                "logo SVG refusé : une référence <use> en vise une autre (références \
+                 imbriquées) ; exportez le logo « aplati » ou en PNG / nested <use> references"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The choices of a guide as the API and the command line receive them (JSON body, form

@@ -908,7 +908,12 @@ pub fn cover_svg(guide: &Guide, logo: Option<&Logo>) -> Result<String, RenderErr
         .pages()
         .first()
         .ok_or_else(|| RenderError::Layout("couverture vide".into()))?;
-    Ok(typst_svg::svg(page, &typst_svg::SvgOptions::default()))
+    let svg = typst_svg::svg(page, &typst_svg::SvgOptions::default());
+    drop(document);
+    // A preview's memoized layouts are of no use to the next one (another logo, other
+    // words): kept, they grew by hundreds of megabytes a preview until a guide was made.
+    release_memory();
+    Ok(svg)
 }
 
 #[cfg(test)]

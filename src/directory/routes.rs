@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use crate::http::Path;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -18,6 +19,7 @@ use axum::{Json, Router};
 use super::jobs::{self, JobStatus};
 use super::{content, html, render, Choices, RawChoices};
 use crate::accounts::auth::ApiActor;
+use crate::accounts::Actor;
 use crate::error::{Error, Problem, Result};
 use crate::espace::{self, Session};
 use crate::state::AppState;
@@ -154,12 +156,14 @@ async fn choose(state: &AppState, raw: RawChoices, logo: Option<Vec<u8>>) -> Res
 }
 
 /// Queues the guide, or answers with the one already made for the same data and choices.
-async fn submit(state: &AppState, choices: Choices) -> Result<JobStatus> {
+async fn submit(state: &AppState, choices: Choices, actor: &Actor) -> Result<JobStatus> {
     let version = state.live.settled_version().unwrap_or_default();
     let key = choices.key(&version, &state.public_url);
     if let Some(found) = state.directories.find(&key) {
         return Ok(found);
     }
+    let owner = actor.organisation_id().unwrap_or("operator");
+    state.directories.admit(owner)?;
     let prepared = jobs::prepare(
         &state.pool,
         &state.reference,
@@ -169,7 +173,7 @@ async fn submit(state: &AppState, choices: Choices) -> Result<JobStatus> {
         key,
     )
     .await?;
-    Ok(state.directories.submit(prepared))
+    state.directories.submit(prepared, owner)
 }
 
 /// Starts making a printed directory (or finds the same one already made: same data version
@@ -184,15 +188,17 @@ async fn submit(state: &AppState, choices: Choices) -> Result<JobStatus> {
         (status = 400, body = Problem, description = "unreadable body"),
         (status = 401, body = Problem, description = "no valid bearer token"),
         (status = 404, body = Problem, description = "unknown territory"),
-        (status = 422, body = Problem, description = "wrong choices, unreadable or too large logo, empty selection")))]
+        (status = 422, body = Problem, description = "wrong choices, unreadable or too large logo, empty selection"),
+        (status = 429, body = Problem, description = "this organisation already has guides being made"),
+        (status = 503, body = Problem, description = "the queue of guides is full")))]
 pub async fn create(
     State(state): State<AppState>,
-    _contributor: ApiActor,
+    ApiActor(contributor): ApiActor,
     request: Request,
 ) -> Result<Response> {
     let Sent { raw, logo, .. } = read_choices(&state, request).await?;
     let choices = choose(&state, raw, logo).await?;
-    let status = submit(&state, choices).await?;
+    let status = submit(&state, choices, &contributor).await?;
     let location = format!("/api/v1/directories/{}", status.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -358,7 +364,7 @@ pub async fn create_from_form(
         check_csrf(&session, sent.csrf)?;
         territory.clone_from(&sent.raw.territory);
         let choices = choose(&state, sent.raw, sent.logo).await?;
-        submit(&state, choices).await
+        submit(&state, choices, &session.actor).await
     }
     .await;
     match result {

@@ -95,6 +95,56 @@ fn logos_are_told_by_content_and_size() {
     assert!(Logo::parse(huge).unwrap_err().contains("trop lourd"));
 }
 
+/// A 1.4 KB SVG of nested `<use>` used to cost hundreds of megabytes in Typst on each cover
+/// preview; such logos, and their cousins, are refused before any drawing.
+#[test]
+fn logo_bombs_are_refused() {
+    let mut bomb = String::from(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"><defs><rect id="l0" width="1" height="1"/>"#,
+    );
+    for level in 1..10 {
+        bomb.push_str(&format!(r#"<g id="l{level}">"#));
+        for _ in 0..10 {
+            bomb.push_str(&format!(r##"<use xlink:href="#l{}"/>"##, level - 1));
+        }
+        bomb.push_str("</g>");
+    }
+    bomb.push_str(r##"</defs><use xlink:href="#l9"/></svg>"##);
+    assert!(bomb.len() < 3_000, "{}", bomb.len());
+    let refused = Logo::parse(bomb.into_bytes()).unwrap_err();
+    assert!(refused.contains("imbriquées"), "{refused}");
+
+    let flat_uses = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg"><rect id="r" width="1" height="1"/>{}</svg>"##,
+        r##"<use href="#r"/>"##.repeat(MAX_LOGO_USES + 1)
+    );
+    assert!(Logo::parse(flat_uses.into_bytes())
+        .unwrap_err()
+        .contains("<use>"));
+    let crowded = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg">{}</svg>"#,
+        "<rect/>".repeat(MAX_LOGO_ELEMENTS + 1)
+    );
+    assert!(Logo::parse(crowded.into_bytes())
+        .unwrap_err()
+        .contains("éléments"));
+    let blurred = r#"<svg xmlns="http://www.w3.org/2000/svg"><filter id="f"><feGaussianBlur stdDeviation="999"/></filter></svg>"#;
+    assert!(Logo::parse(blurred.as_bytes().to_vec())
+        .unwrap_err()
+        .contains("filtres"));
+    let entities = r#"<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><svg xmlns="http://www.w3.org/2000/svg"><text>&b;</text></svg>"#;
+    assert!(Logo::parse(entities.as_bytes().to_vec()).is_err());
+    // One level of references is an ordinary logo.
+    let ordinary = r##"<svg xmlns="http://www.w3.org/2000/svg"><defs><circle id="c" r="2"/></defs><use href="#c"/><use href="#c" x="5"/></svg>"##;
+    assert!(Logo::parse(ordinary.as_bytes().to_vec()).is_ok());
+    // A PNG of a hundred million pixels, in a header of 33 bytes.
+    let mut big_png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    big_png.extend_from_slice(&10_000u32.to_be_bytes());
+    big_png.extend_from_slice(&10_000u32.to_be_bytes());
+    big_png.extend_from_slice(b"\x08\x06\0\0\0");
+    assert!(Logo::parse(big_png).unwrap_err().contains("pixels"));
+}
+
 #[test]
 fn cache_key_follows_every_choice_and_the_data() {
     let (taxonomy, locator) = reference();

@@ -3,8 +3,9 @@
 //! which of the organisation's entries it leaves out; "Appliquer" then applies the very bytes
 //! checked, in one transaction, through the same code as the bulk API.
 
+use crate::http::Path;
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
@@ -24,6 +25,9 @@ pub const MAX_UPLOAD: usize = upload::MAX_BYTES + 64 * 1024;
 
 /// How long a checked file waits for its "Appliquer".
 const PENDING_HOURS: i64 = 24;
+/// Checked files kept per person: a newer one pushes the oldest out, so that nobody can fill
+/// the database with files never applied (at most this many times `upload::MAX_BYTES` each).
+pub const PENDING_PER_PERSON: i64 = 3;
 
 const BACK: Option<(&str, &str)> = Some(("/espace/import", "Revenir à la mise à jour en masse"));
 
@@ -126,11 +130,23 @@ async fn read_upload(mut multipart: Multipart) -> std::result::Result<Upload, Fi
 pub async fn check_upload(
     State(state): State<AppState>,
     headers: HeaderMap,
-    multipart: Multipart,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
     let session = match require(&state, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
+    };
+    let multipart = match multipart {
+        Ok(multipart) => multipart,
+        Err(rejection) => {
+            return refused(
+                Error::BadRequest {
+                    code: "invalid_form",
+                    detail: format!("formulaire illisible : {}", rejection.body_text()),
+                },
+                &session,
+            )
+        }
     };
     let upload = match read_upload(multipart).await {
         Ok(upload) => upload,
@@ -217,9 +233,10 @@ async fn keep(
 ) -> Result<String> {
     let id = format!("upl-{}", ServiceId::generate());
     let now = Utc::now();
+    let mut tx = state.pool.begin().await?;
     sqlx::query("DELETE FROM pending_uploads WHERE created_at < $1")
         .bind(now - Duration::hours(PENDING_HOURS))
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO pending_uploads (id, organisation_id, user_id, file_name, content, created_at)
@@ -231,8 +248,18 @@ async fn keep(
     .bind(&upload.file_name)
     .bind(&upload.bytes)
     .bind(now)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query(
+        "DELETE FROM pending_uploads WHERE user_id = $1 AND id NOT IN
+         (SELECT id FROM pending_uploads WHERE user_id = $1
+          ORDER BY created_at DESC, id DESC LIMIT $2)",
+    )
+    .bind(user_id(session))
+    .bind(PENDING_PER_PERSON)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(id)
 }
 

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::http::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;

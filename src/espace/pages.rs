@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use crate::http::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Duration, Utc};
@@ -1361,7 +1362,13 @@ pub async fn hours_fragment(
 ) -> Response {
     match super::session(&state, &headers).await {
         Ok(Some(_)) => {}
-        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Ok(None) => {
+            return Error::Unauthorized {
+                code: "authentication_required",
+                detail: "session requise".into(),
+            }
+            .into_response()
+        }
         Err(error) => return error.into_response(),
     }
     let fragment = if params.oh.trim().is_empty() {

@@ -1,8 +1,9 @@
 //! Write API of the entries, for contributors' scripts (bearer tokens): create, change with
 //! `If-Match`, withdraw, confirm, history and restore, and bulk upserts in the import formats.
 
+use crate::http::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};

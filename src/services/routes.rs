@@ -1,6 +1,7 @@
 //! Read API of the entries: one published entry with everything it says.
 
-use axum::extract::{Path, State};
+use crate::http::Path;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};

@@ -1,6 +1,7 @@
 //! Read API of the taxonomy: themes, typologies and their published entry counts.
 
-use axum::extract::{Path, State};
+use crate::http::Path;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};

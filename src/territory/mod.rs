@@ -28,7 +28,9 @@ impl InseeCode {
         let v = value.trim().to_ascii_uppercase();
         let bytes = v.as_bytes();
         let ok = bytes.len() == 5
-            && (bytes[..2].iter().all(u8::is_ascii_digit) || &v[..2] == "2A" || &v[..2] == "2B")
+            && (bytes[..2].iter().all(u8::is_ascii_digit)
+                || &bytes[..2] == b"2A"
+                || &bytes[..2] == b"2B")
             && bytes[2..].iter().all(u8::is_ascii_digit);
         if ok {
             Ok(Self(v))
@@ -292,6 +294,17 @@ pub fn boundary_to_geojson(shape: &MultiPolygon<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any text is a code or a refusal, never a panic (a multibyte character among the
+        /// first two bytes used to be sliced inside itself).
+        #[test]
+        fn insee_codes_parse_any_text(text in "\\PC{0,7}") {
+            if let Ok(code) = InseeCode::parse(&text) {
+                proptest::prop_assert_eq!(InseeCode::parse(code.as_str()), Ok(code));
+            }
+        }
+    }
 
     #[test]
     fn insee_codes() {

@@ -1,7 +1,8 @@
 //! Read API of the territory reference: one commune with its enclosing territories and
 //! boundary, communes by what people type, and addresses through the configured geocoder.
 
-use axum::extract::{Path, State};
+use crate::http::Path;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -116,10 +117,10 @@ pub struct GeocodeQuery {
 
 /// Addresses through the geocoder this instance is configured with (an IGN Géoplateforme
 /// `/geocodage/search`-shaped service), queried by the server so that browsers talk to no third
-/// party. 501 when none is configured: `/api/v1/places` then finds communes.
+/// party. 404 when none is configured: `/api/v1/places` then finds communes.
 #[utoipa::path(get, path = "/api/v1/geocode", tag = "territory", params(GeocodeQuery),
     responses((status = 200, body = Vec<Address>), (status = 400, body = Problem),
-        (status = 501, body = Problem), (status = 502, body = Problem)))]
+        (status = 404, body = Problem), (status = 502, body = Problem)))]
 pub async fn geocode(
     State(state): State<AppState>,
     Query(query): Query<GeocodeQuery>,

@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::{Path, Query};
+use crate::http::Path;
+use axum::extract::Query;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};

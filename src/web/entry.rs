@@ -2,7 +2,8 @@
 //! closures, accessibility, the map, the source and its date of verification, schema.org
 //! JSON-LD for search engines, and the « Signaler une erreur » form.
 
-use axum::extract::{Form, FromRequest, Path, RawQuery, Request, State};
+use crate::http::Path;
+use axum::extract::{Form, FromRequest, RawQuery, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};

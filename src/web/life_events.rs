@@ -1,7 +1,8 @@
 //! The life-event pages: the 12 moments of life, and for each the nearest services of the
 //! typologies that matter then, around a commune or the citizen's position.
 
-use axum::extract::{Path, RawQuery, State};
+use crate::http::Path;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use maud::html;

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use crate::http::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
