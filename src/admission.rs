@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -98,24 +99,32 @@ fn canonical(address: IpAddr) -> IpAddr {
     }
 }
 
-/// How many heavy requests run, overall and per client address.
-pub struct HeavyGate {
+/// Places taken overall and per client address: heavy requests, connections.
+pub struct Gate {
     overall: Arc<Semaphore>,
     per_client: usize,
-    running: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    running: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-/// A heavy request's place: the overall one is given back when the answer is ready, the
-/// client's one when its body has been sent.
-pub struct HeavyPermit {
+/// Why a [`Gate`] refused a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This client holds its share.
+    Client,
+    /// Every place is taken.
+    Overall,
+}
+
+/// A place in a [`Gate`]: the overall part and the client's part can be given back apart.
+pub struct Place {
     overall: OwnedSemaphorePermit,
-    client: ClientSlot,
+    client: Option<ClientSlot>,
 }
 
 /// One of a client's places, given back on drop.
 pub struct ClientSlot {
-    client: Option<IpAddr>,
-    running: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    client: IpAddr,
+    running: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Drop for ClientSlot {
@@ -130,7 +139,7 @@ impl Drop for ClientSlot {
     }
 }
 
-impl HeavyGate {
+impl Gate {
     pub fn new(overall: usize, per_client: usize) -> Self {
         Self {
             overall: Arc::new(Semaphore::new(overall.max(1))),
@@ -139,45 +148,62 @@ impl HeavyGate {
         }
     }
 
-    /// A place for a heavy request of `client`, or why not: `429` when this client already
-    /// runs its share, `503` when the server runs all it can.
-    pub fn admit(&self, client: Option<IpAddr>) -> Result<HeavyPermit, Error> {
-        let client_slot = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            let n = running.entry(client).or_default();
-            if *n >= self.per_client {
-                return Err(Error::TooManyRequests {
-                    code: "too_many_heavy_requests",
-                    detail: format!(
-                        "déjà {} téléchargements ou calculs lourds en cours depuis votre adresse : \
-                         réessayez quand l'un d'eux est fini / already {} heavy requests running \
-                         from your address",
-                        self.per_client, self.per_client
-                    ),
-                    retry_after: RETRY_AFTER_SECONDS,
-                });
+    /// A place for `client` (counted in its share when known), or why not.
+    pub fn enter(&self, client: Option<IpAddr>) -> Result<Place, Refusal> {
+        let client = match client {
+            Some(client) => {
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                let n = running.entry(client).or_default();
+                if *n >= self.per_client {
+                    return Err(Refusal::Client);
+                }
+                *n += 1;
+                Some(ClientSlot {
+                    client,
+                    running: self.running.clone(),
+                })
             }
-            *n += 1;
-            ClientSlot {
-                client,
-                running: self.running.clone(),
-            }
+            None => None,
         };
         let overall = self
             .overall
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::Busy {
+            .map_err(|_| Refusal::Overall)?;
+        Ok(Place { overall, client })
+    }
+}
+
+/// How many heavy requests run, overall and per client address.
+pub struct HeavyGate(Gate);
+
+impl HeavyGate {
+    pub fn new(overall: usize, per_client: usize) -> Self {
+        Self(Gate::new(overall, per_client))
+    }
+
+    /// A place for a heavy request of `client`, or why not: `429` when this client already
+    /// runs its share, `503` when the server runs all it can.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<Place, Error> {
+        self.0.enter(client).map_err(|refusal| match refusal {
+            Refusal::Client => Error::TooManyRequests {
+                code: "too_many_heavy_requests",
+                detail: format!(
+                    "déjà {} téléchargements ou calculs lourds en cours depuis votre adresse : \
+                     réessayez quand l'un d'eux est fini / already {} heavy requests running \
+                     from your address",
+                    self.0.per_client, self.0.per_client
+                ),
+                retry_after: RETRY_AFTER_SECONDS,
+            },
+            Refusal::Overall => Error::Busy {
                 code: "server_busy",
                 detail: "le serveur prépare déjà autant de téléchargements qu'il peut : réessayez \
                          dans quelques secondes / the server is busy with heavy requests, retry \
                          shortly"
                     .into(),
                 retry_after: RETRY_AFTER_SECONDS,
-            })?;
-        Ok(HeavyPermit {
-            overall,
-            client: client_slot,
+            },
         })
     }
 }
@@ -186,6 +212,33 @@ impl HeavyGate {
 pub struct Admission {
     pub proxies: TrustedProxies,
     pub heavy: HeavyGate,
+    /// Open connections, overall and per peer address (trusted proxies are not counted per
+    /// peer: all their clients come through them).
+    pub connections: Gate,
+    /// The longest a client may take to send a request's head, and to start the next one on
+    /// a kept-alive connection.
+    pub head_timeout: Duration,
+}
+
+/// Seconds a client has to send a request's head.
+pub const DEFAULT_HEAD_TIMEOUT_SECONDS: u64 = 10;
+/// Open connections one peer address may hold.
+pub const DEFAULT_CONNECTIONS_PER_PEER: usize = 256;
+
+/// Open connections the process may hold: what its file descriptors allow, less a margin for
+/// the database, the indexes and the files it serves.
+pub fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the structure it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    soft.saturating_sub(256).clamp(64, 16_384)
 }
 
 impl Default for Admission {
@@ -193,6 +246,74 @@ impl Default for Admission {
         Self {
             proxies: TrustedProxies::default(),
             heavy: HeavyGate::new(DEFAULT_HEAVY_CONCURRENCY, DEFAULT_HEAVY_PER_CLIENT),
+            connections: Gate::new(default_max_connections(), DEFAULT_CONNECTIONS_PER_PEER),
+            head_timeout: Duration::from_secs(DEFAULT_HEAD_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
+/// finish for at most `grace`. Each connection takes a place of [`Admission::connections`]
+/// (past them it is closed at once) and must send each request's head within
+/// [`Admission::head_timeout`]; handlers see the peer as `ConnectInfo`.
+pub async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    admission: Arc<Admission>,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    use tower::ServiceExt;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    tracing::warn!(%error, "connection not accepted");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let counted = Some(canonical(peer.ip())).filter(|ip| !admission.proxies.trusts(*ip));
+        let place = match admission.connections.enter(counted) {
+            Ok(place) => place,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(Body::new)
+            },
+        );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(admission.head_timeout)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "connection ended");
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("requests still in flight at stop: cut after {grace:?}");
         }
     }
 }
@@ -311,7 +432,7 @@ pub async fn heavy(State(state): State<AppState>, request: Request, next: Next) 
         Err(error) => return axum::response::IntoResponse::into_response(error),
     };
     let response = next.run(Request::from_parts(parts, body)).await;
-    let HeavyPermit { overall, client } = permit;
+    let Place { overall, client } = permit;
     drop(overall);
     let (parts, body) = response.into_parts();
     // The client keeps its place until it has read the whole body: a slow reader uses up its
@@ -483,6 +604,6 @@ mod tests {
         drop(first);
         let _again = gate.admit(a).unwrap();
         // A refusal takes no place.
-        assert_eq!(gate.running.lock().unwrap().values().sum::<usize>(), 3);
+        assert_eq!(gate.0.running.lock().unwrap().values().sum::<usize>(), 3);
     }
 }

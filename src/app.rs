@@ -316,12 +316,14 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
         state.live.clone(),
         state.pool.clone(),
     ));
-    // The peer address: report forms are rate-limited per address.
-    let served = axum::serve(
+    let admission = state.admission.clone();
+    crate::admission::serve_connections(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        admission,
+        shutdown_signal(),
+        std::time::Duration::from_secs(30),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await;
     watcher.abort();
     // What the text index holds in memory is committed, so that the next start need not apply
@@ -329,7 +331,6 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     if let Err(error) = state_live.commit_text(std::time::Duration::ZERO).await {
         tracing::warn!(%error, "text index not committed at stop");
     }
-    served?;
     tracing::info!("arrêt / stopped");
     Ok(())
 }

@@ -330,6 +330,20 @@ pub struct ServeArgs {
     /// more get 429 and `Retry-After`.
     #[arg(long, env = "PROXIMITES_HEAVY_PER_CLIENT", default_value_t = crate::admission::DEFAULT_HEAVY_PER_CLIENT)]
     pub heavy_per_client: usize,
+
+    /// Open connections the server holds at most (more are closed at once); by default what
+    /// the process's file descriptors allow, less a margin.
+    #[arg(long, env = "PROXIMITES_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Open connections one address may hold (trusted proxies excepted).
+    #[arg(long, env = "PROXIMITES_CONNECTIONS_PER_PEER", default_value_t = crate::admission::DEFAULT_CONNECTIONS_PER_PEER)]
+    pub connections_per_peer: usize,
+
+    /// Seconds a client has to send a request's head (and to start the next one on a kept
+    /// connection) before it is disconnected.
+    #[arg(long, env = "PROXIMITES_HEAD_TIMEOUT", default_value_t = crate::admission::DEFAULT_HEAD_TIMEOUT_SECONDS)]
+    pub head_timeout: u64,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

@@ -73,6 +73,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     args.heavy_concurrency,
                     args.heavy_per_client,
                 ),
+                connections: proximites::admission::Gate::new(
+                    args.max_connections
+                        .unwrap_or_else(proximites::admission::default_max_connections),
+                    args.connections_per_peer,
+                ),
+                head_timeout: std::time::Duration::from_secs(args.head_timeout.max(1)),
             });
             let mailer = args
                 .smtp_url

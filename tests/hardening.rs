@@ -644,3 +644,55 @@ async fn a_minute_of_mixed_anonymous_traffic() {
     );
     assert_eq!(server.terminate(Duration::from_secs(20)).code(), Some(0));
 }
+
+/// A client that never finishes its request's head used to keep its connection open for as
+/// long as it liked; now it is disconnected after the head timeout. One address cannot hold
+/// more than its share of connections; the next one is closed at once, and others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_requests_and_connection_floods_are_cut() {
+    let (dir, db) = database_with(0).await;
+    let server = spawn_server_with(
+        dir.path(),
+        Some(&db),
+        false,
+        &["--head-timeout", "2", "--connections-per-peer", "8"],
+    )
+    .await;
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let ends_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(limit, stream.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    };
+    // Half a head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        ends_within(slow, Duration::from_secs(10)).await,
+        "never cut"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+
+    // Eight idle connections take this address's share: a ninth is closed unanswered.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ninth = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _ = ninth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ninth.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // Their places come back as they close.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}

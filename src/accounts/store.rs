@@ -87,9 +87,20 @@ pub struct NewOrganisation {
 impl NewOrganisation {
     /// Every wrong field, named.
     pub fn check(&self) -> Result<()> {
+        use crate::services::validate::{check_text, MAX_NAME_CHARS};
         let mut errors = Vec::new();
         if self.name.trim().is_empty() {
             errors.push(FieldError::new("name", "nom manquant"));
+        }
+        for (field, value, max) in [
+            ("name", Some(&self.name), MAX_NAME_CHARS),
+            ("referent_name", self.referent_name.as_ref(), MAX_NAME_CHARS),
+            ("referent_phone", self.referent_phone.as_ref(), 50),
+            ("referent_email", self.referent_email.as_ref(), 320),
+        ] {
+            if let Some(Err(message)) = value.map(|v| check_text(v, max, false)) {
+                errors.push(FieldError::new(field, message));
+            }
         }
         if !super::ORGANISATION_KINDS.contains(&self.kind.as_str()) {
             errors.push(FieldError::new(
@@ -528,6 +539,8 @@ pub async fn create_token(
     if name.trim().is_empty() {
         return Err(Error::invalid("name", "nom du jeton manquant"));
     }
+    crate::services::validate::check_text(name, crate::services::validate::MAX_NAME_CHARS, false)
+        .map_err(|message| Error::invalid("name", message))?;
     if organisation(pool, organisation_id).await?.is_none() {
         return Err(Error::not_found("organisation", organisation_id));
     }
@@ -567,6 +580,8 @@ pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, S
     if name.trim().is_empty() {
         return Err(Error::invalid("name", "nom du jeton manquant"));
     }
+    crate::services::validate::check_text(name, crate::services::validate::MAX_NAME_CHARS, false)
+        .map_err(|message| Error::invalid("name", message))?;
     let id = format!("tok-{}", ServiceId::generate());
     let token = format!("pxm_{}", new_secret());
     sqlx::query(

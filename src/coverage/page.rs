@@ -475,7 +475,7 @@ pub async fn territory_page(
                       field: &str,
                       errors: &mut Vec<FieldError>| match value {
         None => default,
-        Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d").unwrap_or_else(|_| {
+        Some(v) => crate::dates::parse_date(v).unwrap_or_else(|_| {
             errors.push(FieldError::new(
                 field,
                 t(

@@ -62,44 +62,32 @@ impl Color {
     /// The project's blue when none is asked for.
     pub const DEFAULT: Color = Color([0x1d, 0x4e, 0x89]);
 
+    /// `#RRGGBB` or `#RGB`, read by the one colour parser ([`crate::colour::Rgb::parse`]).
     pub fn parse(value: &str) -> Result<Self, String> {
-        let hex = value.trim().trim_start_matches('#');
-        let bytes = (hex.len() == 6)
-            .then(|| hex::decode(hex).ok())
-            .flatten()
+        crate::colour::Rgb::parse(value)
+            .map(Color::from)
             .ok_or_else(|| {
                 format!("« {value} » : couleur attendue au format #RRGGBB (ex. #1d4e89)")
-            })?;
-        Ok(Color([bytes[0], bytes[1], bytes[2]]))
+            })
     }
 
     pub fn hex(self) -> String {
-        format!("#{}", hex::encode(self.0))
+        self.rgb().hex()
     }
 
-    /// WCAG relative luminance.
-    fn luminance(self) -> f64 {
-        let channel = |c: u8| {
-            let c = f64::from(c) / 255.0;
-            if c <= 0.039_28 {
-                c / 12.92
-            } else {
-                ((c + 0.055) / 1.055).powf(2.4)
-            }
-        };
-        0.2126 * channel(self.0[0]) + 0.7152 * channel(self.0[1]) + 0.0722 * channel(self.0[2])
+    fn rgb(self) -> crate::colour::Rgb {
+        crate::colour::Rgb(self.0[0], self.0[1], self.0[2])
     }
 
     /// Black or white, whichever reads better on this colour (WCAG contrast ratio).
     pub fn text_on(self) -> Color {
-        let l = self.luminance();
-        let on_white = 1.05 / (l + 0.05);
-        let on_black = (l + 0.05) / 0.05;
-        if on_white >= on_black {
-            Color([255, 255, 255])
-        } else {
-            Color([0, 0, 0])
-        }
+        Color::from(self.rgb().text_on())
+    }
+}
+
+impl From<crate::colour::Rgb> for Color {
+    fn from(crate::colour::Rgb(r, g, b): crate::colour::Rgb) -> Self {
+        Color([r, g, b])
     }
 }
 
@@ -380,20 +368,10 @@ impl Choices {
         };
         let mut text = |field: &str, value: &Option<String>| -> Option<String> {
             let value = value.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
-            if value.chars().count() > MAX_TEXT_CHARS {
-                errors.push(FieldError::new(
-                    field,
-                    format!(
-                        "au plus {MAX_TEXT_CHARS} caractères / at most {MAX_TEXT_CHARS} characters"
-                    ),
-                ));
-                return None;
-            }
-            if value.chars().any(|c| c.is_control()) {
-                errors.push(FieldError::new(
-                    field,
-                    "caractères de contrôle interdits / control characters are not allowed",
-                ));
+            if let Err(message) =
+                crate::services::validate::check_text(value, MAX_TEXT_CHARS, false)
+            {
+                errors.push(FieldError::new(field, message));
                 return None;
             }
             Some(value.to_owned())
@@ -402,13 +380,10 @@ impl Choices {
         let publisher = text("publisher", &raw.publisher);
         let date = match raw.date.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
             None => today,
-            Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Some(d) => match crate::dates::parse_date(d) {
                 Ok(date) => date,
-                Err(_) => {
-                    errors.push(FieldError::new(
-                        "date",
-                        format!("« {d} » : date attendue AAAA-MM-JJ / expected YYYY-MM-DD"),
-                    ));
+                Err(message) => {
+                    errors.push(FieldError::new("date", message));
                     today
                 }
             },

@@ -53,14 +53,16 @@ pub async fn create(pool: &Pool, name: &str, starts_on: &str, ends_on: &str) -> 
     if name.trim().is_empty() {
         errors.push(FieldError::new("name", "nom manquant"));
     }
+    if let Err(message) = crate::services::validate::check_text(
+        name,
+        crate::services::validate::MAX_NAME_CHARS,
+        false,
+    ) {
+        errors.push(FieldError::new("name", message));
+    }
     let date = |field: &str, value: &str, errors: &mut Vec<FieldError>| {
-        NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
-            .map_err(|_| {
-                errors.push(FieldError::new(
-                    field,
-                    format!("« {value} » : date AAAA-MM-JJ attendue"),
-                ))
-            })
+        crate::dates::parse_date(value)
+            .map_err(|message| errors.push(FieldError::new(field, message)))
             .ok()
     };
     let starts = date("starts_on", starts_on, &mut errors);

@@ -89,13 +89,8 @@ fn parse(state: &AppState, form: &HashMap<String, String>) -> (NewOrganisation, 
     }
     let mut date = |field: &str| -> Option<NaiveDate> {
         let text = value(form, field)?;
-        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-            .map_err(|_| {
-                errors.push(FieldError::new(
-                    field,
-                    format!("« {text} » : date AAAA-MM-JJ attendue"),
-                ))
-            })
+        crate::dates::parse_date(&text)
+            .map_err(|message| errors.push(FieldError::new(field, message)))
             .ok()
     };
     let (convention_start, convention_end) = (date("convention_start"), date("convention_end"));

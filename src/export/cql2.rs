@@ -6,7 +6,7 @@
 //! `S_WITHIN`, `S_CONTAINS`, `S_EQUALS` on `POINT`, `MULTIPOINT`, `POLYGON`, `MULTIPOLYGON`
 //! and `BBOX` literals. Any other input is an error naming its position, never a panic.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use geo::{
     Contains, Coord, Intersects, LineString, MultiPoint, MultiPolygon, Point, Polygon, Rect,
 };
@@ -658,14 +658,12 @@ impl Parser {
                     };
                     self.expect(")")?;
                     let instant = if word.eq_ignore_ascii_case("DATE") {
-                        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                        crate::dates::parse_date(&text)
                             .ok()
                             .and_then(|d| d.and_hms_opt(0, 0, 0))
                             .map(|d| d.and_utc())
                     } else {
-                        DateTime::parse_from_rfc3339(&text)
-                            .ok()
-                            .map(|d| d.with_timezone(&Utc))
+                        crate::dates::parse_instant(&text).ok()
                     };
                     instant
                         .map(|i| Operand::Value(Literal::Instant(i)))
@@ -797,8 +795,8 @@ fn unknown_property(at: usize, name: &str) -> ParseError {
 fn check_type(property: Queryable, value: Literal, at: usize) -> Result<Literal, ParseError> {
     match (&value, property.is_timestamp()) {
         (Literal::Instant(_), true) | (Literal::Text(_), false) => Ok(value),
-        (Literal::Text(text), true) => DateTime::parse_from_rfc3339(text)
-            .map(|d| Literal::Instant(d.with_timezone(&Utc)))
+        (Literal::Text(text), true) => crate::dates::parse_instant(text)
+            .map(Literal::Instant)
             .map_err(|_| ParseError {
                 at,
                 message: format!(

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::Pool;
@@ -159,12 +159,10 @@ fn parse_verified_at(value: &str) -> Result<Option<DateTime<Utc>>, String> {
     if v.is_empty() {
         return Ok(None);
     }
-    if let Ok(instant) = DateTime::parse_from_rfc3339(v) {
-        return Ok(Some(instant.with_timezone(&Utc)));
+    if let Ok(instant) = crate::dates::parse_instant(v) {
+        return Ok(Some(instant));
     }
-    NaiveDate::parse_from_str(v, "%Y-%m-%d")
-        .map(|d| Some(d.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc()))
-        .map_err(|_| format!("« {v} » n'est pas une date ISO (AAAA-MM-JJ)"))
+    crate::dates::parse_date(v).map(|d| Some(d.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc()))
 }
 
 /// The CPU side of an import, run on a blocking thread: validates rows and classifies them

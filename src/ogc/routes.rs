@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -627,10 +627,10 @@ fn parse_instant(value: &str, end: bool) -> Result<Option<DateTime<Utc>>, String
     if v.is_empty() || v == ".." {
         return Ok(None);
     }
-    if let Ok(instant) = DateTime::parse_from_rfc3339(v) {
-        return Ok(Some(instant.with_timezone(&Utc)));
+    if let Ok(instant) = crate::dates::parse_instant(v) {
+        return Ok(Some(instant));
     }
-    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+    crate::dates::parse_date(v)
         .ok()
         .and_then(|d| {
             if end {

@@ -264,8 +264,8 @@ pub fn paris_now() -> DateTime<Tz> {
     chrono::Utc::now().with_timezone(&Paris)
 }
 
-/// The years `open_at` may name: opening hours are not known further away.
-const OPEN_AT_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+/// The years `open_at` may name: those of every date of the directory.
+pub const OPEN_AT_YEARS: std::ops::RangeInclusive<i32> = crate::dates::YEARS;
 
 /// Reads the `open_at` parameter: an RFC 3339 date-time with offset (converted to Paris time) or
 /// a local Paris time `YYYY-MM-DDTHH:MM[:SS]`. In the autumn fold the first occurrence is taken;

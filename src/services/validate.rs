@@ -117,29 +117,40 @@ pub const TEXT_LIMITS: [(&str, usize, bool); 17] = [
 /// Every field of `draft` too long or holding a control character (line breaks aside where
 /// [`TEXT_LIMITS`] allows them), checked before anything else reads the fields.
 fn text_limits(draft: &Draft) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    for (field, max, lines) in TEXT_LIMITS {
-        let text = draft.field(field).map_or("", |t| t.trim());
-        if text.chars().count() > max {
-            errors.push(FieldError::new(
-                field,
-                format!("texte trop long ({max} caractères au plus) / text too long (at most {max} characters)"),
-            ));
-        } else if let Some(bad) = text
-            .chars()
-            .find(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r')))
-        {
-            errors.push(FieldError::new(
-                field,
-                format!(
-                    "caractère de contrôle U+{:04X} refusé / control character refused",
-                    u32::from(bad)
-                ),
-            ));
-        }
-    }
-    errors
+    TEXT_LIMITS
+        .iter()
+        .filter_map(|(field, max, lines)| {
+            let text = draft.field(field).map_or("", |t| t.trim());
+            check_text(text, *max, *lines)
+                .err()
+                .map(|message| FieldError::new(*field, message))
+        })
+        .collect()
 }
+
+/// The one rule for free text from outside (entries, organisations, campaigns, tokens,
+/// closures, guides): at most `max` characters, no control character but line breaks where
+/// `lines` allows them.
+pub fn check_text(text: &str, max: usize, lines: bool) -> Result<(), String> {
+    if text.chars().count() > max {
+        return Err(format!(
+            "texte trop long ({max} caractères au plus) / text too long (at most {max} characters)"
+        ));
+    }
+    match text
+        .chars()
+        .find(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r')))
+    {
+        Some(bad) => Err(format!(
+            "caractère de contrôle U+{:04X} refusé / control character refused",
+            u32::from(bad)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The longest name of an organisation, a campaign, an API token, a person.
+pub const MAX_NAME_CHARS: usize = 200;
 
 fn optional(value: &str) -> Option<String> {
     let v = value.trim();
@@ -165,6 +176,45 @@ fn coordinate(value: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<
             None
         }
     }
+}
+
+/// Closures of an entry: the most, the longest reason, the longest closure in days.
+pub const MAX_CLOSURES: usize = 100;
+pub const MAX_CLOSURE_REASON_CHARS: usize = 200;
+pub const MAX_CLOSURE_DAYS: i64 = 3_660;
+
+/// Checks the closures of an entry, whichever way they came (API, pages, imports): dates in
+/// the years any date of the directory may have, in order, a closure of ten years at most, a
+/// short one-line reason; the first wrong one is named.
+pub fn check_closures(closures: &[crate::services::Closure]) -> Result<(), String> {
+    use chrono::Datelike;
+    if closures.len() > MAX_CLOSURES {
+        return Err(format!(
+            "{} fermetures : {MAX_CLOSURES} au plus",
+            closures.len()
+        ));
+    }
+    let years = crate::dates::YEARS;
+    for closure in closures {
+        let (from, to) = (closure.from, closure.to);
+        if !years.contains(&from.year()) || !years.contains(&to.year()) {
+            return Err(format!(
+                "fermeture du {from} au {to} : années de {} à {} seulement",
+                years.start(),
+                years.end()
+            ));
+        }
+        if to < from || (to - from).num_days() > MAX_CLOSURE_DAYS {
+            return Err(format!(
+                "fermeture du {from} au {to} : dates dans le désordre ou trop éloignées"
+            ));
+        }
+        if let Some(reason) = &closure.reason {
+            check_text(reason, MAX_CLOSURE_REASON_CHARS, false)
+                .map_err(|message| format!("fermeture du {from}, motif : {message}"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn check_email(value: &str) -> Result<String, String> {

@@ -200,19 +200,8 @@ fn validate(
         (None, Some(previous)) => previous.closures.clone(),
         (None, None) => Vec::new(),
     };
-    if let Some(bad) = content
-        .closures
-        .iter()
-        .find(|c| c.to > c.from + chrono::Days::new(3660) || c.to < c.from)
-    {
-        return Err(Error::invalid(
-            "closures",
-            format!(
-                "fermeture du {} au {} : dates dans le désordre ou trop éloignées",
-                bad.from, bad.to
-            ),
-        ));
-    }
+    crate::services::validate::check_closures(&content.closures)
+        .map_err(|message| Error::invalid("closures", message))?;
     Ok(content)
 }
 
