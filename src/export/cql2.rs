@@ -824,17 +824,15 @@ fn check_type(property: Queryable, value: Literal, at: usize) -> Result<Literal,
     }
 }
 
-/// `%` any run of characters, `_` one character, as CQL2's LIKE; `work` grows by the steps
-/// taken (backtracking on `%` makes a pattern cost up to its length times the text's).
-fn like(text: &str, pattern: &str, work: &mut u64) -> bool {
+/// `%` any run of characters, `_` one character, as CQL2's LIKE.
+fn like(text: &str, pattern: &str) -> bool {
     let t: Vec<char> = text.chars().collect();
     let p: Vec<char> = pattern.chars().collect();
-    *work += (t.len() + p.len()) as u64;
-    // Iterative wildcard matching with backtracking on the last `%`.
+    // Iterative wildcard matching with backtracking on the last `%`: up to the pattern's length
+    // times the text's; the time budget of a request bounds the whole.
     let (mut ti, mut pi) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        *work += 1;
         if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == t[ti])) {
             ti += 1;
             pi += 1;
@@ -853,34 +851,52 @@ fn like(text: &str, pattern: &str, work: &mut u64) -> bool {
     p[pi..].iter().all(|c| *c == '%')
 }
 
-/// Work units one request's filter may spend over all the rows it looks at: about half a
-/// second of one core. A filter that needs more is refused with a 400 that says so, rather
-/// than holding a database connection and a core for seconds.
-pub const WORK_BUDGET: u64 = 300_000_000;
+/// The time one request's filter may take over all the rows it looks at. A filter that needs
+/// more is refused with a 400 that says so, rather than holding a database connection and a
+/// core for as long as it likes; over the whole of France (3.3 million entries, about 6 s of
+/// reading) a filter needs a `bbox` or a territory, which SQL narrows first.
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A filter that spent its [`WORK_BUDGET`].
+/// A filter that spent its [`TIME_BUDGET`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "filtre trop coûteux : son évaluation dépasse le budget de calcul d'une requête ; \
+    "filtre trop coûteux : son évaluation dépasse les 2 secondes de calcul d'une requête ; \
      simplifiez-le (moins de LIKE en « % », de OR) ou restreignez la sélection (bbox, commune) \
-     / filter too costly to evaluate: simplify it or narrow the selection"
+     / filter too costly: over 2 seconds of evaluation; simplify it or narrow the selection"
 )]
 pub struct TooCostly;
 
 impl Expr {
-    /// Whether `subject` passes the filter. A comparison with a missing value is false.
-    pub fn matches(&self, subject: &impl Subject) -> bool {
-        self.evaluate(subject, &mut 0)
+    /// The values `property` must have for an entry to pass, when the filter says so at its
+    /// top level (`commune = '63113'`, `typology IN ('mairie', 'poste')`, either in an `AND`):
+    /// the selection is narrowed by them in SQL before any row is read, and the filter still
+    /// tests every row.
+    pub fn required_values(&self, property: Queryable) -> Option<Vec<String>> {
+        match self {
+            Expr::Compare(p, CompareOp::Eq, Literal::Text(value)) if *p == property => {
+                Some(vec![value.clone()])
+            }
+            Expr::In(p, values) if *p == property => values
+                .iter()
+                .map(|v| match v {
+                    Literal::Text(text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Expr::And(parts) => parts
+                .iter()
+                .filter_map(|part| part.required_values(property))
+                .reduce(|kept, more| kept.into_iter().filter(|v| more.contains(v)).collect()),
+            _ => None,
+        }
     }
 
-    /// [`Expr::matches`], adding the work done to `work`: each node one unit, a `LIKE` its
-    /// steps, an `IN` its values, a spatial test its literal's points.
-    pub fn evaluate(&self, subject: &impl Subject, work: &mut u64) -> bool {
-        *work += 1;
+    /// Whether `subject` passes the filter. A comparison with a missing value is false.
+    pub fn matches(&self, subject: &impl Subject) -> bool {
         match self {
-            Expr::And(parts) => parts.iter().all(|p| p.evaluate(subject, work)),
-            Expr::Or(parts) => parts.iter().any(|p| p.evaluate(subject, work)),
-            Expr::Not(inner) => !inner.evaluate(subject, work),
+            Expr::And(parts) => parts.iter().all(|p| p.matches(subject)),
+            Expr::Or(parts) => parts.iter().any(|p| p.matches(subject)),
+            Expr::Not(inner) => !inner.matches(subject),
             Expr::Bool(value) => *value,
             Expr::IsNull(property) => {
                 if property.is_timestamp() {
@@ -896,21 +912,13 @@ impl Expr {
                 compare(subject, *property, low).is_some_and(|o| o.is_ge())
                     && compare(subject, *property, high).is_some_and(|o| o.is_le())
             }
-            Expr::In(property, values) => {
-                *work += values.len() as u64;
-                values
-                    .iter()
-                    .any(|v| compare(subject, *property, v).is_some_and(|o| o.is_eq()))
-            }
+            Expr::In(property, values) => values
+                .iter()
+                .any(|v| compare(subject, *property, v).is_some_and(|o| o.is_eq())),
             Expr::Like(property, pattern) => subject
                 .text(*property)
-                .is_some_and(|text| like(text, pattern, work)),
+                .is_some_and(|text| like(text, pattern)),
             Expr::Spatial(op, shape) => {
-                *work += match shape {
-                    Shape::Points(points) => points.0.len(),
-                    Shape::Area(area) => area.0.iter().map(|p| p.exterior().0.len()).sum(),
-                    Shape::Rect(_) => 4,
-                } as u64;
                 let (lon, lat) = subject.point();
                 let point = Point::new(lon, lat);
                 let intersects = match shape {
@@ -1067,18 +1075,47 @@ mod tests {
         assert!(parse(&nots, Crs::Crs84).is_err());
     }
 
-    fn like_(text: &str, pattern: &str) -> bool {
-        like(text, pattern, &mut 0)
+    #[test]
+    fn required_values_are_read_from_the_top_level_only() {
+        let values =
+            |filter: &str, property| parse(filter, Crs::Crs84).unwrap().required_values(property);
+        assert_eq!(
+            values("commune = '63113'", Queryable::Commune),
+            Some(vec!["63113".into()])
+        );
+        assert_eq!(
+            values(
+                "typology IN ('mairie','poste') AND name LIKE '%a%'",
+                Queryable::Typology
+            ),
+            Some(vec!["mairie".into(), "poste".into()])
+        );
+        assert_eq!(
+            values(
+                "commune IN ('63113','63300') AND commune = '63300'",
+                Queryable::Commune
+            ),
+            Some(vec!["63300".into()])
+        );
+        // Anything that lets other values pass says nothing.
+        for filter in [
+            "commune = '63113' OR name = 'x'",
+            "NOT commune = '63113'",
+            "commune <> '63113'",
+        ] {
+            assert_eq!(values(filter, Queryable::Commune), None, "{filter}");
+        }
+        assert_eq!(values("commune = '63113'", Queryable::Typology), None);
     }
 
     #[test]
     fn like_wildcards() {
-        assert!(like_("abc", "a%"));
-        assert!(like_("abc", "%c"));
-        assert!(like_("abc", "a_c"));
-        assert!(!like_("abc", "a_"));
-        assert!(like_("", "%"));
-        assert!(like_("aaa", "%a%a%a%"));
-        assert!(!like_("aa", "%a%a%a%"));
+        assert!(like("abc", "a%"));
+        assert!(like("abc", "%c"));
+        assert!(like("abc", "a_c"));
+        assert!(!like("abc", "a_"));
+        assert!(like("", "%"));
+        assert!(like("aaa", "%a%a%a%"));
+        assert!(!like("aa", "%a%a%a%"));
     }
 }

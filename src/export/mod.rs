@@ -116,6 +116,39 @@ impl Selection {
         self
     }
 
+    /// This selection narrowed by what `filter` requires at its top level (communes,
+    /// départements, EPCI, typologies, themes), so that SQL reads only the rows that may pass.
+    pub fn narrowed_by(mut self, reference: &Reference, filter: &cql2::Expr) -> Self {
+        use cql2::Queryable;
+        if let Some(codes) = filter.required_values(Queryable::Commune) {
+            self = self.communes(reference, |c| {
+                codes.iter().any(|v| v == c.insee_code.as_str())
+            });
+        }
+        if let Some(codes) = filter.required_values(Queryable::Departement) {
+            self = self.communes(reference, |c| codes.contains(&c.departement_code));
+        }
+        if let Some(codes) = filter.required_values(Queryable::Epci) {
+            self = self.communes(reference, |c| {
+                c.epci_siren.as_ref().is_some_and(|s| codes.contains(s))
+            });
+        }
+        if let Some(codes) = filter.required_values(Queryable::Typology) {
+            self = self.typologies(codes);
+        }
+        if let Some(themes) = filter.required_values(Queryable::Theme) {
+            let codes = reference
+                .taxonomy
+                .typologies
+                .iter()
+                .filter(|t| themes.contains(&t.theme))
+                .map(|t| t.code.clone())
+                .collect();
+            self = self.typologies(codes);
+        }
+        self
+    }
+
     /// Whether a list is too long to bind in SQL (SQLite takes at most 32,766 values per
     /// statement): its rows are tested one by one instead.
     fn too_long(list: &Option<Vec<String>>) -> bool {
@@ -149,9 +182,8 @@ impl Selection {
             && !self.needs_row_test()
     }
 
-    /// Whether a row passes the tests SQL does not do (the CQL2 filter, the update interval);
-    /// the filter's work is added to `work`.
-    pub fn row_passes(&self, row: &Row<'_>, work: &mut u64) -> bool {
+    /// Whether a row passes the tests SQL does not do (the CQL2 filter, the update interval).
+    pub fn row_passes(&self, row: &Row<'_>) -> bool {
         if Self::too_long(&self.communes)
             && self.communes.as_ref().is_some_and(|communes| {
                 communes
@@ -183,7 +215,7 @@ impl Selection {
                 return false;
             }
         }
-        self.filter.as_ref().is_none_or(|f| f.evaluate(row, work))
+        self.filter.as_ref().is_none_or(|f| f.matches(row))
     }
 
     /// A stable text of the selection, to key caches on.

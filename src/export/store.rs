@@ -250,7 +250,10 @@ pub fn scan(
     let sql = format!("SELECT {COLUMNS} FROM services{where_}{order}");
     let statement = Statement::prepare(handle, &sql, &binds)?;
     let test = selection.needs_row_test();
-    let mut work = 0;
+    let deadline = selection
+        .filter
+        .is_some()
+        .then(|| std::time::Instant::now() + cql2::TIME_BUDGET);
     while statement.step()? {
         // SAFETY: on a row; the row's borrows end before the next step.
         let row = unsafe {
@@ -282,11 +285,10 @@ pub fn scan(
             }
         };
         if test {
-            let passes = selection.row_passes(&row, &mut work);
-            if work > cql2::WORK_BUDGET {
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
                 return Err(cql2::TooCostly.into());
             }
-            if !passes {
+            if !selection.row_passes(&row) {
                 continue;
             }
         }

@@ -886,7 +886,11 @@ fn parse_items(
                 )),
             },
             "filter" => cql2::parse(v, filter_crs)
-                .map(|expr| request.selection.filter = Some(Arc::new(expr)))
+                .map(|expr| {
+                    let selection = std::mem::take(&mut request.selection);
+                    request.selection = selection.narrowed_by(reference, &expr);
+                    request.selection.filter = Some(Arc::new(expr));
+                })
                 .map_err(|e| FieldError::new("filter", e.to_string())),
             _ => Ok(()),
         };
