@@ -411,3 +411,80 @@ async fn base_map_tiles_come_through_the_server_and_are_fetched_once() {
     );
     assert!(page.contains("data-attribution=\"© test\""));
 }
+
+/// Every GET route the OpenAPI document lists (every public endpoint is in it), walked with
+/// sample parameters, as JSON and as HTML where it has both: each answer is `nosniff`, and
+/// each HTML answer carries the pages' policy — framable by other sites only for the widget.
+#[tokio::test]
+async fn every_route_of_the_api_document_answers_with_the_security_headers() {
+    use utoipa::OpenApi;
+    let fixture = demo().await;
+    let entry = first_town_hall(&fixture).await;
+    let sample = |name: &str| -> String {
+        match name {
+            "id" | "feature" => entry.clone(),
+            "code" => "naissance".into(),
+            "territory" => "departement:63".into(),
+            "insee" => "63113".into(),
+            "collection" => "services".into(),
+            "file" => "services.csv".into(),
+            "z" | "x" | "y" => "0".into(),
+            "name" => "site.css".into(),
+            _ => "inconnu".into(),
+        }
+    };
+    let document = proximites::app::ApiDoc::openapi();
+    let mut html_pages = 0;
+    for (path, item) in &document.paths.paths {
+        if item.get.is_none() {
+            continue;
+        }
+        let mut uri = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            uri.push('/');
+            match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) => uri.push_str(&sample(name)),
+                None => uri.push_str(part),
+            }
+        }
+        if uri.is_empty() {
+            uri.push('/');
+        }
+        for variant in [uri.clone(), format!("{uri}?f=html")] {
+            let response = fixture
+                .router
+                .clone()
+                .oneshot(Request::get(&variant).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let headers = response.headers();
+            assert_eq!(
+                headers
+                    .get(header::X_CONTENT_TYPE_OPTIONS)
+                    .map(|v| v.to_str().unwrap()),
+                Some("nosniff"),
+                "{variant}"
+            );
+            let html = headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.to_str().unwrap().starts_with("text/html"));
+            if !html {
+                continue;
+            }
+            html_pages += 1;
+            let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(policy.contains("default-src 'none'"), "{variant}: {policy}");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{variant}");
+            if variant.starts_with("/embed") {
+                assert!(policy.contains("frame-ancestors *"), "{variant}: {policy}");
+            } else {
+                assert!(
+                    policy.contains("frame-ancestors 'self'"),
+                    "{variant}: {policy}"
+                );
+                assert_eq!(headers[header::X_FRAME_OPTIONS], "SAMEORIGIN", "{variant}");
+            }
+        }
+    }
+    assert!(html_pages >= 20, "only {html_pages} HTML answers walked");
+}
