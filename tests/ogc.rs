@@ -984,7 +984,7 @@ async fn selections_of_every_commune_are_not_bound_in_sql() {
             let lookup = store::lookup(handle, &reference)?;
             let counted = store::count(handle, &lookup, &selection)?;
             let mut listed = 0u64;
-            store::scan(handle, &lookup, &selection, None, false, |_| {
+            store::scan(handle, &lookup, &selection, store::Order::Storage, |_| {
                 listed += 1;
                 Ok(true)
             })?;
@@ -993,5 +993,166 @@ async fn selections_of_every_commune_are_not_bound_in_sql() {
         .await
         .unwrap();
         assert_eq!((counted, listed), (expected as u64, expected as u64));
+    }
+}
+
+/// Every page of a sorted collection, following `next` links: (features' ids, their values of
+/// `property`).
+async fn sorted_pages(base: &str, query: &str, property: &str) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let mut next = Some(format!("{base}/ogc/collections/services/items?{query}"));
+    while let Some(url) = next.take() {
+        let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        for feature in page["features"].as_array().unwrap() {
+            seen.push((
+                feature["id"].as_str().unwrap().to_owned(),
+                feature["properties"][property]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+        next = page["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "next")
+            .map(|l| l["href"].as_str().unwrap().to_owned());
+    }
+    seen
+}
+
+/// `sortby` (OGC API – Features part 8): each property, either way, paged to the end with
+/// exact, stable pages (every entry once, in order, ties broken by id); a write between two
+/// pages moves nothing already seen; wrong keys and a cursor of another sort are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sorted_pages_are_exact_to_the_end() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "AND insee_code LIKE '63%'").await as usize;
+    for (sortby, property, descending) in [
+        ("name", "name", false),
+        ("-name", "name", true),
+        ("typology", "typology", false),
+        ("-updated_at", "updated_at", true),
+        ("commune,-name", "commune", false),
+    ] {
+        let seen = sorted_pages(
+            &base,
+            &format!("departement=63&limit=97&sortby={sortby}"),
+            property,
+        )
+        .await;
+        assert_eq!(seen.len(), total, "{sortby}");
+        let ids: HashSet<&String> = seen.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), total, "{sortby}: an entry seen twice");
+        for pair in seen.windows(2) {
+            let (a, b) = (&pair[0].1, &pair[1].1);
+            if descending {
+                assert!(a >= b, "{sortby}: {a} before {b}");
+            } else {
+                assert!(a <= b, "{sortby}: {a} before {b}");
+            }
+        }
+    }
+    // A write between pages: the next page starts exactly after the last one seen.
+    let url = format!("{base}/ogc/collections/services/items?departement=63&limit=50&sortby=name");
+    let first: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let next = first["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "next")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last_name = first["features"][49]["properties"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlx::query("UPDATE services SET name = 'AAAA déplacée' WHERE id = (SELECT id FROM services WHERE insee_code LIKE '63%' AND status = 'published' ORDER BY name DESC LIMIT 1)")
+        .execute(&fixture.state.pool)
+        .await
+        .unwrap();
+    let second: Value = reqwest::get(&next).await.unwrap().json().await.unwrap();
+    let following = second["features"][0]["properties"]["name"]
+        .as_str()
+        .unwrap();
+    assert!(
+        following >= last_name.as_str(),
+        "{following} after {last_name}"
+    );
+    // Refusals name the parameter.
+    for (query, field) in [
+        ("sortby=description", "sortby"),
+        ("sortby=name,-name", "sortby"),
+        ("sortby=name&cursor=zz", "cursor"),
+    ] {
+        let (status, _, problem) =
+            get_json(&base, &format!("/ogc/collections/services/items?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert!(problem.to_string().contains(field), "{query}: {problem}");
+    }
+    // A cursor of pages by id is not one of sorted pages.
+    let by_id: Value = reqwest::get(format!("{base}/ogc/collections/services/items?limit=5"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_cursor = by_id["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "next")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .split("cursor=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = get_json(
+        &base,
+        &format!("/ogc/collections/services/items?sortby=name&cursor={id_cursor}"),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+/// OWSLib (PyPI), as a GIS script uses it, pages the collection sorted by name both ways to its
+/// end: every published entry once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owslib_pages_a_sorted_collection_to_its_end() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await as usize;
+    let python = tokio::task::spawn_blocking(|| {
+        common::pypi_environment("owslib", "OWSLib==0.35.0").join("bin/python")
+    })
+    .await
+    .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/owslib/page_sorted.py");
+    for order in ["asc", "desc"] {
+        let out = run(
+            python.to_str().unwrap(),
+            strings(&[script, &format!("{base}/ogc"), "name", order, "400"]),
+        )
+        .await;
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap().parse::<usize>().unwrap(),
+            total,
+            "{order}"
+        );
+        let rows: Vec<(&str, &str)> = lines.map(|l| l.split_once('\t').unwrap()).collect();
+        let ids: HashSet<&str> = rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), total, "{order}: an entry seen twice");
+        for pair in rows.windows(2) {
+            let (a, b) = (pair[0].1, pair[1].1);
+            assert!(
+                if order == "asc" { a <= b } else { a >= b },
+                "{order}: {a} then {b}"
+            );
+        }
     }
 }

@@ -17,26 +17,8 @@ const VERSION: &str = "4.32.5";
 
 /// The schemathesis command, installed when missing.
 fn schemathesis() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemathesis");
-    let program = target.join("bin/schemathesis");
-    let installed = Command::new(&program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(VERSION));
-    if !installed {
-        let venv = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&target)
-            .status()
-            .expect("python3 (Debian: python3-venv)");
-        assert!(venv.success(), "python3 -m venv failed");
-        let pip = Command::new(target.join("bin/pip"))
-            .args(["install", "--quiet", &format!("schemathesis=={VERSION}")])
-            .status()
-            .expect("pip");
-        assert!(pip.success(), "pip install schemathesis failed");
-    }
-    program
+    common::pypi_environment("schemathesis", &format!("schemathesis=={VERSION}"))
+        .join("bin/schemathesis")
 }
 
 /// Runs schemathesis on the document at `schema`; panics with its report when it finds a

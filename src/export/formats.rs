@@ -178,7 +178,7 @@ pub fn write_geojson(
     serde_json::to_writer(&mut buf, &about.json()["generated"])?;
     buf.extend_from_slice(b",\"features\":[\n");
     let mut count = 0u64;
-    store::scan(handle, lookup, selection, None, false, |row| {
+    store::scan(handle, lookup, selection, store::Order::Storage, |row| {
         if count > 0 {
             buf.extend_from_slice(b",\n");
         }
@@ -245,7 +245,7 @@ pub fn write_csv(
     csv.write_record(&header)?;
     let mut count = 0u64;
     let mut record: Vec<String> = Vec::with_capacity(header.len());
-    store::scan(handle, lookup, selection, None, false, |row| {
+    store::scan(handle, lookup, selection, store::Order::Storage, |row| {
         record.clear();
         let text = |v: Option<&str>| v.unwrap_or_default().to_owned();
         let lon = format!("{:.7}", row.lon);
@@ -488,7 +488,7 @@ pub fn write_gpkg(
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || write_gpkg_rows(received, about, crs, path));
         let mut batch = GpkgBatch::default();
-        let read = store::scan(handle, lookup, selection, None, false, |row| {
+        let read = store::scan(handle, lookup, selection, store::Order::Storage, |row| {
             let (x, y) = crs.project(row.lon, row.lat).map_err(anyhow::Error::msg)?;
             // Lambert-93 and UTM positions to the centimetre, as the other formats.
             let (x, y) = if crs.is_projected() {
@@ -946,7 +946,7 @@ pub fn write_fgb(
         });
     }
     let mut count = 0u64;
-    store::scan(handle, lookup, selection, None, false, |row| {
+    store::scan(handle, lookup, selection, store::Order::Storage, |row| {
         let (x, y) = crs.project(row.lon, row.lat).map_err(anyhow::Error::msg)?;
         let mut failed = None;
         fgb.add_feature_geom(XY(x, y), |feature| {

@@ -45,14 +45,129 @@ enum Bind {
     Real(f64),
 }
 
+/// A property items may be sorted by (OGC API – Features `sortby`), and its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortProperty {
+    Name,
+    Typology,
+    Commune,
+    UpdatedAt,
+}
+
+impl SortProperty {
+    pub const ALL: [SortProperty; 4] = [
+        SortProperty::Name,
+        SortProperty::Typology,
+        SortProperty::Commune,
+        SortProperty::UpdatedAt,
+    ];
+
+    /// The name clients use (the queryable's).
+    pub fn name(self) -> &'static str {
+        match self {
+            SortProperty::Name => "name",
+            SortProperty::Typology => "typology",
+            SortProperty::Commune => "commune",
+            SortProperty::UpdatedAt => "updated_at",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SortProperty::Name => "name",
+            SortProperty::Typology => "typology_code",
+            SortProperty::Commune => "insee_code",
+            SortProperty::UpdatedAt => "updated_at",
+        }
+    }
+
+    /// This property's value in `row`, as it is compared.
+    pub fn value<'r>(self, row: &Row<'r>) -> &'r str {
+        match self {
+            SortProperty::Name => row.name,
+            SortProperty::Typology => row.typology,
+            SortProperty::Commune => row.insee_code,
+            SortProperty::UpdatedAt => row.updated_at,
+        }
+    }
+}
+
+/// One key of a sort: a property, ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    pub property: SortProperty,
+    pub descending: bool,
+}
+
+/// The order rows are read in.
+#[derive(Debug, Clone, Copy)]
+pub enum Order<'a> {
+    /// As stored (a whole export, a count).
+    Storage,
+    /// By increasing id, after `after` (a page).
+    Id { after: Option<&'a str> },
+    /// By `keys`, then by id in the last key's direction, after the row whose values of the
+    /// keys and id are `after` (a sorted page: each page starts exactly where the last ended,
+    /// whatever was written between them).
+    Sorted {
+        keys: &'a [SortKey],
+        after: Option<&'a [String]>,
+    },
+}
+
+/// The ORDER BY clause of `order`, and the condition that starts after its cursor.
+fn ordering(order: Order<'_>, binds: &mut Vec<Bind>) -> (String, String) {
+    match order {
+        Order::Storage => (String::new(), String::new()),
+        Order::Id { after } => {
+            let condition = match after {
+                Some(after) => {
+                    binds.push(Bind::Text(after.to_owned()));
+                    " AND id > ?".to_owned()
+                }
+                None => String::new(),
+            };
+            (condition, " ORDER BY id".to_owned())
+        }
+        Order::Sorted { keys, after } => {
+            let descending = keys.last().is_some_and(|k| k.descending);
+            let columns: Vec<(&str, bool)> = keys
+                .iter()
+                .map(|k| (k.property.column(), k.descending))
+                .chain(std::iter::once(("id", descending)))
+                .collect();
+            let order_by = columns
+                .iter()
+                .map(|(c, d)| format!("{c} {}", if *d { "DESC" } else { "ASC" }))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // After (v1, …, vn): some key i beyond its value, every key before it equal.
+            let condition = match after {
+                Some(values) if values.len() == columns.len() => {
+                    let mut alternatives = Vec::new();
+                    for (i, (column, desc)) in columns.iter().enumerate() {
+                        let mut parts = Vec::new();
+                        for (j, (before, _)) in columns[..i].iter().enumerate() {
+                            parts.push(format!("{before} = ?"));
+                            binds.push(Bind::Text(values[j].clone()));
+                        }
+                        parts.push(format!("{column} {} ?", if *desc { "<" } else { ">" }));
+                        binds.push(Bind::Text(values[i].clone()));
+                        alternatives.push(format!("({})", parts.join(" AND ")));
+                    }
+                    format!(" AND ({})", alternatives.join(" OR "))
+                }
+                _ => String::new(),
+            };
+            (condition, format!(" ORDER BY {order_by}"))
+        }
+    }
+}
+
 /// The WHERE clause of a selection (without the row tests) and its values.
-fn conditions(selection: &Selection, after: Option<&str>) -> (String, Vec<Bind>) {
+fn conditions(selection: &Selection) -> (String, Vec<Bind>) {
     let mut sql = String::from(" WHERE status = 'published'");
     let mut binds = Vec::new();
-    if let Some(after) = after {
-        sql.push_str(" AND id > ?");
-        binds.push(Bind::Text(after.to_owned()));
-    }
     if let Some(id) = &selection.id {
         sql.push_str(" AND id = ?");
         binds.push(Bind::Text(id.clone()));
@@ -231,23 +346,17 @@ pub fn lookup(
     Ok(Lookup::new(reference, sources(handle)?))
 }
 
-/// Streams the entries of `selection` to `each`, by increasing id after `after` when `ordered`
-/// (a page), in storage order otherwise (a whole export); `each` returns false to stop.
+/// Streams the entries of `selection` to `each` in `order`; `each` returns false to stop.
 pub fn scan(
     handle: &mut LockedSqliteHandle<'_>,
     lookup: &Lookup,
     selection: &Selection,
-    after: Option<&str>,
-    ordered: bool,
+    order: Order<'_>,
     mut each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let (where_, binds) = conditions(selection, after);
-    let order = if ordered || after.is_some() {
-        " ORDER BY id"
-    } else {
-        ""
-    };
-    let sql = format!("SELECT {COLUMNS} FROM services{where_}{order}");
+    let (where_, mut binds) = conditions(selection);
+    let (after, order_by) = ordering(order, &mut binds);
+    let sql = format!("SELECT {COLUMNS} FROM services{where_}{after}{order_by}");
     let statement = Statement::prepare(handle, &sql, &binds)?;
     let test = selection.needs_row_test();
     let deadline = selection
@@ -307,13 +416,13 @@ pub fn count(
 ) -> anyhow::Result<u64> {
     if selection.needs_row_test() {
         let mut n = 0;
-        scan(handle, lookup, selection, None, false, |_| {
+        scan(handle, lookup, selection, Order::Storage, |_| {
             n += 1;
             Ok(true)
         })?;
         return Ok(n);
     }
-    let (where_, binds) = conditions(selection, None);
+    let (where_, binds) = conditions(selection);
     let statement = Statement::prepare(
         handle,
         &format!("SELECT COUNT(*) FROM services{where_}"),

@@ -87,6 +87,21 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
         ),
     );
     parameters.insert(
+        "sortby".into(),
+        query(
+            "sortby",
+            "Tri (OGC API – Features, partie 8) : name, typology, commune, updated_at, séparés par \
+             des virgules, préfixe - pour l'ordre décroissant ; la pagination reste exacte",
+            json!({
+                "type": "array",
+                "items": {
+                    "type": "string",
+                    "pattern": "^[+-]?(name|typology|commune|updated_at)$"
+                }
+            }),
+        ),
+    );
+    parameters.insert(
         "typology".into(),
         query(
             "typology",
@@ -157,6 +172,7 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
         "crs",
         "datetime",
         "cursor",
+        "sortby",
         "typology",
         "commune",
         "departement",

@@ -596,10 +596,11 @@ pub fn queryables_json(reference: &Reference, base: &str, collection: &Collectio
 }
 
 /// The parameters `items` understands.
-pub const ITEMS_PARAMETERS: [&str; 14] = [
+pub const ITEMS_PARAMETERS: [&str; 15] = [
     "f",
     "limit",
     "cursor",
+    "sortby",
     "bbox",
     "bbox-crs",
     "crs",
@@ -613,11 +614,74 @@ pub const ITEMS_PARAMETERS: [&str; 14] = [
     "filter-crs",
 ];
 
+/// Where a page starts.
+#[derive(Debug, Clone, PartialEq)]
+enum After {
+    Start,
+    /// After this id (pages by id).
+    Id(String),
+    /// After the row with these values of the sort keys, then its id.
+    Values(Vec<String>),
+}
+
+impl After {
+    /// A `cursor` as the `next` links write it: an id, or (sorted pages) the hex of a JSON
+    /// array of the last row's values of the `keys` sort keys and its id.
+    fn parse(cursor: &str, keys: usize) -> Option<After> {
+        if keys == 0 {
+            return ServiceId::parse(cursor).map(|id| After::Id(id.as_str().to_owned()));
+        }
+        hex::decode(cursor)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
+            .filter(|values| values.len() == keys + 1)
+            .map(After::Values)
+    }
+
+    fn encode(values: &[&str]) -> String {
+        hex::encode(serde_json::to_vec(values).unwrap_or_default())
+    }
+}
+
+/// `sortby`: comma-separated properties, each with `-` for descending (`+` or nothing for
+/// ascending), each named once.
+fn parse_sortby(value: &str) -> Result<Vec<store::SortKey>, String> {
+    let mut keys: Vec<store::SortKey> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (descending, name) = match part.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, part.trim_start_matches('+')),
+        };
+        let property = store::SortProperty::ALL
+            .into_iter()
+            .find(|p| p.name() == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "« {name} » : tri possible par {} (préfixe - pour l'ordre décroissant)",
+                    store::SortProperty::ALL.map(|p| p.name()).join(", ")
+                )
+            })?;
+        if keys.iter().any(|k| k.property == property) {
+            return Err(format!("« {name} » est nommé deux fois"));
+        }
+        keys.push(store::SortKey {
+            property,
+            descending,
+        });
+    }
+    Ok(keys)
+}
+
 /// What a page of items asks.
 struct ItemsRequest {
     selection: Selection,
     limit: usize,
+    /// The `cursor` as sent (checked), for the page's own links.
     cursor: Option<String>,
+    /// Where the page starts: after this id, or after these values of the sort keys and id.
+    after: After,
+    /// `sortby`: empty for the order of ids.
+    sort: Vec<store::SortKey>,
     crs: Crs,
     output: Output,
 }
@@ -749,6 +813,8 @@ fn parse_items(
         selection: Selection::default(),
         limit: DEFAULT_LIMIT,
         cursor: None,
+        after: After::Start,
+        sort: Vec::new(),
         crs: Crs::Crs84,
         output: Output::Json,
     };
@@ -798,14 +864,14 @@ fn parse_items(
                     format!("« {v} » : un entier ≥ 1 attendu (au plus {MAX_LIMIT})"),
                 )),
             },
-            "cursor" => ServiceId::parse(v)
-                .map(|id| request.cursor = Some(id.as_str().to_owned()))
-                .ok_or_else(|| {
-                    FieldError::new(
-                        "cursor",
-                        "curseur invalide : reprenez le lien « next » tel quel",
-                    )
-                }),
+            // Read once `sortby` is known, below.
+            "cursor" => {
+                request.cursor = Some(v.clone());
+                Ok(())
+            }
+            "sortby" => parse_sortby(v)
+                .map(|keys| request.sort = keys)
+                .map_err(|m| FieldError::new("sortby", m)),
             "bbox" => parse_bbox(v, bbox_crs)
                 .map(|b| {
                     request.selection.bbox = b.bbox;
@@ -898,6 +964,15 @@ fn parse_items(
             errors.push(e);
         }
     }
+    if let Some(cursor) = &request.cursor {
+        match After::parse(cursor, request.sort.len()) {
+            Some(after) => request.after = after,
+            None => errors.push(FieldError::new(
+                "cursor",
+                "curseur invalide : reprenez le lien « next » tel quel (avec le même sortby)",
+            )),
+        }
+    }
     if !typologies.is_empty() {
         match with_typologies(
             std::mem::take(&mut request.selection),
@@ -964,7 +1039,8 @@ async fn read_page(
     let cached = state.layers.cached_count(&counted_at, &key);
     let reference = state.reference.clone();
     let selection = request.selection.clone();
-    let (limit, crs, cursor) = (request.limit, request.crs, request.cursor.clone());
+    let (limit, crs) = (request.limit, request.crs);
+    let (after, sort) = (request.after.clone(), request.sort.clone());
     let known_lookup = state.layers.cached_lookup(version);
     let page = store::with_connection(&state.pool, move |handle| {
         let lookup = match known_lookup {
@@ -979,26 +1055,37 @@ async fn read_page(
         let mut returned = 0;
         let mut last: Option<String> = None;
         let mut more = false;
-        store::scan(
-            handle,
-            &lookup,
-            &selection,
-            cursor.as_deref(),
-            true,
-            |row| {
-                if returned == limit {
-                    more = true;
-                    return Ok(false);
-                }
-                if returned > 0 {
-                    features.push(b',');
-                }
-                feature_json(&mut features, row, crs)?;
-                returned += 1;
-                last = Some(row.id.to_owned());
-                Ok(true)
+        let order = match &after {
+            After::Values(values) => store::Order::Sorted {
+                keys: &sort,
+                after: Some(values),
             },
-        )?;
+            _ if !sort.is_empty() => store::Order::Sorted {
+                keys: &sort,
+                after: None,
+            },
+            After::Id(id) => store::Order::Id { after: Some(id) },
+            After::Start => store::Order::Id { after: None },
+        };
+        store::scan(handle, &lookup, &selection, order, |row| {
+            if returned == limit {
+                more = true;
+                return Ok(false);
+            }
+            if returned > 0 {
+                features.push(b',');
+            }
+            feature_json(&mut features, row, crs)?;
+            returned += 1;
+            last = Some(if sort.is_empty() {
+                row.id.to_owned()
+            } else {
+                let mut values: Vec<&str> = sort.iter().map(|k| k.property.value(row)).collect();
+                values.push(row.id);
+                After::encode(&values)
+            });
+            Ok(true)
+        })?;
         Ok(Page {
             features,
             returned,
@@ -1024,6 +1111,7 @@ async fn read_page(
         ("collection" = String, Path, description = "services ou un code de thème"),
         ("limit" = Option<usize>, Query, description = "Taille de page (1 à 10 000, 1 000 par défaut)"),
         ("cursor" = Option<String>, Query, description = "Reprise après une fiche : suivre le lien next"),
+        ("sortby" = Option<String>, Query, description = "Tri : name, typology, commune, updated_at, séparés par des virgules, préfixe - pour décroissant"),
         ("bbox" = Option<String>, Query, description = "ouest,sud,est,nord (dans bbox-crs)"),
         ("bbox-crs" = Option<String>, Query, description = "CRS de bbox"),
         ("crs" = Option<String>, Query, description = "CRS de la réponse (CRS84 par défaut)"),
@@ -1174,7 +1262,7 @@ pub(crate) async fn feature(
     let body = store::with_connection(&state.pool, move |handle| {
         let lookup = store::lookup(handle, &reference)?;
         let mut body = None;
-        store::scan(handle, &lookup, &selection, None, false, |row| {
+        store::scan(handle, &lookup, &selection, store::Order::Storage, |row| {
             let mut out = Vec::new();
             feature_json(&mut out, row, crs)?;
             body = Some(out);

@@ -97,3 +97,28 @@ pub async fn import_generated(
         &report.errors[..report.errors.len().min(3)]
     );
 }
+
+/// A Python virtual environment under `target/NAME` with `requirement` installed from PyPI
+/// (once: a marker file remembers it); returns the environment's directory.
+pub fn pypi_environment(name: &str, requirement: &str) -> std::path::PathBuf {
+    use std::process::Command;
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let marker = target.join(format!(".installed-{requirement}"));
+    if !marker.exists() {
+        let venv = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&target)
+            .status()
+            .expect("python3 (Debian: python3-venv)");
+        assert!(venv.success(), "python3 -m venv failed");
+        let pip = Command::new(target.join("bin/pip"))
+            .args(["install", "--quiet", requirement])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install {requirement} failed");
+        std::fs::write(&marker, "").unwrap();
+    }
+    target
+}
