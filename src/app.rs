@@ -99,6 +99,7 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         crate::coverage::page::choose,
         crate::coverage::page::territory_page,
         crate::export::routes::download,
+        crate::export::catalogue::catalogue,
         crate::ogc::routes::landing,
         crate::ogc::routes::conformance,
         crate::ogc::routes::api,

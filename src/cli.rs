@@ -321,8 +321,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXIMITES_TRUSTED_PROXY")]
     pub trusted_proxy: Vec<String>,
 
-    /// Heavy requests (exports of a selection, filtered OGC pages, cover previews) served at
-    /// once; more get 503 and `Retry-After`.
+    /// Heavy requests (exports of a selection, filtered or sorted OGC pages, cover previews)
+    /// served at once; more get 503 and `Retry-After`.
     #[arg(long, env = "PROXIMITES_HEAVY_CONCURRENCY", default_value_t = crate::admission::DEFAULT_HEAVY_CONCURRENCY)]
     pub heavy_concurrency: usize,
 

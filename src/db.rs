@@ -149,6 +149,17 @@ where
     Ok(head.unwrap_or(0))
 }
 
+/// When the entries last changed (RFC 3339, UTC): the change log's last row, or the latest
+/// update of an entry once the log was pruned; `None` for an empty directory.
+pub async fn last_change(pool: &Pool) -> Result<Option<String>> {
+    let (at,): (Option<chrono::DateTime<chrono::Utc>>,) = sqlx::query_as(
+        "SELECT COALESCE((SELECT MAX(at) FROM change_log), (SELECT MAX(updated_at) FROM services))",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+}
+
 /// The data version as the caches key on it: the change log's head, as text.
 pub async fn data_version<'e, E>(executor: E) -> Result<Option<String>>
 where

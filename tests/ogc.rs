@@ -1156,3 +1156,50 @@ async fn owslib_pages_a_sorted_collection_to_its_end() {
         }
     }
 }
+
+/// The DCAT catalogue, read as JSON-LD by pyld (PyPI) with DCAT-AP's mandatory properties
+/// checked on the expanded terms; every distribution it lists downloads, every service answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dcat_catalogue_lists_every_download_and_api() {
+    let (_fixture, base) = served().await;
+    let answer = reqwest::get(format!("{base}/catalogue")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/ld+json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("catalogue.jsonld");
+    std::fs::write(&file, answer.bytes().await.unwrap()).unwrap();
+    let python = tokio::task::spawn_blocking(|| {
+        common::pypi_environment("pyld", "PyLD==2.0.4").join("bin/python")
+    })
+    .await
+    .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dcat/check_catalogue.py");
+    let out = run(
+        python.to_str().unwrap(),
+        strings(&[script, file.to_str().unwrap()]),
+    )
+    .await;
+    let lines: Vec<(&str, &str)> = out.lines().map(|l| l.split_once('\t').unwrap()).collect();
+    assert_eq!(
+        lines.iter().filter(|(k, _)| *k == "distribution").count(),
+        5,
+        "{out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|(k, _)| *k == "service").count(),
+        2,
+        "{out}"
+    );
+    for (_, url) in lines {
+        assert!(url.starts_with(&base), "{url}");
+        let status = reqwest::get(url).await.unwrap().status();
+        assert_eq!(status, 200, "{url}");
+    }
+    let page = reqwest::get(format!("{base}/donnees-sig"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("href=\"/catalogue\""));
+}

@@ -2,6 +2,7 @@
 //! they are read from the database, the coordinate systems, CQL2 filters, and the download
 //! formats (GeoJSON, GeoPackage, FlatGeobuf, CSV) with their licence and sources.
 
+pub mod catalogue;
 pub mod cql2;
 pub mod crs;
 pub mod formats;

@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             state,
             crate::admission::heavy,
         ))
+        .route("/catalogue", get(super::catalogue::catalogue))
 }
 
 /// Query pairs of a request, in order.

@@ -202,6 +202,9 @@ pub(crate) async fn gis_page(
                 "au standard OGC API – Features, en WGS84 ou en Lambert-93 (EPSG:2154) et dans les systèmes des outre-mer. "
                 "Données sous " a href=(licence.url) { (licence.name) } "."
             }
+            p {
+                "Le " a href="/catalogue" { "catalogue DCAT" } " (JSON-LD) de l'instance liste ces données et ces API pour les moissonneurs comme data.gouv.fr."
+            }
             h2 { "Adresse du service" }
             p { "À coller dans votre logiciel :" }
             pre { code { (endpoint) } }
