@@ -1203,3 +1203,51 @@ async fn the_dcat_catalogue_lists_every_download_and_api() {
         .unwrap();
     assert!(page.contains("href=\"/catalogue\""));
 }
+
+/// The directory as data·inclusion structures, every record accepted by the schema's own
+/// pydantic models (`data-inclusion-schema` from PyPI); entries left out are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_inclusion_structures_pass_the_schemas_own_models() {
+    let (fixture, base) = served().await;
+    let total = published(&fixture, "").await;
+    let answer = reqwest::get(format!(
+        "{base}/api/v1/export/data-inclusion/structures.json"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let header = |name: &str| -> u64 { answer.headers()[name].to_str().unwrap().parse().unwrap() };
+    let (written, left_out) = (header("x-written"), header("x-left-out"));
+    assert_eq!(written + left_out, total);
+    assert!(written > 1_000, "{written}");
+    let body = answer.bytes().await.unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(records.len() as u64, written);
+    for record in &records {
+        let id = record["id"].as_str().unwrap();
+        let own = id.strip_prefix("proximites--").unwrap();
+        assert_eq!(
+            record["lien_source"].as_str().unwrap(),
+            format!("{base}/services/{own}")
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("structures.json");
+    std::fs::write(&file, &body).unwrap();
+    let python = tokio::task::spawn_blocking(|| {
+        common::pypi_environment("data-inclusion", "data-inclusion-schema==1.0.10")
+            .join("bin/python")
+    })
+    .await
+    .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data_inclusion/validate_structures.py"
+    );
+    let out = run(
+        python.to_str().unwrap(),
+        strings(&[script, file.to_str().unwrap()]),
+    )
+    .await;
+    assert_eq!(out.trim().parse::<u64>().unwrap(), written, "{out}");
+}

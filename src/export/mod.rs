@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod cql2;
 pub mod crs;
+pub mod data_inclusion;
 pub mod formats;
 pub mod routes;
 pub mod store;

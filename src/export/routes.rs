@@ -24,6 +24,10 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/v1/export/{file}", get(download))
+        .route(
+            "/api/v1/export/data-inclusion/structures.json",
+            get(super::data_inclusion::structures),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::admission::heavy,
