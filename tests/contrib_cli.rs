@@ -255,22 +255,8 @@ async fn the_admin_commands_print_what_scripts_read_and_the_server_honours_them(
     );
 
     // The operator signs in over HTTP and sees every organisation's entries.
-    let page = client
-        .get(server.url("/espace/connexion"))
-        .send()
-        .await
-        .unwrap();
-    let login_cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let form = page.text().await.unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = form.find(marker).unwrap() + marker.len();
-    let csrf = &form[start..start + form[start..].find('"').unwrap()];
+    let (csrf, login_cookie) = common::binary::login_form(&client, &server).await;
+    let csrf = csrf.as_str();
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -216,29 +216,6 @@ async fn links_never_echo_a_forged_host() {
     assert!(!body.contains("evil.example"));
 }
 
-/// The login form's token and the cookie it is bound to, from the page.
-async fn login_token(client: &reqwest::Client, server: &Server) -> (String, String) {
-    let page = client
-        .get(server.url("/espace/connexion"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let form = page.text().await.unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = form.find(marker).unwrap() + marker.len();
-    (
-        form[start..start + form[start..].find('"').unwrap()].to_owned(),
-        cookie,
-    )
-}
-
 /// Behind a reverse proxy every client used to share the proxy's address: five failures by
 /// anyone locked every contributor out. With `--trusted-proxy`, failures count per forwarded
 /// address and per account, with separate thresholds; a forwarded address from an untrusted
@@ -313,7 +290,7 @@ async fn attempt(
     email: &str,
     password: &str,
 ) -> u16 {
-    let (token, cookie) = login_token(client, server).await;
+    let (token, cookie) = common::binary::login_form(client, server).await;
     client
         .post(server.url("/espace/connexion"))
         .header("cookie", cookie)

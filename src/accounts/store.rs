@@ -388,32 +388,40 @@ pub struct Invitation {
     pub organisation_id: String,
 }
 
-pub async fn pending_invitation(pool: &Pool, secret: &str) -> Result<Option<Invitation>> {
+pub async fn pending_invitation<'e, E>(executor: E, secret: &str) -> Result<Option<Invitation>>
+where
+    E: sqlx::Executor<'e, Database = crate::db::Db>,
+{
     Ok(sqlx::query_as(
         "SELECT email, role, organisation_id FROM invitations
          WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
     )
     .bind(digest(secret))
     .bind(Utc::now())
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?)
 }
 
-/// Accepts the invitation `secret` with the chosen password: the account is created (or its
-/// role and organisation set), in one transaction. Returns the user's id.
+/// Marks the invitation `secret` used.
+async fn mark_accepted(conn: &mut sqlx::SqliteConnection, secret: &str) -> Result<()> {
+    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
+        .bind(Utc::now())
+        .bind(digest(secret))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Accepts the invitation `secret` with the chosen password: a new account is created, in one
+/// transaction (an address that has an account is refused: its holder confirms signed in,
+/// [`join_by_invitation`]). Returns the user's id.
 pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Result<String> {
     super::check_password(password).map_err(|m| Error::invalid("password", m))?;
     let hash = super::hash_password(password)?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let invitation: Option<Invitation> = sqlx::query_as(
-        "SELECT email, role, organisation_id FROM invitations
-         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
-    )
-    .bind(digest(secret))
-    .bind(Utc::now())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let invitation = invitation.ok_or_else(invitation_invalid)?;
+    let invitation = pending_invitation(&mut *tx, secret)
+        .await?
+        .ok_or_else(invitation_invalid)?;
     // The link proves access to a mailbox, not the consent of an account's holder: an existing
     // account is never moved, nor its password replaced, from here.
     if account_id(&mut tx, &invitation.email).await?.is_some() {
@@ -432,11 +440,7 @@ pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Res
     .bind(Utc::now())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
-        .bind(Utc::now())
-        .bind(digest(secret))
-        .execute(&mut *tx)
-        .await?;
+    mark_accepted(&mut tx, secret).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -480,15 +484,9 @@ pub async fn has_account(pool: &Pool, email: &str) -> Result<bool> {
 /// operator's account never changes.
 pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let invitation: Option<Invitation> = sqlx::query_as(
-        "SELECT email, role, organisation_id FROM invitations
-         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
-    )
-    .bind(digest(secret))
-    .bind(Utc::now())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let invitation = invitation.ok_or_else(invitation_invalid)?;
+    let invitation = pending_invitation(&mut *tx, secret)
+        .await?
+        .ok_or_else(invitation_invalid)?;
     let user: Option<(String, String)> =
         sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
             .bind(user_id)
@@ -521,11 +519,7 @@ pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Res
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
-        .bind(Utc::now())
-        .bind(digest(secret))
-        .execute(&mut *tx)
-        .await?;
+    mark_accepted(&mut tx, secret).await?;
     tx.commit().await?;
     Ok(())
 }

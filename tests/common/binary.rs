@@ -223,3 +223,26 @@ pub async fn browser_script(server: &Server, script: &str, args: &[String]) {
         server.log()
     );
 }
+
+/// The login form's token and the cookie it is bound to, from the page.
+pub async fn login_form(client: &reqwest::Client, server: &Server) -> (String, String) {
+    let page = client
+        .get(server.url("/espace/connexion"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let form = page.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).unwrap() + marker.len();
+    (
+        form[start..start + form[start..].find('"').unwrap()].to_owned(),
+        cookie,
+    )
+}
