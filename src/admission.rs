@@ -516,7 +516,7 @@ pub async fn same_origin_forms(
 /// Middleware of routes that are heavy only with some parameters (an OGC page with a CQL2
 /// `filter`, or sorted by `sortby`: both may read the whole selection): the others pass
 /// untouched.
-pub async fn heavy_when_filtered(state: State<AppState>, request: Request, next: Next) -> Response {
+pub async fn heavy_when_scanning(state: State<AppState>, request: Request, next: Next) -> Response {
     let filtered = request.uri().query().is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .any(|(k, v)| (k == "filter" || k == "sortby") && !v.is_empty())

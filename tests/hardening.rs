@@ -21,10 +21,15 @@ async fn database_with(extra: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, db)
 }
 
+/// The address a server listens on.
+fn socket_address(server: &Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
 /// Opens a connection that asks for `path`, reads the answer's head and then nothing more, with
 /// a small receive buffer so that the server's writes block early.
 async fn slow_reader(server: &Server, path: &str) -> tokio::net::TcpStream {
-    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let address = socket_address(server);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(address).await.unwrap();
@@ -635,7 +640,7 @@ async fn unfinished_requests_and_connection_floods_are_cut() {
         &["--head-timeout", "2", "--connections-per-peer", "8"],
     )
     .await;
-    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let address = socket_address(&server);
     let ends_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
         let mut rest = Vec::new();
         tokio::time::timeout(limit, stream.read_to_end(&mut rest))

@@ -996,6 +996,16 @@ async fn selections_of_every_commune_are_not_bound_in_sql() {
     }
 }
 
+/// The `next` link of an items page, if any.
+fn next_link(page: &Value) -> Option<String> {
+    page["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["rel"] == "next")
+        .and_then(|l| l["href"].as_str())
+        .map(str::to_owned)
+}
+
 /// Every page of a sorted collection, following `next` links: (features' ids, their values of
 /// `property`).
 async fn sorted_pages(base: &str, query: &str, property: &str) -> Vec<(String, String)> {
@@ -1012,12 +1022,7 @@ async fn sorted_pages(base: &str, query: &str, property: &str) -> Vec<(String, S
                     .to_owned(),
             ));
         }
-        next = page["links"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["rel"] == "next")
-            .map(|l| l["href"].as_str().unwrap().to_owned());
+        next = next_link(&page);
     }
     seen
 }
@@ -1057,15 +1062,7 @@ async fn sorted_pages_are_exact_to_the_end() {
     // A write between pages: the next page starts exactly after the last one seen.
     let url = format!("{base}/ogc/collections/services/items?departement=63&limit=50&sortby=name");
     let first: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-    let next = first["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["rel"] == "next")
-        .unwrap()["href"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let next = next_link(&first).unwrap();
     let last_name = first["features"][49]["properties"]["name"]
         .as_str()
         .unwrap()
@@ -1100,13 +1097,7 @@ async fn sorted_pages_are_exact_to_the_end() {
         .json()
         .await
         .unwrap();
-    let id_cursor = by_id["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["rel"] == "next")
-        .unwrap()["href"]
-        .as_str()
+    let id_cursor = next_link(&by_id)
         .unwrap()
         .split("cursor=")
         .nth(1)

@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/ogc/collections/{collection}/items",
             get(items).route_layer(axum::middleware::from_fn_with_state(
                 state,
-                crate::admission::heavy_when_filtered,
+                crate::admission::heavy_when_scanning,
             )),
         )
         .route(
