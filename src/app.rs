@@ -100,7 +100,7 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         crate::coverage::page::territory_page,
         crate::export::routes::download,
         crate::export::catalogue::catalogue,
-        crate::export::data_inclusion::structures,
+        crate::export::data_inclusion::download,
         crate::ogc::routes::landing,
         crate::ogc::routes::conformance,
         crate::ogc::routes::api,

@@ -381,6 +381,9 @@ pub enum ExportFormat {
     Fgb,
     Csv,
     Scdl,
+    /// data·inclusion schema 1.x: `structures.json`, `services.json`, `structures.csv` and
+    /// `services.csv` written into the `--output` directory.
+    DataInclusion,
 }
 
 #[derive(Debug, Args)]
@@ -400,9 +403,13 @@ pub struct ExportArgs {
     /// default (GeoJSON is WGS84 only).
     #[arg(long)]
     pub crs: Option<String>,
-    /// The file to write (replaced only once complete).
+    /// The file to write (replaced only once complete); for data-inclusion, the directory.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// The public address of the online directory, which data·inclusion's `lien_source` links
+    /// lead to.
+    #[arg(long, env = "PROXIMITES_PUBLIC_URL", default_value = crate::app::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
     #[command(flatten)]
     pub licence: LicenceArgs,
 }

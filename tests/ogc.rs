@@ -1173,7 +1173,7 @@ async fn the_dcat_catalogue_lists_every_download_and_api() {
     let lines: Vec<(&str, &str)> = out.lines().map(|l| l.split_once('\t').unwrap()).collect();
     assert_eq!(
         lines.iter().filter(|(k, _)| *k == "distribution").count(),
-        5,
+        9,
         "{out}"
     );
     assert_eq!(
@@ -1195,36 +1195,9 @@ async fn the_dcat_catalogue_lists_every_download_and_api() {
     assert!(page.contains("href=\"/catalogue\""));
 }
 
-/// The directory as data·inclusion structures, every record accepted by the schema's own
-/// pydantic models (`data-inclusion-schema` from PyPI); entries left out are counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn data_inclusion_structures_pass_the_schemas_own_models() {
-    let (fixture, base) = served().await;
-    let total = published(&fixture, "").await;
-    let answer = reqwest::get(format!(
-        "{base}/api/v1/export/data-inclusion/structures.json"
-    ))
-    .await
-    .unwrap();
-    assert_eq!(answer.status(), 200);
-    let header = |name: &str| -> u64 { answer.headers()[name].to_str().unwrap().parse().unwrap() };
-    let (written, left_out) = (header("x-written"), header("x-left-out"));
-    assert_eq!(written + left_out, total);
-    assert!(written > 1_000, "{written}");
-    let body = answer.bytes().await.unwrap();
-    let records: Vec<Value> = serde_json::from_slice(&body).unwrap();
-    assert_eq!(records.len() as u64, written);
-    for record in &records {
-        let id = record["id"].as_str().unwrap();
-        let own = id.strip_prefix("proximites--").unwrap();
-        assert_eq!(
-            record["lien_source"].as_str().unwrap(),
-            format!("{base}/services/{own}")
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("structures.json");
-    std::fs::write(&file, &body).unwrap();
+/// The python of the PyPI package `data-inclusion-schema` (installed on first use), and the
+/// script that reads files with its models.
+async fn data_inclusion_reader() -> (String, &'static str) {
     let python = tokio::task::spawn_blocking(|| {
         common::pypi_environment("data-inclusion", "data-inclusion-schema==1.0.10")
             .join("bin/python")
@@ -1233,12 +1206,217 @@ async fn data_inclusion_structures_pass_the_schemas_own_models() {
     .unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data_inclusion/validate_structures.py"
+        "/tests/data_inclusion/validate.py"
     );
-    let out = run(
-        python.to_str().unwrap(),
-        strings(&[script, file.to_str().unwrap()]),
+    (python.to_str().unwrap().to_owned(), script)
+}
+
+/// The directory as data·inclusion structures and services, in JSON and CSV: every record
+/// accepted by the schema's own pydantic models (`data-inclusion-schema` from PyPI), every
+/// service attached to a structure written, entries left out counted; the crosswalk's
+/// référentiels are the package's own; a selection narrows both tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_inclusion_files_pass_the_schemas_own_models() {
+    let (dir, pool, reference) = common::database(true).await;
+    // Beside the demo's town halls, entries of every typology.
+    common::import_generated(&pool, &reference, &["03", "63"], 2_000, 18).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = fixture.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let total = published(&fixture, "").await;
+    let (python, script) = data_inclusion_reader().await;
+    let crosswalk = concat!(env!("CARGO_MANIFEST_DIR"), "/taxonomy/data-inclusion.toml");
+    let out = run(&python, strings(&[script, "referentiels", crosswalk])).await;
+    assert_eq!(out.trim(), "ok");
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut structure_ids = std::collections::HashSet::new();
+    for file in [
+        "structures.json",
+        "services.json",
+        "structures.csv",
+        "services.csv",
+    ] {
+        // Twice: built, then served from the whole-directory cache with the same counts.
+        let mut bodies = Vec::new();
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let answer = client
+                .get(format!("{base}/api/v1/export/data-inclusion/{file}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "{file}");
+            let header =
+                |name: &str| -> u64 { answer.headers()[name].to_str().unwrap().parse().unwrap() };
+            counts.push((header("x-written"), header("x-left-out")));
+            bodies.push(answer.bytes().await.unwrap());
+        }
+        assert_eq!(counts[0], counts[1], "{file}");
+        assert_eq!(bodies[0], bodies[1], "{file}");
+        let (written, left_out) = counts[0];
+        let body = &bodies[0];
+        let table = file.split('.').next().unwrap();
+        if table == "structures" {
+            assert_eq!(written + left_out, total, "{file}");
+            assert!(written > 1_000, "{file}: {written}");
+        } else {
+            assert!(written > 100, "{file}: {written}");
+            assert!(written + left_out < total, "{file}");
+        }
+        let path = dir.path().join(file);
+        std::fs::write(&path, body).unwrap();
+        let out = run(&python, strings(&[script, table, path.to_str().unwrap()])).await;
+        assert_eq!(out.trim().parse::<u64>().unwrap(), written, "{file}: {out}");
+        if file == "structures.json" {
+            let records: Vec<Value> = serde_json::from_slice(body).unwrap();
+            for record in &records {
+                let id = record["id"].as_str().unwrap();
+                let own = id.strip_prefix("proximites--").unwrap();
+                assert_eq!(
+                    record["lien_source"].as_str().unwrap(),
+                    format!("{base}/services/{own}")
+                );
+                structure_ids.insert(id.to_owned());
+            }
+            assert!(records
+                .iter()
+                .any(|r| r["reseaux_porteurs"] == serde_json::json!(["communes"])));
+        }
+        if file == "services.json" {
+            let records: Vec<Value> = serde_json::from_slice(body).unwrap();
+            for record in &records {
+                let structure = record["structure_id"].as_str().unwrap();
+                assert!(structure_ids.contains(structure), "{structure}");
+                assert!(!record["thematiques"].as_array().unwrap().is_empty());
+            }
+            // A town hall's service is open to its commune's people.
+            let town_hall = records
+                .iter()
+                .find(|r| {
+                    r["thematiques"][0]
+                        == "difficultes-administratives-ou-juridiques--accompagnement-aux-demarches-administratives"
+                        && r["zone_eligibilite"].is_array()
+                })
+                .expect("a town hall");
+            assert_eq!(town_hall["zone_eligibilite"][0], town_hall["code_insee"]);
+        }
+    }
+
+    // A selection narrows the tables, and a wrong parameter is named. The services of a
+    // typology open to a département's people name its département.
+    let (typology,): (String,) = sqlx::query_as(
+        "SELECT typology_code FROM services WHERE status = 'published'
+           AND typology_code IN ('caf', 'cpam', 'mdph', 'adil', 'cidf', 'conseil-general')
+         GROUP BY 1 ORDER BY COUNT(*) DESC LIMIT 1",
     )
-    .await;
-    assert_eq!(out.trim().parse::<u64>().unwrap(), written, "{out}");
+    .fetch_one(&fixture.state.pool)
+    .await
+    .unwrap();
+    let answer = client
+        .get(format!(
+            "{base}/api/v1/export/data-inclusion/services.json?typology={typology}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let records: Vec<Value> = answer.json().await.unwrap();
+    let of_typology = published(&fixture, &format!("AND typology_code = '{typology}'")).await;
+    assert_eq!(records.len() as u64, of_typology);
+    assert!(of_typology > 0);
+    assert!(records.iter().all(|r| {
+        let zone = r["zone_eligibilite"][0].as_str().unwrap();
+        zone.len() == 2 && r["code_insee"].as_str().unwrap().starts_with(zone)
+    }));
+    let answer = client
+        .get(format!(
+            "{base}/api/v1/export/data-inclusion/services.json?crs=EPSG:2154"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let problem: Value = answer.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "crs");
+    let answer = client
+        .get(format!("{base}/api/v1/export/data-inclusion/services.xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+}
+
+/// `proximites export --format data-inclusion` writes the four files into a directory, each
+/// read by the schema's models, the links starting with `--public-url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_inclusion_export_command_writes_four_files() {
+    let (dir, pool, reference) = common::database(true).await;
+    let db = dir.path().join("test.db");
+    drop(reference);
+    pool.close().await;
+    let out = dir.path().join("data-inclusion");
+    let bin = env!("CARGO_BIN_EXE_proximites");
+    let url = format!("sqlite://{}", db.display());
+    let output = Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "export",
+            "--format",
+            "data-inclusion",
+            "--in",
+            "departement:63",
+            "--public-url",
+            "https://annuaire.example.fr/",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (python, script) = data_inclusion_reader().await;
+    for file in [
+        "structures.json",
+        "services.json",
+        "structures.csv",
+        "services.csv",
+    ] {
+        let path = out.join(file);
+        let table = file.split('.').next().unwrap();
+        let counted = run(&python, strings(&[script, table, path.to_str().unwrap()])).await;
+        assert!(counted.trim().parse::<u64>().unwrap() > 0, "{file}");
+    }
+    let structures: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(out.join("structures.json")).unwrap()).unwrap();
+    assert!(structures
+        .iter()
+        .all(|s| s["code_insee"].as_str().unwrap().starts_with("63")
+            && s["lien_source"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://annuaire.example.fr/services/")));
+    let output = Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "export",
+            "--format",
+            "data-inclusion",
+            "--crs",
+            "EPSG:2154",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--crs"));
 }

@@ -7,7 +7,12 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::data_inclusion;
 use super::formats::Format;
+
+/// The data·inclusion schema's page on schema.data.gouv.fr, which its files conform to.
+const DATA_INCLUSION_SCHEMA: &str =
+    "https://schema.data.gouv.fr/gip-inclusion/data-inclusion-schema/";
 use crate::admission::PublicBase;
 use crate::error::Result;
 use crate::state::AppState;
@@ -48,7 +53,7 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
         "foaf:name": "Opérateur de l'instance Proximités",
         "foaf:homepage": {"@id": format!("{base}/")},
     });
-    let distributions: Vec<Value> = [
+    let mut distributions: Vec<Value> = [
         (Format::GeoJson, "GeoJSON", "RFC 7946, WGS84"),
         (Format::GeoPackage, "GPKG", "OGC GeoPackage, WGS84 ou Lambert-93"),
         (Format::FlatGeobuf, "FlatGeobuf", "FlatGeobuf, WGS84 ou Lambert-93"),
@@ -72,6 +77,31 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
         })
     })
     .collect();
+    distributions.extend(data_inclusion::FILES.into_iter().map(|(table, encoding)| {
+        let file = data_inclusion::file_name(table, encoding);
+        let url = format!("{base}/api/v1/export/data-inclusion/{file}");
+        let what = match table {
+            data_inclusion::Table::Structures => "structures",
+            data_inclusion::Table::Services => "services",
+        };
+        let (kind, label) = match encoding {
+            data_inclusion::Encoding::Json => ("application/json", "JSON"),
+            data_inclusion::Encoding::Csv => ("text/csv", "CSV"),
+        };
+        json!({
+            "@id": format!("{url}#distribution"),
+            "@type": "dcat:Distribution",
+            "dct:title": format!("Services publics — {what} data·inclusion ({label})"),
+            "dct:description": format!("Les fiches publiées comme {what} du schéma data·inclusion 1.x, en {label}."),
+            "dcat:accessURL": url,
+            "dcat:downloadURL": url,
+            "dcat:mediaType": media_type(kind),
+            "dct:format": format!("http://publications.europa.eu/resource/authority/file-type/{label}"),
+            "dct:conformsTo": DATA_INCLUSION_SCHEMA,
+            "dct:license": licence.url,
+            "dct:modified": modified,
+        })
+    }));
     json!({
         "@context": context(),
         "@id": format!("{base}/catalogue"),

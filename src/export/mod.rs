@@ -522,7 +522,7 @@ impl Layers {
     }
 
     /// The whole-directory file in `format` and `crs` at data version `version`, built on
-    /// first demand (files of older versions are removed then).
+    /// first demand.
     pub async fn whole_file(
         &self,
         pool: &crate::db::Pool,
@@ -531,17 +531,72 @@ impl Layers {
         format: formats::Format,
         crs: crs::Crs,
     ) -> crate::error::Result<std::path::PathBuf> {
+        let key = format!("services-{}.{}", crs.epsg(), format.extension());
+        let built = self
+            .whole(
+                pool,
+                reference,
+                version,
+                &key,
+                move |handle, lookup, about, target| {
+                    let count = formats::write_file(
+                        handle,
+                        lookup,
+                        &Selection::default(),
+                        about,
+                        format,
+                        crs,
+                        target,
+                    )?;
+                    Ok(Built {
+                        written: count,
+                        left_out: 0,
+                    })
+                },
+            )
+            .await?;
+        Ok(built.0)
+    }
+
+    /// The whole-directory file named `key` at data version `version`, written by `build` on
+    /// first demand and kept until the data changes (files of older versions are removed then),
+    /// with what `build` counted.
+    pub async fn whole<F>(
+        &self,
+        pool: &crate::db::Pool,
+        reference: &Reference,
+        version: &Option<String>,
+        key: &str,
+        build: F,
+    ) -> crate::error::Result<(std::path::PathBuf, Built)>
+    where
+        F: FnOnce(
+                &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+                &Lookup,
+                &formats::About,
+                &std::path::Path,
+            ) -> anyhow::Result<Built>
+            + Send
+            + 'static,
+    {
         let stamp: String = version
             .as_deref()
             .unwrap_or("0")
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .collect();
-        let name = format!("services-{stamp}-{}.{}", crs.epsg(), format.extension());
+        let name = format!("whole-{stamp}-{key}");
         let path = self.dir.join(&name);
+        let counts_path = self.dir.join(format!("{name}.counts"));
         let _building = self.building.lock().await;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(path);
+            if let Some(built) = tokio::fs::read_to_string(&counts_path)
+                .await
+                .ok()
+                .and_then(|text| Built::parse(&text))
+            {
+                return Ok((path, built));
+            }
         }
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -550,7 +605,7 @@ impl Layers {
         let reference = reference.clone();
         let licence = self.licence.clone();
         let target = path.clone();
-        let count = store::with_connection(pool, move |handle| {
+        let built = store::with_connection(pool, move |handle| {
             let lookup = store::lookup(handle, &reference)?;
             let about = formats::About {
                 title: "Proximités — services publics".into(),
@@ -558,34 +613,56 @@ impl Layers {
                 sources: store::publishing_sources(handle)?,
                 generated: Utc::now(),
             };
-            formats::write_file(
-                handle,
-                &lookup,
-                &Selection::default(),
-                &about,
-                format,
-                crs,
-                &target,
-            )
+            build(handle, &lookup, &about, &target)
         })
         .await?;
+        tokio::fs::write(&counts_path, built.to_string())
+            .await
+            .map_err(anyhow::Error::from)?;
         tracing::info!(
             file = %name,
-            count,
+            count = built.written,
+            left_out = built.left_out,
             ms = started.elapsed().as_millis() as u64,
             "whole-directory export built"
         );
-        // Files of other data versions are stale: nothing serves them any more.
+        // Files of other data versions are stale: nothing serves them any more (`services-` is
+        // how files were named before other products were cached).
         if let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await {
-            let current = format!("services-{stamp}-");
+            let current = format!("whole-{stamp}-");
             while let Ok(Some(entry)) = entries.next_entry().await {
                 let file = entry.file_name().to_string_lossy().into_owned();
-                if file.starts_with("services-") && !file.starts_with(&current) {
+                if (file.starts_with("whole-") && !file.starts_with(&current))
+                    || file.starts_with("services-")
+                {
                     let _ = tokio::fs::remove_file(entry.path()).await;
                 }
             }
         }
-        Ok(path)
+        Ok((path, built))
+    }
+}
+
+/// What building a whole-directory file counted: records written and entries left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Built {
+    pub written: u64,
+    pub left_out: u64,
+}
+
+impl Built {
+    fn parse(text: &str) -> Option<Self> {
+        let (written, left_out) = text.trim().split_once(' ')?;
+        Some(Self {
+            written: written.parse().ok()?,
+            left_out: left_out.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.written, self.left_out)
     }
 }
 

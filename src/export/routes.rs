@@ -25,8 +25,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/v1/export/{file}", get(download))
         .route(
-            "/api/v1/export/data-inclusion/structures.json",
-            get(super::data_inclusion::structures),
+            "/api/v1/export/data-inclusion/{file}",
+            get(super::data_inclusion::download),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state,
@@ -95,23 +95,34 @@ fn parse_request(
         .strip_prefix("services.")
         .and_then(Format::parse)
         .ok_or_else(|| Error::not_found("export", file))?;
+    let (selection, crs) = parse_selection(reference, pairs, Some(format))?;
+    Ok((selection, format, crs))
+}
+
+/// The selection of a download (`theme`, `typology`, `in`), and its CRS when the download is a
+/// GIS layer in `format` (`crs`); every wrong parameter is named.
+pub fn parse_selection(
+    reference: &Reference,
+    pairs: &[(String, String)],
+    format: Option<Format>,
+) -> Result<(Selection, Crs)> {
     let mut errors = Vec::new();
     let mut selection = Selection::default();
     let mut crs = Crs::Crs84;
     let mut typologies = Vec::new();
     for (name, value) in pairs {
-        let outcome = match name.as_str() {
-            "theme" => {
+        let outcome = match (name.as_str(), format) {
+            ("theme", _) => {
                 with_theme(std::mem::take(&mut selection), reference, value).map(|s| selection = s)
             }
-            "typology" => {
+            ("typology", _) => {
                 typologies.extend(list(value));
                 Ok(())
             }
-            "in" => crate::search::engine::Territory::parse(value, &reference.locator)
+            ("in", _) => crate::search::engine::Territory::parse(value, &reference.locator)
                 .map(|t| selection = std::mem::take(&mut selection).territory(reference, &t))
                 .map_err(|m| FieldError::new("in", m)),
-            "crs" => Crs::parse(value)
+            ("crs", Some(format)) => Crs::parse(value)
                 .and_then(|c| {
                     if format.accepts(c) {
                         crs = c;
@@ -130,9 +141,13 @@ fn parse_request(
                     }
                 })
                 .map_err(|m| FieldError::new("crs", m)),
-            other => Err(FieldError::new(
+            (other, Some(_)) => Err(FieldError::new(
                 other,
                 "paramètre inconnu (theme, typology, in, crs)",
+            )),
+            (other, None) => Err(FieldError::new(
+                other,
+                "paramètre inconnu (theme, typology, in)",
             )),
         };
         if let Err(e) = outcome {
@@ -153,7 +168,19 @@ fn parse_request(
     if !errors.is_empty() {
         return Err(Error::InvalidParameters(errors));
     }
-    Ok((selection, format, crs))
+    Ok((selection, crs))
+}
+
+/// Each parameter's error, as named on the command line.
+fn command_line_error(error: Error) -> anyhow::Error {
+    match error {
+        Error::InvalidParameters(errors) => anyhow::anyhow!(errors
+            .iter()
+            .map(|e| format!("--{} : {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join(" ; ")),
+        other => anyhow::Error::from(other),
+    }
 }
 
 /// `proximites export`: the selection of `args` written to its output file; returns the count.
@@ -163,13 +190,6 @@ pub async fn export_to_file(
     args: &crate::cli::ExportArgs,
 ) -> anyhow::Result<u64> {
     use crate::cli::ExportFormat;
-    let format = match args.format {
-        ExportFormat::Geojson => Format::GeoJson,
-        ExportFormat::Gpkg => Format::GeoPackage,
-        ExportFormat::Fgb => Format::FlatGeobuf,
-        ExportFormat::Csv => Format::Csv,
-        ExportFormat::Scdl => Format::Scdl,
-    };
     let mut pairs = Vec::new();
     if let Some(theme) = &args.theme {
         pairs.push(("theme".to_owned(), theme.clone()));
@@ -180,6 +200,28 @@ pub async fn export_to_file(
     if let Some(territory) = &args.territory {
         pairs.push(("in".to_owned(), territory.clone()));
     }
+    let format = match args.format {
+        ExportFormat::Geojson => Format::GeoJson,
+        ExportFormat::Gpkg => Format::GeoPackage,
+        ExportFormat::Fgb => Format::FlatGeobuf,
+        ExportFormat::Csv => Format::Csv,
+        ExportFormat::Scdl => Format::Scdl,
+        ExportFormat::DataInclusion => {
+            if args.crs.is_some() {
+                anyhow::bail!("--crs : data·inclusion s'écrit en WGS84 seulement");
+            }
+            let (selection, _) =
+                parse_selection(reference, &pairs, None).map_err(command_line_error)?;
+            return super::data_inclusion::export_to_dir(
+                pool,
+                reference,
+                selection,
+                &args.public_url,
+                &args.output,
+            )
+            .await;
+        }
+    };
     if let Some(crs) = &args.crs {
         pairs.push(("crs".to_owned(), crs.clone()));
     }
@@ -188,15 +230,7 @@ pub async fn export_to_file(
         &format!("services.{}", format.extension()),
         &pairs,
     )
-    .map_err(|e| match e {
-        // Each parameter's error, as named on the command line.
-        Error::InvalidParameters(errors) => anyhow::anyhow!(errors
-            .iter()
-            .map(|e| format!("--{} : {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join(" ; ")),
-        other => anyhow::Error::from(other),
-    })?;
+    .map_err(command_line_error)?;
     let reference = reference.clone();
     let licence = args.licence.licence();
     let path = args.output.clone();

@@ -1,5 +1,6 @@
 //! The typologies of services (Annexe 1 of the convention): loading and validating `taxonomy/`, lookups.
 
+pub mod data_inclusion;
 pub mod life_events;
 pub mod routes;
 pub mod store;
