@@ -513,14 +513,18 @@ pub async fn same_origin_forms(
     }
 }
 
-/// Middleware of routes that are heavy only with some parameters (an OGC page with a CQL2
-/// `filter`, or sorted by `sortby`: both may read the whole selection): the others pass
-/// untouched.
+/// Middleware of routes that are heavy only with parameters that may read the whole directory
+/// (an OGC page with a CQL2 `filter` or sorted by `sortby`, HSDS services of an organization or
+/// modified after a date, an HSDS organization with its services): the others pass untouched.
 pub async fn heavy_when_scanning(state: State<AppState>, request: Request, next: Next) -> Response {
     let filtered = request.uri().query().is_some_and(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .any(|(k, v)| (k == "filter" || k == "sortby") && !v.is_empty())
-    });
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| {
+            matches!(
+                &*k,
+                "filter" | "sortby" | "organization_id" | "modified_after"
+            ) && !v.is_empty()
+        })
+    }) || request.uri().path().starts_with("/hsds/organizations/");
     if filtered {
         heavy(state, request, next).await
     } else {

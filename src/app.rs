@@ -101,6 +101,15 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         crate::export::routes::download,
         crate::export::catalogue::catalogue,
         crate::export::data_inclusion::download,
+        crate::hsds::routes::about,
+        crate::hsds::routes::services,
+        crate::hsds::routes::service,
+        crate::hsds::routes::organizations,
+        crate::hsds::routes::organization,
+        crate::hsds::routes::taxonomies,
+        crate::hsds::routes::taxonomy,
+        crate::hsds::routes::taxonomy_terms,
+        crate::hsds::routes::taxonomy_term,
         crate::ogc::routes::landing,
         crate::ogc::routes::conformance,
         crate::ogc::routes::api,
@@ -121,6 +130,7 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
         (name = "coverage", description = "Veille territoriale / Territorial monitoring"),
         (name = "directories", description = "Annuaires imprimés / Printed directories"),
         (name = "export", description = "Téléchargements SIG / GIS downloads"),
+        (name = "hsds", description = "Open Referral HSDS 3.0 (lecture seule) / read-only"),
         (name = "ogc", description = "OGC API – Features et page Données SIG / OGC API – Features and GIS page"),
         (name = "contributors", description = "Écriture par les contributeurs (jeton Bearer) / Contributors' write API (bearer token)"),
         (name = "meta", description = "État du service / Service status"),
@@ -244,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::router())
         .merge(crate::export::routes::router(state.clone()))
         .merge(crate::ogc::routes::router(state.clone()))
+        .merge(crate::hsds::routes::router(state.clone()))
         .merge(crate::espace::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod error;
 pub mod espace;
 pub mod export;
+pub mod hsds;
 pub mod http;
 pub mod import;
 pub mod mail;

@@ -1178,7 +1178,7 @@ async fn the_dcat_catalogue_lists_every_download_and_api() {
     );
     assert_eq!(
         lines.iter().filter(|(k, _)| *k == "service").count(),
-        2,
+        3,
         "{out}"
     );
     for (_, url) in lines {
@@ -1419,4 +1419,233 @@ async fn data_inclusion_export_command_writes_four_files() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--crs"));
+}
+
+/// The HSDS 3.0 read API: every answer read with the HSDS JSON schemas (committed from Open
+/// Referral's repository, `jsonschema` from PyPI with formats checked); pages cover the
+/// directory exactly; filters by taxonomy term, organization, update and words count what SQL
+/// counts; ids lead back to their entries; wrong parameters are named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsds_answers_pass_the_hsds_schemas() {
+    use proximites::hsds::{self, ids};
+    let (dir, pool, reference) = common::database(true).await;
+    common::import_generated(&pool, &reference, &["63"], 800, 21).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = fixture.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let answer = client.get(&url).send().await.unwrap();
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let mut checks: Vec<(String, Value)> = Vec::new();
+    let total = published(&fixture, "").await;
+
+    let (status, about) = get("/hsds/".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(about["version"], "3.0");
+    let openapi = reqwest::get(about["openapi_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    let openapi: Value = openapi.json().await.unwrap();
+    assert!(openapi["paths"]["/hsds/services/{id}"].is_object());
+
+    // Every page, by id: each service once, the counts exact.
+    let mut seen = HashSet::new();
+    let mut page = 1;
+    loop {
+        let (status, body) = get(format!("/hsds/services?per_page=500&page={page}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total_items"], total);
+        assert_eq!(body["page_number"], page);
+        assert_eq!(body["first_page"], page == 1);
+        for service in body["contents"].as_array().unwrap() {
+            assert!(seen.insert(service["id"].as_str().unwrap().to_owned()));
+            if page == 1 && seen.len() <= 50 {
+                checks.push(("service_list.json".into(), service.clone()));
+            }
+        }
+        if body["last_page"] == true {
+            assert_eq!(body["total_pages"], page);
+            break;
+        }
+        page += 1;
+    }
+    assert_eq!(seen.len() as u64, total);
+    let (_, beyond) = get(format!("/hsds/services?per_page=500&page={}", page + 1)).await;
+    assert_eq!(beyond["empty"], true);
+    assert_eq!(beyond["size"], 0);
+
+    // Fully nested services, read one by one too, their ids leading back to the entries.
+    let (_, full) = get("/hsds/services?full=true&per_page=200".into()).await;
+    let full = full["contents"].as_array().unwrap().clone();
+    assert!(full
+        .iter()
+        .any(|s| !s["schedules"].as_array().unwrap().is_empty()));
+    assert!(full
+        .iter()
+        .any(|s| !s["phones"].as_array().unwrap().is_empty()));
+    for service in &full {
+        checks.push(("service.json".into(), service.clone()));
+        let location = &service["service_at_locations"][0]["location"];
+        assert!(location["latitude"].is_f64(), "{service}");
+        assert_eq!(service["organization"]["id"], service["organization_id"]);
+        assert!(service["attributes"][0]["taxonomy_term"]["name"].is_string());
+    }
+    for service in full.iter().take(10) {
+        let id = service["id"].as_str().unwrap();
+        let (status, one) = get(format!("/hsds/services/{id}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(&one, service);
+        let entry = ids::entry_id(&uuid::Uuid::parse_str(id).unwrap(), ids::Kind::Service).unwrap();
+        let (name,): (String,) = sqlx::query_as("SELECT name FROM services WHERE id = ?")
+            .bind(&entry)
+            .fetch_one(&fixture.state.pool)
+            .await
+            .unwrap();
+        assert_eq!(one["name"], name);
+        assert!(one["url"].as_str().unwrap().ends_with(&entry));
+    }
+
+    // The taxonomy: themes on top, typologies under them; a term narrows the services.
+    let (_, taxonomies) = get("/hsds/taxonomies".into()).await;
+    assert_eq!(taxonomies["total_items"], 1);
+    let taxonomy = taxonomies["contents"][0].clone();
+    let (status, same) = get(format!(
+        "/hsds/taxonomies/{}",
+        taxonomy["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!((status, &same), (200, &taxonomy));
+    checks.push(("taxonomy.json".into(), taxonomy));
+    let (_, themes) = get("/hsds/taxonomy_terms?top_only=true".into()).await;
+    assert_eq!(themes["total_items"], 5);
+    let (_, all_terms) = get("/hsds/taxonomy_terms?per_page=500".into()).await;
+    assert_eq!(all_terms["total_items"], 180);
+    for term in all_terms["contents"].as_array().unwrap() {
+        checks.push(("taxonomy_term.json".into(), term.clone()));
+    }
+    let theme = hsds::theme_term_id("services-publics");
+    let (_, under) = get(format!(
+        "/hsds/taxonomy_terms?parent_id={theme}&per_page=500"
+    ))
+    .await;
+    assert_eq!(under["total_items"], 88);
+    let mairie = hsds::typology_term_id("mairie");
+    let (_, town_halls) = get(format!("/hsds/services?taxonomy_term_id={mairie}")).await;
+    assert_eq!(
+        town_halls["total_items"],
+        published(&fixture, "AND typology_code = 'mairie'").await
+    );
+    let in_theme = published(
+        &fixture,
+        "AND typology_code IN (SELECT code FROM typologies WHERE theme_code = 'services-publics')",
+    )
+    .await;
+    let (_, public) = get(format!("/hsds/services?taxonomy_term_id={theme}")).await;
+    assert_eq!(public["total_items"], in_theme);
+    let (_, foreign) = get(format!(
+        "/hsds/services?taxonomy_term_id={}",
+        uuid::Uuid::nil()
+    ))
+    .await;
+    assert_eq!(foreign["total_items"], 0);
+
+    // Organizations, and the services of one.
+    let (source, count): (String, i64) = sqlx::query_as(
+        "SELECT source_id, COUNT(*) FROM services WHERE status = 'published'
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
+    )
+    .fetch_one(&fixture.state.pool)
+    .await
+    .unwrap();
+    let organization = ids::of_organisation(&source);
+    let (_, organizations) = get("/hsds/organizations".into()).await;
+    for item in organizations["contents"].as_array().unwrap() {
+        checks.push(("organization_list.json".into(), item.clone()));
+    }
+    let (status, nested) = get(format!("/hsds/organizations/{organization}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        nested["services"].as_array().unwrap().len() as i64,
+        count.min(1_000)
+    );
+    checks.push(("organization.json".into(), nested));
+    let (_, theirs) = get(format!("/hsds/services?organization_id={organization}")).await;
+    assert_eq!(theirs["total_items"], count);
+
+    // Words, updates, the minimal shape.
+    let (_, found) = get("/hsds/services?search=mairie&per_page=5".into()).await;
+    assert!(found["total_items"].as_u64().unwrap() > 5);
+    assert_eq!(found["size"], 5);
+    let first = found["contents"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(first.contains("mairie"), "{first}");
+    let (_, narrowed) = get(format!(
+        "/hsds/services?search=mairie&organization_id={organization}&per_page=500"
+    ))
+    .await;
+    assert!(narrowed["contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["organization_id"] == serde_json::json!(organization)));
+    let (_, later) = get("/hsds/services?modified_after=2200-01-01".into()).await;
+    assert_eq!(later["total_items"], 0);
+    let (_, since) = get("/hsds/services?modified_after=2000-01-01T00:00:00Z".into()).await;
+    assert_eq!(since["total_items"], total);
+    let (_, minimal) = get("/hsds/services?minimal=true&per_page=3".into()).await;
+    let item = minimal["contents"][0].as_object().unwrap();
+    assert_eq!(item.len(), 2);
+    assert!(item["modified_date"].is_string());
+
+    // Wrong requests are named, unknown ids are not found.
+    let (status, problem) = get("/hsds/services?per_page=0&colour=red".into()).await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["per_page", "colour"]);
+    for path in [
+        "/hsds/services/not-a-uuid".to_owned(),
+        format!("/hsds/services/{}", uuid::Uuid::nil()),
+        format!("/hsds/organizations/{}", uuid::Uuid::nil()),
+        format!("/hsds/taxonomy_terms/{}", uuid::Uuid::nil()),
+    ] {
+        let (status, _) = get(path.clone()).await;
+        assert_eq!(status, 404, "{path}");
+    }
+
+    let checked = checks.len();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&checks).unwrap()).unwrap();
+    let python = tokio::task::spawn_blocking(|| {
+        common::pypi_environment("jsonschema", "jsonschema[format]==4.23.0").join("bin/python")
+    })
+    .await
+    .unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hsds");
+    let out = run(
+        python.to_str().unwrap(),
+        strings(&[
+            &format!("{dir}/validate.py"),
+            &format!("{dir}/schema"),
+            file.path().to_str().unwrap(),
+        ]),
+    )
+    .await;
+    assert_eq!(out.trim().parse::<usize>().unwrap(), checked, "{out}");
 }

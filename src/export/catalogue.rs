@@ -149,6 +149,16 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
                 "dct:license": licence.url,
                 "dcat:servesDataset": dataset,
             },
+            {
+                "@id": format!("{base}/hsds/"),
+                "@type": "dcat:DataService",
+                "dct:title": "Open Referral HSDS 3.0 (lecture)",
+                "dcat:endpointURL": format!("{base}/hsds/"),
+                "dcat:endpointDescription": format!("{base}/api/v1/openapi.json"),
+                "dct:conformsTo": "https://docs.openreferral.org/en/latest/hsds/",
+                "dct:license": licence.url,
+                "dcat:servesDataset": dataset,
+            },
         ],
     })
 }

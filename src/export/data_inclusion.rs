@@ -531,7 +531,7 @@ fn base_key(base: &str) -> String {
         ("in" = Option<String>, Query, description = "Territoire : commune:CODE, epci:SIREN, departement:CODE ou region:CODE"),
     ),
     responses(
-        (status = 200, description = "Structures ou services data·inclusion", content_type = "application/json",
+        (status = 200, description = "Structures ou services data·inclusion (JSON : application/json ; CSV : text/csv)",
             headers(("X-Written" = u64, description = "Enregistrements écrits"),
                     ("X-Left-Out" = u64, description = "Fiches que le schéma ne peut pas recevoir"))),
         (status = 400, body = crate::error::Problem),

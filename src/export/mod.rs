@@ -61,6 +61,12 @@ pub struct Selection {
     pub id: Option<String>,
     /// A CQL2 filter, evaluated on each entry.
     pub filter: Option<Arc<cql2::Expr>>,
+    /// Organisation ids of the entries' sources; `None` for all.
+    pub sources: Option<Vec<String>>,
+    /// These entries only (at most `MAX_BOUND_LIST`, bound in SQL); `None` for all.
+    pub ids: Option<Vec<String>>,
+    /// Last update on or after this second (`YYYY-MM-DDTHH:MM:SS`, UTC), compared in SQL.
+    pub updated_since: Option<String>,
 }
 
 impl Selection {
@@ -164,6 +170,8 @@ impl Selection {
             || self.projected_bbox.is_some()
             || Self::too_long(&self.typologies)
             || Self::too_long(&self.communes)
+            || Self::too_long(&self.sources)
+            || Self::too_long(&self.ids)
     }
 
     /// Keeps only the communes of `territory`.
@@ -181,6 +189,9 @@ impl Selection {
             && self.communes.is_none()
             && self.bbox.is_none()
             && self.id.is_none()
+            && self.sources.is_none()
+            && self.ids.is_none()
+            && self.updated_since.is_none()
             && !self.needs_row_test()
     }
 
@@ -203,6 +214,12 @@ impl Selection {
         {
             return false;
         }
+        for (list, value) in [(&self.sources, row.source_id), (&self.ids, row.id)] {
+            if Self::too_long(list) && list.as_ref().is_some_and(|l| !l.iter().any(|v| v == value))
+            {
+                return false;
+            }
+        }
         if let Some((crs, [x1, y1, x2, y2])) = self.projected_bbox {
             match crs.project(row.lon, row.lat) {
                 Ok((x, y)) if x >= x1 && x <= x2 && y >= y1 && y <= y2 => {}
@@ -223,14 +240,17 @@ impl Selection {
     /// A stable text of the selection, to key caches on.
     pub fn key(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.typologies,
             self.communes,
             self.bbox,
             self.projected_bbox,
             self.id,
             self.updated,
-            self.filter
+            self.filter,
+            self.sources,
+            self.ids,
+            self.updated_since
         )
     }
 }

@@ -192,6 +192,12 @@ fn conditions(selection: &Selection) -> (String, Vec<Bind>) {
     };
     list("typology_code", &selection.typologies, &mut sql);
     list("insee_code", &selection.communes, &mut sql);
+    list("source_id", &selection.sources, &mut sql);
+    list("id", &selection.ids, &mut sql);
+    if let Some(since) = &selection.updated_since {
+        sql.push_str(" AND updated_at >= ?");
+        binds.push(Bind::Text(since.clone()));
+    }
     if let Some(b) = selection.bbox {
         sql.push_str(" AND lon >= ? AND lon <= ? AND lat >= ? AND lat <= ?");
         binds.extend([b.min_lon, b.max_lon, b.min_lat, b.max_lat].map(Bind::Real));
@@ -352,11 +358,50 @@ pub fn scan(
     lookup: &Lookup,
     selection: &Selection,
     order: Order<'_>,
+    each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    read(handle, lookup, selection, order, None, each)
+}
+
+/// Streams `limit` entries of `selection` by increasing id, after skipping `offset` (a numbered
+/// page). The selection must be all SQL (`needs_row_test` false): rows tested one by one cannot
+/// be skipped by SQL.
+pub fn numbered_page(
+    handle: &mut LockedSqliteHandle<'_>,
+    lookup: &Lookup,
+    selection: &Selection,
+    offset: u64,
+    limit: u64,
+    each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !selection.needs_row_test(),
+        "une page numérotée ne se lit qu'en SQL"
+    );
+    read(
+        handle,
+        lookup,
+        selection,
+        Order::Id { after: None },
+        Some((offset, limit)),
+        each,
+    )
+}
+
+fn read(
+    handle: &mut LockedSqliteHandle<'_>,
+    lookup: &Lookup,
+    selection: &Selection,
+    order: Order<'_>,
+    window: Option<(u64, u64)>,
     mut each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let (where_, mut binds) = conditions(selection);
     let (after, order_by) = ordering(order, &mut binds);
-    let sql = format!("SELECT {COLUMNS} FROM services{where_}{after}{order_by}");
+    let window = window.map_or_else(String::new, |(offset, limit)| {
+        format!(" LIMIT {limit} OFFSET {offset}")
+    });
+    let sql = format!("SELECT {COLUMNS} FROM services{where_}{after}{order_by}{window}");
     let statement = Statement::prepare(handle, &sql, &binds)?;
     let test = selection.needs_row_test();
     let deadline = selection

@@ -424,6 +424,18 @@ impl Context<'_> {
 pub const MAX_QUERY_CHARS: usize = 200;
 pub const MAX_QUERY_WORDS: usize = 16;
 
+/// Refuses a text query past `MAX_QUERY_CHARS` or `MAX_QUERY_WORDS`, saying why.
+pub fn check_query_length(q: &str) -> Result<(), String> {
+    let words = q.split_whitespace().count();
+    if q.chars().count() > MAX_QUERY_CHARS || words > MAX_QUERY_WORDS {
+        return Err(format!(
+            "recherche trop longue ({words} mots) : {MAX_QUERY_WORDS} mots et \
+             {MAX_QUERY_CHARS} caractères au plus / query too long"
+        ));
+    }
+    Ok(())
+}
+
 /// The raw parameters of `GET /api/v1/services`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -580,17 +592,8 @@ impl SearchParams {
             .as_deref()
             .and_then(|c| Cursor::decode(c).map_err(|m| wrong("cursor", m)).ok());
         let text = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-        if let Some(q) = text {
-            let words = q.split_whitespace().count();
-            if q.chars().count() > MAX_QUERY_CHARS || words > MAX_QUERY_WORDS {
-                wrong(
-                    "q",
-                    format!(
-                        "recherche trop longue ({words} mots) : {MAX_QUERY_WORDS} mots et \
-                         {MAX_QUERY_CHARS} caractères au plus / query too long"
-                    ),
-                );
-            }
+        if let Some(Err(message)) = text.map(check_query_length) {
+            wrong("q", message);
         }
         if !errors.is_empty() {
             return Err(Error::InvalidParameters(errors));

@@ -33,7 +33,7 @@ pub use validate::{Draft, Validator};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceId(pub(crate) String);
 
-pub(crate) const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+pub const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const ID_LEN: usize = 16;
 
 impl ServiceId {
