@@ -1649,3 +1649,215 @@ async fn hsds_answers_pass_the_hsds_schemas() {
     .await;
     assert_eq!(out.trim().parse::<usize>().unwrap(), checked, "{out}");
 }
+
+/// The tile (column, row) of WebMercatorQuad holding a WGS84 point at `zoom`, and its bounds
+/// in Web Mercator metres (left, bottom, right, top): written here apart from the server's.
+fn web_mercator_tile(lon: f64, lat: f64, zoom: u32) -> ((u32, u32), [f64; 4]) {
+    let n = f64::from(1u32 << zoom);
+    let lat_rad = lat.to_radians();
+    let col = ((lon + 180.0) / 360.0 * n).floor() as u32;
+    let row = ((1.0 - (lat_rad.tan() + 1.0 / lat_rad.cos()).ln() / std::f64::consts::PI) / 2.0 * n)
+        .floor() as u32;
+    let half = 20_037_508.342_789_244;
+    let size = 2.0 * half / n;
+    let left = -half + f64::from(col) * size;
+    let top = half - f64::from(row) * size;
+    ((col, row), [left, top - size, left + size, top])
+}
+
+/// How many published entries (of `condition`) lie in a tile's bounds, read from SQL.
+async fn entries_in_tile(fixture: &Fixture, bounds: [f64; 4], condition: &str) -> u64 {
+    let rows: Vec<(f64, f64)> = sqlx::query_as(&format!(
+        "SELECT lon, lat FROM services WHERE status = 'published' {condition}"
+    ))
+    .fetch_all(&fixture.state.pool)
+    .await
+    .unwrap();
+    let radius = 6_378_137.0_f64;
+    rows.into_iter()
+        .filter(|(lon, lat)| {
+            let x = radius * lon.to_radians();
+            let y = radius
+                * (std::f64::consts::FRAC_PI_4 + lat.to_radians() / 2.0)
+                    .tan()
+                    .ln();
+            x >= bounds[0] && x < bounds[2] && y > bounds[1] && y <= bounds[3]
+        })
+        .count() as u64
+}
+
+/// Vector tiles (OGC API – Tiles, MVT): GDAL's MVT driver reads a tile of a town and counts
+/// every entry SQL places in it, filters narrow it, a tile of a whole region carries clusters
+/// whose counts add up to its entries, the tiling scheme and tilesets are described, and QGIS
+/// renders the tile layer from its URL template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vector_tiles_are_read_by_gdal_and_qgis() {
+    let (dir, pool, reference) = common::database(true).await;
+    common::import_generated(&pool, &reference, &["63"], 2_500, 31).await;
+    let fixture = Fixture::serve(dir, pool, reference).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = fixture.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let files = tempfile::tempdir().unwrap();
+    let tiles = format!("{base}/ogc/collections/services/tiles/WebMercatorQuad");
+    let fetch = |zoom: u32, (col, row): (u32, u32), query: &str| {
+        let url = format!("{tiles}/{zoom}/{row}/{col}{query}");
+        let path = files
+            .path()
+            .join(format!("{zoom}-{row}-{col}-{}.mvt", query.len()));
+        async move {
+            let answer = reqwest::get(&url).await.unwrap();
+            assert_eq!(answer.status(), 200, "{url}");
+            assert_eq!(
+                answer.headers()["content-type"],
+                "application/vnd.mapbox-vector-tile"
+            );
+            std::fs::write(&path, answer.bytes().await.unwrap()).unwrap();
+            path
+        }
+    };
+    let open = |zoom: u32, (col, row): (u32, u32)| {
+        vec![
+            "-oo".to_owned(),
+            format!("Z={zoom}"),
+            "-oo".to_owned(),
+            format!("X={col}"),
+            "-oo".to_owned(),
+            format!("Y={row}"),
+        ]
+    };
+    // Clermont-Ferrand at zoom 12: each entry, with its name.
+    let (tile, bounds) = web_mercator_tile(3.087, 45.777, 12);
+    let expected = entries_in_tile(&fixture, bounds, "").await;
+    assert!(expected > 3, "{expected}");
+    let path = fetch(12, tile, "").await;
+    let mut args = strings(&["-ro", "-so"]);
+    args.extend(open(12, tile));
+    args.extend(strings(&[path.to_str().unwrap(), "services"]));
+    let info = run("ogrinfo", args).await;
+    assert_eq!(feature_count(&info), expected, "{info}");
+    assert!(info.contains("name: String"), "{info}");
+    // Narrowed to town halls.
+    let town_halls = entries_in_tile(&fixture, bounds, "AND typology_code = 'mairie'").await;
+    assert!(town_halls > 0 && town_halls < expected);
+    let path = fetch(12, tile, "?typology=mairie").await;
+    let mut args = strings(&["-ro", "-so"]);
+    args.extend(open(12, tile));
+    args.extend(strings(&[path.to_str().unwrap(), "services"]));
+    assert_eq!(feature_count(&run("ogrinfo", args).await), town_halls);
+
+    // Auvergne at zoom 6: more than a map shows one by one, so clusters that add up.
+    let (region, region_bounds) = web_mercator_tile(3.087, 45.777, 6);
+    let in_region = entries_in_tile(&fixture, region_bounds, "").await;
+    assert!(in_region > 2_000, "{in_region}");
+    let path = fetch(6, region, "").await;
+    assert!(std::fs::metadata(&path).unwrap().len() < 500_000);
+    let mut args = strings(&["-f", "GeoJSON", "/vsistdout/"]);
+    args.extend(open(6, region));
+    args.extend(strings(&[path.to_str().unwrap(), "clusters"]));
+    let clusters: Value = serde_json::from_str(&run("ogr2ogr", args).await).unwrap();
+    let features = clusters["features"].as_array().unwrap();
+    assert!(features.len() > 10 && features.len() <= 4096);
+    let counted: u64 = features
+        .iter()
+        .map(|f| f["properties"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, in_region);
+
+    // The tiling scheme, the tilesets, the conformance; wrong requests.
+    let tilesets: Value = reqwest::get(format!("{base}/ogc/collections/services/tiles"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let template = tilesets["tilesets"][0]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "item")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        template,
+        format!("{tiles}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}")
+    );
+    let scheme: Value = reqwest::get(format!("{base}/ogc/tileMatrixSets/WebMercatorQuad"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scheme["tileMatrices"].as_array().unwrap().len(), 23);
+    let conformance: Value = reqwest::get(format!("{base}/ogc/conformance?f=json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(conformance["conformsTo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt"));
+    for (path, status) in [
+        (format!("{tiles}/23/0/0"), 404),
+        (format!("{tiles}/6/64/0"), 404),
+        (format!("{tiles}/6/22/32?typology=nope"), 400),
+        (
+            format!("{base}/ogc/collections/services/tiles/WorldCRS84Quad/0/0/0"),
+            404,
+        ),
+    ] {
+        assert_eq!(
+            reqwest::get(&path).await.unwrap().status(),
+            status,
+            "{path}"
+        );
+    }
+
+    // QGIS renders the tile layer from the template; the ocean stays blank.
+    let runtime = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qgis/render_tiles.py");
+    let qgis_template = format!("{tiles}/{{z}}/{{y}}/{{x}}");
+    let render = |extent: [f64; 4]| {
+        let (script, template, home) = (
+            script.clone(),
+            qgis_template.clone(),
+            runtime.path().to_owned(),
+        );
+        async move {
+            let output = tokio::task::spawn_blocking(move || {
+                Command::new("/usr/bin/python3")
+                    .arg(script)
+                    .arg(template)
+                    .args(extent.map(|v| v.to_string()))
+                    .env("QT_QPA_PLATFORM", "offscreen")
+                    .env("XDG_RUNTIME_DIR", &home)
+                    .env("HOME", &home)
+                    .output()
+            })
+            .await
+            .unwrap()
+            .expect("/usr/bin/python3 (paquet Debian python3-qgis requis)");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "QGIS printed {stdout}{}: {e}",
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                });
+            seen
+        }
+    };
+    let seen = render(bounds).await;
+    assert_eq!(seen["valid"], true, "{seen}");
+    assert!(seen["painted"].as_u64().unwrap() > 0, "{seen}");
+    let (_, ocean) = web_mercator_tile(-30.0, 45.0, 12);
+    let seen = render(ocean).await;
+    assert_eq!(seen["painted"], 0, "{seen}");
+}

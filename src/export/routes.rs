@@ -85,6 +85,31 @@ pub fn with_typologies(
     Ok(selection.typologies(codes))
 }
 
+/// Ends the parsing of a request's selection: narrowed by the typologies it named, or every
+/// error found.
+pub fn finish_selection(
+    mut selection: Selection,
+    reference: &Reference,
+    typologies: Vec<String>,
+    mut errors: Vec<FieldError>,
+) -> Result<Selection> {
+    if !typologies.is_empty() {
+        match with_typologies(
+            std::mem::take(&mut selection),
+            reference,
+            "typology",
+            typologies,
+        ) {
+            Ok(s) => selection = s,
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::InvalidParameters(errors));
+    }
+    Ok(selection)
+}
+
 /// The selection, format and CRS of a download request.
 fn parse_request(
     reference: &Reference,
@@ -154,20 +179,7 @@ pub fn parse_selection(
             errors.push(e);
         }
     }
-    if !typologies.is_empty() {
-        match with_typologies(
-            std::mem::take(&mut selection),
-            reference,
-            "typology",
-            typologies,
-        ) {
-            Ok(s) => selection = s,
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Error::InvalidParameters(errors));
-    }
+    let selection = finish_selection(selection, reference, typologies, errors)?;
     Ok((selection, crs))
 }
 

@@ -213,9 +213,68 @@ pub fn document(reference_data: &Reference, base: &str, licence: &crate::export:
             &["application/json", "text/html"],
         ),
     );
+    paths.insert(
+        "/tileMatrixSets".into(),
+        json!({"get": {"summary": "Schémas de tuilage", "operationId": "getTileMatrixSetsList",
+            "responses": ok("Schémas de tuilage", &["application/json"])}}),
+    );
+    paths.insert(
+        "/tileMatrixSets/{tileMatrixSetId}".into(),
+        json!({"get": {"summary": "Schéma de tuilage", "operationId": "getTileMatrixSet",
+            "parameters": [{"name": "tileMatrixSetId", "in": "path", "required": true, "schema": {"type": "string", "enum": [super::tiles::TILE_MATRIX_SET]}}],
+            "responses": ok("Schéma de tuilage", &["application/json"])}}),
+    );
     for collection in collections(reference_data) {
         let id = &collection.id;
         let op = id.replace('-', "_");
+        let tile_matrix_set = json!({"name": "tileMatrixSetId", "in": "path", "required": true,
+            "schema": {"type": "string", "enum": [super::tiles::TILE_MATRIX_SET]}});
+        paths.insert(
+            format!("/collections/{id}/tiles"),
+            json!({"get": {
+                "summary": format!("Tuiles vectorielles : {}", collection.title),
+                "operationId": format!("getTilesets_{op}"),
+                "tags": [id],
+                "responses": ok("Jeux de tuiles", &["application/json"]),
+            }}),
+        );
+        paths.insert(
+            format!("/collections/{id}/tiles/{{tileMatrixSetId}}"),
+            json!({"get": {
+                "summary": format!("Jeu de tuiles vectorielles : {}", collection.title),
+                "operationId": format!("getTileset_{op}"),
+                "tags": [id],
+                "parameters": [tile_matrix_set],
+                "responses": ok("Jeu de tuiles", &["application/json"]),
+            }}),
+        );
+        let path_integer = |name: &str, description: &str| {
+            json!({"name": name, "in": "path",
+            "required": true, "description": description, "schema": {"type": "integer", "minimum": 0}})
+        };
+        let query_list = |name: &str, description: &str| {
+            json!({"name": name, "in": "query",
+            "required": false, "description": description, "schema": {"type": "string"}})
+        };
+        paths.insert(
+            format!("/collections/{id}/tiles/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"),
+            json!({"get": {
+                "summary": format!("Tuile vectorielle (MVT) : {}", collection.title),
+                "operationId": format!("getTile_{op}"),
+                "tags": [id],
+                "parameters": [
+                    tile_matrix_set,
+                    path_integer("tileMatrix", "Niveau de zoom, 0 à 22"),
+                    path_integer("tileRow", "Rangée, depuis le haut"),
+                    path_integer("tileCol", "Colonne, depuis la gauche"),
+                    query_list("typology", "Codes de typologie, séparés par des virgules"),
+                    query_list("commune", "Codes INSEE"),
+                    query_list("departement", "Codes de département"),
+                    query_list("epci", "SIREN d'EPCI"),
+                ],
+                "responses": ok("Mapbox Vector Tile", &[super::tiles::MVT]),
+            }}),
+        );
         paths.insert(
             format!("/collections/{id}"),
             simple(

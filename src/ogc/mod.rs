@@ -5,6 +5,7 @@
 pub mod api;
 pub mod html;
 pub mod routes;
+pub mod tiles;
 
 use crate::export::crs::Crs;
 use crate::import::Reference;
@@ -72,7 +73,7 @@ pub fn crs_list() -> Vec<String> {
 }
 
 /// The conformance classes implemented.
-pub const CONFORMANCE: [&str; 14] = [
+pub const CONFORMANCE: [&str; 20] = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
@@ -87,4 +88,10 @@ pub const CONFORMANCE: [&str; 14] = [
     "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus-points",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
 ];

@@ -52,6 +52,23 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(feature),
         )
         .route("/ogc/collections/{collection}/queryables", get(queryables))
+        .route("/ogc/tileMatrixSets", get(super::tiles::tile_matrix_sets))
+        .route(
+            "/ogc/tileMatrixSets/{id}",
+            get(super::tiles::tile_matrix_set_page),
+        )
+        .route(
+            "/ogc/collections/{collection}/tiles",
+            get(super::tiles::tilesets),
+        )
+        .route(
+            "/ogc/collections/{collection}/tiles/{matrix_set}",
+            get(super::tiles::tileset_page),
+        )
+        .route(
+            "/ogc/collections/{collection}/tiles/{matrix_set}/{matrix}/{row}/{col}",
+            get(super::tiles::tile),
+        )
         .route("/ogc/collections/{collection}/schema", get(schema))
         .route("/donnees-sig", get(super::html::gis_page))
         // GIS clients fetch pages of megabytes on fast networks: the fastest level compresses
@@ -244,6 +261,7 @@ pub(crate) async fn landing(
                     link(format!("{base}/donnees-sig"), "service-doc", HTML, "Documentation : Données SIG"),
                     link(format!("{base}/ogc/conformance"), "conformance", JSON, "Classes de conformité"),
                     link(format!("{base}/ogc/collections"), "data", JSON, "Collections"),
+                    link(format!("{base}/ogc/tileMatrixSets"), "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", JSON, "Schémas de tuilage"),
                     link(state.layers.licence.url.clone(), "license", HTML, &state.layers.licence.name),
                 ]
             })
@@ -348,6 +366,12 @@ pub fn collection_json(state: &AppState, base: &str, collection: &Collection) ->
             "describedBy",
             "application/schema+json",
             "Schéma des entités",
+        ),
+        link(
+            format!("{url}/tiles"),
+            "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+            JSON,
+            "Tuiles vectorielles (MVT, WebMercatorQuad)",
         ),
         link(
             state.layers.licence.url.clone(),
@@ -885,64 +909,8 @@ fn parse_items(
                 typologies.extend(list(v));
                 Ok(())
             }
-            "commune" => {
-                let codes: Vec<String> = list(v).collect();
-                match codes
-                    .iter()
-                    .find(|c| !crate::export::known_commune(reference, c))
-                {
-                    Some(unknown) => Err(FieldError::new(
-                        "commune",
-                        format!("commune inconnue « {unknown} »"),
-                    )),
-                    None => {
-                        request.selection = std::mem::take(&mut request.selection)
-                            .communes(reference, |c| {
-                                codes.iter().any(|k| k == c.insee_code.as_str())
-                            });
-                        Ok(())
-                    }
-                }
-            }
-            "departement" => {
-                let codes: Vec<String> = list(v).map(|c| c.to_ascii_uppercase()).collect();
-                match codes.iter().find(|code| {
-                    !reference
-                        .locator
-                        .communes()
-                        .any(|c| &c.departement_code == *code)
-                }) {
-                    Some(unknown) => Err(FieldError::new(
-                        "departement",
-                        format!("département inconnu « {unknown} »"),
-                    )),
-                    None => {
-                        request.selection = std::mem::take(&mut request.selection)
-                            .communes(reference, |c| codes.contains(&c.departement_code));
-                        Ok(())
-                    }
-                }
-            }
-            "epci" => {
-                let codes: Vec<String> = list(v).collect();
-                match codes.iter().find(|code| {
-                    !reference
-                        .locator
-                        .communes()
-                        .any(|c| c.epci_siren.as_ref() == Some(*code))
-                }) {
-                    Some(unknown) => Err(FieldError::new(
-                        "epci",
-                        format!("EPCI inconnu « {unknown} »"),
-                    )),
-                    None => {
-                        request.selection = std::mem::take(&mut request.selection)
-                            .communes(reference, |c| {
-                                c.epci_siren.as_ref().is_some_and(|s| codes.contains(s))
-                            });
-                        Ok(())
-                    }
-                }
+            "commune" | "departement" | "epci" => {
+                narrow_by_place(&mut request.selection, reference, name, v)
             }
             "filter-lang" => match v.as_str() {
                 "cql2-text" | "cql-text" => Ok(()),
@@ -1312,6 +1280,75 @@ pub(crate) async fn feature(
             Some(crs),
         ),
     })
+}
+
+/// Narrows `selection` to the communes a place parameter names (`commune`: INSEE codes,
+/// `departement`: codes, `epci`: SIREN numbers, each comma-separated); an unknown one is named.
+pub fn narrow_by_place(
+    selection: &mut Selection,
+    reference: &Reference,
+    name: &str,
+    v: &str,
+) -> Result<(), FieldError> {
+    match name {
+        "commune" => {
+            let codes: Vec<String> = list(v).collect();
+            match codes
+                .iter()
+                .find(|c| !crate::export::known_commune(reference, c))
+            {
+                Some(unknown) => Err(FieldError::new(
+                    "commune",
+                    format!("commune inconnue « {unknown} »"),
+                )),
+                None => {
+                    *selection = std::mem::take(selection).communes(reference, |c| {
+                        codes.iter().any(|k| k == c.insee_code.as_str())
+                    });
+                    Ok(())
+                }
+            }
+        }
+        "departement" => {
+            let codes: Vec<String> = list(v).map(|c| c.to_ascii_uppercase()).collect();
+            match codes.iter().find(|code| {
+                !reference
+                    .locator
+                    .communes()
+                    .any(|c| &c.departement_code == *code)
+            }) {
+                Some(unknown) => Err(FieldError::new(
+                    "departement",
+                    format!("département inconnu « {unknown} »"),
+                )),
+                None => {
+                    *selection = std::mem::take(selection)
+                        .communes(reference, |c| codes.contains(&c.departement_code));
+                    Ok(())
+                }
+            }
+        }
+        _ => {
+            let codes: Vec<String> = list(v).collect();
+            match codes.iter().find(|code| {
+                !reference
+                    .locator
+                    .communes()
+                    .any(|c| c.epci_siren.as_ref() == Some(*code))
+            }) {
+                Some(unknown) => Err(FieldError::new(
+                    "epci",
+                    format!("EPCI inconnu « {unknown} »"),
+                )),
+                None => {
+                    *selection = std::mem::take(selection).communes(reference, |c| {
+                        c.epci_siren.as_ref().is_some_and(|s| codes.contains(s))
+                    });
+                    Ok(())
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

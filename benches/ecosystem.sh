@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The ecosystem outputs of issue 18 on ROWS generated entries (the database benches/search.sh
+# makes, target/bench/search-ROWS-SEED.db), release server, curl and wrk as the clients:
+#   - data·inclusion structures and services in JSON: the first request writes the file of the
+#     data version (build throughput), the next ones send it (serve throughput);
+#   - HSDS pages of 50 services: first, deep (entry 2,500,000), fully nested, by words; the
+#     latency of 5 s of back-to-back requests (wrk, one connection);
+#   - the vector tile at zoom 6 over Paris (row 22, column 32): size, and latency the same way;
+#     and a tile at zoom 12 in Paris.
+# The sorted OGC pages (first and deep) are in benches/hardening.sh.
+#
+# Usage: benches/ecosystem.sh [ROWS] [SEED]      (defaults 3000000 and 1)
+# Environment: BIN (default target/release/proximites, built here), PORT (default 18091).
+set -euo pipefail
+export LC_ALL=C
+rows=${1:-3000000}
+seed=${2:-1}
+cd "$(dirname "$0")/.."
+db="target/bench/search-${rows}-${seed}.db"
+[ -f "$db" ] || benches/search.sh "$rows" "$seed"
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=target/release/proximites
+fi
+port=${PORT:-18091}
+base="http://127.0.0.1:$port"
+log=$(mktemp)
+"$BIN" --database-url "sqlite://$PWD/$db" serve --listen "127.0.0.1:$port" --no-demo >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 1 300); do curl -sf "$base/healthz" >/dev/null && break; sleep 1; done
+
+throughput() { # label url: one download, its size and rate
+    curl -s -o /dev/null -w "%{http_code} %{size_download} %{time_total}\n" "$2" |
+        awk -v label="$1" '{printf "%s: %s, %.0f MB in %.2f s = %.0f MB/s\n", label, $1, $2/1e6, $3, $2/1e6/$3}'
+}
+for table in structures services; do
+    url="$base/api/v1/export/data-inclusion/$table.json"
+    throughput "data·inclusion $table.json, written then sent" "$url"
+    for run in 1 2 3; do throughput "data·inclusion $table.json, sent (run $run)" "$url"; done
+done
+
+once() { # label url: one request's status, size and time
+    curl -s -o /dev/null -w "$1: %{http_code}, %{size_download} bytes in %{time_total} s\n" "$2"
+}
+latency() { # label url: 5 s of back-to-back requests on one connection
+    echo "$1 (wrk, 1 connection, 5 s):"
+    wrk -t1 -c1 -d5s --latency "$2" | grep -E "Latency|50%|90%|99%|Requests/sec|Non-2xx" | sed 's/^/    /'
+}
+hsds="$base/hsds/services"
+once "HSDS first page of 50 (counts the directory once per data version)" "$hsds?per_page=50"
+latency "HSDS first page of 50" "$hsds?per_page=50"
+latency "HSDS page 50,001 of 50 (entry 2,500,000)" "$hsds?per_page=50&page=50001"
+latency "HSDS first page of 50, fully nested" "$hsds?per_page=50&full=true"
+latency "HSDS page of 50 by words (search=mairie)" "$hsds?per_page=50&search=mairie"
+latency "HSDS page of 50 of a typology (taxonomy_term_id)" \
+    "$hsds?per_page=50&taxonomy_term_id=$(curl -s "$base/hsds/taxonomy_terms?search=pharmacie" | python3 -c 'import json,sys; print(json.load(sys.stdin)["contents"][0]["id"])')"
+
+tiles="$base/ogc/collections/services/tiles/WebMercatorQuad"
+once "tile z6 over Paris (6/22/32), first" "$tiles/6/22/32"
+latency "tile z6 over Paris (6/22/32)" "$tiles/6/22/32"
+latency "tile z6 over Paris, town halls only" "$tiles/6/22/32?typology=mairie"
+once "tile z12 in Paris (12/1409/2074)" "$tiles/12/1409/2074"
+latency "tile z12 in Paris (12/1409/2074)" "$tiles/12/1409/2074"
+grep -E "ERROR|panicked" "$log" | head -5 || true
