@@ -37,6 +37,8 @@ pub struct AppState {
     pub web: Arc<crate::web::Web>,
     /// GIS layers: licence, whole-directory files and counts, by data version.
     pub layers: Arc<crate::export::Layers>,
+    /// The entry counts vector tiles of low zooms are clustered from, by index version.
+    pub tiles: Arc<crate::ogc::tiles::Pyramids>,
     /// Failed logins of the contributor pages.
     pub login_limiter: Arc<crate::accounts::LoginLimiter>,
     /// The address invitation links start with (`PROXIMITES_PUBLIC_URL`).
@@ -81,6 +83,7 @@ impl AppState {
                 text_dir.with_extension("exports"),
                 crate::export::Licence::default(),
             )),
+            tiles: Arc::default(),
             login_limiter: Arc::default(),
             public_url: DEFAULT_PUBLIC_URL.into(),
             public_url_configured: false,

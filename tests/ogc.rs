@@ -1764,6 +1764,26 @@ async fn vector_tiles_are_read_by_gdal_and_qgis() {
         .map(|f| f["properties"]["count"].as_u64().unwrap())
         .sum();
     assert_eq!(counted, in_region);
+    // Narrowed to a département, the same tile is clustered from the live index: the same sums.
+    let in_departement = entries_in_tile(
+        &fixture,
+        region_bounds,
+        "AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
+    )
+    .await;
+    assert!(in_departement > 2_000 && in_departement < in_region);
+    let path = fetch(6, region, "?departement=63").await;
+    let mut args = strings(&["-f", "GeoJSON", "/vsistdout/"]);
+    args.extend(open(6, region));
+    args.extend(strings(&[path.to_str().unwrap(), "clusters"]));
+    let clusters: Value = serde_json::from_str(&run("ogr2ogr", args).await).unwrap();
+    let counted: u64 = clusters["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, in_departement);
 
     // The tiling scheme, the tilesets, the conformance; wrong requests.
     let tilesets: Value = reqwest::get(format!("{base}/ogc/collections/services/tiles"))

@@ -485,6 +485,8 @@ pub struct Layers {
     building: tokio::sync::Mutex<()>,
     /// Counts by selection, for the data version they were made at.
     counts: std::sync::Mutex<(Option<String>, HashMap<String, u64>)>,
+    /// Where numbered pages start, by selection, for the data version they were read at.
+    anchors: std::sync::Mutex<(Option<String>, AnchorsBySelection)>,
     /// The names rows refer to, for the data version they were read at: a page of features
     /// should not pay for resolving every commune again.
     lookup: std::sync::Mutex<Option<(Option<String>, Arc<Lookup>)>>,
@@ -492,6 +494,10 @@ pub struct Layers {
 
 /// Counts kept before the cache starts over (keys are selections: bounded memory).
 const MAX_COUNTS: usize = 10_000;
+type AnchorsBySelection = HashMap<String, Arc<store::Anchors>>;
+
+/// Selections whose page anchors are kept before the cache starts over.
+const MAX_ANCHORED: usize = 256;
 
 impl Layers {
     pub fn new(dir: std::path::PathBuf, licence: Licence) -> Self {
@@ -500,6 +506,7 @@ impl Layers {
             dir,
             building: tokio::sync::Mutex::new(()),
             counts: std::sync::Mutex::new((None, HashMap::default())),
+            anchors: std::sync::Mutex::new((None, HashMap::default())),
             lookup: std::sync::Mutex::new(None),
         }
     }
@@ -520,6 +527,30 @@ impl Layers {
             .lookup
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version.clone(), lookup));
+    }
+
+    pub fn cached_anchors(
+        &self,
+        version: &Option<String>,
+        key: &str,
+    ) -> Option<Arc<store::Anchors>> {
+        let anchors = self
+            .anchors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (anchors.0 == *version).then(|| anchors.1.get(key).cloned())?
+    }
+
+    pub fn keep_anchors(&self, version: &Option<String>, key: String, found: Arc<store::Anchors>) {
+        let mut anchors = self
+            .anchors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A few kilobytes per selection of a million entries: a few hundred selections at most.
+        if anchors.0 != *version || anchors.1.len() >= MAX_ANCHORED {
+            *anchors = (version.clone(), HashMap::default());
+        }
+        anchors.1.insert(key, found);
     }
 
     pub fn cached_count(&self, version: &Option<String>, key: &str) -> Option<u64> {

@@ -363,13 +363,54 @@ pub fn scan(
     read(handle, lookup, selection, order, None, each)
 }
 
+/// Where numbered pages of a selection start: its entries counted in id order, with the id that
+/// ends each run of `ANCHOR_STEP`, so that a page deep in it is read from the nearest anchor
+/// instead of skipping every entry before it.
+#[derive(Debug, Clone, Default)]
+pub struct Anchors {
+    pub total: u64,
+    ends: Vec<String>,
+}
+
+/// Entries between two anchors.
+pub const ANCHOR_STEP: u64 = 1_000;
+
+/// The anchors of `selection` (all SQL: `needs_row_test` false), read from the ids alone.
+pub fn anchors(
+    handle: &mut LockedSqliteHandle<'_>,
+    selection: &Selection,
+) -> anyhow::Result<Anchors> {
+    anyhow::ensure!(
+        !selection.needs_row_test(),
+        "une page numérotée ne se lit qu'en SQL"
+    );
+    let (where_, binds) = conditions(selection);
+    let statement = Statement::prepare(
+        handle,
+        &format!("SELECT id FROM services{where_} ORDER BY id"),
+        &binds,
+    )?;
+    let mut anchors = Anchors::default();
+    while statement.step()? {
+        anchors.total += 1;
+        if anchors.total % ANCHOR_STEP == 0 {
+            // SAFETY: on a row; the text is copied before the next step.
+            if let Some(id) = unsafe { statement.text(0)? } {
+                anchors.ends.push(id.to_owned());
+            }
+        }
+    }
+    Ok(anchors)
+}
+
 /// Streams `limit` entries of `selection` by increasing id, after skipping `offset` (a numbered
-/// page). The selection must be all SQL (`needs_row_test` false): rows tested one by one cannot
-/// be skipped by SQL.
+/// page), from the anchor before it. The selection must be all SQL (`needs_row_test` false):
+/// rows tested one by one cannot be skipped by SQL.
 pub fn numbered_page(
     handle: &mut LockedSqliteHandle<'_>,
     lookup: &Lookup,
     selection: &Selection,
+    anchors: &Anchors,
     offset: u64,
     limit: u64,
     each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
@@ -378,12 +419,22 @@ pub fn numbered_page(
         !selection.needs_row_test(),
         "une page numérotée ne se lit qu'en SQL"
     );
+    let run = usize::try_from(offset / ANCHOR_STEP).unwrap_or(usize::MAX);
+    let (after, skip) = match run.checked_sub(1).and_then(|i| anchors.ends.get(i)) {
+        Some(end) => (Some(end.as_str()), offset % ANCHOR_STEP),
+        None if run == 0 => (None, offset),
+        // Past the last anchor: beyond the selection's end as it was counted.
+        None => (
+            anchors.ends.last().map(String::as_str),
+            offset - anchors.ends.len() as u64 * ANCHOR_STEP,
+        ),
+    };
     read(
         handle,
         lookup,
         selection,
-        Order::Id { after: None },
-        Some((offset, limit)),
+        Order::Id { after },
+        Some((skip, limit)),
         each,
     )
 }

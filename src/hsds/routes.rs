@@ -216,7 +216,7 @@ async fn read_services(
     state: &AppState,
     base: &str,
     selection: Selection,
-    window: Option<(u64, u64)>,
+    window: Option<(std::sync::Arc<rows::Anchors>, u64, u64)>,
     full: bool,
 ) -> Result<Vec<(String, String, Value)>> {
     let reference = state.reference.clone();
@@ -247,9 +247,9 @@ async fn read_services(
             Ok(true)
         };
         match window {
-            Some((offset, limit)) => {
-                rows::numbered_page(handle, &lookup, &selection, offset, limit, &mut each)?
-            }
+            Some((anchors, offset, limit)) => rows::numbered_page(
+                handle, &lookup, &selection, &anchors, offset, limit, &mut each,
+            )?,
             None => rows::scan(
                 handle,
                 &lookup,
@@ -358,28 +358,30 @@ pub(crate) async fn services(
     let (total, contents) = match &params.search {
         Some(words) => search_page(&state, &base, &params, words, selection).await?,
         None => {
+            // Counted with the anchors of its numbered pages, once per data version.
             let version = state.live.settled_version();
             let key = format!("hsds|{}", selection.key());
-            let total = match state.layers.cached_count(&version, &key) {
-                Some(n) => n,
+            let anchors = match state.layers.cached_anchors(&version, &key) {
+                Some(anchors) => anchors,
                 None => {
-                    let reference = state.reference.clone();
                     let counted = selection.clone();
-                    let n = rows::with_connection(&state.pool, move |handle| {
-                        let lookup = rows::lookup(handle, &reference)?;
-                        rows::count(handle, &lookup, &counted)
-                    })
-                    .await?;
-                    state.layers.keep_count(&version, key, n);
-                    n
+                    let anchors = std::sync::Arc::new(
+                        rows::with_connection(&state.pool, move |handle| {
+                            rows::anchors(handle, &counted)
+                        })
+                        .await?,
+                    );
+                    state.layers.keep_anchors(&version, key, anchors.clone());
+                    anchors
                 }
             };
+            let total = anchors.total;
             let full = params.full && !params.minimal;
             let found = read_services(
                 &state,
                 &base,
                 selection,
-                Some((params.offset(), params.per_page)),
+                Some((anchors, params.offset(), params.per_page)),
                 full,
             )
             .await?;
@@ -562,7 +564,7 @@ pub(crate) async fn organization(
             sources: Some(vec![organisation_id.clone()]),
             ..Selection::default()
         },
-        Some((0, MAX_NESTED_SERVICES as u64)),
+        Some((std::sync::Arc::default(), 0, MAX_NESTED_SERVICES as u64)),
         params.full,
     )
     .await?;

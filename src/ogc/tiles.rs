@@ -129,8 +129,11 @@ pub struct Point {
 pub enum Content {
     Points(Vec<Point>),
     /// Per non-empty cell: the mean position of its entries and how many.
-    Clusters(Vec<((f64, f64), u64)>),
+    Clusters(Vec<Cluster>),
 }
+
+/// A cluster: the mean position of its entries, and how many.
+pub type Cluster = ((f64, f64), u64);
 
 /// The entries of `tile` passing `filter`, one by one when few, else counted per grid cell.
 /// CPU work: call it off the async threads.
@@ -185,6 +188,175 @@ pub fn collect(
     // Same tile, same bytes.
     clusters.sort_by_key(|(key, _, _)| *key);
     Content::Clusters(clusters.into_iter().map(|(_, at, n)| (at, n)).collect())
+}
+
+/// The zoom whose tiles are the pyramid's cells: clusters (64 cells per tile side) come from it
+/// for tiles of zoom 8 and less.
+const PYRAMID_ZOOM: u8 = 14;
+/// The deepest tile zoom clustered from the pyramid.
+pub const PYRAMID_MAX_TILE_ZOOM: u8 = PYRAMID_ZOOM - 6;
+
+/// Interleaves the bits of a cell's column and row (Z-order): the cells of any coarser tile
+/// are then one contiguous range of keys.
+fn morton(col: u32, row: u32) -> u64 {
+    let spread = |v: u32| {
+        let mut v = u64::from(v);
+        v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
+        v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
+        v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
+        (v | (v << 1)) & 0x5555_5555_5555_5555
+    };
+    spread(col) | (spread(row) << 1)
+}
+
+/// The entries of one typology in one cell of zoom `PYRAMID_ZOOM`.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    key: u64,
+    col: u32,
+    row: u32,
+    typology: u16,
+    count: u32,
+    sum_x: f64,
+    sum_y: f64,
+}
+
+/// Every entry counted per typology and cell of zoom 14, in Z-order: a tile of zoom 8 or less
+/// is one contiguous run of cells, summed into its 64 × 64 clusters without visiting its
+/// entries (a tile over Paris at zoom 6 holds about a million).
+pub struct Pyramid {
+    /// The index position it was counted at.
+    pub position: i64,
+    typologies: Vec<String>,
+    cells: Vec<Cell>,
+}
+
+impl Pyramid {
+    /// Counts every entry of `index`. CPU work (about a second for 3 million entries): call it
+    /// off the async threads.
+    pub fn build(index: &crate::search::engine::SearchIndex) -> Self {
+        let size = 2.0 * HALF_WORLD / f64::from(1u32 << PYRAMID_ZOOM);
+        let last = (1u32 << PYRAMID_ZOOM) - 1;
+        let mut typologies: Vec<String> = Vec::new();
+        let mut numbers: HashMap<String, u16> = HashMap::new();
+        let mut points: Vec<(u64, u16, u32, u32, f64, f64)> = Vec::new();
+        for placement in index.spatial.entries(None) {
+            let typology = placement.typology();
+            let number = match numbers.get(typology) {
+                Some(n) => *n,
+                None => {
+                    let n = u16::try_from(typologies.len()).unwrap_or(u16::MAX);
+                    typologies.push(typology.to_owned());
+                    numbers.insert(typology.to_owned(), n);
+                    n
+                }
+            };
+            let (x, y) = mercator(placement.location());
+            let col = (((x + HALF_WORLD) / size).floor().max(0.0) as u32).min(last);
+            let row = (((HALF_WORLD - y) / size).floor().max(0.0) as u32).min(last);
+            points.push((morton(col, row), number, col, row, x, y));
+        }
+        points.sort_unstable_by_key(|p| (p.0, p.1));
+        let mut cells: Vec<Cell> = Vec::new();
+        for (key, typology, col, row, x, y) in points {
+            match cells.last_mut() {
+                Some(c) if c.key == key && c.typology == typology => {
+                    c.count += 1;
+                    c.sum_x += x;
+                    c.sum_y += y;
+                }
+                _ => cells.push(Cell {
+                    key,
+                    col,
+                    row,
+                    typology,
+                    count: 1,
+                    sum_x: x,
+                    sum_y: y,
+                }),
+            }
+        }
+        cells.shrink_to_fit();
+        Self {
+            position: index.position,
+            typologies,
+            cells,
+        }
+    }
+
+    /// The clusters of `tile` (zoom 8 or less) for the typologies of `filter` (its communes are
+    /// not looked at), and how many entries they hold.
+    fn clusters(&self, tile: TileId, filter: &TileFilter) -> (Vec<Cluster>, u64) {
+        let shift = u32::from(PYRAMID_ZOOM - tile.zoom);
+        let first = morton(tile.col << shift, tile.row << shift);
+        let end = first + (1u64 << (2 * shift));
+        let wanted: Option<Vec<bool>> = filter.typologies.as_ref().map(|codes| {
+            self.typologies
+                .iter()
+                .map(|t| codes.iter().any(|c| c == t))
+                .collect()
+        });
+        let start = self.cells.partition_point(|c| c.key < first);
+        let to_grid = shift - GRID.trailing_zeros();
+        let mut grid: HashMap<u32, (f64, f64, u64)> = HashMap::new();
+        let mut total = 0;
+        for cell in self.cells[start..].iter().take_while(|c| c.key < end) {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w[usize::from(cell.typology)])
+            {
+                continue;
+            }
+            let column = (cell.col >> to_grid) - (tile.col << GRID.trailing_zeros());
+            let row = (cell.row >> to_grid) - (tile.row << GRID.trailing_zeros());
+            let sums = grid.entry(row * GRID + column).or_insert((0.0, 0.0, 0));
+            sums.0 += cell.sum_x;
+            sums.1 += cell.sum_y;
+            sums.2 += u64::from(cell.count);
+            total += u64::from(cell.count);
+        }
+        let mut clusters: Vec<(u32, (f64, f64), u64)> = grid
+            .into_iter()
+            .map(|(key, (x, y, n))| (key, (x / n as f64, y / n as f64), n))
+            .collect();
+        clusters.sort_by_key(|(key, _, _)| *key);
+        (
+            clusters.into_iter().map(|(_, at, n)| (at, n)).collect(),
+            total,
+        )
+    }
+}
+
+/// The pyramid of the settled index, built once per index position; concurrent first requests
+/// wait for the one build.
+#[derive(Default)]
+pub struct Pyramids {
+    current: tokio::sync::Mutex<Option<std::sync::Arc<Pyramid>>>,
+}
+
+impl Pyramids {
+    pub async fn of(
+        &self,
+        index: std::sync::Arc<crate::search::engine::SearchIndex>,
+    ) -> Result<std::sync::Arc<Pyramid>> {
+        let mut current = self.current.lock().await;
+        if let Some(pyramid) = current.as_ref().filter(|p| p.position == index.position) {
+            return Ok(pyramid.clone());
+        }
+        let started = std::time::Instant::now();
+        let pyramid = tokio::task::spawn_blocking(move || Pyramid::build(&index))
+            .await
+            .map_err(anyhow::Error::from)?;
+        tracing::info!(
+            cells = pyramid.cells.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "tile pyramid built"
+        );
+        let pyramid = std::sync::Arc::new(pyramid);
+        *current = Some(pyramid.clone());
+        Ok(pyramid)
+    }
 }
 
 fn mvt_error(error: geozero::error::GeozeroError) -> Error {
@@ -486,9 +658,22 @@ pub(crate) async fn tile(
     let filter = parse_filter(&state, &found, &query_pairs(query.as_deref()))?;
     let index = state.search_index();
     let version = index.version.clone();
-    let content = tokio::task::spawn_blocking(move || collect(&index.spatial, tile, &filter))
-        .await
-        .map_err(anyhow::Error::from)?;
+    // A low zoom's tile of many entries is clustered from the pyramid of the settled index
+    // (counted once per data version, at most the cache staleness behind the writes); a tile
+    // of few entries, or narrowed to communes, is read from the live index.
+    let from_pyramid = if tile.zoom <= PYRAMID_MAX_TILE_ZOOM && filter.communes.is_none() {
+        let pyramid = state.tiles.of(state.live.settled_index()).await?;
+        let (clusters, total) = pyramid.clusters(tile, &filter);
+        (total > MAX_POINTS as u64).then_some(Content::Clusters(clusters))
+    } else {
+        None
+    };
+    let content = match from_pyramid {
+        Some(content) => content,
+        None => tokio::task::spawn_blocking(move || collect(&index.spatial, tile, &filter))
+            .await
+            .map_err(anyhow::Error::from)?,
+    };
     let names: HashMap<String, String> = match &content {
         Content::Points(points) => {
             let ids: Vec<_> = points.iter().map(|p| p.id.to_service_id()).collect();
@@ -542,6 +727,19 @@ mod tests {
         });
         assert!((latitude(y) - 48.85).abs() < 1e-9);
         assert!((x / EARTH_RADIUS).to_degrees() - 2.35 < 1e-9);
+    }
+
+    #[test]
+    fn z_order_keeps_each_tile_contiguous() {
+        assert_eq!(morton(1, 0), 1);
+        assert_eq!(morton(0, 1), 2);
+        assert_eq!(morton(3, 3), 15);
+        // The 4 × 4 cells of the tile (1, 2) two levels up are 16 keys in a row.
+        let keys: Vec<u64> = (4..8)
+            .flat_map(|col| (8..12).map(move |row| morton(col, row)))
+            .collect();
+        let first = morton(4, 8);
+        assert!(keys.iter().all(|k| (first..first + 16).contains(k)));
     }
 
     #[test]
