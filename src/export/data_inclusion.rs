@@ -499,6 +499,17 @@ pub fn write(
         written: 0,
         left_out: 0,
     };
+    // Only the typologies with a service are read for services: SQL skips the others.
+    let narrowed;
+    let selection = match table {
+        Table::Structures => selection,
+        Table::Services => {
+            narrowed = selection
+                .clone()
+                .typologies(crosswalk.service_typologies());
+            &narrowed
+        }
+    };
     store::scan(handle, lookup, selection, store::Order::Storage, |row| {
         let record = match table {
             Table::Structures => structure(row, crosswalk, base, &today),

@@ -155,6 +155,18 @@ impl DataInclusion {
         })
     }
 
+    /// The typologies whose entries are data·inclusion services.
+    pub fn service_typologies(&self) -> Vec<String> {
+        let mut codes: Vec<String> = self
+            .by_typology
+            .values()
+            .filter(|c| c.has_service())
+            .map(|c| c.code.clone())
+            .collect();
+        codes.sort();
+        codes
+    }
+
     pub fn of(&self, typology: &str) -> Option<&Crosswalk> {
         self.by_typology.get(typology)
     }
