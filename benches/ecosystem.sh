@@ -8,7 +8,8 @@
 #     by a request before: it counts the selection once per data version);
 #   - the vector tile at zoom 6 over Paris (row 22, column 32): size, and latency the same way;
 #     and a tile at zoom 12 in Paris.
-# The sorted OGC pages (first and deep) are in benches/hardening.sh.
+#   - OGC pages sorted by name, by update date, within a département: first, next, and the page
+#     at entry 2,700,000 by name.
 #
 # Usage: benches/ecosystem.sh [ROWS] [SEED]      (defaults 3000000 and 1)
 # Environment: BIN (default target/release/proximites, built here), PORT (default 18091).
@@ -82,4 +83,23 @@ latency "tile z6 over Paris (6/22/32)" "$tiles/6/22/32"
 latency "tile z6 over Paris, town halls only" "$tiles/6/22/32?typology=mairie"
 once "tile z12 in Paris (12/1409/2074)" "$tiles/12/1409/2074"
 latency "tile z12 in Paris (12/1409/2074)" "$tiles/12/1409/2074"
+items="$base/ogc/collections/services/items"
+for q in "limit=100&sortby=name" "limit=100&sortby=-updated_at" \
+    "limit=100&departement=63&sortby=name"; do
+    page=$(mktemp)
+    curl -s -o "$page" -w "OGC $q: %{http_code} in %{time_total} s\n" "$items?$q"
+    next=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([l['href'] for l in d['links'] if l['rel']=='next'][0])" "$page")
+    curl -s -o /dev/null -w "  its next page: %{http_code} in %{time_total} s\n" "$next"
+    rm -f "$page"
+done
+deep=$(python3 - "$db" <<'PY'
+import binascii, json, sqlite3, sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+row = c.execute("SELECT name, id FROM services WHERE status = 'published' "
+                "ORDER BY name, id LIMIT 1 OFFSET 2700000").fetchone()
+print(binascii.hexlify(json.dumps([row[0], row[1]]).encode()).decode())
+PY
+)
+curl -s -o /dev/null -w "sortby=name, page at entry 2,700,000: %{http_code} in %{time_total} s\n" \
+    "$items?limit=100&sortby=name&cursor=$deep"
 grep -E "ERROR|panicked" "$log" | head -5 || true

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The hostile-client figures of issue 17 (and the sorted pages of issue 18), for the README and
+# The hostile-client figures of issue 17, for the README and
 # SECURITY.md: the release server on the database of ROWS generated entries that
 # benches/search.sh makes (target/bench/search-ROWS-SEED.db), then, with curl and a few lines of
 # Python as the clients:
 #   - a 20 KB CQL2 filter of ORed LIKE '%a%e%…' (refused at its time budget), ordinary filters
 #     narrowed in SQL, a text query of 6,000 words;
 #   - eight slow readers of a large selection, then /healthz, a search and one more export timed;
-#   - OGC pages sorted by name and by update date, first, next and deep (entry 2,700,000).
 #
 # Usage: benches/hardening.sh [ROWS] [SEED]      (defaults 3000000 and 1)
 # Environment: BIN (default target/release/proximites, built here), PORT (default 18090).
@@ -69,22 +68,4 @@ for path in ["/healthz", "/api/v1/services?q=mairie&near=3.08,45.77",
     print(f"beside 8 slow readers: {path} -> {code} in {(time.time() - started) * 1000:.1f} ms")
 PY
 
-for q in "limit=100&sortby=name" "limit=100&sortby=-updated_at" \
-    "limit=100&departement=63&sortby=name"; do
-    page=$(mktemp)
-    curl -s -o "$page" -w "$q: %{http_code} in %{time_total} s\n" "$items?$q"
-    next=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([l['href'] for l in d['links'] if l['rel']=='next'][0])" "$page")
-    curl -s -o /dev/null -w "  its next page: %{http_code} in %{time_total} s\n" "$next"
-    rm -f "$page"
-done
-deep=$(python3 - "$db" <<'PY'
-import binascii, json, sqlite3, sys
-c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
-row = c.execute("SELECT name, id FROM services WHERE status = 'published' "
-                "ORDER BY name, id LIMIT 1 OFFSET 2700000").fetchone()
-print(binascii.hexlify(json.dumps([row[0], row[1]]).encode()).decode())
-PY
-)
-curl -s -o /dev/null -w "sortby=name, page at entry 2,700,000: %{http_code} in %{time_total} s\n" \
-    "$items?limit=100&sortby=name&cursor=$deep"
 grep -E "ERROR|panicked" "$log" | head -5 || true

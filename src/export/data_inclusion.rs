@@ -504,9 +504,7 @@ pub fn write(
     let selection = match table {
         Table::Structures => selection,
         Table::Services => {
-            narrowed = selection
-                .clone()
-                .typologies(crosswalk.service_typologies());
+            narrowed = selection.clone().typologies(crosswalk.service_typologies());
             &narrowed
         }
     };

@@ -363,6 +363,28 @@ pub fn scan(
     read(handle, lookup, selection, order, None, each)
 }
 
+/// Streams at most `limit` entries of `selection` in `order`. Told to SQL when the selection is
+/// all SQL: a sorted page then keeps only its best rows while reading (SQLite's top-N sort)
+/// instead of sorting the whole selection before the first row.
+pub fn scan_limited(
+    handle: &mut LockedSqliteHandle<'_>,
+    lookup: &Lookup,
+    selection: &Selection,
+    order: Order<'_>,
+    limit: u64,
+    mut each: impl FnMut(&Row<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let window = (!selection.needs_row_test()).then_some((0, limit));
+    let mut left = limit;
+    read(handle, lookup, selection, order, window, |row| {
+        if left == 0 {
+            return Ok(false);
+        }
+        left -= 1;
+        each(row)
+    })
+}
+
 /// Where numbered pages of a selection start: its entries counted in id order, with the id that
 /// ends each run of `ANCHOR_STEP`, so that a page deep in it is read from the nearest anchor
 /// instead of skipping every entry before it.

@@ -1035,25 +1035,34 @@ async fn read_page(
             After::Id(id) => store::Order::Id { after: Some(id) },
             After::Start => store::Order::Id { after: None },
         };
-        store::scan(handle, &lookup, &selection, order, |row| {
-            if returned == limit {
-                more = true;
-                return Ok(false);
-            }
-            if returned > 0 {
-                features.push(b',');
-            }
-            feature_json(&mut features, row, crs)?;
-            returned += 1;
-            last = Some(if sort.is_empty() {
-                row.id.to_owned()
-            } else {
-                let mut values: Vec<&str> = sort.iter().map(|k| k.property.value(row)).collect();
-                values.push(row.id);
-                After::encode(&values)
-            });
-            Ok(true)
-        })?;
+        // One row past the page tells whether there is a next one.
+        store::scan_limited(
+            handle,
+            &lookup,
+            &selection,
+            order,
+            limit as u64 + 1,
+            |row| {
+                if returned == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                if returned > 0 {
+                    features.push(b',');
+                }
+                feature_json(&mut features, row, crs)?;
+                returned += 1;
+                last = Some(if sort.is_empty() {
+                    row.id.to_owned()
+                } else {
+                    let mut values: Vec<&str> =
+                        sort.iter().map(|k| k.property.value(row)).collect();
+                    values.push(row.id);
+                    After::encode(&values)
+                });
+                Ok(true)
+            },
+        )?;
         Ok(Page {
             features,
             returned,
