@@ -37,6 +37,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Import entries from a CSV (project or SCDL « Équipements ») or GeoJSON file.
     Import(ImportArgs),
+    /// Harvest a national source: the file is the source's whole current state (entries
+    /// created, updated field by field, unchanged, or withdrawn from the source), in one
+    /// transaction; only records that cannot be used are left out, and reported.
+    Harvest(HarvestArgs),
     /// Write a realistic generated file of entries in the project's CSV, for benchmarks.
     Synth(SynthArgs),
     /// Manage the territory reference (communes, EPCI, départements, régions).
@@ -412,6 +416,28 @@ pub struct ExportArgs {
     pub public_url: String,
     #[command(flatten)]
     pub licence: LicenceArgs,
+}
+
+/// The national sources `proximites harvest` reads.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HarvestSource {
+    /// Annuaire de l'administration, « Base de données locales » (DILA): the bulk `.tar.bz2`,
+    /// its `…-data.gouv_local.json`, or the explore API's JSON export.
+    Dila,
+}
+
+#[derive(Debug, Args)]
+pub struct HarvestArgs {
+    #[arg(value_enum)]
+    pub source: HarvestSource,
+    /// The file as published.
+    pub file: PathBuf,
+    /// Read and count, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the full report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

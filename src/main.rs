@@ -116,25 +116,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-            for error in &report.errors {
-                println!("  {error}");
-            }
-            println!("{}", report.summary());
-            if let Some(path) = args.report {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-            }
+            print_import_report(&pool, &report, args.report.as_deref()).await?;
+            let failed = report.rejected > 0 && !(args.skip_invalid && report.committed);
+            return Ok(if failed {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        Command::Harvest(args) => {
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            let progress = std::io::stderr().is_terminal();
+            let report = match args.source {
+                proximites::cli::HarvestSource::Dila => {
+                    import::harvest_dila(
+                        &pool,
+                        &reference,
+                        Input::File(args.file),
+                        args.dry_run,
+                        progress,
+                    )
+                    .await?
+                }
+            };
+            print_import_report(&pool, &report, args.report.as_deref()).await?;
             if report.committed {
-                // Folds the write-ahead log into the database file: the next start reads one
-                // file rather than replaying a log as large as the import.
-                db::checkpoint(&pool).await?;
-                // The indexes follow the change log the import wrote: a running server applies
-                // it within a second, otherwise the next `serve` does.
                 println!(
-                    "journal des changements à la ligne / change log at row {} : un serveur en marche l'applique, sinon le prochain démarrage / a running server applies it, else the next start",
-                    db::log_head(&pool).await?
+                    "  retirées de la source / withdrawn from the source {}",
+                    report.withdrawn
+                );
+            } else if args.dry_run {
+                println!(
+                    "  à retirer de la source / to withdraw from the source {}",
+                    report.missing.len()
                 );
             }
-            let failed = report.rejected > 0 && !(args.skip_invalid && report.committed);
+            if let Some(unmapped) = &report.unmapped {
+                println!(
+                    "  sans typologie / without a typology {} : {}",
+                    unmapped.records,
+                    unmapped
+                        .by_type
+                        .iter()
+                        .map(|(kind, n)| format!("{kind} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let failed = !report.committed && !args.dry_run;
             return Ok(if failed {
                 ExitCode::from(2)
             } else {
@@ -515,6 +545,34 @@ async fn admin(
             let (_, token) = created.map_err(fields)?;
             println!("{token}");
         }
+    }
+    Ok(())
+}
+
+/// Prints an import's errors and summary, writes its JSON report when asked, and after a commit
+/// folds the write-ahead log into the database and says where the change log stands.
+async fn print_import_report(
+    pool: &db::Pool,
+    report: &import::ImportReport,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    for error in &report.errors {
+        println!("  {error}");
+    }
+    println!("{}", report.summary());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)?;
+    }
+    if report.committed {
+        // Folds the write-ahead log into the database file: the next start reads one file
+        // rather than replaying a log as large as the import.
+        db::checkpoint(pool).await?;
+        // The indexes follow the change log the import wrote: a running server applies it
+        // within a second, otherwise the next `serve` does.
+        println!(
+            "journal des changements à la ligne / change log at row {} : un serveur en marche l'applique, sinon le prochain démarrage / a running server applies it, else the next start",
+            db::log_head(pool).await?
+        );
     }
     Ok(())
 }

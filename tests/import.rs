@@ -373,3 +373,273 @@ async fn territory_files_load_and_keep_finer_boundaries() {
         .to_string();
     assert!(error.contains("epci.csv"), "{error}");
 }
+
+/// One rule of service-public.fr's JSON hours: first and last day, opening intervals.
+type HoursRule = (String, String, Vec<(String, String)>);
+
+/// DILA records (bulk shape) of the first `n` demo town halls: the real addresses, positions,
+/// phones and hours of `data/demo`, written as the Annuaire de l'administration publishes them.
+fn dila_town_halls(n: usize) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let text = include_str!("../data/demo/mairies-auvergne.csv");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    reader
+        .records()
+        .take(n)
+        .enumerate()
+        .map(|(i, row)| {
+            let row = row.unwrap();
+            let (street, place) = row[3].split_once(" | ").unwrap_or((&row[3], ""));
+            let (postcode, city) = place.split_once(' ').unwrap_or(("", place));
+            let rules: Vec<HoursRule> = serde_json::from_str(&row[10]).unwrap_or_default();
+            let ranges: Vec<serde_json::Value> = rules
+                .iter()
+                .map(|(from, to, slots)| {
+                    let slot = |k: usize, end: bool| {
+                        slots
+                            .get(k)
+                            .map(|s| if end { s.1.clone() } else { s.0.clone() })
+                            .unwrap_or_default()
+                    };
+                    json!({
+                        "nom_jour_debut": from, "nom_jour_fin": to,
+                        "valeur_heure_debut_1": slot(0, false), "valeur_heure_fin_1": slot(0, true),
+                        "valeur_heure_debut_2": slot(1, false), "valeur_heure_fin_2": slot(1, true),
+                        "commentaire": "",
+                    })
+                })
+                .collect();
+            let mut record = json!({
+                "id": format!("00000000-0000-4000-8000-{i:012}"),
+                "nom": format!("Mairie - {}", &row[1]),
+                "pivot": [{"type_service_local": "mairie", "code_insee_commune": [&row[0]]}],
+                "code_insee_commune": &row[0],
+                "adresse": [{"type_adresse": "Adresse", "numero_voie": street,
+                    "code_postal": postcode, "nom_commune": city, "pays": "France",
+                    "longitude": &row[4], "latitude": &row[5], "accessibilite": "ACC"}],
+                "plage_ouverture": ranges,
+                "date_modification": "2026-11-30 10:00:00",
+            });
+            if !row[6].is_empty() {
+                record["telephone"] = json!([{"valeur": &row[6], "description": ""}]);
+            }
+            if !row[7].is_empty() {
+                record["adresse_courriel"] = json!([&row[7]]);
+            }
+            if !row[8].is_empty() {
+                record["site_internet"] = json!([{"libelle": "", "valeur": &row[8]}]);
+            }
+            record
+        })
+        .collect()
+}
+
+/// The explore API's export of the same records: a list, nested fields as JSON text.
+fn explore_shape(records: &[serde_json::Value]) -> String {
+    let nested = [
+        "pivot",
+        "adresse",
+        "telephone",
+        "adresse_courriel",
+        "site_internet",
+        "plage_ouverture",
+    ];
+    let list: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.as_object().unwrap().clone();
+            for key in nested {
+                if let Some(value) = r.get(key).cloned() {
+                    r.insert(key.into(), serde_json::Value::String(value.to_string()));
+                }
+            }
+            serde_json::Value::Object(r)
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+fn bulk_shape(records: &[serde_json::Value]) -> String {
+    serde_json::json!({ "service": records }).to_string()
+}
+
+impl Fixture {
+    async fn harvest(&self, text: String) -> ImportReport {
+        import::harvest_dila(
+            &self.pool,
+            &self.reference,
+            Input::Bytes {
+                name: "dila-local.json".into(),
+                bytes: text.into_bytes(),
+            },
+            false,
+            false,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn status_of(&self, source_ref: &str) -> String {
+        let (status,): (String,) =
+            sqlx::query_as("SELECT status FROM services WHERE source_ref = ?")
+                .bind(source_ref)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+        status
+    }
+}
+
+/// A harvest of the Annuaire de l'administration treats the file as the source's whole state:
+/// every usable record comes in under the DILA's name, unusable ones are reported by index and
+/// field, unmapped types are counted; the same file again (bulk or explore shape) changes
+/// nothing; records gone, renamed and moved are withdrawn (kept, restorable) and updated in
+/// their history; the original file brings the withdrawn one back.
+#[tokio::test]
+async fn dila_harvests_follow_the_source() {
+    let f = fixture().await;
+    let mut records = dila_town_halls(300);
+    let n = records.len() as u64;
+    records.push(
+        serde_json::json!({"id": "bad-commune", "nom": "Mairie - Nulle part",
+        "pivot": [{"type_service_local": "mairie"}], "code_insee_commune": "99999",
+        "adresse": [{"type_adresse": "Adresse", "longitude": "3.0", "latitude": "45.0"}]}),
+    );
+    records.push(serde_json::json!({"id": "no-name", "nom": "",
+        "pivot": [{"type_service_local": "mairie"}], "code_insee_commune": "63113",
+        "adresse": [{"type_adresse": "Adresse", "longitude": "3.08", "latitude": "45.77"}]}));
+    for i in 0..2 {
+        records.push(
+            serde_json::json!({"id": format!("unmapped-{i}"), "nom": "Guichet",
+            "pivot": [{"type_service_local": "type_inconnu"}], "code_insee_commune": "63113"}),
+        );
+    }
+    let first = f.harvest(bulk_shape(&records)).await;
+    assert!(first.committed, "{:?}", first.errors);
+    assert_eq!(first.source, "Annuaire de l'administration (DILA)");
+    assert_eq!(first.created + first.rejected, n + 2, "{:?}", first.errors);
+    // A few real town halls lie outside the commune they name (the source's geocoding): they
+    // are reported until quality flags take them in.
+    assert!(first.created >= n - 10, "{:?}", first.errors);
+    let unmapped = first.unmapped.clone().unwrap();
+    assert_eq!(unmapped.records, 2);
+    assert_eq!(unmapped.by_type.get("type_inconnu"), Some(&2));
+    let named = |row: u64, field: &str| {
+        first
+            .errors
+            .iter()
+            .any(|e| e.row == Some(row) && e.field == field)
+    };
+    assert!(named(n + 1, "insee_code"), "{:?}", first.errors);
+    assert!(named(n + 2, "name"), "{:?}", first.errors);
+
+    for (label, text) in [
+        ("bulk", bulk_shape(&records)),
+        ("explore", explore_shape(&records)),
+    ] {
+        let again = f.harvest(text).await;
+        assert_eq!(
+            (again.created, again.updated, again.withdrawn),
+            (0, 0, 0),
+            "{label}"
+        );
+        assert_eq!(again.unchanged, first.created, "{label}");
+    }
+
+    let mut changed = records.clone();
+    let gone = changed.remove(0)["id"].as_str().unwrap().to_owned();
+    changed[0]["nom"] = "Mairie - nouveau nom".into();
+    let moved_lat: f64 = changed[1]["adresse"][0]["latitude"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    changed[1]["adresse"][0]["latitude"] = format!("{:.6}", moved_lat + 0.001).into();
+    let renamed = changed[0]["id"].as_str().unwrap().to_owned();
+    let third = f.harvest(bulk_shape(&changed)).await;
+    assert_eq!((third.updated, third.withdrawn, third.created), (2, 1, 0));
+    assert_eq!(f.status_of(&gone).await, "withdrawn");
+    let (actions,): (String,) = sqlx::query_as(
+        "SELECT group_concat(action, ',') FROM (SELECT h.action FROM service_history h
+           JOIN services s ON s.id = h.service_id WHERE s.source_ref = ? ORDER BY h.id)",
+    )
+    .bind(&renamed)
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(actions, "created,updated");
+    let back = f.harvest(bulk_shape(&records)).await;
+    assert_eq!(back.updated, 3, "{back:?}");
+    assert_eq!(f.status_of(&gone).await, "published");
+}
+
+/// `proximites harvest dila` reads the bulk file as downloaded (`.tar.bz2`); a truncated
+/// archive is refused with a message and nothing written.
+#[tokio::test]
+async fn dila_harvest_command_reads_the_bulk_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dila_town_halls(40);
+    let json = bulk_shape(&records);
+    let mut archive = Vec::new();
+    {
+        let encoder = bzip2::write::BzEncoder::new(&mut archive, bzip2::Compression::default());
+        let mut builder = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(
+                &mut header,
+                "2026-12-05-data.gouv_local.json",
+                json.as_bytes(),
+            )
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+    let bin = env!("CARGO_BIN_EXE_proximites");
+    let url = format!("sqlite://{}", dir.path().join("h.db").display());
+    let file = dir.path().join("dila.tar.bz2");
+    std::fs::write(&file, &archive).unwrap();
+    let report = dir.path().join("report.json");
+    let output = std::process::Command::new(bin)
+        .args(["--database-url", &url, "harvest", "dila"])
+        .arg(&file)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(report["created"].as_u64().unwrap() >= 38, "{report}");
+    assert!(
+        stdout.contains("retirées de la source / withdrawn from the source 0"),
+        "{stdout}"
+    );
+
+    let truncated = dir.path().join("truncated.tar.bz2");
+    std::fs::write(&truncated, &archive[..archive.len() / 2]).unwrap();
+    let fresh = format!("sqlite://{}", dir.path().join("t.db").display());
+    let output = std::process::Command::new(bin)
+        .args(["--database-url", &fresh, "harvest", "dila"])
+        .arg(&truncated)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("archive .tar.bz2 illisible"), "{stdout}");
+    let pool = db::connect(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

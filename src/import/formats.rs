@@ -37,6 +37,9 @@ pub enum Format {
     ProjectCsv,
     ScdlCsv,
     GeoJson,
+    /// The Annuaire de l'administration (DILA): chosen by `proximites harvest dila`, never
+    /// guessed.
+    Dila,
 }
 
 impl Format {
@@ -45,6 +48,7 @@ impl Format {
             Format::ProjectCsv => "CSV Proximités",
             Format::ScdlCsv => "CSV SCDL « Équipements »",
             Format::GeoJson => "GeoJSON",
+            Format::Dila => "Annuaire de l'administration (DILA)",
         }
     }
 }

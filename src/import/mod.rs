@@ -1,6 +1,7 @@
 //! Imports of entries from files: streaming read, validation, classification (created, updated,
 //! unchanged) and an all-or-nothing write in one transaction.
 
+pub mod dila;
 pub mod formats;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -53,6 +54,9 @@ pub struct ImportOptions {
     /// The live indexes of the server importing (an upload), brought up to date after the
     /// commit; the command line leaves that to a running server or the next `serve`.
     pub live: Option<Arc<crate::search::live::LiveIndexes>>,
+    /// The file's format, when the caller knows it (a harvest); guessed from the name and
+    /// header otherwise.
+    pub format: Option<Format>,
 }
 
 /// What an import does (or would do) with one row of the file.
@@ -98,6 +102,13 @@ pub struct ImportReport {
     /// (`ImportOptions::plan` or `withdraw_missing`).
     #[serde(skip)]
     pub missing: Vec<(String, ServiceId)>,
+    /// Rejected rows that named no entry (unreadable, or without `source_ref`): while there is
+    /// one, nothing is withdrawn, since it may be any entry.
+    #[serde(skip)]
+    pub unnamed_rejected: u64,
+    /// Records of a national source whose type no typology takes, by type (a harvest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmapped: Option<dila::Unmapped>,
 }
 
 impl ImportReport {
@@ -205,12 +216,14 @@ impl Classifier<'_> {
         let draft: Draft = match draft {
             Ok(d) => d,
             Err(e) => {
+                self.report.unnamed_rejected += 1;
                 self.reject([e], line);
                 return true;
             }
         };
         let source_ref = draft.source_ref.trim().to_owned();
         if source_ref.is_empty() {
+            self.report.unnamed_rejected += 1;
             self.reject(
                 [FieldError::new(
                     "source_ref",
@@ -335,7 +348,11 @@ struct Opened {
 
 const HEAD_LEN: usize = 8192;
 
-fn open(input: Input, progress: &indicatif::ProgressBar) -> Result<Opened, FileError> {
+fn open(
+    input: Input,
+    forced: Option<Format>,
+    progress: &indicatif::ProgressBar,
+) -> Result<Opened, FileError> {
     let unreadable =
         |e: std::io::Error| FileError(FieldError::new("file", format!("lecture impossible : {e}")));
     let (reader, head, name): (Box<dyn Read + Send>, Vec<u8>, String) = match input {
@@ -364,7 +381,7 @@ fn open(input: Input, progress: &indicatif::ProgressBar) -> Result<Opened, FileE
             )
         }
     };
-    let format = formats::detect(&name, &head);
+    let format = forced.unwrap_or_else(|| formats::detect(&name, &head));
     Ok(Opened {
         reader,
         head,
@@ -373,8 +390,13 @@ fn open(input: Input, progress: &indicatif::ProgressBar) -> Result<Opened, FileE
     })
 }
 
-/// Reads the opened input with the reader its format needs, pushing records to `each`.
-fn read_opened(opened: Opened, each: impl FnMut(Record) -> bool) -> Result<(), FileError> {
+/// Reads the opened input with the reader its format needs, pushing records to `each`; for a
+/// national source, also what no typology takes.
+fn read_opened(
+    opened: Opened,
+    taxonomy: &Taxonomy,
+    each: impl FnMut(Record) -> bool,
+) -> Result<Option<dila::Unmapped>, FileError> {
     let Opened {
         reader,
         head,
@@ -382,9 +404,10 @@ fn read_opened(opened: Opened, each: impl FnMut(Record) -> bool) -> Result<(), F
         ..
     } = opened;
     match format {
-        Format::ProjectCsv => formats::read_project_csv(reader, &head, each),
-        Format::ScdlCsv => formats::read_scdl_csv(reader, &head, each).map(|_| ()),
-        Format::GeoJson => formats::read_geojson(reader, each),
+        Format::ProjectCsv => formats::read_project_csv(reader, &head, each).map(|()| None),
+        Format::ScdlCsv => formats::read_scdl_csv(reader, &head, each).map(|_| None),
+        Format::GeoJson => formats::read_geojson(reader, each).map(|()| None),
+        Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(Some),
     }
 }
 
@@ -434,6 +457,35 @@ async fn change_in_import(
     Ok(changed.is_some())
 }
 
+/// Harvests the Annuaire de l'administration (DILA): the file is the source's whole current
+/// state. Entries are created, updated field by field (in their history) or left unchanged;
+/// those the source no longer lists are withdrawn (restorable, never deleted); records that
+/// cannot be used are left out and reported, and records of types no typology takes are
+/// counted. One transaction, like an import.
+pub async fn harvest_dila(
+    pool: &Pool,
+    reference: &Reference,
+    input: Input,
+    dry_run: bool,
+    progress: bool,
+) -> crate::error::Result<ImportReport> {
+    import(
+        pool,
+        reference,
+        input,
+        ImportOptions {
+            source: Some(dila::SOURCE.to_owned()),
+            format: Some(Format::Dila),
+            dry_run,
+            skip_invalid: true,
+            withdraw_missing: true,
+            progress,
+            ..ImportOptions::default()
+        },
+    )
+    .await
+}
+
 /// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
 /// rejected file, a dry run or a killed process leaves the database as it was.
 pub async fn import(
@@ -456,7 +508,8 @@ pub async fn import(
         indicatif::ProgressBar::hidden()
     };
     let opening_progress = progress.clone();
-    let opened = tokio::task::spawn_blocking(move || open(input, &opening_progress))
+    let forced = options.format;
+    let opened = tokio::task::spawn_blocking(move || open(input, forced, &opening_progress))
         .await
         .map_err(anyhow::Error::from)?;
     let opened = match opened {
@@ -524,12 +577,17 @@ pub async fn import(
             report,
             options: classifier_options,
         };
-        let result = read_opened(opened, |record| classifier.record(record));
+        let result = read_opened(opened, &reference.taxonomy, |record| {
+            classifier.record(record)
+        });
         classifier.flush();
         let unreadable = result.is_err();
-        if let Err(FileError(error)) = result {
-            classifier.report.rejected += 1;
-            classifier.report.errors.push(error);
+        match result {
+            Ok(unmapped) => classifier.report.unmapped = unmapped,
+            Err(FileError(error)) => {
+                classifier.report.rejected += 1;
+                classifier.report.errors.push(error);
+            }
         }
         if classifier.options.plan || classifier.options.withdraw_missing {
             let mut missing: Vec<_> = classifier
@@ -582,7 +640,7 @@ pub async fn import(
         return Ok(report);
     }
     let mut written = written;
-    if options.withdraw_missing && report.rejected == 0 {
+    if options.withdraw_missing && report.unnamed_rejected == 0 {
         for (_, id) in &report.missing {
             change_in_import(turn.conn(), id, &import_id, started_at, Change::Withdraw).await?;
             if collect_ids {
