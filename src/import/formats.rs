@@ -103,12 +103,84 @@ fn utf8_error(line: u64) -> FieldError {
     .at_row(line)
 }
 
+/// The line a record of a file starts on, as an editor numbers it (header = line 1, whatever
+/// the line endings): the csv crate's own count is one short per line with CRLF endings, which
+/// files from spreadsheets and data.gouv.fr often have. The reader records where each line
+/// ending byte (`\r`, `\n`) is; a record asks for the line of its first byte that is not one.
+struct Lines {
+    endings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u64, bool)>>>,
+    passed: u64,
+}
+
+impl Lines {
+    /// The line of the record the parser starts reading at `byte`: blank lines and the rest of
+    /// the last record's line ending are skipped.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut endings = self
+            .endings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut at = byte;
+        while let Some(&(offset, newline)) = endings.front() {
+            if offset <= at {
+                if offset == at {
+                    at += 1;
+                }
+                if newline {
+                    self.passed += 1;
+                }
+                endings.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.passed + 1
+    }
+}
+
+struct CountingReader<R> {
+    inner: R,
+    offset: u64,
+    endings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u64, bool)>>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut endings = self
+            .endings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                endings.push_back((self.offset + i as u64, b == b'\n'));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// `reader`, counting its lines.
+fn counted<R: Read>(reader: R) -> (CountingReader<R>, Lines) {
+    let endings = std::sync::Arc::default();
+    (
+        CountingReader {
+            inner: reader,
+            offset: 0,
+            endings: std::sync::Arc::clone(&endings),
+        },
+        Lines { endings, passed: 0 },
+    )
+}
+
 /// Reads the project's CSV. The first 15 columns must be exactly [`PROJECT_COLUMNS`].
 pub fn read_project_csv(
     reader: impl Read,
     head: &[u8],
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<(), FileError> {
+    let (reader, mut lines) = counted(reader);
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter(head))
         .flexible(true)
@@ -152,11 +224,11 @@ pub fn read_project_csv(
         .collect();
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = csv.position().line();
+        let line = lines.line_at(csv.position().byte());
         match csv.read_byte_record(&mut record) {
             Ok(false) => return Ok(()),
             Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
+                let line = e.position().map_or(line, |p| lines.line_at(p.byte()));
                 if !each((
                     line,
                     Err(FieldError::new("row", format!("ligne CSV illisible : {e}")).at_row(line)),
@@ -165,7 +237,7 @@ pub fn read_project_csv(
                 }
             }
             Ok(true) => {
-                let line = record.position().map_or(line, |p| p.line());
+                let line = record.position().map_or(line, |p| lines.line_at(p.byte()));
                 let field = |i: usize| -> Result<String, ()> {
                     std::str::from_utf8(record.get(i).unwrap_or_default())
                         .map(str::to_owned)
@@ -296,6 +368,7 @@ pub fn read_scdl_csv(
     head: &[u8],
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<Option<String>, FileError> {
+    let (reader, mut lines) = counted(reader);
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter(head))
         .flexible(true)
@@ -325,7 +398,7 @@ pub fn read_scdl_csv(
     let mut source = None;
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = csv.position().line();
+        let line = lines.line_at(csv.position().byte());
         match csv.read_byte_record(&mut record) {
             Ok(false) => return Ok(source),
             Err(e) => {
@@ -337,7 +410,7 @@ pub fn read_scdl_csv(
                 }
             }
             Ok(true) => {
-                let line = record.position().map_or(line, |p| p.line());
+                let line = record.position().map_or(line, |p| lines.line_at(p.byte()));
                 let mut draft = Draft::default();
                 let mut readable = true;
                 for &(i, field) in &columns {
@@ -528,6 +601,26 @@ mod tests {
         assert_eq!(records[0].1.as_ref().unwrap().verified_at, "2026-01-02");
         assert_eq!(records[1].0, 3);
         assert_eq!(records[1].1.as_ref().unwrap().name, "Nom, avec virgule");
+    }
+
+    #[test]
+    fn lines_are_the_editor_s_whatever_the_line_endings() {
+        // CRLF endings, a field over two lines, a blank line: each row's line as an editor
+        // shows it (the header is line 1).
+        let text = format!(
+            "{HEADER}\r\na,mairie,Mairie,,,,63113,3.08,45.77,,,,,,\"deux\r\nlignes\"\r\n\r\nb,mairie,,,,,63113,3.08,45.77,,,,,,\r\nc,mairie,C,,,,63113,3.08,45.77,,,,,,\r\n"
+        );
+        let records = collect_csv(text.as_bytes()).unwrap();
+        let lines: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(lines, [2, 5, 6]);
+        let scdl = "EQUIP_UID;EQUIP_TYPE;EQUIP_NOM;EQUIP_LAT;EQUIP_LONG\r\nx1;Mairie;Mairie;45.77;3.08\r\nx2;Mairie;;45.77;3.08\r\n";
+        let mut found = Vec::new();
+        read_scdl_csv(scdl.as_bytes(), scdl.as_bytes(), |r| {
+            found.push(r.0);
+            true
+        })
+        .unwrap();
+        assert_eq!(found, [2, 3]);
     }
 
     #[test]
