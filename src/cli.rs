@@ -48,6 +48,19 @@ pub enum Command {
     Territory(TerritoryCommand),
     /// Compare the search indexes with the database and report every difference.
     Check(CheckArgs),
+    /// Write a consistent copy of the SQLite database to FILE while servers and imports go on
+    /// (replaced only once complete).
+    Backup {
+        /// The copy to write.
+        file: PathBuf,
+    },
+    /// Put a backup in place of the SQLite database (no server may be using it): checked
+    /// whole first; the replaced file is kept as PATH.before-restore; the indexes rebuild at
+    /// the next start.
+    Restore {
+        /// The backup to put back.
+        file: PathBuf,
+    },
     /// Coverage of a territory: distance from each commune to the nearest published entry of
     /// typologies or themes, and the indicators drawn from it, as CSV or JSON.
     Coverage(CoverageArgs),

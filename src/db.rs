@@ -92,15 +92,176 @@ pub async fn checkpoint(pool: &Pool) -> Result<()> {
     Ok(())
 }
 
-/// The directory of the derived on-disk indexes of the database at `url`: `PATH.text` beside
-/// the SQLite file `PATH`.
-pub fn text_index_dir(url: &str) -> std::path::PathBuf {
+/// The SQLite file of `url` (a `sqlite://PATH` URL or a plain path).
+pub fn sqlite_path(url: &str) -> std::path::PathBuf {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
-    let path = path.split('?').next().unwrap_or(path);
-    std::path::PathBuf::from(format!("{path}.text"))
+    std::path::PathBuf::from(path.split('?').next().unwrap_or(path))
+}
+
+/// The directory of the derived on-disk indexes of the database at `url`: `PATH.text` beside
+/// the SQLite file `PATH`.
+pub fn text_index_dir(url: &str) -> std::path::PathBuf {
+    let mut path = sqlite_path(url).into_os_string();
+    path.push(".text");
+    path.into()
+}
+
+/// What every derived directory of a database is named after: `PATH.text` (the text index),
+/// `PATH.exports` (whole-directory files). They rebuild from the database when missing.
+fn derived_dirs(url: &str) -> [std::path::PathBuf; 2] {
+    let text = text_index_dir(url);
+    let exports = text.with_extension("exports");
+    [text, exports]
+}
+
+/// A server's hold on its database: a shared lock on `PATH.serve.lock`, so that a restore
+/// (which needs it exclusive) never replaces the file under a running server. Several servers
+/// may share one database; the lock goes with the process.
+pub fn hold_serving(url: &str) -> anyhow::Result<std::fs::File> {
+    serve_lock(url, libc::LOCK_SH)
+        .map_err(|e| anyhow::anyhow!("verrou de service de la base : {e}"))
+}
+
+fn serve_lock(url: &str, kind: libc::c_int) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let mut path = sqlite_path(url).into_os_string();
+    path.push(".serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(path))?;
+    // SAFETY: flock on a descriptor this function owns; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Writes a consistent copy of the database to `target` while servers and imports go on
+/// (SQLite's `VACUUM INTO`: one read transaction, a compacted file), into a temporary file
+/// beside it renamed over `target` once complete and synced. Returns its size in bytes.
+pub async fn backup(pool: &Pool, target: &std::path::Path) -> anyhow::Result<u64> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".proximites-backup-")
+        .tempfile_in(dir)?
+        .into_temp_path();
+    // VACUUM INTO wants to create the file itself.
+    std::fs::remove_file(&temp)?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(temp.to_string_lossy().into_owned())
+        .execute(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("sauvegarde impossible : {e}"))?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    let size = std::fs::metadata(&temp)?.len();
+    temp.persist(target)
+        .map_err(|e| anyhow::anyhow!("{} : écriture impossible ({e})", target.display()))?;
+    Ok(size)
+}
+
+/// What a restore put back.
+#[derive(Debug)]
+pub struct Restored {
+    pub entries: i64,
+    pub migration: i64,
+    /// Where the replaced database was moved (none when there was none).
+    pub previous: Option<std::path::PathBuf>,
+}
+
+/// Puts the backup `file` in place of the database at `url`, which no server may be using:
+/// the backup is checked whole first (SQLite's integrity check, Proximités' migrations), copied
+/// beside the database and renamed over it; the replaced file is kept as `PATH.before-restore`
+/// and the derived directories are removed, to be rebuilt by the next start.
+pub async fn restore(url: &str, file: &std::path::Path) -> anyhow::Result<Restored> {
+    let _exclusive = serve_lock(url, libc::LOCK_EX).map_err(|_| {
+        anyhow::anyhow!(
+            "un serveur utilise cette base : arrêtez-le avant de la restaurer / a server is using this database: stop it first"
+        )
+    })?;
+    let (entries, migration) = verify(file).await?;
+    let path = sqlite_path(url);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
+    let staged = tempfile::Builder::new()
+        .prefix(".proximites-restore-")
+        .tempfile_in(&dir)?;
+    std::fs::copy(file, staged.path())?;
+    staged.as_file().sync_all()?;
+    let previous = if path.exists() {
+        let mut kept = path.clone().into_os_string();
+        kept.push(".before-restore");
+        let kept = std::path::PathBuf::from(kept);
+        std::fs::rename(&path, &kept)?;
+        Some(kept)
+    } else {
+        None
+    };
+    for suffix in ["-wal", "-shm"] {
+        let mut log = path.clone().into_os_string();
+        log.push(suffix);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(log));
+    }
+    staged
+        .persist(&path)
+        .map_err(|e| anyhow::anyhow!("{} : écriture impossible ({e})", path.display()))?;
+    for derived in derived_dirs(url) {
+        if derived.exists() {
+            std::fs::remove_dir_all(&derived)?;
+        }
+    }
+    Ok(Restored {
+        entries,
+        migration,
+        previous,
+    })
+}
+
+/// Checks that `file` is a whole Proximités database: returns its entries and last migration.
+async fn verify(file: &std::path::Path) -> anyhow::Result<(i64, i64)> {
+    let not_ours = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "{} n'est pas une sauvegarde de Proximités lisible : {e}",
+            file.display()
+        )
+    };
+    if !file.is_file() {
+        return Err(not_ours(&"fichier absent"));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .create_if_missing(false);
+    let mut conn = sqlx::ConnectOptions::connect(&options)
+        .await
+        .map_err(|e| not_ours(&e))?;
+    let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| not_ours(&e))?;
+    if check != "ok" {
+        return Err(not_ours(&check));
+    }
+    let (migration,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| not_ours(&e))?;
+    let (entries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| not_ours(&e))?;
+    Ok((entries, migration))
 }
 
 /// Facts: `demo_loaded` marks a database that received the demo once, `form_secret` signs

@@ -33,6 +33,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let started = std::time::Instant::now();
+            // Held while serving: a restore refuses to replace the file under a running server.
+            let _serving = db::hold_serving(&cli.database_url)?;
             let pool = db::connect_with(&cli.database_url, db::Checkpoints::Background).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "database open");
             let reference = boot::prepare(&pool, !args.no_demo).await?;
@@ -170,6 +172,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             });
+        }
+        Command::Backup { file } => {
+            let pool = db::connect(&cli.database_url).await?;
+            let started = std::time::Instant::now();
+            let size = db::backup(&pool, &file).await?;
+            println!(
+                "sauvegarde / backup {} : {:.1} Mo en {:.1} s",
+                file.display(),
+                size as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Restore { file } => {
+            let restored = db::restore(&cli.database_url, &file).await?;
+            println!(
+                "restaurée / restored : {} fiches, migration {}{} ; les index se reconstruisent au prochain démarrage / indexes rebuild at the next start",
+                restored.entries,
+                restored.migration,
+                restored.previous.map_or(String::new(), |p| format!(
+                    " ; l'ancienne base est gardée / the previous database is kept : {}",
+                    p.display()
+                ))
+            );
         }
         Command::Synth(args) => {
             let written = tokio::task::spawn_blocking(move || {

@@ -628,3 +628,86 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
     assert_eq!(report["unchanged"], 2000, "{report}");
     assert_eq!(report["plan"]["missing"].as_array().map(Vec::len), Some(0));
 }
+
+/// `proximites backup` copies the database while a server serves it (what is written after is
+/// not in the copy); `proximites restore` refuses while a server runs or a file that is not a
+/// backup, then puts the copy back (the replaced file kept aside, the text index removed), and
+/// the restarted server searches what the copy holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_serving_and_restore_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let url = database_url(&db);
+    let first = dir.path().join("first.csv");
+    std::fs::write(
+        &first,
+        format!("{HEADER}\nb1,piscine,Piscine de la sauvegarde,,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let mut server = spawn_server(dir.path(), Some(&db), false).await;
+    let copy = dir.path().join("copies/backup.db");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let (status, stdout, stderr) = run_cli(
+        dir.path(),
+        &["--database-url", &url, "backup", path_str(&copy)],
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("sauvegarde / backup"), "{stdout}");
+    assert_eq!(count_services(&copy).await, 1);
+    // Written after the copy: not in it.
+    let later = dir.path().join("later.csv");
+    std::fs::write(
+        &later,
+        format!("{HEADER}\nl1,piscine,Piscine d'après la sauvegarde,,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, _, _) = import(dir.path(), &db, &later, &["--source", "Riom"]);
+    assert!(status.success());
+    let (status, stdout, stderr) = run_cli(
+        dir.path(),
+        &["--database-url", &url, "restore", path_str(&copy)],
+    );
+    assert!(!status.success(), "{stdout}");
+    assert!(stderr.contains("un serveur utilise cette base"), "{stderr}");
+    assert!(server.terminate(Duration::from_secs(10)).success());
+
+    let not_a_backup = dir.path().join("nothing.db");
+    std::fs::write(&not_a_backup, b"not a database").unwrap();
+    let (status, _, stderr) = run_cli(
+        dir.path(),
+        &["--database-url", &url, "restore", path_str(&not_a_backup)],
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("n'est pas une sauvegarde de Proximités lisible"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count_services(&db).await,
+        2,
+        "a refused restore changes nothing"
+    );
+
+    let (status, stdout, stderr) = run_cli(
+        dir.path(),
+        &["--database-url", &url, "restore", path_str(&copy)],
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 fiches"), "{stdout}");
+    assert!(dir.path().join("p.db.before-restore").is_file());
+    assert!(!dir.path().join("p.db.text").exists());
+    assert_eq!(count_services(&db).await, 1);
+
+    let server = spawn_server(dir.path(), Some(&db), false).await;
+    let client = reqwest::Client::new();
+    let (_, _, found) = get(&client, &server.url("/api/v1/services?q=piscine")).await;
+    let names: Vec<&str> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Piscine de la sauvegarde"]);
+}
