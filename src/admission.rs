@@ -148,6 +148,15 @@ impl Gate {
         }
     }
 
+    /// Places taken by clients known by address (bodies still being read included).
+    pub fn in_flight(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
     /// A place for `client` (counted in its share when known), or why not.
     pub fn enter(&self, client: Option<IpAddr>) -> Result<Place, Refusal> {
         let client = match client {
@@ -180,6 +189,11 @@ pub struct HeavyGate(Gate);
 impl HeavyGate {
     pub fn new(overall: usize, per_client: usize) -> Self {
         Self(Gate::new(overall, per_client))
+    }
+
+    /// Heavy requests running now, by clients known by address.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight()
     }
 
     /// A place for a heavy request of `client`, or why not: `429` when this client already

@@ -20,6 +20,8 @@ pub use crate::state::{AppState, DEFAULT_PUBLIC_URL};
     ),
     paths(
         healthz,
+        readyz,
+        crate::metrics::metrics_page,
         openapi_json,
         crate::taxonomy::routes::list_themes,
         crate::taxonomy::routes::list_typologies,
@@ -245,8 +247,12 @@ impl utoipa::Modify for BearerScheme {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Installed before the first request is counted.
+    crate::metrics::handle();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics_page))
         .route("/api/v1/openapi.json", get(openapi_json))
         .merge(crate::taxonomy::routes::router())
         .merge(crate::territory::routes::router())
@@ -270,6 +276,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::web::default_security_headers,
         ))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -304,6 +311,58 @@ async fn healthz(
         indexes,
         lag,
         caught_up: lag == 0,
+    }))
+}
+
+/// How far behind the change log a ready server may be: a load balancer keeps an instance
+/// whose indexes lag more out of rotation.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    /// Change-log rows written but not yet applied to the search indexes.
+    pub lag: i64,
+    /// How long ago the oldest of them was written, in milliseconds (0 when caught up).
+    pub behind_ms: i64,
+}
+
+/// Readiness, for a load balancer: 200 once the indexes are loaded (the server answers only
+/// then) and every write older than 2 s is searchable; 503 `not_ready` with `Retry-After`
+/// otherwise. `/healthz` stays liveness.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, body = Readiness), (status = 503, body = Problem)))]
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<Readiness>, Error> {
+    let positions = state.live.positions();
+    let applied = positions.spatial.min(positions.text);
+    let oldest: Option<(String,)> =
+        sqlx::query_as("SELECT at FROM change_log WHERE seq > $1 ORDER BY seq LIMIT 1")
+            .bind(applied)
+            .fetch_optional(&state.pool)
+            .await?;
+    let head = crate::db::log_head(&state.pool).await?;
+    let lag = (head - applied).max(0);
+    let behind_ms = oldest
+        .and_then(|(at,)| chrono::DateTime::parse_from_rfc3339(&at).ok())
+        .map_or(0, |at| {
+            (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+                .num_milliseconds()
+                .max(0)
+        });
+    if behind_ms > READY_WITHIN.as_millis() as i64 {
+        return Err(Error::Busy {
+            code: "not_ready",
+            detail: format!(
+                "index de recherche en retard de {lag} écritures ({behind_ms} ms) / search indexes {lag} writes behind"
+            ),
+            retry_after: 1,
+        });
+    }
+    Ok(Json(Readiness {
+        status: "ready",
+        lag,
+        behind_ms,
     }))
 }
 

@@ -19,6 +19,7 @@ pub mod hsds;
 pub mod http;
 pub mod import;
 pub mod mail;
+pub mod metrics;
 pub mod ogc;
 pub mod reports;
 pub mod restitution;

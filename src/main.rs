@@ -33,6 +33,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let started = std::time::Instant::now();
+            // Installed before the demo import and the first request are counted.
+            proximites::metrics::handle();
             // Held while serving: a restore refuses to replace the file under a running server.
             let _serving = db::hold_serving(&cli.database_url)?;
             let pool = db::connect_with(&cli.database_url, db::Checkpoints::Background).await?;

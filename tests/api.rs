@@ -367,3 +367,101 @@ async fn addresses_go_through_the_configured_geocoder_only() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(problem["code"], "geocoder_unavailable");
 }
+
+/// `/readyz` answers 200 while every write older than 2 s is searchable, 503 `not_ready` with
+/// `Retry-After` while the indexes lag behind an older one, and 200 again once they apply it
+/// (nothing follows the log in this test but the explicit catch-up).
+#[tokio::test]
+async fn readiness_follows_the_index_lag() {
+    let (router, state, _dir) = spawn_app().await;
+    let (status, _, ready) = get(&router, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["lag"], 0);
+    let old = (chrono::Utc::now() - chrono::Duration::seconds(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    sqlx::query(
+        "INSERT INTO change_log (entry_id, kind, at) VALUES ('0000000000000000', 'changed', ?)",
+    )
+    .bind(&old)
+    .execute(&state.pool)
+    .await
+    .unwrap();
+    let response = tower::ServiceExt::oneshot(
+        router.clone(),
+        axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "not_ready", "{problem}");
+    state.live.catch_up(&state.pool).await.unwrap();
+    let (status, _, ready) = get(&router, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["lag"], 0);
+}
+
+/// `/metrics` is Prometheus text that the official Python client (PyPI `prometheus-client`)
+/// parses: requests by route template and status with latency histograms, the change log and
+/// the indexes' lag, the outbox, imports and the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text() {
+    // As `serve` does: installed before the demo's import is counted.
+    proximites::metrics::handle();
+    let (router, _state, dir) = spawn_app().await;
+    for _ in 0..3 {
+        get(&router, "/api/v1/typologies/mairie").await;
+    }
+    get(&router, "/api/v1/typologies/nope").await;
+    let (status, content_type, body) = common::get(&router, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = String::from_utf8(body).unwrap();
+    for expected in [
+        r#"proximites_http_requests_total{route="/api/v1/typologies/{code}",method="GET",status="200"}"#,
+        r#"status="404""#,
+        "proximites_http_request_duration_seconds_bucket{",
+        "proximites_change_log_head ",
+        "proximites_index_lag_rows ",
+        "proximites_outbox_pending ",
+        r#"proximites_db_pool_connections{state="idle"}"#,
+        r#"proximites_import_rows_total{outcome="created"}"#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let python = tokio::task::spawn_blocking(|| {
+        common::pypi_environment("prometheus-client", "prometheus-client==0.21.1")
+            .join("bin/python")
+    })
+    .await
+    .unwrap();
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys; from prometheus_client.parser import text_string_to_metric_families as p; \
+             families = list(p(open(sys.argv[1]).read())); \
+             print(len(families), sum(len(f.samples) for f in families))",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed = String::from_utf8_lossy(&output.stdout);
+    let families: usize = parsed.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(families >= 8, "{parsed}");
+}

@@ -495,6 +495,7 @@ pub async fn import(
     options: ImportOptions,
 ) -> crate::error::Result<ImportReport> {
     let file_name = input.name();
+    let began = std::time::Instant::now();
     let progress = if options.progress {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -682,5 +683,6 @@ pub async fn import(
     tracing::debug!(elapsed = ?clock.elapsed(), "committed");
     report.committed = true;
     report.written = written;
+    crate::metrics::record_import(&report, began.elapsed().as_secs_f64());
     Ok(report)
 }
