@@ -278,6 +278,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXIMITES_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Where this instance keeps what it derives from the database (DIR/text, DIR/exports):
+    /// each of several instances on one database needs its own. Default: beside the SQLite
+    /// file (PATH.text, PATH.exports).
+    #[arg(long, env = "PROXIMITES_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     /// Start on an empty directory instead of loading the Auvergne town halls into a new database.
     #[arg(long, env = "PROXIMITES_NO_DEMO")]
     pub no_demo: bool,
@@ -507,6 +513,9 @@ pub struct CheckArgs {
     /// Rebuild the indexes from the database when they differ from it.
     #[arg(long)]
     pub repair: bool,
+    /// The data directory of the instance whose text index to check (`serve --data-dir`).
+    #[arg(long, env = "PROXIMITES_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Output format of `coverage`.

@@ -109,11 +109,27 @@ pub fn text_index_dir(url: &str) -> std::path::PathBuf {
     path.into()
 }
 
+/// Where an instance keeps what it derives from the database at `url`: the text index and the
+/// whole-directory exports, in `data_dir` when given (`DIR/text`, `DIR/exports`), else beside
+/// the SQLite file (`PATH.text`, `PATH.exports`).
+pub fn derived_paths(
+    url: &str,
+    data_dir: Option<&std::path::Path>,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    match data_dir {
+        Some(dir) => (dir.join("text"), dir.join("exports")),
+        None => {
+            let text = text_index_dir(url);
+            let exports = text.with_extension("exports");
+            (text, exports)
+        }
+    }
+}
+
 /// What every derived directory of a database is named after: `PATH.text` (the text index),
 /// `PATH.exports` (whole-directory files). They rebuild from the database when missing.
 fn derived_dirs(url: &str) -> [std::path::PathBuf; 2] {
-    let text = text_index_dir(url);
-    let exports = text.with_extension("exports");
+    let (text, exports) = derived_paths(url, None);
     [text, exports]
 }
 

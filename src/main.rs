@@ -41,13 +41,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "database open");
             let reference = boot::prepare(&pool, !args.no_demo).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
-            let text_dir = db::text_index_dir(&cli.database_url);
+            if let Some(dir) = &args.data_dir {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!("{} : création impossible ({e})", dir.display())
+                })?;
+            }
+            let (text_dir, exports_dir) =
+                db::derived_paths(&cli.database_url, args.data_dir.as_deref());
             let mut state = app::AppState::build(pool, reference, &text_dir).await?;
             state
                 .live
                 .set_cache_staleness(std::time::Duration::from_secs(args.cache_staleness));
             state.layers = std::sync::Arc::new(proximites::export::Layers::new(
-                text_dir.with_extension("exports"),
+                exports_dir,
                 args.licence.licence(),
             ));
             if let Some(url) = &args.geocoder_url {
@@ -208,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, false).await?;
-            let text_dir = db::text_index_dir(&cli.database_url);
+            let (text_dir, _) = db::derived_paths(&cli.database_url, args.data_dir.as_deref());
             for line in search::log_report(&pool, &text_dir).await? {
                 println!("{line}");
             }

@@ -711,3 +711,131 @@ async fn backup_while_serving_and_restore_after() {
         .collect();
     assert_eq!(names, ["Piscine de la sauvegarde"]);
 }
+
+/// Two instances on one database, each with its own data directory, behind nginx configured by
+/// `deploy/nginx.conf` itself (only its ports changed): reads go through; an import by a third
+/// process is searchable on both; with one instance killed, every read through nginx still
+/// succeeds (nginx retries on the other), and `/readyz` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_nginx() {
+    let nginx_binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("nginx (paquet Debian nginx-light requis)");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let first = dir.path().join("first.csv");
+    std::fs::write(
+        &first,
+        format!("{HEADER}\np1,piscine,Piscine de départ,,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let data = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (data_a, data_b) = (data("instance-a"), data("instance-b"));
+    let mut a = common::binary::spawn_server_with(
+        dir.path(),
+        Some(&db),
+        false,
+        &["--data-dir", &data_a, "--trusted-proxy", "127.0.0.1/32"],
+    )
+    .await;
+    let b = common::binary::spawn_server_with(
+        dir.path(),
+        Some(&db),
+        false,
+        &["--data-dir", &data_b, "--trusted-proxy", "127.0.0.1/32"],
+    )
+    .await;
+    assert!(Path::new(&data_a).join("text").is_dir() && Path::new(&data_b).join("text").is_dir());
+    let port_of = |base: &str| base.rsplit(':').next().unwrap().to_owned();
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    drop(front);
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+            .unwrap()
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", port_of(&a.base)))
+            .replace("127.0.0.1:8082", &format!("127.0.0.1:{}", port_of(&b.base)))
+            .replace("listen 80;", &format!("listen 127.0.0.1:{front_port};"));
+    let prefix = dir.path().join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {p}/body;\n proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n uwsgi_temp_path {p}/uwsgi;\n scgi_temp_path {p}/scgi;\n\
+             {shipped}\n}}\n",
+            p = prefix.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = KillOnDrop(
+        std::process::Command::new(nginx_binary)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let front = format!("http://127.0.0.1:{front_port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{front}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        up,
+        "nginx did not start: {}",
+        std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+    );
+    for _ in 0..10 {
+        let (status, _, _) = get(&client, &format!("{front}/api/v1/typologies/piscine")).await;
+        assert_eq!(status, 200);
+    }
+
+    // A write by another process: searchable on both instances.
+    let later = dir.path().join("later.csv");
+    std::fs::write(
+        &later,
+        format!("{HEADER}\np2,piscine,Piscine des deux instances,,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, _, _) = import(dir.path(), &db, &later, &["--source", "Riom"]);
+    assert!(status.success());
+    for server in [&a, &b] {
+        let url = server.url("/api/v1/services?q=deux%20instances");
+        let mut found = false;
+        for _ in 0..50 {
+            let (_, _, body) = get(&client, &url).await;
+            if body["total"] == 1 {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(found, "not searchable on {}: {}", server.base, server.log());
+    }
+
+    // One instance gone: nginx answers from the other.
+    let _ = a.process.0.kill();
+    let _ = a.process.0.wait();
+    for _ in 0..20 {
+        let (status, _, body) = get(&client, &format!("{front}/api/v1/services?q=piscine")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["total"], 2);
+    }
+    let (status, _, ready) = get(&client, &format!("{front}/readyz")).await;
+    assert_eq!(status, 200, "{ready}");
+}
