@@ -50,3 +50,17 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             })
     }
 }
+
+/// A JSON document any site may read (open data: the ecosystem outputs, the tiling scheme).
+pub fn open_json(body: &serde_json::Value) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{RawQuery, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -18,7 +17,7 @@ use super::{store, Organisation, Term};
 use crate::admission::PublicBase;
 use crate::error::{Error, FieldError, Result};
 use crate::export::{store as rows, Selection};
-use crate::http::Path;
+use crate::http::{open_json, Path};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router<AppState> {
@@ -45,17 +44,6 @@ pub const MAX_PER_PAGE: u64 = 500;
 /// Services nested in an organization (`/hsds/organizations/{id}`); the others are paged by
 /// `/hsds/services?organization_id=`.
 pub const MAX_NESTED_SERVICES: usize = 1_000;
-
-fn answer(body: Value) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
-}
 
 /// The query parameters of an HSDS list, parsed; each endpoint names those it takes.
 #[derive(Debug, Default)]
@@ -177,7 +165,7 @@ impl Params {
 #[utoipa::path(get, path = "/hsds/", tag = "hsds",
     responses((status = 200, description = "Version HSDS, profil et document OpenAPI", content_type = "application/json")))]
 pub(crate) async fn about(PublicBase(base): PublicBase) -> Response {
-    answer(json!({
+    open_json(&json!({
         "version": super::VERSION,
         "profile": "https://docs.openreferral.org/en/latest/hsds/",
         "openapi_url": format!("{base}/api/v1/openapi.json"),
@@ -353,7 +341,7 @@ pub(crate) async fn services(
         selection.updated_since = Some(after.format("%Y-%m-%dT%H:%M:%S").to_string());
     }
     if matches_nothing {
-        return Ok(answer(params.page(0, Vec::new())));
+        return Ok(open_json(&params.page(0, Vec::new())));
     }
     let (total, contents) = match &params.search {
         Some(words) => search_page(&state, &base, &params, words, selection).await?,
@@ -402,7 +390,7 @@ pub(crate) async fn services(
     } else {
         contents
     };
-    Ok(answer(params.page(total, contents)))
+    Ok(open_json(&params.page(total, contents)))
 }
 
 /// A page of the services matching `words`, best first: the text index ranks them, SQL keeps
@@ -433,16 +421,25 @@ async fn search_page(
     let mut ranked: Vec<String> = hits.iter().map(|(id, _)| id.as_str().to_owned()).collect();
     if selection.sources.is_some() || selection.updated_since.is_some() {
         // Kept in rank order: SQL only says which hits pass.
-        let mut passing = std::collections::HashSet::new();
-        for chunk in ranked.chunks(crate::export::MAX_BOUND_LIST) {
-            let narrowed = Selection {
-                ids: Some(chunk.to_vec()),
-                ..selection.clone()
-            };
-            for (id, _, _) in read_services(state, base, narrowed, None, false).await? {
-                passing.insert(id);
+        let reference = state.reference.clone();
+        let candidates = ranked.clone();
+        let narrowing = selection.clone();
+        let passing = rows::with_connection(&state.pool, move |handle| {
+            let lookup = rows::lookup(handle, &reference)?;
+            let mut passing = std::collections::HashSet::new();
+            for chunk in candidates.chunks(crate::export::MAX_BOUND_LIST) {
+                let narrowed = Selection {
+                    ids: Some(chunk.to_vec()),
+                    ..narrowing.clone()
+                };
+                rows::scan(handle, &lookup, &narrowed, rows::Order::Storage, |row| {
+                    passing.insert(row.id.to_owned());
+                    Ok(true)
+                })?;
             }
-        }
+            Ok(passing)
+        })
+        .await?;
         ranked.retain(|id| passing.contains(id));
     }
     let total = ranked.len() as u64;
@@ -481,7 +478,7 @@ pub(crate) async fn service(
         .into_iter()
         .next()
         .ok_or_else(|| Error::not_found("service", &id))?;
-    Ok(answer(service))
+    Ok(open_json(&service))
 }
 
 /// The contributing organisations, a page at a time, by name.
@@ -525,7 +522,7 @@ pub(crate) async fn organizations(
     )
     .await?;
     let contents = found.iter().map(Organisation::json).collect();
-    Ok(answer(params.page(total, contents)))
+    Ok(open_json(&params.page(total, contents)))
 }
 
 /// One organisation with its services (id, name, status, update; the first
@@ -585,7 +582,7 @@ pub(crate) async fn organization(
             }
         })
         .collect();
-    Ok(answer(body))
+    Ok(open_json(&body))
 }
 
 /// The taxonomies: one, the convention's themes and typologies.
@@ -614,7 +611,7 @@ pub(crate) async fn taxonomies(
         crate::text::fold(taxonomy["name"].as_str().unwrap_or_default())
             .contains(&crate::text::fold(s))
     });
-    Ok(answer(params.page_of(if kept {
+    Ok(open_json(&params.page_of(if kept {
         vec![taxonomy]
     } else {
         Vec::new()
@@ -636,7 +633,7 @@ pub(crate) async fn taxonomy(
     Path(id): Path<String>,
 ) -> Result<Response> {
     match Uuid::parse_str(&id) {
-        Ok(uuid) if uuid == super::taxonomy_id() => Ok(answer(super::taxonomy(&base))),
+        Ok(uuid) if uuid == super::taxonomy_id() => Ok(open_json(&super::taxonomy(&base))),
         _ => Err(Error::not_found("taxonomie", id)),
     }
 }
@@ -691,7 +688,7 @@ pub(crate) async fn taxonomy_terms(
         })
         .map(|term| term.json(taxonomy))
         .collect();
-    Ok(answer(params.page_of(items)))
+    Ok(open_json(&params.page_of(items)))
 }
 
 #[utoipa::path(
@@ -712,6 +709,6 @@ pub(crate) async fn taxonomy_term(
     Uuid::parse_str(&id)
         .ok()
         .and_then(|uuid| super::term_by_id(taxonomy, &uuid))
-        .map(|term| answer(term.json(taxonomy)))
+        .map(|term| open_json(&term.json(taxonomy)))
         .ok_or_else(|| Error::not_found("terme", id))
 }

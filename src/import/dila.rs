@@ -110,7 +110,11 @@ fn hours(record: &Map<String, Value>) -> String {
 /// A DILA record as a draft of `typology`.
 fn draft(record: &Map<String, Value>, typology: &str) -> Draft {
     let mut draft = Draft {
-        source_ref: text(&Value::Object(record.clone()), "id"),
+        source_ref: match record.get("id") {
+            Some(Value::String(id)) => id.trim().to_owned(),
+            Some(Value::Number(id)) => id.to_string(),
+            _ => String::new(),
+        },
         typology: typology.to_owned(),
         name: record
             .get("nom")

@@ -456,17 +456,6 @@ pub fn tile_matrix_set() -> Value {
     })
 }
 
-fn json_answer(body: Value) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 fn link(href: String, rel: &str, kind: &str, title: &str) -> Value {
     json!({"href": href, "rel": rel, "type": kind, "title": title})
 }
@@ -476,7 +465,7 @@ fn link(href: String, rel: &str, kind: &str, title: &str) -> Value {
     responses((status = 200, description = "Schémas de tuilage", content_type = "application/json")))]
 pub(crate) async fn tile_matrix_sets(PublicBase(base): PublicBase) -> Response {
     let url = format!("{base}/ogc/tileMatrixSets/{TILE_MATRIX_SET}");
-    json_answer(json!({
+    crate::http::open_json(&json!({
         "tileMatrixSets": [{
             "id": TILE_MATRIX_SET,
             "title": "Google Maps Compatible for the World",
@@ -496,7 +485,7 @@ pub(crate) async fn tile_matrix_set_page(Path(id): Path<String>) -> Result<Respo
     if id != TILE_MATRIX_SET {
         return Err(Error::not_found("schéma de tuilage", id));
     }
-    Ok(json_answer(tile_matrix_set()))
+    Ok(crate::http::open_json(&tile_matrix_set()))
 }
 
 /// The description of a collection's vector tileset: scheme, layers, template of its tiles.
@@ -552,7 +541,7 @@ pub(crate) async fn tilesets(
     if let Some(object) = set.as_object_mut() {
         object.remove("layers");
     }
-    Ok(json_answer(json!({
+    Ok(crate::http::open_json(&json!({
         "tilesets": [set],
         "links": [link(format!("{base}/ogc/collections/{collection}/tiles"), "self", "application/json", "Jeux de tuiles")],
     })))
@@ -573,7 +562,11 @@ pub(crate) async fn tileset_page(
     if matrix_set != TILE_MATRIX_SET {
         return Err(Error::not_found("schéma de tuilage", matrix_set));
     }
-    Ok(json_answer(tileset(&base, &found.id, &found.title)))
+    Ok(crate::http::open_json(&tileset(
+        &base,
+        &found.id,
+        &found.title,
+    )))
 }
 
 /// The filter of a tile request: the collection's theme, then `typology`, `commune`,
