@@ -443,6 +443,9 @@ pub enum HarvestSource {
     /// Annuaire de l'administration, « Base de données locales » (DILA): the bulk `.tar.bz2`,
     /// its `…-data.gouv_local.json`, or the explore API's JSON export.
     Dila,
+    /// data·inclusion structures (schema 1.x), JSON or CSV: those of a network the crosswalk
+    /// maps to a typology.
+    DataInclusion,
 }
 
 #[derive(Debug, Args)]

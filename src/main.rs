@@ -138,18 +138,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, false).await?;
             let progress = std::io::stderr().is_terminal();
-            let report = match args.source {
-                proximites::cli::HarvestSource::Dila => {
-                    import::harvest_dila(
-                        &pool,
-                        &reference,
-                        Input::File(args.file),
-                        args.dry_run,
-                        progress,
-                    )
-                    .await?
-                }
+            let national = match args.source {
+                proximites::cli::HarvestSource::Dila => import::National::Dila,
+                proximites::cli::HarvestSource::DataInclusion => import::National::DataInclusion,
             };
+            let report = import::harvest(
+                &pool,
+                &reference,
+                national,
+                Input::File(args.file),
+                args.dry_run,
+                progress,
+            )
+            .await?;
             print_import_report(&pool, &report, args.report.as_deref()).await?;
             if report.committed {
                 println!(

@@ -465,9 +465,10 @@ fn bulk_shape(records: &[serde_json::Value]) -> String {
 
 impl Fixture {
     async fn harvest(&self, text: String) -> ImportReport {
-        import::harvest_dila(
+        import::harvest(
             &self.pool,
             &self.reference,
+            import::National::Dila,
             Input::Bytes {
                 name: "dila-local.json".into(),
                 bytes: text.into_bytes(),
@@ -642,4 +643,76 @@ async fn dila_harvest_command_reads_the_bulk_archive() {
         .await
         .unwrap();
     assert_eq!(n, 0);
+}
+
+/// data·inclusion structures read back: the directory's own export (`proximites export
+/// --format data-inclusion` on the demo) harvested into a new database gives one town hall per
+/// structure, and its CSV twin then changes nothing.
+#[tokio::test]
+async fn data_inclusion_structures_harvest_back() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let db = source_dir.path().join("demo.db");
+    {
+        let pool = db::connect(db.to_str().unwrap()).await.unwrap();
+        boot::prepare(&pool, true).await.unwrap();
+        pool.close().await;
+    }
+    let out = source_dir.path().join("di");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_proximites"))
+        .args(["--database-url", &format!("sqlite://{}", db.display())])
+        .args(["export", "--format", "data-inclusion", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = std::fs::read_to_string(out.join("structures.json")).unwrap();
+    let structures: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+
+    let f = fixture().await;
+    let harvest = |name: &str, text: String| {
+        import::harvest(
+            &f.pool,
+            &f.reference,
+            import::National::DataInclusion,
+            Input::Bytes {
+                name: name.into(),
+                bytes: text.into_bytes(),
+            },
+            false,
+            false,
+        )
+    };
+    let first = harvest("structures.json", json).await.unwrap();
+    assert!(
+        first.committed,
+        "{:?}",
+        &first.errors[..first.errors.len().min(3)]
+    );
+    assert_eq!(first.source, "data·inclusion");
+    assert_eq!(
+        first.created,
+        structures.len() as u64,
+        "{:?}",
+        first.unmapped
+    );
+    assert_eq!(first.rejected, 0);
+    let (town_halls,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM services WHERE typology_code = 'mairie' AND status = 'published'",
+    )
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(town_halls as usize, structures.len());
+    let csv = std::fs::read_to_string(out.join("structures.csv")).unwrap();
+    let again = harvest("structures.csv", csv).await.unwrap();
+    assert_eq!(
+        (again.created, again.updated, again.withdrawn),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(again.unchanged, first.created);
 }

@@ -6,10 +6,8 @@
 //! of unmapped types are counted by type, never an error.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::io::Read;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::formats::{FileError, Record};
@@ -30,12 +28,7 @@ pub fn pivot_map(taxonomy: &Taxonomy) -> std::collections::HashMap<String, Strin
         .collect()
 }
 
-/// What a DILA file held besides its records: the types no typology takes, by count.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Unmapped {
-    pub records: u64,
-    pub by_type: BTreeMap<String, u64>,
-}
+pub use super::records::Unmapped;
 
 /// A nested field as a value: the explore API gives nested lists and objects as JSON text.
 fn nested<'v>(record: &'v Map<String, Value>, key: &str) -> Option<Cow<'v, Value>> {
@@ -236,130 +229,24 @@ fn read_archive(
 fn read_json(
     reader: impl Read,
     pivots: &std::collections::HashMap<String, String>,
-    each: impl FnMut(Record) -> bool,
+    mut each: impl FnMut(Record) -> bool,
 ) -> Result<Unmapped, FileError> {
-    let mut deserializer =
-        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
-    let mut sink = Sink {
-        each,
-        pivots,
-        count: 0,
-        stopped: false,
-        unmapped: Unmapped::default(),
-    };
-    TopSeed { sink: &mut sink }
-        .deserialize(&mut deserializer)
-        .map_err(|e| {
-            let message = if e.is_data() || e.is_syntax() || e.is_eof() {
-                format!(
-                    "JSON de l'Annuaire illisible ({{\"service\": […]}} ou liste d'enregistrements attendue) : {e}"
-                )
-            } else {
-                format!("lecture impossible : {e}")
-            };
-            FileError(FieldError::new("file", message).at_row(sink.count + 1))
-        })?;
-    Ok(sink.unmapped)
-}
-
-struct Sink<'p, F> {
-    each: F,
-    pivots: &'p std::collections::HashMap<String, String>,
-    /// Records read, from 1: their index is the « line » reports give.
-    count: u64,
-    stopped: bool,
-    unmapped: Unmapped,
-}
-
-impl<F: FnMut(Record) -> bool> Sink<'_, F> {
-    fn record(&mut self, value: Value) {
-        self.count += 1;
-        if self.stopped {
-            return;
-        }
-        let n = self.count;
+    let mut unmapped = Unmapped::default();
+    super::records::each_record(reader, "service", |n, value| {
         let Value::Object(record) = value else {
-            self.stopped = !(self.each)((
+            return each((
                 n,
                 Err(FieldError::new("service", "enregistrement qui n'est pas un objet").at_row(n)),
             ));
-            return;
         };
         let types = pivot_types(&record);
-        let Some(typology) = types.iter().find_map(|t| self.pivots.get(t)) else {
-            self.unmapped.records += 1;
-            let key = types
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "(sans type)".into());
-            *self.unmapped.by_type.entry(key).or_default() += 1;
-            return;
+        let Some(typology) = types.iter().find_map(|t| pivots.get(t)) else {
+            unmapped.count(types.first().map(String::as_str).unwrap_or("(sans type)"));
+            return true;
         };
-        let draft = draft(&record, typology);
-        self.stopped = !(self.each)((n, Ok(draft)));
-    }
-}
-
-struct TopSeed<'s, 'p, F> {
-    sink: &'s mut Sink<'p, F>,
-}
-
-impl<'de, F: FnMut(Record) -> bool> DeserializeSeed<'de> for TopSeed<'_, '_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de, F: FnMut(Record) -> bool> Visitor<'de> for TopSeed<'_, '_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("un objet {\"service\": […]} ou une liste d'enregistrements")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut found = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "service" {
-                found = true;
-                map.next_value_seed(RecordsSeed {
-                    sink: &mut *self.sink,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        if !found {
-            return Err(serde::de::Error::custom("clé « service » absente"));
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        RecordsSeed { sink: self.sink }.visit_seq(seq)
-    }
-}
-
-struct RecordsSeed<'s, 'p, F> {
-    sink: &'s mut Sink<'p, F>,
-}
-
-impl<'de, F: FnMut(Record) -> bool> DeserializeSeed<'de> for RecordsSeed<'_, '_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de, F: FnMut(Record) -> bool> Visitor<'de> for RecordsSeed<'_, '_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("une liste d'enregistrements")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<Value>()? {
-            self.sink.record(record);
-        }
-        Ok(())
-    }
+        each((n, Ok(draft(&record, typology))))
+    })?;
+    Ok(unmapped)
 }
 
 #[cfg(test)]

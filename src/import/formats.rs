@@ -40,6 +40,8 @@ pub enum Format {
     /// The Annuaire de l'administration (DILA): chosen by `proximites harvest dila`, never
     /// guessed.
     Dila,
+    /// data·inclusion structures: chosen by `proximites harvest data-inclusion`.
+    DataInclusion,
 }
 
 impl Format {
@@ -49,6 +51,7 @@ impl Format {
             Format::ScdlCsv => "CSV SCDL « Équipements »",
             Format::GeoJson => "GeoJSON",
             Format::Dila => "Annuaire de l'administration (DILA)",
+            Format::DataInclusion => "structures data·inclusion",
         }
     }
 }

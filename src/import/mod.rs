@@ -1,8 +1,10 @@
 //! Imports of entries from files: streaming read, validation, classification (created, updated,
 //! unchanged) and an all-or-nothing write in one transaction.
 
+pub mod data_inclusion;
 pub mod dila;
 pub mod formats;
+pub mod records;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
@@ -108,7 +110,7 @@ pub struct ImportReport {
     pub unnamed_rejected: u64,
     /// Records of a national source whose type no typology takes, by type (a harvest).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unmapped: Option<dila::Unmapped>,
+    pub unmapped: Option<records::Unmapped>,
 }
 
 impl ImportReport {
@@ -396,7 +398,7 @@ fn read_opened(
     opened: Opened,
     taxonomy: &Taxonomy,
     each: impl FnMut(Record) -> bool,
-) -> Result<Option<dila::Unmapped>, FileError> {
+) -> Result<Option<records::Unmapped>, FileError> {
     let Opened {
         reader,
         head,
@@ -408,6 +410,7 @@ fn read_opened(
         Format::ScdlCsv => formats::read_scdl_csv(reader, &head, each).map(|_| None),
         Format::GeoJson => formats::read_geojson(reader, each).map(|()| None),
         Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(Some),
+        Format::DataInclusion => data_inclusion::read(reader, &head, taxonomy, each).map(Some),
     }
 }
 
@@ -457,14 +460,41 @@ async fn change_in_import(
     Ok(changed.is_some())
 }
 
-/// Harvests the Annuaire de l'administration (DILA): the file is the source's whole current
-/// state. Entries are created, updated field by field (in their history) or left unchanged;
-/// those the source no longer lists are withdrawn (restorable, never deleted); records that
-/// cannot be used are left out and reported, and records of types no typology takes are
-/// counted. One transaction, like an import.
-pub async fn harvest_dila(
+/// The national sources a harvest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum National {
+    /// The Annuaire de l'administration (DILA).
+    Dila,
+    /// data·inclusion structures.
+    DataInclusion,
+}
+
+impl National {
+    /// The name its entries are signed with (convention art. 2: the source is named).
+    pub fn source(self) -> &'static str {
+        match self {
+            National::Dila => dila::SOURCE,
+            National::DataInclusion => data_inclusion::SOURCE,
+        }
+    }
+
+    fn format(self) -> Format {
+        match self {
+            National::Dila => Format::Dila,
+            National::DataInclusion => Format::DataInclusion,
+        }
+    }
+}
+
+/// Harvests a national source: the file is the source's whole current state. Entries are
+/// created, updated field by field (in their history) or left unchanged; those the source no
+/// longer lists are withdrawn (restorable, never deleted); records that cannot be used are left
+/// out and reported, and records of types no typology takes are counted. One transaction, like
+/// an import.
+pub async fn harvest(
     pool: &Pool,
     reference: &Reference,
+    national: National,
     input: Input,
     dry_run: bool,
     progress: bool,
@@ -474,8 +504,8 @@ pub async fn harvest_dila(
         reference,
         input,
         ImportOptions {
-            source: Some(dila::SOURCE.to_owned()),
-            format: Some(Format::Dila),
+            source: Some(national.source().to_owned()),
+            format: Some(national.format()),
             dry_run,
             skip_invalid: true,
             withdraw_missing: true,

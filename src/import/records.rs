@@ -1,0 +1,140 @@
+//! Streaming reads of the national sources' JSON: a list of records, bare or under one key of an
+//! object (`{"service": […]}`, `{"items": […]}`), each handed over as it is read, never the whole
+//! file in memory; and what a source held that no typology takes.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::formats::FileError;
+use crate::error::FieldError;
+
+/// Records of a source whose type or network no typology takes, by it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Unmapped {
+    pub records: u64,
+    pub by_type: BTreeMap<String, u64>,
+}
+
+impl Unmapped {
+    pub fn count(&mut self, kind: &str) {
+        self.records += 1;
+        *self.by_type.entry(kind.to_owned()).or_default() += 1;
+    }
+}
+
+/// Hands each record of `reader` to `each` with its index (from 1: the « line » reports give)
+/// until it returns false; the list is the whole document or its `key`.
+pub fn each_record(
+    reader: impl Read,
+    key: &str,
+    each: impl FnMut(u64, Value) -> bool,
+) -> Result<(), FileError> {
+    let mut deserializer =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
+    let mut sink = Sink {
+        each,
+        count: 0,
+        stopped: false,
+    };
+    TopSeed {
+        sink: &mut sink,
+        key,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(|e| {
+        let message = if e.is_data() || e.is_syntax() || e.is_eof() {
+            format!("JSON illisible ({{\"{key}\": […]}} ou liste d'enregistrements attendue) : {e}")
+        } else {
+            format!("lecture impossible : {e}")
+        };
+        FileError(FieldError::new("file", message).at_row(sink.count + 1))
+    })
+}
+
+struct Sink<F> {
+    each: F,
+    count: u64,
+    stopped: bool,
+}
+
+impl<F: FnMut(u64, Value) -> bool> Sink<F> {
+    fn record(&mut self, value: Value) {
+        self.count += 1;
+        if !self.stopped {
+            self.stopped = !(self.each)(self.count, value);
+        }
+    }
+}
+
+struct TopSeed<'s, 'k, F> {
+    sink: &'s mut Sink<F>,
+    key: &'k str,
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for TopSeed<'_, '_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for TopSeed<'_, '_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "un objet {{\"{}\": […]}} ou une liste d'enregistrements",
+            self.key
+        )
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.key {
+                found = true;
+                map.next_value_seed(RecordsSeed {
+                    sink: &mut *self.sink,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if !found {
+            return Err(serde::de::Error::custom(format!(
+                "clé « {} » absente",
+                self.key
+            )));
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        RecordsSeed { sink: self.sink }.visit_seq(seq)
+    }
+}
+
+struct RecordsSeed<'s, F> {
+    sink: &'s mut Sink<F>,
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for RecordsSeed<'_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for RecordsSeed<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("une liste d'enregistrements")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<Value>()? {
+            self.sink.record(record);
+        }
+        Ok(())
+    }
+}
