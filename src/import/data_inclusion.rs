@@ -106,7 +106,15 @@ pub fn read(
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| matches!(b, b'[' | b'{'));
     if json {
-        super::records::each_record(reader, "items", |n, value| match value {
+        let layout = super::records::Layout {
+            key: "items",
+            kind: None,
+            bare_list: true,
+            key_required: true,
+            unreadable:
+                "JSON data·inclusion illisible (liste de structures ou {\"items\": […]} attendue)",
+        };
+        super::records::each_record(reader, layout, |n, value| match value {
             Value::Object(record) => structure(n, record),
             _ => true,
         })?;

@@ -232,7 +232,15 @@ fn read_json(
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<Unmapped, FileError> {
     let mut unmapped = Unmapped::default();
-    super::records::each_record(reader, "service", |n, value| {
+    let layout = super::records::Layout {
+        key: "service",
+        kind: None,
+        bare_list: true,
+        key_required: true,
+        unreadable:
+            "JSON de l'Annuaire illisible ({\"service\": […]} ou liste d'enregistrements attendue)",
+    };
+    super::records::each_record(reader, layout, |n, value| {
         let Value::Object(record) = value else {
             return each((
                 n,

@@ -3,8 +3,6 @@
 
 use std::io::Read;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
 use crate::error::FieldError;
 use crate::services::Draft;
 
@@ -444,44 +442,21 @@ pub fn read_scdl_csv(
 
 /// Reads a GeoJSON FeatureCollection feature by feature (no whole-file buffering). Properties use
 /// the project's column names; the Point geometry gives lon and lat.
-pub fn read_geojson(reader: impl Read, each: impl FnMut(Record) -> bool) -> Result<(), FileError> {
-    let mut deserializer =
-        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
-    let mut sink = FeatureSink {
-        each,
-        count: 0,
-        stopped: false,
+pub fn read_geojson(
+    reader: impl Read,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<(), FileError> {
+    let layout = super::records::Layout {
+        key: "features",
+        kind: Some(("type", "FeatureCollection")),
+        bare_list: false,
+        key_required: false,
+        unreadable: "GeoJSON illisible (FeatureCollection attendue)",
     };
-    CollectionSeed { sink: &mut sink }
-        .deserialize(&mut deserializer)
-        .map_err(|e| {
-            let message = if e.is_data() || e.is_syntax() || e.is_eof() {
-                format!("GeoJSON illisible (FeatureCollection attendue) : {e}")
-            } else {
-                format!("lecture impossible : {e}")
-            };
-            FileError(FieldError::new("file", message).at_row(sink.count + 1))
-        })
-}
-
-struct FeatureSink<F> {
-    each: F,
-    count: u64,
-    stopped: bool,
-}
-
-impl<F: FnMut(Record) -> bool> FeatureSink<F> {
-    fn feature(&mut self, feature: serde_json::Value) {
-        self.count += 1;
-        if self.stopped {
-            return;
-        }
-        let n = self.count;
+    super::records::each_record(reader, layout, |n, feature| {
         let draft = feature_to_draft(feature).map_err(|m| FieldError::new("geometry", m).at_row(n));
-        if !(self.each)((n, draft)) {
-            self.stopped = true;
-        }
-    }
+        each((n, draft))
+    })
 }
 
 fn feature_to_draft(feature: serde_json::Value) -> Result<Draft, String> {
@@ -516,68 +491,6 @@ fn feature_to_draft(feature: serde_json::Value) -> Result<Draft, String> {
         Some(_) => return Err("géométrie illisible".into()),
     }
     Ok(draft)
-}
-
-struct CollectionSeed<'a, F> {
-    sink: &'a mut FeatureSink<F>,
-}
-
-impl<'de, F: FnMut(Record) -> bool> DeserializeSeed<'de> for CollectionSeed<'_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de, F: FnMut(Record) -> bool> Visitor<'de> for CollectionSeed<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("une FeatureCollection GeoJSON")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut kind_ok = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "features" => map.next_value_seed(FeaturesSeed {
-                    sink: &mut *self.sink,
-                })?,
-                "type" => kind_ok = Some(map.next_value::<String>()? == "FeatureCollection"),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        if kind_ok == Some(false) {
-            return Err(serde::de::Error::custom(
-                "« type » doit valoir « FeatureCollection »",
-            ));
-        }
-        Ok(())
-    }
-}
-
-struct FeaturesSeed<'a, F> {
-    sink: &'a mut FeatureSink<F>,
-}
-
-impl<'de, F: FnMut(Record) -> bool> DeserializeSeed<'de> for FeaturesSeed<'_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de, F: FnMut(Record) -> bool> Visitor<'de> for FeaturesSeed<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("un tableau de Features")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(feature) = seq.next_element::<serde_json::Value>()? {
-            self.sink.feature(feature);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -25,11 +25,27 @@ impl Unmapped {
     }
 }
 
+/// Where a file's list of records is, and what the file should be.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout<'a> {
+    /// The key of the list in the document's object.
+    pub key: &'a str,
+    /// A key the object must give this text when it holds it (GeoJSON's `type`).
+    pub kind: Option<(&'a str, &'a str)>,
+    /// Whether the document may be the list itself.
+    pub bare_list: bool,
+    /// Whether the object must hold the list (else an object without it holds no record).
+    pub key_required: bool,
+    /// What the file should be, said when it is not: « GeoJSON illisible (FeatureCollection
+    /// attendue) ».
+    pub unreadable: &'a str,
+}
+
 /// Hands each record of `reader` to `each` with its index (from 1: the « line » reports give)
-/// until it returns false; the list is the whole document or its `key`.
+/// until it returns false; the list is where `layout` says.
 pub fn each_record(
     reader: impl Read,
-    key: &str,
+    layout: Layout<'_>,
     each: impl FnMut(u64, Value) -> bool,
 ) -> Result<(), FileError> {
     let mut deserializer =
@@ -41,12 +57,12 @@ pub fn each_record(
     };
     TopSeed {
         sink: &mut sink,
-        key,
+        layout,
     }
     .deserialize(&mut deserializer)
     .map_err(|e| {
         let message = if e.is_data() || e.is_syntax() || e.is_eof() {
-            format!("JSON illisible ({{\"{key}\": […]}} ou liste d'enregistrements attendue) : {e}")
+            format!("{} : {e}", layout.unreadable)
         } else {
             format!("lecture impossible : {e}")
         };
@@ -69,43 +85,49 @@ impl<F: FnMut(u64, Value) -> bool> Sink<F> {
     }
 }
 
-struct TopSeed<'s, 'k, F> {
+struct TopSeed<'s, 'l, F> {
     sink: &'s mut Sink<F>,
-    key: &'k str,
+    layout: Layout<'l>,
 }
 
 impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for TopSeed<'_, '_, F> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        if self.layout.bare_list {
+            deserializer.deserialize_any(self)
+        } else {
+            deserializer.deserialize_map(self)
+        }
     }
 }
 
 impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for TopSeed<'_, '_, F> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "un objet {{\"{}\": […]}} ou une liste d'enregistrements",
-            self.key
-        )
+        write!(f, "un objet qui porte « {} »", self.layout.key)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut found = false;
         while let Some(key) = map.next_key::<String>()? {
-            if key == self.key {
+            if key == self.layout.key {
                 found = true;
                 map.next_value_seed(RecordsSeed {
                     sink: &mut *self.sink,
                 })?;
+            } else if let Some((kind_key, kind)) = self.layout.kind.filter(|(k, _)| *k == key) {
+                if map.next_value::<String>()? != kind {
+                    return Err(serde::de::Error::custom(format!(
+                        "« {kind_key} » doit valoir « {kind} »"
+                    )));
+                }
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        if !found {
+        if !found && self.layout.key_required {
             return Err(serde::de::Error::custom(format!(
                 "clé « {} » absente",
-                self.key
+                self.layout.key
             )));
         }
         Ok(())
