@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::db::{self, Pool};
-use crate::import::{self, ImportOptions, Input, Reference};
+use crate::import::{self, Input, Reference};
 use crate::services::validate::COMMUNE_TOLERANCE_M;
 use crate::spatial::LonLat;
 use crate::taxonomy::{self, Taxonomy};
@@ -12,7 +12,6 @@ use crate::territory::{self, InseeCode, Locator, ReferenceFiles};
 
 /// The DILA town halls of Allier, Cantal, Haute-Loire and Puy-de-Dôme, as shipped in `data/demo/`.
 const DEMO_TOWN_HALLS: &str = include_str!("../data/demo/mairies-auvergne.csv");
-pub const DEMO_SOURCE: &str = "Annuaire de l'administration (DILA)";
 
 /// Makes the database ready for use and returns the reference held in memory. A new database
 /// gets the embedded territory; with `demo`, an empty directory gets the Auvergne town halls.
@@ -39,18 +38,17 @@ pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
         && db::fact(pool, "demo_loaded").await?.is_none()
         && crate::services::store::count(pool).await? == 0
     {
-        let report = import::import(
+        // Harvested like the national file it comes from, through the same reader.
+        let report = import::harvest(
             pool,
             &reference,
+            import::National::Dila,
             Input::Bytes {
-                name: "mairies-auvergne.csv".into(),
-                bytes: demo_town_halls_csv(&reference.locator)?.into_bytes(),
+                name: "mairies-auvergne-dila.json".into(),
+                bytes: demo_town_halls_dila(&reference.locator)?.into_bytes(),
             },
-            ImportOptions {
-                source: Some(DEMO_SOURCE.into()),
-                skip_invalid: true,
-                ..ImportOptions::default()
-            },
+            false,
+            false,
         )
         .await?;
         for error in &report.errors {
@@ -76,18 +74,17 @@ pub async fn load_reference(pool: &Pool, taxonomy: Taxonomy) -> anyhow::Result<R
     })
 }
 
-/// The demo town halls rewritten in the project's CSV (address split into street, postcode and
-/// city; service-public JSON hours kept as the fallback column).
+/// The demo town halls written back as the Annuaire de l'administration publishes them (its
+/// bulk JSON: address, position, phone, e-mail, website, `plage_ouverture`), to be harvested by
+/// the DILA reader like a real instance's.
 ///
 /// About 5 % of the DILA points lie outside their commune (a neighbour's village, once a town
 /// 300 km away): for those the commune's centre stands in, so that the demo shows every town
 /// hall near where it is rather than rejecting it; each is logged.
-pub fn demo_town_halls_csv(locator: &Locator) -> anyhow::Result<String> {
+pub fn demo_town_halls_dila(locator: &Locator) -> anyhow::Result<String> {
+    use serde_json::json;
     let mut reader = csv::Reader::from_reader(DEMO_TOWN_HALLS.as_bytes());
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<&str> = crate::import::formats::PROJECT_COLUMNS.to_vec();
-    header.push("opening_hours_json");
-    writer.write_record(&header)?;
+    let mut records = Vec::new();
     for row in reader.deserialize::<DemoTownHall>() {
         let row = row?;
         // « Avenue de Vichy | 03200 Abrest »
@@ -114,27 +111,45 @@ pub fn demo_town_halls_csv(locator: &Locator) -> anyhow::Result<String> {
                 lat = format!("{:.6}", commune.centroid.lat);
             }
         }
-        writer.write_record([
-            format!("mairie-{}", row.insee_code).as_str(),
-            "mairie",
-            format!("Mairie de {}", row.commune).as_str(),
-            street,
-            postcode,
-            city,
-            &row.insee_code,
-            &lon,
-            &lat,
-            &row.phone,
-            &row.email,
-            &row.website,
-            &row.opening_hours,
-            "",
-            "",
-            &row.horaires_source,
-        ])?;
+        // service-public.fr's hours, `[[from, to, [[open, close], …]], …]`, as DILA ranges.
+        let rules: Vec<HoursRule> = serde_json::from_str(&row.horaires_source).unwrap_or_default();
+        let ranges: Vec<serde_json::Value> = rules
+            .iter()
+            .map(|(from, to, slots)| {
+                let mut range =
+                    json!({"nom_jour_debut": from, "nom_jour_fin": to, "commentaire": ""});
+                for (i, (open, close)) in slots.iter().take(2).enumerate() {
+                    range[format!("valeur_heure_debut_{}", i + 1)] = json!(open);
+                    range[format!("valeur_heure_fin_{}", i + 1)] = json!(close);
+                }
+                range
+            })
+            .collect();
+        let mut record = json!({
+            "id": format!("mairie-{}", row.insee_code),
+            "nom": format!("Mairie de {}", row.commune),
+            "pivot": [{"type_service_local": "mairie", "code_insee_commune": [row.insee_code]}],
+            "code_insee_commune": row.insee_code,
+            "adresse": [{"type_adresse": "Adresse", "numero_voie": street, "code_postal": postcode,
+                         "nom_commune": city, "pays": "France", "longitude": lon, "latitude": lat}],
+            "plage_ouverture": ranges,
+        });
+        if !row.phone.is_empty() {
+            record["telephone"] = json!([{"valeur": row.phone, "description": ""}]);
+        }
+        if !row.email.is_empty() {
+            record["adresse_courriel"] = json!([row.email]);
+        }
+        if !row.website.is_empty() {
+            record["site_internet"] = json!([{"libelle": "", "valeur": row.website}]);
+        }
+        records.push(record);
     }
-    Ok(String::from_utf8(writer.into_inner()?)?)
+    Ok(serde_json::json!({ "service": records }).to_string())
 }
+
+/// One rule of service-public.fr's JSON hours: first and last day, opening intervals.
+type HoursRule = (String, String, Vec<(String, String)>);
 
 #[derive(serde::Deserialize)]
 struct DemoTownHall {
@@ -146,6 +161,5 @@ struct DemoTownHall {
     phone: String,
     email: String,
     website: String,
-    opening_hours: String,
     horaires_source: String,
 }
