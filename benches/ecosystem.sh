@@ -18,21 +18,10 @@ export LC_ALL=C
 rows=${1:-3000000}
 seed=${2:-1}
 cd "$(dirname "$0")/.."
-db="target/bench/search-${rows}-${seed}.db"
-[ -f "$db" ] || benches/search.sh "$rows" "$seed"
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=target/release/proximites
-fi
-port=${PORT:-18091}
-base="http://127.0.0.1:$port"
-log=$(mktemp)
 # The data·inclusion files are built again: their first request measures the writing.
-rm -f "$db.exports"/whole-*data-inclusion-*
-"$BIN" --database-url "sqlite://$PWD/$db" serve --listen "127.0.0.1:$port" --no-demo >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 1 300); do curl -sf "$base/healthz" >/dev/null && break; sleep 1; done
+rm_di_files() { rm -f "$db.exports"/whole-*data-inclusion-*; }
+default_port=18091 before_start=rm_di_files
+. benches/bench-server.sh
 
 throughput() { # label url: one download, its size and rate
     curl -s -o /dev/null -w "%{http_code} %{size_download} %{time_total}\n" "$2" |

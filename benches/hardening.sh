@@ -14,19 +14,8 @@ export LC_ALL=C
 rows=${1:-3000000}
 seed=${2:-1}
 cd "$(dirname "$0")/.."
-db="target/bench/search-${rows}-${seed}.db"
-[ -f "$db" ] || benches/search.sh "$rows" "$seed"
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=target/release/proximites
-fi
-port=${PORT:-18090}
-base="http://127.0.0.1:$port"
-log=$(mktemp)
-"$BIN" --database-url "sqlite://$PWD/$db" serve --listen "127.0.0.1:$port" --no-demo >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 1 300); do curl -sf "$base/healthz" >/dev/null && break; sleep 1; done
+default_port=18090
+. benches/bench-server.sh
 items="$base/ogc/collections/services/items"
 
 like="name LIKE '%a%e%i%o%u%a%e%i%o%u%y'"

@@ -53,33 +53,59 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
         "foaf:name": "Opérateur de l'instance Proximités",
         "foaf:homepage": {"@id": format!("{base}/")},
     });
+    // One download: its URL, title, description, IANA media type, EU file type, and the
+    // schema it conforms to when it follows one.
+    let distribution = |url: String,
+                        title: String,
+                        description: String,
+                        kind: &str,
+                        file_type: &str,
+                        conforms_to: Option<&str>| {
+        let mut d = json!({
+            "@id": format!("{url}#distribution"),
+            "@type": "dcat:Distribution",
+            "dct:title": title,
+            "dct:description": description,
+            "dcat:accessURL": url,
+            "dcat:downloadURL": url,
+            "dcat:mediaType": media_type(kind),
+            "dct:format": format!("http://publications.europa.eu/resource/authority/file-type/{}", file_type.to_uppercase()),
+            "dct:license": licence.url,
+            "dct:modified": modified,
+        });
+        if let Some(schema) = conforms_to {
+            d["dct:conformsTo"] = json!(schema);
+        }
+        d
+    };
     let mut distributions: Vec<Value> = [
         (Format::GeoJson, "GeoJSON", "RFC 7946, WGS84"),
-        (Format::GeoPackage, "GPKG", "OGC GeoPackage, WGS84 ou Lambert-93"),
-        (Format::FlatGeobuf, "FlatGeobuf", "FlatGeobuf, WGS84 ou Lambert-93"),
+        (
+            Format::GeoPackage,
+            "GPKG",
+            "OGC GeoPackage, WGS84 ou Lambert-93",
+        ),
+        (
+            Format::FlatGeobuf,
+            "FlatGeobuf",
+            "FlatGeobuf, WGS84 ou Lambert-93",
+        ),
         (Format::Csv, "CSV", "CSV, format d'import Proximités"),
         (Format::Scdl, "CSV", "CSV, schéma SCDL « Équipements »"),
     ]
     .into_iter()
     .map(|(format, label, description)| {
-        let url = format!("{base}/api/v1/export/services.{}", format.extension());
-        json!({
-            "@id": format!("{url}#distribution"),
-            "@type": "dcat:Distribution",
-            "dct:title": format!("Services publics — {description}"),
-            "dct:description": format!("Toutes les fiches publiées, {description}."),
-            "dcat:accessURL": url,
-            "dcat:downloadURL": url,
-            "dcat:mediaType": media_type(format.media_type()),
-            "dct:format": format!("http://publications.europa.eu/resource/authority/file-type/{}", label.to_uppercase()),
-            "dct:license": licence.url,
-            "dct:modified": modified,
-        })
+        distribution(
+            format!("{base}/api/v1/export/services.{}", format.extension()),
+            format!("Services publics — {description}"),
+            format!("Toutes les fiches publiées, {description}."),
+            format.media_type(),
+            label,
+            None,
+        )
     })
     .collect();
     distributions.extend(data_inclusion::FILES.into_iter().map(|(table, encoding)| {
-        let file = data_inclusion::file_name(table, encoding);
-        let url = format!("{base}/api/v1/export/data-inclusion/{file}");
         let what = match table {
             data_inclusion::Table::Structures => "structures",
             data_inclusion::Table::Services => "services",
@@ -88,20 +114,55 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
             data_inclusion::Encoding::Json => ("application/json", "JSON"),
             data_inclusion::Encoding::Csv => ("text/csv", "CSV"),
         };
-        json!({
-            "@id": format!("{url}#distribution"),
-            "@type": "dcat:Distribution",
-            "dct:title": format!("Services publics — {what} data·inclusion ({label})"),
-            "dct:description": format!("Les fiches publiées comme {what} du schéma data·inclusion 1.x, en {label}."),
-            "dcat:accessURL": url,
-            "dcat:downloadURL": url,
-            "dcat:mediaType": media_type(kind),
-            "dct:format": format!("http://publications.europa.eu/resource/authority/file-type/{label}"),
-            "dct:conformsTo": DATA_INCLUSION_SCHEMA,
-            "dct:license": licence.url,
-            "dct:modified": modified,
-        })
+        distribution(
+            format!(
+                "{base}/api/v1/export/data-inclusion/{}",
+                data_inclusion::file_name(table, encoding)
+            ),
+            format!("Services publics — {what} data·inclusion ({label})"),
+            format!("Les fiches publiées comme {what} du schéma data·inclusion 1.x, en {label}."),
+            kind,
+            label,
+            Some(DATA_INCLUSION_SCHEMA),
+        )
     }));
+    // One API: where it answers, where it is described, the standard it follows.
+    let data_service =
+        |id: String, title: &str, endpoint: String, description: String, conforms_to: &str| {
+            json!({
+                "@id": id,
+                "@type": "dcat:DataService",
+                "dct:title": title,
+                "dcat:endpointURL": endpoint,
+                "dcat:endpointDescription": description,
+                "dct:conformsTo": conforms_to,
+                "dct:license": licence.url,
+                "dcat:servesDataset": dataset,
+            })
+        };
+    let services = vec![
+        data_service(
+            format!("{base}/ogc"),
+            "OGC API – Features",
+            format!("{base}/ogc"),
+            format!("{base}/ogc/api"),
+            "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+        ),
+        data_service(
+            format!("{base}/api/v1"),
+            "API de recherche et d'écriture Proximités",
+            format!("{base}/api/v1/services"),
+            format!("{base}/api/v1/openapi.json"),
+            "https://spec.openapis.org/oas/v3.1.0",
+        ),
+        data_service(
+            format!("{base}/hsds/"),
+            "Open Referral HSDS 3.0 (lecture)",
+            format!("{base}/hsds/"),
+            format!("{base}/api/v1/openapi.json"),
+            "https://docs.openreferral.org/en/latest/hsds/",
+        ),
+    ];
     json!({
         "@context": context(),
         "@id": format!("{base}/catalogue"),
@@ -128,38 +189,7 @@ pub fn document(state: &AppState, base: &str, modified: &str) -> Value {
             "dcat:landingPage": format!("{base}/donnees-sig"),
             "dcat:distribution": distributions,
         }],
-        "dcat:service": [
-            {
-                "@id": format!("{base}/ogc"),
-                "@type": "dcat:DataService",
-                "dct:title": "OGC API – Features",
-                "dcat:endpointURL": format!("{base}/ogc"),
-                "dcat:endpointDescription": format!("{base}/ogc/api"),
-                "dct:conformsTo": "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
-                "dct:license": licence.url,
-                "dcat:servesDataset": dataset,
-            },
-            {
-                "@id": format!("{base}/api/v1"),
-                "@type": "dcat:DataService",
-                "dct:title": "API de recherche et d'écriture Proximités",
-                "dcat:endpointURL": format!("{base}/api/v1/services"),
-                "dcat:endpointDescription": format!("{base}/api/v1/openapi.json"),
-                "dct:conformsTo": "https://spec.openapis.org/oas/v3.1.0",
-                "dct:license": licence.url,
-                "dcat:servesDataset": dataset,
-            },
-            {
-                "@id": format!("{base}/hsds/"),
-                "@type": "dcat:DataService",
-                "dct:title": "Open Referral HSDS 3.0 (lecture)",
-                "dcat:endpointURL": format!("{base}/hsds/"),
-                "dcat:endpointDescription": format!("{base}/api/v1/openapi.json"),
-                "dct:conformsTo": "https://docs.openreferral.org/en/latest/hsds/",
-                "dct:license": licence.url,
-                "dcat:servesDataset": dataset,
-            },
-        ],
+        "dcat:service": services,
     })
 }
 
