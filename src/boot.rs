@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use crate::db::{self, Pool};
 use crate::import::{self, Input, Reference};
-use crate::services::validate::COMMUNE_TOLERANCE_M;
-use crate::spatial::LonLat;
 use crate::taxonomy::{self, Taxonomy};
-use crate::territory::{self, InseeCode, Locator, ReferenceFiles};
+use crate::territory::{self, Locator, ReferenceFiles};
 
 /// The DILA town halls of Allier, Cantal, Haute-Loire and Puy-de-Dôme, as shipped in `data/demo/`.
 const DEMO_TOWN_HALLS: &str = include_str!("../data/demo/mairies-auvergne.csv");
@@ -45,7 +43,7 @@ pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
             import::National::Dila,
             Input::Bytes {
                 name: "mairies-auvergne-dila.json".into(),
-                bytes: demo_town_halls_dila(&reference.locator)?.into_bytes(),
+                bytes: demo_town_halls_dila()?.into_bytes(),
             },
             false,
             false,
@@ -79,9 +77,9 @@ pub async fn load_reference(pool: &Pool, taxonomy: Taxonomy) -> anyhow::Result<R
 /// the DILA reader like a real instance's.
 ///
 /// About 5 % of the DILA points lie outside their commune (a neighbour's village, once a town
-/// 300 km away): for those the commune's centre stands in, so that the demo shows every town
-/// hall near where it is rather than rejecting it; each is logged.
-pub fn demo_town_halls_dila(locator: &Locator) -> anyhow::Result<String> {
+/// 300 km away): the harvest places those at the commune's centre with a quality flag, as it
+/// does for a real instance, and the demo shows them « à vérifier ».
+pub fn demo_town_halls_dila() -> anyhow::Result<String> {
     use serde_json::json;
     let mut reader = csv::Reader::from_reader(DEMO_TOWN_HALLS.as_bytes());
     let mut records = Vec::new();
@@ -98,19 +96,7 @@ pub fn demo_town_halls_dila(locator: &Locator) -> anyhow::Result<String> {
         } else {
             ""
         };
-        let (mut lon, mut lat) = (row.lon.clone(), row.lat.clone());
-        let commune = InseeCode::parse(&row.insee_code)
-            .ok()
-            .and_then(|code| locator.commune(&code));
-        if let (Some(commune), Ok(x), Ok(y)) =
-            (commune, row.lon.parse::<f64>(), row.lat.parse::<f64>())
-        {
-            if locator.distance_to_commune_m(commune, LonLat::new(x, y)) > COMMUNE_TOLERANCE_M {
-                tracing::debug!(commune = %commune.insee_code, "DILA town hall outside its commune: centre used");
-                lon = format!("{:.6}", commune.centroid.lon);
-                lat = format!("{:.6}", commune.centroid.lat);
-            }
-        }
+        let (lon, lat) = (row.lon.clone(), row.lat.clone());
         // service-public.fr's hours, `[[from, to, [[open, close], …]], …]`, as DILA ranges.
         let rules: Vec<HoursRule> = serde_json::from_str(&row.horaires_source).unwrap_or_default();
         let ranges: Vec<serde_json::Value> = rules

@@ -446,6 +446,10 @@ pub enum HarvestSource {
     /// data·inclusion structures (schema 1.x), JSON or CSV: those of a network the crosswalk
     /// maps to a typology.
     DataInclusion,
+    /// INSEE Base permanente des équipements: the CSV (`;`-separated) or the zip holding it,
+    /// positions reprojected from Lambert-93 or the overseas UTM zones; rows matched to the
+    /// entries of earlier years by SIRET, else by type, commune and position.
+    Bpe,
 }
 
 #[derive(Debug, Args)]
@@ -479,6 +483,12 @@ pub struct ImportArgs {
     /// Import the valid rows and report the invalid ones instead of rejecting the whole file.
     #[arg(long)]
     pub skip_invalid: bool,
+
+    /// Refuse a row whose position (outside its commune, missing), phone, e-mail, web site,
+    /// hours, postcode or accessibility is doubtful, instead of importing it with a quality
+    /// flag to check.
+    #[arg(long)]
+    pub strict: bool,
 
     /// Also write the full report as JSON to this file.
     #[arg(long)]

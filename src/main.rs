@@ -121,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     source: args.source,
                     dry_run: args.dry_run,
                     skip_invalid: args.skip_invalid,
+                    strict: args.strict,
                     progress: std::io::stderr().is_terminal(),
                     ..ImportOptions::default()
                 },
@@ -141,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let national = match args.source {
                 proximites::cli::HarvestSource::Dila => import::National::Dila,
                 proximites::cli::HarvestSource::DataInclusion => import::National::DataInclusion,
+                proximites::cli::HarvestSource::Bpe => import::National::Bpe,
             };
             let report = import::harvest(
                 &pool,
@@ -173,6 +175,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map(|(kind, n)| format!("{kind} {n}"))
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            }
+            if let Some(matching) = &report.matching {
+                println!(
+                    "  rapprochées / matched : par SIRET {} · par position {} · nouvelles {} · sans coordonnées {}",
+                    matching.by_siret, matching.by_position, matching.new, matching.without_coordinates
                 );
             }
             let failed = !report.committed && !args.dry_run;
@@ -592,6 +600,18 @@ async fn print_import_report(
 ) -> anyhow::Result<()> {
     for error in &report.errors {
         println!("  {error}");
+    }
+    // The whole list is in the JSON report: a national file may flag thousands of rows.
+    const WARNINGS_SHOWN: usize = 20;
+    for warning in report.warnings.iter().take(WARNINGS_SHOWN) {
+        println!("  à vérifier / to check: {warning}");
+    }
+    if report.warnings.len() > WARNINGS_SHOWN {
+        println!(
+            "  … et {} autres points à vérifier (--report) / and {} more to check",
+            report.warnings.len() - WARNINGS_SHOWN,
+            report.warnings.len() - WARNINGS_SHOWN
+        );
     }
     println!("{}", report.summary());
     if let Some(path) = json {

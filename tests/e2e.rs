@@ -184,7 +184,7 @@ async fn import_then_read_back_over_http() {
     );
     assert_eq!(
         summary(&stdout),
-        "lignes 3 · créées 3 · mises à jour 0 · inchangées 0 · rejetées 0"
+        "lignes 3 · créées 3 · mises à jour 0 · inchangées 0 · rejetées 0 · à vérifier 0"
     );
 
     let pool = open_db(&db).await;
@@ -248,7 +248,7 @@ async fn import_then_read_back_over_http() {
     assert!(status.success(), "{stdout}{stderr}");
     assert_eq!(
         summary(&stdout),
-        "lignes 3 · créées 0 · mises à jour 0 · inchangées 3 · rejetées 0"
+        "lignes 3 · créées 0 · mises à jour 0 · inchangées 3 · rejetées 0 · à vérifier 0"
     );
     assert_eq!(count_services(&db).await, 3);
 }
@@ -294,7 +294,7 @@ async fn a_file_with_one_bad_row_is_rejected_whole() {
     assert!(errors[0].contains("inversées"), "{stdout}");
     assert_eq!(
         summary(&stdout),
-        "lignes 2001 · à créer 2000 · à mettre à jour 0 · inchangées 0 · rejetées 1"
+        "lignes 2001 · à créer 2000 · à mettre à jour 0 · inchangées 0 · rejetées 1 · à vérifier 0"
     );
     assert_eq!(count_services(&db).await, 0, "nothing of a rejected file");
 
@@ -303,7 +303,7 @@ async fn a_file_with_one_bad_row_is_rejected_whole() {
     assert!(stdout.contains(&format!("ligne {line}, champ « lat »")));
     assert_eq!(
         summary(&stdout),
-        "lignes 2001 · créées 2000 · mises à jour 0 · inchangées 0 · rejetées 1"
+        "lignes 2001 · créées 2000 · mises à jour 0 · inchangées 0 · rejetées 1 · à vérifier 0"
     );
     assert_eq!(count_services(&db).await, 2000);
 }
@@ -324,7 +324,7 @@ async fn a_35000_row_file_imports_with_a_correct_summary() {
     assert!(status.success(), "{stdout}{stderr}");
     assert_eq!(
         summary(&stdout),
-        "lignes 35000 · créées 35000 · mises à jour 0 · inchangées 0 · rejetées 0"
+        "lignes 35000 · créées 35000 · mises à jour 0 · inchangées 0 · rejetées 0 · à vérifier 0"
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
     assert_eq!(report["file"], path_str(&file));
@@ -343,7 +343,7 @@ async fn a_35000_row_file_imports_with_a_correct_summary() {
     assert!(status.success(), "{stdout}{stderr}");
     assert_eq!(
         summary(&stdout),
-        "lignes 35000 · créées 0 · mises à jour 0 · inchangées 35000 · rejetées 0"
+        "lignes 35000 · créées 0 · mises à jour 0 · inchangées 35000 · rejetées 0 · à vérifier 0"
     );
     assert_eq!(count_services(&db).await, 35_000);
 
@@ -439,7 +439,7 @@ async fn a_killed_import_leaves_the_database_as_it_was() {
     assert!(status.success(), "{stdout}{stderr}");
     assert_eq!(
         summary(&stdout),
-        "lignes 2000 · créées 0 · mises à jour 0 · inchangées 2000 · rejetées 0"
+        "lignes 2000 · créées 0 · mises à jour 0 · inchangées 2000 · rejetées 0 · à vérifier 0"
     );
 }
 

@@ -1308,3 +1308,160 @@ async fn an_organisation_name_is_taken_once() {
     let riom_now = store::organisation(&pool, &riom.id).await.unwrap().unwrap();
     assert_eq!(riom_now.name, "Ville de Riom");
 }
+
+/// The demo's town halls come from the DILA reader, which keeps those whose point lies outside
+/// their commune with a quality flag: the operator finds them under « À vérifier », sees why
+/// on the entry's page and in its JSON, and a correction of the position settles the flag
+/// while an edit of another field keeps it; the monitoring page gives the share per source.
+#[tokio::test]
+async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
+    use proximites::services::{history::Via, write};
+    let (dir, pool, reference) = database(true).await;
+    let (cookie, _) = operator_signed_in(&pool).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let flagged: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT id, insee_code, quality FROM services WHERE quality IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&f.state.pool)
+    .await
+    .unwrap();
+    let n = flagged.len();
+    assert!((10..200).contains(&n), "{n} flagged demo town halls");
+
+    for filter in ["signalee", "position_outside_commune"] {
+        let list = request(
+            router,
+            Method::GET,
+            &format!("/espace?qualite={filter}"),
+            Some(&cookie),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(list.status, StatusCode::OK);
+        assert!(
+            list.html.contains(&format!("{n} fiches")),
+            "{filter}: {}",
+            list.html
+        );
+        assert!(list.html.contains("Position hors de la commune"));
+    }
+    let none = request(
+        router,
+        Method::GET,
+        "/espace?qualite=phone_unreadable",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(none.html.contains("0 fiche"), "{}", none.html);
+
+    let (id, insee_code, stored) = &flagged[0];
+    let flags: serde_json::Value = serde_json::from_str(stored).unwrap();
+    let message = flags[0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("en attendant une correction"), "{message}");
+    let page = request(
+        router,
+        Method::GET,
+        &format!("/espace/fiches/{id}"),
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(page.html.contains("id=\"a-verifier\""), "{}", page.html);
+    let json = request(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{id}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    let entry: serde_json::Value = serde_json::from_str(&json.html).unwrap();
+    assert_eq!(entry["quality"][0]["code"], "position_outside_commune");
+    assert_eq!(entry["quality"][0]["field"], "insee_code");
+
+    let operator =
+        proximites::accounts::store::session(&f.state.pool, cookie.split('=').nth(1).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .0;
+    let quality_of = |id: String| {
+        let pool = f.state.pool.clone();
+        async move {
+            let (quality,): (Option<String>,) =
+                sqlx::query_as("SELECT quality FROM services WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            quality
+        }
+    };
+    let update = |fields: serde_json::Value| {
+        let (state, operator, id) = (f.state.clone(), operator.clone(), id.clone());
+        async move {
+            let service = proximites::services::store::get(
+                &state.pool,
+                &proximites::services::ServiceId::parse(&id).unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let etag = write::etag(&service);
+            write::update(
+                &state,
+                &operator,
+                Via::Page,
+                &id,
+                Some(&etag),
+                fields.as_object().unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    update(serde_json::json!({"description": "Accueil au rez-de-chaussée"})).await;
+    assert!(
+        quality_of(id.clone()).await.is_some(),
+        "another field keeps the doubt"
+    );
+    let commune = f
+        .state
+        .reference
+        .locator
+        .commune(&proximites::territory::InseeCode::parse(insee_code).unwrap())
+        .unwrap()
+        .clone();
+    update(serde_json::json!({"lon": commune.centroid.lon + 0.0001, "lat": commune.centroid.lat, "insee_code": insee_code})).await;
+    assert_eq!(
+        quality_of(id.clone()).await,
+        None,
+        "a placed point settles it"
+    );
+
+    let department = &insee_code[..2];
+    let monitoring = request(
+        router,
+        Method::GET,
+        &format!("/veille/departement:{department}?typology=mairie"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(monitoring.status, StatusCode::OK);
+    assert!(
+        monitoring.html.contains("Qualité des données par source")
+            && monitoring
+                .html
+                .contains("Annuaire de l'administration (DILA)"),
+        "{}",
+        monitoring.html
+    );
+}

@@ -143,7 +143,12 @@ async fn one_bad_row_rejects_the_file_and_names_every_error() {
     let duplicate = POOL.replace("Béatrice-Hess", "bis");
     let broken_hours = "x3,mairie,Mairie de Riom,,,,63300,3.1130,45.8937,,,,Lundi 8h-12h,,";
     let text = csv(&[POOL, swapped, outside, &duplicate, broken_hours, LIBRARY]);
-    let report = f.import("bad.csv", &text, ImportOptions::default()).await;
+    // Strict: hours that do not read refuse the row instead of flagging it.
+    let strict = || ImportOptions {
+        strict: true,
+        ..Default::default()
+    };
+    let report = f.import("bad.csv", &text, strict()).await;
     assert!(!report.committed);
     assert_eq!(report.rejected, 4);
     assert_eq!(f.count().await, 0, "nothing is written");
@@ -172,13 +177,166 @@ async fn one_bad_row_rejects_the_file_and_names_every_error() {
             &text,
             ImportOptions {
                 skip_invalid: true,
-                ..Default::default()
+                ..strict()
             },
         )
         .await;
     assert!(skipping.committed);
     assert_eq!((skipping.created, skipping.rejected), (2, 4));
     assert_eq!(f.count().await, 2);
+}
+
+/// The quality flags of an entry as stored: (code, field, value).
+async fn flags_of(f: &Fixture, source_ref: &str) -> Vec<(String, String, Option<String>)> {
+    let (quality,): (Option<String>,) =
+        sqlx::query_as("SELECT quality FROM services WHERE source_ref = $1")
+            .bind(source_ref)
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    let flags: Vec<serde_json::Value> = quality
+        .map(|q| serde_json::from_str(&q).unwrap())
+        .unwrap_or_default();
+    flags
+        .iter()
+        .map(|flag| {
+            (
+                flag["code"].as_str().unwrap().to_owned(),
+                flag["field"].as_str().unwrap().to_owned(),
+                flag["value"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
+    let f = fixture().await;
+    // Riom's town hall, placed by its source in Vichy 40 km away, with a phone and hours that
+    // do not read; Mozac's without a point; coordinates swapped; a point in Berlin, no commune.
+    let moved =
+        "q1,mairie,Mairie de Riom,,63200,,63300,3.4264,46.1277,04 73 38 99 999,,,Lundi 8h-12h,,";
+    let no_point = "q2,mairie,Mairie de Mozac,,6320,,63245,,,,pas-un-courriel,,,peut-être,";
+    let swapped = "x1,mairie,Mairie,,,,63300,45.8937,3.1130,,,,,,";
+    let nowhere = "x2,mairie,Mairie,,,,,13.40,52.52,,,,,,";
+    let text = csv(&[POOL, moved, no_point, swapped, nowhere]);
+    let options = || ImportOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let report = f.import("doutes.csv", &text, options()).await;
+    assert!(report.committed, "{report:?}");
+    assert_eq!(
+        (report.created, report.rejected, report.flagged),
+        (3, 2, 2),
+        "{report:?}"
+    );
+    let warned = |line: u64, field: &str, words: &str| {
+        report
+            .warnings
+            .iter()
+            .any(|w| w.row == Some(line) && w.field == field && w.message.contains(words))
+    };
+    // The line a person sees (header = line 1) and the field, with what and by how much.
+    assert!(
+        warned(
+            3,
+            "insee_code",
+            "km de Riom (63300), dans la commune de Vichy (03310)"
+        ),
+        "{:?}",
+        report.warnings
+    );
+    assert!(warned(3, "phone", ""), "{:?}", report.warnings);
+    assert!(
+        warned(3, "opening_hours", "horaires illisibles"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        warned(4, "lon", "ne donne pas de position"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(warned(4, "postcode", "6320"), "{:?}", report.warnings);
+    assert!(
+        warned(4, "email", "pas-un-courriel"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(warned(4, "wheelchair", ""), "{:?}", report.warnings);
+    let rejected = |line: u64, field: &str| {
+        report
+            .errors
+            .iter()
+            .any(|e| e.row == Some(line) && e.field == field)
+    };
+    assert!(
+        rejected(5, "lat") && rejected(6, "lon"),
+        "{:?}",
+        report.errors
+    );
+
+    // The source's text is kept in the flag; the entry stands at its commune's centre.
+    let flags = flags_of(&f, "q1").await;
+    let codes: Vec<&str> = flags.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "position_outside_commune",
+            "phone_unreadable",
+            "hours_unreadable"
+        ]
+    );
+    assert_eq!(flags[0].2.as_deref(), Some("lon=3.4264, lat=46.1277"));
+    assert_eq!(flags[1].2.as_deref(), Some("04 73 38 99 999"));
+    assert_eq!(flags[2].2.as_deref(), Some("Lundi 8h-12h"));
+    let (insee, lon, lat, phones, hours): (String, f64, f64, String, Option<String>) =
+        sqlx::query_as(
+            "SELECT insee_code, lon, lat, phones, opening_hours FROM services WHERE source_ref = 'q1'",
+        )
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(insee, "63300");
+    assert!((lon - 3.13270).abs() < 1e-6 && (lat - 45.89431).abs() < 1e-6);
+    assert_eq!((phones.as_str(), hours), ("[]", None));
+    let codes: Vec<String> = flags_of(&f, "q2").await.into_iter().map(|f| f.0).collect();
+    assert_eq!(
+        codes,
+        [
+            "position_missing",
+            "postcode_invalid",
+            "email_invalid",
+            "wheelchair_unknown"
+        ]
+    );
+    assert!(
+        flags_of(&f, "p1").await.is_empty(),
+        "a clean entry has none"
+    );
+
+    // The same file again changes nothing; strict, the doubtful rows are refused.
+    let again = f.import("doutes.csv", &text, options()).await;
+    assert_eq!((again.unchanged, again.updated, again.flagged), (3, 0, 2));
+    let strict = f
+        .import(
+            "doutes.csv",
+            &text,
+            ImportOptions {
+                strict: true,
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!((strict.rejected, strict.flagged), (4, 0), "{strict:?}");
+    let (journal,): (i64,) =
+        sqlx::query_as("SELECT flagged_count FROM imports ORDER BY finished_at DESC LIMIT 1")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(journal, 2);
 }
 
 #[tokio::test]
@@ -515,13 +673,36 @@ async fn dila_harvests_follow_the_source() {
             "pivot": [{"type_service_local": "type_inconnu"}], "code_insee_commune": "63113"}),
         );
     }
+    // Riom's town hall placed by the source in Vichy, as the national file places Gex's in
+    // Vénissieux: kept, at Riom's centre, flagged.
+    records.push(
+        serde_json::json!({"id": "riom-a-vichy", "nom": "Mairie - Riom",
+        "pivot": [{"type_service_local": "mairie"}], "code_insee_commune": "63300",
+        "adresse": [{"type_adresse": "Adresse", "longitude": "3.4264", "latitude": "46.1277"}]}),
+    );
     let first = f.harvest(bulk_shape(&records)).await;
     assert!(first.committed, "{:?}", first.errors);
     assert_eq!(first.source, "Annuaire de l'administration (DILA)");
-    assert_eq!(first.created + first.rejected, n + 2, "{:?}", first.errors);
-    // A few real town halls lie outside the commune they name (the source's geocoding): they
-    // are reported until quality flags take them in.
-    assert!(first.created >= n - 10, "{:?}", first.errors);
+    // Every usable record comes in, those whose point lies outside their commune (the
+    // source's geocoding) with a quality flag.
+    assert_eq!(
+        (first.created, first.rejected),
+        (n + 1, 2),
+        "{:?}",
+        first.errors
+    );
+    assert!(
+        first.warnings.iter().any(|w| w.row == Some(n + 5)
+            && w.field == "insee_code"
+            && w.message
+                .contains("de Riom (63300), dans la commune de Vichy (03310)")),
+        "{:?}",
+        first.warnings
+    );
+    assert_eq!(
+        flags_of(&f, "riom-a-vichy").await[0].0,
+        "position_outside_commune"
+    );
     let unmapped = first.unmapped.clone().unwrap();
     assert_eq!(unmapped.records, 2);
     assert_eq!(unmapped.by_type.get("type_inconnu"), Some(&2));
@@ -715,4 +896,417 @@ async fn data_inclusion_structures_harvest_back() {
         "{again:?}"
     );
     assert_eq!(again.unchanged, first.created);
+}
+
+/// Lambert-93 (or the `epsg` system's) coordinates of WGS84 points, by PROJ's own `cs2cs`: the
+/// reference the BPE reader's reprojection is checked against.
+fn cs2cs(epsg: u32, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("cs2cs")
+        .args(["-f", "%.3f", "EPSG:4326", &format!("EPSG:{epsg}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cs2cs (PROJ's proj-bin) is installed by .ci/run");
+    {
+        let mut input = child.stdin.take().unwrap();
+        for (lon, lat) in points {
+            // EPSG:4326 takes latitude first.
+            writeln!(input, "{lat} {lon}").unwrap();
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let x: f64 = parts.next().unwrap().parse().unwrap();
+            let y: f64 = parts.next().unwrap().parse().unwrap();
+            (x, y)
+        })
+        .collect()
+}
+
+const BPE_HEADER: &str =
+    "NOMRS;CNOMRS;NUMVOIE;INDREP;TYPVOIE;LIBVOIE;CADR;CODPOS;DEPCOM;DEP;TYPEQU;SIRET;LAMBERT_X;LAMBERT_Y;QUALITE_XY;EPSG;LIBCOM;AN";
+
+/// One BPE row: name, street, postcode, commune, type, SIRET, coordinates, EPSG, town.
+#[allow(clippy::too_many_arguments)]
+fn bpe_row(
+    name: &str,
+    street: (&str, &str, &str),
+    postcode: &str,
+    depcom: &str,
+    typequ: &str,
+    siret: &str,
+    xy: Option<(f64, f64)>,
+    epsg: &str,
+    town: &str,
+) -> String {
+    let (x, y) = xy.map_or((String::new(), String::new()), |(x, y)| {
+        (format!("{x:.2}"), format!("{y:.2}"))
+    });
+    format!(
+        "{name};;{};;{};{};;{postcode};{depcom};{};{typequ};{siret};{x};{y};Bonne;{epsg};{town};2024",
+        street.0,
+        street.1,
+        street.2,
+        &depcom[..if depcom.starts_with("97") { 3 } else { 2 }]
+    )
+}
+
+impl Fixture {
+    async fn harvest_bpe(&self, name: &str, bytes: Vec<u8>) -> ImportReport {
+        import::harvest(
+            &self.pool,
+            &self.reference,
+            import::National::Bpe,
+            Input::Bytes {
+                name: name.into(),
+                bytes,
+            },
+            false,
+            false,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn position_of(&self, source_ref: &str) -> (f64, f64, String) {
+        sqlx::query_as("SELECT lon, lat, status FROM services WHERE source_ref = $1")
+            .bind(source_ref)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A BPE file of 200 town halls in Lambert-93, overseas rows in their UTM zones, a pharmacy
+/// with its SIRET, rows without coordinates, types no typology takes and a swapped row: each
+/// placed within 1 m of PROJ's cs2cs; a year later, rows moved a little, one gone, one new and
+/// the pharmacy moved far, each matched and reported as it was; a zip holding the CSV reads
+/// alike; an unknown EPSG or a file without TYPEQU writes nothing.
+#[tokio::test]
+async fn bpe_harvests_reproject_and_match_rows_across_years() {
+    let f = fixture().await;
+    let text = include_str!("../data/demo/mairies-auvergne.csv");
+    let halls: Vec<(String, String, f64, f64)> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .take(200)
+        .map(|row| {
+            let row = row.unwrap();
+            (
+                row[0].to_owned(),
+                row[1].to_owned(),
+                row[4].parse().unwrap(),
+                row[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    let lambert = cs2cs(2154, &halls.iter().map(|h| (h.2, h.3)).collect::<Vec<_>>());
+    // Riom's pharmacy; Saint-Denis (La Réunion) and Fort-de-France (Martinique) town halls.
+    let pharmacy = (3.1130, 45.8937);
+    let pharmacy_xy = cs2cs(2154, &[pharmacy])[0];
+    let reunion = (55.4481, -20.8789);
+    let reunion_xy = cs2cs(2975, &[reunion])[0];
+    let martinique = (-61.0702, 14.6036);
+    let martinique_xy = cs2cs(5490, &[martinique])[0];
+
+    let year = |moved_m: f64, drop_first: bool, pharmacy_xy: (f64, f64), extra: bool| {
+        let mut rows = vec![BPE_HEADER.to_owned()];
+        for (i, (code, town, _, _)) in halls.iter().enumerate() {
+            if drop_first && i == 0 {
+                continue;
+            }
+            let (x, y) = lambert[i];
+            rows.push(bpe_row(
+                "MAIRIE",
+                ("1", "PL", "DE LA MAIRIE"),
+                "",
+                code,
+                "A129",
+                "",
+                Some((x + moved_m, y)),
+                "2154",
+                town,
+            ));
+        }
+        rows.push(bpe_row(
+            "PHARMACIE DU MARTRAY",
+            ("4", "R", "DU COMMERCE"),
+            "63200",
+            "63300",
+            "D307",
+            "12345678900012",
+            Some(pharmacy_xy),
+            "2154",
+            "Riom",
+        ));
+        rows.push(bpe_row(
+            "MAIRIE",
+            ("2", "R", "DE PARIS"),
+            "97400",
+            "97411",
+            "A129",
+            "",
+            Some(reunion_xy),
+            "2975",
+            "Saint-Denis",
+        ));
+        rows.push(bpe_row(
+            "",
+            ("", "", ""),
+            "97200",
+            "97209",
+            "A129",
+            "",
+            Some(martinique_xy),
+            "5490",
+            "Fort-de-France",
+        ));
+        // Published without coordinates: placed at the commune's centre, flagged.
+        rows.push(bpe_row(
+            "",
+            ("", "", ""),
+            "",
+            "63113",
+            "D307",
+            "",
+            None,
+            "",
+            "Clermont-Ferrand",
+        ));
+        rows.push(bpe_row(
+            "",
+            ("", "", ""),
+            "",
+            "63113",
+            "F307",
+            "",
+            None,
+            "",
+            "Clermont-Ferrand",
+        ));
+        // Types no typology takes: a bank, a hairdresser.
+        rows.push(bpe_row(
+            "BANQUE",
+            ("", "", ""),
+            "",
+            "63113",
+            "A203",
+            "",
+            Some(lambert[0]),
+            "2154",
+            "",
+        ));
+        rows.push(bpe_row(
+            "COIFFURE",
+            ("", "", ""),
+            "",
+            "63113",
+            "A501",
+            "",
+            Some(lambert[0]),
+            "2154",
+            "",
+        ));
+        // X and Y swapped (the first year only: a rejected row names no entry, and nothing is
+        // withdrawn while there is one).
+        if !extra {
+            rows.push(bpe_row(
+                "MAIRIE",
+                ("", "", ""),
+                "",
+                &halls[1].0,
+                "A129",
+                "",
+                Some((lambert[1].1, lambert[1].0)),
+                "2154",
+                "",
+            ));
+        }
+        if extra {
+            rows.push(bpe_row(
+                "MEDIATHEQUE",
+                ("", "", ""),
+                "",
+                "63300",
+                "F307",
+                "",
+                Some(pharmacy_xy),
+                "2154",
+                "Riom",
+            ));
+        }
+        rows.join("\r\n") + "\r\n"
+    };
+
+    let first = f
+        .harvest_bpe(
+            "bpe24_ensemble_xy.csv",
+            year(0.0, false, pharmacy_xy, false).into_bytes(),
+        )
+        .await;
+    assert!(first.committed, "{:?}", first.errors);
+    assert_eq!(first.source, "INSEE Base permanente des équipements (BPE)");
+    assert_eq!(first.created, 205, "{:?}", first.errors);
+    assert_eq!(first.rejected, 1);
+    // The swapped row, named by the line a person sees (header = 1, CRLF endings).
+    let swapped_line = 2 + 200 + 5 + 2;
+    assert!(
+        first
+            .errors
+            .iter()
+            .any(|e| e.row == Some(swapped_line as u64) && e.message.contains("inversées")),
+        "{:?}",
+        first.errors
+    );
+    let unmapped = first.unmapped.clone().unwrap();
+    assert_eq!(unmapped.records, 2);
+    assert_eq!(unmapped.by_type.get("A203"), Some(&1));
+    let matching = first.matching.clone().unwrap();
+    assert_eq!(
+        (
+            matching.new,
+            matching.by_siret,
+            matching.by_position,
+            matching.without_coordinates
+        ),
+        (205, 0, 0, 2)
+    );
+    // The rows without coordinates, and the few town halls the source places outside their
+    // commune.
+    let without: Vec<u64> = first
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("ne donne pas de position"))
+        .filter_map(|w| w.row)
+        .collect();
+    assert_eq!(without, [2 + 200 + 3, 2 + 200 + 4], "{:?}", first.warnings);
+    assert!((2..12).contains(&first.flagged), "{:?}", first.warnings);
+
+    // Every position within 1 m of where PROJ puts it, overseas too.
+    let metres = |a: (f64, f64), b: (f64, f64)| {
+        let (dx, dy) = (
+            (a.0 - b.0).to_radians() * 6_371_000.0 * a.1.to_radians().cos(),
+            (a.1 - b.1).to_radians() * 6_371_000.0,
+        );
+        (dx * dx + dy * dy).sqrt()
+    };
+    let stored: Vec<(String, f64, f64)> =
+        sqlx::query_as("SELECT source_ref, lon, lat FROM services")
+            .fetch_all(&f.pool)
+            .await
+            .unwrap();
+    let near = |p: (f64, f64)| {
+        stored
+            .iter()
+            .any(|(_, lon, lat)| metres((*lon, *lat), p) < 1.0)
+    };
+    for hall in &halls {
+        // The few town halls the source places outside their commune stand at its centre.
+        let (code, _, lon, lat) = hall;
+        let flagged: (Option<String>,) = sqlx::query_as(
+            "SELECT quality FROM services WHERE insee_code = $1 AND typology_code = 'mairie'",
+        )
+        .bind(code)
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+        assert!(flagged.0.is_some() || near((*lon, *lat)), "{hall:?}");
+    }
+    assert!(near(pharmacy) && near(reunion) && near(martinique));
+    let (name, street): (String, Option<String>) =
+        sqlx::query_as("SELECT name, street FROM services WHERE insee_code = '97209'")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!((name.as_str(), street), ("Mairie — Fort-de-France", None));
+    let (street,): (Option<String>,) =
+        sqlx::query_as("SELECT street FROM services WHERE source_ref LIKE 'siret:%'")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(street.as_deref(), Some("4 Rue DU COMMERCE"));
+
+    // The same file in a zip changes nothing.
+    let zipped = {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file(
+            "bpe24_ensemble_xy.csv",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        zip.write_all(year(0.0, false, pharmacy_xy, false).as_bytes())
+            .unwrap();
+        zip.finish().unwrap().into_inner()
+    };
+    let again = f.harvest_bpe("bpe24_ensemble_xy_csv.zip", zipped).await;
+    assert_eq!(
+        (
+            again.created,
+            again.updated,
+            again.unchanged,
+            again.withdrawn
+        ),
+        (0, 0, 205, 0),
+        "{:?}",
+        again.errors
+    );
+
+    // A year later: town halls geocoded 30 m east, the first one gone, the pharmacy moved
+    // 2 km (same SIRET), a new library.
+    let first_ref = stored
+        .iter()
+        .find(|(_, lon, lat)| metres((*lon, *lat), (halls[0].2, halls[0].3)) < 1.0)
+        .map(|(r, _, _)| r.clone())
+        .unwrap();
+    let moved_pharmacy = (pharmacy_xy.0 + 2_000.0, pharmacy_xy.1);
+    let next = f
+        .harvest_bpe(
+            "bpe25_ensemble_xy.csv",
+            year(30.0, true, moved_pharmacy, true).into_bytes(),
+        )
+        .await;
+    assert!(next.committed, "{:?}", next.errors);
+    let matching = next.matching.clone().unwrap();
+    assert_eq!(
+        (matching.by_siret, matching.by_position, matching.new),
+        (1, 203, 1),
+        "{matching:?}"
+    );
+    assert_eq!((next.created, next.withdrawn), (1, 1));
+    assert_eq!(f.position_of(&first_ref).await.2, "withdrawn");
+    let (lon, lat, status) = f.position_of("siret:12345678900012:D307").await;
+    assert_eq!(status, "published");
+    assert!((metres((lon, lat), pharmacy) - 2_000.0).abs() < 20.0);
+
+    // An unknown system, or a file without TYPEQU: nothing is written.
+    let before = f.count().await;
+    let unknown = year(0.0, false, pharmacy_xy, false).replacen(";2154;", ";27572;", 1);
+    let report = f.harvest_bpe("bpe-epsg.csv", unknown.into_bytes()).await;
+    assert!(!report.committed);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.field == "EPSG" && e.row == Some(2) && e.message.contains("27572")),
+        "{:?}",
+        report.errors
+    );
+    let headless = f
+        .harvest_bpe(
+            "bpe-sans-type.csv",
+            "DEPCOM;NOMRS\n63113;MAIRIE\n".as_bytes().to_vec(),
+        )
+        .await;
+    assert!(!headless.committed);
+    assert!(
+        headless.errors[0].message.contains("TYPEQU"),
+        "{:?}",
+        headless.errors
+    );
+    assert_eq!(f.count().await, before);
 }

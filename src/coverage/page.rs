@@ -359,6 +359,28 @@ fn legend_items(thresholds: &[f64], lang: Lang) -> Vec<(&'static str, String)> {
     items
 }
 
+/// A table of entries per row (contributor, source) with a part of them and its share.
+fn share_table(
+    lang: Lang,
+    caption: &str,
+    who: &str,
+    part: &str,
+    rows: &[(&str, i64, i64)],
+) -> Markup {
+    html! {
+        table.data {
+            caption { (caption) }
+            thead { tr { th scope="col" { (who) } th scope="col" { (t(lang, "Fiches", "Entries")) } th scope="col" { (part) } th scope="col" { (t(lang, "Part", "Share")) } } }
+            tbody {
+                @for (name, entries, counted) in rows {
+                    tr { th scope="row" { (name) } td { (number(*entries, lang)) } td { (number(*counted, lang)) }
+                         td { (percent((*entries > 0).then(|| *counted as f64 / *entries as f64), lang)) } }
+                }
+            }
+        }
+    }
+}
+
 /// Share of the population beyond each threshold, per level, as horizontal bars with their
 /// figures written beside them.
 fn bar_chart(
@@ -555,14 +577,21 @@ pub async fn territory_page(
 
     // Freshness per contributor, over the territory's entries.
     let fresh_since = Utc::now() - TimeDelta::days(FRESH_DAYS);
-    let mut per_organisation: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut per_organisation: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for row in super::store::freshness(&state.pool, fresh_since).await? {
         if in_territory(&row.insee_code) {
             let entry = per_organisation.entry(row.organisation).or_default();
             entry.0 += row.entries;
             entry.1 += row.confirmed;
+            entry.2 += row.flagged;
         }
     }
+    let (all_entries, all_flagged) = per_organisation
+        .values()
+        .fold((0, 0), |(e, f), (entries, _, flagged)| {
+            (e + entries, f + flagged)
+        });
+
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let (from, to) = (midnight(since), midnight(until + TimeDelta::days(1)));
     // Per commune of the territory: created, withdrawn, moved.
@@ -717,16 +746,17 @@ pub async fn territory_page(
         section aria-labelledby="fraicheur" {
             h2 #fraicheur { (t(lang, "Fraîcheur des fiches par contributeur", "Freshness of the entries per contributor")) }
             p { (t(lang, "Part des fiches publiées sur le territoire, tous types confondus, confirmées depuis moins de six mois.", "Share of the territory's published entries, all kinds, confirmed in the last six months.")) }
-            table.data {
-                caption { (t(lang, "Fiches confirmées depuis moins de six mois", "Entries confirmed in the last six months")) }
-                thead { tr { th scope="col" { (t(lang, "Contributeur", "Contributor")) } th scope="col" { (t(lang, "Fiches", "Entries")) } th scope="col" { (t(lang, "Confirmées", "Confirmed")) } th scope="col" { (t(lang, "Part", "Share")) } } }
-                tbody {
-                    @for (organisation, (entries, confirmed)) in &per_organisation {
-                        tr { th scope="row" { (organisation) } td { (number(*entries, lang)) } td { (number(*confirmed, lang)) }
-                             td { (percent((*entries > 0).then(|| *confirmed as f64 / *entries as f64), lang)) } }
-                    }
-                }
-            }
+            (share_table(lang, t(lang, "Fiches confirmées depuis moins de six mois", "Entries confirmed in the last six months"),
+                t(lang, "Contributeur", "Contributor"), t(lang, "Confirmées", "Confirmed"),
+                &per_organisation.iter().map(|(o, (entries, confirmed, _))| (o.as_str(), *entries, *confirmed)).collect::<Vec<_>>()))
+        }
+        section aria-labelledby="qualite" {
+            h2 #qualite { (t(lang, "Qualité des données par source", "Data quality per source")) }
+            p { (t(lang, "Part des fiches publiées sur le territoire qui portent un signalement à vérifier (position hors de la commune, téléphone ou horaires illisibles…), par source.", "Share of the territory's published entries with a quality flag to check (position outside the commune, unreadable phone or hours…), per source.")) }
+            (share_table(lang, t(lang, "Fiches à vérifier", "Entries to check"),
+                t(lang, "Source", "Source"), t(lang, "À vérifier", "To check"),
+                &per_organisation.iter().map(|(o, (entries, _, flagged))| (o.as_str(), *entries, *flagged))
+                    .chain([(t(lang, "Territoire", "Territory"), all_entries, all_flagged)]).collect::<Vec<_>>()))
         }
         section aria-labelledby="evolution" {
             h2 #evolution { (t(lang, "Évolution", "Change")) }

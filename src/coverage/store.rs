@@ -14,15 +14,18 @@ pub struct FreshnessRow {
     pub insee_code: String,
     pub entries: i64,
     pub confirmed: i64,
+    /// Those with a quality flag (« à vérifier »).
+    pub flagged: i64,
 }
 
-/// Every (organisation, commune) pair with its published entries and those confirmed since
-/// `since`. One pass over the entries; the caller keeps the communes of its territory.
+/// Every (organisation, commune) pair with its published entries, those confirmed since
+/// `since` and those with a quality flag. One pass over the entries; the caller keeps the communes of its territory.
 pub async fn freshness(pool: &Pool, since: DateTime<Utc>) -> Result<Vec<FreshnessRow>> {
     Ok(sqlx::query_as(
         "SELECT s.source_id AS organisation_id, o.name AS organisation, s.insee_code,
                 COUNT(*) AS entries,
-                SUM(CASE WHEN s.verified_at >= $1 THEN 1 ELSE 0 END) AS confirmed
+                SUM(CASE WHEN s.verified_at >= $1 THEN 1 ELSE 0 END) AS confirmed,
+                SUM(CASE WHEN s.quality IS NOT NULL THEN 1 ELSE 0 END) AS flagged
          FROM services s JOIN organisations o ON o.id = s.source_id
          WHERE s.status = 'published'
          GROUP BY s.source_id, o.name, s.insee_code",

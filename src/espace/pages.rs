@@ -20,6 +20,7 @@ use crate::error::{Error, FieldError};
 use crate::reports::unix_now;
 use crate::search::hours::{clock, weekday_name, Lang};
 use crate::services::history::Via;
+use crate::services::quality::QualityCode;
 use crate::services::write::{self, draft_of};
 use crate::services::{store, Draft, Service, Status};
 use crate::state::AppState;
@@ -398,7 +399,8 @@ fn non_empty(value: Option<&String>) -> Option<String> {
         ("typologie" = Option<String>, Query, description = "Code de typologie"),
         ("commune" = Option<String>, Query, description = "Code INSEE"),
         ("nom" = Option<String>, Query, description = "Mots du nom"),
-        ("campagne" = Option<String>, Query, description = "État dans la campagne en cours : a_revoir, confirmee, mise_a_jour")),
+        ("campagne" = Option<String>, Query, description = "État dans la campagne en cours : a_revoir, confirmee, mise_a_jour"),
+        ("qualite" = Option<String>, Query, description = "À vérifier : `signalee` (toute donnée douteuse) ou un code de signalement (position_outside_commune, phone_unreadable…)")),
     responses((status = 200, description = "Mes fiches (HTML)", content_type = "text/html"),
         (status = 303, description = "Pas de session : vers la connexion")))]
 pub async fn entries(
@@ -429,6 +431,10 @@ pub async fn entries(
         name: non_empty(query.get("nom")),
         review: campaign.as_ref().map(|c| c.window()),
         review_state: campaign.as_ref().and(review_state),
+        flagged: non_empty(query.get("qualite")).and_then(|v| match v.as_str() {
+            "signalee" => Some(None),
+            code => QualityCode::parse(code).map(Some),
+        }),
     };
     let back = match query_string(&query) {
         q if q.is_empty() => "/espace".to_owned(),
@@ -443,7 +449,7 @@ pub async fn entries(
     let locator = &state.reference.locator;
     let states = [
         ("", "Toutes"),
-        ("a_verifier", "À vérifier (non confirmées depuis 6 mois)"),
+        ("a_verifier", "À confirmer (non confirmées depuis 6 mois)"),
         ("publiees", "Publiées"),
         ("retirees", "Retirées"),
     ];
@@ -454,6 +460,16 @@ pub async fn entries(
                 select #etat name="etat" {
                     @for (value, label) in states {
                         option value=(value) selected[filter.state.as_deref().unwrap_or("") == value] { (label) }
+                    }
+                }
+            }
+            p {
+                label for="qualite" { "Qualité des données" }
+                select #qualite name="qualite" {
+                    option value="" { "Toutes les fiches" }
+                    option value="signalee" selected[filter.flagged == Some(None)] { "À vérifier : toute donnée douteuse" }
+                    @for code in QualityCode::ALL {
+                        option value=(code.as_str()) selected[filter.flagged == Some(Some(code))] { "À vérifier : " (code.label().to_lowercase()) }
                     }
                 }
             }
@@ -500,7 +516,7 @@ pub async fn entries(
                 caption { "Fiches" }
                 thead { tr {
                     th scope="col" { "Nom" } th scope="col" { "Typologie" } th scope="col" { "Commune" }
-                    th scope="col" { "État" } th scope="col" { "Confirmée le" }
+                    th scope="col" { "État" } th scope="col" { "À vérifier" } th scope="col" { "Confirmée le" }
                     @if campaign.is_some() { th scope="col" { "Campagne" } }
                     @if session.actor.role == Role::Operator { th scope="col" { "Organisation" } }
                     th scope="col" { "Action" }
@@ -513,8 +529,17 @@ pub async fn entries(
                             td { (crate::territory::InseeCode::parse(&row.insee_code).ok().and_then(|c| locator.commune(&c)).map_or(row.insee_code.clone(), |c| c.name.clone())) }
                             td {
                                 @if row.status == "withdrawn" { "Retirée" }
-                                @else if row.verified_at.is_none_or(|v| v < stale_before) { strong { "À vérifier" } }
+                                @else if row.verified_at.is_none_or(|v| v < stale_before) { strong { "À confirmer" } }
                                 @else { "À jour" }
+                            }
+                            td {
+                                @let flags = crate::services::quality::from_stored(row.quality.as_deref());
+                                @if flags.is_empty() { "—" }
+                                @else {
+                                    ul {
+                                        @for flag in &flags { li { (flag.code.label()) } }
+                                    }
+                                }
                             }
                             td { (row.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into())) }
                             @if campaign.is_some() {
@@ -1026,6 +1051,20 @@ fn edit_page(
             "Commune : " strong { (commune) } " · organisation : " (service.source_name)
             " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon" })
             " · confirmée le : " (service.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into()))
+        }
+        @if !service.content.quality.is_empty() {
+            section aria-labelledby="a-verifier" {
+                h2 #a-verifier { "À vérifier" }
+                p { "La source a donné ces informations douteuses ; corriger le champ concerné retire le signalement." }
+                ul {
+                    @for flag in &service.content.quality {
+                        li {
+                            strong { (flag.code.label()) } " : " (flag.message)
+                            @if let Some(value) = &flag.value { " (texte de la source : « " (value) " »)" }
+                        }
+                    }
+                }
+            }
         }
         (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, closures, Some(&write::etag(service)), errors, notice))
         (hours_preview(state, service.content.opening_hours.as_deref(), "apercu-horaires"))

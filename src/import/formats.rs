@@ -40,6 +40,8 @@ pub enum Format {
     Dila,
     /// data·inclusion structures: chosen by `proximites harvest data-inclusion`.
     DataInclusion,
+    /// The INSEE Base permanente des équipements: chosen by `proximites harvest bpe`.
+    Bpe,
 }
 
 impl Format {
@@ -50,6 +52,7 @@ impl Format {
             Format::GeoJson => "GeoJSON",
             Format::Dila => "Annuaire de l'administration (DILA)",
             Format::DataInclusion => "structures data·inclusion",
+            Format::Bpe => "Base permanente des équipements (INSEE)",
         }
     }
 }
@@ -491,6 +494,72 @@ fn feature_to_draft(feature: serde_json::Value) -> Result<Draft, String> {
         Some(_) => return Err("géométrie illisible".into()),
     }
     Ok(draft)
+}
+
+/// A CSV file read row by row (delimiter guessed from its head), each with the line it starts
+/// on as an editor numbers it: for readers that find their columns by header.
+pub struct CsvRows<R: Read> {
+    csv: csv::Reader<CountingReader<R>>,
+    lines: Lines,
+}
+
+impl<R: Read> CsvRows<R> {
+    pub fn new(reader: R, head: &[u8]) -> Self {
+        let (reader, lines) = counted(reader);
+        let csv = csv::ReaderBuilder::new()
+            .delimiter(delimiter(head))
+            .flexible(true)
+            .from_reader(reader);
+        Self { csv, lines }
+    }
+
+    /// The header's names, trimmed, without a byte-order mark.
+    pub fn headers(&mut self) -> Result<Vec<String>, FieldError> {
+        let headers = self.csv.headers().map_err(|_| {
+            FieldError::new(
+                "header",
+                "en-tête illisible : le fichier doit être un CSV encodé en UTF-8",
+            )
+            .at_row(1)
+        })?;
+        Ok(headers
+            .iter()
+            .map(|h| strip_bom(h).trim().to_owned())
+            .collect())
+    }
+
+    /// Hands each row to `each` with its line until it returns false; a row that cannot be
+    /// read is handed as the error that says why.
+    pub fn each(
+        &mut self,
+        mut each: impl FnMut(u64, Result<&csv::StringRecord, FieldError>) -> bool,
+    ) {
+        let mut record = csv::StringRecord::new();
+        loop {
+            let line = self.lines.line_at(self.csv.position().byte());
+            let go_on = match self.csv.read_record(&mut record) {
+                Ok(false) => return,
+                Ok(true) => {
+                    let line = record
+                        .position()
+                        .map_or(line, |p| self.lines.line_at(p.byte()));
+                    each(line, Ok(&record))
+                }
+                Err(e) => {
+                    let line = e.position().map_or(line, |p| self.lines.line_at(p.byte()));
+                    let error = match e.kind() {
+                        csv::ErrorKind::Utf8 { .. } => utf8_error(line),
+                        _ => FieldError::new("row", format!("ligne CSV illisible : {e}"))
+                            .at_row(line),
+                    };
+                    each(line, Err(error))
+                }
+            };
+            if !go_on {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Imports of entries from files: streaming read, validation, classification (created, updated,
 //! unchanged) and an all-or-nothing write in one transaction.
 
+pub mod bpe;
 pub mod data_inclusion;
 pub mod dila;
 pub mod formats;
@@ -59,6 +60,9 @@ pub struct ImportOptions {
     /// The file's format, when the caller knows it (a harvest); guessed from the name and
     /// header otherwise.
     pub format: Option<Format>,
+    /// Refuse a row whose position, phone, e-mail, web site, hours, postcode or accessibility
+    /// is doubtful, instead of keeping it with a quality flag.
+    pub strict: bool,
 }
 
 /// What an import does (or would do) with one row of the file.
@@ -83,9 +87,13 @@ pub struct ImportReport {
     pub updated: u64,
     pub unchanged: u64,
     pub rejected: u64,
+    /// Rows kept with a quality flag (each flag is a warning).
+    pub flagged: u64,
     /// Whether anything was written: false for a dry run or a rejected file.
     pub committed: bool,
     pub errors: Vec<FieldError>,
+    /// What is doubtful in the rows kept: one per quality flag, with the line and field.
+    pub warnings: Vec<FieldError>,
     /// Published entries of the source the file leaves out, withdrawn when asked for
     /// (`ImportOptions::withdraw_missing`).
     pub withdrawn: u64,
@@ -111,6 +119,9 @@ pub struct ImportReport {
     /// Records of a national source whose type no typology takes, by type (a harvest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmapped: Option<records::Unmapped>,
+    /// How the rows of a source without lasting ids were matched to earlier entries (BPE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matching: Option<bpe::Matching>,
 }
 
 impl ImportReport {
@@ -124,8 +135,8 @@ impl ImportReport {
         );
         if self.committed {
             format!(
-                "{head} : importé / imported\n  lignes {} · créées {} · mises à jour {} · inchangées {} · rejetées {}",
-                self.rows, self.created, self.updated, self.unchanged, self.rejected
+                "{head} : importé / imported\n  lignes {} · créées {} · mises à jour {} · inchangées {} · rejetées {} · à vérifier {}",
+                self.rows, self.created, self.updated, self.unchanged, self.rejected, self.flagged
             )
         } else {
             let why = if self.rejected > 0 {
@@ -134,8 +145,8 @@ impl ImportReport {
                 "vérifié, rien n'est écrit (--dry-run) / checked, nothing written"
             };
             format!(
-                "{head} : {why}\n  lignes {} · à créer {} · à mettre à jour {} · inchangées {} · rejetées {}",
-                self.rows, self.created, self.updated, self.unchanged, self.rejected
+                "{head} : {why}\n  lignes {} · à créer {} · à mettre à jour {} · inchangées {} · rejetées {} · à vérifier {}",
+                self.rows, self.created, self.updated, self.unchanged, self.rejected, self.flagged
             )
         }
     }
@@ -285,6 +296,16 @@ impl Classifier<'_> {
                 return true;
             }
         }
+        if !content.quality.is_empty() {
+            self.report.flagged += 1;
+            self.report
+                .warnings
+                .extend(content.quality.iter().map(|flag| FieldError {
+                    row: Some(line),
+                    field: flag.field.clone(),
+                    message: flag.message.clone(),
+                }));
+        }
         let digest = content.digest();
         if self.options.plan {
             let unchanged =
@@ -392,25 +413,50 @@ fn open(
     })
 }
 
-/// Reads the opened input with the reader its format needs, pushing records to `each`; for a
-/// national source, also what no typology takes.
+/// What a reader found beside the records: what no typology takes (a national source), how
+/// rows were matched to earlier entries (the BPE).
+#[derive(Default)]
+struct ReadSummary {
+    unmapped: Option<records::Unmapped>,
+    matching: Option<bpe::Matching>,
+}
+
+/// Reads the opened input with the reader its format needs, pushing records to `each`.
 fn read_opened(
     opened: Opened,
-    taxonomy: &Taxonomy,
+    reference: &Reference,
+    previous: &bpe::Previous,
     each: impl FnMut(Record) -> bool,
-) -> Result<Option<records::Unmapped>, FileError> {
+) -> Result<ReadSummary, FileError> {
     let Opened {
         reader,
         head,
         format,
         ..
     } = opened;
+    let taxonomy = &reference.taxonomy;
+    let unmapped = |u| ReadSummary {
+        unmapped: Some(u),
+        matching: None,
+    };
     match format {
-        Format::ProjectCsv => formats::read_project_csv(reader, &head, each).map(|()| None),
-        Format::ScdlCsv => formats::read_scdl_csv(reader, &head, each).map(|_| None),
-        Format::GeoJson => formats::read_geojson(reader, each).map(|()| None),
-        Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(Some),
-        Format::DataInclusion => data_inclusion::read(reader, &head, taxonomy, each).map(Some),
+        Format::ProjectCsv => {
+            formats::read_project_csv(reader, &head, each).map(|()| ReadSummary::default())
+        }
+        Format::ScdlCsv => {
+            formats::read_scdl_csv(reader, &head, each).map(|_| ReadSummary::default())
+        }
+        Format::GeoJson => formats::read_geojson(reader, each).map(|()| ReadSummary::default()),
+        Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(unmapped),
+        Format::DataInclusion => data_inclusion::read(reader, &head, taxonomy, each).map(unmapped),
+        Format::Bpe => {
+            bpe::read(reader, &head, taxonomy, &reference.locator, previous, each).map(|(u, m)| {
+                ReadSummary {
+                    unmapped: Some(u),
+                    matching: Some(m),
+                }
+            })
+        }
     }
 }
 
@@ -467,6 +513,8 @@ pub enum National {
     Dila,
     /// data·inclusion structures.
     DataInclusion,
+    /// The INSEE Base permanente des équipements.
+    Bpe,
 }
 
 impl National {
@@ -475,6 +523,7 @@ impl National {
         match self {
             National::Dila => dila::SOURCE,
             National::DataInclusion => data_inclusion::SOURCE,
+            National::Bpe => bpe::SOURCE,
         }
     }
 
@@ -482,6 +531,7 @@ impl National {
         match self {
             National::Dila => Format::Dila,
             National::DataInclusion => Format::DataInclusion,
+            National::Bpe => Format::Bpe,
         }
     }
 }
@@ -582,6 +632,10 @@ pub async fn import(
         Some((id,)) => store::known_for_source(pool, id).await?,
         None => HashMap::default(),
     };
+    let previous = match (&existing_source, opened.format) {
+        (Some((id,)), Format::Bpe) => bpe::Previous::new(store::placed_for_source(pool, id).await?),
+        _ => bpe::Previous::default(),
+    };
 
     let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Upsert>>(4);
     let reference = reference.clone();
@@ -594,6 +648,11 @@ pub async fn import(
     };
     let reading = tokio::task::spawn_blocking(move || {
         let validator = Validator::new(&reference.taxonomy, &reference.locator);
+        let validator = if classifier_options.strict {
+            validator
+        } else {
+            validator.with_quality_flags()
+        };
         let mut classifier = Classifier {
             validator: if opened.format == Format::ScdlCsv {
                 validator.with_loose_typologies()
@@ -608,13 +667,16 @@ pub async fn import(
             report,
             options: classifier_options,
         };
-        let result = read_opened(opened, &reference.taxonomy, |record| {
+        let result = read_opened(opened, &reference, &previous, |record| {
             classifier.record(record)
         });
         classifier.flush();
         let unreadable = result.is_err();
         match result {
-            Ok(unmapped) => classifier.report.unmapped = unmapped,
+            Ok(summary) => {
+                classifier.report.unmapped = summary.unmapped;
+                classifier.report.matching = summary.matching;
+            }
             Err(FileError(error)) => {
                 classifier.report.rejected += 1;
                 classifier.report.errors.push(error);
@@ -692,8 +754,8 @@ pub async fn import(
     }
     sqlx::query(
         "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,
-         created_count, updated_count, unchanged_count, rejected_count, started_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         created_count, updated_count, unchanged_count, rejected_count, started_by, flagged_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&import_id)
     .bind(&organisation.id)
@@ -706,6 +768,7 @@ pub async fn import(
     .bind(report.unchanged as i64)
     .bind(report.rejected as i64)
     .bind(&options.started_by)
+    .bind(report.flagged as i64)
     .execute(turn.conn())
     .await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "rows written");

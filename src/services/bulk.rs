@@ -17,15 +17,15 @@ use super::{Phone, Status};
 
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
-    verified_at, content_hash, source_id, source_ref, status, created_at, updated_at)
+    verified_at, content_hash, source_id, source_ref, status, created_at, updated_at, quality)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21, 'published', ?22, ?22)";
+    ?20, ?21, 'published', ?22, ?22, ?23)";
 
 const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
     postcode = ?6, city = ?7, insee_code = ?8, lon = ?9, lat = ?10, phones = ?11, email = ?12,
     website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
-    verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22
-    WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
+    verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22,
+    quality = ?23 WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
 
 /// One compact history row per written entry: a creation names no values (the entry itself is
 /// the first version), an update keeps the version it replaces and each field's change.
@@ -39,7 +39,7 @@ const HISTORY: &CStr =
 const CURRENT: &CStr =
     c"SELECT typology_code, name, description, street, postcode, city, insee_code,
     lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note, status,
-    verified_at FROM services WHERE id = ?1";
+    verified_at, quality FROM services WHERE id = ?1";
 
 /// A prepared statement, finalized when dropped.
 struct Statement {
@@ -345,6 +345,7 @@ impl<'c> BulkWriter<'c> {
                     verified_at: text(17)?
                         .map(|v| chrono::DateTime::parse_from_rfc3339(&v).map(|d| d.to_utc()))
                         .transpose()?,
+                    quality: super::quality::from_stored(text(18)?.as_deref()),
                 })
             };
             let version = read();
@@ -437,7 +438,8 @@ impl<'c> BulkWriter<'c> {
         let verified_at = row
             .verified_at
             .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let texts: [(c_int, Option<&str>); 20] = [
+        let quality = super::quality::to_stored(&c.quality);
+        let texts: [(c_int, Option<&str>); 21] = [
             (1, Some(row.id.as_str())),
             (2, Some(&c.typology)),
             (3, Some(&c.name)),
@@ -458,6 +460,7 @@ impl<'c> BulkWriter<'c> {
             (20, Some(source_id)),
             (21, Some(&row.source_ref)),
             (22, Some(now)),
+            (23, quality.as_deref()),
         ];
         // SAFETY: `stmt` is a prepared statement of this connection. Texts are bound
         // SQLITE_STATIC (not copied): every string above outlives the step, and the statement is

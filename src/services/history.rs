@@ -52,6 +52,9 @@ pub struct Version {
     pub closures: Vec<Closure>,
     pub wheelchair: String,
     pub wheelchair_note: Option<String>,
+    /// Absent from versions written before quality flags existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<super::quality::QualityFlag>,
     pub status: Status,
     pub verified_at: Option<DateTime<Utc>>,
 }
@@ -75,6 +78,7 @@ impl Version {
             closures: content.closures.clone(),
             wheelchair: content.wheelchair.as_str().to_owned(),
             wheelchair_note: content.wheelchair_note.clone(),
+            quality: content.quality.clone(),
             status,
             verified_at,
         }
@@ -106,6 +110,7 @@ impl Version {
             closures: self.closures.clone(),
             wheelchair: Wheelchair::from_stored(&self.wheelchair),
             wheelchair_note: self.wheelchair_note.clone(),
+            quality: self.quality.clone(),
         })
     }
 }
@@ -301,6 +306,7 @@ mod tests {
             closures: vec![],
             wheelchair: Wheelchair::Unknown,
             wheelchair_note: None,
+            quality: vec![],
         };
         let old = Version::of(&content, Status::Published, None);
         let mut new = old.clone();

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod history;
 pub mod hours;
 pub mod phone;
+pub mod quality;
 pub mod routes;
 pub mod store;
 pub mod turn;
@@ -179,6 +180,8 @@ pub struct Content {
     pub closures: Vec<Closure>,
     pub wheelchair: Wheelchair,
     pub wheelchair_note: Option<String>,
+    /// What is doubtful in the entry (empty for a clean one).
+    pub quality: Vec<quality::QualityFlag>,
 }
 
 impl Content {
@@ -210,6 +213,10 @@ impl Content {
         field(&serde_json::to_string(&self.closures).unwrap_or_default());
         field(self.wheelchair.as_str());
         field(self.wheelchair_note.as_deref().unwrap_or(""));
+        // Only when there are some: the digests of clean entries stay those of earlier releases.
+        if !self.quality.is_empty() {
+            field(&serde_json::to_string(&self.quality).unwrap_or_default());
+        }
         // 64 bits: the digest is only ever compared with the same entry's previous one.
         hex::encode(&h.finalize()[..8])
     }

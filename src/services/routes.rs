@@ -80,6 +80,9 @@ pub struct ServiceView {
     pub closures: Vec<Closure>,
     pub accessibility: AccessibilityView,
     pub source: SourceView,
+    /// What is doubtful in the entry, to be checked (empty for a clean entry): a position
+    /// outside the commune the source names, a phone or hours that did not read…
+    pub quality: Vec<crate::services::quality::QualityFlag>,
     pub status: Status,
     pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -134,6 +137,7 @@ impl ServiceView {
                 name: service.source_name,
                 reference: service.source_ref,
             },
+            quality: c.quality,
             status: service.status,
             verified_at: service.verified_at,
             created_at: service.created_at,

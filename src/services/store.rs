@@ -51,6 +51,31 @@ pub struct Known {
 }
 
 /// Every entry of a source, by source_ref: lets an import classify rows without a query per row.
+/// Where each entry of a source stands (any status), for a source without lasting ids whose
+/// rows are matched by type, commune and position (the BPE).
+pub async fn placed_for_source(
+    pool: &Pool,
+    source_id: &str,
+) -> Result<Vec<crate::import::bpe::Harvested>> {
+    let rows: Vec<(String, String, String, f64, f64)> = sqlx::query_as(
+        "SELECT source_ref, typology_code, insee_code, lon, lat FROM services WHERE source_id = $1",
+    )
+    .bind(source_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(source_ref, typology, insee_code, lon, lat)| crate::import::bpe::Harvested {
+                source_ref,
+                typology,
+                insee_code,
+                location: LonLat::new(lon, lat),
+            },
+        )
+        .collect())
+}
+
 pub async fn known_for_source(pool: &Pool, source_id: &str) -> Result<HashMap<String, Known>> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT source_ref, id, content_hash, status FROM services WHERE source_id = $1",
@@ -179,6 +204,7 @@ pub(crate) struct ServiceRecord {
     closures: String,
     wheelchair: String,
     wheelchair_note: Option<String>,
+    quality: Option<String>,
     source_id: String,
     source_name: String,
     source_ref: String,
@@ -214,6 +240,7 @@ impl TryFrom<ServiceRecord> for Service {
                 closures,
                 wheelchair: Wheelchair::parse(&r.wheelchair).map_err(anyhow::Error::msg)?,
                 wheelchair_note: r.wheelchair_note,
+                quality: super::quality::from_stored(r.quality.as_deref()),
             },
             source_id: r.source_id,
             source_name: r.source_name,
@@ -384,9 +411,9 @@ pub async fn insert(
         "INSERT INTO services (id, typology_code, name, description, street, postcode, city,
          insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair,
          wheelchair_note, verified_at, content_hash, source_id, source_ref, status, created_at,
-         updated_at)
+         updated_at, quality)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-         $18, $19, $20, $21, 'published', $18, $18)",
+         $18, $19, $20, $21, 'published', $18, $18, $22)",
     )
     .bind(id.as_str())
     .bind(&content.typology)
@@ -409,6 +436,7 @@ pub async fn insert(
     .bind(content.digest())
     .bind(source_id)
     .bind(source_ref)
+    .bind(super::quality::to_stored(&content.quality))
     .execute(&mut *conn)
     .await?;
     log_change(conn, id, Change::Created, now).await
@@ -431,7 +459,7 @@ pub async fn overwrite(
          postcode = $6, city = $7, insee_code = $8, lon = $9, lat = $10, phones = $11,
          email = $12, website = $13, opening_hours = $14, closures = $15, wheelchair = $16,
          wheelchair_note = $17, verified_at = $18, content_hash = $19, status = $20,
-         updated_at = $21 WHERE id = $1",
+         updated_at = $21, quality = $22 WHERE id = $1",
     )
     .bind(id.as_str())
     .bind(&content.typology)
@@ -454,6 +482,7 @@ pub async fn overwrite(
     .bind(content.digest())
     .bind(status.as_str())
     .bind(now)
+    .bind(super::quality::to_stored(&content.quality))
     .execute(&mut *conn)
     .await?;
     log_change(conn, id, change, now).await
@@ -470,6 +499,8 @@ pub struct Listed {
     pub verified_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub source_name: String,
+    /// Its quality flags as stored (NULL: none).
+    pub quality: Option<String>,
     /// Its state in the review campaign of the list (`to_review`, `confirmed`, `updated`).
     pub review_state: Option<String>,
 }
@@ -529,6 +560,8 @@ pub struct ListFilter {
     pub review: Option<ReviewWindow>,
     /// …and the one state kept (`to_review`, `confirmed`, `updated`): published entries only.
     pub review_state: Option<String>,
+    /// Only entries with a quality flag: any (`None` inside) or of this code.
+    pub flagged: Option<Option<super::quality::QualityCode>>,
 }
 
 /// The entries matching `filter`, by name, at most `limit`; and how many match in all.
@@ -572,6 +605,17 @@ pub async fn list(
             }
             _ => {}
         }
+        match filter.flagged {
+            Some(None) => {
+                q.push(" AND s.quality IS NOT NULL");
+            }
+            Some(Some(code)) => {
+                // Codes are plain words: a match on the quoted code cannot hit another field.
+                q.push(" AND s.quality IS NOT NULL AND s.quality LIKE ")
+                    .push_bind(format!("%\"code\":\"{}\"%", code.as_str()));
+            }
+            None => {}
+        }
         if let Some(typology) = &filter.typology {
             q.push(" AND s.typology_code = ")
                 .push_bind(typology.clone());
@@ -592,7 +636,7 @@ pub async fn list(
     };
     let mut rows = build(
         "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
-         s.updated_at, o.name AS source_name",
+         s.updated_at, o.name AS source_name, s.quality",
         true,
     );
     rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);

@@ -146,6 +146,10 @@ pub async fn run(
             withdraw_missing: mode.withdraw_missing,
             confirm_unchanged: mode.confirm_unchanged,
             live: Some(state.live.clone()),
+            // A contributor fixes its own file from the check page, line by line: a doubtful
+            // field is an error to correct there, not a flag left for later (harvests and the
+            // operator's imports flag instead).
+            strict: true,
             ..ImportOptions::default()
         },
     )

@@ -5,6 +5,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::Deserialize;
 
+use super::quality::{QualityCode, QualityFlag};
 use super::{hours, phone, Content, Wheelchair};
 use crate::error::FieldError;
 use crate::spatial::{in_france, LonLat};
@@ -90,6 +91,9 @@ pub struct Validator<'a> {
     hours_seen: HashMap<String, Result<String, String>>,
     /// Also accept synonyms and English labels as typologies (foreign vocabularies such as SCDL).
     loose_typologies: bool,
+    /// Keep an entry whose position, phone, e-mail, web site, hours, postcode or accessibility
+    /// is doubtful, with a quality flag, instead of refusing it (imports and harvests).
+    flagging: bool,
 }
 
 /// The longest text each field of an entry may hold, in characters, and whether it may hold
@@ -271,7 +275,16 @@ impl<'a> Validator<'a> {
             locator,
             hours_seen: HashMap::default(),
             loose_typologies: false,
+            flagging: false,
         }
+    }
+
+    /// Flags what is doubtful but usable instead of refusing it: only what makes an entry
+    /// unusable (no name, no typology, unknown commune, no position anywhere, coordinates
+    /// swapped, text past its limits) still refuses it.
+    pub fn with_quality_flags(mut self) -> Self {
+        self.flagging = true;
+        self
     }
 
     /// The communes it validates against.
@@ -340,28 +353,56 @@ impl<'a> Validator<'a> {
         }
         let description = optional(&draft.description);
 
-        let lon = coordinate(&draft.lon, "lon", &mut errors);
-        let lat = coordinate(&draft.lat, "lat", &mut errors);
-        let location = match (lon, lat) {
+        let mut quality: Vec<QualityFlag> = Vec::new();
+        // Coordinate errors wait until the declared commune is known: with it, a flagging
+        // validator places the entry at the commune's centre instead.
+        let mut position_errors = Vec::new();
+        let lon = coordinate(&draft.lon, "lon", &mut position_errors);
+        let lat = coordinate(&draft.lat, "lat", &mut position_errors);
+        let (location, position_doubt) = match (lon, lat) {
             (Some(lon), Some(lat)) => {
                 let p = LonLat::new(lon, lat);
                 if in_france(p) {
-                    Some(p)
+                    (Some(p), None)
                 } else if in_france(LonLat::new(lat, lon)) {
                     errors.push(FieldError::new(
                         "lat",
                         format!("lon et lat semblent inversées (lon={lon}, lat={lat}) : la longitude vient d'abord en colonne lon"),
                     ));
-                    None
+                    (None, None)
                 } else {
-                    errors.push(FieldError::new(
-                        "lon",
-                        format!("le point (lon={lon}, lat={lat}) est hors de France (métropole et outre-mer)"),
-                    ));
-                    None
+                    let message = format!(
+                        "le point (lon={lon}, lat={lat}) est hors de France (métropole et outre-mer)"
+                    );
+                    (
+                        None,
+                        Some(QualityFlag::new(
+                            QualityCode::PositionOutsideFrance,
+                            "lon",
+                            message,
+                        )),
+                    )
                 }
             }
-            _ => None,
+            _ => {
+                let raw = format!("lon={}, lat={}", draft.lon.trim(), draft.lat.trim());
+                let message = if draft.lon.trim().is_empty() && draft.lat.trim().is_empty() {
+                    "la source ne donne pas de position".to_owned()
+                } else {
+                    position_errors
+                        .iter()
+                        .map(|e| format!("{} : {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join(" ; ")
+                };
+                (
+                    None,
+                    Some(
+                        QualityFlag::new(QualityCode::PositionMissing, "lon", message)
+                            .with_value(&raw),
+                    ),
+                )
+            }
         };
 
         let declared = match optional(&draft.insee_code) {
@@ -383,22 +424,58 @@ impl<'a> Validator<'a> {
                 },
             },
         };
+        let mut location = location;
+        match (position_doubt, declared) {
+            (None, _) => {}
+            (Some(doubt), Some(commune)) if self.flagging => {
+                location = Some(commune.centroid);
+                quality.push(QualityFlag {
+                    message: format!(
+                        "{} : placé au centre de {} en attendant une correction",
+                        doubt.message, commune.name
+                    ),
+                    ..doubt
+                });
+            }
+            (Some(doubt), _) => match doubt.code {
+                QualityCode::PositionMissing => errors.extend(position_errors),
+                _ => errors.push(FieldError::new(doubt.field, doubt.message)),
+            },
+        }
         let commune = match (declared, location) {
             (Some(commune), Some(p)) => {
-                if self.locator.distance_to_commune_m(commune, p) > COMMUNE_TOLERANCE_M {
+                let distance_m = self.locator.distance_to_commune_m(commune, p);
+                if distance_m > COMMUNE_TOLERANCE_M {
                     let found = match self.locator.locate(p) {
                         Located::Inside(c) | Located::Approximately(c) => {
-                            format!(", il est à {} ({})", c.name, c.insee_code)
+                            format!(", dans la commune de {} ({})", c.name, c.insee_code)
                         }
                         Located::Nowhere => String::new(),
                     };
-                    errors.push(FieldError::new(
-                        "insee_code",
-                        format!(
-                            "le point (lon={}, lat={}) n'est pas dans la commune {} ({}){found}",
-                            p.lon, p.lat, commune.name, commune.insee_code
-                        ),
-                    ));
+                    let message = format!(
+                        "le point (lon={}, lat={}) est à {} de {} ({}){found}",
+                        p.lon,
+                        p.lat,
+                        super::quality::distance_label(distance_m),
+                        commune.name,
+                        commune.insee_code
+                    );
+                    if self.flagging {
+                        location = Some(commune.centroid);
+                        quality.push(
+                            QualityFlag::new(
+                                QualityCode::PositionOutsideCommune,
+                                "insee_code",
+                                format!(
+                                    "{message} : placé au centre de {} en attendant une correction",
+                                    commune.name
+                                ),
+                            )
+                            .with_value(&format!("lon={}, lat={}", p.lon, p.lat)),
+                        );
+                    } else {
+                        errors.push(FieldError::new("insee_code", message));
+                    }
                 }
                 Some(commune)
             }
@@ -417,29 +494,46 @@ impl<'a> Validator<'a> {
             }
             (None, None) => None,
         };
+        let flagging = self.flagging;
+        // A doubtful field: flagged with the source's text when flagging, refused otherwise.
+        let mut doubt = |code: QualityCode, field: &str, message: String, raw: &str| {
+            if flagging {
+                quality.push(QualityFlag::new(code, field, message).with_value(raw));
+            } else {
+                errors.push(FieldError::new(field, message));
+            }
+        };
 
-        let postcode = optional(&draft.postcode);
-        if let Some(pc) = &postcode {
-            if pc.len() != 5 || !pc.bytes().all(|b| b.is_ascii_digit()) {
-                errors.push(FieldError::new(
+        let postcode = optional(&draft.postcode).filter(|pc| {
+            let valid = pc.len() == 5 && pc.bytes().all(|b| b.is_ascii_digit());
+            if !valid {
+                doubt(
+                    QualityCode::PostcodeInvalid,
                     "postcode",
                     format!("« {pc} » n'est pas un code postal (5 chiffres)"),
-                ));
+                    pc,
+                );
             }
-        }
+            valid
+        });
 
         let phones = phone::parse_list(&draft.phone).unwrap_or_else(|message| {
-            errors.push(FieldError::new("phone", message));
+            doubt(
+                QualityCode::PhoneUnreadable,
+                "phone",
+                message,
+                draft.phone.trim(),
+            );
             Vec::new()
         });
         let email = optional(&draft.email).and_then(|e| {
             check_email(&e)
-                .map_err(|message| errors.push(FieldError::new("email", message)))
+                .map_err(|message| doubt(QualityCode::EmailInvalid, "email", message, &e))
                 .ok()
         });
         let website = optional(&draft.website).and_then(|w| {
             check_website(&w)
-                .map_err(|message| errors.push(FieldError::new("website", message)))
+                .map_err(|message| doubt(QualityCode::WebsiteInvalid, "website", message, &w))
                 .ok()
         });
 
@@ -447,24 +541,34 @@ impl<'a> Validator<'a> {
             optional(&draft.opening_hours),
             optional(&draft.opening_hours_json),
         ) {
-            (Some(osm), _) => Some(Ok(osm)),
-            (None, Some(json)) => hours::from_service_public_json(&json).transpose(),
+            (Some(osm), _) => Some((Ok(osm.clone()), osm)),
+            (None, Some(json)) => hours::from_service_public_json(&json)
+                .transpose()
+                .map(|parsed| (parsed, json)),
             (None, None) => None,
         };
         let opening_hours = match raw_hours {
             None => None,
-            Some(Err(message)) => {
-                errors.push(FieldError::new("opening_hours", message));
+            Some((Err(message), raw)) => {
+                doubt(QualityCode::HoursUnreadable, "opening_hours", message, &raw);
                 None
             }
-            Some(Ok(raw)) => self
-                .hours(&raw)
-                .map_err(|message| errors.push(FieldError::new("opening_hours", message)))
-                .ok(),
+            Some((Ok(osm), raw)) => match self.hours(&osm) {
+                Ok(normalised) => Some(normalised),
+                Err(message) => {
+                    doubt(QualityCode::HoursUnreadable, "opening_hours", message, &raw);
+                    None
+                }
+            },
         };
 
         let wheelchair = Wheelchair::parse(&draft.wheelchair).unwrap_or_else(|message| {
-            errors.push(FieldError::new("wheelchair", message));
+            doubt(
+                QualityCode::WheelchairUnknown,
+                "wheelchair",
+                message,
+                draft.wheelchair.trim(),
+            );
             Wheelchair::Unknown
         });
 
@@ -485,6 +589,7 @@ impl<'a> Validator<'a> {
                 closures: Vec::new(),
                 wheelchair,
                 wheelchair_note: optional(&draft.wheelchair_note),
+                quality,
             }),
             _ => Err(errors),
         }

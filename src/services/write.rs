@@ -76,9 +76,15 @@ const FIELDS: [&str; 16] = [
 
 /// The entry as a draft, every field as text: what a change is applied to.
 pub fn draft_of(service: &Service) -> Draft {
-    let c = &service.content;
     Draft {
         source_ref: service.source_ref.clone(),
+        ..content_draft(&service.content)
+    }
+}
+
+/// The content as a draft, every field as text.
+fn content_draft(c: &Content) -> Draft {
+    Draft {
         typology: c.typology.clone(),
         name: c.name.clone(),
         address: c.street.clone().unwrap_or_default(),
@@ -195,6 +201,13 @@ fn validate(
     let mut content = validator
         .content(draft, previous.is_some())
         .map_err(Error::Invalid)?;
+    if let Some(previous) = previous.filter(|p| !p.quality.is_empty()) {
+        // A person's write settles the doubts about the fields it changes, not the others.
+        let before = content_draft(previous);
+        content.quality = crate::services::quality::kept_after_edit(&previous.quality, |field| {
+            before.field(field) == draft.field(field)
+        });
+    }
     content.closures = match (closures, previous) {
         (Some(sent), _) => sent,
         (None, Some(previous)) => previous.closures.clone(),

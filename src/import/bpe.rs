@@ -1,0 +1,556 @@
+//! The INSEE Base permanente des équipements (BPE): its CSV (`;`-separated, or the zip that
+//! holds it) read by header, positions reprojected from the system its `EPSG` column names, and
+//! each row matched to the entry an earlier year's harvest made of it, since the BPE has no
+//! identifier that lasts from one year to the next.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use serde::Serialize;
+
+use super::formats::{FileError, Record};
+use super::records::Unmapped;
+use crate::error::FieldError;
+use crate::export::crs::Crs;
+use crate::services::Draft;
+use crate::spatial::LonLat;
+use crate::taxonomy::Taxonomy;
+use crate::territory::{InseeCode, Locator};
+
+/// The name BPE entries are signed with.
+pub const SOURCE: &str = "INSEE Base permanente des équipements (BPE)";
+
+/// How far a row may have moved since the year before and still be the same equipment: the
+/// BPE geocodes again each year, mostly within a few metres.
+pub const MATCH_TOLERANCE_M: f64 = 100.0;
+
+/// How each row was matched to what an earlier harvest made.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Matching {
+    /// Same SIRET and type as an entry harvested before.
+    pub by_siret: u64,
+    /// Same type and commune as an entry harvested before, within [`MATCH_TOLERANCE_M`].
+    pub by_position: u64,
+    /// Matched to nothing: new entries.
+    pub new: u64,
+    /// Published without coordinates (placed at their commune's centre, flagged).
+    pub without_coordinates: u64,
+}
+
+/// An entry an earlier harvest made: its key and where it stands.
+#[derive(Debug, Clone)]
+pub struct Harvested {
+    pub source_ref: String,
+    pub typology: String,
+    pub insee_code: String,
+    pub location: LonLat,
+}
+
+/// What earlier harvests made, ready for matching: by key, and by type and commune.
+#[derive(Default)]
+pub struct Previous {
+    refs: HashSet<String>,
+    by_place: HashMap<(String, String), Vec<(String, LonLat)>>,
+}
+
+impl Previous {
+    pub fn new(harvested: Vec<Harvested>) -> Self {
+        let mut previous = Previous::default();
+        for h in harvested {
+            previous.refs.insert(h.source_ref.clone());
+            previous
+                .by_place
+                .entry((h.typology, h.insee_code))
+                .or_default()
+                .push((h.source_ref, h.location));
+        }
+        previous
+    }
+}
+
+/// The columns read, by their BPE names (any case).
+struct Columns {
+    typequ: usize,
+    depcom: usize,
+    optional: HashMap<&'static str, usize>,
+}
+
+/// One row, its fields found by name.
+struct Row<'r> {
+    record: &'r csv::StringRecord,
+    columns: &'r Columns,
+}
+
+impl<'r> Row<'r> {
+    fn cell(&self, index: usize) -> &'r str {
+        self.record.get(index).unwrap_or("").trim()
+    }
+
+    /// The field `name` of [`OPTIONAL`], empty when the file has no such column.
+    fn field(&self, name: &str) -> &'r str {
+        self.columns
+            .optional
+            .get(name)
+            .map_or("", |&index| self.cell(index))
+    }
+}
+
+const OPTIONAL: [&str; 16] = [
+    "NOMRS",
+    "CNOMRS",
+    "NUMVOIE",
+    "INDREP",
+    "TYPVOIE",
+    "LIBVOIE",
+    "CADR",
+    "CODPOS",
+    "LIBCOM",
+    "SIRET",
+    "LAMBERT_X",
+    "LAMBERT_Y",
+    "EPSG",
+    "LONGITUDE",
+    "LATITUDE",
+    "DEP",
+];
+
+/// The BPE's abbreviations of street types (`TYPVOIE`), written out as an address reads.
+const STREET_TYPES: [(&str, &str); 24] = [
+    ("R", "Rue"),
+    ("AV", "Avenue"),
+    ("BD", "Boulevard"),
+    ("PL", "Place"),
+    ("CHE", "Chemin"),
+    ("RTE", "Route"),
+    ("IMP", "Impasse"),
+    ("ALL", "Allée"),
+    ("QUAI", "Quai"),
+    ("QU", "Quai"),
+    ("CRS", "Cours"),
+    ("FG", "Faubourg"),
+    ("LD", "Lieu-dit"),
+    ("PAS", "Passage"),
+    ("SQ", "Square"),
+    ("HAM", "Hameau"),
+    ("RLE", "Ruelle"),
+    ("CITE", "Cité"),
+    ("RES", "Résidence"),
+    ("LOT", "Lotissement"),
+    ("PRO", "Promenade"),
+    ("SEN", "Sentier"),
+    ("ESP", "Esplanade"),
+    ("MTE", "Montée"),
+];
+
+/// The system coordinates are in when the file has no `EPSG` column: Lambert-93 in
+/// metropolitan France, the UTM zone of each overseas département.
+fn default_crs(insee_code: &str) -> Crs {
+    match insee_code.get(..3) {
+        Some("971" | "972" | "977" | "978") => Crs::Antilles,
+        Some("973") => Crs::Guyane,
+        Some("974") => Crs::Reunion,
+        Some("976") => Crs::Mayotte,
+        _ => Crs::Lambert93,
+    }
+}
+
+/// The system an `EPSG` value names: the French systems, and the WGS84 UTM zones some years
+/// use for the same territories (the same projection: their datums differ by centimetres).
+fn crs_of(epsg: &str) -> Option<Crs> {
+    match epsg.trim().trim_start_matches("EPSG:") {
+        "2154" => Some(Crs::Lambert93),
+        "5490" | "32620" | "4559" => Some(Crs::Antilles),
+        "2972" | "32622" => Some(Crs::Guyane),
+        "2975" | "32740" => Some(Crs::Reunion),
+        "4471" | "32738" => Some(Crs::Mayotte),
+        _ => None,
+    }
+}
+
+/// A row's position in WGS84: from `LONGITUDE`/`LATITUDE` where the file has them, else from
+/// `LAMBERT_X`/`LAMBERT_Y` in the row's system; `None` for a row published without.
+fn position(row: &Row<'_>, insee_code: &str, line: u64) -> Result<Option<LonLat>, PositionError> {
+    let number = |name: &str| -> Result<Option<f64>, PositionError> {
+        let text = row.field(name);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.replace(',', ".")
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or_else(|| {
+                PositionError::Row(FieldError::new(
+                    name,
+                    format!("« {text} » n'est pas un nombre"),
+                ))
+            })
+    };
+    if let (Some(lon), Some(lat)) = (number("LONGITUDE")?, number("LATITUDE")?) {
+        return Ok(Some(LonLat::new(lon, lat)));
+    }
+    let (Some(x), Some(y)) = (number("LAMBERT_X")?, number("LAMBERT_Y")?) else {
+        return Ok(None);
+    };
+    let epsg = row.field("EPSG");
+    let crs = if epsg.is_empty() {
+        default_crs(insee_code)
+    } else {
+        crs_of(epsg).ok_or_else(|| {
+            PositionError::File(
+                FieldError::new(
+                    "EPSG",
+                    format!(
+                        "système de coordonnées inconnu « {epsg} » (attendus : 2154, 5490, 2972, 2975, 4471 ou leurs zones UTM WGS84)"
+                    ),
+                )
+                .at_row(line),
+            )
+        })?
+    };
+    // Northings are millions of metres north of the equator (south: from 10,000 km below it),
+    // eastings hundreds of thousands: a first column larger than the second is a swap.
+    if crs == Crs::Lambert93 && x > y {
+        return Err(PositionError::Row(FieldError::new(
+            "LAMBERT_Y",
+            format!("LAMBERT_X et LAMBERT_Y semblent inversées (X={x}, Y={y}) : X est l'abscisse, autour de 100 000 à 1 300 000 m en Lambert-93"),
+        )));
+    }
+    let (lon, lat) = crs
+        .unproject(x, y)
+        .map_err(|message| PositionError::Row(FieldError::new("LAMBERT_X", message)))?;
+    Ok(Some(LonLat::new(lon, lat)))
+}
+
+enum PositionError {
+    /// The row cannot be read: it is rejected.
+    Row(FieldError),
+    /// The file cannot be: nothing of it is written.
+    File(FieldError),
+}
+
+/// Assigns each row the key of the entry it continues, or a new one.
+struct Matcher<'a> {
+    previous: &'a Previous,
+    /// Keys given to rows of this file.
+    taken: HashSet<String>,
+    matching: Matching,
+}
+
+impl Matcher<'_> {
+    fn key(
+        &mut self,
+        typequ: &str,
+        typology: &str,
+        insee_code: &str,
+        siret: &str,
+        at: LonLat,
+        centre: Option<LonLat>,
+    ) -> String {
+        let siret_key = (siret.len() == 14 && siret.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("siret:{siret}:{typequ}"));
+        if let Some(key) = &siret_key {
+            if self.previous.refs.contains(key) && !self.taken.contains(key) {
+                self.matching.by_siret += 1;
+                self.taken.insert(key.clone());
+                return key.clone();
+            }
+        }
+        // The nearest entry of the same type in the commune that no row took yet; an entry
+        // placed at the commune's centre (its point was outside) is found from there.
+        let near = self
+            .previous
+            .by_place
+            .get(&(typology.to_owned(), insee_code.to_owned()))
+            .and_then(|candidates| {
+                candidates
+                    .iter()
+                    .filter(|(key, _)| !self.taken.contains(key))
+                    .map(|(key, p)| {
+                        let d = p
+                            .distance_m(at)
+                            .min(centre.map_or(f64::INFINITY, |c| p.distance_m(c)));
+                        (key, d)
+                    })
+                    .filter(|(_, d)| *d <= MATCH_TOLERANCE_M)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(key, _)| key.clone())
+            });
+        if let Some(key) = near {
+            self.matching.by_position += 1;
+            self.taken.insert(key.clone());
+            return key;
+        }
+        self.matching.new += 1;
+        let base = siret_key
+            .unwrap_or_else(|| format!("{typequ}:{insee_code}:{:.4}:{:.4}", at.lon, at.lat));
+        let mut key = base.clone();
+        let mut n = 1;
+        while self.taken.contains(&key) || self.previous.refs.contains(&key) {
+            n += 1;
+            key = format!("{base}:{n}");
+        }
+        self.taken.insert(key.clone());
+        key
+    }
+}
+
+/// Reads a BPE file (CSV, or a zip holding one), pushing a draft for each row whose `TYPEQU` a
+/// typology takes; the others are counted by type. Rows are numbered as an editor shows them
+/// (header = line 1).
+pub fn read(
+    reader: Box<dyn Read + Send>,
+    head: &[u8],
+    taxonomy: &Taxonomy,
+    locator: &Locator,
+    previous: &Previous,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<(Unmapped, Matching), FileError> {
+    let mut reader = reader;
+    if head.starts_with(b"PK\x03\x04") {
+        loop {
+            let entry = zip::read::read_zipfile_from_stream(&mut reader).map_err(|e| {
+                FileError(FieldError::new(
+                    "file",
+                    format!("archive zip illisible : {e}"),
+                ))
+            })?;
+            let Some(mut entry) = entry else {
+                return Err(FileError(FieldError::new(
+                    "file",
+                    "l'archive zip ne contient aucun fichier .csv",
+                )));
+            };
+            if entry.name().to_lowercase().ends_with(".csv") {
+                let mut head = vec![0; 8192];
+                let n = read_up_to(&mut entry, &mut head)?;
+                head.truncate(n);
+                let chained = std::io::Cursor::new(head.clone()).chain(entry);
+                return read_csv(chained, &head, taxonomy, locator, previous, &mut each);
+            }
+        }
+    }
+    read_csv(reader, head, taxonomy, locator, previous, &mut each)
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, FileError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => {
+                return Err(FileError(FieldError::new(
+                    "file",
+                    format!("archive zip illisible : {e}"),
+                )))
+            }
+        }
+    }
+    Ok(filled)
+}
+
+fn read_csv(
+    reader: impl Read,
+    head: &[u8],
+    taxonomy: &Taxonomy,
+    locator: &Locator,
+    previous: &Previous,
+    each: &mut impl FnMut(Record) -> bool,
+) -> Result<(Unmapped, Matching), FileError> {
+    let typologies: HashMap<&str, &crate::taxonomy::Typology> = taxonomy
+        .typologies
+        .iter()
+        .filter(|t| !t.retired)
+        .flat_map(|t| t.bpe.iter().map(move |code| (code.as_str(), t)))
+        .collect();
+    let mut rows = super::formats::CsvRows::new(reader, head);
+    let names = rows.headers().map_err(FileError)?;
+    let find = |name: &str| names.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let missing = |name: &str| {
+        FileError(
+            FieldError::new(
+                "header",
+                format!("colonne {name} absente : fichier de la BPE attendu (TYPEQU, DEPCOM, …)"),
+            )
+            .at_row(1),
+        )
+    };
+    let columns = Columns {
+        typequ: find("TYPEQU").ok_or_else(|| missing("TYPEQU"))?,
+        depcom: find("DEPCOM").ok_or_else(|| missing("DEPCOM"))?,
+        optional: OPTIONAL
+            .iter()
+            .filter_map(|name| find(name).map(|i| (*name, i)))
+            .collect(),
+    };
+    let mut unmapped = Unmapped::default();
+    let mut matcher = Matcher {
+        previous,
+        taken: HashSet::new(),
+        matching: Matching::default(),
+    };
+    let mut file_error = None;
+    rows.each(|line, record| {
+        let row = match record {
+            Ok(record) => Row {
+                record,
+                columns: &columns,
+            },
+            Err(error) => return each((line, Err(error))),
+        };
+        let field = |name: &str| row.field(name);
+        let typequ = row.cell(columns.typequ);
+        let Some(typology) = typologies.get(typequ) else {
+            unmapped.count(if typequ.is_empty() {
+                "(sans TYPEQU)"
+            } else {
+                typequ
+            });
+            return true;
+        };
+        let insee_code = row.cell(columns.depcom);
+        let commune = InseeCode::parse(insee_code)
+            .ok()
+            .and_then(|code| locator.commune(&code));
+        let point = match position(&row, insee_code, line) {
+            Ok(point) => point,
+            Err(PositionError::Row(error)) => return each((line, Err(error.at_row(line)))),
+            Err(PositionError::File(error)) => {
+                file_error = Some(error);
+                return false;
+            }
+        };
+        if point.is_none() {
+            matcher.matching.without_coordinates += 1;
+        }
+        let centre = commune.map(|c| c.centroid);
+        let at = point.or(centre).unwrap_or(LonLat::new(0.0, 0.0));
+        let source_ref = matcher.key(
+            typequ,
+            &typology.code,
+            insee_code,
+            field("SIRET"),
+            at,
+            centre,
+        );
+        let city = match field("LIBCOM") {
+            "" => commune.map_or(String::new(), |c| c.name.clone()),
+            name => name.to_owned(),
+        };
+        let name = match field("NOMRS") {
+            "" => format!("{} — {city}", typology.label_fr),
+            name => name.to_owned(),
+        };
+        let street_type = field("TYPVOIE");
+        let street_type = STREET_TYPES
+            .iter()
+            .find(|(abbreviation, _)| abbreviation.eq_ignore_ascii_case(street_type))
+            .map_or(street_type, |(_, full)| full);
+        let address = [
+            field("NUMVOIE"),
+            field("INDREP"),
+            street_type,
+            field("LIBVOIE"),
+        ]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+        let address = match field("CADR") {
+            "" => address,
+            complement if address.is_empty() => complement.to_owned(),
+            complement => format!("{address}, {complement}"),
+        };
+        let (lon, lat) = point.map_or((String::new(), String::new()), |p| {
+            (format!("{:.7}", p.lon), format!("{:.7}", p.lat))
+        });
+        each((
+            line,
+            Ok(Draft {
+                source_ref,
+                typology: typology.code.clone(),
+                name,
+                address,
+                postcode: field("CODPOS").to_owned(),
+                city,
+                insee_code: insee_code.to_owned(),
+                lon,
+                lat,
+                ..Draft::default()
+            }),
+        ))
+    });
+    match file_error {
+        Some(error) => Err(FileError(error)),
+        None => Ok((unmapped, matcher.matching)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systems_are_read_from_the_epsg_column_or_the_departement() {
+        assert_eq!(crs_of("2154"), Some(Crs::Lambert93));
+        assert_eq!(crs_of("EPSG:32740"), Some(Crs::Reunion));
+        assert_eq!(
+            crs_of("27572"),
+            None,
+            "Lambert II étendu is not a BPE system"
+        );
+        assert_eq!(default_crs("97411"), Crs::Reunion);
+        assert_eq!(default_crs("97209"), Crs::Antilles);
+        assert_eq!(default_crs("63113"), Crs::Lambert93);
+    }
+
+    #[test]
+    fn a_row_keeps_the_key_of_the_entry_it_continues() {
+        let at = LonLat::new(3.0, 45.0);
+        let previous = Previous::new(vec![
+            Harvested {
+                source_ref: "siret:12345678900012:D307".into(),
+                typology: "pharmacie".into(),
+                insee_code: "63113".into(),
+                location: at,
+            },
+            Harvested {
+                source_ref: "A129:63113:3.0000:45.0000".into(),
+                typology: "mairie".into(),
+                insee_code: "63113".into(),
+                location: at,
+            },
+        ]);
+        let mut matcher = Matcher {
+            previous: &previous,
+            taken: HashSet::new(),
+            matching: Matching::default(),
+        };
+        let far = LonLat::new(3.1, 45.0);
+        let near = LonLat::new(3.0005, 45.0);
+        assert_eq!(
+            matcher.key("D307", "pharmacie", "63113", "12345678900012", far, None),
+            "siret:12345678900012:D307"
+        );
+        assert_eq!(
+            matcher.key("A129", "mairie", "63113", "", near, None),
+            "A129:63113:3.0000:45.0000"
+        );
+        // The same place again is another equipment: a new key, told apart.
+        assert_eq!(
+            matcher.key("A129", "mairie", "63113", "", at, None),
+            "A129:63113:3.0000:45.0000:2"
+        );
+        assert_eq!(
+            (
+                matcher.matching.by_siret,
+                matcher.matching.by_position,
+                matcher.matching.new
+            ),
+            (1, 1, 1)
+        );
+    }
+}
