@@ -628,13 +628,13 @@ pub async fn import(
             .bind(&source_name)
             .fetch_optional(pool)
             .await?;
-    let known = match &existing_source {
-        Some((id,)) => store::known_for_source(pool, id).await?,
-        None => HashMap::default(),
-    };
-    let previous = match (&existing_source, opened.format) {
-        (Some((id,)), Format::Bpe) => bpe::Previous::new(store::placed_for_source(pool, id).await?),
-        _ => bpe::Previous::default(),
+    let (known, previous) = match &existing_source {
+        Some((id,)) => {
+            let matched_by_place = opened.format == Format::Bpe;
+            let (known, places) = store::known_for_source(pool, id, matched_by_place).await?;
+            (known, bpe::Previous::new(places))
+        }
+        None => (HashMap::default(), bpe::Previous::default()),
     };
 
     let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Upsert>>(4);

@@ -222,6 +222,72 @@ pub fn read_published(
     Ok(count)
 }
 
+/// One entry of a source as an import compares it, borrowed from SQLite's row.
+pub struct SourceRow<'r> {
+    pub source_ref: &'r str,
+    pub id: &'r str,
+    pub digest: &'r str,
+    pub status: &'r str,
+    pub typology: &'r str,
+    pub insee_code: &'r str,
+    pub lon: f64,
+    pub lat: f64,
+}
+
+/// Streams every entry of `source_id` (any status) to `each`: through the source's index, or
+/// reading the whole table in order when `scan` (the source holds much of it).
+pub fn read_of_source(
+    handle: &mut LockedSqliteHandle<'_>,
+    source_id: &str,
+    scan: bool,
+    mut each: impl FnMut(SourceRow<'_>),
+) -> anyhow::Result<()> {
+    let sql: &CStr = if scan {
+        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat
+        FROM services WHERE +source_id = ?1"
+    } else {
+        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat
+        FROM services WHERE source_id = ?1"
+    };
+    let db = handle.as_raw_handle().as_ptr();
+    let statement = prepare(db, sql)?;
+    let stmt = statement.raw.as_ptr();
+    // SAFETY: `stmt` is a prepared statement of this locked connection; `source_id` is copied
+    // by SQLite (SQLITE_TRANSIENT); each row's texts are used before the next step.
+    unsafe {
+        let len = c_int::try_from(source_id.len())?;
+        if ffi::sqlite3_bind_text(
+            stmt,
+            1,
+            source_id.as_ptr().cast(),
+            len,
+            ffi::SQLITE_TRANSIENT(),
+        ) != ffi::SQLITE_OK
+        {
+            anyhow::bail!("lecture des fiches de la source : {}", error_message(db));
+        }
+        loop {
+            match ffi::sqlite3_step(stmt) {
+                ffi::SQLITE_ROW => {}
+                ffi::SQLITE_DONE => return Ok(()),
+                _ => anyhow::bail!("lecture des fiches de la source : {}", error_message(db)),
+            }
+            let text =
+                |i: c_int| -> anyhow::Result<&str> { Ok(column_text(stmt, i)?.unwrap_or("")) };
+            each(SourceRow {
+                source_ref: text(0)?,
+                id: text(1)?,
+                digest: text(2)?,
+                status: text(3)?,
+                typology: text(4)?,
+                insee_code: text(5)?,
+                lon: ffi::sqlite3_column_double(stmt, 6),
+                lat: ffi::sqlite3_column_double(stmt, 7),
+            });
+        }
+    }
+}
+
 /// Writes entries of one source within the transaction open on the locked connection.
 pub struct BulkWriter<'c> {
     insert: Statement,

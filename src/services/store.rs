@@ -51,51 +51,54 @@ pub struct Known {
 }
 
 /// Every entry of a source, by source_ref: lets an import classify rows without a query per row.
-/// Where each entry of a source stands (any status), for a source without lasting ids whose
-/// rows are matched by type, commune and position (the BPE).
-pub async fn placed_for_source(
+/// What an import needs to know of a source's entries: each one's key, id, digest and status,
+/// and, for a source whose rows are matched by type, commune and position (the BPE), where each
+/// stands (`with_places`).
+pub async fn known_for_source(
     pool: &Pool,
     source_id: &str,
-) -> Result<Vec<crate::import::bpe::Harvested>> {
-    let rows: Vec<(String, String, String, f64, f64)> = sqlx::query_as(
-        "SELECT source_ref, typology_code, insee_code, lon, lat FROM services WHERE source_id = $1",
+    with_places: bool,
+) -> Result<(HashMap<String, Known>, Vec<crate::import::bpe::Harvested>)> {
+    let (of_source, all): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM services WHERE source_id = $1),
+                (SELECT COALESCE(MAX(rowid), 0) FROM services)",
     )
     .bind(source_id)
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(source_ref, typology, insee_code, lon, lat)| crate::import::bpe::Harvested {
-                source_ref,
-                typology,
-                insee_code,
-                location: LonLat::new(lon, lat),
-            },
-        )
-        .collect())
-}
-
-pub async fn known_for_source(pool: &Pool, source_id: &str) -> Result<HashMap<String, Known>> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT source_ref, id, content_hash, status FROM services WHERE source_id = $1",
-    )
-    .bind(source_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(source_ref, id, digest, status)| {
-            (
-                source_ref,
+    // Through the (source_id, source_ref) index for a small source; by reading the table in
+    // order for one that holds much of it (a national harvest): ten times faster than millions
+    // of lookups from the index into the table.
+    let scan = of_source * 8 > all;
+    let mut conn = pool.acquire().await?;
+    let runtime = tokio::runtime::Handle::current();
+    let source_id = source_id.to_owned();
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut handle = runtime.block_on(conn.lock_handle())?;
+        let mut known = HashMap::default();
+        known.reserve(usize::try_from(of_source).unwrap_or(0));
+        let mut places = Vec::new();
+        super::bulk::read_of_source(&mut handle, &source_id, scan, |row| {
+            known.insert(
+                row.source_ref.to_owned(),
                 Known {
-                    id: ServiceId(id),
-                    digest,
-                    published: status == "published",
+                    id: ServiceId(row.id.to_owned()),
+                    digest: row.digest.to_owned(),
+                    published: row.status == "published",
                 },
-            )
-        })
-        .collect())
+            );
+            if with_places {
+                places.push(crate::import::bpe::Harvested {
+                    source_ref: row.source_ref.to_owned(),
+                    typology: row.typology.to_owned(),
+                    insee_code: row.insee_code.to_owned(),
+                    location: LonLat::new(row.lon, row.lat),
+                });
+            }
+        })?;
+        Ok((known, places))
+    });
+    Ok(read.await.map_err(anyhow::Error::from)??)
 }
 
 /// A connection of its own for a bulk write, closed when dropped. Rows reach it validated
