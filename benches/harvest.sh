@@ -20,7 +20,7 @@ if [ -z "${BIN:-}" ]; then
     BIN=target/release/proximites
 fi
 work=$(mktemp -d)
-trap 'kill ${server:-} 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill ${server:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 - "$synth" taxonomy/typologies.toml "$records" "$work/dila.json" <<'PY'
 import csv, json, sys, tomllib
 synth, taxonomy, wanted, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

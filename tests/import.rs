@@ -316,9 +316,18 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
         "a clean entry has none"
     );
 
-    // The same file again changes nothing; strict, the doubtful rows are refused.
+    // The same file again changes nothing: each record is known by its digest as it came,
+    // without being validated again, and its stored flags are still reported.
+    let (digests,): (i64,) =
+        sqlx::query_as("SELECT COUNT(source_digest) FROM services WHERE source_ref LIKE 'q%'")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(digests, 2);
     let again = f.import("doutes.csv", &text, options()).await;
     assert_eq!((again.unchanged, again.updated, again.flagged), (3, 0, 2));
+    assert_eq!(again.warnings, report.warnings);
+    // Strict, the doubtful rows are refused (another way to validate: validated again).
     let strict = f
         .import(
             "doutes.csv",

@@ -196,11 +196,34 @@ struct Classifier<'a> {
     known: HashMap<String, Known>,
     /// source_ref → line where it was first seen in this file.
     seen: HashMap<String, u64>,
-    batch: Vec<Upsert>,
-    writes: tokio::sync::mpsc::Sender<Vec<Upsert>>,
+    batch: Vec<Write>,
+    writes: tokio::sync::mpsc::Sender<Vec<Write>>,
     writer_gone: bool,
     report: ImportReport,
     options: ImportOptions,
+    /// How rows are validated (format, strictness), part of each record's digest.
+    rules: String,
+}
+
+/// Counts a row kept with quality flags, and reports each flag as a warning at `line`.
+fn warn(report: &mut ImportReport, flags: &[crate::services::quality::QualityFlag], line: u64) {
+    if flags.is_empty() {
+        return;
+    }
+    report.flagged += 1;
+    report.warnings.extend(flags.iter().map(|flag| FieldError {
+        row: Some(line),
+        field: flag.field.clone(),
+        message: flag.message.clone(),
+    }));
+}
+
+/// What the classifier hands the writer.
+enum Write {
+    /// An entry to create or update (boxed: a digest is far smaller).
+    Upsert(Box<Upsert>),
+    /// The digest of an unchanged record to remember (see `Draft::raw_digest`).
+    SourceDigest(ServiceId, String),
 }
 
 impl Classifier<'_> {
@@ -263,6 +286,35 @@ impl Classifier<'_> {
             }
         }
         let known = self.known.get(&source_ref);
+        // A record as the source gave it last time is unchanged without validating it again
+        // (not an upload bound to a territory: that is checked on the validated commune).
+        let raw_digest = self
+            .options
+            .territory
+            .is_none()
+            .then(|| draft.raw_digest(&self.rules));
+        if let (Some(k), Some(raw)) = (known, &raw_digest) {
+            if k.published
+                && draft.verified_at.trim().is_empty()
+                && k.source_digest.as_deref() == Some(raw.as_str())
+            {
+                let flags = crate::services::quality::from_stored(k.quality.as_deref());
+                warn(&mut self.report, &flags, line);
+                self.report.unchanged += 1;
+                if self.options.confirm_unchanged {
+                    self.report.unchanged_ids.push(k.id.clone());
+                }
+                if self.options.plan {
+                    self.report.plan.push(PlannedRow {
+                        row: line,
+                        source_ref,
+                        id: Some(k.id.clone()),
+                        write: None,
+                    });
+                }
+                return true;
+            }
+        }
         let content = self.validator.content(&draft, known.is_some());
         let verified_at = parse_verified_at(&draft.verified_at);
         let (content, verified_at) = match (content, verified_at) {
@@ -296,16 +348,7 @@ impl Classifier<'_> {
                 return true;
             }
         }
-        if !content.quality.is_empty() {
-            self.report.flagged += 1;
-            self.report
-                .warnings
-                .extend(content.quality.iter().map(|flag| FieldError {
-                    row: Some(line),
-                    field: flag.field.clone(),
-                    message: flag.message.clone(),
-                }));
-        }
+        warn(&mut self.report, &content.quality, line);
         let digest = content.digest();
         if self.options.plan {
             let unchanged =
@@ -323,6 +366,9 @@ impl Classifier<'_> {
                 if self.options.confirm_unchanged {
                     self.report.unchanged_ids.push(k.id.clone());
                 }
+                if let Some(raw) = raw_digest.filter(|raw| k.source_digest.as_ref() != Some(raw)) {
+                    self.push(Write::SourceDigest(k.id.clone(), raw));
+                }
                 return true;
             }
             Some(k) => {
@@ -334,20 +380,26 @@ impl Classifier<'_> {
                 (ServiceId::generate(), true)
             }
         };
+        self.push(Write::Upsert(Box::new(Upsert {
+            id,
+            is_new,
+            source_ref,
+            digest,
+            content,
+            verified_at,
+            source_digest: raw_digest,
+        })));
+        true
+    }
+
+    /// Hands a write to the writer, in batches, while the import may still commit.
+    fn push(&mut self, write: Write) {
         if self.writing() {
-            self.batch.push(Upsert {
-                id,
-                is_new,
-                source_ref,
-                digest,
-                content,
-                verified_at,
-            });
+            self.batch.push(write);
             if self.batch.len() >= BATCH {
                 self.flush();
             }
         }
-        true
     }
 
     fn flush(&mut self) {
@@ -637,7 +689,12 @@ pub async fn import(
         None => (HashMap::default(), bpe::Previous::default()),
     };
 
-    let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Upsert>>(4);
+    let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Write>>(4);
+    let rules = format!(
+        "{}|{}",
+        opened.format.label(),
+        if options.strict { "strict" } else { "flags" }
+    );
     let reference = reference.clone();
     let classifier_options = options.clone();
     let report = ImportReport {
@@ -666,6 +723,7 @@ pub async fn import(
             writer_gone: false,
             report,
             options: classifier_options,
+            rules,
         };
         let result = read_opened(opened, &reference, &previous, |record| {
             classifier.record(record)
@@ -711,10 +769,17 @@ pub async fn import(
             // Second precision: a third less to write per row than nanoseconds.
             let now = started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             while let Some(batch) = batches.blocking_recv() {
-                for row in &batch {
-                    bulk.write(&organisation.id, row, &now)?;
-                    if collect_ids {
-                        written.push(row.id.clone());
+                for write in &batch {
+                    match write {
+                        Write::Upsert(row) => {
+                            bulk.write(&organisation.id, row, &now)?;
+                            if collect_ids {
+                                written.push(row.id.clone());
+                            }
+                        }
+                        Write::SourceDigest(id, digest) => {
+                            bulk.set_source_digest(id.as_str(), digest)?;
+                        }
                     }
                 }
             }

@@ -17,19 +17,25 @@ use super::{Phone, Status};
 
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
-    verified_at, content_hash, source_id, source_ref, status, created_at, updated_at, quality)
+    verified_at, content_hash, source_id, source_ref, status, created_at, updated_at, quality,
+    source_digest)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21, 'published', ?22, ?22, ?23)";
+    ?20, ?21, 'published', ?22, ?22, ?23, ?24)";
 
 const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
     postcode = ?6, city = ?7, insee_code = ?8, lon = ?9, lat = ?10, phones = ?11, email = ?12,
     website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
     verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22,
-    quality = ?23 WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
+    quality = ?23, source_digest = ?24 WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
 
 /// One compact history row per written entry: a creation names no values (the entry itself is
 /// the first version), an update keeps the version it replaces and each field's change.
 /// The change log's row of each entry written (see `store::log_change`).
+/// Records the digest of a record found unchanged by its content, so that the next harvest
+/// recognises it without validating it (entries written before digests, or after a person's
+/// write).
+const SOURCE_DIGEST: &CStr = c"UPDATE services SET source_digest = ?2 WHERE id = ?1";
+
 const LOG: &CStr = c"INSERT INTO change_log (entry_id, kind, at) VALUES (?1, ?2, ?3)";
 
 const HISTORY: &CStr =
@@ -224,6 +230,8 @@ pub fn read_published(
 
 /// One entry of a source as an import compares it, borrowed from SQLite's row.
 pub struct SourceRow<'r> {
+    pub source_digest: Option<&'r str>,
+    pub quality: Option<&'r str>,
     pub source_ref: &'r str,
     pub id: &'r str,
     pub digest: &'r str,
@@ -243,11 +251,11 @@ pub fn read_of_source(
     mut each: impl FnMut(SourceRow<'_>),
 ) -> anyhow::Result<()> {
     let sql: &CStr = if scan {
-        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat
-        FROM services WHERE +source_id = ?1"
+        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat,
+        source_digest, quality FROM services WHERE +source_id = ?1"
     } else {
-        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat
-        FROM services WHERE source_id = ?1"
+        c"SELECT source_ref, id, content_hash, status, typology_code, insee_code, lon, lat,
+        source_digest, quality FROM services WHERE source_id = ?1"
     };
     let db = handle.as_raw_handle().as_ptr();
     let statement = prepare(db, sql)?;
@@ -283,6 +291,8 @@ pub fn read_of_source(
                 insee_code: text(5)?,
                 lon: ffi::sqlite3_column_double(stmt, 6),
                 lat: ffi::sqlite3_column_double(stmt, 7),
+                source_digest: column_text(stmt, 8)?,
+                quality: column_text(stmt, 9)?,
             });
         }
     }
@@ -295,6 +305,7 @@ pub struct BulkWriter<'c> {
     history: Statement,
     current: Statement,
     log: Statement,
+    source_digest: Statement,
     /// The change log's stamp of every row of this import: when it started.
     stamp: String,
     /// The import's id, which the history names as the author of its changes.
@@ -358,6 +369,7 @@ impl<'c> BulkWriter<'c> {
             history: prepare(db, HISTORY)?,
             current: prepare(db, CURRENT)?,
             log: prepare(db, LOG)?,
+            source_digest: prepare(db, SOURCE_DIGEST)?,
             stamp: super::store::log_stamp(chrono::Utc::now()),
             import_id: import_id.to_owned(),
             handle,
@@ -472,6 +484,17 @@ impl<'c> BulkWriter<'c> {
         self.log(row)
     }
 
+    /// Records the source digest of an entry whose record is unchanged (no history, no change
+    /// log: nothing a reader sees changes).
+    pub fn set_source_digest(&mut self, id: &str, digest: &str) -> anyhow::Result<()> {
+        let db = self.handle.as_raw_handle().as_ptr();
+        let stmt = self.source_digest.raw.as_ptr();
+        let texts = [(1, Some(id)), (2, Some(digest))];
+        // SAFETY: `stmt` is a prepared statement of `db`, and every text outlives the call.
+        unsafe { step_once(db, stmt, &texts) }
+            .map_err(|message| anyhow::anyhow!("empreinte de la fiche {id} : {message}"))
+    }
+
     /// Appends the row's entry to the change log (as `store::log_change` does).
     fn log(&mut self, row: &Upsert) -> anyhow::Result<()> {
         let db = self.handle.as_raw_handle().as_ptr();
@@ -505,7 +528,7 @@ impl<'c> BulkWriter<'c> {
             .verified_at
             .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let quality = super::quality::to_stored(&c.quality);
-        let texts: [(c_int, Option<&str>); 21] = [
+        let texts: [(c_int, Option<&str>); 22] = [
             (1, Some(row.id.as_str())),
             (2, Some(&c.typology)),
             (3, Some(&c.name)),
@@ -527,6 +550,7 @@ impl<'c> BulkWriter<'c> {
             (21, Some(&row.source_ref)),
             (22, Some(now)),
             (23, quality.as_deref()),
+            (24, row.source_digest.as_deref()),
         ];
         // SAFETY: `stmt` is a prepared statement of this connection. Texts are bound
         // SQLITE_STATIC (not copied): every string above outlives the step, and the statement is

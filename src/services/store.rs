@@ -48,6 +48,10 @@ pub struct Known {
     pub id: ServiceId,
     pub digest: String,
     pub published: bool,
+    /// The digest of the record as the source last gave it (see `Draft::raw_digest`).
+    pub source_digest: Option<String>,
+    /// Its quality flags as stored, when it has some.
+    pub quality: Option<String>,
 }
 
 /// Every entry of a source, by source_ref: lets an import classify rows without a query per row.
@@ -85,6 +89,8 @@ pub async fn known_for_source(
                     id: ServiceId(row.id.to_owned()),
                     digest: row.digest.to_owned(),
                     published: row.status == "published",
+                    source_digest: row.source_digest.map(str::to_owned),
+                    quality: row.quality.map(str::to_owned),
                 },
             );
             if with_places {
@@ -185,6 +191,8 @@ pub struct Upsert {
     pub digest: String,
     pub content: Content,
     pub verified_at: Option<DateTime<Utc>>,
+    /// The record's digest as it came (see `Draft::raw_digest`).
+    pub source_digest: Option<String>,
 }
 
 /// An entry as its row reads (the directory module reads them in bulk).
@@ -462,7 +470,7 @@ pub async fn overwrite(
          postcode = $6, city = $7, insee_code = $8, lon = $9, lat = $10, phones = $11,
          email = $12, website = $13, opening_hours = $14, closures = $15, wheelchair = $16,
          wheelchair_note = $17, verified_at = $18, content_hash = $19, status = $20,
-         updated_at = $21, quality = $22 WHERE id = $1",
+         updated_at = $21, quality = $22, source_digest = NULL WHERE id = $1",
     )
     .bind(id.as_str())
     .bind(&content.typology)

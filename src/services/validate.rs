@@ -71,7 +71,45 @@ macro_rules! draft_field {
     };
 }
 
+/// Every field of a [`Draft`], as the project's CSV names them.
+const DRAFT_FIELDS: [&str; 18] = [
+    "source_ref",
+    "typology",
+    "name",
+    "address",
+    "postcode",
+    "city",
+    "insee_code",
+    "lon",
+    "lat",
+    "phone",
+    "email",
+    "website",
+    "opening_hours",
+    "opening_hours_json",
+    "wheelchair",
+    "wheelchair_note",
+    "description",
+    "verified_at",
+];
+
 impl Draft {
+    /// A digest of the record as it came (every field's text) and of how it is validated
+    /// (`rules`): the same digest means the same validated content, so a re-harvest can leave
+    /// a record unchanged without validating it again. Only ever compared with the same entry's
+    /// previous one: a collision costs nothing worse than a missed update of one entry among
+    /// 2^64, and a change of hasher only validates everything once more.
+    pub fn raw_digest(&self, rules: &str) -> String {
+        use std::hash::Hasher;
+        let mut h = rustc_hash::FxHasher::default();
+        h.write(rules.as_bytes());
+        for name in DRAFT_FIELDS {
+            h.write_u8(0x1f);
+            h.write(self.field(name).map_or("", String::as_str).as_bytes());
+        }
+        format!("{:016x}", h.finish())
+    }
+
     /// The text of field `name` (as the project's CSV names it), `None` for no such field.
     pub fn field(&self, name: &str) -> Option<&String> {
         draft_field!(self, name, &)
