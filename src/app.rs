@@ -334,6 +334,13 @@ pub struct Readiness {
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<Readiness>, Error> {
+    if let Err(Error::Busy { detail, .. }) = state.live.words_searchable() {
+        return Err(Error::Busy {
+            code: "not_ready",
+            detail,
+            retry_after: 10,
+        });
+    }
     let positions = state.live.positions();
     let applied = positions.spatial.min(positions.text);
     let oldest: Option<(String,)> =

@@ -61,7 +61,19 @@ impl AppState {
         reference: Reference,
         text_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let live = LiveIndexes::open(&pool, reference.clone(), text_dir).await?;
+        Self::build_with(pool, reference, text_dir, false).await
+    }
+
+    /// The same; with `text_in_background`, a text index to build from every entry is built
+    /// while the server answers (see [`LiveIndexes::open_with`]).
+    pub async fn build_with(
+        pool: Pool,
+        reference: Reference,
+        text_dir: &std::path::Path,
+        text_in_background: bool,
+    ) -> anyhow::Result<Self> {
+        let live =
+            LiveIndexes::open_with(&pool, reference.clone(), text_dir, text_in_background).await?;
         let web = crate::web::Web {
             form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
             report_limiter: Default::default(),

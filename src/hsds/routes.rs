@@ -402,6 +402,7 @@ async fn search_page(
     words: &str,
     selection: Selection,
 ) -> Result<(u64, Vec<Value>)> {
+    state.live.words_searchable()?;
     let text = state.live.text().clone();
     let filter = crate::search::text::TextFilter {
         circle: None,

@@ -107,6 +107,10 @@ pub struct LiveIndexes {
     staleness_ms: std::sync::atomic::AtomicU64,
 }
 
+/// Above this many entries, a server builds a missing text index while it answers searches
+/// that need no words (below, the build takes a second or two and happens before listening).
+const BACKGROUND_TEXT_BUILD_ABOVE: usize = 100_000;
+
 /// The entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
 const SERVICE_CACHE_ENTRIES: usize = 100_000;
 
@@ -115,6 +119,20 @@ impl LiveIndexes {
     /// brings both to the log's head: the text index from its own position (rebuilt only when
     /// it has none, is of another schema version, or the log was pruned past it).
     pub async fn open(pool: &Pool, reference: Reference, dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(pool, reference, dir, false).await
+    }
+
+    /// The same; with `text_in_background`, a text index that must be built from every entry
+    /// (a new database: after a national harvest, minutes for millions of entries) is left to
+    /// the server's follower ([`follow`]), so that searches by place and typology answer at
+    /// once; searches by words are refused with 503 `text_index_building` until it is built,
+    /// and `/readyz` says not ready.
+    pub async fn open_with(
+        pool: &Pool,
+        reference: Reference,
+        dir: &Path,
+        text_in_background: bool,
+    ) -> anyhow::Result<Self> {
         let owned = dir.to_owned();
         let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
         let started = Instant::now();
@@ -127,6 +145,7 @@ impl LiveIndexes {
             "spatial index loaded"
         );
         let text_position = text.position().unwrap_or(-1);
+        let entries = spatial.len();
         let first = in_service(SearchIndex {
             spatial,
             version: Some(head.to_string()),
@@ -150,8 +169,27 @@ impl LiveIndexes {
             writes: Arc::default(),
             service_cache: Arc::new(ServiceCache::new(SERVICE_CACHE_ENTRIES)),
         };
-        live.catch_up(pool).await?;
+        // A small directory is indexed in a second: before listening, as always.
+        if text_in_background && text_position < 0 && entries > BACKGROUND_TEXT_BUILD_ABOVE {
+            tracing::info!(
+                "text index to build from the database: in the background, searches by words wait for it"
+            );
+        } else {
+            live.catch_up(pool).await?;
+        }
         Ok(live)
+    }
+
+    /// Whether searches by words can be answered: not while the text index is first built.
+    pub fn words_searchable(&self) -> crate::error::Result<()> {
+        if self.text_visible.load(Ordering::Acquire) >= 0 {
+            return Ok(());
+        }
+        Err(crate::error::Error::Busy {
+            code: "text_index_building",
+            detail: "index des mots en construction après le démarrage : réessayez dans un instant ; les recherches par lieu et par type répondent déjà / the word index is being built after start: retry shortly; searches by place and type already answer".to_owned(),
+            retry_after: 10,
+        })
     }
 
     /// The index queries read now (cheap: an `Arc`).

@@ -67,6 +67,9 @@ pub struct Results {
 /// Runs `query` on the server's indexes (off the async threads unless it is a cheap nearest
 /// query) and reads the page's entries through the entry cache.
 pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) -> Result<Results> {
+    if query.text.is_some() {
+        state.live.words_searchable()?;
+    }
     let reference = state.reference.clone();
     let index = state.search_index();
     let hours = state.hours.clone();

@@ -48,7 +48,8 @@ pub struct SearchResponse {
 /// Search published entries by place, territory, typology or theme, words, opening hours and
 /// wheelchair access. With `near`, nearest first unless `sort=relevance`.
 #[utoipa::path(get, path = "/api/v1/services", tag = "services", params(SearchParams),
-    responses((status = 200, body = SearchResponse), (status = 400, body = Problem)))]
+    responses((status = 200, body = SearchResponse), (status = 400, body = Problem),
+        (status = 503, body = Problem, description = "Searches by words while the word index is first built after start (`text_index_building`, with `Retry-After`)")))]
 async fn search(
     State(state): State<AppState>,
     Query(params): Query<SearchParams>,
