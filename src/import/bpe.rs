@@ -37,34 +37,35 @@ pub struct Matching {
     pub without_coordinates: u64,
 }
 
-/// An entry an earlier harvest made: its key and where it stands.
-#[derive(Debug, Clone)]
-pub struct Harvested {
-    pub source_ref: String,
-    pub typology: String,
-    pub insee_code: String,
-    pub location: LonLat,
-}
-
-/// What earlier harvests made, ready for matching: by key, and by type and commune.
+/// What earlier harvests made, ready for matching: each key once, by its number; and the
+/// numbers by commune and type, with where each entry stands.
 #[derive(Default)]
 pub struct Previous {
-    refs: HashSet<String>,
-    by_place: HashMap<(String, String), Vec<(String, LonLat)>>,
+    keys: Vec<String>,
+    numbers: HashMap<String, u32>,
+    by_place: HashMap<String, HashMap<String, Vec<(u32, LonLat)>>>,
 }
 
 impl Previous {
-    pub fn new(harvested: Vec<Harvested>) -> Self {
-        let mut previous = Previous::default();
-        for h in harvested {
-            previous.refs.insert(h.source_ref.clone());
-            previous
-                .by_place
-                .entry((h.typology, h.insee_code))
-                .or_default()
-                .push((h.source_ref, h.location));
+    /// Adds an entry of the source (any status): its key, typology, commune and position.
+    pub fn add(&mut self, source_ref: &str, typology: &str, insee_code: &str, at: LonLat) {
+        let number = self.keys.len() as u32;
+        self.keys.push(source_ref.to_owned());
+        self.numbers.insert(source_ref.to_owned(), number);
+        let by_type = match self.by_place.get_mut(insee_code) {
+            Some(by_type) => by_type,
+            None => self.by_place.entry(insee_code.to_owned()).or_default(),
+        };
+        match by_type.get_mut(typology) {
+            Some(entries) => entries.push((number, at)),
+            None => {
+                by_type.insert(typology.to_owned(), vec![(number, at)]);
+            }
         }
-        previous
+    }
+
+    fn number(&self, key: &str) -> Option<u32> {
+        self.numbers.get(key).copied()
     }
 }
 
@@ -241,12 +242,33 @@ fn ten_thousandths(degrees: f64) -> String {
 /// Assigns each row the key of the entry it continues, or a new one.
 struct Matcher<'a> {
     previous: &'a Previous,
-    /// Keys given to rows of this file.
-    taken: HashSet<String>,
+    /// Entries of earlier harvests a row of this file took, by number.
+    taken: Vec<bool>,
+    /// New keys given to rows of this file.
+    given: HashSet<String>,
     matching: Matching,
 }
 
-impl Matcher<'_> {
+impl<'a> Matcher<'a> {
+    fn new(previous: &'a Previous) -> Self {
+        Self {
+            previous,
+            taken: vec![false; previous.keys.len()],
+            given: HashSet::default(),
+            matching: Matching::default(),
+        }
+    }
+
+    /// Takes the earlier entry `number`, when no row took it yet.
+    fn take(&mut self, number: Option<u32>) -> Option<String> {
+        let number = number? as usize;
+        if self.taken[number] {
+            return None;
+        }
+        self.taken[number] = true;
+        Some(self.previous.keys[number].clone())
+    }
+
     fn key(
         &mut self,
         typequ: &str,
@@ -258,12 +280,12 @@ impl Matcher<'_> {
     ) -> String {
         let siret_key = (siret.len() == 14 && siret.bytes().all(|b| b.is_ascii_digit()))
             .then(|| format!("siret:{siret}:{typequ}"));
-        if let Some(key) = &siret_key {
-            if self.previous.refs.contains(key) && !self.taken.contains(key) {
-                self.matching.by_siret += 1;
-                self.taken.insert(key.clone());
-                return key.clone();
-            }
+        if let Some(key) = siret_key
+            .as_deref()
+            .and_then(|k| self.take(self.previous.number(k)))
+        {
+            self.matching.by_siret += 1;
+            return key;
         }
         // A row where it was last year has the key it was given then (the first untaken of
         // `base`, `base:2`… as they were given in the file's order): found without a scan,
@@ -274,50 +296,49 @@ impl Matcher<'_> {
             ten_thousandths(at.lat)
         );
         let mut n = 1;
-        let mut key = base.clone();
-        while self.previous.refs.contains(&key) {
-            if !self.taken.contains(&key) {
+        let mut candidate = self.previous.number(&base);
+        while candidate.is_some() {
+            if let Some(key) = self.take(candidate) {
                 self.matching.by_position += 1;
-                self.taken.insert(key.clone());
                 return key;
             }
             n += 1;
-            key = format!("{base}:{n}");
+            candidate = self.previous.number(&format!("{base}:{n}"));
         }
         // The nearest entry of the same type in the commune that no row took yet; an entry
         // placed at the commune's centre (its point was outside) is found from there.
         let near = self
             .previous
             .by_place
-            .get(&(typology.to_owned(), insee_code.to_owned()))
+            .get(insee_code)
+            .and_then(|by_type| by_type.get(typology))
             .and_then(|candidates| {
                 candidates
                     .iter()
-                    .filter(|(key, _)| !self.taken.contains(key))
-                    .map(|(key, p)| {
+                    .filter(|(number, _)| !self.taken[*number as usize])
+                    .map(|(number, p)| {
                         let d = p
                             .distance_m(at)
                             .min(centre.map_or(f64::INFINITY, |c| p.distance_m(c)));
-                        (key, d)
+                        (*number, d)
                     })
                     .filter(|(_, d)| *d <= MATCH_TOLERANCE_M)
                     .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(key, _)| key.clone())
+                    .map(|(number, _)| number)
             });
-        if let Some(key) = near {
+        if let Some(key) = self.take(near) {
             self.matching.by_position += 1;
-            self.taken.insert(key.clone());
             return key;
         }
         self.matching.new += 1;
         let base = siret_key.unwrap_or(base);
         let mut key = base.clone();
         let mut n = 1;
-        while self.taken.contains(&key) || self.previous.refs.contains(&key) {
+        while self.given.contains(&key) || self.previous.number(&key).is_some() {
             n += 1;
             key = format!("{base}:{n}");
         }
-        self.taken.insert(key.clone());
+        self.given.insert(key.clone());
         key
     }
 }
@@ -412,11 +433,7 @@ fn read_csv(
             .collect(),
     };
     let mut unmapped = Unmapped::default();
-    let mut matcher = Matcher {
-        previous,
-        taken: HashSet::default(),
-        matching: Matching::default(),
-    };
+    let mut matcher = Matcher::new(previous);
     let mut file_error = None;
     rows.each(|line, record| {
         let row = match record {
@@ -544,25 +561,10 @@ mod tests {
     #[test]
     fn a_row_keeps_the_key_of_the_entry_it_continues() {
         let at = LonLat::new(3.0, 45.0);
-        let previous = Previous::new(vec![
-            Harvested {
-                source_ref: "siret:12345678900012:D307".into(),
-                typology: "pharmacie".into(),
-                insee_code: "63113".into(),
-                location: at,
-            },
-            Harvested {
-                source_ref: "A129:63113:3.0000:45.0000".into(),
-                typology: "mairie".into(),
-                insee_code: "63113".into(),
-                location: at,
-            },
-        ]);
-        let mut matcher = Matcher {
-            previous: &previous,
-            taken: HashSet::default(),
-            matching: Matching::default(),
-        };
+        let mut previous = Previous::default();
+        previous.add("siret:12345678900012:D307", "pharmacie", "63113", at);
+        previous.add("A129:63113:3.0000:45.0000", "mairie", "63113", at);
+        let mut matcher = Matcher::new(&previous);
         let far = LonLat::new(3.1, 45.0);
         let near = LonLat::new(3.0005, 45.0);
         assert_eq!(

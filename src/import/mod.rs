@@ -194,7 +194,8 @@ fn parse_verified_at(value: &str) -> Result<Option<DateTime<Utc>>, String> {
 struct Classifier<'a> {
     validator: Validator<'a>,
     known: HashMap<String, Known>,
-    /// source_ref → line where it was first seen in this file.
+    /// source_ref → line where it was first seen in this file, for rows of no known entry
+    /// (a known entry keeps its own, `Known::seen_at`: no copy of millions of keys).
     seen: HashMap<String, u64>,
     batch: Vec<Write>,
     writes: tokio::sync::mpsc::Sender<Vec<Write>>,
@@ -269,21 +270,29 @@ impl Classifier<'_> {
             );
             return true;
         }
-        match self.seen.entry(source_ref.clone()) {
-            std::collections::hash_map::Entry::Occupied(first) => {
-                let first = *first.get();
-                self.reject(
-                    [FieldError::new(
-                        "source_ref",
-                        format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
-                    )],
-                    line,
-                );
-                return true;
+        let first_seen = match self.known.get_mut(&source_ref) {
+            Some(k) if k.seen_at > 0 => Some(k.seen_at),
+            Some(k) => {
+                k.seen_at = line;
+                None
             }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(line);
-            }
+            None => match self.seen.entry(source_ref.clone()) {
+                std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(line);
+                    None
+                }
+            },
+        };
+        if let Some(first) = first_seen {
+            self.reject(
+                [FieldError::new(
+                    "source_ref",
+                    format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
+                )],
+                line,
+            );
+            return true;
         }
         let known = self.known.get(&source_ref);
         // A record as the source gave it last time is unchanged without validating it again
@@ -683,8 +692,7 @@ pub async fn import(
     let (known, previous) = match &existing_source {
         Some((id,)) => {
             let matched_by_place = opened.format == Format::Bpe;
-            let (known, places) = store::known_for_source(pool, id, matched_by_place).await?;
-            (known, bpe::Previous::new(places))
+            store::known_for_source(pool, id, matched_by_place).await?
         }
         None => (HashMap::default(), bpe::Previous::default()),
     };
@@ -744,7 +752,7 @@ pub async fn import(
             let mut missing: Vec<_> = classifier
                 .known
                 .iter()
-                .filter(|(source_ref, k)| k.published && !classifier.seen.contains_key(*source_ref))
+                .filter(|(_, k)| k.published && k.seen_at == 0)
                 .map(|(source_ref, k)| (source_ref.clone(), k.id.clone()))
                 .collect();
             missing.sort_by(|a, b| a.0.cmp(&b.0));

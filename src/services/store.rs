@@ -52,6 +52,8 @@ pub struct Known {
     pub source_digest: Option<String>,
     /// Its quality flags as stored, when it has some.
     pub quality: Option<String>,
+    /// The line of the file being imported that names it (0: none yet).
+    pub seen_at: u64,
 }
 
 /// Every entry of a source, by source_ref: lets an import classify rows without a query per row.
@@ -62,7 +64,7 @@ pub async fn known_for_source(
     pool: &Pool,
     source_id: &str,
     with_places: bool,
-) -> Result<(HashMap<String, Known>, Vec<crate::import::bpe::Harvested>)> {
+) -> Result<(HashMap<String, Known>, crate::import::bpe::Previous)> {
     let (of_source, all): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM services WHERE source_id = $1),
                 (SELECT COALESCE(MAX(rowid), 0) FROM services)",
@@ -81,7 +83,7 @@ pub async fn known_for_source(
         let mut handle = runtime.block_on(conn.lock_handle())?;
         let mut known = HashMap::default();
         known.reserve(usize::try_from(of_source).unwrap_or(0));
-        let mut places = Vec::new();
+        let mut places = crate::import::bpe::Previous::default();
         super::bulk::read_of_source(&mut handle, &source_id, scan, |row| {
             known.insert(
                 row.source_ref.to_owned(),
@@ -91,15 +93,16 @@ pub async fn known_for_source(
                     published: row.status == "published",
                     source_digest: row.source_digest.map(str::to_owned),
                     quality: row.quality.map(str::to_owned),
+                    seen_at: 0,
                 },
             );
             if with_places {
-                places.push(crate::import::bpe::Harvested {
-                    source_ref: row.source_ref.to_owned(),
-                    typology: row.typology.to_owned(),
-                    insee_code: row.insee_code.to_owned(),
-                    location: LonLat::new(row.lon, row.lat),
-                });
+                places.add(
+                    row.source_ref,
+                    row.typology,
+                    row.insee_code,
+                    LonLat::new(row.lon, row.lat),
+                );
             }
         })?;
         Ok((known, places))
