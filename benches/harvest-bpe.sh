@@ -17,14 +17,8 @@ set -euo pipefail
 export LC_ALL=C
 rows=${1:-2800000}
 cd "$(dirname "$0")/.."
-synth=target/bench/synth-3000000-1.csv
-[ -f "$synth" ] || benches/search.sh 3000000 1
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=target/release/proximites
-fi
-work=$(mktemp -d)
-trap 'kill ${server:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+default_port=18093
+. benches/harvest-common.sh
 python3 - "$synth" taxonomy/typologies.toml "$rows" "$work/bpe.csv" <<'PY'
 import csv, subprocess, sys, tomllib
 synth, taxonomy, wanted, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -69,25 +63,17 @@ with open(out, "w", encoding="utf-8", newline="") as o:
 print(f"{len(rows)} rows")
 PY
 ls -l "$work/bpe.csv" | awk '{printf "BPE file: %.0f MB\n", $5/1e6}'
-db="$work/bpe.db"
 started=$(date +%s.%N)
-"$BIN" --database-url "sqlite://$db" harvest bpe "$work/bpe.csv" | tail -5
-harvested=$(date +%s.%N)
-port=${PORT:-18093}
-"$BIN" --database-url "sqlite://$db" serve --listen "127.0.0.1:$port" --no-demo >"$work/serve.log" 2>&1 &
-server=$!
+harvest bpe "$work/bpe.csv"
+harvest_s=$(since "$started")
+start_server
 # Searches by place and typology answer once the spatial index is loaded; searches by words
 # once the text index is built (a new database has none yet: it is built from every entry).
-until curl -sfG "http://127.0.0.1:$port/api/v1/services" --data-urlencode "typology=mairie" \
-    --data-urlencode "near=3.0863,45.7797" 2>/dev/null | grep -q '"total":[1-9]'; do sleep 0.2; done
-placed=$(date +%s.%N)
-name=$(tail -2 "$work/bpe.csv" | head -1 | cut -d';' -f1)
-until curl -sfG "http://127.0.0.1:$port/api/v1/services" --data-urlencode "q=$name" 2>/dev/null |
-    grep -q '"total":[1-9]'; do sleep 0.2; done
-searchable=$(date +%s.%N)
-python3 -c "import sys; a, b, c, d = map(float, sys.argv[1:]); print(f'harvest {b-a:.1f} s; searchable by place and typology after {c-a:.1f} s, by words after {d-a:.1f} s (server start included)')" \
-    "$started" "$harvested" "$placed" "$searchable"
-kill $server; wait $server 2>/dev/null || true
+until_found "typology=mairie" "near=3.0863,45.7797"
+placed_s=$(since "$started")
+until_found "q=$(tail -2 "$work/bpe.csv" | head -1 | cut -d';' -f1)"
+echo "harvest $harvest_s s; searchable by place and typology after $placed_s s, by words after $(since "$started") s (server start included)"
+stop_server
 again=$(date +%s.%N)
-"$BIN" --database-url "sqlite://$db" harvest bpe "$work/bpe.csv" | tail -5
-python3 -c "import sys,time; print(f'second harvest of the same file: {time.time()-float(sys.argv[1]):.1f} s')" "$again"
+harvest bpe "$work/bpe.csv"
+echo "second harvest of the same file: $(since "$again") s"

@@ -13,14 +13,8 @@ set -euo pipefail
 export LC_ALL=C
 records=${1:-63000}
 cd "$(dirname "$0")/.."
-synth=target/bench/synth-3000000-1.csv
-[ -f "$synth" ] || benches/search.sh 3000000 1
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=target/release/proximites
-fi
-work=$(mktemp -d)
-trap 'kill ${server:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+default_port=18092
+. benches/harvest-common.sh
 python3 - "$synth" taxonomy/typologies.toml "$records" "$work/dila.json" <<'PY'
 import csv, json, sys, tomllib
 synth, taxonomy, wanted, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -75,20 +69,13 @@ with open(synth, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as o:
 print(f"{n} records")
 PY
 ls -l "$work/dila.json" | awk '{printf "DILA file: %.0f MB\n", $5/1e6}'
-db="$work/dila.db"
 started=$(date +%s.%N)
-"$BIN" --database-url "sqlite://$db" harvest dila "$work/dila.json" | tail -4
-harvested=$(date +%s.%N)
-port=${PORT:-18092}
-"$BIN" --database-url "sqlite://$db" serve --listen "127.0.0.1:$port" --no-demo >"$work/serve.log" 2>&1 &
-server=$!
-name=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['service'][-1]['nom'])" "$work/dila.json")
-until curl -sfG "http://127.0.0.1:$port/api/v1/services" --data-urlencode "q=$name" 2>/dev/null |
-    grep -q '"total":[1-9]'; do sleep 0.2; done
-searchable=$(date +%s.%N)
-python3 -c "import sys; a, b, c = map(float, sys.argv[1:]); print(f'harvest {b-a:.1f} s, searchable after {c-a:.1f} s (server start included)')" \
-    "$started" "$harvested" "$searchable"
-kill $server; wait $server 2>/dev/null || true
+harvest dila "$work/dila.json"
+harvest_s=$(since "$started")
+start_server
+until_found "q=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['service'][-1]['nom'])" "$work/dila.json")"
+echo "harvest $harvest_s s, searchable after $(since "$started") s (server start included)"
+stop_server
 again=$(date +%s.%N)
-"$BIN" --database-url "sqlite://$db" harvest dila "$work/dila.json" | tail -4
-python3 -c "import sys,time; print(f'second harvest of the same file: {time.time()-float(sys.argv[1]):.1f} s')" "$again"
+harvest dila "$work/dila.json"
+echo "second harvest of the same file: $(since "$again") s"

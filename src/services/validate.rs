@@ -71,28 +71,6 @@ macro_rules! draft_field {
     };
 }
 
-/// Every field of a [`Draft`], as the project's CSV names them.
-const DRAFT_FIELDS: [&str; 18] = [
-    "source_ref",
-    "typology",
-    "name",
-    "address",
-    "postcode",
-    "city",
-    "insee_code",
-    "lon",
-    "lat",
-    "phone",
-    "email",
-    "website",
-    "opening_hours",
-    "opening_hours_json",
-    "wheelchair",
-    "wheelchair_note",
-    "description",
-    "verified_at",
-];
-
 impl Draft {
     /// A digest of the record as it came (every field's text) and of how it is validated
     /// (`rules`): the same digest means the same validated content, so a re-harvest can leave
@@ -103,7 +81,9 @@ impl Draft {
         use std::hash::Hasher;
         let mut h = rustc_hash::FxHasher::default();
         h.write(rules.as_bytes());
-        for name in DRAFT_FIELDS {
+        // Every field: those with a text limit, and the confirmation date.
+        let names = TEXT_LIMITS.iter().map(|(name, _, _)| *name);
+        for name in names.chain(["verified_at"]) {
             h.write_u8(0x1f);
             h.write(self.field(name).map_or("", String::as_str).as_bytes());
         }
