@@ -48,7 +48,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let (text_dir, exports_dir) =
                 db::derived_paths(&cli.database_url, args.data_dir.as_deref());
-            let mut state = app::AppState::build_with(pool, reference, &text_dir, true).await?;
+            let mut state = app::AppState::build_with(
+                pool,
+                reference,
+                &text_dir,
+                Some(search::live::BACKGROUND_TEXT_BUILD_ABOVE),
+            )
+            .await?;
             state
                 .live
                 .set_cache_staleness(std::time::Duration::from_secs(args.cache_staleness));

@@ -61,19 +61,20 @@ impl AppState {
         reference: Reference,
         text_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        Self::build_with(pool, reference, text_dir, false).await
+        Self::build_with(pool, reference, text_dir, None).await
     }
 
-    /// The same; with `text_in_background`, a text index to build from every entry is built
-    /// while the server answers (see [`LiveIndexes::open_with`]).
+    /// The same; with `background_above`, a text index to build from every entry of a
+    /// directory larger than that is built while the server answers (see
+    /// [`LiveIndexes::open_with`]).
     pub async fn build_with(
         pool: Pool,
         reference: Reference,
         text_dir: &std::path::Path,
-        text_in_background: bool,
+        background_above: Option<usize>,
     ) -> anyhow::Result<Self> {
         let live =
-            LiveIndexes::open_with(&pool, reference.clone(), text_dir, text_in_background).await?;
+            LiveIndexes::open_with(&pool, reference.clone(), text_dir, background_above).await?;
         let web = crate::web::Web {
             form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
             report_limiter: Default::default(),

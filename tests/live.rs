@@ -583,3 +583,70 @@ async fn a_process_killed_after_its_commit_catches_up_at_restart() {
         "caught up from the log, no rebuild:\n{log}"
     );
 }
+
+/// A server on a new database may build its text index while it answers: searches by place
+/// answer at once, searches by words and `/readyz` say 503 (with `Retry-After`) until the
+/// follower has built it, then everything answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_text_index_is_built_while_the_server_answers() {
+    use tower::ServiceExt;
+    let (dir, pool, reference) = common::database(false).await;
+    common::import_generated(&pool, &reference, &["15"], 300, 4).await;
+    let state = proximites::app::AppState::build_with(
+        pool.clone(),
+        reference,
+        &dir.path().join("text"),
+        Some(0),
+    )
+    .await
+    .unwrap();
+    let router = proximites::app::router(state.clone());
+    let get = |uri: String| {
+        let router = router.clone();
+        async move {
+            let response = router
+                .oneshot(
+                    axum::http::Request::get(uri)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, retry_after, json)
+        }
+    };
+    let (name,): (String,) = sqlx::query_as("SELECT name FROM services LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let words = format!(
+        "/api/v1/services?q={}",
+        proximites::web::encode_query(&[("x", name.as_str())])
+            .trim_start_matches("x=")
+            .to_owned()
+    );
+    let (status, retry_after, json) = get(words.clone()).await;
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(json["code"], "text_index_building");
+    assert!(retry_after.is_some());
+    let (status, _, json) = get("/api/v1/services?near=2.44,44.93".into()).await;
+    assert_eq!(status, 200, "{json}");
+    assert!(json["total"].as_u64().unwrap() > 0, "{json}");
+    let (status, _, json) = get("/readyz".into()).await;
+    assert_eq!(status, 503, "{json}");
+
+    // What the server's follower does at its first tick.
+    let built = state.live.catch_up(&pool).await.unwrap();
+    assert!(built.rebuilt, "{built:?}");
+    let (status, _, json) = get(words).await;
+    assert_eq!(status, 200, "{json}");
+    assert!(json["total"].as_u64().unwrap() > 0, "{json}");
+    let (status, _, json) = get("/readyz".into()).await;
+    assert_eq!(status, 200, "{json}");
+}

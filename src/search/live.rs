@@ -109,7 +109,7 @@ pub struct LiveIndexes {
 
 /// Above this many entries, a server builds a missing text index while it answers searches
 /// that need no words (below, the build takes a second or two and happens before listening).
-const BACKGROUND_TEXT_BUILD_ABOVE: usize = 100_000;
+pub const BACKGROUND_TEXT_BUILD_ABOVE: usize = 100_000;
 
 /// The entries the search API keeps in memory: at most about 200 MB, each entry with its JSON.
 const SERVICE_CACHE_ENTRIES: usize = 100_000;
@@ -119,19 +119,19 @@ impl LiveIndexes {
     /// brings both to the log's head: the text index from its own position (rebuilt only when
     /// it has none, is of another schema version, or the log was pruned past it).
     pub async fn open(pool: &Pool, reference: Reference, dir: &Path) -> anyhow::Result<Self> {
-        Self::open_with(pool, reference, dir, false).await
+        Self::open_with(pool, reference, dir, None).await
     }
 
-    /// The same; with `text_in_background`, a text index that must be built from every entry
-    /// (a new database: after a national harvest, minutes for millions of entries) is left to
-    /// the server's follower ([`follow`]), so that searches by place and typology answer at
-    /// once; searches by words are refused with 503 `text_index_building` until it is built,
-    /// and `/readyz` says not ready.
+    /// The same; with `background_above`, a text index that must be built from every entry
+    /// of a directory of more entries than that (a new database: after a national harvest,
+    /// minutes for millions of entries) is left to the server's follower ([`follow`]), so that
+    /// searches by place and typology answer at once; searches by words are refused with 503
+    /// `text_index_building` until it is built, and `/readyz` says not ready.
     pub async fn open_with(
         pool: &Pool,
         reference: Reference,
         dir: &Path,
-        text_in_background: bool,
+        background_above: Option<usize>,
     ) -> anyhow::Result<Self> {
         let owned = dir.to_owned();
         let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
@@ -169,8 +169,7 @@ impl LiveIndexes {
             writes: Arc::default(),
             service_cache: Arc::new(ServiceCache::new(SERVICE_CACHE_ENTRIES)),
         };
-        // A small directory is indexed in a second: before listening, as always.
-        if text_in_background && text_position < 0 && entries > BACKGROUND_TEXT_BUILD_ABOVE {
+        if text_position < 0 && background_above.is_some_and(|above| entries > above) {
             tracing::info!(
                 "text index to build from the database: in the background, searches by words wait for it"
             );
