@@ -586,6 +586,38 @@ async fn commitments_reports_queue_and_export_pages() {
         pharmacie.contains("<td>0</td>") && pharmacie.contains("2 communes"),
         "{pharmacie}"
     );
+    // Clermont's town hall harvested from a national source: counted, as citizens see it.
+    let harvested = proximites::import::import(
+        &f.state.pool,
+        &f.state.reference,
+        proximites::import::Input::Bytes {
+            name: "annuaire.csv".into(),
+            bytes: "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\nm-63113,mairie,Mairie de Clermont-Ferrand,,,,63113,3.0863,45.7797,,,,,,\n".into(),
+        },
+        proximites::import::ImportOptions {
+            source: Some("Annuaire de l'administration (DILA)".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(harvested.created, 1, "{harvested:?}");
+    let page = request(
+        router,
+        Method::GET,
+        "/espace/engagements",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    let html = page.html;
+    let mairie = &html[html.find("(mairie)").unwrap()..];
+    let mairie = &mairie[..mairie.find("</tr>").unwrap()];
+    assert!(
+        mairie.contains("<td>2</td><td>1</td>") && mairie.contains("aucune"),
+        "{mairie}"
+    );
 
     // A citizen report reaches the queue; the admin moves it on; another organisation cannot.
     let token = f
@@ -1463,5 +1495,418 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
                 .contains("Annuaire de l'administration (DILA)"),
         "{}",
         monitoring.html
+    );
+}
+
+/// A town hall record of the Annuaire de l'administration (bulk shape), in `insee`.
+fn dila_record(
+    id: &str,
+    insee: &str,
+    name: &str,
+    phone: &str,
+    lon: f64,
+    lat: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "nom": name,
+        "pivot": [{"type_service_local": "mairie", "code_insee_commune": [insee]}],
+        "code_insee_commune": insee,
+        "adresse": [{"type_adresse": "Adresse", "numero_voie": "10 rue Philippe-Marcombes",
+            "code_postal": "63000", "nom_commune": "Clermont-Ferrand", "pays": "France",
+            "longitude": lon.to_string(), "latitude": lat.to_string()}],
+        "telephone": [{"valeur": phone, "description": ""}],
+    })
+}
+
+async fn harvest_dila(
+    pool: &proximites::db::Pool,
+    reference: &proximites::import::Reference,
+    records: &[serde_json::Value],
+) -> proximites::import::ImportReport {
+    proximites::import::harvest(
+        pool,
+        reference,
+        proximites::import::National::Dila,
+        proximites::import::Input::Bytes {
+            name: "dila.json".into(),
+            bytes: serde_json::json!({ "service": records })
+                .to_string()
+                .into_bytes(),
+        },
+        false,
+        false,
+    )
+    .await
+    .unwrap()
+}
+
+/// A commune claims the town hall the Annuaire harvested (not another commune's); its edits
+/// survive the next harvests, which show what the source says differently as suggestions to
+/// accept or dismiss; an entry the source drops is flagged, not withdrawn; the operator
+/// releases the claim and the source's values come back.
+#[tokio::test]
+async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() {
+    let (dir, pool, reference) = database(false).await;
+    let clermont = dila_record(
+        "dila-clermont",
+        "63113",
+        "Mairie - Clermont-Ferrand",
+        "04 73 42 63 63",
+        3.0863,
+        45.7797,
+    );
+    let riom = dila_record(
+        "dila-riom",
+        "63300",
+        "Mairie - Riom",
+        "04 73 38 99 99",
+        3.1130,
+        45.8937,
+    );
+    let first = harvest_dila(&pool, &reference, &[clermont.clone(), riom.clone()]).await;
+    assert_eq!(first.created, 2, "{first:?}");
+    let org = organisation(
+        &pool,
+        "Ville de Clermont-Ferrand",
+        "commune",
+        "commune:63113",
+    )
+    .await;
+    let (cookie, csrf) = signed_in(&pool, &org.id, "mairie@clermont.example", Role::Admin).await;
+    let (operator, operator_csrf) = operator_signed_in(&pool).await;
+    let (_, token) = store::create_token(&pool, &org.id, "script").await.unwrap();
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let id_of = |source_ref: &'static str| {
+        let pool = f.state.pool.clone();
+        async move {
+            let (id,): (String,) = sqlx::query_as(
+                "SELECT service_id FROM claims WHERE origin_ref = $1
+                 UNION SELECT id FROM services WHERE source_ref = $1",
+            )
+            .bind(source_ref)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let clermont_id = id_of("dila-clermont").await;
+    let riom_id = id_of("dila-riom").await;
+
+    // « Mes fiches » is empty but lists the town hall of its territory to claim.
+    let list = request(router, Method::GET, "/espace", Some(&cookie), None, &[]).await;
+    let claimable = &list.html[list
+        .html
+        .find("id=\"a-revendiquer\"")
+        .expect("claimable section")..];
+    assert!(
+        claimable.contains("Mairie - Clermont-Ferrand"),
+        "{claimable}"
+    );
+    assert!(!claimable.contains("Mairie - Riom"), "{claimable}");
+    assert!(claimable.contains(&format!("/espace/fiches/{clermont_id}/revendiquer")));
+    let refused = request(
+        router,
+        Method::POST,
+        &format!("/espace/fiches/{riom_id}/revendiquer"),
+        Some(&cookie),
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "another commune's town hall"
+    );
+    let claimed = request(
+        router,
+        Method::POST,
+        &format!("/espace/fiches/{clermont_id}/revendiquer"),
+        Some(&cookie),
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(claimed.status, StatusCode::SEE_OTHER, "{}", claimed.html);
+    let public = request(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{clermont_id}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    let entry: serde_json::Value = serde_json::from_str(&public.html).unwrap();
+    assert_eq!(
+        entry["source"]["name"], "Ville de Clermont-Ferrand",
+        "the commune signs it now"
+    );
+    let again = request(
+        router,
+        Method::POST,
+        &format!("/api/v1/services/{clermont_id}/claim"),
+        None,
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.html);
+    assert!(again.html.contains("already_claimed"), "{}", again.html);
+
+    // The commune changes the phone; the source changes name, phone and adds a web site.
+    let commune_actor = proximites::accounts::store::actor_for_token(&f.state.pool, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fields = serde_json::Map::new();
+    fields.insert("phone".into(), "04 73 42 00 00".into());
+    let current = proximites::services::store::get(
+        &f.state.pool,
+        &proximites::services::ServiceId::parse(&clermont_id).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    proximites::services::write::update(
+        &f.state,
+        &commune_actor,
+        proximites::services::history::Via::Api,
+        &clermont_id,
+        Some(&proximites::services::write::etag(&current)),
+        &fields,
+    )
+    .await
+    .unwrap();
+    let mut changed = clermont.clone();
+    changed["nom"] = "Hôtel de ville de Clermont-Ferrand".into();
+    changed["telephone"][0]["valeur"] = "04 73 42 63 00".into();
+    changed["site_internet"] =
+        serde_json::json!([{"libelle": "", "valeur": "https://clermont-ferrand.fr"}]);
+    let second = harvest_dila(
+        &f.state.pool,
+        &f.state.reference,
+        &[changed.clone(), riom.clone()],
+    )
+    .await;
+    assert_eq!(
+        (
+            second.claimed,
+            second.suggested,
+            second.updated,
+            second.created,
+            second.withdrawn
+        ),
+        (1, 1, 0, 0, 0),
+        "{second:?}"
+    );
+    let suggestions = |pool: proximites::db::Pool, id: String| async move {
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT field, value, dismissed_at IS NOT NULL FROM suggestions WHERE service_id = $1 ORDER BY field",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    assert_eq!(
+        suggestions(f.state.pool.clone(), clermont_id.clone()).await,
+        [
+            (
+                "name".to_owned(),
+                "Hôtel de ville de Clermont-Ferrand".to_owned(),
+                false
+            ),
+            ("phone".to_owned(), "+33473426300".to_owned(), false),
+            (
+                "website".to_owned(),
+                "https://clermont-ferrand.fr/".to_owned(),
+                false
+            ),
+        ]
+    );
+    let kept = proximites::services::store::get(&f.state.pool, &current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.content.name, "Mairie - Clermont-Ferrand",
+        "the harvest left the entry alone"
+    );
+    assert_eq!(kept.content.phones[0].e164(), "+33473420000");
+
+    // The entry's page shows them; the commune takes the name and keeps its phone.
+    let page = request(
+        router,
+        Method::GET,
+        &format!("/espace/fiches/{clermont_id}"),
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        page.html.contains("id=\"suggestions\"")
+            && page.html.contains("Hôtel de ville de Clermont-Ferrand"),
+        "{}",
+        page.html
+    );
+    for (field, action) in [("name", "accepter"), ("phone", "ignorer")] {
+        let done = request(
+            router,
+            Method::POST,
+            &format!("/espace/fiches/{clermont_id}/suggestions/{field}/{action}"),
+            Some(&cookie),
+            Some(&[("csrf", &csrf)]),
+            &[],
+        )
+        .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{field}: {}", done.html);
+    }
+    let api = request(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{clermont_id}/suggestions"),
+        None,
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    let view: serde_json::Value = serde_json::from_str(&api.html).unwrap();
+    assert_eq!(view["claim"]["origin_ref"], "dila-clermont", "{view}");
+    let fields: Vec<(&str, bool)> = view["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["field"].as_str().unwrap(), s["dismissed_at"].is_null()))
+        .collect();
+    assert_eq!(
+        fields,
+        [("website", true), ("phone", false)],
+        "pending first, then dismissed"
+    );
+    let renamed = proximites::services::store::get(&f.state.pool, &current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.content.name, "Hôtel de ville de Clermont-Ferrand");
+    assert_eq!(renamed.content.phones[0].e164(), "+33473420000");
+
+    // The same file again changes nothing: the dismissed phone stays dismissed.
+    let third = harvest_dila(
+        &f.state.pool,
+        &f.state.reference,
+        &[changed.clone(), riom.clone()],
+    )
+    .await;
+    assert_eq!(
+        (third.claimed, third.suggested, third.updated),
+        (1, 0, 0),
+        "{third:?}"
+    );
+
+    // The source drops it: flagged, still published, listed « à vérifier ».
+    let dropped = harvest_dila(
+        &f.state.pool,
+        &f.state.reference,
+        std::slice::from_ref(&riom),
+    )
+    .await;
+    assert_eq!(
+        (dropped.claims_dropped, dropped.withdrawn),
+        (1, 0),
+        "{dropped:?}"
+    );
+    let flagged = proximites::services::store::get(&f.state.pool, &current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(flagged.status.as_str(), "published");
+    assert_eq!(
+        flagged.content.quality[0].code.as_str(),
+        "dropped_by_source"
+    );
+    let list = request(
+        router,
+        Method::GET,
+        "/espace?qualite=dropped_by_source",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        list.html.contains("Hôtel de ville de Clermont-Ferrand"),
+        "{}",
+        list.html
+    );
+    let confirmed = request(
+        router,
+        Method::POST,
+        &format!("/espace/fiches/{clermont_id}/confirmer"),
+        Some(&cookie),
+        Some(&[("csrf", &csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::SEE_OTHER);
+    let settled = proximites::services::store::get(&f.state.pool, &current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        settled.content.quality.is_empty(),
+        "the commune says the service still exists"
+    );
+
+    // The operator releases the claim; the next harvest writes the source's values again.
+    let contributor_release = request(
+        router,
+        Method::DELETE,
+        &format!("/api/v1/services/{clermont_id}/claim"),
+        None,
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(contributor_release.status, StatusCode::FORBIDDEN);
+    let released = request(
+        router,
+        Method::POST,
+        &format!("/espace/fiches/{clermont_id}/liberer"),
+        Some(&operator),
+        Some(&[("csrf", &operator_csrf)]),
+        &[],
+    )
+    .await;
+    assert_eq!(released.status, StatusCode::SEE_OTHER, "{}", released.html);
+    let back = harvest_dila(&f.state.pool, &f.state.reference, &[changed, riom]).await;
+    assert_eq!(
+        (back.updated, back.created, back.claimed),
+        (1, 0, 0),
+        "{back:?}"
+    );
+    let source_again = proximites::services::store::get(&f.state.pool, &current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        source_again.source_name,
+        "Annuaire de l'administration (DILA)"
+    );
+    assert_eq!(source_again.content.phones[0].e164(), "+33473426300");
+    let (actions,): (String,) = sqlx::query_as(
+        "SELECT group_concat(action, ',') FROM (SELECT action FROM service_history WHERE service_id = $1 ORDER BY id)",
+    )
+    .bind(&clermont_id)
+    .fetch_one(&f.state.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        "created,claimed,updated,updated,dropped_by_source,confirmed,released,updated"
     );
 }

@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod campaigns;
+pub mod claims;
 pub mod organisation;
 pub mod pages;
 pub mod settings;
@@ -116,6 +117,16 @@ pub fn router() -> Router<AppState> {
             get(pages::edit_form).post(pages::save_entry),
         )
         .route("/espace/fiches/{id}/confirmer", post(pages::confirm_entry))
+        .route("/espace/fiches/{id}/revendiquer", post(claims::claim_entry))
+        .route("/espace/fiches/{id}/liberer", post(claims::release_entry))
+        .route(
+            "/espace/fiches/{id}/suggestions/{field}/accepter",
+            post(claims::accept_suggestion),
+        )
+        .route(
+            "/espace/fiches/{id}/suggestions/{field}/ignorer",
+            post(claims::dismiss_suggestion),
+        )
         .route("/espace/fiches/{id}/retirer", post(pages::withdraw_entry))
         .route("/espace/fiches/{id}/historique", get(pages::history_page))
         .route(

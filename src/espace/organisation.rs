@@ -73,35 +73,43 @@ pub async fn commitments(State(state): State<AppState>, headers: HeaderMap) -> R
             .communes()
             .filter(|c| territory.contains(c))
             .collect();
-        let counts: Vec<(String, String, i64)> = match sqlx::query_as(
-            "SELECT typology_code, insee_code, COUNT(*) FROM services
-             WHERE source_id = $1 AND status = 'published' GROUP BY typology_code, insee_code",
-        )
-        .bind(&organisation.id)
-        .fetch_all(&state.pool)
-        .await
-        {
-            Ok(rows) => rows,
-            Err(error) => return Error::from(error).into_response(),
+        // What citizens see, whichever source signs it: a commune's town hall harvested from
+        // the Annuaire counts for the commune that committed to town halls.
+        let counts: Vec<(String, String, i64, i64)> = if organisation.typologies.is_empty() {
+            Vec::new()
+        } else {
+            let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
+                "SELECT typology_code, insee_code, COUNT(*),
+                 SUM(CASE WHEN source_id = ",
+            );
+            q.push_bind(&organisation.id)
+                .push(" THEN 0 ELSE 1 END) FROM services WHERE status = 'published' AND typology_code IN (");
+            let mut list = q.separated(", ");
+            for code in &organisation.typologies {
+                list.push_bind(code);
+            }
+            q.push(") GROUP BY typology_code, insee_code");
+            match q.build_query_as().fetch_all(&state.pool).await {
+                Ok(rows) => rows,
+                Err(error) => return Error::from(error).into_response(),
+            }
         };
-        let mut by_typology: HashMap<&str, HashMap<&str, i64>> = HashMap::new();
-        for (typology, insee, n) in &counts {
-            by_typology.entry(typology).or_default().insert(insee, *n);
+        let mut by_typology: HashMap<&str, HashMap<&str, (i64, i64)>> = HashMap::new();
+        for (typology, insee, n, others) in &counts {
+            by_typology
+                .entry(typology)
+                .or_default()
+                .insert(insee, (*n, *others));
         }
         let rows: Vec<_> = organisation
             .typologies
             .iter()
             .map(|code| {
                 let found = by_typology.get(code.as_str());
-                let inside: i64 = communes
+                let (inside, others) = communes
                     .iter()
-                    .map(|c| {
-                        found
-                            .and_then(|f| f.get(c.insee_code.as_str()))
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .sum();
+                    .filter_map(|c| found.and_then(|f| f.get(c.insee_code.as_str())))
+                    .fold((0, 0), |(n, o), (cn, co)| (n + cn, o + co));
                 let missing: Vec<&str> = communes
                     .iter()
                     .filter(|c| found.is_none_or(|f| !f.contains_key(c.insee_code.as_str())))
@@ -113,6 +121,7 @@ pub async fn commitments(State(state): State<AppState>, headers: HeaderMap) -> R
                         .typology(code)
                         .map_or(code.as_str(), |t| t.label_fr.as_str()),
                     inside,
+                    others,
                     missing,
                 )
             })
@@ -131,13 +140,14 @@ pub async fn commitments(State(state): State<AppState>, headers: HeaderMap) -> R
                     p { "Pas de typologie déclarée." }
                 } @else {
                     table {
-                        caption { "Typologies engagées : fiches publiées sur le territoire" }
-                        thead { tr { th scope="col" { "Typologie" } th scope="col" { "Fiches" } th scope="col" { "Communes sans fiche" } } }
+                        caption { "Typologies engagées : fiches publiées sur le territoire, telles que les citoyens les voient" }
+                        thead { tr { th scope="col" { "Typologie" } th scope="col" { "Fiches" } th scope="col" { "dont d'autres sources" } th scope="col" { "Communes sans fiche" } } }
                         tbody {
-                            @for (code, label, inside, missing) in rows {
+                            @for (code, label, inside, others, missing) in rows {
                                 tr {
                                     th scope="row" { (label) " " span.hint { "(" (code) ")" } }
                                     td { (inside) }
+                                    td { (others) }
                                     td {
                                         @if missing.is_empty() { "aucune" }
                                         @else {
@@ -153,6 +163,11 @@ pub async fn commitments(State(state): State<AppState>, headers: HeaderMap) -> R
                     }
                 }
                 @if session.actor.role != Role::Operator {
+                    p {
+                        "Les fiches récoltées des sources nationales sur votre territoire se revendiquent depuis "
+                        a href="/espace#a-revendiquer" { "Mes fiches" }
+                        " : vous les signez alors, et la source ne les modifie plus."
+                    }
                     p { a href="/espace/organisation/export" download { "Télécharger toutes nos données (ZIP : fiches CSV et GeoJSON, historique, paramètres)" } }
                 }
             }

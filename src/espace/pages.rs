@@ -31,7 +31,7 @@ const STALE_DAYS: i64 = 183;
 const BACK: Option<(&str, &str)> = Some(("/espace", "Retour à mes fiches"));
 
 /// An error as a page: the problem's words, in the frame, with its status.
-fn error_page(error: Error, session: Option<&Session>) -> Response {
+pub(super) fn error_page(error: Error, session: Option<&Session>) -> Response {
     super::refused_page(error, session, BACK)
 }
 
@@ -445,6 +445,19 @@ pub async fn entries(
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
+    let claimable = if session.actor.role == Role::Operator {
+        None
+    } else {
+        let wanted = super::claims::ClaimableFilter {
+            typology: filter.typology.clone(),
+            insee_code: filter.insee_code.clone(),
+            name: filter.name.clone(),
+        };
+        match super::claims::claimable(&state, &session, &wanted).await {
+            Ok(found) => Some(found),
+            Err(error) => return error.into_response(),
+        }
+    };
     let taxonomy = &state.reference.taxonomy;
     let locator = &state.reference.locator;
     let states = [
@@ -568,6 +581,9 @@ pub async fn entries(
                     }
                 }
             }
+        }
+        @if let Some(found) = &claimable {
+            (super::claims::claimable_section(&state, &session, found))
         }
     };
     page("Mes fiches", Some(&session), body).into_response()
@@ -967,6 +983,17 @@ async fn readable(
         .map_err(|error| error_page(error, Some(session)))
 }
 
+/// The claim section of the entry's page (empty for an entry nobody claimed).
+async fn claim_section(state: &AppState, session: &Session, id: &str) -> Markup {
+    match crate::services::claims::suggestions_of(state, &session.actor, id).await {
+        Ok(found) => super::claims::entry_section(session, &found),
+        Err(error) => {
+            tracing::warn!(%error, "claim of an entry not read");
+            html! {}
+        }
+    }
+}
+
 /// The week of the entry's hours and whether it is open now: the preview of what citizens see.
 fn hours_preview(state: &AppState, hours: Option<&str>, heading: &str) -> Markup {
     let now = crate::search::hours::paris_now();
@@ -1040,6 +1067,7 @@ fn edit_page(
     closures: &str,
     errors: &[FieldError],
     notice: Option<&str>,
+    claim: &Markup,
 ) -> Markup {
     let commune = state
         .reference
@@ -1066,6 +1094,7 @@ fn edit_page(
                 }
             }
         }
+        (claim)
         (entry_form(state, session, &format!("/espace/fiches/{}", service.id), values, closures, Some(&write::etag(service)), errors, notice))
         (hours_preview(state, service.content.opening_hours.as_deref(), "apercu-horaires"))
         (entry_actions(session, service))
@@ -1102,7 +1131,18 @@ pub async fn edit_form(
     let mut values = draft_of(&service);
     values.insee_code.clear();
     let closures = closures_text(&service.content.closures);
-    edit_page(&state, &session, &service, &values, &closures, &[], notice).into_response()
+    let claim = claim_section(&state, &session, &id).await;
+    edit_page(
+        &state,
+        &session,
+        &service,
+        &values,
+        &closures,
+        &[],
+        notice,
+        &claim,
+    )
+    .into_response()
 }
 
 /// Saves the form: a change of the entry as it was when the form was shown (its ETag); when
@@ -1143,6 +1183,7 @@ pub async fn save_entry(
                     typed_closures,
                     &errors,
                     None,
+                    &claim_section(&state, &session, &id).await,
                 ),
             )
                 .into_response(),
@@ -1171,6 +1212,7 @@ pub async fn save_entry(
                         typed_closures,
                         &[],
                         Some(&notice),
+                        &claim_section(&state, &session, &id).await,
                     ),
                 )
                     .into_response()

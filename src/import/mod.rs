@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::db::Pool;
 use crate::error::FieldError;
 use crate::services::bulk::BulkWriter;
+use crate::services::claims;
 use crate::services::store::{self, Known, Upsert};
 use crate::services::turn::WriteTurn;
 
@@ -122,11 +123,36 @@ pub struct ImportReport {
     /// How the rows of a source without lasting ids were matched to earlier entries (BPE).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matching: Option<bpe::Matching>,
+    /// Records of entries an organisation claimed: their fields are left to it.
+    pub claimed: u64,
+    /// Claimed entries whose suggestions the file changes (what the source says differently).
+    pub suggested: u64,
+    /// Claimed entries the source no longer lists, flagged (never withdrawn).
+    pub claims_dropped: u64,
+    /// The suggestions to store, per claimed entry whose suggestions change.
+    #[serde(skip)]
+    pub suggestion_changes: Vec<(ServiceId, Vec<(String, String)>)>,
+    /// Claimed entries the file leaves out that were listed before; and those it lists again.
+    #[serde(skip)]
+    pub dropped_claims: Vec<ServiceId>,
+    #[serde(skip)]
+    pub listed_again: Vec<ServiceId>,
 }
 
 impl ImportReport {
     /// The summary printed at the end of an import, in French then English.
     pub fn summary(&self) -> String {
+        let mut summary = self.counts();
+        if self.claimed > 0 || self.claims_dropped > 0 {
+            summary.push_str(&format!(
+                "\n  fiches revendiquées (laissées à leur organisation) {} · suggestions nouvelles pour {} · plus publiées par la source {}",
+                self.claimed, self.suggested, self.claims_dropped
+            ));
+        }
+        summary
+    }
+
+    fn counts(&self) -> String {
         let head = format!(
             "{} ({}, source « {} »)",
             self.file,
@@ -194,6 +220,8 @@ fn parse_verified_at(value: &str) -> Result<Option<DateTime<Utc>>, String> {
 struct Classifier<'a> {
     validator: Validator<'a>,
     known: HashMap<String, Known>,
+    /// The source's records that organisations claimed, by source_ref: left to them.
+    claimed: HashMap<String, crate::services::claims::Claimed>,
     /// source_ref → line where it was first seen in this file, for rows of no known entry
     /// (a known entry keeps its own, `Known::seen_at`: no copy of millions of keys).
     seen: HashMap<String, u64>,
@@ -268,6 +296,10 @@ impl Classifier<'_> {
                 )],
                 line,
             );
+            return true;
+        }
+        if self.claimed.contains_key(&source_ref) {
+            self.claimed_record(&source_ref, &draft, line);
             return true;
         }
         let first_seen = match self.known.get_mut(&source_ref) {
@@ -399,6 +431,43 @@ impl Classifier<'_> {
             source_digest: raw_digest,
         })));
         true
+    }
+
+    /// A record of an entry an organisation claimed: its fields stay the organisation's, and
+    /// what the record says differently becomes the entry's suggestions.
+    fn claimed_record(&mut self, source_ref: &str, draft: &Draft, line: u64) {
+        let Some(claimed) = self.claimed.get_mut(source_ref) else {
+            return;
+        };
+        if claimed.seen_at > 0 {
+            let first = claimed.seen_at;
+            self.reject(
+                [FieldError::new(
+                    "source_ref",
+                    format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
+                )],
+                line,
+            );
+            return;
+        }
+        claimed.seen_at = line;
+        self.report.claimed += 1;
+        if claimed.dropped {
+            self.report.listed_again.push(claimed.id.clone());
+        }
+        // A record that does not read suggests nothing; the entry is still the source's.
+        if let Ok(content) = self.validator.content(draft, true) {
+            let mut proposed = crate::services::claims::proposals(&claimed.content, &content);
+            let mut stored = claimed.suggested.clone();
+            proposed.sort();
+            stored.sort();
+            if proposed != stored {
+                self.report.suggested += 1;
+                self.report
+                    .suggestion_changes
+                    .push((claimed.id.clone(), proposed));
+            }
+        }
     }
 
     /// Hands a write to the writer, in batches, while the import may still commit.
@@ -579,6 +648,8 @@ pub enum National {
 }
 
 impl National {
+    pub const ALL: [National; 3] = [National::Dila, National::DataInclusion, National::Bpe];
+
     /// The name its entries are signed with (convention art. 2: the source is named).
     pub fn source(self) -> &'static str {
         match self {
@@ -689,12 +760,18 @@ pub async fn import(
             .bind(&source_name)
             .fetch_optional(pool)
             .await?;
-    let (known, previous) = match &existing_source {
+    let (known, previous, claimed) = match &existing_source {
         Some((id,)) => {
             let matched_by_place = opened.format == Format::Bpe;
-            store::known_for_source(pool, id, matched_by_place).await?
+            let (known, previous) = store::known_for_source(pool, id, matched_by_place).await?;
+            let claimed = crate::services::claims::claimed_from(pool, id).await?;
+            (known, previous, claimed)
         }
-        None => (HashMap::default(), bpe::Previous::default()),
+        None => (
+            HashMap::default(),
+            bpe::Previous::default(),
+            HashMap::default(),
+        ),
     };
 
     let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Write>>(4);
@@ -725,6 +802,7 @@ pub async fn import(
                 validator
             },
             known,
+            claimed,
             seen: HashMap::default(),
             batch: Vec::with_capacity(BATCH),
             writes,
@@ -757,6 +835,17 @@ pub async fn import(
                 .collect();
             missing.sort_by(|a, b| a.0.cmp(&b.0));
             classifier.report.missing = missing;
+            let mut dropped: Vec<ServiceId> = classifier
+                .claimed
+                .values()
+                .filter(|c| c.seen_at == 0 && !c.dropped)
+                .map(|c| c.id.clone())
+                .collect();
+            dropped.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            if classifier.report.unnamed_rejected == 0 {
+                classifier.report.claims_dropped = dropped.len() as u64;
+            }
+            classifier.report.dropped_claims = dropped;
         }
         (classifier.report, unreadable)
     });
@@ -814,6 +903,37 @@ pub async fn import(
             }
         }
         report.withdrawn = report.missing.len() as u64;
+        for id in &report.dropped_claims {
+            claims::set_dropped(
+                turn.conn(),
+                id,
+                &organisation.name,
+                true,
+                &import_id,
+                started_at,
+            )
+            .await?;
+            if collect_ids {
+                written.push(id.clone());
+            }
+        }
+    }
+    for id in &report.listed_again {
+        claims::set_dropped(
+            turn.conn(),
+            id,
+            &organisation.name,
+            false,
+            &import_id,
+            started_at,
+        )
+        .await?;
+        if collect_ids {
+            written.push(id.clone());
+        }
+    }
+    for (id, proposed) in &report.suggestion_changes {
+        claims::set_suggestions(turn.conn(), id, proposed, started_at).await?;
     }
     if options.confirm_unchanged {
         for id in &report.unchanged_ids {

@@ -41,6 +41,22 @@ pub fn router() -> Router<AppState> {
             "/api/v1/services/{id}/history/{change}/restore",
             post(restore_service),
         )
+        .route(
+            "/api/v1/services/{id}/claim",
+            post(claim_service).delete(release_service),
+        )
+        .route(
+            "/api/v1/services/{id}/suggestions",
+            axum::routing::get(service_suggestions),
+        )
+        .route(
+            "/api/v1/services/{id}/suggestions/{field}/accept",
+            post(accept_suggestion),
+        )
+        .route(
+            "/api/v1/services/{id}/suggestions/{field}/dismiss",
+            post(dismiss_suggestion),
+        )
 }
 
 /// A JSON object body, or a 400 problem saying why not.
@@ -225,6 +241,114 @@ async fn restore_service(
 ) -> Result<Response> {
     let written = write::restore(&state, &actor, Via::Api, &id, &change).await?;
     Ok(answer(&state, StatusCode::OK, written))
+}
+
+/// The token's organisation claims a harvested entry of its territory (from the Annuaire de
+/// l'administration, data·inclusion or the BPE): it signs the entry from now on, the harvest
+/// no longer overwrites its fields and shows what the source says differently as suggestions.
+#[utoipa::path(post, path = "/api/v1/services/{id}/claim", tag = "contributors",
+    params(("id" = String, Path, description = "Entry id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = ServiceView, description = "Claimed: the entry is the organisation's"),
+        (status = 401, body = Problem), (status = 403, body = Problem, description = "Outside the organisation's territory"),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "Not a harvested entry, or already the organisation's")))]
+async fn claim_service(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let written = super::claims::claim(&state, &actor, Via::Api, &id).await?;
+    Ok(answer(&state, StatusCode::OK, written))
+}
+
+/// The operator releases a claim: the entry goes back to the source that harvested it, whose
+/// next harvest writes over it again.
+#[utoipa::path(delete, path = "/api/v1/services/{id}/claim", tag = "contributors",
+    params(("id" = String, Path, description = "Entry id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = ServiceView, description = "Released"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not claimed")))]
+async fn release_service(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let written = super::claims::release(&state, &actor, Via::Api, &id).await?;
+    Ok(answer(&state, StatusCode::OK, written))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SuggestionsView {
+    pub id: String,
+    /// The entry's current ETag.
+    pub etag: String,
+    /// Where the entry came from, when an organisation claimed it.
+    pub claim: Option<super::claims::Claim>,
+    /// What the source says differently: pending first, then dismissed.
+    pub suggestions: Vec<super::claims::Suggestion>,
+}
+
+async fn suggestions_view(
+    state: &AppState,
+    actor: &crate::accounts::Actor,
+    id: &str,
+) -> Result<Json<SuggestionsView>> {
+    let found = super::claims::suggestions_of(state, actor, id).await?;
+    Ok(Json(SuggestionsView {
+        id: found.service.id.to_string(),
+        etag: write::etag(&found.service),
+        claim: found.claim,
+        suggestions: found.suggestions,
+    }))
+}
+
+/// A claimed entry's origin, and what its source says differently, field by field.
+#[utoipa::path(get, path = "/api/v1/services/{id}/suggestions", tag = "contributors",
+    params(("id" = String, Path, description = "Entry id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = SuggestionsView), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn service_suggestions(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<SuggestionsView>> {
+    suggestions_view(&state, &actor, &id).await
+}
+
+/// Takes the source's value for the field: a change of the entry like any other, in its
+/// history.
+#[utoipa::path(post, path = "/api/v1/services/{id}/suggestions/{field}/accept", tag = "contributors",
+    params(("id" = String, Path, description = "Entry id"),
+        ("field" = String, Path, description = "The suggestion's field (`name`, `phone`, `position`…)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = ServiceView, description = "Changed; new `ETag`"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
+async fn accept_suggestion(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path((id, field)): Path<(String, String)>,
+) -> Result<Response> {
+    let written = super::claims::accept(&state, &actor, Via::Api, &id, &field).await?;
+    Ok(answer(&state, StatusCode::OK, written))
+}
+
+/// Keeps the entry's own value: the suggestion stays dismissed until the source says
+/// something else for that field.
+#[utoipa::path(post, path = "/api/v1/services/{id}/suggestions/{field}/dismiss", tag = "contributors",
+    params(("id" = String, Path, description = "Entry id"),
+        ("field" = String, Path, description = "The suggestion's field")),
+    security(("bearer" = [])),
+    responses((status = 200, body = SuggestionsView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+async fn dismiss_suggestion(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path((id, field)): Path<(String, String)>,
+) -> Result<Json<SuggestionsView>> {
+    super::claims::dismiss(&state, &actor, &id, &field).await?;
+    suggestions_view(&state, &actor, &id).await
 }
 
 #[derive(Deserialize, IntoParams)]

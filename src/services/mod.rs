@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bulk;
 pub mod cache;
+pub mod claims;
 pub mod history;
 pub mod hours;
 pub mod phone;

@@ -22,10 +22,13 @@ pub enum QualityCode {
     HoursUnreadable,
     PostcodeInvalid,
     WheelchairUnknown,
+    /// The national source no longer lists an entry an organisation claimed: it stays
+    /// published, for its organisation to confirm or withdraw.
+    DroppedBySource,
 }
 
 impl QualityCode {
-    pub const ALL: [QualityCode; 9] = [
+    pub const ALL: [QualityCode; 10] = [
         QualityCode::PositionOutsideCommune,
         QualityCode::PositionOutsideFrance,
         QualityCode::PositionMissing,
@@ -35,6 +38,7 @@ impl QualityCode {
         QualityCode::HoursUnreadable,
         QualityCode::PostcodeInvalid,
         QualityCode::WheelchairUnknown,
+        QualityCode::DroppedBySource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl QualityCode {
             QualityCode::HoursUnreadable => "hours_unreadable",
             QualityCode::PostcodeInvalid => "postcode_invalid",
             QualityCode::WheelchairUnknown => "wheelchair_unknown",
+            QualityCode::DroppedBySource => "dropped_by_source",
         }
     }
 
@@ -67,6 +72,7 @@ impl QualityCode {
             QualityCode::HoursUnreadable => "Horaires illisibles",
             QualityCode::PostcodeInvalid => "Code postal invalide",
             QualityCode::WheelchairUnknown => "Accessibilité illisible",
+            QualityCode::DroppedBySource => "Plus publiée par la source",
         }
     }
 
@@ -83,6 +89,8 @@ impl QualityCode {
             QualityCode::HoursUnreadable => &["opening_hours"],
             QualityCode::PostcodeInvalid => &["postcode"],
             QualityCode::WheelchairUnknown => &["wheelchair"],
+            // No field settles it: a confirmation or a withdrawal does.
+            QualityCode::DroppedBySource => &[],
         }
     }
 }

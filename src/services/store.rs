@@ -502,6 +502,30 @@ pub async fn overwrite(
     log_change(conn, id, change, now).await
 }
 
+/// Gives the entry `id` to another source (a claim, or its release), in the caller's
+/// transaction: the content stays, the digest of the source's last record is forgotten (the
+/// next harvest of that source reads the record again), and the change is logged so that
+/// caches keyed on the data version see the new signature.
+pub async fn reassign(
+    conn: &mut SqliteConnection,
+    id: &ServiceId,
+    source_id: &str,
+    source_ref: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE services SET source_id = $2, source_ref = $3, source_digest = NULL, updated_at = $4
+         WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(source_id)
+    .bind(source_ref)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    log_change(conn, id, Change::Touched, now).await
+}
+
 /// An entry as the contributors' list shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Listed {

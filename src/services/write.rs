@@ -83,7 +83,7 @@ pub fn draft_of(service: &Service) -> Draft {
 }
 
 /// The content as a draft, every field as text.
-fn content_draft(c: &Content) -> Draft {
+pub(crate) fn content_draft(c: &Content) -> Draft {
     Draft {
         typology: c.typology.clone(),
         name: c.name.clone(),
@@ -220,7 +220,7 @@ fn validate(
 
 /// The entry `id` for `actor`: an entry that does not exist and one of another organisation
 /// get the same 403 (the operator, who may see everything, gets a 404 for a missing one).
-async fn entry_for(
+pub(crate) async fn entry_for(
     conn: &mut SqliteConnection,
     actor: &Actor,
     id: &str,
@@ -379,7 +379,11 @@ pub async fn create(
     written(state, &id, Some(change_id)).await
 }
 
-async fn written(state: Entries<'_>, id: &ServiceId, change_id: Option<String>) -> Result<Written> {
+pub(crate) async fn written(
+    state: Entries<'_>,
+    id: &ServiceId,
+    change_id: Option<String>,
+) -> Result<Written> {
     let service = store::get(state.pool, id)
         .await?
         .ok_or_else(|| Error::not_found("fiche", id.as_str()))?;
@@ -420,6 +424,7 @@ async fn change(
             change_id: None,
         });
     };
+    super::claims::settle(turn.conn(), &current.id, content).await?;
     turn.commit().await?;
     written(state, &current.id, Some(change_id)).await
 }
@@ -507,7 +512,11 @@ pub async fn confirm(
     let state: Entries<'_> = state.into();
     let mut turn = open(state).await?;
     let current = entry_for(turn.conn(), actor, id, Action::ConfirmEntry).await?;
-    let content = current.content.clone();
+    let mut content = current.content.clone();
+    // Confirming an entry its source dropped says the service still exists.
+    content
+        .quality
+        .retain(|flag| flag.code != super::quality::QualityCode::DroppedBySource);
     change(
         state,
         turn,
