@@ -41,6 +41,11 @@ pub enum Command {
     /// created, updated field by field, unchanged, or withdrawn from the source), in one
     /// transaction; only records that cannot be used are left out, and reported.
     Harvest(HarvestArgs),
+    /// Find the same service given by several sources (same typology within 150 m, similar
+    /// names): one entry of each group is shown to citizens (a contributor's first, then the
+    /// national sources in the order of precedence), the others are hidden and kept. Runs
+    /// after every import and harvest; this runs it now, or sets the order first.
+    Duplicates(DuplicatesArgs),
     /// Write a realistic generated file of entries in the project's CSV, for benchmarks.
     Synth(SynthArgs),
     /// Manage the territory reference (communes, EPCI, départements, régions).
@@ -450,6 +455,14 @@ pub enum HarvestSource {
     /// positions reprojected from Lambert-93 or the overseas UTM zones; rows matched to the
     /// entries of earlier years by SIRET, else by type, commune and position.
     Bpe,
+}
+
+#[derive(Debug, Args)]
+pub struct DuplicatesArgs {
+    /// The order of the national sources, kept for every later pass: `dila,data-inclusion,bpe`
+    /// by default (entries signed by a contributor always come first).
+    #[arg(long)]
+    pub precedence: Option<String>,
 }
 
 #[derive(Debug, Args)]

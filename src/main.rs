@@ -226,6 +226,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await??;
             println!("{written} fiches générées / entries generated");
         }
+        Command::Duplicates(args) => {
+            use proximites::services::duplicates::{refresh, Precedence};
+            let pool = db::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&pool, false).await?;
+            if let Some(text) = &args.precedence {
+                let precedence = Precedence::parse(text).map_err(anyhow::Error::msg)?;
+                precedence.save(&pool).await?;
+            }
+            let precedence = Precedence::load(&pool).await?;
+            let pass = refresh(&pool, &reference.taxonomy, None).await?;
+            println!(
+                "ordre des sources / precedence : contributeurs, {}\n{} fiches examinées · {} groupes · {} masquées ({} nouvelles) · {} affichées à nouveau",
+                precedence.to_text(),
+                pass.candidates,
+                pass.groups,
+                pass.hidden,
+                pass.newly_hidden,
+                pass.shown_again
+            );
+        }
         Command::Check(args) => {
             let pool = db::connect(&cli.database_url).await?;
             let reference = boot::prepare(&pool, false).await?;

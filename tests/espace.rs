@@ -1910,3 +1910,273 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         "created,claimed,updated,updated,dropped_by_source,confirmed,released,updated"
     );
 }
+
+/// Entries of `source` in the project's CSV: (source_ref, typology, name, lon, lat, insee).
+async fn import_as(
+    pool: &proximites::db::Pool,
+    reference: &proximites::import::Reference,
+    source: &str,
+    rows: &[(&str, &str, &str, f64, f64, &str)],
+) -> proximites::import::ImportReport {
+    let mut text = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n".to_owned();
+    for (source_ref, typology, name, lon, lat, insee) in rows {
+        text.push_str(&format!(
+            "{source_ref},{typology},{name},,,,{insee},{lon},{lat},,,,,,\n"
+        ));
+    }
+    proximites::import::import(
+        pool,
+        reference,
+        proximites::import::Input::Bytes {
+            name: "entries.csv".into(),
+            bytes: text.into_bytes(),
+        },
+        proximites::import::ImportOptions {
+            source: Some(source.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The same town hall from the Annuaire and from its commune is one group: the commune's entry
+/// is shown, the Annuaire's hidden (kept, updated by its harvests, still hidden); between two
+/// national sources the order of precedence decides, and can be changed; neighbouring
+/// pharmacies of different names are two services. The operator separates, shows another,
+/// merges, and every later detection follows.
+#[tokio::test]
+async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
+    use proximites::services::duplicates::{refresh, Precedence};
+    let (dir, pool, reference) = database(false).await;
+    const BPE: &str = "INSEE Base permanente des équipements (BPE)";
+    let clermont = dila_record(
+        "dila-clermont",
+        "63113",
+        "Mairie - Clermont-Ferrand",
+        "04 73 42 63 63",
+        3.0863,
+        45.7797,
+    );
+    let riom = dila_record(
+        "dila-riom",
+        "63300",
+        "Mairie - Riom",
+        "04 73 38 99 99",
+        3.1130,
+        45.8937,
+    );
+    harvest_dila(&pool, &reference, &[clermont.clone(), riom.clone()]).await;
+    let commune = import_as(
+        &pool,
+        &reference,
+        "Ville de Clermont-Ferrand",
+        &[
+            (
+                "hdv",
+                "mairie",
+                "Hôtel de ville de Clermont-Ferrand",
+                3.0870,
+                45.7798,
+                "63113",
+            ),
+            (
+                "ph1",
+                "pharmacie",
+                "Pharmacie du Centre",
+                3.0880,
+                45.7790,
+                "63113",
+            ),
+        ],
+    )
+    .await;
+    let pass = commune
+        .duplicates
+        .clone()
+        .unwrap_or_else(|| panic!("{commune:?}"));
+    assert_eq!(
+        (pass.groups, pass.hidden, pass.newly_hidden),
+        (1, 1, 1),
+        "{pass:?}"
+    );
+    let bpe = import_as(
+        &pool,
+        &reference,
+        BPE,
+        &[
+            ("A-riom", "mairie", "Mairie", 3.1138, 45.8939, "63300"),
+            (
+                "D-gare",
+                "pharmacie",
+                "Pharmacie de la Gare",
+                3.0884,
+                45.7792,
+                "63113",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        bpe.duplicates.clone().unwrap().groups,
+        2,
+        "{:?}",
+        bpe.duplicates
+    );
+    let status = |source_ref: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (id, status): (String, String) =
+                sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
+                    .bind(source_ref)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (id, status)
+        }
+    };
+    let (dila_clermont, s) = status("dila-clermont").await;
+    assert_eq!(s, "duplicate", "the commune's own entry comes first");
+    assert_eq!(status("hdv").await.1, "published");
+    let (dila_riom, s) = status("dila-riom").await;
+    assert_eq!(s, "published", "the Annuaire before the BPE");
+    let (bpe_riom, s) = status("A-riom").await;
+    assert_eq!(s, "duplicate");
+    assert_eq!(status("ph1").await.1, "published");
+    assert_eq!(status("D-gare").await.1, "published", "another pharmacy");
+
+    // The Annuaire changes the hidden town hall: updated, still hidden.
+    let mut changed = clermont.clone();
+    changed["telephone"][0]["valeur"] = "04 73 42 63 00".into();
+    let again = harvest_dila(&pool, &reference, &[changed, riom.clone()]).await;
+    assert_eq!((again.updated, again.unchanged), (1, 1), "{again:?}");
+    assert_eq!(status("dila-clermont").await.1, "duplicate");
+
+    // The operator puts the BPE first: Riom's group turns round.
+    Precedence::parse("bpe,dila")
+        .unwrap()
+        .save(&pool)
+        .await
+        .unwrap();
+    let turned = refresh(&pool, &reference.taxonomy, None).await.unwrap();
+    assert_eq!(
+        (turned.newly_hidden, turned.shown_again),
+        (1, 1),
+        "{turned:?}"
+    );
+    assert_eq!(status("A-riom").await.1, "published");
+    Precedence::default().save(&pool).await.unwrap();
+    refresh(&pool, &reference.taxonomy, None).await.unwrap();
+
+    let (operator, csrf) = operator_signed_in(&pool).await;
+    let f = Fixture::serve(dir, pool, reference).await;
+    let router = &f.router;
+    let hidden = request(
+        router,
+        Method::GET,
+        &format!("/api/v1/services/{dila_clermont}"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        hidden.status,
+        StatusCode::NOT_FOUND,
+        "citizens see one town hall"
+    );
+    let list = request(
+        router,
+        Method::GET,
+        "/espace/doublons",
+        Some(&operator),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.html.contains("2 groupes"), "{}", list.html);
+    assert!(list.html.contains("Hôtel de ville de Clermont-Ferrand") && list.html.contains(BPE));
+    let decide = |decision: &'static str, a: String, b: String| {
+        let operator = operator.clone();
+        let csrf = csrf.clone();
+        async move {
+            let page = request(
+                router,
+                Method::POST,
+                "/espace/doublons/decision",
+                Some(&operator),
+                Some(&[
+                    ("csrf", &csrf),
+                    ("decision", decision),
+                    ("a", &a),
+                    ("b", &b),
+                ]),
+                &[],
+            )
+            .await;
+            assert_eq!(
+                page.status,
+                StatusCode::SEE_OTHER,
+                "{decision}: {}",
+                page.html
+            );
+            page.headers["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let hdv = status_in(&f, "hdv").await;
+    let done = decide("separer", dila_clermont.clone(), hdv.0.clone()).await;
+    assert!(
+        done.contains("groupes=1") && done.contains("affichees=1"),
+        "{done}"
+    );
+    assert_eq!(status_in(&f, "dila-clermont").await.1, "published");
+    decide("afficher", bpe_riom.clone(), bpe_riom.clone()).await;
+    assert_eq!(status_in(&f, "A-riom").await.1, "published");
+    assert_eq!(status_in(&f, "dila-riom").await.1, "duplicate");
+    let (ph1, _) = status_in(&f, "ph1").await;
+    let (gare, _) = status_in(&f, "D-gare").await;
+    decide("fusionner", ph1, gare).await;
+    assert_eq!(
+        status_in(&f, "D-gare").await.1,
+        "duplicate",
+        "merged: the commune's is shown"
+    );
+    // Every decision holds at the next detection.
+    let later = refresh(
+        &f.state.pool,
+        &f.state.reference.taxonomy,
+        Some(&f.state.live),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (later.groups, later.newly_hidden, later.shown_again),
+        (2, 0, 0),
+        "{later:?}"
+    );
+    let refused = request(
+        router,
+        Method::POST,
+        "/espace/doublons/decision",
+        Some(&operator),
+        Some(&[
+            ("csrf", &csrf),
+            ("decision", "fusionner"),
+            ("a", &dila_riom),
+            ("b", "zzzzzzzzzzzzzzzz"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    let _ = dila_riom;
+}
+
+async fn status_in(f: &Fixture, source_ref: &str) -> (String, String) {
+    sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
+        .bind(source_ref)
+        .fetch_one(&f.state.pool)
+        .await
+        .unwrap()
+}

@@ -5,6 +5,7 @@
 pub mod bulk;
 pub mod campaigns;
 pub mod claims;
+pub mod duplicates;
 pub mod organisation;
 pub mod pages;
 pub mod settings;
@@ -119,6 +120,9 @@ pub fn router() -> Router<AppState> {
         .route("/espace/fiches/{id}/confirmer", post(pages::confirm_entry))
         .route("/espace/fiches/{id}/revendiquer", post(claims::claim_entry))
         .route("/espace/fiches/{id}/liberer", post(claims::release_entry))
+        .route("/espace/doublons", get(duplicates::groups_page))
+        .route("/espace/doublons/decision", post(duplicates::decide))
+        .route("/espace/doublons/detection", post(duplicates::detect))
         .route(
             "/espace/fiches/{id}/suggestions/{field}/accepter",
             post(claims::accept_suggestion),
@@ -369,6 +373,9 @@ pub fn page_with_script(
                                     li { a href="/espace/annuaires/nouveau" { "Annuaires imprimés" } }
                                     li { a href="/espace/equipe" { "Équipe" } }
                                     li { a href="/espace/organisations" { "Organisation" @if session.actor.organisation_id().is_none() { "s" } } }
+                                    @if session.actor.organisation_id().is_none() {
+                                        li { a href="/espace/doublons" { "Doublons" } }
+                                    }
                                     li {
                                         form method="post" action="/espace/deconnexion" {
                                             input type="hidden" name="csrf" value=(session.csrf);

@@ -542,6 +542,7 @@ pub async fn entries(
                             td { (crate::territory::InseeCode::parse(&row.insee_code).ok().and_then(|c| locator.commune(&c)).map_or(row.insee_code.clone(), |c| c.name.clone())) }
                             td {
                                 @if row.status == "withdrawn" { "Retirée" }
+                                @else if row.status == "duplicate" { "Masquée : doublon d'une fiche d'une autre source" }
                                 @else if row.verified_at.is_none_or(|v| v < stale_before) { strong { "À confirmer" } }
                                 @else { "À jour" }
                             }
@@ -1077,7 +1078,7 @@ fn edit_page(
     let body = html! {
         p {
             "Commune : " strong { (commune) } " · organisation : " (service.source_name)
-            " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon" })
+            " · état : " (match service.status { Status::Published => "publiée", Status::Withdrawn => "retirée", Status::Draft => "brouillon", Status::Duplicate => "masquée : doublon d'une autre fiche" })
             " · confirmée le : " (service.verified_at.map(|v| v.format("%d/%m/%Y").to_string()).unwrap_or_else(|| "jamais".into()))
         }
         @if !service.content.quality.is_empty() {
@@ -1354,7 +1355,7 @@ pub async fn history_page(
                         td { (change.at.with_timezone(&chrono_tz::Europe::Paris).format("%d/%m/%Y %H:%M")) }
                         td { (change.actor.label.clone().unwrap_or_else(|| change.actor.id.clone())) }
                         td { (match change.via { Via::Page => "page", Via::Api => "API", Via::Import => "import" }) }
-                        td { (match change.action.as_str() { "created" => "création", "updated" => "modification", "withdrawn" => "retrait", "restored" => "restauration", "confirmed" => "confirmation", other => other }) }
+                        td { (match change.action.as_str() { "created" => "création", "updated" => "modification", "withdrawn" => "retrait", "restored" => "restauration", "confirmed" => "confirmation", "claimed" => "revendication", "released" => "libération", "dropped_by_source" => "plus publiée par la source", "listed_again" => "publiée à nouveau par la source", "hidden_as_duplicate" => "masquée (doublon)", "shown_again" => "affichée à nouveau", other => other }) }
                         td {
                             @if let Some(Value::Object(fields)) = &change.changes {
                                 ul {

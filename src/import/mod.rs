@@ -137,6 +137,9 @@ pub struct ImportReport {
     pub dropped_claims: Vec<ServiceId>,
     #[serde(skip)]
     pub listed_again: Vec<ServiceId>,
+    /// The detection of duplicates across sources run after the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<crate::services::duplicates::Pass>,
 }
 
 impl ImportReport {
@@ -147,6 +150,16 @@ impl ImportReport {
             summary.push_str(&format!(
                 "\n  fiches revendiquées (laissées à leur organisation) {} · suggestions nouvelles pour {} · plus publiées par la source {}",
                 self.claimed, self.suggested, self.claims_dropped
+            ));
+        }
+        if let Some(pass) = self
+            .duplicates
+            .as_ref()
+            .filter(|p| p.groups > 0 || p.shown_again > 0)
+        {
+            summary.push_str(&format!(
+                "\n  doublons entre sources : {} groupes, {} fiches masquées ({} nouvelles), {} affichées à nouveau",
+                pass.groups, pass.hidden, pass.newly_hidden, pass.shown_again
             ));
         }
         summary
@@ -780,6 +793,7 @@ pub async fn import(
         opened.format.label(),
         if options.strict { "strict" } else { "flags" }
     );
+    let reference_taxonomy = reference.taxonomy.clone();
     let reference = reference.clone();
     let classifier_options = options.clone();
     let report = ImportReport {
@@ -969,6 +983,13 @@ pub async fn import(
     tracing::debug!(elapsed = ?clock.elapsed(), "committed");
     report.committed = true;
     report.written = written;
+    if report.created + report.updated + report.withdrawn > 0 {
+        // The same service may now come from two sources (or no longer).
+        let pass =
+            crate::services::duplicates::refresh(pool, &reference_taxonomy, options.live.as_ref())
+                .await?;
+        report.duplicates = Some(pass);
+    }
     crate::metrics::record_import(&report, began.elapsed().as_secs_f64());
     Ok(report)
 }

@@ -18,7 +18,7 @@ use crate::accounts::auth::ApiActor;
 use crate::accounts::{can, store as accounts, Action, Actor, Target};
 use crate::error::{Error, Problem, Result};
 use crate::import::formats::PROJECT_COLUMNS;
-use crate::services::turn::{set_version, Author, WriteTurn};
+use crate::services::turn::{Author, WriteTurn};
 use crate::services::{history, Service, ServiceId, Status};
 use crate::state::AppState;
 
@@ -379,16 +379,6 @@ async fn set_status(
         id,
         via: history::Via::Api,
     };
-    set_version(
-        conn,
-        current,
-        &current.content,
-        status,
-        current.verified_at,
-        &author,
-        action,
-        now,
-    )
-    .await?;
+    crate::services::turn::set_status(conn, current, status, &author, action, now).await?;
     Ok(())
 }

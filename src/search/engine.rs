@@ -109,11 +109,26 @@ pub struct SearchQuery {
 pub struct Cursor {
     /// Negated text score (higher scores first).
     s: i64,
-    /// Distance in metres, 0 without a place.
+    /// Distance in metres, 0 without a place: its bits, since serde_json's parsing of a
+    /// decimal may land one unit in the last place away, and the page's last entry would come
+    /// again at the top of the next page.
+    #[serde(with = "f64_bits")]
     d: f64,
     /// Folded name, empty when the order is by distance.
     n: String,
     id: String,
+}
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        u64::deserialize(deserializer).map(f64::from_bits)
+    }
 }
 
 impl Cursor {
@@ -620,4 +635,24 @@ pub struct SearchIndex {
     pub version: Option<String>,
     /// The change-log row the index has applied (the data version as a number).
     pub position: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_keeps_its_distance_to_the_last_bit() {
+        // A distance to a demo town hall whose decimal serde_json read back one unit in the
+        // last place lower: the page's last entry came again at the top of the next page.
+        for d in [102_477.270_081_406_81, 0.1, 1e-300, 6_371_008.8] {
+            let cursor = Cursor {
+                s: -3,
+                d,
+                n: "mairie".into(),
+                id: "01m93pb6nq99b05m".into(),
+            };
+            assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
+    }
 }

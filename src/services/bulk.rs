@@ -22,10 +22,12 @@ const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, descripti
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
     ?20, ?21, 'published', ?22, ?22, ?23, ?24)";
 
-const UPDATE: &CStr = c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
+const UPDATE: &CStr =
+    c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
     postcode = ?6, city = ?7, insee_code = ?8, lon = ?9, lat = ?10, phones = ?11, email = ?12,
     website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
-    verified_at = COALESCE(?18, verified_at), content_hash = ?19, status = 'published', updated_at = ?22,
+    verified_at = COALESCE(?18, verified_at), content_hash = ?19,
+    status = CASE WHEN status = 'duplicate' THEN 'duplicate' ELSE 'published' END, updated_at = ?22,
     quality = ?23, source_digest = ?24 WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
 
 /// One compact history row per written entry: a creation names no values (the entry itself is
@@ -445,9 +447,14 @@ impl<'c> BulkWriter<'c> {
         let (action, changes, previous_json) = match previous {
             None => ("created", None, None),
             Some(previous) => {
+                // A hidden duplicate stays hidden: the detection decides, after the import.
+                let status = match previous.status {
+                    Status::Duplicate => Status::Duplicate,
+                    _ => Status::Published,
+                };
                 let next = Version::of(
                     &row.content,
-                    Status::Published,
+                    status,
                     row.verified_at.or(previous.verified_at),
                 );
                 (

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bulk;
 pub mod cache;
 pub mod claims;
+pub mod duplicates;
 pub mod history;
 pub mod hours;
 pub mod phone;
@@ -133,6 +134,9 @@ pub enum Status {
     Draft,
     Published,
     Withdrawn,
+    /// The same service as another entry, shown in its place (see `duplicates`): kept,
+    /// hidden from citizens.
+    Duplicate,
 }
 
 impl Status {
@@ -141,6 +145,7 @@ impl Status {
             Self::Draft => "draft",
             Self::Published => "published",
             Self::Withdrawn => "withdrawn",
+            Self::Duplicate => "duplicate",
         }
     }
 
@@ -149,6 +154,7 @@ impl Status {
             "draft" => Some(Self::Draft),
             "published" => Some(Self::Published),
             "withdrawn" => Some(Self::Withdrawn),
+            "duplicate" => Some(Self::Duplicate),
             _ => None,
         }
     }

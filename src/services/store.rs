@@ -90,7 +90,8 @@ pub async fn known_for_source(
                 Known {
                     id: ServiceId(row.id.to_owned()),
                     digest: row.digest.to_owned(),
-                    published: row.status == "published",
+                    // A hidden duplicate is still listed by its source.
+                    published: row.status == "published" || row.status == "duplicate",
                     source_digest: row.source_digest.map(str::to_owned),
                     quality: row.quality.map(str::to_owned),
                     seen_at: 0,

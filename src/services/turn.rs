@@ -195,3 +195,26 @@ pub async fn set_version(
     .await?;
     Ok(Some(change_id))
 }
+
+/// Gives `current` the status `status`, its content and confirmation kept, recorded in its
+/// history as `action` by `author`: a withdrawal, its undoing, a duplicate hidden or shown.
+pub async fn set_status(
+    conn: &mut SqliteConnection,
+    current: &Service,
+    status: Status,
+    author: &Author<'_>,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    set_version(
+        conn,
+        current,
+        &current.content,
+        status,
+        current.verified_at,
+        author,
+        action,
+        now,
+    )
+    .await
+}
