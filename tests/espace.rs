@@ -2082,8 +2082,27 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     .await;
     assert_eq!(
         hidden.status,
-        StatusCode::NOT_FOUND,
+        StatusCode::TEMPORARY_REDIRECT,
         "citizens see one town hall"
+    );
+    let hdv = status_in(&f, "hdv").await;
+    assert_eq!(
+        hidden.headers["location"],
+        format!("/api/v1/services/{}", hdv.0)
+    );
+    let page = request(
+        router,
+        Method::GET,
+        &format!("/services/{dila_clermont}?lang=en"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        page.headers["location"],
+        format!("/services/{}?lang=en", hdv.0)
     );
     let list = request(
         router,
@@ -2124,7 +2143,6 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
             page.headers["location"].to_str().unwrap().to_owned()
         }
     };
-    let hdv = status_in(&f, "hdv").await;
     let done = decide("separer", dila_clermont.clone(), hdv.0.clone()).await;
     assert!(
         done.contains("groupes=1") && done.contains("affichees=1"),

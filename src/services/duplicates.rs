@@ -315,6 +315,20 @@ pub async fn refresh(
     live: Option<&Arc<LiveIndexes>>,
 ) -> Result<Pass> {
     let precedence = Precedence::load(pool).await?;
+    // One source cannot duplicate another: a directory filled from the BPE alone is not read
+    // through (an index probe per organisation instead of a scan of millions of rows).
+    let (sources, recorded, merged): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM organisations o WHERE EXISTS (
+                     SELECT 1 FROM services s WHERE s.source_id = o.id
+                     AND s.status IN ('published', 'duplicate'))),
+                (SELECT COUNT(*) FROM duplicates),
+                (SELECT COUNT(*) FROM duplicate_decisions WHERE decision = 'merged')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if sources < 2 && recorded == 0 && merged == 0 {
+        return Ok(Pass::default());
+    }
     // Only typologies that several sources give can hold a duplicate across sources; the
     // operator's merges name theirs.
     let candidates: Vec<Candidate> = sqlx::query_as(
@@ -434,6 +448,19 @@ async fn set_status(
     };
     super::turn::set_status(conn, &current, status, &author, action, now).await?;
     Ok(())
+}
+
+/// The entry shown in place of the hidden duplicate `id`, if it is one: links to it (in the
+/// wild, in printed directories) lead there.
+pub async fn shown_instead(pool: &Pool, id: &ServiceId) -> Result<Option<String>> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT d.shown_id FROM duplicates d JOIN services s ON s.id = d.service_id
+         WHERE d.service_id = $1 AND s.status = 'duplicate'",
+    )
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(shown,)| shown))
 }
 
 /// One entry of a group, as the operator's list shows it.

@@ -149,7 +149,9 @@ impl ServiceView {
 /// One published entry.
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
     params(("id" = String, Path, description = "Entry id (16 characters)")),
-    responses((status = 200, body = ServiceView, description = "The entry; its `ETag` is what `PATCH` wants in `If-Match`"), (status = 404, body = Problem)))]
+    responses((status = 200, body = ServiceView, description = "The entry; its `ETag` is what `PATCH` wants in `If-Match`"),
+        (status = 307, description = "A duplicate of another source's entry: `Location` is the entry shown in its place"),
+        (status = 404, body = Problem)))]
 async fn get_service(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -160,6 +162,15 @@ async fn get_service(
     let service = store::get(&state.pool, &service_id)
         .await?
         .ok_or_else(not_found)?;
+    // A hidden duplicate leads to the entry shown in its place.
+    if service.status == Status::Duplicate {
+        if let Some(shown) = super::duplicates::shown_instead(&state.pool, &service_id).await? {
+            return Ok(
+                axum::response::Redirect::temporary(&format!("/api/v1/services/{shown}"))
+                    .into_response(),
+            );
+        }
+    }
     // Drafts and withdrawn entries are not public.
     if service.status != Status::Published {
         return Err(not_found());

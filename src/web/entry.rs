@@ -333,6 +333,7 @@ fn render(
 #[utoipa::path(get, path = "/services/{id}", tag = "pages",
     params(("id" = String, Path, description = "Identifiant de la fiche")),
     responses((status = 200, description = "Fiche (HTML)", content_type = "text/html"),
+              (status = 307, description = "Doublon masqué : vers la fiche montrée à sa place"),
               (status = 404, description = "Fiche introuvable (HTML)", content_type = "text/html")))]
 pub async fn entry_page(
     State(state): State<AppState>,
@@ -343,6 +344,18 @@ pub async fn entry_page(
     let lang = lang_of(query.as_deref());
     let path = path_without_lang(&uri);
     let Some(service) = published(&state, &id).await? else {
+        // A hidden duplicate leads to the entry shown in its place, in the same language.
+        if let Some(service_id) = crate::services::ServiceId::parse(&id) {
+            if let Some(shown) =
+                crate::services::duplicates::shown_instead(&state.pool, &service_id).await?
+            {
+                let target = match query.as_deref().filter(|q| !q.is_empty()) {
+                    Some(q) => format!("/services/{shown}?{q}"),
+                    None => format!("/services/{shown}"),
+                };
+                return Ok(axum::response::Redirect::temporary(&target).into_response());
+            }
+        }
         return Ok(not_found_page(lang, &path));
     };
     let sent = query
