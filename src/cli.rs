@@ -477,6 +477,11 @@ pub struct HarvestArgs {
     /// Also write the full report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// data·inclusion only: the services file published with the structures (JSON or CSV);
+    /// each structure's entry names the services it offers and takes their contact when it
+    /// has none.
+    #[arg(long)]
+    pub services: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -150,11 +150,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 proximites::cli::HarvestSource::DataInclusion => import::National::DataInclusion,
                 proximites::cli::HarvestSource::Bpe => import::National::Bpe,
             };
-            let report = import::harvest(
+            if args.services.is_some() && national != import::National::DataInclusion {
+                anyhow::bail!(
+                    "--services ne vaut que pour data-inclusion / only for data-inclusion"
+                );
+            }
+            let report = import::harvest_with(
                 &pool,
                 &reference,
                 national,
                 Input::File(args.file),
+                args.services.map(Input::File),
                 args.dry_run,
                 progress,
             )
@@ -181,6 +187,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map(|(kind, n)| format!("{kind} {n}"))
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            }
+            if let Some(services) = &report.data_inclusion_services {
+                println!(
+                    "  services lus / services read {} · structures qui en proposent / structures offering some {}",
+                    services.services, services.structures_with_services
                 );
             }
             if let Some(matching) = &report.matching {

@@ -1319,3 +1319,108 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
     );
     assert_eq!(f.count().await, before);
 }
+
+/// The data·inclusion services file beside the structures: each structure's entry names the
+/// services it offers (JSON or CSV alike) and is reached through their contact when it has
+/// none of its own; a services file that does not read writes nothing.
+#[tokio::test]
+async fn data_inclusion_services_describe_their_structures() {
+    let f = fixture().await;
+    let structures = r#"[
+        {"source": "dora", "id": "caf-riom", "nom": "CAF du Puy-de-Dôme - Riom", "code_insee": "63300",
+         "longitude": 3.1133, "latitude": 45.8937, "reseaux_porteurs": ["caf"]},
+        {"source": "dora", "id": "ml-riom", "nom": "Mission locale Riom Limagne", "code_insee": "63300",
+         "longitude": 3.1150, "latitude": 45.8940, "telephone": "04 73 64 00 00",
+         "description": "Accueil des 16-25 ans.", "reseaux_porteurs": ["mission-locale"]}
+    ]"#;
+    let services_json = r#"{"items": [
+        {"source": "dora", "id": "s1", "structure_id": "caf-riom", "nom": "Prime d'activité"},
+        {"source": "dora", "id": "s2", "structure_id": "caf-riom", "nom": "Aide au logement",
+         "telephone": "32 30", "courriel": "contact@caf63.example"},
+        {"source": "dora", "id": "s3", "structure_id": "caf-riom", "nom": "Accès aux droits"},
+        {"source": "dora", "id": "s4", "structure_id": "ml-riom", "nom": "Garantie jeunes"},
+        {"source": "soliguide", "id": "s5", "structure_id": "caf-riom", "nom": "Autre source"},
+        {"source": "dora", "id": "s6", "structure_id": "ailleurs", "nom": "Sans structure"}
+    ]}"#;
+    let services_csv = "source,id,structure_id,nom,telephone,courriel\n\
+        dora,s1,caf-riom,Prime d'activité,,\n\
+        dora,s2,caf-riom,Aide au logement,32 30,contact@caf63.example\n\
+        dora,s3,caf-riom,Accès aux droits,,\n\
+        dora,s4,ml-riom,Garantie jeunes,,\n";
+    let harvest = |services: Option<(&str, &str)>| {
+        import::harvest_with(
+            &f.pool,
+            &f.reference,
+            import::National::DataInclusion,
+            Input::Bytes {
+                name: "structures.json".into(),
+                bytes: structures.as_bytes().to_vec(),
+            },
+            services.map(|(name, text)| Input::Bytes {
+                name: name.into(),
+                bytes: text.as_bytes().to_vec(),
+            }),
+            false,
+            false,
+        )
+    };
+    let first = harvest(Some(("services.json", services_json)))
+        .await
+        .unwrap();
+    assert!(first.committed && first.created == 2, "{first:?}");
+    let summary = first.data_inclusion_services.clone().unwrap();
+    assert_eq!((summary.services, summary.structures_with_services), (6, 2));
+    let entry = |source_ref: &'static str| {
+        let pool = f.pool.clone();
+        async move {
+            let row: (String, String, Option<String>) = sqlx::query_as(
+                "SELECT description, phones, email FROM services WHERE source_ref = $1",
+            )
+            .bind(source_ref)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let (description, phones, email) = entry("caf-riom").await;
+    assert_eq!(
+        description,
+        "Services proposés : Accès aux droits ; Aide au logement ; Prime d'activité."
+    );
+    assert_eq!(
+        phones, r#"["3230"]"#,
+        "the structure is reached through its services"
+    );
+    assert_eq!(email.as_deref(), Some("contact@caf63.example"));
+    let (description, phones, _) = entry("ml-riom").await;
+    assert_eq!(
+        description,
+        "Accueil des 16-25 ans.\n\nServices proposés : Garantie jeunes."
+    );
+    assert_eq!(phones, r#"["+33473640000"]"#, "its own phone first");
+
+    let csv = harvest(Some(("services.csv", services_csv))).await.unwrap();
+    assert_eq!((csv.unchanged, csv.updated), (2, 0), "{csv:?}");
+    let without = harvest(None).await.unwrap();
+    assert_eq!(without.updated, 2, "{without:?}");
+
+    let journal = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM imports")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+        n
+    };
+    let before = journal().await;
+    let unreadable = harvest(Some(("services.json", r#"{"structures": 3}"#)))
+        .await
+        .unwrap();
+    assert!(!unreadable.committed);
+    assert_eq!(
+        unreadable.errors[0].field, "services.file",
+        "{:?}",
+        unreadable.errors
+    );
+    assert_eq!(journal().await, before, "nothing written");
+}

@@ -64,6 +64,9 @@ pub struct ImportOptions {
     /// Refuse a row whose position, phone, e-mail, web site, hours, postcode or accessibility
     /// is doubtful, instead of keeping it with a quality flag.
     pub strict: bool,
+    /// What the data·inclusion services file says each structure offers (a harvest of
+    /// data·inclusion structures).
+    pub data_inclusion_services: Option<Arc<data_inclusion::Services>>,
 }
 
 /// What an import does (or would do) with one row of the file.
@@ -137,6 +140,9 @@ pub struct ImportReport {
     pub dropped_claims: Vec<ServiceId>,
     #[serde(skip)]
     pub listed_again: Vec<ServiceId>,
+    /// The services file of a data·inclusion harvest: services read, structures given some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_inclusion_services: Option<data_inclusion::ServicesSummary>,
     /// The detection of duplicates across sources run after the commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<crate::services::duplicates::Pass>,
@@ -562,6 +568,7 @@ fn open(
 struct ReadSummary {
     unmapped: Option<records::Unmapped>,
     matching: Option<bpe::Matching>,
+    services: Option<data_inclusion::ServicesSummary>,
 }
 
 /// Reads the opened input with the reader its format needs, pushing records to `each`.
@@ -569,6 +576,7 @@ fn read_opened(
     opened: Opened,
     reference: &Reference,
     previous: &bpe::Previous,
+    services: Option<&data_inclusion::Services>,
     each: impl FnMut(Record) -> bool,
 ) -> Result<ReadSummary, FileError> {
     let Opened {
@@ -580,7 +588,7 @@ fn read_opened(
     let taxonomy = &reference.taxonomy;
     let unmapped = |u| ReadSummary {
         unmapped: Some(u),
-        matching: None,
+        ..ReadSummary::default()
     };
     match format {
         Format::ProjectCsv => {
@@ -591,12 +599,21 @@ fn read_opened(
         }
         Format::GeoJson => formats::read_geojson(reader, each).map(|()| ReadSummary::default()),
         Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(unmapped),
-        Format::DataInclusion => data_inclusion::read(reader, &head, taxonomy, each).map(unmapped),
+        Format::DataInclusion => {
+            data_inclusion::read(reader, &head, taxonomy, services, each).map(|(u, services)| {
+                ReadSummary {
+                    unmapped: Some(u),
+                    services,
+                    ..ReadSummary::default()
+                }
+            })
+        }
         Format::Bpe => {
             bpe::read(reader, &head, taxonomy, &reference.locator, previous, each).map(|(u, m)| {
                 ReadSummary {
                     unmapped: Some(u),
                     matching: Some(m),
+                    ..ReadSummary::default()
                 }
             })
         }
@@ -694,6 +711,50 @@ pub async fn harvest(
     dry_run: bool,
     progress: bool,
 ) -> crate::error::Result<ImportReport> {
+    harvest_with(pool, reference, national, input, None, dry_run, progress).await
+}
+
+/// [`harvest`], with the data·inclusion services file beside its structures (`services`):
+/// read first, whole (names and contacts only); a file that does not read writes nothing.
+pub async fn harvest_with(
+    pool: &Pool,
+    reference: &Reference,
+    national: National,
+    input: Input,
+    services: Option<Input>,
+    dry_run: bool,
+    progress: bool,
+) -> crate::error::Result<ImportReport> {
+    let services = match services {
+        None => None,
+        Some(services) => {
+            let name = services.name();
+            let read = tokio::task::spawn_blocking(move || {
+                let opened = open(
+                    services,
+                    Some(Format::DataInclusion),
+                    &indicatif::ProgressBar::hidden(),
+                )?;
+                data_inclusion::read_services(opened.reader, &opened.head)
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
+            match read {
+                Ok(found) => Some(Arc::new(found)),
+                Err(FileError(error)) => {
+                    return Ok(ImportReport {
+                        file: name,
+                        rejected: 1,
+                        errors: vec![FieldError {
+                            field: format!("services.{}", error.field),
+                            ..error
+                        }],
+                        ..ImportReport::default()
+                    })
+                }
+            }
+        }
+    };
     import(
         pool,
         reference,
@@ -705,6 +766,7 @@ pub async fn harvest(
             skip_invalid: true,
             withdraw_missing: true,
             progress,
+            data_inclusion_services: services,
             ..ImportOptions::default()
         },
     )
@@ -825,15 +887,21 @@ pub async fn import(
             options: classifier_options,
             rules,
         };
-        let result = read_opened(opened, &reference, &previous, |record| {
-            classifier.record(record)
-        });
+        let services = classifier.options.data_inclusion_services.clone();
+        let result = read_opened(
+            opened,
+            &reference,
+            &previous,
+            services.as_deref(),
+            |record| classifier.record(record),
+        );
         classifier.flush();
         let unreadable = result.is_err();
         match result {
             Ok(summary) => {
                 classifier.report.unmapped = summary.unmapped;
                 classifier.report.matching = summary.matching;
+                classifier.report.data_inclusion_services = summary.services;
             }
             Err(FileError(error)) => {
                 classifier.report.rejected += 1;
