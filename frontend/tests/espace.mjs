@@ -162,6 +162,17 @@ await check("invitation, session cookie, entry form with map and hours editor, h
   assert.match(await page.textContent("[role=status]"), /1 fiche créée/);
   await axe(page, "bulk update applied");
 
+  // A town hall the Annuaire harvested in the territory, claimed from « Mes fiches »: the
+  // entry's page then tells where it came from and what its source suggests.
+  await page.goto(`${base}/espace`);
+  const claimable = page.locator("section[aria-labelledby=a-revendiquer] form button[type=submit]");
+  assert.ok((await claimable.count()) > 0, "harvested entries to claim");
+  await claimable.first().click();
+  await page.waitForURL(/\/espace\/fiches\/[0-9a-z]{16}\?enregistree=1/);
+  assert.match(await page.textContent("section[aria-labelledby=origine]"), /Revendiquée le .*Annuaire de l'administration/s);
+  assert.match(await page.textContent("section[aria-labelledby=suggestions]"), /Aucune suggestion en attente/);
+  await axe(page, "claimed entry, origin and suggestions");
+
   assert.deepEqual(scriptErrors, [], "no script error");
   assert.deepEqual(foreign, [], "no request leaves the origin");
   await context.close();
