@@ -2160,6 +2160,28 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         "duplicate",
         "merged: the commune's is shown"
     );
+    // The entry shown for Riom is withdrawn by a person: the Annuaire's comes back at once.
+    let (_, operator_token) = store::create_operator_token(&f.state.pool, "script")
+        .await
+        .unwrap();
+    let operator_actor = store::actor_for_token(&f.state.pool, &operator_token)
+        .await
+        .unwrap()
+        .unwrap();
+    proximites::services::write::withdraw(
+        &f.state,
+        &operator_actor,
+        proximites::services::history::Via::Api,
+        &bpe_riom,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status_in(&f, "dila-riom").await.1,
+        "published",
+        "citizens keep Riom's town hall"
+    );
     // Every decision holds at the next detection.
     let later = refresh(
         &f.state.pool,
@@ -2170,8 +2192,15 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     .unwrap();
     assert_eq!(
         (later.groups, later.newly_hidden, later.shown_again),
-        (2, 0, 0),
+        (1, 0, 0),
         "{later:?}"
+    );
+    assert_eq!(
+        proximites::services::duplicates::check(&f.state.pool)
+            .await
+            .unwrap(),
+        Vec::<String>::new(),
+        "statuses and groups agree"
     );
     let refused = request(
         router,

@@ -137,6 +137,8 @@ pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
             found.push(format!("… et {} autres fiches {what}", ids.len() - 20));
         }
     }
+    // The groups of duplicates are derived from the statuses too.
+    found.extend(crate::services::duplicates::check(pool).await?);
     let head = db::log_head(pool).await?;
     match text.position() {
         Some(position) if position >= head => {}

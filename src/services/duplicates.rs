@@ -400,6 +400,11 @@ pub async fn refresh(
     }
     let now = Utc::now();
     let mut turn = WriteTurn::begin(pool, live).await?;
+    // The groups are written anew below: emptied first, so that hiding an entry shown until
+    // now does not publish again the entries the new groups still hide.
+    sqlx::query("DELETE FROM duplicates")
+        .execute(turn.conn())
+        .await?;
     for (candidate, status, action) in to_hide
         .iter()
         .map(|c| (c, Status::Duplicate, "hidden_as_duplicate"))
@@ -413,9 +418,6 @@ pub async fn refresh(
     }
     pass.newly_hidden = to_hide.len() as u64;
     pass.shown_again = to_show.len() as u64;
-    sqlx::query("DELETE FROM duplicates")
-        .execute(turn.conn())
-        .await?;
     for (id, shown) in &hidden {
         sqlx::query(
             "INSERT INTO duplicates (service_id, shown_id, detected_at) VALUES ($1, $2, $3)",
@@ -461,6 +463,67 @@ pub async fn shown_instead(pool: &Pool, id: &ServiceId) -> Result<Option<String>
     .fetch_optional(pool)
     .await?;
     Ok(found.map(|(shown,)| shown))
+}
+
+/// Publishes again the entries hidden in favour of `shown`, which is leaving (withdrawn,
+/// hidden in turn), in the caller's transaction; the next detection groups them anew.
+pub async fn show_in_place_of(
+    conn: &mut SqliteConnection,
+    shown: &ServiceId,
+    author: &Author<'_>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let hidden: Vec<(String,)> =
+        sqlx::query_as("SELECT service_id FROM duplicates WHERE shown_id = $1")
+            .bind(shown.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query("DELETE FROM duplicates WHERE shown_id = $1")
+        .bind(shown.as_str())
+        .execute(&mut *conn)
+        .await?;
+    for (id,) in hidden {
+        let Some(current) = store::get_in(conn, &ServiceId(id)).await? else {
+            continue;
+        };
+        if current.status == Status::Duplicate {
+            // Not recursive at run time: a hidden entry is not published.
+            Box::pin(super::turn::set_status(
+                conn,
+                &current,
+                Status::Published,
+                author,
+                "shown_again",
+                now,
+            ))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What does not hold between the statuses and the groups: a hidden entry without a group,
+/// a group row of an entry that is not hidden, an entry hidden in favour of one citizens do not
+/// see. Said by `proximites check`.
+pub async fn check(pool: &Pool) -> Result<Vec<String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.id, 'masquée comme doublon sans groupe / hidden as a duplicate without a group'
+         FROM services s WHERE s.status = 'duplicate'
+           AND NOT EXISTS (SELECT 1 FROM duplicates d WHERE d.service_id = s.id)
+         UNION ALL
+         SELECT d.service_id, 'dans un groupe de doublons mais pas masquée / grouped but not hidden'
+         FROM duplicates d JOIN services s ON s.id = d.service_id WHERE s.status <> 'duplicate'
+         UNION ALL
+         SELECT d.service_id, 'masquée au profit d''une fiche non publiée / hidden in favour of an unpublished entry'
+         FROM duplicates d JOIN services s ON s.id = d.shown_id WHERE s.status <> 'published'
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, what)| format!("fiche {id} {what}"))
+        .collect())
 }
 
 /// One entry of a group, as the operator's list shows it.

@@ -179,6 +179,10 @@ pub async fn set_version(
         store::Change::Changed
     };
     store::overwrite(conn, &current.id, content, status, verified_at, now, change).await?;
+    if current.status == Status::Published && status != Status::Published {
+        // Citizens never lose a service because the entry shown for its group went.
+        super::duplicates::show_in_place_of(conn, &current.id, author, now).await?;
+    }
     let change_id = history::record(
         conn,
         history::Record {
