@@ -1424,3 +1424,93 @@ async fn data_inclusion_services_describe_their_structures() {
     );
     assert_eq!(journal().await, before, "nothing written");
 }
+
+/// A town hall the BPE harvested, claimed by its commune, is still recognised the next year
+/// when its row moved a little (a new key): left to the commune, neither created again nor
+/// flagged as dropped.
+#[tokio::test]
+async fn a_claimed_bpe_entry_is_matched_the_next_year() {
+    use proximites::accounts::store as accounts;
+    let f = fixture().await;
+    let riom = cs2cs(2154, &[(3.1133, 45.8937)])[0];
+    let file = |moved_m: f64| {
+        format!(
+            "{BPE_HEADER}\n{}\n",
+            bpe_row(
+                "MAIRIE",
+                ("5", "R", "DE L HOTEL DE VILLE"),
+                "63200",
+                "63300",
+                "A129",
+                "",
+                Some((riom.0 + moved_m, riom.1)),
+                "2154",
+                "Riom",
+            )
+        )
+        .into_bytes()
+    };
+    let first = f.harvest_bpe("bpe.csv", file(0.0)).await;
+    assert_eq!(first.created, 1, "{first:?}");
+    let (id, origin_ref): (String, String) = sqlx::query_as("SELECT id, source_ref FROM services")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    let commune = accounts::create_organisation(
+        &f.pool,
+        &accounts::NewOrganisation {
+            name: "Ville de Riom".into(),
+            kind: "commune".into(),
+            territory: proximites::accounts::Territory(vec![proximites::accounts::Area::parse(
+                "commune:63300",
+            )
+            .unwrap()]),
+            ..accounts::NewOrganisation::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_, token) = accounts::create_token(&f.pool, &commune.id, "script")
+        .await
+        .unwrap();
+    let actor = accounts::actor_for_token(&f.pool, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let live = std::sync::Arc::new(
+        proximites::search::live::LiveIndexes::open(&f.pool, f.reference.clone(), dir.path())
+            .await
+            .unwrap(),
+    );
+    let entries = proximites::services::write::Entries {
+        pool: &f.pool,
+        reference: &f.reference,
+        live: &live,
+    };
+    proximites::services::claims::claim(
+        entries,
+        &actor,
+        proximites::services::history::Via::Api,
+        &id,
+    )
+    .await
+    .unwrap();
+    let next_year = f.harvest_bpe("bpe.csv", file(30.0)).await;
+    assert_eq!(
+        (
+            next_year.claimed,
+            next_year.created,
+            next_year.claims_dropped,
+            next_year.withdrawn
+        ),
+        (1, 0, 0, 0),
+        "{next_year:?}"
+    );
+    let (claimed_ref,): (String,) = sqlx::query_as("SELECT origin_ref FROM claims")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed_ref, origin_ref);
+    assert_eq!(f.count().await, 1);
+}

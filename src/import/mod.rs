@@ -838,8 +838,20 @@ pub async fn import(
     let (known, previous, claimed) = match &existing_source {
         Some((id,)) => {
             let matched_by_place = opened.format == Format::Bpe;
-            let (known, previous) = store::known_for_source(pool, id, matched_by_place).await?;
+            let (known, mut previous) = store::known_for_source(pool, id, matched_by_place).await?;
             let claimed = crate::services::claims::claimed_from(pool, id).await?;
+            if matched_by_place {
+                // A row of a claimed entry is matched like any earlier one (by its key, or by
+                // type, commune and position), then left to the organisation that signs it.
+                for (origin_ref, entry) in &claimed {
+                    previous.add(
+                        origin_ref,
+                        &entry.content.typology,
+                        entry.content.insee_code.as_str(),
+                        entry.content.location,
+                    );
+                }
+            }
             (known, previous, claimed)
         }
         None => (
