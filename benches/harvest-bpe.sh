@@ -9,7 +9,10 @@
 # real BPE), one in a hundred is published without coordinates. Then:
 #   - `proximites harvest bpe` into a new database, timed (reprojection included);
 #   - the server started on it, timed until a harvested name is found by the search API;
-#   - the same file harvested again (every row matched, nothing changed), timed.
+#   - the same file harvested again (every row matched, nothing changed), timed;
+#   - with WITH_DILA=N, benches/harvest.sh's N records of the Annuaire (the same generated
+#     services as the first BPE rows) harvested into that directory afterwards: the detection
+#     of duplicates across sources at the scale of a national directory.
 #
 # Usage: benches/harvest-bpe.sh [ROWS]      (default 2800000)
 # Environment: BIN (default target/release/proximites, built here), PORT (default 18093).
@@ -77,3 +80,6 @@ stop_server
 again=$(date +%s.%N)
 harvest bpe "$work/bpe.csv"
 echo "second harvest of the same file: $(since "$again") s"
+if [ -n "${WITH_DILA:-}" ]; then
+    HARVEST_DB="$db" BIN="$BIN" PORT=$((port + 1)) benches/harvest.sh "$WITH_DILA"
+fi

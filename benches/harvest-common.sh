@@ -10,7 +10,8 @@ fi
 work=$(mktemp -d)
 trap 'kill ${server:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 port=${PORT:-$default_port}
-db="$work/harvest.db"
+# HARVEST_DB: harvest into this database instead of a new one (harvest-bpe.sh's WITH_DILA).
+db=${HARVEST_DB:-$work/harvest.db}
 
 # Seconds since the instant $1 (from `date +%s.%N`).
 since() {
@@ -19,7 +20,7 @@ since() {
 
 # harvest SOURCE FILE: `proximites harvest SOURCE FILE` into $db, its summary printed.
 harvest() {
-    "$BIN" --database-url "sqlite://$db" harvest "$1" "$2" | grep -v "journal des changements" | tail -4
+    "$BIN" --database-url "sqlite://$db" harvest "$1" "$2" | grep -v "journal des changements" | tail -5
 }
 
 # start_server: the server on $db, in the background (`server`).
