@@ -336,6 +336,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXIMITES_MAIL_INTERVAL", default_value_t = 60)]
     pub mail_interval: u64,
 
+    /// Seconds between two detections of duplicates across sources while entries change (an
+    /// entry typed in a form is grouped with the harvested one within that time; imports and
+    /// harvests run it themselves).
+    #[arg(long, env = "PROXIMITES_DUPLICATES_EVERY", default_value_t = 60)]
+    pub duplicates_every: u64,
+
     /// Seconds a committed change may take to reach the caches of whole-directory products
     /// (GIS files, OGC counts, coverage, published counts, printed guides), so that a stream
     /// of small writes does not rebuild them after each one. Searches, entries and pages show

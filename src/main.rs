@@ -107,8 +107,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state.public_url.to_string(),
                 std::time::Duration::from_secs(args.mail_interval.max(1)),
             ));
+            let duplicates = tokio::spawn(proximites::services::duplicates::follow(
+                state.pool.clone(),
+                state.reference.taxonomy.clone(),
+                state.live.clone(),
+                std::time::Duration::from_secs(args.duplicates_every.max(1)),
+            ));
             let served = app::serve(state, args.listen).await;
             mail.abort();
+            duplicates.abort();
             served?;
         }
         Command::Admin(command) => {

@@ -2195,6 +2195,58 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         (1, 0, 0),
         "{later:?}"
     );
+    // An entry typed by a person runs no pass itself: the server's follower groups it.
+    let follower = tokio::spawn(proximites::services::duplicates::follow(
+        f.state.pool.clone(),
+        f.state.reference.taxonomy.clone(),
+        f.state.live.clone(),
+        std::time::Duration::from_millis(50),
+    ));
+    let (organisation,): (String,) =
+        sqlx::query_as("SELECT id FROM organisations WHERE name = 'Ville de Clermont-Ferrand'")
+            .fetch_one(&f.state.pool)
+            .await
+            .unwrap();
+    let mut fields = serde_json::Map::new();
+    for (k, v) in [
+        ("organisation_id", organisation.as_str()),
+        ("typology", "mairie"),
+        ("name", "Hôtel de ville de Riom"),
+        ("lon", "3.1131"),
+        ("lat", "45.8938"),
+    ] {
+        fields.insert(k.into(), v.into());
+    }
+    let typed = proximites::services::write::create(
+        &f.state,
+        &operator_actor,
+        proximites::services::history::Via::Api,
+        proximites::services::write::NewEntry { fields },
+    )
+    .await
+    .unwrap();
+    let mut waited = 0;
+    while status_in(&f, "dila-riom").await.1 != "duplicate" {
+        assert!(
+            waited < 200,
+            "the follower groups the typed entry within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    follower.abort();
+    let (shown,): (String,) = sqlx::query_as(
+        "SELECT d.shown_id FROM duplicates d JOIN services s ON s.id = d.service_id
+         WHERE s.source_ref = 'dila-riom'",
+    )
+    .fetch_one(&f.state.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        shown,
+        typed.service.id.to_string(),
+        "the commune's entry is shown"
+    );
     assert_eq!(
         proximites::services::duplicates::check(&f.state.pool)
             .await

@@ -432,6 +432,42 @@ pub async fn refresh(
     Ok(pass)
 }
 
+/// Runs the detection again whenever entries changed since its last pass, every `every` at
+/// most: an entry typed in a form, which runs no pass itself, is grouped with the harvested
+/// one within that time.
+pub async fn follow(
+    pool: Pool,
+    taxonomy: Arc<Taxonomy>,
+    live: Arc<LiveIndexes>,
+    every: std::time::Duration,
+) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let head = match crate::db::log_head(&pool).await {
+            Ok(head) => head,
+            Err(error) => {
+                tracing::warn!(%error, "change log not read for the detection of duplicates");
+                continue;
+            }
+        };
+        if seen == Some(head) {
+            continue;
+        }
+        match refresh(&pool, &taxonomy, Some(&live)).await {
+            Ok(pass) if pass.newly_hidden + pass.shown_again > 0 => tracing::info!(
+                hidden = pass.newly_hidden,
+                shown_again = pass.shown_again,
+                "doublons entre sources / duplicates across sources"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "detection of duplicates failed"),
+        }
+        // Its own writes are not a reason for another pass.
+        seen = crate::db::log_head(&pool).await.ok();
+    }
+}
+
 /// Sets the status of one entry, in its history as the detection's doing.
 async fn set_status(
     conn: &mut SqliteConnection,
