@@ -398,8 +398,32 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, FileError
     Ok(filled)
 }
 
+/// A row read and placed, waiting for its key: the matching takes rows in the file's order,
+/// on its own thread, while the next rows are read.
+struct Placed<'t> {
+    line: u64,
+    typequ: String,
+    typology: &'t crate::taxonomy::Typology,
+    insee_code: String,
+    siret: String,
+    at: LonLat,
+    centre: Option<LonLat>,
+    located: bool,
+    /// Everything but its `source_ref`.
+    draft: Draft,
+}
+
+/// What the reading thread hands the matching one.
+enum Parsed<'t> {
+    Row(Box<Placed<'t>>),
+    Rejected(u64, FieldError),
+}
+
+/// Rows handed from the reading thread to the matching one at a time.
+const PARSED_BATCH: usize = 1_024;
+
 fn read_csv(
-    reader: impl Read,
+    reader: impl Read + Send,
     head: &[u8],
     taxonomy: &Taxonomy,
     locator: &Locator,
@@ -432,104 +456,171 @@ fn read_csv(
             .filter_map(|name| find(name).map(|i| (*name, i)))
             .collect(),
     };
-    let mut unmapped = Unmapped::default();
-    let mut matcher = Matcher::new(previous);
-    let mut file_error = None;
-    rows.each(|line, record| {
-        let row = match record {
-            Ok(record) => Row {
-                record,
-                columns: &columns,
-            },
-            Err(error) => return each((line, Err(error))),
-        };
-        let field = |name: &str| row.field(name);
-        let typequ = row.cell(columns.typequ);
-        let Some(typology) = typologies.get(typequ) else {
-            unmapped.count(if typequ.is_empty() {
-                "(sans TYPEQU)"
-            } else {
-                typequ
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (stop, columns, typologies) = (&stop, &columns, &typologies);
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Parsed<'_>>>(16);
+        let reading = scope.spawn(move || {
+            let mut unmapped = Unmapped::default();
+            let mut file_error = None;
+            let mut batch = Vec::with_capacity(PARSED_BATCH);
+            rows.each(|line, record| {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return false;
+                }
+                let parsed = match record {
+                    Ok(record) => {
+                        let row = Row { record, columns };
+                        match place(&row, line, typologies, locator, &mut unmapped) {
+                            Ok(Some(placed)) => Parsed::Row(Box::new(placed)),
+                            Ok(None) => return true,
+                            Err(PositionError::Row(error)) => {
+                                Parsed::Rejected(line, error.at_row(line))
+                            }
+                            Err(PositionError::File(error)) => {
+                                file_error = Some(error);
+                                return false;
+                            }
+                        }
+                    }
+                    Err(error) => Parsed::Rejected(line, error),
+                };
+                batch.push(parsed);
+                if batch.len() == PARSED_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSED_BATCH));
+                    if batches.send(full).is_err() {
+                        return false;
+                    }
+                }
+                true
             });
-            return true;
-        };
-        let insee_code = row.cell(columns.depcom);
-        let commune = InseeCode::parse(insee_code)
-            .ok()
-            .and_then(|code| locator.commune(&code));
-        let point = match position(&row, insee_code, line) {
-            Ok(point) => point,
-            Err(PositionError::Row(error)) => return each((line, Err(error.at_row(line)))),
-            Err(PositionError::File(error)) => {
-                file_error = Some(error);
-                return false;
+            if !batch.is_empty() {
+                let _ = batches.send(batch);
             }
-        };
-        if point.is_none() {
-            matcher.matching.without_coordinates += 1;
-        }
-        let centre = commune.map(|c| c.centroid);
-        let at = point.or(centre).unwrap_or(LonLat::new(0.0, 0.0));
-        let source_ref = matcher.key(
-            typequ,
-            &typology.code,
-            insee_code,
-            field("SIRET"),
-            at,
-            centre,
-        );
-        let city = match field("LIBCOM") {
-            "" => commune.map_or(String::new(), |c| c.name.clone()),
-            name => name.to_owned(),
-        };
-        let name = match field("NOMRS") {
-            "" => format!("{} — {city}", typology.label_fr),
-            name => name.to_owned(),
-        };
-        let street_type = field("TYPVOIE");
-        let street_type = STREET_TYPES
-            .iter()
-            .find(|(abbreviation, _)| abbreviation.eq_ignore_ascii_case(street_type))
-            .map_or(street_type, |(_, full)| full);
-        let address = [
-            field("NUMVOIE"),
-            field("INDREP"),
-            street_type,
-            field("LIBVOIE"),
-        ]
-        .iter()
-        .filter(|part| !part.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ");
-        let address = match field("CADR") {
-            "" => address,
-            complement if address.is_empty() => complement.to_owned(),
-            complement => format!("{address}, {complement}"),
-        };
-        let (lon, lat) = point.map_or((String::new(), String::new()), |p| {
-            (format!("{:.7}", p.lon), format!("{:.7}", p.lat))
+            (unmapped, file_error)
         });
-        each((
-            line,
-            Ok(Draft {
-                source_ref,
-                typology: typology.code.clone(),
-                name,
-                address,
-                postcode: field("CODPOS").to_owned(),
-                city,
-                insee_code: insee_code.to_owned(),
-                lon,
-                lat,
-                ..Draft::default()
-            }),
-        ))
+        let mut matcher = Matcher::new(previous);
+        'rows: for batch in received.iter() {
+            for parsed in batch {
+                let go_on = match parsed {
+                    Parsed::Rejected(line, error) => each((line, Err(error))),
+                    Parsed::Row(placed) => {
+                        let Placed {
+                            line,
+                            typequ,
+                            typology,
+                            insee_code,
+                            siret,
+                            at,
+                            centre,
+                            located,
+                            mut draft,
+                        } = *placed;
+                        if !located {
+                            matcher.matching.without_coordinates += 1;
+                        }
+                        draft.source_ref =
+                            matcher.key(&typequ, &typology.code, &insee_code, &siret, at, centre);
+                        each((line, Ok(draft)))
+                    }
+                };
+                if !go_on {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break 'rows;
+                }
+            }
+        }
+        // The reading thread stops at its next send, or at its next row.
+        drop(received);
+        let (unmapped, file_error) = reading
+            .join()
+            .map_err(|_| FileError(FieldError::new("file", "lecture interrompue")))?;
+        match file_error {
+            Some(error) => Err(FileError(error)),
+            None => Ok((unmapped, matcher.matching)),
+        }
+    })
+}
+
+/// A row of a type some typology takes, read and placed (its key aside); `None` for a type no
+/// typology takes, counted in `unmapped`.
+fn place<'t>(
+    row: &Row<'_>,
+    line: u64,
+    typologies: &HashMap<&str, &'t crate::taxonomy::Typology>,
+    locator: &Locator,
+    unmapped: &mut Unmapped,
+) -> Result<Option<Placed<'t>>, PositionError> {
+    let field = |name: &str| row.field(name);
+    let typequ = row.cell(row.columns.typequ);
+    let Some(typology) = typologies.get(typequ).copied() else {
+        unmapped.count(if typequ.is_empty() {
+            "(sans TYPEQU)"
+        } else {
+            typequ
+        });
+        return Ok(None);
+    };
+    let insee_code = row.cell(row.columns.depcom);
+    let commune = InseeCode::parse(insee_code)
+        .ok()
+        .and_then(|code| locator.commune(&code));
+    let point = position(row, insee_code, line)?;
+    let centre = commune.map(|c| c.centroid);
+    let at = point.or(centre).unwrap_or(LonLat::new(0.0, 0.0));
+    let city = match field("LIBCOM") {
+        "" => commune.map_or(String::new(), |c| c.name.clone()),
+        name => name.to_owned(),
+    };
+    let name = match field("NOMRS") {
+        "" => format!("{} — {city}", typology.label_fr),
+        name => name.to_owned(),
+    };
+    let street_type = field("TYPVOIE");
+    let street_type = STREET_TYPES
+        .iter()
+        .find(|(abbreviation, _)| abbreviation.eq_ignore_ascii_case(street_type))
+        .map_or(street_type, |(_, full)| full);
+    let address = [
+        field("NUMVOIE"),
+        field("INDREP"),
+        street_type,
+        field("LIBVOIE"),
+    ]
+    .iter()
+    .filter(|part| !part.is_empty())
+    .copied()
+    .collect::<Vec<_>>()
+    .join(" ");
+    let address = match field("CADR") {
+        "" => address,
+        complement if address.is_empty() => complement.to_owned(),
+        complement => format!("{address}, {complement}"),
+    };
+    let (lon, lat) = point.map_or((String::new(), String::new()), |p| {
+        (format!("{:.7}", p.lon), format!("{:.7}", p.lat))
     });
-    match file_error {
-        Some(error) => Err(FileError(error)),
-        None => Ok((unmapped, matcher.matching)),
-    }
+    Ok(Some(Placed {
+        line,
+        typequ: typequ.to_owned(),
+        typology,
+        insee_code: insee_code.to_owned(),
+        siret: field("SIRET").to_owned(),
+        at,
+        centre,
+        located: point.is_some(),
+        draft: Draft {
+            typology: typology.code.clone(),
+            name,
+            address,
+            postcode: field("CODPOS").to_owned(),
+            city,
+            insee_code: insee_code.to_owned(),
+            lon,
+            lat,
+            ..Draft::default()
+        },
+    }))
 }
 
 #[cfg(test)]
