@@ -571,11 +571,53 @@ struct ReadSummary {
     services: Option<data_inclusion::ServicesSummary>,
 }
 
+/// What an import needs of a source's earlier entries (see [`load_known`]).
+struct Loaded {
+    known: HashMap<String, Known>,
+    previous: bpe::Previous,
+    claimed: HashMap<String, crate::services::claims::Claimed>,
+}
+
+/// The entries of the source `source_id` (none for a new source): by key, for the BPE also by
+/// place, and those organisations claimed, which the BPE's rows are matched to like the others.
+async fn load_known(
+    pool: &Pool,
+    source_id: Option<&str>,
+    matched_by_place: bool,
+) -> crate::error::Result<Loaded> {
+    let Some(id) = source_id else {
+        return Ok(Loaded {
+            known: HashMap::default(),
+            previous: bpe::Previous::default(),
+            claimed: HashMap::default(),
+        });
+    };
+    let (known, mut previous) = store::known_for_source(pool, id, matched_by_place).await?;
+    let claimed = crate::services::claims::claimed_from(pool, id).await?;
+    if matched_by_place {
+        // A row of a claimed entry is matched like any earlier one (by its key, or by type,
+        // commune and position), then left to the organisation that signs it.
+        for (origin_ref, entry) in &claimed {
+            previous.add(
+                origin_ref,
+                &entry.content.typology,
+                entry.content.insee_code.as_str(),
+                entry.content.location,
+            );
+        }
+    }
+    Ok(Loaded {
+        known,
+        previous,
+        claimed,
+    })
+}
+
 /// Reads the opened input with the reader its format needs, pushing records to `each`.
 fn read_opened(
     opened: Opened,
     reference: &Reference,
-    previous: &bpe::Previous,
+    previous: impl FnOnce() -> Result<bpe::Previous, FileError>,
     services: Option<&data_inclusion::Services>,
     each: impl FnMut(Record) -> bool,
 ) -> Result<ReadSummary, FileError> {
@@ -835,32 +877,20 @@ pub async fn import(
             .bind(&source_name)
             .fetch_optional(pool)
             .await?;
-    let (known, previous, claimed) = match &existing_source {
-        Some((id,)) => {
-            let matched_by_place = opened.format == Format::Bpe;
-            let (known, mut previous) = store::known_for_source(pool, id, matched_by_place).await?;
-            let claimed = crate::services::claims::claimed_from(pool, id).await?;
-            if matched_by_place {
-                // A row of a claimed entry is matched like any earlier one (by its key, or by
-                // type, commune and position), then left to the organisation that signs it.
-                for (origin_ref, entry) in &claimed {
-                    previous.add(
-                        origin_ref,
-                        &entry.content.typology,
-                        entry.content.insee_code.as_str(),
-                        entry.content.location,
-                    );
-                }
-            }
-            (known, previous, claimed)
-        }
-        None => (
-            HashMap::default(),
-            bpe::Previous::default(),
-            HashMap::default(),
-        ),
-    };
-
+    // What earlier imports of the source made is read while the file starts being read (the
+    // BPE's rows are parsed and reprojected meanwhile: a third of a re-harvest's time).
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<crate::error::Result<Loaded>>(1);
+    {
+        let pool = pool.clone();
+        let source_id = existing_source.map(|(id,)| id);
+        let matched_by_place = opened.format == Format::Bpe;
+        tokio::spawn(async move {
+            let clock = std::time::Instant::now();
+            let loaded = load_known(&pool, source_id.as_deref(), matched_by_place).await;
+            tracing::debug!(elapsed = ?clock.elapsed(), "earlier entries of the source loaded");
+            let _ = loaded_tx.send(loaded);
+        });
+    }
     let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Write>>(4);
     let rules = format!(
         "{}|{}",
@@ -889,8 +919,8 @@ pub async fn import(
             } else {
                 validator
             },
-            known,
-            claimed,
+            known: HashMap::default(),
+            claimed: HashMap::default(),
             seen: HashMap::default(),
             batch: Vec::with_capacity(BATCH),
             writes,
@@ -900,13 +930,61 @@ pub async fn import(
             rules,
         };
         let services = classifier.options.data_inclusion_services.clone();
-        let result = read_opened(
-            opened,
-            &reference,
-            &previous,
-            services.as_deref(),
-            |record| classifier.record(record),
-        );
+        // The source's known and claimed entries, once loaded, until the classifier takes them.
+        let waiting = std::cell::RefCell::new(None);
+        let load_error = std::cell::RefCell::new(None);
+        let wait = || match loaded_rx.recv() {
+            Ok(Ok(Loaded {
+                known,
+                previous,
+                claimed,
+            })) => {
+                *waiting.borrow_mut() = Some((known, claimed));
+                Ok(previous)
+            }
+            Ok(Err(error)) => {
+                *load_error.borrow_mut() = Some(error);
+                Err(FileError(FieldError::new(
+                    "file",
+                    "lecture de la base impossible / database not read",
+                )))
+            }
+            Err(_) => Err(FileError(FieldError::new(
+                "file",
+                "lecture de la base interrompue / database read cut short",
+            ))),
+        };
+        let result = if opened.format == Format::Bpe {
+            read_opened(opened, &reference, wait, services.as_deref(), |record| {
+                if let Some((known, claimed)) = waiting.borrow_mut().take() {
+                    classifier.known = known;
+                    classifier.claimed = claimed;
+                }
+                classifier.record(record)
+            })
+        } else {
+            wait().and_then(|_| {
+                if let Some((known, claimed)) = waiting.borrow_mut().take() {
+                    classifier.known = known;
+                    classifier.claimed = claimed;
+                }
+                read_opened(
+                    opened,
+                    &reference,
+                    || Ok(bpe::Previous::default()),
+                    services.as_deref(),
+                    |record| classifier.record(record),
+                )
+            })
+        };
+        // A file whose rows were all of other types never handed the entries over.
+        if let Some((known, claimed)) = waiting.borrow_mut().take() {
+            classifier.known = known;
+            classifier.claimed = claimed;
+        }
+        if let Some(error) = load_error.borrow_mut().take() {
+            return Err(error);
+        }
         classifier.flush();
         let unreadable = result.is_err();
         match result {
@@ -941,7 +1019,7 @@ pub async fn import(
             }
             classifier.report.dropped_claims = dropped;
         }
-        (classifier.report, unreadable)
+        Ok((classifier.report, unreadable))
     });
 
     let started_at = Utc::now();
@@ -977,7 +1055,7 @@ pub async fn import(
         }
         Ok((turn, organisation, written))
     });
-    let (mut report, unreadable) = reading.await.map_err(anyhow::Error::from)?;
+    let (mut report, unreadable) = reading.await.map_err(anyhow::Error::from)??;
     progress.finish_and_clear();
     let clock = std::time::Instant::now();
     // A failed write dropped the connection, which rolls the transaction back.
