@@ -339,7 +339,7 @@ pub struct ServeArgs {
     /// Seconds between two detections of duplicates across sources while entries change (an
     /// entry typed in a form is grouped with the harvested one within that time; imports and
     /// harvests run it themselves).
-    #[arg(long, env = "PROXIMITES_DUPLICATES_EVERY", default_value_t = 60)]
+    #[arg(long, env = "PROXIMITES_DUPLICATES_EVERY", default_value_t = 300)]
     pub duplicates_every: u64,
 
     /// Seconds a committed change may take to reach the caches of whole-directory products
