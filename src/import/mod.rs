@@ -240,7 +240,7 @@ struct Classifier<'a> {
     validator: Validator<'a>,
     known: HashMap<String, Known>,
     /// The source's records that organisations claimed, by source_ref: left to them.
-    claimed: HashMap<String, crate::services::claims::Claimed>,
+    claimed: HashMap<String, claims::Claimed>,
     /// source_ref → line where it was first seen in this file, for rows of no known entry
     /// (a known entry keeps its own, `Known::seen_at`: no copy of millions of keys).
     seen: HashMap<String, u64>,
@@ -264,6 +264,14 @@ fn warn(report: &mut ImportReport, flags: &[crate::services::quality::QualityFla
         field: flag.field.clone(),
         message: flag.message.clone(),
     }));
+}
+
+/// The error of a record whose `source_ref` an earlier line of the file already gave.
+fn twice(source_ref: &str, first: u64) -> FieldError {
+    FieldError::new(
+        "source_ref",
+        format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
+    )
 }
 
 /// What the classifier hands the writer.
@@ -336,13 +344,7 @@ impl Classifier<'_> {
             },
         };
         if let Some(first) = first_seen {
-            self.reject(
-                [FieldError::new(
-                    "source_ref",
-                    format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
-                )],
-                line,
-            );
+            self.reject([twice(&source_ref, first)], line);
             return true;
         }
         let known = self.known.get(&source_ref);
@@ -460,13 +462,7 @@ impl Classifier<'_> {
         };
         if claimed.seen_at > 0 {
             let first = claimed.seen_at;
-            self.reject(
-                [FieldError::new(
-                    "source_ref",
-                    format!("« {source_ref} » apparaît deux fois (déjà ligne {first})"),
-                )],
-                line,
-            );
+            self.reject([twice(source_ref, first)], line);
             return;
         }
         claimed.seen_at = line;
@@ -476,7 +472,7 @@ impl Classifier<'_> {
         }
         // A record that does not read suggests nothing; the entry is still the source's.
         if let Ok(content) = self.validator.content(draft, true) {
-            let mut proposed = crate::services::claims::proposals(&claimed.content, &content);
+            let mut proposed = claims::proposals(&claimed.content, &content);
             let mut stored = claimed.suggested.clone();
             proposed.sort();
             stored.sort();
@@ -575,7 +571,7 @@ struct ReadSummary {
 struct Loaded {
     known: HashMap<String, Known>,
     previous: bpe::Previous,
-    claimed: HashMap<String, crate::services::claims::Claimed>,
+    claimed: HashMap<String, claims::Claimed>,
 }
 
 /// The entries of the source `source_id` (none for a new source): by key, for the BPE also by
@@ -593,7 +589,7 @@ async fn load_known(
         });
     };
     let (known, mut previous) = store::known_for_source(pool, id, matched_by_place).await?;
-    let claimed = crate::services::claims::claimed_from(pool, id).await?;
+    let claimed = claims::claimed_from(pool, id).await?;
     if matched_by_place {
         // A row of a claimed entry is matched like any earlier one (by its key, or by type,
         // commune and position), then left to the organisation that signs it.
