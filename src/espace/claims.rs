@@ -7,7 +7,7 @@ use crate::http::Path;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 
 use super::Session;
@@ -189,31 +189,6 @@ fn shown(current: &crate::services::Draft, field: &str) -> String {
     }
 }
 
-/// Runs `act` for a signed form of the session, then goes to the entry's page.
-async fn entry_action(
-    state: AppState,
-    headers: HeaderMap,
-    id: &str,
-    body: Bytes,
-    act: impl AsyncFnOnce(&AppState, &Session) -> Result<()>,
-) -> Response {
-    let (session, _) = match super::signed_form(
-        &state,
-        &headers,
-        &body,
-        Some(("/espace", "Retour à mes fiches")),
-    )
-    .await
-    {
-        Ok(signed) => signed,
-        Err(response) => return response,
-    };
-    match act(&state, &session).await {
-        Ok(()) => Redirect::to(&format!("/espace/fiches/{id}?enregistree=1")).into_response(),
-        Err(error) => super::pages::error_page(error, Some(&session)),
-    }
-}
-
 /// Claims the entry for the session's organisation.
 #[utoipa::path(post, path = "/espace/fiches/{id}/revendiquer", tag = "contributors",
     params(("id" = String, Path, description = "Identifiant de la fiche")),
@@ -227,15 +202,13 @@ pub async fn claim_entry(
     body: Bytes,
 ) -> Response {
     let target = id.clone();
-    entry_action(
+    super::pages::simple_action(
         state,
         headers,
-        &id,
+        id,
         body,
         async move |state: &AppState, session: &Session| {
-            claims::claim(state, &session.actor, Via::Page, &target)
-                .await
-                .map(drop)
+            claims::claim(state, &session.actor, Via::Page, &target).await
         },
     )
     .await
@@ -253,15 +226,13 @@ pub async fn release_entry(
     body: Bytes,
 ) -> Response {
     let target = id.clone();
-    entry_action(
+    super::pages::simple_action(
         state,
         headers,
-        &id,
+        id,
         body,
         async move |state: &AppState, session: &Session| {
-            claims::release(state, &session.actor, Via::Page, &target)
-                .await
-                .map(drop)
+            claims::release(state, &session.actor, Via::Page, &target).await
         },
     )
     .await
@@ -279,15 +250,13 @@ pub async fn accept_suggestion(
     body: Bytes,
 ) -> Response {
     let target = id.clone();
-    entry_action(
+    super::pages::simple_action(
         state,
         headers,
-        &id,
+        id,
         body,
         async move |state: &AppState, session: &Session| {
-            claims::accept(state, &session.actor, Via::Page, &target, &field)
-                .await
-                .map(drop)
+            claims::accept(state, &session.actor, Via::Page, &target, &field).await
         },
     )
     .await
@@ -305,10 +274,10 @@ pub async fn dismiss_suggestion(
     body: Bytes,
 ) -> Response {
     let target = id.clone();
-    entry_action(
+    super::pages::simple_action(
         state,
         headers,
-        &id,
+        id,
         body,
         async move |state: &AppState, session: &Session| {
             claims::dismiss(state, &session.actor, &target, &field).await

@@ -1224,12 +1224,14 @@ pub async fn save_entry(
     }
 }
 
-async fn simple_action(
+/// Runs `act` for a signed form of the session, then goes back to the list the form came from,
+/// or to the entry's page.
+pub(super) async fn simple_action<T>(
     state: AppState,
     headers: HeaderMap,
     id: String,
     body: Bytes,
-    act: impl AsyncFnOnce(&AppState, &Session) -> crate::error::Result<write::Written>,
+    act: impl AsyncFnOnce(&AppState, &Session) -> crate::error::Result<T>,
 ) -> Response {
     let (session, form) = match super::signed_form(&state, &headers, &body, BACK).await {
         Ok(signed) => signed,
