@@ -344,3 +344,160 @@ where
 {
     Ok(Some(log_head(executor).await?.to_string()))
 }
+
+/// Reads through SQLite's C API on a connection lent by sqlx: sqlx copies each row into values
+/// of its own and hands it over from its connection thread (about 10 µs a row), which makes
+/// loads of millions of rows, or of every commune at each start, take seconds; here each row's
+/// texts are borrowed from SQLite where they lie.
+pub mod raw {
+    use std::ffi::{c_int, CStr};
+    use std::ptr::NonNull;
+
+    use libsqlite3_sys as ffi;
+    use sqlx::sqlite::LockedSqliteHandle;
+
+    use super::Pool;
+
+    /// A prepared statement, finalized when dropped.
+    pub struct Statement {
+        pub raw: NonNull<ffi::sqlite3_stmt>,
+    }
+
+    impl Drop for Statement {
+        fn drop(&mut self) {
+            // SAFETY: `raw` came from sqlite3_prepare_v2 and is finalized once, here.
+            unsafe {
+                ffi::sqlite3_finalize(self.raw.as_ptr());
+            }
+        }
+    }
+
+    /// Prepares `sql` on the connection `db`.
+    pub(crate) fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> anyhow::Result<Statement> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: `db` is a live connection whose lock the caller holds; `sql` is NUL-terminated.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut())
+        };
+        match NonNull::new(raw) {
+            Some(raw) if rc == ffi::SQLITE_OK => Ok(Statement { raw }),
+            _ => anyhow::bail!("préparation de la requête : {}", error_message(db)),
+        }
+    }
+
+    /// The connection's last error, in SQLite's words.
+    pub(crate) fn error_message(db: *mut ffi::sqlite3) -> String {
+        // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
+        unsafe {
+            CStr::from_ptr(ffi::sqlite3_errmsg(db))
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    /// The text of column `i` of the current row; `None` for NULL.
+    ///
+    /// # Safety
+    /// `stmt` must be a statement positioned on a row (the last step returned SQLITE_ROW); the
+    /// text lives until the next step, reset or finalize, which the caller's borrow must not
+    /// outlive.
+    pub unsafe fn column_text<'r>(
+        stmt: *mut ffi::sqlite3_stmt,
+        i: c_int,
+    ) -> anyhow::Result<Option<&'r str>> {
+        // sqlite3_column_text before sqlite3_column_bytes, as SQLite asks, so the length is the
+        // UTF-8 one.
+        let text = ffi::sqlite3_column_text(stmt, i);
+        if text.is_null() {
+            return Ok(None);
+        }
+        let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i))?;
+        Ok(Some(std::str::from_utf8(std::slice::from_raw_parts(
+            text, len,
+        ))?))
+    }
+
+    /// The current row of a statement being stepped: its columns, borrowed until the next step.
+    pub struct Row<'s> {
+        stmt: *mut ffi::sqlite3_stmt,
+        _statement: std::marker::PhantomData<&'s Statement>,
+    }
+
+    impl Row<'_> {
+        /// Column `i` as text; `None` for NULL.
+        pub fn text(&self, i: c_int) -> anyhow::Result<Option<&str>> {
+            // SAFETY: the row is current while `self` lives (see `each_row`), and the text is
+            // borrowed no longer than `self`.
+            unsafe { column_text(self.stmt, i) }
+        }
+
+        /// Column `i` as text, which must not be NULL.
+        pub fn required_text(&self, i: c_int) -> anyhow::Result<&str> {
+            self.text(i)?
+                .ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
+        }
+
+        /// Column `i` as a number (0.0 for NULL).
+        pub fn real(&self, i: c_int) -> f64 {
+            // SAFETY: the row is current while `self` lives.
+            unsafe { ffi::sqlite3_column_double(self.stmt, i) }
+        }
+
+        /// Column `i` as an integer (0 for NULL).
+        pub fn integer(&self, i: c_int) -> i64 {
+            // SAFETY: the row is current while `self` lives.
+            unsafe { ffi::sqlite3_column_int64(self.stmt, i) }
+        }
+    }
+
+    /// Steps every row of `sql` (a statement without parameters), from one statement, hence
+    /// one snapshot of the database, handing each to `each`; returns how many rows. Stops at
+    /// the first error `each` returns; `what` names the read in SQLite's errors.
+    pub fn each_row(
+        handle: &mut LockedSqliteHandle<'_>,
+        sql: &CStr,
+        what: &str,
+        mut each: impl FnMut(&Row<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let db = handle.as_raw_handle().as_ptr();
+        let statement = prepare(db, sql)?;
+        let row = Row {
+            stmt: statement.raw.as_ptr(),
+            _statement: std::marker::PhantomData,
+        };
+        let mut count = 0;
+        loop {
+            // SAFETY: a statement of this locked connection, stepped only here.
+            match unsafe { ffi::sqlite3_step(row.stmt) } {
+                ffi::SQLITE_ROW => {}
+                ffi::SQLITE_DONE => break,
+                _ => anyhow::bail!("{what} : {}", error_message(db)),
+            }
+            each(&row)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// [`each_row`] on a connection of `pool`, on a blocking thread, into `state`, which it
+    /// hands back.
+    pub async fn fold_rows<S: Send + 'static>(
+        pool: &Pool,
+        sql: &'static CStr,
+        what: &'static str,
+        state: S,
+        mut each: impl FnMut(&mut S, &Row<'_>) -> anyhow::Result<()> + Send + 'static,
+    ) -> crate::error::Result<S> {
+        let mut conn = pool.acquire().await?;
+        let runtime = tokio::runtime::Handle::current();
+        let state = tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+            let mut handle = runtime.block_on(conn.lock_handle())?;
+            let mut state = state;
+            each_row(&mut handle, sql, what, |row| each(&mut state, row))?;
+            Ok(state)
+        })
+        .await
+        .map_err(anyhow::Error::from)??;
+        Ok(state)
+    }
+}

@@ -302,13 +302,13 @@ pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
     if bench.text_build {
         let dir = scratch.path().join("text");
         let owned = dir.clone();
+        let taxonomy = reference.taxonomy.clone();
         let text = tokio::task::spawn_blocking(move || {
-            crate::search::text::TextIndex::open_or_create(&owned)
+            crate::search::text::TextIndex::open_or_create(&owned, &taxonomy)
         })
         .await??;
         let started = Instant::now();
-        text.sync_from_db(&pool, &reference.taxonomy, &reference.locator)
-            .await?;
+        text.sync_from_db(&pool, &reference).await?;
         report.push(format!(
             "full text index build: {} entries in {:.1} s",
             text.doc_count(),

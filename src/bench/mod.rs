@@ -191,15 +191,16 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     let text_dir = db::text_index_dir(&url);
     let started = Instant::now();
     let owned = text_dir.clone();
-    let text =
-        tokio::task::spawn_blocking(move || crate::search::text::TextIndex::open_or_create(&owned))
-            .await??;
+    let taxonomy = reference.taxonomy.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::search::text::TextIndex::open_or_create(&owned, &taxonomy)
+    })
+    .await??;
     // Reused while it is at the log's head with every entry; built (and timed) otherwise.
     let head = db::log_head(&pool).await?;
     let rebuilt = text.position() != Some(head) || text.doc_count() != spatial.len() as u64;
     if rebuilt {
-        text.sync_from_db(&pool, &reference.taxonomy, &reference.locator)
-            .await?;
+        text.sync_from_db(&pool, &reference).await?;
     }
     let text_build_s = if rebuilt {
         started.elapsed().as_secs_f64()

@@ -2,7 +2,7 @@
 //! connection lent by sqlx (rows are borrowed, not copied: millions of them a second), and
 //! their count.
 
-use std::ffi::{c_int, CStr, CString};
+use std::ffi::{c_int, CString};
 use std::ptr::NonNull;
 
 use libsqlite3_sys as ffi;
@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap as HashMap;
 use sqlx::sqlite::LockedSqliteHandle;
 
 use super::{cql2, Lookup, Row, Selection};
+use crate::db::raw::{column_text, error_message};
 use crate::db::Pool;
 use crate::error::{Error, Result};
 use crate::import::Reference;
@@ -220,15 +221,6 @@ impl Drop for Statement {
     }
 }
 
-fn error_message(db: *mut ffi::sqlite3) -> String {
-    // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
-    unsafe {
-        CStr::from_ptr(ffi::sqlite3_errmsg(db))
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 impl Statement {
     fn prepare(
         handle: &mut LockedSqliteHandle<'_>,
@@ -288,15 +280,7 @@ impl Statement {
     /// # Safety
     /// The statement must be on a row; the text lives until the next step.
     unsafe fn text<'r>(&self, i: c_int) -> anyhow::Result<Option<&'r str>> {
-        let stmt = self.raw.as_ptr();
-        let text = ffi::sqlite3_column_text(stmt, i);
-        if text.is_null() {
-            return Ok(None);
-        }
-        let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i))?;
-        Ok(Some(std::str::from_utf8(std::slice::from_raw_parts(
-            text, len,
-        ))?))
+        column_text(self.raw.as_ptr(), i)
     }
 
     fn double(&self, i: c_int) -> f64 {

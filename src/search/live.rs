@@ -134,7 +134,10 @@ impl LiveIndexes {
         background_above: Option<usize>,
     ) -> anyhow::Result<Self> {
         let owned = dir.to_owned();
-        let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+        let taxonomy = reference.taxonomy.clone();
+        let text =
+            tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned, &taxonomy))
+                .await??;
         let started = Instant::now();
         // Read before the rows: a write landing during the load is applied again, harmlessly.
         let head = db::log_head(pool).await?;
@@ -473,9 +476,7 @@ impl LiveIndexes {
         applier.writer = None;
         self.text.forget_recent();
         let head = db::log_head(pool).await?;
-        self.text
-            .sync_from_db(pool, &self.reference.taxonomy, &self.reference.locator)
-            .await?;
+        self.text.sync_from_db(pool, &self.reference).await?;
         let spatial = spatial::load(pool).await?;
         applier.text_applied = head;
         applier.committed_at = Instant::now();

@@ -115,7 +115,7 @@ pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
     let spatial = spatial::load(pool).await?;
     let mut found = spatial::check(pool, &spatial).await?;
     let owned = dir.to_owned();
-    let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+    let text = tokio::task::spawn_blocking(move || TextIndex::open_to_inspect(&owned)).await??;
     let published: HashSet<String> =
         sqlx::query_as::<_, (String,)>("SELECT id FROM services WHERE status = 'published'")
             .fetch_all(pool)
@@ -162,7 +162,7 @@ pub async fn log_report(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> 
         "journal des changements / change log: dernière ligne / head {head}, élagué jusqu'à / pruned through {pruned}"
     )];
     let owned = dir.to_owned();
-    let text = tokio::task::spawn_blocking(move || TextIndex::open_or_create(&owned)).await??;
+    let text = tokio::task::spawn_blocking(move || TextIndex::open_to_inspect(&owned)).await??;
     let position = text.position().unwrap_or(0);
     lines.push(format!(
         "index texte {} : position {position}, retard / lag {}",

@@ -10,9 +10,11 @@
 //! - `id`: the entry's [`ServiceId`], raw, stored and fast (read back for every hit);
 //! - `name`, `typology` (French and English labels and synonyms), `commune`, `address` (street,
 //!   postcode, city), `description`: analysed by "fr" (words, lower case, accents folded, French
-//!   stop words removed, Snowball French stemmer);
-//! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name, typology
-//!   and commune ("fr_prefix"), for the word being typed;
+//!   stop words removed, Snowball French stemmer; "fr_shared" for `typology` and `commune`, the
+//!   same analysis remembered per text, since many entries share them);
+//! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name and
+//!   commune ("fr_prefix"), for the word being typed (the typologies' words are looked up in
+//!   memory and matched by their `t:` token, see [`TypologyWords`]);
 //! - `words`: the folded, unstemmed words of the name, typology and commune ("fr_raw"), for
 //!   typo-tolerant (Levenshtein 1) matching;
 //! - `place`: raw tokens saying where the entry is and what it is, so that a query's place,
@@ -31,7 +33,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use tantivy::collector::TopDocs;
 use tantivy::columnar::{Column, StrColumn};
@@ -44,12 +46,13 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer,
-    Stemmer, StopWordFilter, TextAnalyzer, TokenStream,
+    Stemmer, StopWordFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::spatial::IdKey;
 use crate::db::Pool;
+use crate::import::Reference;
 use crate::services::{Service, ServiceId};
 use crate::spatial::{BBox, LonLat};
 use crate::taxonomy::Taxonomy;
@@ -57,7 +60,7 @@ use crate::territory::{InseeCode, Locator};
 
 /// The version of the fields and analyzers: bump it with any change to them, and indexes written
 /// before are rebuilt.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The file of the index directory holding the [`SCHEMA_VERSION`] it was written with.
 pub const VERSION_FILE: &str = "proximites-text-version";
@@ -129,14 +132,15 @@ fn schema() -> (Schema, Fields) {
         )
     };
     let fr = analysed("fr", IndexRecordOption::WithFreqs);
+    let shared = analysed("fr_shared", IndexRecordOption::WithFreqs);
     let fields = Fields {
         id: builder.add_text_field("id", STRING | STORED | FAST),
         key_hi: builder.add_u64_field("key_hi", FAST),
         key_lo: builder.add_u64_field("key_lo", FAST),
         place: builder.add_text_field("place", STRING),
         name: builder.add_text_field("name", fr.clone()),
-        typology: builder.add_text_field("typology", fr.clone()),
-        commune: builder.add_text_field("commune", fr.clone()),
+        typology: builder.add_text_field("typology", shared.clone()),
+        commune: builder.add_text_field("commune", shared),
         address: builder.add_text_field("address", fr.clone()),
         description: builder.add_text_field("description", fr),
         prefixes: builder.add_text_field(
@@ -364,6 +368,104 @@ pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> Tex
     )
 }
 
+/// The analysers a document is made with, and the folded words of the texts many entries share
+/// (a typology's labels and synonyms, a commune's name), folded once.
+pub struct Analysis {
+    raw: TextAnalyzer,
+    shared: FxHashMap<String, Arc<[String]>>,
+}
+
+impl Analysis {
+    fn new(index: &TextIndex) -> anyhow::Result<Self> {
+        Ok(Self {
+            raw: index.analyzer("fr_raw")?,
+            shared: FxHashMap::default(),
+        })
+    }
+
+    /// The "fr_raw" words of `text`, a text many entries share.
+    fn shared_words(&mut self, text: &str) -> Arc<[String]> {
+        if let Some(words) = self.shared.get(text) {
+            return words.clone();
+        }
+        if self.shared.len() >= SHARED_TEXTS_MAX {
+            self.shared.clear();
+        }
+        let words: Arc<[String]> = tokens(&mut self.raw, text).into();
+        self.shared.insert(text.to_owned(), words.clone());
+        words
+    }
+}
+
+/// Distinct shared texts remembered at most (there are about 35,000 communes and 175
+/// typologies; more means renamed ones, forgotten by starting again).
+const SHARED_TEXTS_MAX: usize = 100_000;
+
+/// "fr_shared": "fr" with a memory, for the fields whose text many entries share (a typology's
+/// labels and synonyms, a commune's name): each is stemmed once per writer thread rather than
+/// once per entry, which is most of the stemming of a national build.
+#[derive(Clone)]
+struct SharedTextTokenizer {
+    fr: TextAnalyzer,
+    analysed: FxHashMap<String, Vec<Token>>,
+}
+
+impl Tokenizer for SharedTextTokenizer {
+    type TokenStream<'a> = SharedTokens<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> SharedTokens<'a> {
+        if !self.analysed.contains_key(text) {
+            if self.analysed.len() >= SHARED_TEXTS_MAX {
+                self.analysed.clear();
+            }
+            let mut stream = self.fr.token_stream(text);
+            let mut tokens = Vec::new();
+            while stream.advance() {
+                tokens.push(stream.token().clone());
+            }
+            drop(stream);
+            self.analysed.insert(text.to_owned(), tokens);
+        }
+        SharedTokens {
+            rest: self
+                .analysed
+                .get(text)
+                .map_or(&[][..], Vec::as_slice)
+                .iter(),
+            current: None,
+            changed: None,
+            none: Token::default(),
+        }
+    }
+}
+
+/// The remembered tokens of one text, lent; a token a filter changes is a copy.
+struct SharedTokens<'a> {
+    rest: std::slice::Iter<'a, Token>,
+    current: Option<&'a Token>,
+    changed: Option<Token>,
+    /// What `token` gives before the first token or after the last.
+    none: Token,
+}
+
+impl TokenStream for SharedTokens<'_> {
+    fn advance(&mut self) -> bool {
+        self.changed = None;
+        self.current = self.rest.next();
+        self.current.is_some()
+    }
+
+    fn token(&self) -> &Token {
+        self.changed.as_ref().or(self.current).unwrap_or(&self.none)
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        let current = self.current;
+        self.changed
+            .get_or_insert_with(|| current.cloned().unwrap_or_default())
+    }
+}
+
 /// The full-text index. Cheap to clone: every clone shares the same index.
 ///
 /// The directory's writer (tantivy locks it against a second, in any process) is held by the
@@ -378,6 +480,46 @@ pub struct TextIndex {
     /// The changes handed to the writer since its last commit, searchable already (see
     /// [`Recent`]).
     recent: Arc<Mutex<Recent>>,
+    typology_words: Arc<TypologyWords>,
+}
+
+/// The folded words of each typology's labels and synonyms, in order. The word being typed
+/// finds the entries of a typology one of whose words it starts through their `t:` token:
+/// indexing those prefixes with every entry instead would be most of the tokens of a national
+/// index (a typology has about 28 words, an entry's name 4).
+#[derive(Debug, Default)]
+struct TypologyWords {
+    words: Vec<(String, String)>,
+}
+
+impl TypologyWords {
+    fn new(taxonomy: &Taxonomy) -> Self {
+        let mut raw = raw_analyzer();
+        let mut words: Vec<(String, String)> = taxonomy
+            .typologies
+            .iter()
+            .flat_map(|t| {
+                tokens(&mut raw, &typology_labels(taxonomy, &t.code))
+                    .into_iter()
+                    .map(|word| (word, t.code.clone()))
+            })
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        Self { words }
+    }
+
+    /// The typologies one of whose words starts with `prefix`, each once.
+    fn starting_with(&self, prefix: &str) -> BTreeSet<&str> {
+        let first = self
+            .words
+            .partition_point(|(word, _)| word.as_str() < prefix);
+        self.words[first..]
+            .iter()
+            .take_while(|(word, _)| word.starts_with(prefix))
+            .map(|(_, code)| code.as_str())
+            .collect()
+    }
 }
 
 /// The near-real-time side of the index: a commit to disk costs several file syncs, so the one
@@ -440,6 +582,13 @@ impl std::fmt::Debug for TextIndex {
 /// Registers the analyzers the schema names.
 fn register_analyzers(index: &Index) -> anyhow::Result<()> {
     index.tokenizers().register("fr", fr_analyzer());
+    index.tokenizers().register(
+        "fr_shared",
+        SharedTextTokenizer {
+            fr: fr_analyzer(),
+            analysed: FxHashMap::default(),
+        },
+    );
     index.tokenizers().register("fr_raw", raw_analyzer());
     index.tokenizers().register("fr_prefix", prefix_analyzer()?);
     Ok(())
@@ -466,8 +615,19 @@ fn stale(dir: &Path) -> anyhow::Result<bool> {
 
 impl TextIndex {
     /// Opens the index in `dir`, creating the directory and an empty index when missing, and
-    /// recreating it empty when it was written with another [`SCHEMA_VERSION`].
-    pub fn open_or_create(dir: &Path) -> anyhow::Result<TextIndex> {
+    /// recreating it empty when it was written with another [`SCHEMA_VERSION`]; its queries
+    /// find the typologies of `taxonomy` by the beginning of their words.
+    pub fn open_or_create(dir: &Path, taxonomy: &Taxonomy) -> anyhow::Result<TextIndex> {
+        Self::open(dir, TypologyWords::new(taxonomy))
+    }
+
+    /// The same, for what the index holds (its entries, its position) rather than for queries,
+    /// which do not find typologies by the beginning of their words.
+    pub fn open_to_inspect(dir: &Path) -> anyhow::Result<TextIndex> {
+        Self::open(dir, TypologyWords::default())
+    }
+
+    fn open(dir: &Path, typology_words: TypologyWords) -> anyhow::Result<TextIndex> {
         let context = |what: &str| format!("index texte {} : {what}", dir.display());
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{} : {e}", context("création")))?;
@@ -496,6 +656,7 @@ impl TextIndex {
             writing: Arc::default(),
             fields,
             recent: Arc::default(),
+            typology_words: Arc::new(typology_words),
         })
     }
 
@@ -521,7 +682,7 @@ impl TextIndex {
             .ok_or_else(|| anyhow::anyhow!("analyseur « {name} » non enregistré"))
     }
 
-    fn document(&self, doc: &TextDoc, raw: &mut TextAnalyzer) -> TantivyDocument {
+    fn document(&self, doc: &TextDoc, analysis: &mut Analysis) -> TantivyDocument {
         let f = &self.fields;
         let mut out = TantivyDocument::default();
         out.add_text(f.id, doc.id.as_str());
@@ -541,20 +702,27 @@ impl TextIndex {
         out.add_text(f.commune, &doc.commune);
         out.add_text(f.address, &doc.address);
         out.add_text(f.description, &doc.description);
-        let mut folded = BTreeSet::new();
-        for text in [&doc.name, &doc.typology_labels, &doc.commune] {
-            folded.extend(tokens(raw, text));
-        }
+        let name_words = tokens(&mut analysis.raw, &doc.name);
+        let labels = analysis.shared_words(&doc.typology_labels);
+        let commune = analysis.shared_words(&doc.commune);
+        let folded: BTreeSet<&str> = name_words
+            .iter()
+            .chain(labels.iter())
+            .chain(commune.iter())
+            .map(String::as_str)
+            .collect();
         out.add_text(
             f.words,
-            folded
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
+            folded.iter().copied().collect::<Vec<_>>().join(" "),
         );
-        // One value per word: "fr_prefix" makes the prefixes of a whole value.
-        for word in &folded {
+        // One value per word: "fr_prefix" makes the prefixes of a whole value. The typology's
+        // words are found by their beginning without them (see [`TypologyWords`]).
+        let own: BTreeSet<&str> = name_words
+            .iter()
+            .chain(commune.iter())
+            .map(String::as_str)
+            .collect();
+        for word in own {
             out.add_text(f.prefixes, word);
         }
         out
@@ -582,7 +750,7 @@ impl TextIndex {
             anyhow::anyhow!("index texte : écriture impossible (un autre processus écrit ?) : {e}")
         })?;
         Ok(TextWriter {
-            raw: self.analyzer("fr_raw")?,
+            analysis: Analysis::new(self)?,
             writer,
             index: self.clone(),
         })
@@ -595,9 +763,9 @@ impl TextIndex {
         memory_bytes: usize,
         threads: Option<usize>,
         position: Option<i64>,
-        change: impl FnOnce(&mut IndexWriter, &mut TextAnalyzer) -> anyhow::Result<()>,
+        change: impl FnOnce(&mut IndexWriter, &mut Analysis) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let mut raw = self.analyzer("fr_raw")?;
+        let mut analysis = Analysis::new(self)?;
         let _turn = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let opened = match threads {
             Some(threads) => self.index.writer_with_num_threads(threads, memory_bytes),
@@ -610,7 +778,7 @@ impl TextIndex {
             // A build writes each segment once: merging them while adding only rewrites them.
             writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         }
-        let done = change(&mut writer, &mut raw).and_then(|()| {
+        let done = change(&mut writer, &mut analysis).and_then(|()| {
             let mut prepared = writer.prepare_commit()?;
             if let Some(position) = position {
                 prepared.set_payload(&position.to_string());
@@ -641,10 +809,10 @@ impl TextIndex {
             REBUILD_MEMORY_BYTES,
             Some(threads),
             position,
-            |writer, raw| {
+            |writer, analysis| {
                 writer.delete_all_documents()?;
                 for doc in docs {
-                    writer.add_document(self.document(&doc, raw))?;
+                    writer.add_document(self.document(&doc, analysis))?;
                 }
                 Ok(())
             },
@@ -653,10 +821,10 @@ impl TextIndex {
 
     /// Adds or replaces these entries, in one commit.
     pub fn upsert(&self, docs: &[TextDoc]) -> anyhow::Result<()> {
-        self.write(WRITER_MEMORY_BYTES, None, None, |writer, raw| {
+        self.write(WRITER_MEMORY_BYTES, None, None, |writer, analysis| {
             for doc in docs {
                 writer.delete_term(Term::from_field_text(self.fields.id, doc.id.as_str()));
-                writer.add_document(self.document(doc, raw))?;
+                writer.add_document(self.document(doc, analysis))?;
             }
             Ok(())
         })
@@ -714,12 +882,22 @@ impl TextIndex {
             }
             let prefix = last && chars >= MIN_PREFIX;
             if prefix {
-                let term = Term::from_field_text(f.prefixes, truncate_chars(word, MAX_PREFIX));
+                let typed = truncate_chars(word, MAX_PREFIX);
+                let term = Term::from_field_text(f.prefixes, typed);
                 found_as_typed = found_as_typed || Self::known(searcher, &term)?;
                 either.push((
                     Occur::Should,
                     Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
                 ));
+                // Scored like a prefix: the fewer entries a typology has, the more it weighs.
+                for code in self.typology_words.starting_with(typed) {
+                    found_as_typed = true;
+                    let term = Term::from_field_text(f.place, &typology_token(code));
+                    either.push((
+                        Occur::Should,
+                        Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+                    ));
+                }
             }
             if chars >= FUZZY_MIN_CHARS && !found_as_typed {
                 let fuzzy = FuzzyTermQuery::new(Term::from_field_text(f.words, word), 1, true);
@@ -886,54 +1064,59 @@ impl TextIndex {
         Ok(ids)
     }
 
-    /// Rebuilds the index from the published entries of the database (on a blocking thread).
+    /// Rebuilds the index from the published entries of the database (on blocking threads).
     pub async fn sync_from_db(
         &self,
         pool: &Pool,
-        taxonomy: &Taxonomy,
-        locator: &Locator,
+        reference: &Reference,
     ) -> crate::error::Result<()> {
         // Read before the rows: a write landing between is applied again from the log, which
         // is harmless (an upsert of what the index holds already).
         let position = crate::db::log_head(pool).await?;
-        let rows = crate::services::store::published_for_text(pool).await?;
-        let docs = rows
-            .into_iter()
-            .map(|row| {
-                let insee_code = InseeCode::parse(&row.insee_code)
+        let started = std::time::Instant::now();
+        let expected = crate::services::store::published_count(pool).await?;
+        let read = reference.clone();
+        let docs = crate::services::store::for_each_published_text(
+            pool,
+            Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
+            move |docs, row| {
+                let insee_code = InseeCode::parse(row.insee_code)
                     .map_err(|e| anyhow::anyhow!("fiche {} : {e}", row.id))?;
-                Ok(make_doc(
-                    ServiceId(row.id),
-                    &row.name,
-                    &row.typology_code,
+                docs.push(make_doc(
+                    ServiceId(row.id.to_owned()),
+                    row.name,
+                    row.typology,
                     &insee_code,
                     LonLat::new(row.lon, row.lat),
-                    [
-                        row.street.as_deref(),
-                        row.postcode.as_deref(),
-                        row.city.as_deref(),
-                    ],
-                    row.description.as_deref(),
-                    taxonomy,
-                    locator,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+                    [row.street, row.postcode, row.city],
+                    row.description,
+                    &read.taxonomy,
+                    &read.locator,
+                ));
+                Ok(())
+            },
+        )
+        .await?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let index = self.clone();
         let count = docs.len();
-        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
             let mut docs = docs;
             // Entries of one typology, and within it neighbours, get neighbouring document
             // numbers: a query on a typology's words, or narrowed to a few cells, then reads a
             // few stretches of each word's postings rather than the whole of them.
-            docs.sort_by_cached_key(|doc| (doc.typology.clone(), z_order(doc.location)));
+            docs.sort_unstable_by(|a, b| {
+                a.typology
+                    .cmp(&b.typology)
+                    .then_with(|| z_order(a.location).cmp(&z_order(b.location)))
+            });
             index.rebuild(docs.into_iter(), Some(position))
         })
         .await
         .map_err(anyhow::Error::from)??;
         tracing::info!(
             entries = count,
+            read_ms,
             ms = started.elapsed().as_millis() as u64,
             "text index built"
         );
@@ -946,7 +1129,7 @@ impl TextIndex {
 /// [`TextWriter::commit`].
 pub struct TextWriter {
     writer: IndexWriter,
-    raw: TextAnalyzer,
+    analysis: Analysis,
     index: TextIndex,
 }
 
@@ -966,7 +1149,7 @@ impl TextWriter {
         for doc in docs {
             self.writer
                 .delete_term(Term::from_field_text(id, doc.id.as_str()));
-            let document = self.index.document(doc, &mut self.raw);
+            let document = self.index.document(doc, &mut self.analysis);
             if searchable_soon {
                 memory.push((doc.id.clone(), document.clone()));
             }
@@ -1171,7 +1354,7 @@ mod tests {
     fn filled() -> (tempfile::TempDir, TextIndex) {
         let taxonomy = Taxonomy::embedded().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        let index = TextIndex::open_or_create(dir.path(), &Taxonomy::embedded().unwrap()).unwrap();
         index.rebuild(sample(&taxonomy).into_iter(), None).unwrap();
         (dir, index)
     }
@@ -1199,6 +1382,18 @@ mod tests {
         assert_eq!(found(&index, "pharmacei"), [7], "one transposition");
         assert_eq!(found(&index, "france travail"), [8], "typology synonym");
         assert_eq!(found(&index, "employment"), [8], "English label");
+        // Words of a typology only, not of the entry's name, looked up in memory.
+        assert_eq!(found(&index, "issoire chom"), [8], "prefix of a synonym");
+        assert_eq!(
+            found(&index, "France Trav"),
+            [8],
+            "prefix of a synonym's word"
+        );
+        assert_eq!(
+            found(&index, "riom biblio"),
+            [5],
+            "prefix of a label's word"
+        );
         assert_eq!(found(&index, "pisc riom"), Vec::<u32>::new(), "every word");
         assert!(index.search("", None).unwrap().is_empty());
         assert!(index.search(" de la ", None).unwrap().is_empty());
@@ -1244,13 +1439,13 @@ mod tests {
         assert!(ids.contains(id(1).as_str()) && !ids.contains(id(6).as_str()));
         drop(index);
 
-        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        let index = TextIndex::open_or_create(dir.path(), &Taxonomy::embedded().unwrap()).unwrap();
         assert_eq!(index.doc_count(), 7, "persisted");
         assert_eq!(found(&index, "ecole"), [1]);
         drop(index);
 
         std::fs::write(dir.path().join(VERSION_FILE), "0\n").unwrap();
-        let index = TextIndex::open_or_create(dir.path()).unwrap();
+        let index = TextIndex::open_or_create(dir.path(), &Taxonomy::embedded().unwrap()).unwrap();
         assert_eq!(index.doc_count(), 0, "rebuilt empty");
         let version = std::fs::read_to_string(dir.path().join(VERSION_FILE)).unwrap();
         assert_eq!(version.trim(), SCHEMA_VERSION.to_string());
@@ -1269,12 +1464,15 @@ mod tests {
                 .unwrap()
                 .communes,
         );
-        let index = TextIndex::open_or_create(&dir.path().join("text")).unwrap();
+        let index =
+            TextIndex::open_or_create(&dir.path().join("text"), &Taxonomy::embedded().unwrap())
+                .unwrap();
         let started = std::time::Instant::now();
-        index
-            .sync_from_db(&pool, &taxonomy, &locator)
-            .await
-            .unwrap();
+        let reference = Reference {
+            taxonomy: std::sync::Arc::new(taxonomy),
+            locator: std::sync::Arc::new(locator),
+        };
+        index.sync_from_db(&pool, &reference).await.unwrap();
         eprintln!(
             "synced {} entries in {:?}",
             index.doc_count(),
@@ -1310,7 +1508,7 @@ mod tests {
     fn never_deletes_a_foreign_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("precious.txt"), "keep").unwrap();
-        let error = TextIndex::open_or_create(dir.path())
+        let error = TextIndex::open_or_create(dir.path(), &Taxonomy::embedded().unwrap())
             .unwrap_err()
             .to_string();
         assert!(error.contains("n'est pas un index texte"), "{error}");

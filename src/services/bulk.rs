@@ -6,7 +6,6 @@
 //! copying it into sqlx's rows: millions of rows in a second rather than in ten.
 
 use std::ffi::{c_int, CStr};
-use std::ptr::NonNull;
 
 use libsqlite3_sys as ffi;
 use sqlx::sqlite::LockedSqliteHandle;
@@ -14,6 +13,7 @@ use sqlx::sqlite::LockedSqliteHandle;
 use super::history::{changes, Version};
 use super::store::Upsert;
 use super::{Phone, Status};
+use crate::db::raw::{column_text, each_row, error_message, prepare, Statement};
 
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
@@ -49,35 +49,9 @@ const CURRENT: &CStr =
     lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note, status,
     verified_at, quality FROM services WHERE id = ?1";
 
-/// A prepared statement, finalized when dropped.
-struct Statement {
-    raw: NonNull<ffi::sqlite3_stmt>,
-}
-
-impl Drop for Statement {
-    fn drop(&mut self) {
-        // SAFETY: `raw` came from sqlite3_prepare_v2 and is finalized once, here.
-        unsafe {
-            ffi::sqlite3_finalize(self.raw.as_ptr());
-        }
-    }
-}
-
 const PUBLISHED: &CStr =
     c"SELECT id, typology_code, lon, lat, insee_code, wheelchair, opening_hours, name
     FROM services WHERE status = 'published'";
-
-/// Prepares `sql` on the connection `db`.
-fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> anyhow::Result<Statement> {
-    let mut raw = std::ptr::null_mut();
-    // SAFETY: `db` is a live connection whose lock the caller holds; `sql` is NUL-terminated.
-    let rc =
-        unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut()) };
-    match NonNull::new(raw) {
-        Some(raw) if rc == ffi::SQLITE_OK => Ok(Statement { raw }),
-        _ => anyhow::bail!("préparation de la requête en masse : {}", error_message(db)),
-    }
-}
 
 /// One published entry as the search indexes need it, borrowed from SQLite's row.
 #[derive(Debug, Clone, Copy)]
@@ -171,63 +145,68 @@ impl RowBatch {
     }
 }
 
-/// The text of column `i` of the current row; `None` for NULL.
-///
-/// # Safety
-/// `stmt` must be a statement positioned on a row (the last step returned SQLITE_ROW); the text
-/// lives until the next step, reset or finalize, which the caller's borrow must not outlive.
-unsafe fn column_text<'r>(
-    stmt: *mut ffi::sqlite3_stmt,
-    i: c_int,
-) -> anyhow::Result<Option<&'r str>> {
-    // sqlite3_column_text before sqlite3_column_bytes, as SQLite asks, so the length is the UTF-8 one.
-    let text = ffi::sqlite3_column_text(stmt, i);
-    if text.is_null() {
-        return Ok(None);
-    }
-    let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i))?;
-    Ok(Some(std::str::from_utf8(std::slice::from_raw_parts(
-        text, len,
-    ))?))
-}
-
 /// Streams every published entry to `each`, from one statement, hence one snapshot of the
 /// database; returns how many. Stops at the first error `each` returns.
 pub fn read_published(
     handle: &mut LockedSqliteHandle<'_>,
     mut each: impl FnMut(PublishedRow<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let db = handle.as_raw_handle().as_ptr();
-    let statement = prepare(db, PUBLISHED)?;
-    let stmt = statement.raw.as_ptr();
-    let mut count = 0;
-    loop {
-        // SAFETY: `stmt` is a prepared statement of this locked connection; each row's texts are
-        // used before the next step.
-        unsafe {
-            match ffi::sqlite3_step(stmt) {
-                ffi::SQLITE_ROW => {}
-                ffi::SQLITE_DONE => break,
-                _ => anyhow::bail!("lecture des fiches publiées : {}", error_message(db)),
-            }
-            let text = |i: c_int| -> anyhow::Result<&str> {
-                column_text(stmt, i)?.ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
-            };
-            let row = PublishedRow {
-                id: text(0)?,
-                typology: text(1)?,
-                lon: ffi::sqlite3_column_double(stmt, 2),
-                lat: ffi::sqlite3_column_double(stmt, 3),
-                insee_code: text(4)?,
-                wheelchair: text(5)?,
-                opening_hours: column_text(stmt, 6)?,
-                name: text(7)?,
-            };
-            each(row)?;
-        }
-        count += 1;
-    }
-    Ok(count)
+    each_row(handle, PUBLISHED, "lecture des fiches publiées", |row| {
+        each(PublishedRow {
+            id: row.required_text(0)?,
+            typology: row.required_text(1)?,
+            lon: row.real(2),
+            lat: row.real(3),
+            insee_code: row.required_text(4)?,
+            wheelchair: row.required_text(5)?,
+            opening_hours: row.text(6)?,
+            name: row.required_text(7)?,
+        })
+    })
+}
+
+const PUBLISHED_TEXT: &CStr = c"SELECT id, name, typology_code, insee_code, lon, lat, street,
+    postcode, city, description FROM services WHERE status = 'published'";
+
+/// One published entry as the text index needs it, borrowed from SQLite's row.
+#[derive(Debug, Clone, Copy)]
+pub struct TextRow<'r> {
+    pub id: &'r str,
+    pub name: &'r str,
+    pub typology: &'r str,
+    pub insee_code: &'r str,
+    pub lon: f64,
+    pub lat: f64,
+    pub street: Option<&'r str>,
+    pub postcode: Option<&'r str>,
+    pub city: Option<&'r str>,
+    pub description: Option<&'r str>,
+}
+
+/// Streams every published entry to `each` as the text index needs it, as [`read_published`].
+pub fn read_published_text(
+    handle: &mut LockedSqliteHandle<'_>,
+    mut each: impl FnMut(TextRow<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    each_row(
+        handle,
+        PUBLISHED_TEXT,
+        "lecture des fiches publiées",
+        |row| {
+            each(TextRow {
+                id: row.required_text(0)?,
+                name: row.required_text(1)?,
+                typology: row.required_text(2)?,
+                insee_code: row.required_text(3)?,
+                lon: row.real(4),
+                lat: row.real(5),
+                street: row.text(6)?,
+                postcode: row.text(7)?,
+                city: row.text(8)?,
+                description: row.text(9)?,
+            })
+        },
+    )
 }
 
 /// One entry of a source as an import compares it, borrowed from SQLite's row.
@@ -351,15 +330,6 @@ unsafe fn step_once(
     let failed = (step != ffi::SQLITE_DONE).then(|| error_message(db));
     ffi::sqlite3_reset(stmt);
     failed.map_or(Ok(()), Err)
-}
-
-fn error_message(db: *mut ffi::sqlite3) -> String {
-    // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
-    unsafe {
-        CStr::from_ptr(ffi::sqlite3_errmsg(db))
-            .to_string_lossy()
-            .into_owned()
-    }
 }
 
 impl<'c> BulkWriter<'c> {

@@ -280,29 +280,24 @@ pub async fn get(pool: &Pool, id: &ServiceId) -> Result<Option<Service>> {
     Ok(record.map(Service::try_from).transpose()?)
 }
 
-/// What the text index holds of a published entry.
-#[derive(Debug, sqlx::FromRow)]
-pub struct TextRow {
-    pub id: String,
-    pub name: String,
-    pub typology_code: String,
-    pub insee_code: String,
-    pub lon: f64,
-    pub lat: f64,
-    pub street: Option<String>,
-    pub postcode: Option<String>,
-    pub city: Option<String>,
-    pub description: Option<String>,
-}
-
-/// Every published entry as the text index needs it.
-pub async fn published_for_text(pool: &Pool) -> Result<Vec<TextRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, name, typology_code, insee_code, lon, lat, street, postcode, city, description
-         FROM services WHERE status = 'published'",
-    )
-    .fetch_all(pool)
-    .await?)
+/// Streams every published entry as the text index needs it into `state` through `each`, on a
+/// blocking thread, from one snapshot of the database, and hands `state` back.
+pub async fn for_each_published_text<S: Send + 'static>(
+    pool: &Pool,
+    state: S,
+    mut each: impl FnMut(&mut S, super::bulk::TextRow<'_>) -> anyhow::Result<()> + Send + 'static,
+) -> Result<S> {
+    let mut conn = pool.acquire().await?;
+    let runtime = tokio::runtime::Handle::current();
+    let state = tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+        let mut handle = runtime.block_on(conn.lock_handle())?;
+        let mut state = state;
+        super::bulk::read_published_text(&mut handle, |row| each(&mut state, row))?;
+        Ok(state)
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    Ok(state)
 }
 
 pub async fn count(pool: &Pool) -> Result<i64> {

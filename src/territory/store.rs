@@ -106,66 +106,47 @@ pub async fn commune_count(pool: &Pool) -> Result<i64> {
     Ok(n)
 }
 
-#[derive(sqlx::FromRow)]
-struct CommuneRecord {
-    insee_code: String,
-    name: String,
-    kind: String,
-    departement_code: String,
-    region_code: String,
-    epci_siren: Option<String>,
-    population: i64,
-    postcodes: String,
-    centroid_lon: f64,
-    centroid_lat: f64,
-    min_lon: f64,
-    min_lat: f64,
-    max_lon: f64,
-    max_lat: f64,
-    boundary: Option<String>,
-}
-
 /// Every commune, with its boundary parsed: the input of the in-memory [`super::Locator`].
+/// Read through SQLite's C API, on a blocking thread (with the boundaries' parsing): every
+/// command starts with it.
 pub async fn load_communes(pool: &Pool) -> Result<Vec<Commune>> {
-    let records: Vec<CommuneRecord> = sqlx::query_as("SELECT * FROM communes ORDER BY insee_code")
-        .fetch_all(pool)
-        .await?;
-    // Parsing tens of thousands of boundaries is CPU work: off the async threads.
-    let communes = tokio::task::spawn_blocking(move || {
-        records
-            .into_iter()
-            .map(|r| {
-                let boundary = match r.boundary {
-                    Some(text) => {
-                        let geometry: geojson::Geometry = text.parse()?;
-                        Some(to_multipolygon(geometry)?)
-                    }
-                    None => None,
-                };
-                Ok(Commune {
-                    insee_code: InseeCode::parse(&r.insee_code).map_err(anyhow::Error::msg)?,
-                    name: r.name,
-                    kind: r.kind,
-                    departement_code: r.departement_code,
-                    region_code: r.region_code,
-                    epci_siren: r.epci_siren,
-                    population: r.population,
-                    postcodes: r
-                        .postcodes
-                        .split(';')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                    centroid: LonLat::new(r.centroid_lon, r.centroid_lat),
-                    bbox: BBox::new(r.min_lon, r.min_lat, r.max_lon, r.max_lat),
-                    boundary,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-    })
+    crate::db::raw::fold_rows(
+        pool,
+        c"SELECT insee_code, name, kind, departement_code, region_code, epci_siren, population,
+        postcodes, centroid_lon, centroid_lat, min_lon, min_lat, max_lon, max_lat, boundary
+        FROM communes ORDER BY insee_code",
+        "lecture des communes",
+        Vec::new(),
+        |communes, row| {
+            let boundary = match row.text(14)? {
+                Some(text) => {
+                    let geometry: geojson::Geometry = text.parse()?;
+                    Some(to_multipolygon(geometry)?)
+                }
+                None => None,
+            };
+            communes.push(Commune {
+                insee_code: InseeCode::parse(row.required_text(0)?).map_err(anyhow::Error::msg)?,
+                name: row.required_text(1)?.to_owned(),
+                kind: row.required_text(2)?.to_owned(),
+                departement_code: row.required_text(3)?.to_owned(),
+                region_code: row.required_text(4)?.to_owned(),
+                epci_siren: row.text(5)?.map(str::to_owned),
+                population: row.integer(6),
+                postcodes: row
+                    .required_text(7)?
+                    .split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                centroid: LonLat::new(row.real(8), row.real(9)),
+                bbox: BBox::new(row.real(10), row.real(11), row.real(12), row.real(13)),
+                boundary,
+            });
+            Ok(())
+        },
+    )
     .await
-    .map_err(anyhow::Error::from)??;
-    Ok(communes)
 }
 
 /// Names of a commune's enclosing territories, for display.
