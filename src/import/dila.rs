@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::formats::{FileError, Record};
@@ -183,24 +184,31 @@ fn draft(record: &Map<String, Value>, typology: &str) -> Draft {
     draft
 }
 
+/// What earlier harvests stored, by the digest of each record as the source wrote it: the
+/// source reference of the entry a record of that digest left unchanged, if any.
+pub type Recognise<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Reads every record of `reader` (bulk object, explore list, or the `.tar.bz2` holding the
-/// bulk JSON), pushing the mapped ones to `each`; returns what no typology takes.
+/// bulk JSON), pushing the mapped ones to `each`; returns what no typology takes. A record
+/// `recognise` knows by its digest is pushed as [`Draft::known_by_digest`], unread.
 pub fn read(
     reader: impl Read,
     head: &[u8],
     pivots: &std::collections::HashMap<String, String>,
+    recognise: Recognise<'_>,
     each: impl FnMut(Record) -> bool,
 ) -> Result<Unmapped, FileError> {
     if head.starts_with(b"BZh") {
-        return read_archive(reader, pivots, each);
+        return read_archive(reader, pivots, recognise, each);
     }
-    read_json(reader, pivots, each)
+    read_json(reader, pivots, recognise, each)
 }
 
 /// The JSON inside the bulk archive: the first member whose name ends in `.json`.
 fn read_archive(
     reader: impl Read,
     pivots: &std::collections::HashMap<String, String>,
+    recognise: Recognise<'_>,
     each: impl FnMut(Record) -> bool,
 ) -> Result<Unmapped, FileError> {
     let broken = |e: std::io::Error| {
@@ -217,7 +225,7 @@ fn read_archive(
             .map(|p| p.to_string_lossy().ends_with(".json"))
             .unwrap_or(false);
         if is_json {
-            return read_json(entry, pivots, each);
+            return read_json(entry, pivots, recognise, each);
         }
     }
     Err(FileError(FieldError::new(
@@ -226,9 +234,35 @@ fn read_archive(
     )))
 }
 
+/// The digest of a record as the source wrote it, with the crosswalk it is mapped through
+/// (`crosswalk`, already hashed): the same digest means the same draft.
+fn record_digest(crosswalk: u64, raw: &str) -> String {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write_u64(crosswalk);
+    h.write(raw.as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+/// A digest of the crosswalk from pivot types to typologies, in a stable order.
+fn crosswalk_digest(pivots: &std::collections::HashMap<String, String>) -> u64 {
+    use std::hash::Hasher;
+    let mut pairs: Vec<_> = pivots.iter().collect();
+    pairs.sort_unstable();
+    let mut h = rustc_hash::FxHasher::default();
+    for (pivot, typology) in pairs {
+        h.write(pivot.as_bytes());
+        h.write_u8(0x1f);
+        h.write(typology.as_bytes());
+        h.write_u8(0x1e);
+    }
+    h.finish()
+}
+
 fn read_json(
     reader: impl Read,
     pivots: &std::collections::HashMap<String, String>,
+    recognise: Recognise<'_>,
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<Unmapped, FileError> {
     let mut unmapped = Unmapped::default();
@@ -240,19 +274,34 @@ fn read_json(
         unreadable:
             "JSON de l'Annuaire illisible ({\"service\": […]} ou liste d'enregistrements attendue)",
     };
-    super::records::each_record(reader, layout, |n, value| {
-        let Value::Object(record) = value else {
-            return each((
-                n,
-                Err(FieldError::new("service", "enregistrement qui n'est pas un objet").at_row(n)),
-            ));
+    let crosswalk = crosswalk_digest(pivots);
+    // Each record is kept as the source wrote it, then read into a value unless an earlier
+    // harvest stored its digest: a daily re-harvest of an unchanged file then reads no record.
+    super::records::each_record(reader, layout, |n, raw: Box<RawValue>| {
+        let digest = record_digest(crosswalk, raw.get());
+        if let Some(source_ref) = recognise(&digest) {
+            return each((n, Ok(Draft::known_by_digest(source_ref, digest))));
+        }
+        let record = match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(record)) => record,
+            _ => {
+                return each((
+                    n,
+                    Err(
+                        FieldError::new("service", "enregistrement qui n'est pas un objet")
+                            .at_row(n),
+                    ),
+                ))
+            }
         };
         let types = pivot_types(&record);
         let Some(typology) = types.iter().find_map(|t| pivots.get(t)) else {
             unmapped.count(types.first().map(String::as_str).unwrap_or("(sans type)"));
             return true;
         };
-        each((n, Ok(draft(&record, typology))))
+        let mut draft = draft(&record, typology);
+        draft.source_digest = Some(digest);
+        each((n, Ok(draft)))
     })?;
     Ok(unmapped)
 }
@@ -288,7 +337,7 @@ mod tests {
         let taxonomy = Taxonomy::embedded().unwrap();
         let pivots = pivot_map(&taxonomy);
         let mut found = Vec::new();
-        let unmapped = read(text, text, &pivots, |r| {
+        let unmapped = read(text, text, &pivots, &|_| None, |r| {
             found.push(r);
             true
         })
@@ -336,10 +385,49 @@ mod tests {
                 .to_string()
                 .as_bytes(),
         );
+        // The same draft, but for the digest of the record as written.
+        let unwritten = |draft: &Draft| Draft {
+            source_digest: None,
+            ..draft.clone()
+        };
+        let explored = again[0].1.as_ref().unwrap();
         assert_eq!(
-            format!("{:?}", again[0].1.as_ref().unwrap()),
-            format!("{draft:?}")
+            format!("{:?}", unwritten(explored)),
+            format!("{:?}", unwritten(&draft))
         );
+        assert_ne!(explored.source_digest, draft.source_digest);
+    }
+
+    #[test]
+    fn records_known_by_their_digest_are_not_read() {
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let pivots = pivot_map(&taxonomy);
+        let text = serde_json::json!({"service": [bulk_record()]}).to_string();
+        let (first, _) = read_all(text.as_bytes());
+        let digest = first[0].1.as_ref().unwrap().source_digest.clone().unwrap();
+        let mut found = Vec::new();
+        let recognise = |seen: &str| (seen == digest).then(|| "gex-ref".to_owned());
+        read(text.as_bytes(), text.as_bytes(), &pivots, &recognise, |r| {
+            found.push(r);
+            true
+        })
+        .unwrap();
+        let draft = found[0].1.as_ref().unwrap();
+        assert_eq!(
+            (draft.source_ref.as_str(), draft.name.as_str()),
+            ("gex-ref", "")
+        );
+        assert_eq!(draft.source_digest.as_deref(), Some(digest.as_str()));
+        // Another crosswalk, another digest: the record is read again.
+        let mut moved = pivots.clone();
+        moved.insert("mairie".into(), "mairie-annexe".into());
+        found.clear();
+        read(text.as_bytes(), text.as_bytes(), &moved, &recognise, |r| {
+            found.push(r);
+            true
+        })
+        .unwrap();
+        assert_eq!(found[0].1.as_ref().unwrap().name, "Mairie - Gex");
     }
 
     #[test]
@@ -347,7 +435,7 @@ mod tests {
         let taxonomy = Taxonomy::embedded().unwrap();
         let pivots = pivot_map(&taxonomy);
         for text in [&b"{\"services\": []}"[..], b"{\"service\": [", b"42"] {
-            let error = read(text, text, &pivots, |_| true).unwrap_err();
+            let error = read(text, text, &pivots, &|_| None, |_| true).unwrap_err();
             assert_eq!(error.0.field, "file", "{:?}", error.0);
         }
     }

@@ -283,6 +283,21 @@ enum Write {
 }
 
 impl Classifier<'_> {
+    /// The source reference of each published entry by the digest its record was stored with:
+    /// a record of that digest is unchanged without being read (see `Draft::raw_digest`).
+    /// Empty for an upload bound to a territory, which checks every record's commune; claimed
+    /// entries are left out, their records compared with what the contributor made of them.
+    fn unchanged_by_digest(&self) -> HashMap<String, String> {
+        if self.options.territory.is_some() {
+            return HashMap::default();
+        }
+        self.known
+            .iter()
+            .filter(|(source_ref, k)| k.published && !self.claimed.contains_key(*source_ref))
+            .filter_map(|(source_ref, k)| Some((k.source_digest.clone()?, source_ref.clone())))
+            .collect()
+    }
+
     /// Nothing more is worth writing once the import is known to be rolled back.
     fn writing(&self) -> bool {
         !self.options.dry_run
@@ -615,6 +630,7 @@ fn read_opened(
     reference: &Reference,
     previous: impl FnOnce() -> Result<bpe::Previous, FileError>,
     services: Option<&data_inclusion::Services>,
+    recognise: dila::Recognise<'_>,
     each: impl FnMut(Record) -> bool,
 ) -> Result<ReadSummary, FileError> {
     let Opened {
@@ -636,7 +652,9 @@ fn read_opened(
             formats::read_scdl_csv(reader, &head, each).map(|_| ReadSummary::default())
         }
         Format::GeoJson => formats::read_geojson(reader, each).map(|()| ReadSummary::default()),
-        Format::Dila => dila::read(reader, &head, &dila::pivot_map(taxonomy), each).map(unmapped),
+        Format::Dila => {
+            dila::read(reader, &head, &dila::pivot_map(taxonomy), recognise, each).map(unmapped)
+        }
         Format::DataInclusion => {
             data_inclusion::read(reader, &head, taxonomy, services, each).map(|(u, services)| {
                 ReadSummary {
@@ -951,24 +969,42 @@ pub async fn import(
             ))),
         };
         let result = if opened.format == Format::Bpe {
-            read_opened(opened, &reference, wait, services.as_deref(), |record| {
-                if let Some((known, claimed)) = waiting.borrow_mut().take() {
-                    classifier.known = known;
-                    classifier.claimed = claimed;
-                }
-                classifier.record(record)
-            })
+            read_opened(
+                opened,
+                &reference,
+                wait,
+                services.as_deref(),
+                &|_| None,
+                |record| {
+                    if let Some((known, claimed)) = waiting.borrow_mut().take() {
+                        classifier.known = known;
+                        classifier.claimed = claimed;
+                    }
+                    classifier.record(record)
+                },
+            )
         } else {
             wait().and_then(|_| {
                 if let Some((known, claimed)) = waiting.borrow_mut().take() {
                     classifier.known = known;
                     classifier.claimed = claimed;
                 }
+                let by_digest = classifier.unchanged_by_digest();
+                let rules = classifier.rules.clone();
+                let recognise = |digest: &str| {
+                    let stored = Draft {
+                        source_digest: Some(digest.to_owned()),
+                        ..Draft::default()
+                    }
+                    .raw_digest(&rules);
+                    by_digest.get(&stored).cloned()
+                };
                 read_opened(
                     opened,
                     &reference,
                     || Ok(bpe::Previous::default()),
                     services.as_deref(),
+                    &recognise,
                     |record| classifier.record(record),
                 )
             })

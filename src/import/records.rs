@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::marker::PhantomData;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::formats::FileError;
 use crate::error::FieldError;
@@ -43,10 +43,10 @@ pub struct Layout<'a> {
 
 /// Hands each record of `reader` to `each` with its index (from 1: the « line » reports give)
 /// until it returns false; the list is where `layout` says.
-pub fn each_record(
+pub fn each_record<R: DeserializeOwned>(
     reader: impl Read,
     layout: Layout<'_>,
-    each: impl FnMut(u64, Value) -> bool,
+    each: impl FnMut(u64, R) -> bool,
 ) -> Result<(), FileError> {
     let mut deserializer =
         serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
@@ -54,6 +54,7 @@ pub fn each_record(
         each,
         count: 0,
         stopped: false,
+        record: PhantomData,
     };
     TopSeed {
         sink: &mut sink,
@@ -70,14 +71,15 @@ pub fn each_record(
     })
 }
 
-struct Sink<F> {
+struct Sink<F, R> {
     each: F,
     count: u64,
     stopped: bool,
+    record: PhantomData<fn(R)>,
 }
 
-impl<F: FnMut(u64, Value) -> bool> Sink<F> {
-    fn record(&mut self, value: Value) {
+impl<R, F: FnMut(u64, R) -> bool> Sink<F, R> {
+    fn record(&mut self, value: R) {
         self.count += 1;
         if !self.stopped {
             self.stopped = !(self.each)(self.count, value);
@@ -85,12 +87,14 @@ impl<F: FnMut(u64, Value) -> bool> Sink<F> {
     }
 }
 
-struct TopSeed<'s, 'l, F> {
-    sink: &'s mut Sink<F>,
+struct TopSeed<'s, 'l, F, R> {
+    sink: &'s mut Sink<F, R>,
     layout: Layout<'l>,
 }
 
-impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for TopSeed<'_, '_, F> {
+impl<'de, R: DeserializeOwned, F: FnMut(u64, R) -> bool> DeserializeSeed<'de>
+    for TopSeed<'_, '_, F, R>
+{
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         if self.layout.bare_list {
@@ -101,7 +105,7 @@ impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for TopSeed<'_, '_,
     }
 }
 
-impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for TopSeed<'_, '_, F> {
+impl<'de, R: DeserializeOwned, F: FnMut(u64, R) -> bool> Visitor<'de> for TopSeed<'_, '_, F, R> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "un objet qui porte « {} »", self.layout.key)
@@ -137,24 +141,26 @@ impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for TopSeed<'_, '_, F> {
     }
 }
 
-struct RecordsSeed<'s, F> {
-    sink: &'s mut Sink<F>,
+struct RecordsSeed<'s, F, R> {
+    sink: &'s mut Sink<F, R>,
 }
 
-impl<'de, F: FnMut(u64, Value) -> bool> DeserializeSeed<'de> for RecordsSeed<'_, F> {
+impl<'de, R: DeserializeOwned, F: FnMut(u64, R) -> bool> DeserializeSeed<'de>
+    for RecordsSeed<'_, F, R>
+{
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de, F: FnMut(u64, Value) -> bool> Visitor<'de> for RecordsSeed<'_, F> {
+impl<'de, R: DeserializeOwned, F: FnMut(u64, R) -> bool> Visitor<'de> for RecordsSeed<'_, F, R> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("une liste d'enregistrements")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<Value>()? {
+        while let Some(record) = seq.next_element::<R>()? {
             self.sink.record(record);
         }
         Ok(())

@@ -41,6 +41,10 @@ pub struct Draft {
     pub description: String,
     /// When a person last confirmed the entry (ISO date or date-time).
     pub verified_at: String,
+    /// A digest the reader made of the record as the source wrote it, when it has one (see
+    /// [`Draft::raw_digest`]).
+    #[serde(skip)]
+    pub source_digest: Option<String>,
 }
 
 /// Field `$name` of `$draft` as the project's CSV names it, borrowed with `$($borrow)*` (`&` or
@@ -77,10 +81,19 @@ impl Draft {
     /// a record unchanged without validating it again. Only ever compared with the same entry's
     /// previous one: a collision costs nothing worse than a missed update of one entry among
     /// 2^64, and a change of hasher only validates everything once more.
+    ///
+    /// A reader that digests its records as the source wrote them (the Annuaire's JSON) gives
+    /// that digest instead of the fields': a record known by it need not even be read into a
+    /// draft (see [`Draft::known_by_digest`]).
     pub fn raw_digest(&self, rules: &str) -> String {
         use std::hash::Hasher;
         let mut h = rustc_hash::FxHasher::default();
         h.write(rules.as_bytes());
+        if let Some(source) = &self.source_digest {
+            h.write_u8(0x1e);
+            h.write(source.as_bytes());
+            return format!("{:016x}", h.finish());
+        }
         // Every field: those with a text limit, and the confirmation date.
         let names = TEXT_LIMITS.iter().map(|(name, _, _)| *name);
         for name in names.chain(["verified_at"]) {
@@ -88,6 +101,17 @@ impl Draft {
             h.write(self.field(name).map_or("", String::as_str).as_bytes());
         }
         format!("{:016x}", h.finish())
+    }
+
+    /// The draft of a record a reader recognised by `source_digest` as one an earlier read
+    /// stored (under `source_ref`): nothing else of it is needed, since the same digest means
+    /// the same entry.
+    pub fn known_by_digest(source_ref: String, source_digest: String) -> Self {
+        Self {
+            source_ref,
+            source_digest: Some(source_digest),
+            ..Self::default()
+        }
     }
 
     /// The text of field `name` (as the project's CSV names it), `None` for no such field.
