@@ -1514,3 +1514,60 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     assert_eq!(claimed_ref, origin_ref);
     assert_eq!(f.count().await, 1);
 }
+
+/// The Annuaire and the BPE give Riom's town hall the same SIRET, the BPE 2 km from the
+/// Annuaire's point: one service, the BPE's entry hidden behind the Annuaire's; harvesting both
+/// files again (their records recognised unchanged) keeps it so.
+#[tokio::test]
+async fn the_same_siret_from_two_sources_is_one_service() {
+    let f = fixture().await;
+    const SIRET: &str = "21630300300011";
+    let dila = bulk_shape(&[serde_json::json!({
+        "id": "riom-dila", "nom": "Mairie - Riom", "siret": SIRET,
+        "pivot": [{"type_service_local": "mairie"}], "code_insee_commune": "63300",
+        "adresse": [{"type_adresse": "Adresse", "longitude": "3.1133", "latitude": "45.8937"}]})]);
+    let riom = cs2cs(2154, &[(3.1133, 45.8937)])[0];
+    let bpe = format!(
+        "{BPE_HEADER}\n{}\n",
+        bpe_row(
+            "MAIRIE",
+            ("5", "R", "DE L HOTEL DE VILLE"),
+            "63200",
+            "63300",
+            "A129",
+            "216 303 003 00011",
+            Some((riom.0 + 2000.0, riom.1)),
+            "2154",
+            "Riom",
+        )
+    );
+    let statuses = || async {
+        sqlx::query_as::<_, (String, String, Option<String>)>(
+            "SELECT source_ref, status, siret FROM services ORDER BY source_ref",
+        )
+        .fetch_all(&f.pool)
+        .await
+        .unwrap()
+    };
+    for round in 0..2 {
+        let first = f.harvest(dila.clone()).await;
+        assert!(first.committed, "{first:?}");
+        let second = f.harvest_bpe("bpe.csv", bpe.clone().into_bytes()).await;
+        assert!(second.committed, "{second:?}");
+        if round == 1 {
+            assert_eq!((first.unchanged, second.unchanged), (1, 1), "{second:?}");
+        }
+        assert_eq!(
+            statuses().await,
+            [
+                ("riom-dila".into(), "published".into(), Some(SIRET.into())),
+                (
+                    format!("siret:{SIRET}:A129"),
+                    "duplicate".into(),
+                    Some(SIRET.into())
+                ),
+            ],
+            "round {round}"
+        );
+    }
+}

@@ -280,8 +280,8 @@ impl<'a> Matcher<'a> {
         at: LonLat,
         centre: Option<LonLat>,
     ) -> String {
-        let siret_key = (siret.len() == 14 && siret.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| format!("siret:{siret}:{typequ}"));
+        let siret_key = crate::services::validate::siret_digits(siret)
+            .map(|siret| format!("siret:{siret}:{typequ}"));
         if let Some(key) = siret_key
             .as_deref()
             .and_then(|k| self.take(self.previous.number(k)))
@@ -641,6 +641,7 @@ fn place<'t>(
             insee_code: insee_code.to_owned(),
             lon,
             lat,
+            siret: field("SIRET").to_owned(),
             ..Draft::default()
         },
     }))

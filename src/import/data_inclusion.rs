@@ -168,6 +168,7 @@ fn draft(record: &Map<String, Value>, typology: &str, offered: Option<&[Offered]
         website: text(record, "site_web"),
         opening_hours: text(record, "horaires_accueil"),
         description: text(record, "description"),
+        siret: text(record, "siret"),
         ..Draft::default()
     };
     if let Some(offered) = offered.filter(|o| !o.is_empty()) {

@@ -118,6 +118,11 @@ fn draft(record: &Map<String, Value>, typology: &str) -> Draft {
             .to_owned(),
         ..Draft::default()
     };
+    draft.siret = match record.get("siret") {
+        Some(Value::String(siret)) => siret.trim().to_owned(),
+        Some(Value::Number(siret)) => siret.to_string(),
+        _ => String::new(),
+    };
     let addresses = items(nested(record, "adresse"));
     // The place people go to, before a postal address.
     let address = addresses

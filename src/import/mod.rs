@@ -278,8 +278,9 @@ fn twice(source_ref: &str, first: u64) -> FieldError {
 enum Write {
     /// An entry to create or update (boxed: a digest is far smaller).
     Upsert(Box<Upsert>),
-    /// The digest of an unchanged record to remember (see `Draft::raw_digest`).
-    SourceDigest(ServiceId, String),
+    /// The digest of an unchanged record to remember (see `Draft::raw_digest`), with the
+    /// SIRET it gives.
+    SourceDigest(ServiceId, String, Option<String>),
 }
 
 impl Classifier<'_> {
@@ -444,7 +445,7 @@ impl Classifier<'_> {
                     self.report.unchanged_ids.push(k.id.clone());
                 }
                 if let Some(raw) = raw_digest.filter(|raw| k.source_digest.as_ref() != Some(raw)) {
-                    self.push(Write::SourceDigest(k.id.clone(), raw));
+                    self.push(Write::SourceDigest(k.id.clone(), raw, draft.valid_siret()));
                 }
                 return true;
             }
@@ -465,6 +466,7 @@ impl Classifier<'_> {
             content,
             verified_at,
             source_digest: raw_digest,
+            siret: draft.valid_siret(),
         })));
         true
     }
@@ -1078,8 +1080,8 @@ pub async fn import(
                                 written.push(row.id.clone());
                             }
                         }
-                        Write::SourceDigest(id, digest) => {
-                            bulk.set_source_digest(id.as_str(), digest)?;
+                        Write::SourceDigest(id, digest, siret) => {
+                            bulk.set_source_digest(id.as_str(), digest, siret.as_deref())?;
                         }
                     }
                 }

@@ -18,9 +18,9 @@ use crate::db::raw::{column_text, each_row, error_message, prepare, Statement};
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
     verified_at, content_hash, source_id, source_ref, status, created_at, updated_at, quality,
-    source_digest)
+    source_digest, siret)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21, 'published', ?22, ?22, ?23, ?24)";
+    ?20, ?21, 'published', ?22, ?22, ?23, ?24, ?25)";
 
 const UPDATE: &CStr =
     c"UPDATE services SET typology_code = ?2, name = ?3, description = ?4, street = ?5,
@@ -28,7 +28,8 @@ const UPDATE: &CStr =
     website = ?13, opening_hours = ?14, closures = ?15, wheelchair = ?16, wheelchair_note = ?17,
     verified_at = COALESCE(?18, verified_at), content_hash = ?19,
     status = CASE WHEN status = 'duplicate' THEN 'duplicate' ELSE 'published' END, updated_at = ?22,
-    quality = ?23, source_digest = ?24 WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
+    quality = ?23, source_digest = ?24, siret = ?25
+    WHERE id = ?1 AND source_id = ?20 AND source_ref = ?21";
 
 /// One compact history row per written entry: a creation names no values (the entry itself is
 /// the first version), an update keeps the version it replaces and each field's change.
@@ -36,7 +37,7 @@ const UPDATE: &CStr =
 /// Records the digest of a record found unchanged by its content, so that the next harvest
 /// recognises it without validating it (entries written before digests, or after a person's
 /// write).
-const SOURCE_DIGEST: &CStr = c"UPDATE services SET source_digest = ?2 WHERE id = ?1";
+const SOURCE_DIGEST: &CStr = c"UPDATE services SET source_digest = ?2, siret = ?3 WHERE id = ?1";
 
 const LOG: &CStr = c"INSERT INTO change_log (entry_id, kind, at) VALUES (?1, ?2, ?3)";
 
@@ -463,10 +464,15 @@ impl<'c> BulkWriter<'c> {
 
     /// Records the source digest of an entry whose record is unchanged (no history, no change
     /// log: nothing a reader sees changes).
-    pub fn set_source_digest(&mut self, id: &str, digest: &str) -> anyhow::Result<()> {
+    pub fn set_source_digest(
+        &mut self,
+        id: &str,
+        digest: &str,
+        siret: Option<&str>,
+    ) -> anyhow::Result<()> {
         let db = self.handle.as_raw_handle().as_ptr();
         let stmt = self.source_digest.raw.as_ptr();
-        let texts = [(1, Some(id)), (2, Some(digest))];
+        let texts = [(1, Some(id)), (2, Some(digest)), (3, siret)];
         // SAFETY: `stmt` is a prepared statement of `db`, and every text outlives the call.
         unsafe { step_once(db, stmt, &texts) }
             .map_err(|message| anyhow::anyhow!("empreinte de la fiche {id} : {message}"))
@@ -505,7 +511,7 @@ impl<'c> BulkWriter<'c> {
             .verified_at
             .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let quality = super::quality::to_stored(&c.quality);
-        let texts: [(c_int, Option<&str>); 22] = [
+        let texts: [(c_int, Option<&str>); 23] = [
             (1, Some(row.id.as_str())),
             (2, Some(&c.typology)),
             (3, Some(&c.name)),
@@ -528,6 +534,7 @@ impl<'c> BulkWriter<'c> {
             (22, Some(now)),
             (23, quality.as_deref()),
             (24, row.source_digest.as_deref()),
+            (25, row.siret.as_deref()),
         ];
         // SAFETY: `stmt` is a prepared statement of this connection. Texts are bound
         // SQLITE_STATIC (not copied): every string above outlives the step, and the statement is

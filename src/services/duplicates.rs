@@ -128,6 +128,7 @@ struct Candidate {
     source_id: String,
     source_name: String,
     status: String,
+    siret: Option<String>,
 }
 
 /// A point on the sphere, in metres: chords of a few hundred metres are the distance.
@@ -257,6 +258,34 @@ fn hidden_by_group(
                 union(&mut parent, nameless, only);
             }
         }
+        // The same SIRET from two sources is the same establishment, wherever each places it;
+        // unless a source gives it to several entries of the typology (a commune's SIRET on
+        // each of its libraries): then it tells them apart from nothing.
+        let mut by_siret: HashMap<&str, Vec<usize>> = HashMap::default();
+        for &i in members {
+            if let Some(siret) = candidates[i].siret.as_deref() {
+                by_siret.entry(siret).or_default().push(i);
+            }
+        }
+        for same in by_siret.values() {
+            let sources: std::collections::HashSet<&str> = same
+                .iter()
+                .map(|&i| candidates[i].source_id.as_str())
+                .collect();
+            if sources.len() < 2 || sources.len() != same.len() {
+                continue;
+            }
+            for (k, &i) in same.iter().enumerate() {
+                for &j in &same[k + 1..] {
+                    if !decisions
+                        .separated
+                        .contains(&pair(&candidates[i].id, &candidates[j].id))
+                    {
+                        union(&mut parent, i, j);
+                    }
+                }
+            }
+        }
     }
     let position: HashMap<&str, usize> = candidates
         .iter()
@@ -337,7 +366,7 @@ pub async fn refresh(
              GROUP BY typology_code HAVING COUNT(DISTINCT source_id) > 1
          )
          SELECT s.id, s.typology_code, s.lon, s.lat, s.name, s.source_id,
-                o.name AS source_name, s.status
+                o.name AS source_name, s.status, s.siret
          FROM services s JOIN organisations o ON o.id = s.source_id
          WHERE s.status IN ('published', 'duplicate')
            AND (s.typology_code IN (SELECT typology_code FROM shared)
@@ -779,5 +808,87 @@ mod tests {
             lat: 45.7797,
         });
         assert!((chord - haversine).abs() < 0.01, "{chord} {haversine}");
+    }
+
+    #[test]
+    fn the_same_siret_groups_entries_wherever_they_stand() {
+        let taxonomy = Taxonomy::embedded().unwrap();
+        let entry =
+            |id: &str, typology: &str, lon: f64, name: &str, source: National, siret| Candidate {
+                id: id.into(),
+                typology_code: typology.into(),
+                lon,
+                lat: 45.78,
+                name: name.into(),
+                source_id: format!("org-{}", national_key(source)),
+                source_name: source.source().into(),
+                status: "published".into(),
+                siret: Some(String::from(siret)),
+            };
+        let candidates = [
+            // A town hall the BPE places 2 km from the Annuaire's, under the same SIRET.
+            entry(
+                "dila-1",
+                "mairie",
+                3.08,
+                "Mairie - Aulnat",
+                National::Dila,
+                "21630014000014",
+            ),
+            entry(
+                "bpe-1",
+                "mairie",
+                3.106,
+                "MAIRIE",
+                National::Bpe,
+                "21630014000014",
+            ),
+            // The same SIRET on two of the BPE's libraries: it names neither.
+            entry(
+                "dila-2",
+                "mediatheque",
+                3.2,
+                "Médiathèque",
+                National::Dila,
+                "21630113000018",
+            ),
+            entry(
+                "bpe-2",
+                "mediatheque",
+                3.3,
+                "BIBLIOTHEQUE",
+                National::Bpe,
+                "21630113000018",
+            ),
+            entry(
+                "bpe-3",
+                "mediatheque",
+                3.4,
+                "BIBLIOTHEQUE",
+                National::Bpe,
+                "21630113000018",
+            ),
+            // The same SIRET under another typology: another service of the same body.
+            entry(
+                "bpe-4",
+                "ecole-elementaire",
+                3.08,
+                "ECOLE",
+                National::Bpe,
+                "21630014000014",
+            ),
+        ];
+        let hidden = hidden_by_group(
+            &candidates,
+            &Decisions::default(),
+            &Precedence::default(),
+            &taxonomy,
+        );
+        assert_eq!(hidden.len(), 1, "{hidden:?}");
+        assert_eq!(hidden.get("bpe-1").map(String::as_str), Some("dila-1"));
+        let mut separated = Decisions::default();
+        separated.separated.insert(pair("bpe-1", "dila-1"));
+        let hidden = hidden_by_group(&candidates, &separated, &Precedence::default(), &taxonomy);
+        assert!(hidden.is_empty(), "{hidden:?}");
     }
 }

@@ -197,6 +197,8 @@ pub struct Upsert {
     pub verified_at: Option<DateTime<Utc>>,
     /// The record's digest as it came (see `Draft::raw_digest`).
     pub source_digest: Option<String>,
+    /// The SIRET the source gives (see `Draft::valid_siret`).
+    pub siret: Option<String>,
 }
 
 /// An entry as its row reads (the directory module reads them in bulk).

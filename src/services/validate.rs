@@ -45,6 +45,9 @@ pub struct Draft {
     /// [`Draft::raw_digest`]).
     #[serde(skip)]
     pub source_digest: Option<String>,
+    /// The establishment's SIRET as the source gives it (national sources).
+    #[serde(skip)]
+    pub siret: String,
 }
 
 /// Field `$name` of `$draft` as the project's CSV names it, borrowed with `$($borrow)*` (`&` or
@@ -100,6 +103,8 @@ impl Draft {
             h.write_u8(0x1f);
             h.write(self.field(name).map_or("", String::as_str).as_bytes());
         }
+        h.write_u8(0x1f);
+        h.write(self.siret.as_bytes());
         format!("{:016x}", h.finish())
     }
 
@@ -114,6 +119,12 @@ impl Draft {
         }
     }
 
+    /// The SIRET the record gives, when it is one: 14 digits once spaces are taken out
+    /// (anything else is left out, the source's own business).
+    pub fn valid_siret(&self) -> Option<String> {
+        siret_digits(&self.siret)
+    }
+
     /// The text of field `name` (as the project's CSV names it), `None` for no such field.
     pub fn field(&self, name: &str) -> Option<&String> {
         draft_field!(self, name, &)
@@ -123,6 +134,13 @@ impl Draft {
     pub fn field_mut(&mut self, name: &str) -> Option<&mut String> {
         draft_field!(self, name, &mut)
     }
+}
+
+/// A SIRET as written by a source (`216 303 003 00011`), as its 14 digits; `None` for anything
+/// else.
+pub fn siret_digits(text: &str) -> Option<String> {
+    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    (digits.len() == 14 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
 }
 
 /// Validates drafts against the taxonomy and the territory; remembers the hours it has already
