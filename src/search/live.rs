@@ -372,7 +372,7 @@ impl LiveIndexes {
                 let docs: Vec<_> = published
                     .iter()
                     .filter(|s| for_text.contains(&s.id))
-                    .map(|s| text::doc_for(s, &reference.taxonomy, &reference.locator))
+                    .map(|s| text::doc_for(s, &reference.locator))
                     .collect();
                 let removed = gone(&for_text);
                 let soon = docs.len() + removed.len() <= SEARCHABLE_SOON_MAX;

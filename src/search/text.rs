@@ -8,15 +8,16 @@
 //!
 //! Fields:
 //! - `id`: the entry's [`ServiceId`], raw, stored and fast (read back for every hit);
-//! - `name`, `typology` (French and English labels and synonyms), `commune`, `address` (street,
-//!   postcode, city), `description`: analysed by "fr" (words, lower case, accents folded, French
-//!   stop words removed, Snowball French stemmer; "fr_shared" for `typology` and `commune`, the
-//!   same analysis remembered per text, since many entries share them);
+//! - `name`, `commune`, `address` (street, postcode, city), `description`: analysed by "fr"
+//!   (words, lower case, accents folded, French stop words removed, Snowball French stemmer;
+//!   "fr_shared" for `commune`, the same analysis remembered per text, since many entries share
+//!   it);
 //! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name and
-//!   commune ("fr_prefix"), for the word being typed (the typologies' words are looked up in
-//!   memory and matched by their `t:` token, see [`TypologyWords`]);
-//! - `words`: the folded, unstemmed words of the name, typology and commune ("fr_raw"), for
+//!   commune ("fr_prefix"), for the word being typed;
+//! - `words`: the folded, unstemmed words of the name and commune ("fr_raw"), for
 //!   typo-tolerant (Levenshtein 1) matching;
+//! - the typology's French and English labels and synonyms are not indexed with each entry:
+//!   they are looked up in memory ([`TypologyWords`]) and matched by the entry's `t:` token;
 //! - `place`: raw tokens saying where the entry is and what it is, so that a query's place,
 //!   territory and typologies narrow the word matches inside the index rather than after it:
 //!   `t:TYPOLOGY`, `c:INSEE`, `e:SIREN`, `d:DEPARTEMENT`, `r:REGION`, and one grid cell per
@@ -27,7 +28,8 @@
 //! A query matches an entry when each of its words does (stop words aside): the word stemmed in
 //! any analysed field, or, for the last word, as a prefix, or, for a word of 5 characters or
 //! more found nowhere as it is typed, within one edit of a word. Scores are BM25, name matches
-//! weighted ×3; the place tokens only filter.
+//! weighted ×3; the place tokens only filter, but for the `t:` token of a typology whose words
+//! a query word matches, which scores as that word would.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -46,7 +48,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, NgramTokenizer, RemoveLongFilter, SimpleTokenizer,
-    Stemmer, StopWordFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
+    StopWordFilter, TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -60,7 +62,7 @@ use crate::territory::{InseeCode, Locator};
 
 /// The version of the fields and analyzers: bump it with any change to them, and indexes written
 /// before are rebuilt.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The file of the index directory holding the [`SCHEMA_VERSION`] it was written with.
 pub const VERSION_FILE: &str = "proximites-text-version";
@@ -101,7 +103,6 @@ pub struct Fields {
     pub key_lo: Field,
     pub place: Field,
     pub name: Field,
-    pub typology: Field,
     pub commune: Field,
     pub address: Field,
     pub description: Field,
@@ -111,10 +112,9 @@ pub struct Fields {
 
 impl Fields {
     /// The stemmed text fields with their weight.
-    fn stemmed(&self) -> [(Field, f32); 5] {
+    fn stemmed(&self) -> [(Field, f32); 4] {
         [
             (self.name, NAME_BOOST),
-            (self.typology, 1.0),
             (self.commune, 1.0),
             (self.address, 1.0),
             (self.description, 1.0),
@@ -139,7 +139,6 @@ fn schema() -> (Schema, Fields) {
         key_lo: builder.add_u64_field("key_lo", FAST),
         place: builder.add_text_field("place", STRING),
         name: builder.add_text_field("name", fr.clone()),
-        typology: builder.add_text_field("typology", shared.clone()),
         commune: builder.add_text_field("commune", shared),
         address: builder.add_text_field("address", fr.clone()),
         description: builder.add_text_field("description", fr),
@@ -163,9 +162,81 @@ fn fr_analyzer() -> TextAnalyzer {
         Some(stop_words) => builder.filter_dynamic(stop_words),
         None => builder,
     };
-    builder
-        .filter_dynamic(Stemmer::new(Language::French))
-        .build()
+    builder.filter_dynamic(MemoStemmer).build()
+}
+
+/// Words stemmed remembered at most by each analyser (a writer thread's): the distinct words of
+/// the names and addresses of a national directory, a few hundred thousand.
+const STEMS_MAX: usize = 1_000_000;
+
+/// The French Snowball stemmer (the one tantivy's `Stemmer` filter runs) with a memory of the
+/// words it stemmed: names and addresses repeat the same words (rue, mairie, a commune's name)
+/// millions of times in a national build, and stemming was a sixth of its time.
+#[derive(Clone)]
+struct MemoStemmer;
+
+impl TokenFilter for MemoStemmer {
+    type Tokenizer<T: Tokenizer> = MemoStemmerFilter<T>;
+
+    fn transform<T: Tokenizer>(self, tokenizer: T) -> MemoStemmerFilter<T> {
+        MemoStemmerFilter {
+            inner: tokenizer,
+            stems: FxHashMap::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MemoStemmerFilter<T> {
+    inner: T,
+    stems: FxHashMap<String, String>,
+}
+
+impl<T: Tokenizer> Tokenizer for MemoStemmerFilter<T> {
+    type TokenStream<'a> = MemoStemmerStream<'a, T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        MemoStemmerStream {
+            tail: self.inner.token_stream(text),
+            stems: &mut self.stems,
+            stemmer: rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::French),
+        }
+    }
+}
+
+struct MemoStemmerStream<'a, T> {
+    tail: T,
+    stems: &'a mut FxHashMap<String, String>,
+    stemmer: rust_stemmers::Stemmer,
+}
+
+impl<T: TokenStream> TokenStream for MemoStemmerStream<'_, T> {
+    fn advance(&mut self) -> bool {
+        if !self.tail.advance() {
+            return false;
+        }
+        let token = self.tail.token_mut();
+        if let Some(stem) = self.stems.get(&token.text) {
+            token.text.clear();
+            token.text.push_str(stem);
+            return true;
+        }
+        let stem = self.stemmer.stem(&token.text).into_owned();
+        if self.stems.len() >= STEMS_MAX {
+            self.stems.clear();
+        }
+        let word = std::mem::replace(&mut token.text, stem.clone());
+        self.stems.insert(word, stem);
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.tail.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.tail.token_mut()
+    }
 }
 
 /// "fr_raw": words, lower case, accents folded; nothing removed, nothing stemmed.
@@ -206,8 +277,6 @@ fn truncate_chars(word: &str, n: usize) -> &str {
 pub struct TextDoc {
     pub id: ServiceId,
     pub name: String,
-    /// French and English labels and synonyms of the entry's typology.
-    pub typology_labels: String,
     /// The name of the entry's commune.
     pub commune: String,
     /// Street, postcode and city.
@@ -318,7 +387,6 @@ fn make_doc(
     location: LonLat,
     address: [Option<&str>; 3],
     description: Option<&str>,
-    taxonomy: &Taxonomy,
     locator: &Locator,
 ) -> TextDoc {
     let commune = locator.commune(insee_code);
@@ -333,7 +401,6 @@ fn make_doc(
     TextDoc {
         id,
         name: name.to_owned(),
-        typology_labels: typology_labels(taxonomy, typology),
         typology: typology.to_owned(),
         location,
         territories,
@@ -349,7 +416,7 @@ fn make_doc(
 }
 
 /// The index document of an entry.
-pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> TextDoc {
+pub fn doc_for(service: &Service, locator: &Locator) -> TextDoc {
     let c = &service.content;
     make_doc(
         service.id.clone(),
@@ -363,7 +430,6 @@ pub fn doc_for(service: &Service, taxonomy: &Taxonomy, locator: &Locator) -> Tex
             c.city.as_deref(),
         ],
         c.description.as_deref(),
-        taxonomy,
         locator,
     )
 }
@@ -483,30 +549,46 @@ pub struct TextIndex {
     typology_words: Arc<TypologyWords>,
 }
 
-/// The folded words of each typology's labels and synonyms, in order. The word being typed
-/// finds the entries of a typology one of whose words it starts through their `t:` token:
-/// indexing those prefixes with every entry instead would be most of the tokens of a national
-/// index (a typology has about 28 words, an entry's name 4).
+/// The words of each typology's labels and synonyms, in memory rather than indexed with each
+/// of its entries (about 28 words a typology against 4 in an entry's name: most of the tokens of
+/// a national index). A query word that is a stem of a typology's words, the beginning of one
+/// (the word being typed), or one edit away from one (a typo) finds the typology's entries
+/// through their `t:` token.
 #[derive(Debug, Default)]
 struct TypologyWords {
+    /// Folded words and the typology each is a word of, in order.
     words: Vec<(String, String)>,
+    /// The typologies each "fr" stem of their words belongs to.
+    stems: FxHashMap<String, BTreeSet<String>>,
 }
 
 impl TypologyWords {
     fn new(taxonomy: &Taxonomy) -> Self {
-        let mut raw = raw_analyzer();
-        let mut words: Vec<(String, String)> = taxonomy
-            .typologies
-            .iter()
-            .flat_map(|t| {
-                tokens(&mut raw, &typology_labels(taxonomy, &t.code))
+        let (mut raw, mut fr) = (raw_analyzer(), fr_analyzer());
+        let mut words = Vec::new();
+        let mut stems: FxHashMap<String, BTreeSet<String>> = FxHashMap::default();
+        for t in &taxonomy.typologies {
+            let labels = typology_labels(taxonomy, &t.code);
+            words.extend(
+                tokens(&mut raw, &labels)
                     .into_iter()
-                    .map(|word| (word, t.code.clone()))
-            })
-            .collect();
+                    .map(|word| (word, t.code.clone())),
+            );
+            for stem in tokens(&mut fr, &labels) {
+                stems.entry(stem).or_default().insert(t.code.clone());
+            }
+        }
         words.sort_unstable();
         words.dedup();
-        Self { words }
+        Self { words, stems }
+    }
+
+    /// The typologies one of whose words has the stem `stem`.
+    fn with_stem(&self, stem: &str) -> BTreeSet<&str> {
+        self.stems
+            .get(stem)
+            .map(|codes| codes.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 
     /// The typologies one of whose words starts with `prefix`, each once.
@@ -517,6 +599,16 @@ impl TypologyWords {
         self.words[first..]
             .iter()
             .take_while(|(word, _)| word.starts_with(prefix))
+            .map(|(_, code)| code.as_str())
+            .collect()
+    }
+
+    /// The typologies one of whose words is `word` or one edit from it (a letter changed,
+    /// added, removed, or two swapped), as the index's typo tolerance counts.
+    fn within_one_edit(&self, word: &str) -> BTreeSet<&str> {
+        self.words
+            .iter()
+            .filter(|(known, _)| strsim::osa_distance(known, word) <= 1)
             .map(|(_, code)| code.as_str())
             .collect()
     }
@@ -698,16 +790,14 @@ impl TextIndex {
             out.add_text(f.place, cell_token(level, doc.location));
         }
         out.add_text(f.name, &doc.name);
-        out.add_text(f.typology, &doc.typology_labels);
         out.add_text(f.commune, &doc.commune);
         out.add_text(f.address, &doc.address);
         out.add_text(f.description, &doc.description);
+        // The typology's words are not indexed with each entry: see [`TypologyWords`].
         let name_words = tokens(&mut analysis.raw, &doc.name);
-        let labels = analysis.shared_words(&doc.typology_labels);
         let commune = analysis.shared_words(&doc.commune);
         let folded: BTreeSet<&str> = name_words
             .iter()
-            .chain(labels.iter())
             .chain(commune.iter())
             .map(String::as_str)
             .collect();
@@ -715,14 +805,8 @@ impl TextIndex {
             f.words,
             folded.iter().copied().collect::<Vec<_>>().join(" "),
         );
-        // One value per word: "fr_prefix" makes the prefixes of a whole value. The typology's
-        // words are found by their beginning without them (see [`TypologyWords`]).
-        let own: BTreeSet<&str> = name_words
-            .iter()
-            .chain(commune.iter())
-            .map(String::as_str)
-            .collect();
-        for word in own {
+        // One value per word: "fr_prefix" makes the prefixes of a whole value.
+        for word in folded {
             out.add_text(f.prefixes, word);
         }
         out
@@ -804,6 +888,9 @@ impl TextIndex {
         docs: impl Iterator<Item = TextDoc>,
         position: Option<i64>,
     ) -> anyhow::Result<()> {
+        // As many writer threads as cores: one more built faster in some runs, slower in
+        // others, and made more segments, which every query then reads (3 million entries:
+        // « pharmacie » within 5 km 259 µs p50 with 4 segments, 355 µs with 6).
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         self.write(
             REBUILD_MEMORY_BYTES,
@@ -854,6 +941,16 @@ impl TextIndex {
         Ok(false)
     }
 
+    /// The entries of typology `code`, scored as a word matching them all would be (the fewer
+    /// entries it has, the more it weighs), times `boost`.
+    fn typology_query(&self, code: &str, boost: f32) -> Box<dyn Query> {
+        let term = Term::from_field_text(self.fields.place, &typology_token(code));
+        Box::new(BoostQuery::new(
+            Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            boost,
+        ))
+    }
+
     /// The query of `q` (see the module documentation); `None` when it has no word to look for.
     fn query(&self, searcher: &tantivy::Searcher, q: &str) -> anyhow::Result<Option<BooleanQuery>> {
         let f = &self.fields;
@@ -870,7 +967,7 @@ impl TextIndex {
             if let Some(stemmed) = &stemmed {
                 for (field, boost) in f.stemmed() {
                     let term = Term::from_field_text(field, stemmed);
-                    if !found_as_typed && (field == f.name || field == f.typology) {
+                    if !found_as_typed && field == f.name {
                         found_as_typed = Self::known(searcher, &term)?;
                     }
                     let term = TermQuery::new(term, IndexRecordOption::WithFreqs);
@@ -878,6 +975,10 @@ impl TextIndex {
                         Occur::Should,
                         Box::new(BoostQuery::new(Box::new(term), boost)),
                     ));
+                }
+                for code in self.typology_words.with_stem(stemmed) {
+                    found_as_typed = true;
+                    either.push((Occur::Should, self.typology_query(code, 1.0)));
                 }
             }
             let prefix = last && chars >= MIN_PREFIX;
@@ -889,14 +990,9 @@ impl TextIndex {
                     Occur::Should,
                     Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
                 ));
-                // Scored like a prefix: the fewer entries a typology has, the more it weighs.
                 for code in self.typology_words.starting_with(typed) {
                     found_as_typed = true;
-                    let term = Term::from_field_text(f.place, &typology_token(code));
-                    either.push((
-                        Occur::Should,
-                        Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-                    ));
+                    either.push((Occur::Should, self.typology_query(code, 1.0)));
                 }
             }
             if chars >= FUZZY_MIN_CHARS && !found_as_typed {
@@ -905,6 +1001,9 @@ impl TextIndex {
                     Occur::Should,
                     Box::new(BoostQuery::new(Box::new(fuzzy), FUZZY_BOOST)),
                 ));
+                for code in self.typology_words.within_one_edit(word) {
+                    either.push((Occur::Should, self.typology_query(code, FUZZY_BOOST)));
+                }
             }
             if either.is_empty() {
                 // A stop word (or a lone letter) inside the query.
@@ -1090,7 +1189,6 @@ impl TextIndex {
                     LonLat::new(row.lon, row.lat),
                     [row.street, row.postcode, row.city],
                     row.description,
-                    &read.taxonomy,
                     &read.locator,
                 ));
                 Ok(())
@@ -1304,7 +1402,7 @@ mod tests {
     }
 
     /// Test entry `n`, placed (for the `place` tokens) at the commune's rough position.
-    fn doc(n: u32, name: &str, typology: &str, commune: &str, taxonomy: &Taxonomy) -> TextDoc {
+    fn doc(n: u32, name: &str, typology: &str, commune: &str) -> TextDoc {
         let (location, insee) = match commune {
             "Riom" => (LonLat::new(3.113, 45.894), "63300"),
             "Mozac" => (LonLat::new(3.093, 45.893), "63245"),
@@ -1316,7 +1414,6 @@ mod tests {
         TextDoc {
             id: id(n),
             name: name.to_owned(),
-            typology_labels: typology_labels(taxonomy, typology),
             commune: commune.to_owned(),
             address: format!("1 place de la République 63200 {commune}"),
             description: String::new(),
@@ -1326,36 +1423,33 @@ mod tests {
         }
     }
 
-    fn sample(taxonomy: &Taxonomy) -> Vec<TextDoc> {
+    fn sample() -> Vec<TextDoc> {
         vec![
             doc(
                 1,
                 "École Jules-Ferry",
                 "ecole-elementaire",
                 "Clermont-Ferrand",
-                taxonomy,
             ),
             doc(
                 2,
                 "Préfecture du Puy-de-Dôme",
                 "prefecture",
                 "Clermont-Ferrand",
-                taxonomy,
             ),
-            doc(3, "Mairie de Riom", "mairie", "Riom", taxonomy),
-            doc(4, "Mairie de Mozac", "mairie", "Mozac", taxonomy),
-            doc(5, "Médiathèque de Riom", "mediatheque", "Riom", taxonomy),
-            doc(6, "Piscine municipale", "piscine", "Châtel-Guyon", taxonomy),
-            doc(7, "Pharmacie du centre", "pharmacie", "Thiers", taxonomy),
-            doc(8, "Agence d'Issoire", "anpe", "Issoire", taxonomy),
+            doc(3, "Mairie de Riom", "mairie", "Riom"),
+            doc(4, "Mairie de Mozac", "mairie", "Mozac"),
+            doc(5, "Médiathèque de Riom", "mediatheque", "Riom"),
+            doc(6, "Piscine municipale", "piscine", "Châtel-Guyon"),
+            doc(7, "Pharmacie du centre", "pharmacie", "Thiers"),
+            doc(8, "Agence d'Issoire", "anpe", "Issoire"),
         ]
     }
 
     fn filled() -> (tempfile::TempDir, TextIndex) {
-        let taxonomy = Taxonomy::embedded().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let index = TextIndex::open_or_create(dir.path(), &Taxonomy::embedded().unwrap()).unwrap();
-        index.rebuild(sample(&taxonomy).into_iter(), None).unwrap();
+        index.rebuild(sample().into_iter(), None).unwrap();
         (dir, index)
     }
 
@@ -1394,6 +1488,8 @@ mod tests {
             [5],
             "prefix of a label's word"
         );
+        assert_eq!(found(&index, "chômage issoire"), [8], "stem of a synonym");
+        assert_eq!(found(&index, "bibliotheqeu"), [5], "typo in a synonym");
         assert_eq!(found(&index, "pisc riom"), Vec::<u32>::new(), "every word");
         assert!(index.search("", None).unwrap().is_empty());
         assert!(index.search(" de la ", None).unwrap().is_empty());
@@ -1420,9 +1516,8 @@ mod tests {
 
     #[test]
     fn persists_upserts_removes_and_rebuilds_on_version_change() {
-        let taxonomy = Taxonomy::embedded().unwrap();
         let (dir, index) = filled();
-        let mut renamed = sample(&taxonomy).remove(6);
+        let mut renamed = sample().remove(6);
         renamed.name = "Grande pharmacie".into();
         index.upsert(&[renamed]).unwrap();
         assert_eq!(index.doc_count(), 8);
@@ -1516,8 +1611,7 @@ mod tests {
     }
 
     #[test]
-    fn documents_of_entries_carry_labels_commune_and_address() {
-        let taxonomy = Taxonomy::embedded().unwrap();
+    fn documents_of_entries_carry_commune_and_address() {
         let locator = Locator::new(
             crate::territory::ReferenceFiles::embedded()
                 .unwrap()
@@ -1531,17 +1625,10 @@ mod tests {
             LonLat::new(3.113, 45.894),
             [Some("Place de l'Hôtel de Ville"), Some("63200"), None],
             None,
-            &taxonomy,
             &locator,
         );
         assert_eq!(doc.commune, "Riom");
         assert_eq!(doc.address, "Place de l'Hôtel de Ville 63200");
-        assert!(
-            doc.typology_labels.contains("Town hall"),
-            "{}",
-            doc.typology_labels
-        );
-        assert!(doc.typology_labels.contains("hôtel de ville"));
         assert_eq!(doc.typology, "mairie");
         for token in ["c:63300", "d:63", "r:84", "e:200070753"] {
             assert!(
