@@ -9,9 +9,8 @@
 //! Fields:
 //! - `id`: the entry's [`ServiceId`], raw, stored and fast (read back for every hit);
 //! - `name`, `commune`, `address` (street, postcode, city), `description`: analysed by "fr"
-//!   (words, lower case, accents folded, French stop words removed, Snowball French stemmer;
-//!   "fr_shared" for `commune`, the same analysis remembered per text, since many entries share
-//!   it);
+//!   (words, lower case, accents folded, French stop words removed, Snowball French stemmer,
+//!   each word's stem remembered by the analyser);
 //! - `prefixes`: every prefix of 2 to 15 characters of each folded word of the name and
 //!   commune ("fr_prefix"), for the word being typed;
 //! - `words`: the folded, unstemmed words of the name and commune ("fr_raw"), for
@@ -62,7 +61,7 @@ use crate::territory::{InseeCode, Locator};
 
 /// The version of the fields and analyzers: bump it with any change to them, and indexes written
 /// before are rebuilt.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The file of the index directory holding the [`SCHEMA_VERSION`] it was written with.
 pub const VERSION_FILE: &str = "proximites-text-version";
@@ -132,14 +131,13 @@ fn schema() -> (Schema, Fields) {
         )
     };
     let fr = analysed("fr", IndexRecordOption::WithFreqs);
-    let shared = analysed("fr_shared", IndexRecordOption::WithFreqs);
     let fields = Fields {
         id: builder.add_text_field("id", STRING | STORED | FAST),
         key_hi: builder.add_u64_field("key_hi", FAST),
         key_lo: builder.add_u64_field("key_lo", FAST),
         place: builder.add_text_field("place", STRING),
         name: builder.add_text_field("name", fr.clone()),
-        commune: builder.add_text_field("commune", shared),
+        commune: builder.add_text_field("commune", fr.clone()),
         address: builder.add_text_field("address", fr.clone()),
         description: builder.add_text_field("description", fr),
         prefixes: builder.add_text_field(
@@ -434,101 +432,16 @@ pub fn doc_for(service: &Service, locator: &Locator) -> TextDoc {
     )
 }
 
-/// The analysers a document is made with, and the folded words of the texts many entries share
-/// (a typology's labels and synonyms, a commune's name), folded once.
+/// The analyser a writer makes documents with.
 pub struct Analysis {
     raw: TextAnalyzer,
-    shared: FxHashMap<String, Arc<[String]>>,
 }
 
 impl Analysis {
     fn new(index: &TextIndex) -> anyhow::Result<Self> {
         Ok(Self {
             raw: index.analyzer("fr_raw")?,
-            shared: FxHashMap::default(),
         })
-    }
-
-    /// The "fr_raw" words of `text`, a text many entries share.
-    fn shared_words(&mut self, text: &str) -> Arc<[String]> {
-        if let Some(words) = self.shared.get(text) {
-            return words.clone();
-        }
-        if self.shared.len() >= SHARED_TEXTS_MAX {
-            self.shared.clear();
-        }
-        let words: Arc<[String]> = tokens(&mut self.raw, text).into();
-        self.shared.insert(text.to_owned(), words.clone());
-        words
-    }
-}
-
-/// Distinct shared texts remembered at most (there are about 35,000 communes and 175
-/// typologies; more means renamed ones, forgotten by starting again).
-const SHARED_TEXTS_MAX: usize = 100_000;
-
-/// "fr_shared": "fr" with a memory, for the fields whose text many entries share (a typology's
-/// labels and synonyms, a commune's name): each is stemmed once per writer thread rather than
-/// once per entry, which is most of the stemming of a national build.
-#[derive(Clone)]
-struct SharedTextTokenizer {
-    fr: TextAnalyzer,
-    analysed: FxHashMap<String, Vec<Token>>,
-}
-
-impl Tokenizer for SharedTextTokenizer {
-    type TokenStream<'a> = SharedTokens<'a>;
-
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> SharedTokens<'a> {
-        if !self.analysed.contains_key(text) {
-            if self.analysed.len() >= SHARED_TEXTS_MAX {
-                self.analysed.clear();
-            }
-            let mut stream = self.fr.token_stream(text);
-            let mut tokens = Vec::new();
-            while stream.advance() {
-                tokens.push(stream.token().clone());
-            }
-            drop(stream);
-            self.analysed.insert(text.to_owned(), tokens);
-        }
-        SharedTokens {
-            rest: self
-                .analysed
-                .get(text)
-                .map_or(&[][..], Vec::as_slice)
-                .iter(),
-            current: None,
-            changed: None,
-            none: Token::default(),
-        }
-    }
-}
-
-/// The remembered tokens of one text, lent; a token a filter changes is a copy.
-struct SharedTokens<'a> {
-    rest: std::slice::Iter<'a, Token>,
-    current: Option<&'a Token>,
-    changed: Option<Token>,
-    /// What `token` gives before the first token or after the last.
-    none: Token,
-}
-
-impl TokenStream for SharedTokens<'_> {
-    fn advance(&mut self) -> bool {
-        self.changed = None;
-        self.current = self.rest.next();
-        self.current.is_some()
-    }
-
-    fn token(&self) -> &Token {
-        self.changed.as_ref().or(self.current).unwrap_or(&self.none)
-    }
-
-    fn token_mut(&mut self) -> &mut Token {
-        let current = self.current;
-        self.changed
-            .get_or_insert_with(|| current.cloned().unwrap_or_default())
     }
 }
 
@@ -674,13 +587,6 @@ impl std::fmt::Debug for TextIndex {
 /// Registers the analyzers the schema names.
 fn register_analyzers(index: &Index) -> anyhow::Result<()> {
     index.tokenizers().register("fr", fr_analyzer());
-    index.tokenizers().register(
-        "fr_shared",
-        SharedTextTokenizer {
-            fr: fr_analyzer(),
-            analysed: FxHashMap::default(),
-        },
-    );
     index.tokenizers().register("fr_raw", raw_analyzer());
     index.tokenizers().register("fr_prefix", prefix_analyzer()?);
     Ok(())
@@ -795,10 +701,10 @@ impl TextIndex {
         out.add_text(f.description, &doc.description);
         // The typology's words are not indexed with each entry: see [`TypologyWords`].
         let name_words = tokens(&mut analysis.raw, &doc.name);
-        let commune = analysis.shared_words(&doc.commune);
+        let commune = tokens(&mut analysis.raw, &doc.commune);
         let folded: BTreeSet<&str> = name_words
             .iter()
-            .chain(commune.iter())
+            .chain(&commune)
             .map(String::as_str)
             .collect();
         out.add_text(
