@@ -991,6 +991,26 @@ impl Fixture {
     }
 }
 
+/// A BPE file of Riom's town hall alone, with `siret`, placed `east_m` metres east of the
+/// Annuaire's point (Lambert-93).
+fn riom_town_hall_bpe(siret: &str, east_m: f64) -> String {
+    let riom = cs2cs(2154, &[(3.1133, 45.8937)])[0];
+    format!(
+        "{BPE_HEADER}\n{}\n",
+        bpe_row(
+            "MAIRIE",
+            ("5", "R", "DE L HOTEL DE VILLE"),
+            "63200",
+            "63300",
+            "A129",
+            siret,
+            Some((riom.0 + east_m, riom.1)),
+            "2154",
+            "Riom",
+        )
+    )
+}
+
 /// A BPE file of 200 town halls in Lambert-93, overseas rows in their UTM zones, a pharmacy
 /// with its SIRET, rows without coordinates, types no typology takes and a swapped row: each
 /// placed within 1 m of PROJ's cs2cs; a year later, rows moved a little, one gone, one new and
@@ -1432,24 +1452,7 @@ async fn data_inclusion_services_describe_their_structures() {
 async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     use proximites::accounts::store as accounts;
     let f = fixture().await;
-    let riom = cs2cs(2154, &[(3.1133, 45.8937)])[0];
-    let file = |moved_m: f64| {
-        format!(
-            "{BPE_HEADER}\n{}\n",
-            bpe_row(
-                "MAIRIE",
-                ("5", "R", "DE L HOTEL DE VILLE"),
-                "63200",
-                "63300",
-                "A129",
-                "",
-                Some((riom.0 + moved_m, riom.1)),
-                "2154",
-                "Riom",
-            )
-        )
-        .into_bytes()
-    };
+    let file = |moved_m: f64| riom_town_hall_bpe("", moved_m).into_bytes();
     let first = f.harvest_bpe("bpe.csv", file(0.0)).await;
     assert_eq!(first.created, 1, "{first:?}");
     let (id, origin_ref): (String, String) = sqlx::query_as("SELECT id, source_ref FROM services")
@@ -1526,21 +1529,7 @@ async fn the_same_siret_from_two_sources_is_one_service() {
         "id": "riom-dila", "nom": "Mairie - Riom", "siret": SIRET,
         "pivot": [{"type_service_local": "mairie"}], "code_insee_commune": "63300",
         "adresse": [{"type_adresse": "Adresse", "longitude": "3.1133", "latitude": "45.8937"}]})]);
-    let riom = cs2cs(2154, &[(3.1133, 45.8937)])[0];
-    let bpe = format!(
-        "{BPE_HEADER}\n{}\n",
-        bpe_row(
-            "MAIRIE",
-            ("5", "R", "DE L HOTEL DE VILLE"),
-            "63200",
-            "63300",
-            "A129",
-            "216 303 003 00011",
-            Some((riom.0 + 2000.0, riom.1)),
-            "2154",
-            "Riom",
-        )
-    );
+    let bpe = riom_town_hall_bpe("216 303 003 00011", 2000.0);
     let statuses = || async {
         sqlx::query_as::<_, (String, String, Option<String>)>(
             "SELECT source_ref, status, siret FROM services ORDER BY source_ref",

@@ -13,7 +13,7 @@ use sqlx::sqlite::LockedSqliteHandle;
 use super::history::{changes, Version};
 use super::store::Upsert;
 use super::{Phone, Status};
-use crate::db::raw::{column_text, each_row, error_message, prepare, Statement};
+use crate::db::raw::{column_text, each_row, error_message, prepare, Row, Statement};
 
 const INSERT: &CStr = c"INSERT INTO services (id, typology_code, name, description, street, postcode, city,
     insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair, wheelchair_note,
@@ -166,7 +166,8 @@ pub fn read_published(
     })
 }
 
-const PUBLISHED_TEXT: &CStr = c"SELECT id, name, typology_code, insee_code, lon, lat, street,
+/// Every published entry as the text index needs it (see [`TextRow`]).
+pub const PUBLISHED_TEXT: &CStr = c"SELECT id, name, typology_code, insee_code, lon, lat, street,
     postcode, city, description FROM services WHERE status = 'published'";
 
 /// One published entry as the text index needs it, borrowed from SQLite's row.
@@ -184,30 +185,22 @@ pub struct TextRow<'r> {
     pub description: Option<&'r str>,
 }
 
-/// Streams every published entry to `each` as the text index needs it, as [`read_published`].
-pub fn read_published_text(
-    handle: &mut LockedSqliteHandle<'_>,
-    mut each: impl FnMut(TextRow<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<u64> {
-    each_row(
-        handle,
-        PUBLISHED_TEXT,
-        "lecture des fiches publiées",
-        |row| {
-            each(TextRow {
-                id: row.required_text(0)?,
-                name: row.required_text(1)?,
-                typology: row.required_text(2)?,
-                insee_code: row.required_text(3)?,
-                lon: row.real(4),
-                lat: row.real(5),
-                street: row.text(6)?,
-                postcode: row.text(7)?,
-                city: row.text(8)?,
-                description: row.text(9)?,
-            })
-        },
-    )
+impl<'r> TextRow<'r> {
+    /// The row of [`PUBLISHED_TEXT`] that `row` is.
+    pub fn read(row: &'r Row<'_>) -> anyhow::Result<Self> {
+        Ok(TextRow {
+            id: row.required_text(0)?,
+            name: row.required_text(1)?,
+            typology: row.required_text(2)?,
+            insee_code: row.required_text(3)?,
+            lon: row.real(4),
+            lat: row.real(5),
+            street: row.text(6)?,
+            postcode: row.text(7)?,
+            city: row.text(8)?,
+            description: row.text(9)?,
+        })
+    }
 }
 
 /// One entry of a source as an import compares it, borrowed from SQLite's row.

@@ -289,17 +289,14 @@ pub async fn for_each_published_text<S: Send + 'static>(
     state: S,
     mut each: impl FnMut(&mut S, super::bulk::TextRow<'_>) -> anyhow::Result<()> + Send + 'static,
 ) -> Result<S> {
-    let mut conn = pool.acquire().await?;
-    let runtime = tokio::runtime::Handle::current();
-    let state = tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
-        let mut handle = runtime.block_on(conn.lock_handle())?;
-        let mut state = state;
-        super::bulk::read_published_text(&mut handle, |row| each(&mut state, row))?;
-        Ok(state)
-    })
+    crate::db::raw::fold_rows(
+        pool,
+        super::bulk::PUBLISHED_TEXT,
+        "lecture des fiches publiées",
+        state,
+        move |state, row| each(state, super::bulk::TextRow::read(row)?),
+    )
     .await
-    .map_err(anyhow::Error::from)??;
-    Ok(state)
 }
 
 pub async fn count(pool: &Pool) -> Result<i64> {
