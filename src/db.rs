@@ -305,6 +305,23 @@ where
     Ok(())
 }
 
+/// The fact under `key`, `proposed` written first when there is none: of several instances
+/// proposing at once on a new database, the first written is everyone's.
+pub async fn fact_or_propose(pool: &Pool, key: &str, proposed: &str) -> Result<String> {
+    sqlx::query(
+        "INSERT INTO instance_facts (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(proposed)
+    .execute(pool)
+    .await?;
+    let (value,): (String,) = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+        .bind(key)
+        .fetch_one(pool)
+        .await?;
+    Ok(value)
+}
+
 /// `fact` within the caller's transaction.
 pub async fn fact_in(conn: &mut sqlx::SqliteConnection, key: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")

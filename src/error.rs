@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// Where a piece of input is wrong: a 1-based line of an input file (when there is one), a field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct FieldError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
@@ -174,7 +174,7 @@ impl Error {
 }
 
 /// RFC 9457 problem details, extended with the stable `code` and, for invalid input, the list of errors.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem (`urn:proximites:problem:{code}`).
     #[serde(rename = "type")]
@@ -183,7 +183,7 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     pub code: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 

@@ -21,6 +21,7 @@ pub mod import;
 pub mod mail;
 pub mod metrics;
 pub mod ogc;
+pub mod rate_limits;
 pub mod reports;
 pub mod restitution;
 pub mod search;

@@ -39,8 +39,6 @@ pub struct AppState {
     pub layers: Arc<crate::export::Layers>,
     /// The entry counts vector tiles of low zooms are clustered from, by index version.
     pub tiles: Arc<crate::ogc::tiles::Pyramids>,
-    /// Failed logins of the contributor pages.
-    pub login_limiter: Arc<crate::accounts::LoginLimiter>,
     /// The address invitation links start with (`PROXIMITES_PUBLIC_URL`).
     pub public_url: Arc<str>,
     /// Whether `public_url` was configured (`--public-url`) rather than the default: links
@@ -75,9 +73,9 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let live =
             LiveIndexes::open_with(&pool, reference.clone(), text_dir, background_above).await?;
+        let hours = Arc::new(HoursEvaluator::default());
         let web = crate::web::Web {
             form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
-            report_limiter: Default::default(),
             life_events: crate::taxonomy::life_events::LifeEvents::embedded(&reference.taxonomy)?,
             tiles: None,
         };
@@ -85,19 +83,24 @@ impl AppState {
             web: Arc::new(web),
             places: Arc::new(PlaceIndex::new(&reference.locator)),
             live: Arc::new(live),
-            hours: Arc::new(HoursEvaluator::default()),
+            hours: hours.clone(),
+            directories: Arc::new(crate::directory::jobs::Directories::start(
+                crate::directory::jobs::Renderer {
+                    pool: pool.clone(),
+                    reference: reference.clone(),
+                    hours,
+                },
+            )),
             pool,
             reference,
             published_counts: Arc::default(),
             geocoder: None,
             coverage: Arc::default(),
-            directories: Arc::new(crate::directory::jobs::Directories::start()),
             layers: Arc::new(crate::export::Layers::new(
                 text_dir.with_extension("exports"),
                 crate::export::Licence::default(),
             )),
             tiles: Arc::default(),
-            login_limiter: Arc::default(),
             public_url: DEFAULT_PUBLIC_URL.into(),
             public_url_configured: false,
             admission: Arc::default(),
@@ -131,13 +134,9 @@ impl AppState {
     }
 }
 
-/// The instance's secret for signing forms, made at first start and kept in the database so
-/// that forms shown before a restart stay valid.
+/// The secret for signing forms, made at first start and kept in the database, so that forms
+/// shown before a restart or by another instance stay valid.
 async fn form_secret(pool: &Pool) -> anyhow::Result<String> {
-    if let Some(secret) = crate::db::fact(pool, "form_secret").await? {
-        return Ok(secret);
-    }
-    let secret = hex::encode(rand::random::<[u8; 32]>());
-    crate::db::set_fact(pool, "form_secret", &secret).await?;
-    Ok(secret)
+    let proposed = hex::encode(rand::random::<[u8; 32]>());
+    Ok(crate::db::fact_or_propose(pool, "form_secret", &proposed).await?)
 }

@@ -714,8 +714,10 @@ async fn backup_while_serving_and_restore_after() {
 
 /// Two instances on one database, each with its own data directory, behind nginx configured by
 /// `deploy/nginx.conf` itself (only its ports changed): reads go through; an import by a third
-/// process is searchable on both; with one instance killed, every read through nginx still
-/// succeeds (nginx retries on the other), and `/readyz` answers.
+/// process is searchable on both; a contributor signed in through nginx is known to both; failed
+/// sign-ins on both count together; a guide queued through one is served by the other, and one
+/// queued elsewhere is rendered by them; with one instance killed, every read through nginx
+/// still succeeds (nginx retries on the other), and `/readyz` answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behind_nginx() {
     let nginx_binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -827,6 +829,167 @@ async fn two_instances_behind_nginx() {
         }
         assert!(found, "not searchable on {}: {}", server.base, server.log());
     }
+
+    // What the instances share, whichever one answers: a contributor's session, the sign-in
+    // limits, and the printed guides (queued by one, rendered by either, served by both).
+    let mut create = command(dir.path())
+        .args([
+            "--database-url",
+            &database_url(&db),
+            "admin",
+            "create-operator",
+            "--email",
+            "ops@example.fr",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut create.stdin.take().unwrap(),
+        b"une phrase de passe assez longue\n",
+    )
+    .unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = async |base: &str, email: &str, password: &str| {
+        let (csrf, cookie) = common::binary::login_form_at(&browser, base).await;
+        browser
+            .post(format!("{base}/espace/connexion"))
+            .header("cookie", cookie)
+            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap()
+    };
+    let signed = sign_in(&front, "ops@example.fr", "une phrase de passe assez longue").await;
+    assert_eq!(signed.status(), 303);
+    let session = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("proximites_session="))
+        .expect("session cookie");
+    for base in [&a.base, &b.base, &front] {
+        let page = browser
+            .get(format!("{base}/espace"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "the session is not known at {base}");
+    }
+    // Failed sign-ins spread over both instances count together.
+    for n in 0..5 {
+        let base = if n % 2 == 0 { &a.base } else { &b.base };
+        let refused = sign_in(base, "intrus@example.fr", "pas le bon mot de passe").await;
+        assert_eq!(refused.status(), 401, "attempt {n} at {base}");
+    }
+    for base in [&a.base, &b.base] {
+        let limited = sign_in(base, "intrus@example.fr", "pas le bon mot de passe").await;
+        assert_eq!(limited.status(), 429, "at {base}");
+    }
+
+    let token = String::from_utf8(
+        command(dir.path())
+            .args([
+                "--database-url",
+                &database_url(&db),
+                "admin",
+                "create-token",
+                "--operator",
+                "--name",
+                "guides",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let queued = client
+        .post(a.url("/api/v1/directories"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"territory": "commune:63113", "typologies": ["piscine"], "title": "Les piscines de Riom"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    let job: Value = queued.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = async |server: &common::binary::Server, id: &str| {
+        for _ in 0..600 {
+            let (status, _, job) =
+                get(&client, &server.url(&format!("/api/v1/directories/{id}"))).await;
+            assert_eq!(status, 200, "{job}");
+            assert_ne!(job["stage"], "failed", "{job}");
+            if job["stage"] == "done" {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("guide {id} not made: {}", server.log());
+    };
+    let made = done(&b, &id).await;
+    assert_eq!(made["entries"], 2, "{made}");
+    let pdf = client
+        .get(b.url(&format!("/api/v1/directories/{id}/guide.pdf")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf.status(), 200);
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF"));
+    // The same choices through the other instance: the guide already made.
+    let again: Value = client
+        .post(b.url("/api/v1/directories"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"territory": "commune:63113", "typologies": ["piscine"], "title": "Les piscines de Riom"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["id"].as_str(), &again["cached"]),
+        (Some(id.as_str()), &Value::Bool(true))
+    );
+    // A guide queued by some other instance (a row in the queue, nothing in any memory): one
+    // of these two renders it from its choices.
+    let pool = open_db(&db).await;
+    sqlx::query(
+        "INSERT INTO guide_jobs (id, cache_key, owner, choices, public_url, stage, progress, created_at) \
+         VALUES ('job-elsewhere', 'key-elsewhere', 'operator', $1, 'http://127.0.0.1:8080', 'queued', 0, $2)",
+    )
+    .bind(serde_json::json!({"territory": "commune:63113", "typologies": ["piscine"], "date": "2026-12-01"}).to_string())
+    .bind(chrono::Utc::now())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let made = done(&a, "job-elsewhere").await;
+    assert_eq!(made["entries"], 2, "{made}");
+    let html = client
+        .get(format!(
+            "{front}/api/v1/directories/job-elsewhere/guide.html"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(html
+        .text()
+        .await
+        .unwrap()
+        .contains("Piscine des deux instances"));
 
     // One instance gone: nginx answers from the other.
     let _ = a.process.0.kill();

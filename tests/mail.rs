@@ -1,6 +1,6 @@
 //! The outbox over a real SMTP server (Debian's python3-aiosmtpd, started by the test): the
 //! campaign e-mails reach the référent; with the SMTP server stopped they stay in the outbox,
-//! and go out once it is back.
+//! and go out once it is back; two instances sending from the one outbox send each e-mail once.
 
 mod common;
 
@@ -141,13 +141,27 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     let port = free_port();
     let (smtp, received) = smtp_server(port);
     let smtp_url = format!("smtp://127.0.0.1:{port}");
-    let server = spawn_server_with(
-        dir.path(),
-        Some(&db),
-        false,
-        &["--smtp-url", &smtp_url, "--mail-interval", "1"],
-    )
-    .await;
+    // Two instances on the one database, each with its own derived indexes, both sending:
+    // each e-mail still goes out once.
+    let data_dir = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let instance = async |name: &str| {
+        spawn_server_with(
+            dir.path(),
+            Some(&db),
+            false,
+            &[
+                "--smtp-url",
+                &smtp_url,
+                "--mail-interval",
+                "1",
+                "--data-dir",
+                &data_dir(name),
+            ],
+        )
+        .await
+    };
+    let server = instance("instance-a").await;
+    let twin = instance("instance-b").await;
     let client = reqwest::Client::new();
     let created = client
         .post(server.url("/api/v1/services"))
@@ -250,5 +264,51 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
         text.contains("Hiver") && !text.contains("Automne"),
         "{text}"
     );
-    drop(server);
+    drop((server, twin));
+}
+
+/// Two instances' sending rounds at the same moment, on two pools of the one database: each
+/// e-mail is taken by one of them and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rounds_at_once_send_each_e_mail_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("twice.db");
+    let url = database_url(&db);
+    let (a, b) = (
+        proximites::db::connect(&url).await.unwrap(),
+        proximites::db::connect(&url).await.unwrap(),
+    );
+    for n in 0..6 {
+        proximites::mail::enqueue(
+            &a,
+            &format!("test:{n}"),
+            "referente@example.fr",
+            &format!("Message {n}"),
+            "Bonjour",
+        )
+        .await
+        .unwrap();
+    }
+    let port = free_port();
+    let (_smtp, received) = smtp_server(port);
+    let mailer = proximites::mail::Mailer::parse(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Proximités <ne-pas-repondre@example.fr>",
+    )
+    .unwrap();
+    let (sent_a, sent_b) = tokio::join!(
+        proximites::mail::send_pending(&a, &mailer),
+        proximites::mail::send_pending(&b, &mailer)
+    );
+    assert_eq!(sent_a.unwrap() + sent_b.unwrap(), 6);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages(&received.lock().unwrap()) < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = received.lock().unwrap().clone();
+    assert_eq!(messages(&text), 6, "{text}");
+    for n in 0..6 {
+        assert_eq!(text.matches(&format!("Message {n}")).count(), 1, "{text}");
+    }
 }

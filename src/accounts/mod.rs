@@ -4,10 +4,8 @@
 pub mod auth;
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -304,47 +302,23 @@ pub const LOGIN_FAILURES: usize = 5;
 pub const LOGIN_FAILURES_PER_ADDRESS: usize = 20;
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// Failed login attempts, per address and per e-mail: past [`LOGIN_FAILURES`] in the window,
-/// logins are refused before the password is even checked.
-#[derive(Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl LoginLimiter {
-    /// The counters a login attempt counts in, each with its threshold.
-    fn keys(from: Option<IpAddr>, email: &str) -> Vec<(String, usize)> {
-        let mut keys = vec![(
-            format!("email:{}", email.trim().to_lowercase()),
-            LOGIN_FAILURES,
-        )];
-        if let Some(ip) = from {
-            keys.push((format!("ip:{ip}"), LOGIN_FAILURES_PER_ADDRESS));
-        }
-        keys
+/// The limits a failed sign-in counts against, per e-mail and per client address: past
+/// [`LOGIN_FAILURES`] in the window, sign-ins are refused before the password is even checked,
+/// whichever instance answers (see [`crate::rate_limits`]).
+pub fn login_limits(from: Option<IpAddr>, email: &str) -> Vec<crate::rate_limits::Limit> {
+    let mut limits = vec![crate::rate_limits::Limit::new(
+        format!("login:email:{}", email.trim().to_lowercase()),
+        LOGIN_FAILURES,
+        LOGIN_WINDOW,
+    )];
+    if let Some(ip) = from {
+        limits.push(crate::rate_limits::Limit::new(
+            format!("login:ip:{ip}"),
+            LOGIN_FAILURES_PER_ADDRESS,
+            LOGIN_WINDOW,
+        ));
     }
-
-    pub fn allowed(&self, from: Option<IpAddr>, email: &str) -> bool {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        Self::keys(from, email).iter().all(|(key, threshold)| {
-            failures.get_mut(key).is_none_or(|times| {
-                times.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
-                times.len() < *threshold
-            })
-        })
-    }
-
-    pub fn failed(&self, from: Option<IpAddr>, email: &str) {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 10_000 {
-            failures.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < LOGIN_WINDOW));
-        }
-        for (key, _) in Self::keys(from, email) {
-            failures.entry(key).or_default().push(now);
-        }
-    }
+    limits
 }
 
 #[cfg(test)]
@@ -374,23 +348,44 @@ mod tests {
         assert!(Area::parse("region:84").is_err());
     }
 
-    #[test]
-    fn logins_are_limited_per_account_and_address() {
-        let limiter = LoginLimiter::default();
+    #[tokio::test]
+    async fn logins_are_limited_per_account_and_address() {
+        use crate::rate_limits::{record, within};
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(dir.path().join("a.db").to_str().unwrap())
+            .await
+            .unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let elsewhere: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..LOGIN_FAILURES {
-            assert!(limiter.allowed(Some(ip), "a@b.fr"));
-            limiter.failed(Some(ip), "a@b.fr");
+            assert!(within(&pool, &login_limits(Some(ip), "a@b.fr"))
+                .await
+                .unwrap());
+            record(&pool, &login_limits(Some(ip), "a@b.fr"))
+                .await
+                .unwrap();
         }
-        assert!(!limiter.allowed(Some(ip), "a@b.fr"));
+        assert!(!within(&pool, &login_limits(Some(ip), "a@b.fr"))
+            .await
+            .unwrap());
         // The account is refused from anywhere; other accounts from that address are not, until
         // the address's own, larger threshold.
-        assert!(!limiter.allowed(Some("192.0.2.2".parse().unwrap()), "A@b.fr"));
-        assert!(limiter.allowed(Some(ip), "c@b.fr"));
+        assert!(!within(&pool, &login_limits(Some(elsewhere), " A@b.fr"))
+            .await
+            .unwrap());
+        assert!(within(&pool, &login_limits(Some(ip), "c@b.fr"))
+            .await
+            .unwrap());
         for n in LOGIN_FAILURES..LOGIN_FAILURES_PER_ADDRESS {
-            limiter.failed(Some(ip), &format!("other{n}@b.fr"));
+            record(&pool, &login_limits(Some(ip), &format!("other{n}@b.fr")))
+                .await
+                .unwrap();
         }
-        assert!(!limiter.allowed(Some(ip), "c@b.fr"));
-        assert!(limiter.allowed(Some("192.0.2.2".parse().unwrap()), "c@b.fr"));
+        assert!(!within(&pool, &login_limits(Some(ip), "c@b.fr"))
+            .await
+            .unwrap());
+        assert!(within(&pool, &login_limits(Some(elsewhere), "c@b.fr"))
+            .await
+            .unwrap());
     }
 }

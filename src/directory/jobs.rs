@@ -1,8 +1,8 @@
-//! Making guides: the selection from the database, the rendering (one at a time, on a blocking
-//! thread, fed by a queue), and the results kept by data version and choices so that the same
-//! guide is never computed twice.
+//! Making guides: the selection from the database, the rendering (one at a time per instance, on
+//! a blocking thread, fed by a queue in the database that every instance takes from), and the
+//! results kept by data version and choices so that the same guide is never computed twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -217,179 +217,203 @@ pub struct JobStatus {
     pub cached: bool,
 }
 
-struct Job {
-    key: String,
-    /// Who asked (an organisation id, `operator`), for the per-owner bound of the queue.
-    owner: String,
-    stage: Stage,
-    /// From 0 to 1: the stage's share, and within the layout the volumes done.
-    progress: f32,
-    output: Option<Arc<Output>>,
-    error: Option<Arc<Error>>,
-}
+/// Guides prepared by this instance and not yet taken by its renderer: the entries already
+/// read, kept a short while (another instance may take the job, and reads them itself).
+type PreparedHere = HashMap<String, (Prepared, Instant)>;
 
-#[derive(Default)]
-struct Inner {
-    jobs: HashMap<String, Job>,
-    /// Job ids by cache key.
-    by_key: HashMap<String, String>,
-    /// Ids of jobs waiting, in order.
-    queue: VecDeque<String>,
-    /// Finished jobs, oldest first, for eviction.
-    finished: VecDeque<String>,
-}
+/// How long a render holds its job without news: renewed every [`REPORT_EVERY`] while it goes
+/// on, so that only a dead instance lets it lapse.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a render under way writes where it stands (and renews its lease).
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often an idle renderer looks for a guide queued by another instance.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Renders begun before a guide is failed: an instance died under each.
+const MAX_ATTEMPTS: i64 = 3;
+/// Stages of a guide not finished.
+const PENDING: &str = "('queued', 'composing', 'laying_out', 'writing')";
+/// Stages of a guide being rendered.
+const UNDER_WAY: &str = "('composing', 'laying_out', 'writing')";
 
-/// The queue and the cache of guides. One render at a time: a guide takes a core and up to
-/// hundreds of megabytes, and a second one would only slow both down.
+/// The queue and the cache of guides, in the database: a guide is queued by the instance that
+/// received the request, rendered by whichever instance takes it first, and served by any. Each
+/// instance renders one at a time: a guide takes a core and up to hundreds of megabytes, and a
+/// second one would only slow both down.
 pub struct Directories {
-    inner: Arc<Mutex<Inner>>,
-    sender: tokio::sync::mpsc::UnboundedSender<(String, Prepared)>,
+    pool: Pool,
+    wake: Arc<tokio::sync::Notify>,
+    prepared: Arc<Mutex<PreparedHere>>,
+}
+
+/// What a renderer needs to read a foreign job's entries itself.
+#[derive(Clone)]
+pub struct Renderer {
+    pub pool: Pool,
+    pub reference: Reference,
+    pub hours: Arc<HoursEvaluator>,
 }
 
 impl Directories {
-    /// Starts the worker on the current Tokio runtime.
-    pub fn start() -> Self {
-        let inner: Arc<Mutex<Inner>> = Arc::default();
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(String, Prepared)>();
-        let state = inner.clone();
-        tokio::spawn(async move {
-            while let Some((id, prepared)) = receiver.recv().await {
-                let worker_state = state.clone();
-                let job_id = id.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    let set_stage = |stage: Stage, progress: f32| {
-                        let mut inner = worker_state.lock().unwrap_or_else(PoisonError::into_inner);
-                        inner.queue.retain(|queued| queued != &job_id);
-                        if let Some(job) = inner.jobs.get_mut(&job_id) {
-                            job.stage = stage;
-                            job.progress = progress;
-                        }
-                    };
-                    render(&prepared, &set_stage)
-                })
-                .await
-                .unwrap_or_else(|panic| {
-                    Err(Error::Internal(anyhow::anyhow!(
-                        "rendu interrompu : {panic}"
-                    )))
-                });
-                let mut inner = state.lock().unwrap_or_else(PoisonError::into_inner);
-                inner.queue.retain(|queued| queued != &id);
-                if let Some(job) = inner.jobs.get_mut(&id) {
-                    match result {
-                        Ok(output) => {
-                            tracing::info!(job = %id, pages = output.pages, entries = output.entries, ms = output.millis, "guide rendered");
-                            job.stage = Stage::Done;
-                            job.progress = 1.0;
-                            job.output = Some(Arc::new(output));
-                        }
-                        Err(error) => {
-                            if error.status().is_server_error() {
-                                tracing::error!(job = %id, error = ?error, "guide failed");
-                            }
-                            job.stage = Stage::Failed;
-                            job.progress = 1.0;
-                            job.error = Some(Arc::new(error));
-                        }
-                    }
-                }
-                inner.finished.push_back(id);
-                while inner.finished.len() > KEPT {
-                    if let Some(old) = inner.finished.pop_front() {
-                        if let Some(job) = inner.jobs.remove(&old) {
-                            inner.by_key.remove(&job.key);
-                        }
-                    }
-                }
-            }
-        });
-        Self { inner, sender }
+    /// Starts this instance's renderer on the current Tokio runtime.
+    pub fn start(renderer: Renderer) -> Self {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let prepared: Arc<Mutex<PreparedHere>> = Arc::default();
+        let pool = renderer.pool.clone();
+        tokio::spawn(render_loop(
+            renderer,
+            format!(
+                "{}-{}",
+                std::process::id(),
+                crate::services::ServiceId::generate()
+            ),
+            wake.clone(),
+            prepared.clone(),
+        ));
+        Self {
+            pool,
+            wake,
+            prepared,
+        }
     }
 
-    /// The job already made or under way for `key`, if any (a cache hit).
-    pub fn find(&self, key: &str) -> Option<JobStatus> {
-        let inner = self.lock();
-        let id = inner.by_key.get(key)?;
-        // A failure is not kept as an answer: the same choices may be tried again.
-        let job = inner.jobs.get(id)?;
-        if job.stage == Stage::Failed {
-            return None;
+    /// The job already made or under way for `key`, if any (a cache hit). A failure is not
+    /// kept as an answer: the same choices may be tried again.
+    pub async fn find(&self, key: &str) -> Result<Option<JobStatus>> {
+        let id: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM guide_jobs WHERE cache_key = $1 AND stage <> 'failed' \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some((id,)) => Ok(read_status(&self.pool, &id, true).await?),
+            None => Ok(None),
         }
-        Some(status(&inner, id, job, true))
     }
 
     /// Whether `owner` may queue one more guide: `429` past its own share, `503` when the
     /// queue is full; checked before the entries are read.
-    pub fn admit(&self, owner: &str) -> Result<()> {
-        within_bounds(&self.lock(), owner)
+    pub async fn admit(&self, owner: &str) -> Result<()> {
+        let (mine, all) = pending_counts(&self.pool, owner).await?;
+        within_bounds(mine, all)
     }
 
     /// Queues a prepared guide for `owner` and says where it stands, within the bounds of
-    /// [`Directories::admit`] (checked again under the lock of the insertion).
-    pub fn submit(&self, prepared: Prepared, owner: &str) -> Result<JobStatus> {
+    /// [`Directories::admit`] (checked again in the transaction that queues it, after its row
+    /// is written: two instances queueing at once are counted one after the other). `raw` and
+    /// `logo` are the choices as received: what another instance renders it from.
+    pub async fn submit(
+        &self,
+        prepared: Prepared,
+        raw: &super::RawChoices,
+        logo: Option<&[u8]>,
+        owner: &str,
+    ) -> Result<JobStatus> {
         let id = format!("{}", crate::services::ServiceId::generate());
-        let mut inner = self.lock();
-        within_bounds(&inner, owner)?;
-        inner.by_key.insert(prepared.key.clone(), id.clone());
-        inner.jobs.insert(
-            id.clone(),
-            Job {
-                owner: owner.to_owned(),
-                key: prepared.key.clone(),
-
-                stage: Stage::Queued,
-                progress: Stage::Queued.progress(),
-                output: None,
-                error: None,
-            },
-        );
-        inner.queue.push_back(id.clone());
-        let answer = status(&inner, &id, &inner.jobs[&id], false);
-        drop(inner);
-        if self.sender.send((id.clone(), prepared)).is_err() {
-            let mut inner = self.lock();
-            if let Some(job) = inner.jobs.get_mut(&id) {
-                job.stage = Stage::Failed;
-                job.error = Some(Arc::new(Error::Internal(anyhow::anyhow!(
-                    "file de rendu arrêtée"
-                ))));
-            }
-        }
-        Ok(answer)
+        let mut raw = raw.clone();
+        // The edition date as chosen now: a render on another day prints the same.
+        raw.date = Some(prepared.choices.date.to_string());
+        let choices = serde_json::to_string(&raw).map_err(anyhow::Error::from)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO guide_jobs (id, cache_key, owner, choices, logo, public_url, stage, \
+             progress, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7)",
+        )
+        .bind(&id)
+        .bind(&prepared.key)
+        .bind(owner)
+        .bind(&choices)
+        .bind(logo)
+        .bind(&prepared.public_url)
+        .bind(chrono::Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        let (mine, all) = pending_counts(&mut *tx, owner).await?;
+        // The counts include this job.
+        within_bounds(mine - 1, all - 1)?;
+        tx.commit().await?;
+        self.lock().insert(id.clone(), (prepared, Instant::now()));
+        self.wake.notify_one();
+        read_status(&self.pool, &id, false)
+            .await?
+            .ok_or_else(|| Error::not_found("annuaire", id))
     }
 
-    pub fn status(&self, id: &str) -> Option<JobStatus> {
-        let inner = self.lock();
-        let job = inner.jobs.get(id)?;
-        Some(status(&inner, id, job, false))
+    pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
+        read_status(&self.pool, id, false).await
     }
 
-    /// The finished guide of job `id`: `Ok(None)` while it is not ready, the job's own error
-    /// when it failed, 404 when there is no such job.
-    pub fn output(&self, id: &str) -> Result<Option<Arc<Output>>, Arc<Error>> {
-        let inner = self.lock();
-        let Some(job) = inner.jobs.get(id) else {
-            return Err(Arc::new(Error::not_found("annuaire", id)));
+    /// The finished guide of job `id`, as PDF or HTML: `Ok(None)` while it is not ready, the
+    /// job's own error when it failed, 404 when there is no such job.
+    pub async fn output(&self, id: &str, part: Part) -> Result<Option<Vec<u8>>> {
+        let columns = match part {
+            Part::Pdf => "pdf, NULL",
+            Part::Html => "NULL, html",
         };
-        if let Some(error) = &job.error {
-            return Err(error.clone());
+        let row: Option<OutputRow> = sqlx::query_as(&format!(
+            "SELECT stage, {columns}, error FROM guide_jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((stage, pdf, html, error)) = row else {
+            return Err(Error::not_found("annuaire", id));
+        };
+        if let Some(problem) = error {
+            return Err(replay(&problem));
         }
-        Ok(job.output.clone())
+        Ok((stage == "done")
+            .then(|| pdf.or(html.map(String::into_bytes)))
+            .flatten())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, PreparedHere> {
+        self.prepared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Whether `owner` may queue one more guide, seen from `inner`.
-fn within_bounds(inner: &Inner, owner: &str) -> Result<()> {
-    let pending: Vec<&Job> = inner
-        .jobs
-        .values()
-        .filter(|job| !matches!(job.stage, Stage::Done | Stage::Failed))
-        .collect();
-    if pending.iter().filter(|job| job.owner == owner).count() >= MAX_QUEUED_PER_OWNER {
+/// A job's stage, its PDF or its HTML, and its failure.
+type OutputRow = (String, Option<Vec<u8>>, Option<String>, Option<String>);
+
+/// What of a finished guide to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Pdf,
+    Html,
+}
+
+/// A job's stored failure, answered again: the user's to fix (422, with its fields) as it
+/// was, anything else as an internal error.
+fn replay(problem: &str) -> Error {
+    match serde_json::from_str::<Problem>(problem) {
+        Ok(problem) if problem.status == 422 && !problem.errors.is_empty() => {
+            Error::Invalid(problem.errors)
+        }
+        Ok(problem) => Error::Internal(anyhow::anyhow!("{}", problem.detail)),
+        Err(error) => Error::Internal(anyhow::anyhow!("échec illisible : {error}")),
+    }
+}
+
+/// Guides not finished: `owner`'s and everyone's.
+async fn pending_counts<'e, E>(executor: E, owner: &str) -> Result<(usize, usize)>
+where
+    E: sqlx::Executor<'e, Database = crate::db::Db>,
+{
+    let (mine, all): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT COALESCE(SUM(CASE WHEN owner = $1 THEN 1 ELSE 0 END), 0), COUNT(*) \
+         FROM guide_jobs WHERE stage IN {PENDING}"
+    ))
+    .bind(owner)
+    .fetch_one(executor)
+    .await?;
+    Ok((mine as usize, all as usize))
+}
+
+/// Whether one more guide may be queued when its owner has `mine` and everyone `all` waiting
+/// or under way.
+fn within_bounds(mine: usize, all: usize) -> Result<()> {
+    if mine >= MAX_QUEUED_PER_OWNER {
         return Err(Error::TooManyRequests {
             code: "too_many_guides",
             detail: format!(
@@ -400,7 +424,7 @@ fn within_bounds(inner: &Inner, owner: &str) -> Result<()> {
             retry_after: RETRY_AFTER,
         });
     }
-    if pending.len() >= MAX_QUEUED {
+    if all >= MAX_QUEUED {
         return Err(Error::Busy {
             code: "guide_queue_full",
             detail: "la file des annuaires imprimés est pleine : réessayez dans une minute / \
@@ -412,72 +436,328 @@ fn within_bounds(inner: &Inner, owner: &str) -> Result<()> {
     Ok(())
 }
 
-fn status(inner: &Inner, id: &str, job: &Job, cached: bool) -> JobStatus {
-    let output = job.output.as_deref();
-    JobStatus {
-        id: id.to_owned(),
-        stage: job.stage,
-        progress: job.progress,
-        queue_position: inner.queue.iter().position(|q| q == id).unwrap_or(0),
-        pages: output.map(|o| o.pages),
-        entries: output.map(|o| o.entries),
-        conformance: output.map(|o| match o.conformance {
-            Conformance::PdfUa1 => "pdf/ua-1".to_owned(),
-            Conformance::Tagged { .. } => "tagged".to_owned(),
-        }),
-        conformance_note: output.and_then(|o| match &o.conformance {
-            Conformance::PdfUa1 => None,
-            Conformance::Tagged { ua_refused } => Some(ua_refused.clone()),
-        }),
-        render_ms: output.map(|o| o.millis),
-        pdf: output.map(|_| format!("/api/v1/directories/{id}/guide.pdf")),
-        html: output.map(|_| format!("/api/v1/directories/{id}/guide.html")),
-        error: job.error.as_deref().map(Problem::from),
-        cached,
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Queued => "queued",
+        Stage::Composing => "composing",
+        Stage::LayingOut => "laying_out",
+        Stage::Writing => "writing",
+        Stage::Done => "done",
+        Stage::Failed => "failed",
     }
+}
+
+fn stage_named(name: &str) -> Stage {
+    match name {
+        "queued" => Stage::Queued,
+        "composing" => Stage::Composing,
+        "laying_out" => Stage::LayingOut,
+        "writing" => Stage::Writing,
+        "done" => Stage::Done,
+        _ => Stage::Failed,
+    }
+}
+
+type StatusRow = (
+    String,
+    f64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+async fn read_status(pool: &Pool, id: &str, cached: bool) -> Result<Option<JobStatus>> {
+    let row: Option<StatusRow> = sqlx::query_as(
+        "SELECT stage, progress, pages, entries, conformance, conformance_note, render_ms, \
+         error, created_at FROM guide_jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((stage, progress, pages, entries, conformance, note, millis, error, created)) = row
+    else {
+        return Ok(None);
+    };
+    let stage = stage_named(&stage);
+    let queue_position = if stage == Stage::Queued {
+        let (before,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM guide_jobs WHERE stage = 'queued' \
+             AND (created_at < $1 OR (created_at = $1 AND id < $2))",
+        )
+        .bind(created)
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+        before as usize
+    } else {
+        0
+    };
+    let done = stage == Stage::Done;
+    Ok(Some(JobStatus {
+        id: id.to_owned(),
+        stage,
+        progress: progress as f32,
+        queue_position,
+        pages: pages.map(|n| n as usize),
+        entries: entries.map(|n| n as usize),
+        conformance,
+        conformance_note: note,
+        render_ms: millis.map(|n| n as u64),
+        pdf: done.then(|| format!("/api/v1/directories/{id}/guide.pdf")),
+        html: done.then(|| format!("/api/v1/directories/{id}/guide.html")),
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        cached,
+    }))
+}
+
+/// A job taken by this instance's renderer.
+#[derive(sqlx::FromRow)]
+struct Taken {
+    id: String,
+    cache_key: String,
+    choices: String,
+    logo: Option<Vec<u8>>,
+    public_url: String,
+    attempts: i64,
+}
+
+/// Takes the oldest guide queued, or one whose render's lease lapsed, for `worker`. The outer
+/// condition is checked again on the row as updated, so that of two instances taking at once
+/// only one gets it, on PostgreSQL as on SQLite.
+async fn take(pool: &Pool, worker: &str) -> Result<Option<Taken>> {
+    let now = chrono::Utc::now();
+    let free = format!("(stage = 'queued' OR (stage IN {UNDER_WAY} AND lease_until < $3))");
+    Ok(sqlx::query_as::<_, Taken>(&format!(
+        "UPDATE guide_jobs SET stage = 'composing', progress = $1, worker = $2, \
+             lease_until = $4, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM guide_jobs WHERE {free} ORDER BY created_at, id LIMIT 1) \
+             AND {free} \
+             RETURNING id, cache_key, choices, logo, public_url, attempts"
+    ))
+    .bind(Stage::Composing.progress() as f64)
+    .bind(worker)
+    .bind(now)
+    .bind(now + chrono::Duration::from_std(LEASE).unwrap_or_default())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Whether a guide waits for a renderer (a read, before trying to take one).
+async fn any_free(pool: &Pool) -> Result<bool> {
+    let found: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT id FROM guide_jobs WHERE stage = 'queued' \
+         OR (stage IN {UNDER_WAY} AND lease_until < $1) LIMIT 1"
+    ))
+    .bind(chrono::Utc::now())
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// This instance's renderer: takes guides one at a time, when woken by a guide queued here or
+/// every [`LOOK_EVERY`] for those queued elsewhere.
+async fn render_loop(
+    renderer: Renderer,
+    worker: String,
+    wake: Arc<tokio::sync::Notify>,
+    prepared: Arc<Mutex<PreparedHere>>,
+) {
+    loop {
+        let next = match any_free(&renderer.pool).await {
+            Ok(true) => take(&renderer.pool, &worker).await,
+            Ok(false) => Ok(None),
+            Err(error) => Err(error),
+        };
+        match next {
+            Ok(Some(job)) => {
+                let here = prepared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&job.id)
+                    .map(|(p, _)| p);
+                let id = job.id.clone();
+                if let Err(error) = run(&renderer, &worker, job, here).await {
+                    tracing::warn!(job = %id, %error, "guide not recorded");
+                }
+            }
+            Ok(None) => {
+                prepared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, (_, at)| at.elapsed() < LEASE * 10);
+                let _ = tokio::time::timeout(LOOK_EVERY, wake.notified()).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "guide queue not read");
+                tokio::time::sleep(LOOK_EVERY).await;
+            }
+        }
+    }
+}
+
+/// Renders a job taken by `worker` (its entries read again unless prepared here) and records
+/// the guide or the failure. Where it stands is written every [`REPORT_EVERY`], renewing the
+/// lease; a job another instance took since (this one's lease lapsed) is not overwritten.
+async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepared>) -> Result<()> {
+    let pool = &renderer.pool;
+    let result = if job.attempts > MAX_ATTEMPTS {
+        Err(Error::Internal(anyhow::anyhow!(
+            "rendu interrompu {MAX_ATTEMPTS} fois (instance arrêtée pendant le rendu)"
+        )))
+    } else {
+        match here {
+            Some(prepared) => Ok(prepared),
+            None => prepare_again(renderer, &job).await,
+        }
+    };
+    let result = match result {
+        Ok(prepared) => {
+            let progress = Arc::new(Mutex::new((Stage::Composing, Stage::Composing.progress())));
+            let heard = progress.clone();
+            let mut rendering = tokio::task::spawn_blocking(move || {
+                render(&prepared, &|stage, done| {
+                    *heard.lock().unwrap_or_else(PoisonError::into_inner) = (stage, done);
+                })
+            });
+            let mut every = tokio::time::interval(REPORT_EVERY);
+            loop {
+                tokio::select! {
+                    finished = &mut rendering => {
+                        break finished.unwrap_or_else(|panic| {
+                            Err(Error::Internal(anyhow::anyhow!("rendu interrompu : {panic}")))
+                        });
+                    }
+                    _ = every.tick() => {
+                        let (stage, done) = *progress.lock().unwrap_or_else(PoisonError::into_inner);
+                        sqlx::query(
+                            "UPDATE guide_jobs SET stage = $1, progress = $2, lease_until = $3 \
+                             WHERE id = $4 AND worker = $5",
+                        )
+                        .bind(stage_name(stage))
+                        .bind(done as f64)
+                        .bind(chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default())
+                        .bind(&job.id)
+                        .bind(worker)
+                        .execute(pool)
+                        .await?;
+                    }
+                }
+            }
+        }
+        Err(error) => Err(error),
+    };
+    let id = &job.id;
+    match result {
+        Ok(output) => {
+            tracing::info!(job = %id, pages = output.pages, entries = output.entries, ms = output.millis, "guide rendered");
+            let (conformance, note) = match output.conformance {
+                Conformance::PdfUa1 => ("pdf/ua-1", None),
+                Conformance::Tagged { ua_refused } => ("tagged", Some(ua_refused)),
+            };
+            sqlx::query(
+                "UPDATE guide_jobs SET stage = 'done', progress = 1, pages = $1, entries = $2, \
+                 conformance = $3, conformance_note = $4, render_ms = $5, pdf = $6, html = $7, \
+                 finished_at = $8, lease_until = NULL WHERE id = $9 AND worker = $10",
+            )
+            .bind(output.pages as i64)
+            .bind(output.entries as i64)
+            .bind(conformance)
+            .bind(note)
+            .bind(output.millis as i64)
+            .bind(&output.pdf)
+            .bind(&output.html)
+            .bind(chrono::Utc::now())
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?;
+        }
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::error!(job = %id, error = ?error, "guide failed");
+            }
+            let problem =
+                serde_json::to_string(&Problem::from(&error)).map_err(anyhow::Error::from)?;
+            sqlx::query(
+                "UPDATE guide_jobs SET stage = 'failed', progress = 1, error = $1, \
+                 finished_at = $2, lease_until = NULL WHERE id = $3 AND worker = $4",
+            )
+            .bind(problem)
+            .bind(chrono::Utc::now())
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?;
+        }
+    }
+    // The oldest finished guides go: their data version is past, and a PDF weighs megabytes.
+    sqlx::query(&format!(
+        "DELETE FROM guide_jobs WHERE stage NOT IN {PENDING} AND id NOT IN \
+         (SELECT id FROM guide_jobs WHERE stage NOT IN {PENDING} \
+          ORDER BY finished_at DESC, id DESC LIMIT {KEPT})"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A job queued by another instance: its choices parsed again and its entries read here.
+async fn prepare_again(renderer: &Renderer, job: &Taken) -> Result<Prepared> {
+    let raw: super::RawChoices = serde_json::from_str(&job.choices).map_err(anyhow::Error::from)?;
+    let today = crate::search::hours::paris_now().date_naive();
+    let choices = Choices::parse(
+        &raw,
+        job.logo.clone(),
+        &renderer.reference.taxonomy,
+        &renderer.reference.locator,
+        today,
+    )?;
+    prepare(
+        &renderer.pool,
+        &renderer.reference,
+        renderer.hours.clone(),
+        choices,
+        &job.public_url,
+        job.cache_key.clone(),
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job(owner: &str, stage: Stage) -> Job {
-        Job {
-            owner: owner.into(),
-            key: String::new(),
-            stage,
-            progress: 0.0,
-            output: None,
-            error: None,
-        }
+    #[test]
+    fn the_queue_is_bounded_per_owner_and_overall() {
+        let refused = within_bounds(MAX_QUEUED_PER_OWNER, MAX_QUEUED_PER_OWNER).unwrap_err();
+        assert_eq!(refused.status().as_u16(), 429);
+        assert_eq!(refused.retry_after(), Some(RETRY_AFTER));
+        assert!(within_bounds(0, MAX_QUEUED_PER_OWNER).is_ok());
+        assert!(within_bounds(MAX_QUEUED_PER_OWNER - 1, MAX_QUEUED - 1).is_ok());
+        let refused = within_bounds(0, MAX_QUEUED).unwrap_err();
+        assert_eq!(refused.status().as_u16(), 503);
+        assert_eq!(refused.code(), "guide_queue_full");
     }
 
     #[test]
-    fn the_queue_is_bounded_per_owner_and_overall() {
-        let mut inner = Inner::default();
-        for n in 0..MAX_QUEUED_PER_OWNER {
-            inner
-                .jobs
-                .insert(format!("a{n}"), job("org-a", Stage::Queued));
+    fn stages_are_stored_by_name() {
+        for stage in [
+            Stage::Queued,
+            Stage::Composing,
+            Stage::LayingOut,
+            Stage::Writing,
+            Stage::Done,
+            Stage::Failed,
+        ] {
+            assert_eq!(stage_named(stage_name(stage)), stage);
+            assert_eq!(
+                serde_json::to_value(stage).unwrap(),
+                serde_json::Value::from(stage_name(stage))
+            );
         }
-        // Finished guides do not count.
-        inner
-            .jobs
-            .insert("a-done".into(), job("org-a", Stage::Done));
-        inner
-            .jobs
-            .insert("a-failed".into(), job("org-a", Stage::Failed));
-        let refused = within_bounds(&inner, "org-a").unwrap_err();
-        assert_eq!(refused.status().as_u16(), 429);
-        assert_eq!(refused.retry_after(), Some(RETRY_AFTER));
-        assert!(within_bounds(&inner, "org-b").is_ok());
-        for n in inner.jobs.len()..MAX_QUEUED + 2 {
-            inner
-                .jobs
-                .insert(format!("o{n}"), job(&format!("org-{n}"), Stage::LayingOut));
-        }
-        let refused = within_bounds(&inner, "org-new").unwrap_err();
-        assert_eq!(refused.status().as_u16(), 503);
-        assert_eq!(refused.code(), "guide_queue_full");
     }
 }

@@ -156,14 +156,21 @@ async fn choose(state: &AppState, raw: RawChoices, logo: Option<Vec<u8>>) -> Res
 }
 
 /// Queues the guide, or answers with the one already made for the same data and choices.
-async fn submit(state: &AppState, choices: Choices, actor: &Actor) -> Result<JobStatus> {
+/// `raw` and `logo` are the choices as received, which another instance may render from.
+async fn submit(
+    state: &AppState,
+    raw: &RawChoices,
+    logo: Option<&[u8]>,
+    choices: Choices,
+    actor: &Actor,
+) -> Result<JobStatus> {
     let version = state.live.settled_version().unwrap_or_default();
     let key = choices.key(&version, &state.public_url);
-    if let Some(found) = state.directories.find(&key) {
+    if let Some(found) = state.directories.find(&key).await? {
         return Ok(found);
     }
     let owner = actor.organisation_id().unwrap_or("operator");
-    state.directories.admit(owner)?;
+    state.directories.admit(owner).await?;
     let prepared = jobs::prepare(
         &state.pool,
         &state.reference,
@@ -173,7 +180,7 @@ async fn submit(state: &AppState, choices: Choices, actor: &Actor) -> Result<Job
         key,
     )
     .await?;
-    state.directories.submit(prepared, owner)
+    state.directories.submit(prepared, raw, logo, owner).await
 }
 
 /// Starts making a printed directory (or finds the same one already made: same data version
@@ -197,8 +204,8 @@ pub async fn create(
     request: Request,
 ) -> Result<Response> {
     let Sent { raw, logo, .. } = read_choices(&state, request).await?;
-    let choices = choose(&state, raw, logo).await?;
-    let status = submit(&state, choices, &contributor).await?;
+    let choices = choose(&state, raw.clone(), logo.clone()).await?;
+    let status = submit(&state, &raw, logo.as_deref(), choices, &contributor).await?;
     let location = format!("/api/v1/directories/{}", status.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -217,27 +224,18 @@ pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     state
         .directories
         .status(&id)
+        .await?
         .map(Json)
         .ok_or_else(|| Error::not_found("annuaire", id))
 }
 
-fn finished(state: &AppState, id: &str) -> Result<std::sync::Arc<jobs::Output>> {
-    match state.directories.output(id) {
-        Ok(Some(output)) => Ok(output),
-        Ok(None) => Err(Error::Conflict {
+async fn finished(state: &AppState, id: &str, part: jobs::Part) -> Result<Vec<u8>> {
+    match state.directories.output(id, part).await? {
+        Some(output) => Ok(output),
+        None => Err(Error::Conflict {
             code: "directory_not_ready",
             detail: format!("l'annuaire {id} n'est pas encore prêt / not ready yet"),
         }),
-        Err(error) => Err(replay(&error)),
-    }
-}
-
-/// A job's stored failure, answered again (errors are not `Clone`).
-fn replay(error: &Error) -> Error {
-    match error {
-        Error::NotFound { what, id } => Error::not_found(what, id.clone()),
-        Error::Invalid(errors) => Error::Invalid(errors.clone()),
-        other => Error::Internal(anyhow::anyhow!("{other}")),
     }
 }
 
@@ -248,7 +246,7 @@ fn replay(error: &Error) -> Error {
         (status = 404, body = Problem), (status = 409, body = Problem, description = "not ready yet"),
         (status = 422, body = Problem, description = "the job failed")))]
 pub async fn guide_pdf(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let output = finished(&state, &id)?;
+    let pdf = finished(&state, &id, jobs::Part::Pdf).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/pdf".to_owned()),
@@ -257,7 +255,7 @@ pub async fn guide_pdf(State(state): State<AppState>, Path(id): Path<String>) ->
                 format!("inline; filename=\"annuaire-{id}.pdf\""),
             ),
         ],
-        output.pdf.clone(),
+        pdf,
     )
         .into_response())
 }
@@ -269,8 +267,8 @@ pub async fn guide_pdf(State(state): State<AppState>, Path(id): Path<String>) ->
         (status = 404, body = Problem), (status = 409, body = Problem, description = "not ready yet"),
         (status = 422, body = Problem, description = "the job failed")))]
 pub async fn guide_html(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let output = finished(&state, &id)?;
-    Ok(Html(output.html.clone()).into_response())
+    let html = finished(&state, &id, jobs::Part::Html).await?;
+    Ok(Html(String::from_utf8_lossy(&html).into_owned()).into_response())
 }
 
 /// The cover of a guide with these choices, as SVG: a quick preview before making it. For
@@ -363,8 +361,15 @@ pub async fn create_from_form(
         let sent = read_choices(&state, request).await?;
         check_csrf(&session, sent.csrf)?;
         territory.clone_from(&sent.raw.territory);
-        let choices = choose(&state, sent.raw, sent.logo).await?;
-        submit(&state, choices, &session.actor).await
+        let choices = choose(&state, sent.raw.clone(), sent.logo.clone()).await?;
+        submit(
+            &state,
+            &sent.raw,
+            sent.logo.as_deref(),
+            choices,
+            &session.actor,
+        )
+        .await
     }
     .await;
     match result {
@@ -421,8 +426,9 @@ pub async fn job_page(
         Ok(session) => session,
         Err(response) => return response,
     };
-    match state.directories.status(&id) {
-        Some(status) => Html(html::job_page(&status, &session).into_string()).into_response(),
-        None => Error::not_found("annuaire", id).into_response(),
+    match state.directories.status(&id).await {
+        Ok(Some(status)) => Html(html::job_page(&status, &session).into_string()).into_response(),
+        Ok(None) => Error::not_found("annuaire", id).into_response(),
+        Err(error) => error.into_response(),
     }
 }

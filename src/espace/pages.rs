@@ -106,7 +106,12 @@ pub async fn login(
         .admission
         .proxies
         .client_address(crate::admission::peer(&extensions), &headers);
-    if !state.login_limiter.allowed(from, &email) {
+    let limits = crate::accounts::login_limits(from, &email);
+    let allowed = match crate::rate_limits::within(&state.pool, &limits).await {
+        Ok(allowed) => allowed,
+        Err(error) => return error.into_response(),
+    };
+    if !allowed {
         return login_page(
             &state,
             &headers,
@@ -120,7 +125,9 @@ pub async fn login(
         Err(error) => return error.into_response(),
     };
     let Some(actor) = actor else {
-        state.login_limiter.failed(from, &email);
+        if let Err(error) = crate::rate_limits::record(&state.pool, &limits).await {
+            return error.into_response();
+        }
         return login_page(
             &state,
             &headers,

@@ -2,7 +2,9 @@
 //! them (a campaign's start, its last week, a citizen report), and the server sends them over
 //! SMTP when it answers; while it is down they wait, and sending resumes.
 
-use chrono::{Days, NaiveDate, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -85,20 +87,68 @@ where
     Ok(())
 }
 
-/// Sends what waits in the outbox, oldest first; stops at the first failure (the server is
-/// likely down: the rest waits for the next round). How many were sent.
-pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
-    let pending: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT id, recipient, subject, body FROM outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT 100",
+/// How long an instance holds the e-mails it took to send: longer than sending a round takes.
+const SENDING_LEASE: Duration = Duration::from_secs(600);
+/// E-mails taken per round.
+const ROUND: i64 = 100;
+
+/// Takes up to [`ROUND`] e-mails waiting and not taken by another instance (or whose instance's
+/// lease lapsed: it died while sending), oldest first, and holds them for [`SENDING_LEASE`]. The
+/// outer condition is checked again on the row as updated, so that of two instances taking at
+/// the same time only one gets each e-mail, on PostgreSQL as on SQLite (whose writes are
+/// serialised anyway).
+async fn take_pending(pool: &Pool) -> Result<Vec<(String, String, String, String)>> {
+    let now = Utc::now();
+    let mut taken: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE outbox SET claimed_until = $1
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
+                      ORDER BY created_at, id LIMIT $3)
+           AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
+         RETURNING id, recipient, subject, body, created_at",
     )
+    .bind(now + chrono::Duration::from_std(SENDING_LEASE).unwrap_or_default())
+    .bind(now)
+    .bind(ROUND)
     .fetch_all(pool)
     .await?;
+    taken.sort_by(|a, b| (a.4, &a.0).cmp(&(b.4, &b.0)));
+    Ok(taken
+        .into_iter()
+        .map(|(id, to, subject, body, _)| (id, to, subject, body))
+        .collect())
+}
+
+/// Gives back e-mails taken and not sent, for the next round of any instance.
+async fn release(pool: &Pool, ids: &[String]) -> Result<()> {
+    for id in ids {
+        sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = $1 AND sent_at IS NULL")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends what waits in the outbox, oldest first, each e-mail once whatever the number of
+/// instances (see [`take_pending`]); stops at the first failure (the server is likely down: the
+/// rest waits for the next round). How many were sent.
+pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
+    let pending = take_pending(pool).await?;
     if pending.is_empty() {
         return Ok(0);
     }
-    let transport = mailer.transport()?;
+    let transport = match mailer.transport() {
+        Ok(transport) => transport,
+        Err(error) => {
+            let ids: Vec<String> = pending.into_iter().map(|p| p.0).collect();
+            release(pool, &ids).await?;
+            return Err(error);
+        }
+    };
     let mut sent = 0;
-    for (id, to, subject, body) in pending {
+    let mut pending = pending.into_iter();
+    while let Some((id, to, subject, body)) = pending.next() {
         let redacted = redact_one_time_links(&body);
         let message = to
             .parse::<Mailbox>()
@@ -128,7 +178,8 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
             Ok(()) => {
                 // Once sent, the one-time link lives only in the recipient's mailbox.
                 sqlx::query(
-                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = $2 WHERE id = $3",
+                    "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = $2, \
+                     claimed_until = NULL WHERE id = $3",
                 )
                 .bind(Utc::now())
                 .bind(&redacted)
@@ -140,12 +191,15 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
             Err(error) => {
                 tracing::warn!(%error, mail = %id, "e-mail not sent, kept in the outbox");
                 sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
+                     claimed_until = NULL WHERE id = $2",
                 )
                 .bind(&error)
                 .bind(&id)
                 .execute(pool)
                 .await?;
+                let rest: Vec<String> = pending.map(|p| p.0).collect();
+                release(pool, &rest).await?;
                 break;
             }
         }

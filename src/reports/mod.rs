@@ -4,10 +4,8 @@
 
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use keyed_digest::sign;
@@ -136,29 +134,14 @@ impl FormToken {
     }
 }
 
-/// Counts reports per address over the last hour.
-#[derive(Default)]
-pub struct RateLimiter {
-    sent: Mutex<HashMap<IpAddr, Vec<Instant>>>,
-}
-
-impl RateLimiter {
-    /// Records one report from `from`; false when it is over the hourly allowance.
-    pub fn allow(&self, from: IpAddr) -> bool {
-        let now = Instant::now();
-        let hour = Duration::from_secs(3_600);
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        if sent.len() > 10_000 {
-            sent.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < hour));
-        }
-        let times = sent.entry(from).or_default();
-        times.retain(|t| now.duration_since(*t) < hour);
-        if times.len() >= REPORTS_PER_HOUR {
-            return false;
-        }
-        times.push(now);
-        true
-    }
+/// The limit each citizen report counts against: [`REPORTS_PER_HOUR`] per client address,
+/// whichever instance answers (see [`crate::rate_limits`]).
+pub fn report_limit(from: IpAddr) -> crate::rate_limits::Limit {
+    crate::rate_limits::Limit::new(
+        format!("report:{from}"),
+        REPORTS_PER_HOUR,
+        Duration::from_secs(3_600),
+    )
 }
 
 /// Now in Unix seconds.
@@ -227,12 +210,23 @@ mod tests {
         assert!(robot.parse(&token, 10).is_err());
     }
 
-    #[test]
-    fn one_address_sends_five_reports_an_hour() {
-        let limiter = RateLimiter::default();
+    #[tokio::test]
+    async fn one_address_sends_five_reports_an_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(dir.path().join("r.db").to_str().unwrap())
+            .await
+            .unwrap();
         let from: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!((0..5).all(|_| limiter.allow(from)));
-        assert!(!limiter.allow(from));
-        assert!(limiter.allow("192.0.2.2".parse().unwrap()));
+        let mut tx = pool.begin().await.unwrap();
+        for _ in 0..5 {
+            assert!(crate::rate_limits::take(&mut tx, &report_limit(from))
+                .await
+                .unwrap());
+        }
+        assert!(!crate::rate_limits::take(&mut tx, &report_limit(from))
+            .await
+            .unwrap());
+        let elsewhere = report_limit("192.0.2.2".parse().unwrap());
+        assert!(crate::rate_limits::take(&mut tx, &elsewhere).await.unwrap());
     }
 }

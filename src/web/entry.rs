@@ -398,11 +398,15 @@ pub async fn report(
         return Ok(not_found_page(lang, &path));
     };
     let checked = typed.parse(&state.web.form_token, reports::unix_now());
-    let over_limit = checked.is_ok() && from.is_some_and(|ip| !state.web.report_limiter.allow(ip));
+    // The report, its count against the address's hourly limit and the référent's e-mail are
+    // written together: none without the others.
+    let mut tx = state.pool.begin().await?;
+    let over_limit = match (&checked, from) {
+        (Ok(_), Some(ip)) => !crate::rate_limits::take(&mut tx, &reports::report_limit(ip)).await?,
+        _ => false,
+    };
     match checked {
         Ok(report) if !over_limit => {
-            // The report and the référent's e-mail are written together: neither without the other.
-            let mut tx = state.pool.begin().await?;
             let id = reports::store::insert(&mut tx, &service.id, &report).await?;
             crate::mail::notify_report(&mut tx, &state.public_url, &id).await?;
             tx.commit().await?;

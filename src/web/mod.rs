@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::Result;
-use crate::reports::{FormToken, RateLimiter};
+use crate::reports::FormToken;
 use crate::search::engine::Territory;
 use crate::search::hours::Lang;
 use crate::state::AppState;
@@ -29,8 +29,6 @@ use crate::taxonomy::life_events::LifeEvents;
 pub struct Web {
     /// Signs the report forms (see `reports::FormToken`).
     pub form_token: FormToken,
-    /// Reports per address and hour.
-    pub report_limiter: RateLimiter,
     pub life_events: LifeEvents,
     /// The base map's tile source, proxied and cached; `None` draws commune boundaries instead.
     pub tiles: Option<tiles::TileProxy>,

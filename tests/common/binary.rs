@@ -226,8 +226,13 @@ pub async fn browser_script(server: &Server, script: &str, args: &[String]) {
 
 /// The login form's token and the cookie it is bound to, from the page.
 pub async fn login_form(client: &reqwest::Client, server: &Server) -> (String, String) {
+    login_form_at(client, &server.base).await
+}
+
+/// [`login_form`] of the server (or load balancer) at `base`.
+pub async fn login_form_at(client: &reqwest::Client, base: &str) -> (String, String) {
     let page = client
-        .get(server.url("/espace/connexion"))
+        .get(format!("{base}/espace/connexion"))
         .send()
         .await
         .unwrap();
