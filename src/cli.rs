@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "proximites", version, about)]
 pub struct Cli {
-    /// Database: `sqlite://PATH` (the file is created when missing) or a plain path.
+    /// Database: `sqlite://PATH` (the file is created when missing) or a plain path; or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (`?host=/socket/dir` for a unix socket).
     #[arg(
         long,
         global = true,
@@ -59,6 +60,9 @@ pub enum Command {
         /// The copy to write.
         file: PathBuf,
     },
+    /// Apply the schema's migrations to the database (SQLite, or PostgreSQL 15 or later) and
+    /// say which it is at: run it before restarting instances one at a time on a new release.
+    Migrate,
     /// Put a backup in place of the SQLite database (no server may be using it): checked
     /// whole first; the replaced file is kept as PATH.before-restore; the indexes rebuild at
     /// the next start.

@@ -226,6 +226,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Migrate => {
+            let applied = match db::Engine::of(&cli.database_url) {
+                db::Engine::Postgres => {
+                    let pool = db::connect_postgres(&cli.database_url).await?;
+                    db::applied_migration(&pool).await?
+                }
+                db::Engine::Sqlite => {
+                    let pool = db::connect(&cli.database_url).await?;
+                    db::applied_migration(&pool).await?
+                }
+            };
+            println!(
+                "{} : migration {applied} / at migration {applied}",
+                db::redacted(&cli.database_url)
+            );
+        }
         Command::Restore { file } => {
             let restored = db::restore(&cli.database_url, &file).await?;
             println!(

@@ -1,8 +1,12 @@
 //! A database migrated by a release that shipped migrations 0001–0003 (as main has them) opens
 //! with this one: sqlx checks the checksums of the migrations already applied, so those files
 //! must never change, and 0004 moves its data along (an organisation's API tokens survive the
-//! table's rebuild; the operator's tokens have no organisation).
+//! table's rebuild; the operator's tokens have no organisation). The same migrations make the
+//! same schema on PostgreSQL.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sqlx::migrate::Migrator;
@@ -89,4 +93,109 @@ async fn a_database_of_the_previous_release_upgrades() {
         assert_eq!(n, 0, "{table}");
     }
     pool.close().await;
+}
+
+/// Tables, and for each its columns with their type and whether they take NULL.
+type Schema = BTreeMap<String, Vec<(String, String, bool)>>;
+
+/// A SQLite declared type under PostgreSQL's name for the same values.
+fn as_postgres(declared: &str) -> String {
+    match declared.to_uppercase().as_str() {
+        "INTEGER" | "BIGINT" => "bigint",
+        "TEXT" => "text",
+        "DOUBLE PRECISION" => "double precision",
+        "BOOLEAN" => "boolean",
+        "TIMESTAMPTZ" => "timestamp with time zone",
+        "DATE" => "date",
+        "BLOB" => "bytea",
+        other => panic!("type SQLite sans équivalent : {other}"),
+    }
+    .to_owned()
+}
+
+fn migrate(dir: &Path, url: &str) -> String {
+    let output = common::binary::command(dir)
+        .args(["--database-url", url, "migrate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `proximites migrate` on a new PostgreSQL database and on a new SQLite file: the same tables,
+/// columns, types and nullability; a second run changes nothing; the password is never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrations_make_the_same_schema_on_postgresql() {
+    let cluster = common::postgres::Cluster::start();
+    let url = cluster
+        .database("schema")
+        .await
+        .replace("proximites@", "proximites:motdepasse@");
+    let dir = tempfile::tempdir().unwrap();
+    let last = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .unwrap()
+        .count();
+    for _ in 0..2 {
+        let said = migrate(dir.path(), &url);
+        assert!(said.contains(&format!("migration {last} ")), "{said}");
+        assert!(
+            !said.contains("motdepasse") && said.contains("proximites:***@"),
+            "{said}"
+        );
+    }
+    let sqlite = dir.path().join("schema.db");
+    migrate(dir.path(), &format!("sqlite://{}", sqlite.display()));
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns WHERE table_schema = 'public' \
+         AND table_name <> '_sqlx_migrations' ORDER BY table_name, ordinal_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut on_postgres = Schema::new();
+    for (table, column, kind, nullable) in rows {
+        on_postgres
+            .entry(table)
+            .or_default()
+            .push((column, kind, nullable == "YES"));
+    }
+
+    let lite = sqlx::SqlitePool::connect(&format!("sqlite://{}", sqlite.display()))
+        .await
+        .unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         AND name <> '_sqlx_migrations' ORDER BY name",
+    )
+    .fetch_all(&lite)
+    .await
+    .unwrap();
+    let mut on_sqlite = Schema::new();
+    for (table,) in tables {
+        let columns: Vec<(String, String, bool, i64)> = sqlx::query_as(&format!(
+            "SELECT name, type, \"notnull\", pk FROM pragma_table_info('{table}') ORDER BY cid"
+        ))
+        .fetch_all(&lite)
+        .await
+        .unwrap();
+        on_sqlite.insert(
+            table,
+            columns
+                .into_iter()
+                // A primary key's columns take no NULL on PostgreSQL (SQLite lets a TEXT key
+                // be NULL unless told; the code never writes one).
+                .map(|(name, kind, not_null, pk)| (name, as_postgres(&kind), !not_null && pk == 0))
+                .collect(),
+        );
+    }
+    assert_eq!(on_sqlite.len(), 29, "{:?}", on_sqlite.keys());
+    assert_eq!(on_postgres, on_sqlite);
 }

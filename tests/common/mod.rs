@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod binary;
+pub mod postgres;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
