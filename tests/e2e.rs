@@ -1078,3 +1078,136 @@ async fn two_instances_behind_nginx() {
         assert_eq!(status, 200, "{ready}");
     }
 }
+
+/// `proximites backup` taken while a contributor's writes go on through the API: once restored,
+/// the database holds every write answered before the backup started, `proximites check` finds
+/// the indexes the server rebuilt consistent with it, and nothing is half-written (each entry
+/// written is whole, with its history and change-log rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let url = database_url(&db);
+    let first = dir.path().join("first.csv");
+    std::fs::write(
+        &first,
+        format!("{HEADER}\nw0,piscine,Piscine d'avant,,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let (status, token, stderr) = run_cli(
+        dir.path(),
+        &[
+            "--database-url",
+            &url,
+            "admin",
+            "create-token",
+            "--operator",
+            "--name",
+            "w",
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let token = token.trim().to_owned();
+    let pool = open_db(&db).await;
+    let (riom,): (String,) = sqlx::query_as("SELECT id FROM organisations WHERE name = 'Riom'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let mut server = spawn_server(dir.path(), Some(&db), false).await;
+
+    // One write after the other, each noted with when its answer came.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url, token) = (stop.clone(), server.url("/api/v1/services"), token.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2_000 {
+                n += 1;
+                let name = format!("Écriture {n}");
+                let written = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"organisation_id": riom, "typology": "piscine", "name": name, "lon": 3.08, "lat": 45.77}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(written.status(), 201);
+                answered.push((name, std::time::Instant::now()));
+            }
+            answered
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copy = dir.path().join("copy.db");
+    let backup_started = std::time::Instant::now();
+    let (status, stdout, stderr) = {
+        let (dir, url, copy) = (dir.path().to_owned(), url.clone(), copy.clone());
+        tokio::task::spawn_blocking(move || {
+            run_cli(&dir, &["--database-url", &url, "backup", path_str(&copy)])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(status.success(), "{stdout}{stderr}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = writer.await.unwrap();
+    let before: Vec<&str> = answered
+        .iter()
+        .filter(|(_, at)| *at < backup_started)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        before.len() >= 5 && answered.len() > before.len(),
+        "writes before the backup: {}, in all: {}",
+        before.len(),
+        answered.len()
+    );
+    assert!(server.terminate(Duration::from_secs(10)).success());
+
+    let (status, stdout, stderr) = run_cli(
+        dir.path(),
+        &["--database-url", &url, "restore", path_str(&copy)],
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    let pool = open_db(&db).await;
+    let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM services")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let names: std::collections::HashSet<String> = names.into_iter().map(|(n,)| n).collect();
+    for name in &before {
+        assert!(
+            names.contains(*name),
+            "{name} answered before the backup, missing from it"
+        );
+    }
+    // Each entry the copy holds is whole: its creation in the history and in the change log.
+    let (entries, created, logged): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM services WHERE name LIKE 'Écriture %'), \
+         (SELECT COUNT(*) FROM service_history h JOIN services s ON s.id = h.service_id \
+          WHERE s.name LIKE 'Écriture %' AND h.action = 'created'), \
+         (SELECT COUNT(DISTINCT entry_id) FROM change_log c JOIN services s ON s.id = c.entry_id \
+          WHERE s.name LIKE 'Écriture %')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!((created, logged), (entries, entries));
+
+    // The restarted server rebuilds its indexes from the copy; `check` finds them consistent.
+    let mut server = spawn_server(dir.path(), Some(&db), false).await;
+    let client = reqwest::Client::new();
+    let (_, _, found) = get(&client, &server.url("/api/v1/services?q=ecriture&limit=1")).await;
+    assert_eq!(found["total"], entries, "{found}");
+    assert!(server.terminate(Duration::from_secs(10)).success());
+    let (status, stdout, stderr) = run_cli(dir.path(), &["--database-url", &url, "check"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("indexes match the database"), "{stdout}");
+}
