@@ -33,6 +33,16 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// A statement taking `$1` (a text key) that makes transactions on the same key wait for
+    /// each other until they end: PostgreSQL's transaction-level advisory lock. None on SQLite,
+    /// whose writing transactions wait for each other anyway.
+    pub fn key_lock(self) -> Option<&'static str> {
+        match self {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"),
+        }
+    }
+
     pub fn of(url: &str) -> Self {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Engine::Postgres
@@ -40,6 +50,130 @@ impl Engine {
             Engine::Sqlite
         }
     }
+}
+
+/// The database whichever its engine: what a store function written for both engines takes.
+/// Its SQL runs on each engine's own driver (so that dates, booleans and blobs are each
+/// engine's native types) through [`on_engine!`], which compiles the same statement for both.
+///
+/// During the move to PostgreSQL (issue 15) the modules written for both engines take a
+/// `Store`; the others still take the SQLite [`Pool`], and `serve` and most commands refuse a
+/// PostgreSQL URL until every one of them does.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(Pool),
+    Postgres(sqlx::PgPool),
+}
+
+/// A transaction on a [`Store`]; run statements in it with [`in_tx!`].
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$db` bound to the engine's own pool, compiled once per engine: the same
+/// SQL (with `$1`-style parameters, which both engines read) and the same binds.
+#[macro_export]
+macro_rules! on_engine {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match $store {
+            $crate::db::Store::Sqlite($db) => $body,
+            $crate::db::Store::Postgres($db) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the engine's own connection inside the transaction
+/// `$tx` (a `&mut Tx`), compiled once per engine.
+#[macro_export]
+macro_rules! in_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(transaction) => {
+                let $conn = &mut **transaction;
+                $body
+            }
+            $crate::db::Tx::Postgres(transaction) => {
+                let $conn = &mut **transaction;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Opens and migrates the database at `url`, whichever its engine.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Ok(match Engine::of(url) {
+            Engine::Sqlite => Store::Sqlite(connect(url).await?),
+            Engine::Postgres => Store::Postgres(connect_postgres(url).await?),
+        })
+    }
+
+    /// The SQLite pool, for the modules not yet written for both engines: an error on
+    /// PostgreSQL, which no command reaches while they remain.
+    pub fn sqlite(&self) -> Result<&Pool> {
+        match self {
+            Store::Sqlite(pool) => Ok(pool),
+            Store::Postgres(_) => Err(not_yet_on_postgres()),
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Store::Sqlite(_) => Engine::Sqlite,
+            Store::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// What a statement that takes rows for this instance adds after its row selection, so
+    /// that another instance taking at the same time skips them instead of waiting for them:
+    /// PostgreSQL's row locks. SQLite serialises writers, so it needs none.
+    pub fn skip_locked(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "",
+            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+impl Tx {
+    pub fn engine(&self) -> Engine {
+        match self {
+            Tx::Sqlite(_) => Engine::Sqlite,
+            Tx::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(transaction) => transaction.commit().await?,
+            Tx::Postgres(transaction) => transaction.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// The SQLite connection of this transaction, for the store functions not yet written for
+    /// both engines: an error on PostgreSQL, which no command reaches while they remain.
+    pub fn sqlite(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        match self {
+            Tx::Sqlite(transaction) => Ok(&mut **transaction),
+            Tx::Postgres(_) => Err(not_yet_on_postgres()),
+        }
+    }
+}
+
+fn not_yet_on_postgres() -> crate::error::Error {
+    crate::error::Error::Internal(anyhow::anyhow!(
+        "opération pas encore disponible sur PostgreSQL / not yet available on PostgreSQL"
+    ))
 }
 
 /// `url` with its password (user-info part or `password=` option) replaced, for messages and

@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|url| proximites::mail::Mailer::parse(url, &args.mail_from))
                 .transpose()?;
             let mail = tokio::spawn(proximites::mail::run(
-                state.pool.clone(),
+                state.store.clone(),
                 mailer,
                 state.public_url.to_string(),
                 std::time::Duration::from_secs(args.mail_interval.max(1)),

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
 
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::Result;
+use crate::{in_tx, on_engine};
 
 /// The longest window of any limit: older attempts are deleted as new ones come.
 const LONGEST_WINDOW: Duration = Duration::from_secs(3_600);
@@ -36,16 +36,17 @@ impl Limit {
     }
 }
 
+const COUNT: &str = "SELECT COUNT(*) FROM rate_events WHERE key = $1 AND at > $2";
+
 /// Whether every one of `limits` has room for one more attempt.
-pub async fn within(pool: &Pool, limits: &[Limit]) -> Result<bool> {
+pub async fn within(store: &Store, limits: &[Limit]) -> Result<bool> {
     let now = Utc::now();
     for limit in limits {
-        let (counted,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM rate_events WHERE key = $1 AND at > $2")
-                .bind(&limit.key)
-                .bind(limit.since(now))
-                .fetch_one(pool)
-                .await?;
+        let (counted,): (i64,) = on_engine!(store, |db| sqlx::query_as(COUNT)
+            .bind(&limit.key)
+            .bind(limit.since(now))
+            .fetch_one(db)
+            .await?);
         if counted >= limit.most as i64 {
             return Ok(false);
         }
@@ -54,89 +55,67 @@ pub async fn within(pool: &Pool, limits: &[Limit]) -> Result<bool> {
 }
 
 /// Counts one attempt against each of `limits`.
-pub async fn record(pool: &Pool, limits: &[Limit]) -> Result<()> {
-    let mut tx = pool.begin().await?;
+pub async fn record(store: &Store, limits: &[Limit]) -> Result<()> {
+    let mut tx = store.begin().await?;
     record_in(&mut tx, limits).await?;
-    tx.commit().await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Counts one attempt against `limit` if it has room, in the caller's transaction (so that the
 /// attempt and what it allows are written together): false, and nothing counted, when it has
-/// none. The row is written before the count (under a savepoint, undone when over the limit), so
-/// that two instances' attempts at the same time are counted one after the other.
-pub async fn take(conn: &mut SqliteConnection, limit: &Limit) -> Result<bool> {
+/// none. The row is written before the count (under a savepoint, undone when over the limit),
+/// with the limit's key locked on PostgreSQL, so that two instances' attempts at the same time
+/// are counted one after the other.
+pub async fn take(tx: &mut Tx, limit: &Limit) -> Result<bool> {
     let now = Utc::now();
-    let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
-    record_in(&mut attempt, std::slice::from_ref(limit)).await?;
-    let (counted,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM rate_events WHERE key = $1 AND at > $2")
+    let expired = now - chrono::Duration::from_std(LONGEST_WINDOW).unwrap_or_default();
+    let key_lock = tx.engine().key_lock();
+    in_tx!(tx, |conn| {
+        let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
+        if let Some(lock) = key_lock {
+            sqlx::query(lock)
+                .bind(&limit.key)
+                .execute(&mut *attempt)
+                .await?;
+        }
+        sqlx::query("DELETE FROM rate_events WHERE at < $1")
+            .bind(expired)
+            .execute(&mut *attempt)
+            .await?;
+        sqlx::query("INSERT INTO rate_events (key, at) VALUES ($1, $2)")
+            .bind(&limit.key)
+            .bind(now)
+            .execute(&mut *attempt)
+            .await?;
+        let (counted,): (i64,) = sqlx::query_as(COUNT)
             .bind(&limit.key)
             .bind(limit.since(now))
             .fetch_one(&mut *attempt)
             .await?;
-    if counted > limit.most as i64 {
-        attempt.rollback().await?;
-        return Ok(false);
-    }
-    attempt.commit().await?;
-    Ok(true)
+        if counted > limit.most as i64 {
+            attempt.rollback().await?;
+            return Ok(false);
+        }
+        attempt.commit().await?;
+        Ok(true)
+    })
 }
 
-async fn record_in(conn: &mut SqliteConnection, limits: &[Limit]) -> Result<()> {
+async fn record_in(tx: &mut Tx, limits: &[Limit]) -> Result<()> {
     let now = Utc::now();
     let expired = now - chrono::Duration::from_std(LONGEST_WINDOW).unwrap_or_default();
-    sqlx::query("DELETE FROM rate_events WHERE at < $1")
-        .bind(expired)
-        .execute(&mut *conn)
-        .await?;
-    for limit in limits {
-        sqlx::query("INSERT INTO rate_events (key, at) VALUES ($1, $2)")
-            .bind(&limit.key)
-            .bind(now)
+    in_tx!(tx, |conn| {
+        sqlx::query("DELETE FROM rate_events WHERE at < $1")
+            .bind(expired)
             .execute(&mut *conn)
             .await?;
-    }
+        for limit in limits {
+            sqlx::query("INSERT INTO rate_events (key, at) VALUES ($1, $2)")
+                .bind(&limit.key)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+    });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn attempts_are_counted_over_their_window_and_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("l.db").to_str().unwrap())
-            .await
-            .unwrap();
-        let hour = Limit::new("report:192.0.2.1", 2, Duration::from_secs(3_600));
-        let mut tx = pool.begin().await.unwrap();
-        assert!(take(&mut tx, &hour).await.unwrap());
-        assert!(take(&mut tx, &hour).await.unwrap());
-        assert!(!take(&mut tx, &hour).await.unwrap());
-        tx.commit().await.unwrap();
-        assert!(!within(&pool, std::slice::from_ref(&hour)).await.unwrap());
-        // A refused attempt is not counted: one old attempt lapsing frees one place.
-        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rate_events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(rows, 2);
-        let other = Limit::new("report:192.0.2.2", 2, Duration::from_secs(3_600));
-        assert!(within(&pool, &[other]).await.unwrap());
-        // Attempts past every window are deleted by the next one.
-        sqlx::query("UPDATE rate_events SET at = $1")
-            .bind(Utc::now() - chrono::Duration::hours(2))
-            .execute(&pool)
-            .await
-            .unwrap();
-        assert!(within(&pool, std::slice::from_ref(&hour)).await.unwrap());
-        record(&pool, std::slice::from_ref(&hour)).await.unwrap();
-        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rate_events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(rows, 1);
-    }
 }

@@ -16,6 +16,9 @@ use crate::territory::places::PlaceIndex;
 pub struct AppState {
     /// The database, single source of truth.
     pub pool: Pool,
+    /// The same database as the handle of the modules written for both engines (see
+    /// [`crate::db::Store`]).
+    pub store: crate::db::Store,
     /// Taxonomy and territory held in memory, derived from the database at start.
     pub reference: Reference,
     /// Published entries per typology, cached by data version.
@@ -91,6 +94,7 @@ impl AppState {
                     hours,
                 },
             )),
+            store: crate::db::Store::Sqlite(pool.clone()),
             pool,
             reference,
             published_counts: Arc::default(),

@@ -275,12 +275,12 @@ async fn two_rounds_at_once_send_each_e_mail_once() {
     let db = dir.path().join("twice.db");
     let url = database_url(&db);
     let (a, b) = (
-        proximites::db::connect(&url).await.unwrap(),
-        proximites::db::connect(&url).await.unwrap(),
+        proximites::db::Store::connect(&url).await.unwrap(),
+        proximites::db::Store::connect(&url).await.unwrap(),
     );
     for n in 0..6 {
         proximites::mail::enqueue(
-            &a,
+            a.sqlite().unwrap(),
             &format!("test:{n}"),
             "referente@example.fr",
             &format!("Message {n}"),

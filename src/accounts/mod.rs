@@ -352,39 +352,39 @@ mod tests {
     async fn logins_are_limited_per_account_and_address() {
         use crate::rate_limits::{record, within};
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("a.db").to_str().unwrap())
+        let store = crate::db::Store::connect(dir.path().join("a.db").to_str().unwrap())
             .await
             .unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let elsewhere: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..LOGIN_FAILURES {
-            assert!(within(&pool, &login_limits(Some(ip), "a@b.fr"))
+            assert!(within(&store, &login_limits(Some(ip), "a@b.fr"))
                 .await
                 .unwrap());
-            record(&pool, &login_limits(Some(ip), "a@b.fr"))
+            record(&store, &login_limits(Some(ip), "a@b.fr"))
                 .await
                 .unwrap();
         }
-        assert!(!within(&pool, &login_limits(Some(ip), "a@b.fr"))
+        assert!(!within(&store, &login_limits(Some(ip), "a@b.fr"))
             .await
             .unwrap());
         // The account is refused from anywhere; other accounts from that address are not, until
         // the address's own, larger threshold.
-        assert!(!within(&pool, &login_limits(Some(elsewhere), " A@b.fr"))
+        assert!(!within(&store, &login_limits(Some(elsewhere), " A@b.fr"))
             .await
             .unwrap());
-        assert!(within(&pool, &login_limits(Some(ip), "c@b.fr"))
+        assert!(within(&store, &login_limits(Some(ip), "c@b.fr"))
             .await
             .unwrap());
         for n in LOGIN_FAILURES..LOGIN_FAILURES_PER_ADDRESS {
-            record(&pool, &login_limits(Some(ip), &format!("other{n}@b.fr")))
+            record(&store, &login_limits(Some(ip), &format!("other{n}@b.fr")))
                 .await
                 .unwrap();
         }
-        assert!(!within(&pool, &login_limits(Some(ip), "c@b.fr"))
+        assert!(!within(&store, &login_limits(Some(ip), "c@b.fr"))
             .await
             .unwrap());
-        assert!(within(&pool, &login_limits(Some(elsewhere), "c@b.fr"))
+        assert!(within(&store, &login_limits(Some(elsewhere), "c@b.fr"))
             .await
             .unwrap());
     }

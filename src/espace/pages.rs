@@ -107,7 +107,7 @@ pub async fn login(
         .proxies
         .client_address(crate::admission::peer(&extensions), &headers);
     let limits = crate::accounts::login_limits(from, &email);
-    let allowed = match crate::rate_limits::within(&state.pool, &limits).await {
+    let allowed = match crate::rate_limits::within(&state.store, &limits).await {
         Ok(allowed) => allowed,
         Err(error) => return error.into_response(),
     };
@@ -125,7 +125,7 @@ pub async fn login(
         Err(error) => return error.into_response(),
     };
     let Some(actor) = actor else {
-        if let Err(error) = crate::rate_limits::record(&state.pool, &limits).await {
+        if let Err(error) = crate::rate_limits::record(&state.store, &limits).await {
             return error.into_response();
         }
         return login_page(

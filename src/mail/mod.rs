@@ -8,8 +8,9 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::db::Pool;
+use crate::db::{Pool, Store};
 use crate::error::Result;
+use crate::on_engine;
 use crate::services::ServiceId;
 
 /// Where and as whom to send.
@@ -92,26 +93,32 @@ const SENDING_LEASE: Duration = Duration::from_secs(600);
 /// E-mails taken per round.
 const ROUND: i64 = 100;
 
+/// An e-mail taken to send: id, recipient, subject, body.
+pub type Taken = (String, String, String, String);
+
 /// Takes up to [`ROUND`] e-mails waiting and not taken by another instance (or whose instance's
-/// lease lapsed: it died while sending), oldest first, and holds them for [`SENDING_LEASE`]. The
-/// outer condition is checked again on the row as updated, so that of two instances taking at
-/// the same time only one gets each e-mail, on PostgreSQL as on SQLite (whose writes are
-/// serialised anyway).
-async fn take_pending(pool: &Pool) -> Result<Vec<(String, String, String, String)>> {
+/// lease lapsed: it died while sending), oldest first, and holds them for [`SENDING_LEASE`]. On
+/// PostgreSQL the rows another instance is taking are skipped (`FOR UPDATE SKIP LOCKED`); SQLite
+/// serialises the two statements. The outer condition is checked again on the row as updated,
+/// so that an e-mail is never taken twice.
+pub async fn take_round(store: &Store) -> Result<Vec<Taken>> {
     let now = Utc::now();
-    let mut taken: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+    let sql = format!(
         "UPDATE outbox SET claimed_until = $1
          WHERE id IN (SELECT id FROM outbox
                       WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
-                      ORDER BY created_at, id LIMIT $3)
+                      ORDER BY created_at, id LIMIT $3{})
            AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
          RETURNING id, recipient, subject, body, created_at",
-    )
-    .bind(now + chrono::Duration::from_std(SENDING_LEASE).unwrap_or_default())
-    .bind(now)
-    .bind(ROUND)
-    .fetch_all(pool)
-    .await?;
+        store.skip_locked()
+    );
+    let mut taken: Vec<(String, String, String, String, DateTime<Utc>)> =
+        on_engine!(store, |db| sqlx::query_as(&sql)
+            .bind(now + chrono::Duration::from_std(SENDING_LEASE).unwrap_or_default())
+            .bind(now)
+            .bind(ROUND)
+            .fetch_all(db)
+            .await?);
     taken.sort_by(|a, b| (a.4, &a.0).cmp(&(b.4, &b.0)));
     Ok(taken
         .into_iter()
@@ -120,21 +127,24 @@ async fn take_pending(pool: &Pool) -> Result<Vec<(String, String, String, String
 }
 
 /// Gives back e-mails taken and not sent, for the next round of any instance.
-async fn release(pool: &Pool, ids: &[String]) -> Result<()> {
+async fn release(store: &Store, ids: &[String]) -> Result<()> {
     for id in ids {
-        sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = $1 AND sent_at IS NULL")
-            .bind(id)
-            .execute(pool)
-            .await?;
+        on_engine!(store, |db| sqlx::query(
+            "UPDATE outbox SET claimed_until = NULL WHERE id = $1 AND sent_at IS NULL"
+        )
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)?);
     }
     Ok(())
 }
 
 /// Sends what waits in the outbox, oldest first, each e-mail once whatever the number of
-/// instances (see [`take_pending`]); stops at the first failure (the server is likely down: the
+/// instances (see [`take_round`]); stops at the first failure (the server is likely down: the
 /// rest waits for the next round). How many were sent.
-pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
-    let pending = take_pending(pool).await?;
+pub async fn send_pending(store: &Store, mailer: &Mailer) -> Result<usize> {
+    let pending = take_round(store).await?;
     if pending.is_empty() {
         return Ok(0);
     }
@@ -142,7 +152,7 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
         Ok(transport) => transport,
         Err(error) => {
             let ids: Vec<String> = pending.into_iter().map(|p| p.0).collect();
-            release(pool, &ids).await?;
+            release(store, &ids).await?;
             return Err(error);
         }
     };
@@ -177,29 +187,31 @@ pub async fn send_pending(pool: &Pool, mailer: &Mailer) -> Result<usize> {
         match outcome {
             Ok(()) => {
                 // Once sent, the one-time link lives only in the recipient's mailbox.
-                sqlx::query(
+                on_engine!(store, |db| sqlx::query(
                     "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, body = $2, \
                      claimed_until = NULL WHERE id = $3",
                 )
                 .bind(Utc::now())
                 .bind(&redacted)
                 .bind(&id)
-                .execute(pool)
-                .await?;
+                .execute(db)
+                .await
+                .map(drop)?);
                 sent += 1;
             }
             Err(error) => {
                 tracing::warn!(%error, mail = %id, "e-mail not sent, kept in the outbox");
-                sqlx::query(
+                on_engine!(store, |db| sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
                      claimed_until = NULL WHERE id = $2",
                 )
                 .bind(&error)
                 .bind(&id)
-                .execute(pool)
-                .await?;
+                .execute(db)
+                .await
+                .map(drop)?);
                 let rest: Vec<String> = pending.map(|p| p.0).collect();
-                release(pool, &rest).await?;
+                release(store, &rest).await?;
                 break;
             }
         }
@@ -383,11 +395,15 @@ pub async fn invitation(
 
 /// The server's mail round, every `every`: enqueue what is due, send what waits.
 pub async fn run(
-    pool: Pool,
+    store: Store,
     mailer: Option<Mailer>,
     public_url: String,
     every: std::time::Duration,
 ) {
+    let Ok(pool) = store.sqlite().cloned() else {
+        tracing::warn!("e-mails not yet sent from PostgreSQL");
+        return;
+    };
     match redact_sent(&pool).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(messages = n, "one-time links removed from sent e-mails"),
@@ -400,7 +416,7 @@ pub async fn run(
             tracing::warn!(%error, "campaign e-mails not scheduled");
         }
         if let Some(mailer) = &mailer {
-            match send_pending(&pool, mailer).await {
+            match send_pending(&store, mailer).await {
                 Ok(0) => {}
                 Ok(sent) => tracing::info!(sent, "e-mails sent"),
                 Err(error) => tracing::warn!(%error, "outbox not processed"),

@@ -213,11 +213,11 @@ mod tests {
     #[tokio::test]
     async fn one_address_sends_five_reports_an_hour() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("r.db").to_str().unwrap())
+        let store = crate::db::Store::connect(dir.path().join("r.db").to_str().unwrap())
             .await
             .unwrap();
         let from: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
         for _ in 0..5 {
             assert!(crate::rate_limits::take(&mut tx, &report_limit(from))
                 .await

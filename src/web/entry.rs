@@ -400,15 +400,15 @@ pub async fn report(
     let checked = typed.parse(&state.web.form_token, reports::unix_now());
     // The report, its count against the address's hourly limit and the référent's e-mail are
     // written together: none without the others.
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.store.begin().await?;
     let over_limit = match (&checked, from) {
         (Ok(_), Some(ip)) => !crate::rate_limits::take(&mut tx, &reports::report_limit(ip)).await?,
         _ => false,
     };
     match checked {
         Ok(report) if !over_limit => {
-            let id = reports::store::insert(&mut tx, &service.id, &report).await?;
-            crate::mail::notify_report(&mut tx, &state.public_url, &id).await?;
+            let id = reports::store::insert(tx.sqlite()?, &service.id, &report).await?;
+            crate::mail::notify_report(tx.sqlite()?, &state.public_url, &id).await?;
             tx.commit().await?;
             let back = href(lang, &format!("/services/{}?signalement=merci", service.id));
             Ok(Redirect::to(&format!("{back}#signaler")).into_response())

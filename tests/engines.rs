@@ -1,0 +1,170 @@
+//! The modules written for both engines ([`proximites::db::Store`]), run on both: a SQLite file
+//! and a private PostgreSQL cluster (`common::postgres`). What several instances share and
+//! take must hold when they take at the same moment: rate limits count every attempt, and an
+//! e-mail is taken by one instance only.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use proximites::db::Store;
+use proximites::on_engine;
+use proximites::rate_limits::{record, take, within, Limit};
+
+/// Two handles on one SQLite file and two on one PostgreSQL database of `cluster`, as two
+/// instances have.
+async fn both_engines(
+    dir: &std::path::Path,
+    cluster: &common::postgres::Cluster,
+    name: &str,
+) -> [(Store, Store); 2] {
+    let sqlite = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+    let postgres = cluster.database(name).await;
+    let mut pairs = Vec::new();
+    for url in [sqlite, postgres] {
+        let first = Store::connect(&url).await.unwrap();
+        let second = Store::connect(&url).await.unwrap();
+        pairs.push((first, second));
+    }
+    pairs.try_into().unwrap()
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    let (n,): (i64,) = on_engine!(store, |db| sqlx::query_as(sql).fetch_one(db).await.unwrap());
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_count_over_their_window_and_prune_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (store, _) in both_engines(dir.path(), &cluster, "limits").await {
+        let engine = format!("{:?}", store.engine());
+        let hour = Limit::new("report:192.0.2.1", 2, Duration::from_secs(3_600));
+        let mut tx = store.begin().await.unwrap();
+        assert!(take(&mut tx, &hour).await.unwrap(), "{engine}");
+        assert!(take(&mut tx, &hour).await.unwrap(), "{engine}");
+        assert!(!take(&mut tx, &hour).await.unwrap(), "{engine}");
+        tx.commit().await.unwrap();
+        assert!(!within(&store, std::slice::from_ref(&hour)).await.unwrap());
+        // A refused attempt is not counted.
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rate_events").await,
+            2,
+            "{engine}"
+        );
+        let other = Limit::new("report:192.0.2.2", 2, Duration::from_secs(3_600));
+        assert!(within(&store, &[other]).await.unwrap(), "{engine}");
+        // Attempts past every window are deleted by the next one.
+        on_engine!(&store, |db| sqlx::query("UPDATE rate_events SET at = $1")
+            .bind(Utc::now() - chrono::Duration::hours(2))
+            .execute(db)
+            .await
+            .unwrap()
+            .rows_affected());
+        assert!(within(&store, std::slice::from_ref(&hour)).await.unwrap());
+        record(&store, std::slice::from_ref(&hour)).await.unwrap();
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rate_events").await,
+            1,
+            "{engine}"
+        );
+    }
+}
+
+/// Twenty attempts at once from two instances against a limit of five: five pass, on SQLite
+/// (whose writers wait for each other) as on PostgreSQL (the limit's key locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_at_the_same_moment_from_two_instances_are_all_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (first, second) in both_engines(dir.path(), &cluster, "race").await {
+        let engine = format!("{:?}", first.engine());
+        let attempts = (0..20).map(|n| {
+            let store = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move {
+                let limit = Limit::new("login:ip:192.0.2.9", 5, Duration::from_secs(900));
+                let mut tx = store.begin().await.unwrap();
+                let allowed = take(&mut tx, &limit).await.unwrap();
+                // Held a moment: the other attempts run meanwhile.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                tx.commit().await.unwrap();
+                allowed
+            })
+        });
+        let mut allowed = 0;
+        for attempt in attempts.collect::<Vec<_>>() {
+            allowed += usize::from(attempt.await.unwrap());
+        }
+        assert_eq!(allowed, 5, "{engine}");
+        assert_eq!(
+            count(&first, "SELECT COUNT(*) FROM rate_events").await,
+            5,
+            "{engine}"
+        );
+    }
+}
+
+/// Two instances taking e-mails to send at the same moment: each e-mail is taken once, and
+/// one given back (its sending failed) is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_take_the_same_e_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (first, second) in both_engines(dir.path(), &cluster, "outbox").await {
+        let engine = format!("{:?}", first.engine());
+        for n in 0..250 {
+            on_engine!(&first, |db| sqlx::query(
+                "INSERT INTO outbox (id, dedupe_key, recipient, subject, body, created_at) \
+                 VALUES ($1, $1, 'referente@example.fr', 'Objet', 'Bonjour', $2)"
+            )
+            .bind(format!("mail-{n:03}"))
+            .bind(Utc::now())
+            .execute(db)
+            .await
+            .unwrap()
+            .rows_affected());
+        }
+        let mut taken = Vec::new();
+        loop {
+            let (a, b) = tokio::join!(
+                proximites::mail::take_round(&first),
+                proximites::mail::take_round(&second)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            if a.is_empty() && b.is_empty() {
+                break;
+            }
+            taken.extend(a.into_iter().chain(b).map(|(id, ..)| id));
+        }
+        let mut distinct = taken.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!((taken.len(), distinct.len()), (250, 250), "{engine}");
+        // A lease that lapsed (its instance died): taken again, once.
+        on_engine!(&first, |db| sqlx::query(
+            "UPDATE outbox SET claimed_until = $1 WHERE id = 'mail-007'"
+        )
+        .bind(Utc::now() - chrono::Duration::seconds(1))
+        .execute(db)
+        .await
+        .unwrap()
+        .rows_affected());
+        let (a, b) = tokio::join!(
+            proximites::mail::take_round(&first),
+            proximites::mail::take_round(&second)
+        );
+        let again: Vec<String> = a
+            .unwrap()
+            .into_iter()
+            .chain(b.unwrap())
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(again, ["mail-007"], "{engine}");
+    }
+}
