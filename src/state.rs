@@ -89,6 +89,7 @@ impl AppState {
             hours: hours.clone(),
             directories: Arc::new(crate::directory::jobs::Directories::start(
                 crate::directory::jobs::Renderer {
+                    store: crate::db::Store::Sqlite(pool.clone()),
                     pool: pool.clone(),
                     reference: reference.clone(),
                     hours,

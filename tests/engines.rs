@@ -1,7 +1,7 @@
 //! The modules written for both engines ([`proximites::db::Store`]), run on both: a SQLite file
 //! and a private PostgreSQL cluster (`common::postgres`). What several instances share and
 //! take must hold when they take at the same moment: rate limits count every attempt, and an
-//! e-mail is taken by one instance only.
+//! e-mail or a guide to render is taken by one instance only.
 
 mod common;
 
@@ -166,5 +166,60 @@ async fn two_instances_never_take_the_same_e_mail() {
             .map(|t| t.0)
             .collect();
         assert_eq!(again, ["mail-007"], "{engine}");
+    }
+}
+
+/// Two instances' renderers looking for guides at the same moment: each guide is taken by one,
+/// and one whose render's lease lapsed (its instance died) is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_renderers_never_take_the_same_guide() {
+    use proximites::directory::jobs::take_next;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (first, second) in both_engines(dir.path(), &cluster, "guides").await {
+        let engine = format!("{:?}", first.engine());
+        for n in 0..12 {
+            on_engine!(&first, |db| {
+                sqlx::query(
+                "INSERT INTO guide_jobs (id, cache_key, owner, choices, public_url, stage, \
+                 progress, created_at) VALUES ($1, $1, 'operator', '{}', 'http://x', 'queued', 0, $2)"
+            )
+            .bind(format!("job-{n:02}"))
+            .bind(Utc::now())
+            .execute(db)
+            .await
+            .unwrap()
+            .rows_affected()
+            });
+        }
+        let mut taken = Vec::new();
+        loop {
+            let (a, b) = tokio::join!(take_next(&first, "a"), take_next(&second, "b"));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            taken.extend(a.into_iter().chain(b).map(|job| job.id().to_owned()));
+        }
+        let mut distinct = taken.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!((taken.len(), distinct.len()), (12, 12), "{engine}");
+        on_engine!(&first, |db| sqlx::query(
+            "UPDATE guide_jobs SET lease_until = $1 WHERE id = 'job-03'"
+        )
+        .bind(Utc::now() - chrono::Duration::seconds(1))
+        .execute(db)
+        .await
+        .unwrap()
+        .rows_affected());
+        let (a, b) = tokio::join!(take_next(&first, "a"), take_next(&second, "b"));
+        let again: Vec<String> = a
+            .unwrap()
+            .into_iter()
+            .chain(b.unwrap())
+            .map(|job| job.id().to_owned())
+            .collect();
+        assert_eq!(again, ["job-03"], "{engine}");
     }
 }

@@ -14,12 +14,13 @@ use super::content::{self, Sources};
 use super::render::{self, Conformance, RenderError};
 use super::{store, Choices};
 use crate::coverage::Area;
-use crate::db::Pool;
+use crate::db::{Pool, Store};
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::import::Reference;
 use crate::search::engine::Territory;
 use crate::search::hours::HoursEvaluator;
 use crate::services::Service;
+use crate::{in_tx, on_engine};
 
 /// Finished guides kept in memory; the oldest go first.
 const KEPT: usize = 16;
@@ -240,14 +241,17 @@ const UNDER_WAY: &str = "('composing', 'laying_out', 'writing')";
 /// instance renders one at a time: a guide takes a core and up to hundreds of megabytes, and a
 /// second one would only slow both down.
 pub struct Directories {
-    pool: Pool,
+    store: Store,
     wake: Arc<tokio::sync::Notify>,
     prepared: Arc<Mutex<PreparedHere>>,
 }
 
-/// What a renderer needs to read a foreign job's entries itself.
+/// What a renderer needs to take jobs, and to read a foreign job's entries itself.
 #[derive(Clone)]
 pub struct Renderer {
+    /// The queue.
+    pub store: Store,
+    /// The entries (read from SQLite only, for now).
     pub pool: Pool,
     pub reference: Reference,
     pub hours: Arc<HoursEvaluator>,
@@ -258,7 +262,7 @@ impl Directories {
     pub fn start(renderer: Renderer) -> Self {
         let wake = Arc::new(tokio::sync::Notify::new());
         let prepared: Arc<Mutex<PreparedHere>> = Arc::default();
-        let pool = renderer.pool.clone();
+        let store = renderer.store.clone();
         tokio::spawn(render_loop(
             renderer,
             format!(
@@ -270,7 +274,7 @@ impl Directories {
             prepared.clone(),
         ));
         Self {
-            pool,
+            store,
             wake,
             prepared,
         }
@@ -279,15 +283,15 @@ impl Directories {
     /// The job already made or under way for `key`, if any (a cache hit). A failure is not
     /// kept as an answer: the same choices may be tried again.
     pub async fn find(&self, key: &str) -> Result<Option<JobStatus>> {
-        let id: Option<(String,)> = sqlx::query_as(
+        let id: Option<(String,)> = on_engine!(&self.store, |db| sqlx::query_as(
             "SELECT id FROM guide_jobs WHERE cache_key = $1 AND stage <> 'failed' \
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(db)
+        .await?);
         match id {
-            Some((id,)) => Ok(read_status(&self.pool, &id, true).await?),
+            Some((id,)) => Ok(read_status(&self.store, &id, true).await?),
             None => Ok(None),
         }
     }
@@ -295,8 +299,12 @@ impl Directories {
     /// Whether `owner` may queue one more guide: `429` past its own share, `503` when the
     /// queue is full; checked before the entries are read.
     pub async fn admit(&self, owner: &str) -> Result<()> {
-        let (mine, all) = pending_counts(&self.pool, owner).await?;
-        within_bounds(mine, all)
+        let sql = pending_counts_sql();
+        let (mine, all): (i64, i64) = on_engine!(&self.store, |db| sqlx::query_as(&sql)
+            .bind(owner)
+            .fetch_one(db)
+            .await?);
+        within_bounds(mine as usize, all as usize)
     }
 
     /// Queues a prepared guide for `owner` and says where it stands, within the bounds of
@@ -315,33 +323,48 @@ impl Directories {
         // The edition date as chosen now: a render on another day prints the same.
         raw.date = Some(prepared.choices.date.to_string());
         let choices = serde_json::to_string(&raw).map_err(anyhow::Error::from)?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO guide_jobs (id, cache_key, owner, choices, logo, public_url, stage, \
-             progress, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7)",
-        )
-        .bind(&id)
-        .bind(&prepared.key)
-        .bind(owner)
-        .bind(&choices)
-        .bind(logo)
-        .bind(&prepared.public_url)
-        .bind(chrono::Utc::now())
-        .execute(&mut *tx)
-        .await?;
-        let (mine, all) = pending_counts(&mut *tx, owner).await?;
+        let mut tx = self.store.begin().await?;
+        // The job's row first, then the counts with it: two instances queueing at once wait
+        // for each other (SQLite's writers; PostgreSQL's lock on the queue's key).
+        let key_lock = tx.engine().key_lock();
+        let counts = pending_counts_sql();
+        let (mine, all): (i64, i64) = in_tx!(&mut tx, |conn| {
+            if let Some(lock) = key_lock {
+                sqlx::query(lock)
+                    .bind("guide_jobs")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO guide_jobs (id, cache_key, owner, choices, logo, public_url, stage, \
+                 progress, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7)",
+            )
+            .bind(&id)
+            .bind(&prepared.key)
+            .bind(owner)
+            .bind(&choices)
+            .bind(logo)
+            .bind(&prepared.public_url)
+            .bind(chrono::Utc::now())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query_as(&counts)
+                .bind(owner)
+                .fetch_one(&mut *conn)
+                .await?
+        });
         // The counts include this job.
-        within_bounds(mine - 1, all - 1)?;
+        within_bounds(mine as usize - 1, all as usize - 1)?;
         tx.commit().await?;
         self.lock().insert(id.clone(), (prepared, Instant::now()));
         self.wake.notify_one();
-        read_status(&self.pool, &id, false)
+        read_status(&self.store, &id, false)
             .await?
             .ok_or_else(|| Error::not_found("annuaire", id))
     }
 
     pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
-        read_status(&self.pool, id, false).await
+        read_status(&self.store, id, false).await
     }
 
     /// The finished guide of job `id`, as PDF or HTML: `Ok(None)` while it is not ready, the
@@ -351,12 +374,11 @@ impl Directories {
             Part::Pdf => "pdf, NULL",
             Part::Html => "NULL, html",
         };
-        let row: Option<OutputRow> = sqlx::query_as(&format!(
-            "SELECT stage, {columns}, error FROM guide_jobs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT stage, {columns}, error FROM guide_jobs WHERE id = $1");
+        let row: Option<OutputRow> = on_engine!(&self.store, |db| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(db)
+            .await?);
         let Some((stage, pdf, html, error)) = row else {
             return Err(Error::not_found("annuaire", id));
         };
@@ -395,19 +417,12 @@ fn replay(problem: &str) -> Error {
     }
 }
 
-/// Guides not finished: `owner`'s and everyone's.
-async fn pending_counts<'e, E>(executor: E, owner: &str) -> Result<(usize, usize)>
-where
-    E: sqlx::Executor<'e, Database = crate::db::Db>,
-{
-    let (mine, all): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT COALESCE(SUM(CASE WHEN owner = $1 THEN 1 ELSE 0 END), 0), COUNT(*) \
-         FROM guide_jobs WHERE stage IN {PENDING}"
-    ))
-    .bind(owner)
-    .fetch_one(executor)
-    .await?;
-    Ok((mine as usize, all as usize))
+/// Counts the guides not finished, `$1`'s and everyone's (as 64-bit integers on both engines).
+fn pending_counts_sql() -> String {
+    format!(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN owner = $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         COUNT(*) FROM guide_jobs WHERE stage IN {PENDING}"
+    )
 }
 
 /// Whether one more guide may be queued when its owner has `mine` and everyone `all` waiting
@@ -470,28 +485,28 @@ type StatusRow = (
     chrono::DateTime<chrono::Utc>,
 );
 
-async fn read_status(pool: &Pool, id: &str, cached: bool) -> Result<Option<JobStatus>> {
-    let row: Option<StatusRow> = sqlx::query_as(
+async fn read_status(store: &Store, id: &str, cached: bool) -> Result<Option<JobStatus>> {
+    let row: Option<StatusRow> = on_engine!(store, |db| sqlx::query_as(
         "SELECT stage, progress, pages, entries, conformance, conformance_note, render_ms, \
          error, created_at FROM guide_jobs WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db)
+    .await?);
     let Some((stage, progress, pages, entries, conformance, note, millis, error, created)) = row
     else {
         return Ok(None);
     };
     let stage = stage_named(&stage);
     let queue_position = if stage == Stage::Queued {
-        let (before,): (i64,) = sqlx::query_as(
+        let (before,): (i64,) = on_engine!(store, |db| sqlx::query_as(
             "SELECT COUNT(*) FROM guide_jobs WHERE stage = 'queued' \
              AND (created_at < $1 OR (created_at = $1 AND id < $2))",
         )
         .bind(created)
         .bind(id)
-        .fetch_one(pool)
-        .await?;
+        .fetch_one(db)
+        .await?);
         before as usize
     } else {
         0
@@ -514,9 +529,9 @@ async fn read_status(pool: &Pool, id: &str, cached: bool) -> Result<Option<JobSt
     }))
 }
 
-/// A job taken by this instance's renderer.
+/// A job taken by an instance's renderer.
 #[derive(sqlx::FromRow)]
-struct Taken {
+pub struct Taken {
     id: String,
     cache_key: String,
     choices: String,
@@ -525,36 +540,46 @@ struct Taken {
     attempts: i64,
 }
 
-/// Takes the oldest guide queued, or one whose render's lease lapsed, for `worker`. The outer
-/// condition is checked again on the row as updated, so that of two instances taking at once
-/// only one gets it, on PostgreSQL as on SQLite.
-async fn take(pool: &Pool, worker: &str) -> Result<Option<Taken>> {
+impl Taken {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Takes the oldest guide queued, or one whose render's lease lapsed, for `worker`. On
+/// PostgreSQL a job another instance is taking is skipped (`FOR UPDATE SKIP LOCKED`); SQLite
+/// serialises the statements. The outer condition is checked again on the row as updated, so
+/// that a job is never taken twice.
+pub async fn take_next(store: &Store, worker: &str) -> Result<Option<Taken>> {
     let now = chrono::Utc::now();
     let free = format!("(stage = 'queued' OR (stage IN {UNDER_WAY} AND lease_until < $3))");
-    Ok(sqlx::query_as::<_, Taken>(&format!(
+    let sql = format!(
         "UPDATE guide_jobs SET stage = 'composing', progress = $1, worker = $2, \
-             lease_until = $4, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM guide_jobs WHERE {free} ORDER BY created_at, id LIMIT 1) \
-             AND {free} \
-             RETURNING id, cache_key, choices, logo, public_url, attempts"
-    ))
-    .bind(Stage::Composing.progress() as f64)
-    .bind(worker)
-    .bind(now)
-    .bind(now + chrono::Duration::from_std(LEASE).unwrap_or_default())
-    .fetch_optional(pool)
-    .await?)
+         lease_until = $4, attempts = attempts + 1 \
+         WHERE id = (SELECT id FROM guide_jobs WHERE {free} ORDER BY created_at, id LIMIT 1{}) \
+         AND {free} \
+         RETURNING id, cache_key, choices, logo, public_url, attempts",
+        store.skip_locked()
+    );
+    Ok(on_engine!(store, |db| sqlx::query_as::<_, Taken>(&sql)
+        .bind(Stage::Composing.progress() as f64)
+        .bind(worker)
+        .bind(now)
+        .bind(now + chrono::Duration::from_std(LEASE).unwrap_or_default())
+        .fetch_optional(db)
+        .await?))
 }
 
 /// Whether a guide waits for a renderer (a read, before trying to take one).
-async fn any_free(pool: &Pool) -> Result<bool> {
-    let found: Option<(String,)> = sqlx::query_as(&format!(
+async fn any_free(store: &Store) -> Result<bool> {
+    let sql = format!(
         "SELECT id FROM guide_jobs WHERE stage = 'queued' \
          OR (stage IN {UNDER_WAY} AND lease_until < $1) LIMIT 1"
-    ))
-    .bind(chrono::Utc::now())
-    .fetch_optional(pool)
-    .await?;
+    );
+    let found: Option<(String,)> = on_engine!(store, |db| sqlx::query_as(&sql)
+        .bind(chrono::Utc::now())
+        .fetch_optional(db)
+        .await?);
     Ok(found.is_some())
 }
 
@@ -567,8 +592,8 @@ async fn render_loop(
     prepared: Arc<Mutex<PreparedHere>>,
 ) {
     loop {
-        let next = match any_free(&renderer.pool).await {
-            Ok(true) => take(&renderer.pool, &worker).await,
+        let next = match any_free(&renderer.store).await {
+            Ok(true) => take_next(&renderer.store, &worker).await,
             Ok(false) => Ok(None),
             Err(error) => Err(error),
         };
@@ -603,7 +628,7 @@ async fn render_loop(
 /// the guide or the failure. Where it stands is written every [`REPORT_EVERY`], renewing the
 /// lease; a job another instance took since (this one's lease lapsed) is not overwritten.
 async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepared>) -> Result<()> {
-    let pool = &renderer.pool;
+    let store = &renderer.store;
     let result = if job.attempts > MAX_ATTEMPTS {
         Err(Error::Internal(anyhow::anyhow!(
             "rendu interrompu {MAX_ATTEMPTS} fois (instance arrêtée pendant le rendu)"
@@ -633,7 +658,7 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
                     }
                     _ = every.tick() => {
                         let (stage, done) = *progress.lock().unwrap_or_else(PoisonError::into_inner);
-                        sqlx::query(
+                        on_engine!(store, |db| sqlx::query(
                             "UPDATE guide_jobs SET stage = $1, progress = $2, lease_until = $3 \
                              WHERE id = $4 AND worker = $5",
                         )
@@ -642,8 +667,8 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
                         .bind(chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default())
                         .bind(&job.id)
                         .bind(worker)
-                        .execute(pool)
-                        .await?;
+                        .execute(db)
+                        .await.map(drop)?);
                     }
                 }
             }
@@ -658,7 +683,7 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
                 Conformance::PdfUa1 => ("pdf/ua-1", None),
                 Conformance::Tagged { ua_refused } => ("tagged", Some(ua_refused)),
             };
-            sqlx::query(
+            on_engine!(store, |db| sqlx::query(
                 "UPDATE guide_jobs SET stage = 'done', progress = 1, pages = $1, entries = $2, \
                  conformance = $3, conformance_note = $4, render_ms = $5, pdf = $6, html = $7, \
                  finished_at = $8, lease_until = NULL WHERE id = $9 AND worker = $10",
@@ -673,8 +698,9 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
             .bind(chrono::Utc::now())
             .bind(id)
             .bind(worker)
-            .execute(pool)
-            .await?;
+            .execute(db)
+            .await
+            .map(drop)?);
         }
         Err(error) => {
             if error.status().is_server_error() {
@@ -682,7 +708,7 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
             }
             let problem =
                 serde_json::to_string(&Problem::from(&error)).map_err(anyhow::Error::from)?;
-            sqlx::query(
+            on_engine!(store, |db| sqlx::query(
                 "UPDATE guide_jobs SET stage = 'failed', progress = 1, error = $1, \
                  finished_at = $2, lease_until = NULL WHERE id = $3 AND worker = $4",
             )
@@ -690,18 +716,20 @@ async fn run(renderer: &Renderer, worker: &str, job: Taken, here: Option<Prepare
             .bind(chrono::Utc::now())
             .bind(id)
             .bind(worker)
-            .execute(pool)
-            .await?;
+            .execute(db)
+            .await
+            .map(drop)?);
         }
     }
     // The oldest finished guides go: their data version is past, and a PDF weighs megabytes.
-    sqlx::query(&format!(
+    on_engine!(store, |db| sqlx::query(&format!(
         "DELETE FROM guide_jobs WHERE stage NOT IN {PENDING} AND id NOT IN \
          (SELECT id FROM guide_jobs WHERE stage NOT IN {PENDING} \
           ORDER BY finished_at DESC, id DESC LIMIT {KEPT})"
     ))
-    .execute(pool)
-    .await?;
+    .execute(db)
+    .await
+    .map(drop)?);
     Ok(())
 }
 
