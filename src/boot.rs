@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::db::{self, Pool};
+use crate::db::{self, Pool, Store};
 use crate::import::{self, Input, Reference};
 use crate::taxonomy::{self, Taxonomy};
 use crate::territory::{self, Locator, ReferenceFiles};
@@ -15,19 +15,8 @@ const DEMO_TOWN_HALLS: &str = include_str!("../data/demo/mairies-auvergne.csv");
 /// gets the embedded territory; with `demo`, an empty directory gets the Auvergne town halls.
 pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
     let started = std::time::Instant::now();
-    let taxonomy = Taxonomy::embedded()?;
-    taxonomy::store::sync(pool, &taxonomy).await?;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "taxonomy synced");
-    if territory::store::commune_count(pool).await? == 0 {
-        let files = tokio::task::spawn_blocking(ReferenceFiles::embedded).await??;
-        let summary = territory::store::load_reference(pool, &files).await?;
-        tracing::info!(
-            communes = summary.communes,
-            boundaries = summary.boundaries,
-            "territory reference loaded"
-        );
-    }
-    let reference = load_reference(pool, taxonomy).await?;
+    let store = Store::Sqlite(pool.clone());
+    let reference = prepare_reference(&store).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "reference loaded"
@@ -62,9 +51,29 @@ pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
     Ok(reference)
 }
 
+/// Syncs the embedded taxonomy into the database of `store`, loads the embedded territory when
+/// it has none, and builds the in-memory reference from what the database then holds: the part
+/// of [`prepare`] written for both engines.
+pub async fn prepare_reference(store: &Store) -> anyhow::Result<Reference> {
+    let started = std::time::Instant::now();
+    let taxonomy = Taxonomy::embedded()?;
+    taxonomy::store::sync(store, &taxonomy).await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "taxonomy synced");
+    if territory::store::commune_count(store).await? == 0 {
+        let files = tokio::task::spawn_blocking(ReferenceFiles::embedded).await??;
+        let summary = territory::store::load_reference(store, &files).await?;
+        tracing::info!(
+            communes = summary.communes,
+            boundaries = summary.boundaries,
+            "territory reference loaded"
+        );
+    }
+    load_reference(store, taxonomy).await
+}
+
 /// The in-memory reference (taxonomy and communes) built from what the database holds.
-pub async fn load_reference(pool: &Pool, taxonomy: Taxonomy) -> anyhow::Result<Reference> {
-    let communes = territory::store::load_communes(pool).await?;
+pub async fn load_reference(store: &Store, taxonomy: Taxonomy) -> anyhow::Result<Reference> {
+    let communes = territory::store::load_communes(store).await?;
     let locator = tokio::task::spawn_blocking(move || Locator::new(communes)).await?;
     Ok(Reference {
         taxonomy: Arc::new(taxonomy),

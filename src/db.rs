@@ -133,6 +133,16 @@ impl Store {
         })
     }
 
+    /// A transaction that will write: on SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so that another process writing meanwhile makes it wait its turn rather
+    /// than fail when a read transaction would be upgraded; PostgreSQL's rows locks need none.
+    pub async fn begin_writing(&self) -> Result<Tx> {
+        Ok(match self {
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
     /// What a statement that takes rows for this instance adds after its row selection, so
     /// that another instance taking at the same time skips them instead of waiting for them:
     /// PostgreSQL's row locks. SQLite serialises writers, so it needs none.

@@ -471,7 +471,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let files =
                 tokio::task::spawn_blocking(move || territory::ReferenceFiles::read_dir(&dir))
                     .await??;
-            let summary = territory::store::load_reference(&pool, &files).await?;
+            let summary =
+                territory::store::load_reference(&db::Store::Sqlite(pool.clone()), &files).await?;
             println!(
                 "régions {} · départements {} · EPCI {} · communes {} (dont {} avec contour / with boundary)",
                 summary.regions, summary.departements, summary.epcis, summary.communes, summary.boundaries

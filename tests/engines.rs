@@ -1,7 +1,8 @@
 //! The modules written for both engines ([`proximites::db::Store`]), run on both: a SQLite file
 //! and a private PostgreSQL cluster (`common::postgres`). What several instances share and
 //! take must hold when they take at the same moment: rate limits count every attempt, and an
-//! e-mail or a guide to render is taken by one instance only.
+//! e-mail or a guide to render is taken by one instance only. The start of every command (the
+//! taxonomy and the territory reference) gives the same reference on both.
 
 mod common;
 
@@ -222,4 +223,53 @@ async fn two_renderers_never_take_the_same_guide() {
             .collect();
         assert_eq!(again, ["job-03"], "{engine}");
     }
+}
+
+/// The start of every command, written for both engines: the embedded taxonomy synced and the
+/// embedded territory loaded into a new database, then read back into the in-memory reference;
+/// a second start loads nothing again. Both engines give the same reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_loads_alike_on_both_engines() {
+    use proximites::spatial::LonLat;
+    use proximites::territory::locator::Located;
+    use proximites::territory::InseeCode;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    let mut seen = Vec::new();
+    for (store, _) in both_engines(dir.path(), &cluster, "reference").await {
+        let engine = format!("{:?}", store.engine());
+        let reference = proximites::boot::prepare_reference(&store).await.unwrap();
+        let again = proximites::boot::prepare_reference(&store).await.unwrap();
+        assert_eq!(reference.locator.len(), again.locator.len(), "{engine}");
+        let riom = reference
+            .locator
+            .commune(&InseeCode::parse("63300").unwrap())
+            .unwrap();
+        let at_clermont = match reference.locator.locate(LonLat::new(3.0870, 45.7772)) {
+            Located::Inside(commune) => format!("inside {}", commune.name),
+            Located::Approximately(commune) => format!("near {}", commune.name),
+            Located::Nowhere => "nowhere".to_owned(),
+        };
+        seen.push((
+            reference.locator.len(),
+            reference
+                .locator
+                .communes()
+                .filter(|c| c.boundary.is_some())
+                .count(),
+            reference.taxonomy.typologies.len(),
+            count(&store, "SELECT COUNT(*) FROM typologies").await,
+            count(&store, "SELECT COUNT(*) FROM epcis").await,
+            (
+                riom.name.clone(),
+                riom.postcodes.clone(),
+                riom.population,
+                riom.epci_siren.clone(),
+            ),
+            at_clermont,
+        ));
+    }
+    assert!(seen[0].0 > 30_000 && seen[0].1 > 1_000, "{:?}", seen[0]);
+    assert_eq!(seen[0].6, "inside Clermont-Ferrand");
+    assert_eq!(seen[0], seen[1]);
 }

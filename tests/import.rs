@@ -450,7 +450,9 @@ async fn retired_typologies_and_removed_typologies() {
         .find(|t| t.code == "piscine")
         .unwrap()
         .retired = true;
-    taxonomy::store::sync(&f.pool, &retired).await.unwrap();
+    taxonomy::store::sync(&proximites::db::Store::Sqlite(f.pool.clone()), &retired)
+        .await
+        .unwrap();
     let with_retired = Reference {
         taxonomy: std::sync::Arc::new(retired.clone()),
         locator: f.reference.locator.clone(),
@@ -475,7 +477,9 @@ async fn retired_typologies_and_removed_typologies() {
 
     let mut removed = retired;
     removed.typologies.retain(|t| t.code != "piscine");
-    let error = taxonomy::store::sync(&f.pool, &removed).await.unwrap_err();
+    let error = taxonomy::store::sync(&proximites::db::Store::Sqlite(f.pool.clone()), &removed)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "typology_in_use");
     let (still_there,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
         .fetch_one(&f.pool)
@@ -505,9 +509,12 @@ async fn territory_files_load_and_keep_finer_boundaries() {
          63300,Riom,COM,63,84,200070407,19999,63200,3.1130,45.8937,3.05,45.85,3.17,45.93\n",
     );
     let files = proximites::territory::ReferenceFiles::read_dir(dir.path()).unwrap();
-    let summary = proximites::territory::store::load_reference(&f.pool, &files)
-        .await
-        .unwrap();
+    let summary = proximites::territory::store::load_reference(
+        &proximites::db::Store::Sqlite(f.pool.clone()),
+        &files,
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.communes, summary.boundaries), (1, 0));
     let (population, has_boundary): (i64, bool) = sqlx::query_as(
         "SELECT population, boundary IS NOT NULL FROM communes WHERE insee_code = '63300'",
@@ -528,9 +535,12 @@ async fn territory_files_load_and_keep_finer_boundaries() {
         files.communes[0].boundary.as_ref().map(|b| b.0.len()),
         Some(1)
     );
-    let summary = proximites::territory::store::load_reference(&f.pool, &files)
-        .await
-        .unwrap();
+    let summary = proximites::territory::store::load_reference(
+        &proximites::db::Store::Sqlite(f.pool.clone()),
+        &files,
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.boundaries, 1);
 
     // A missing file is named.
