@@ -573,7 +573,7 @@ async fn admin(
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
-            let id = store::create_operator(pool, &email, password)
+            let id = store::create_operator(&db::Store::Sqlite(pool.clone()), &email, password)
                 .await
                 .map_err(fields)?;
             println!("{id}");

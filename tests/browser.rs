@@ -17,14 +17,15 @@ async fn citizen_pages_and_widget_in_chromium() {
 async fn printed_directory_pages_in_chromium() {
     // An operator signed in, in the database the server then opens.
     let (dir, pool, _reference) = common::database(true).await;
+    let both = proximites::db::Store::Sqlite(pool.clone());
     let operator = proximites::accounts::store::create_operator(
-        &pool,
+        &both,
         "region@example.fr",
         "un mot de passe assez long",
     )
     .await
     .unwrap();
-    let (session, _) = proximites::accounts::store::open_session(&pool, &operator)
+    let (session, _) = proximites::accounts::store::open_session(&both, &operator)
         .await
         .unwrap();
     pool.close().await;

@@ -808,10 +808,11 @@ async fn accounts(pool: &proximites::db::Pool) -> (String, String, String) {
     let (_, token) = store::create_token(pool, &organisation.id, "annuaires")
         .await
         .unwrap();
-    let operator = store::create_operator(pool, "region@example.fr", "un mot de passe assez long")
+    let both = proximites::db::Store::Sqlite(pool.clone());
+    let operator = store::create_operator(&both, "region@example.fr", "un mot de passe assez long")
         .await
         .unwrap();
-    let (secret, csrf) = store::open_session(pool, &operator).await.unwrap();
+    let (secret, csrf) = store::open_session(&both, &operator).await.unwrap();
     (
         token,
         format!("{}={secret}", proximites::espace::SESSION_COOKIE),

@@ -2,7 +2,8 @@
 //! and a private PostgreSQL cluster (`common::postgres`). What several instances share and
 //! take must hold when they take at the same moment: rate limits count every attempt, and an
 //! e-mail or a guide to render is taken by one instance only. The start of every command (the
-//! taxonomy and the territory reference) gives the same reference on both.
+//! taxonomy and the territory reference) gives the same reference on both, and a session opened
+//! through one instance is known to the other.
 
 mod common;
 
@@ -272,4 +273,52 @@ async fn the_reference_loads_alike_on_both_engines() {
     assert!(seen[0].0 > 30_000 && seen[0].1 > 1_000, "{:?}", seen[0]);
     assert_eq!(seen[0].6, "inside Clermont-Ferrand");
     assert_eq!(seen[0], seen[1]);
+}
+
+/// Sign-in and sessions, written for both engines: an operator created through one instance
+/// signs in through the other; a session opened on one is known to the other with its CSRF
+/// secret; signing in again ends the previous session, and signing out ends it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_shared_by_instances_on_both_engines() {
+    use proximites::accounts::store::{
+        check_login, close_session, create_operator, open_session, session,
+    };
+    use proximites::accounts::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (first, second) in both_engines(dir.path(), &cluster, "sessions").await {
+        let engine = format!("{:?}", first.engine());
+        let password = "le mot de passe de la région";
+        let id = create_operator(&first, "region@example.fr", password)
+            .await
+            .unwrap();
+        let actor = check_login(&second, " Region@Example.fr", password)
+            .await
+            .unwrap()
+            .expect(&engine);
+        assert_eq!(actor.role, Role::Operator, "{engine}");
+        assert!(
+            check_login(&second, "region@example.fr", "pas le bon mot de passe")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let (secret, csrf) = open_session(&first, &id).await.unwrap();
+        let (actor, known_csrf) = session(&second, &secret).await.unwrap().expect(&engine);
+        assert_eq!((actor.role, known_csrf), (Role::Operator, csrf), "{engine}");
+        let (renewed, _) = open_session(&second, &id).await.unwrap();
+        assert!(
+            session(&first, &secret).await.unwrap().is_none(),
+            "{engine}"
+        );
+        assert!(
+            session(&first, &renewed).await.unwrap().is_some(),
+            "{engine}"
+        );
+        close_session(&first, &renewed).await.unwrap();
+        assert!(
+            session(&second, &renewed).await.unwrap().is_none(),
+            "{engine}"
+        );
+    }
 }

@@ -922,7 +922,7 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
     let f = Fixture::serve(dir, pool, reference).await;
     let router = &f.router;
     let editor = proximites::accounts::store::session(
-        &f.state.pool,
+        &f.state.store,
         editor_cookie.split('=').nth(1).unwrap(),
     )
     .await
@@ -1418,7 +1418,7 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
     assert_eq!(entry["quality"][0]["field"], "insee_code");
 
     let operator =
-        proximites::accounts::store::session(&f.state.pool, cookie.split('=').nth(1).unwrap())
+        proximites::accounts::store::session(&f.state.store, cookie.split('=').nth(1).unwrap())
             .await
             .unwrap()
             .unwrap()
@@ -1657,7 +1657,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     assert!(again.html.contains("already_claimed"), "{}", again.html);
 
     // The commune changes the phone; the source changes name, phone and adds a web site.
-    let commune_actor = proximites::accounts::store::actor_for_token(&f.state.pool, &token)
+    let commune_actor = proximites::accounts::store::actor_for_token(&f.state.store, &token)
         .await
         .unwrap()
         .unwrap();
@@ -2164,7 +2164,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     let (_, operator_token) = store::create_operator_token(&f.state.pool, "script")
         .await
         .unwrap();
-    let operator_actor = store::actor_for_token(&f.state.pool, &operator_token)
+    let operator_actor = store::actor_for_token(&f.state.store, &operator_token)
         .await
         .unwrap()
         .unwrap();

@@ -231,7 +231,7 @@ async fn login_limits_key_on_the_account_and_the_forwarded_address() {
     {
         let pool = proximites::db::connect(db.to_str().unwrap()).await.unwrap();
         proximites::accounts::store::create_operator(
-            &pool,
+            &proximites::db::Store::Sqlite(pool.clone()),
             "region@example.fr",
             "le mot de passe de la région",
         )
@@ -440,12 +440,14 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
         account(&pool, "admin@clermont.fr").await,
         (Some(clermont.id.clone()), "admin".to_owned())
     );
-    assert!(
-        store::check_login(&pool, "admin@clermont.fr", "un mot de passe long")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store::check_login(
+        &proximites::db::Store::Sqlite(pool.clone()),
+        "admin@clermont.fr",
+        "un mot de passe long"
+    )
+    .await
+    .unwrap()
+    .is_some());
     let link = format!("/espace/invitation/{secret}");
     let (status, page) = get_page(router, &link, "").await;
     assert_eq!(status, 200);

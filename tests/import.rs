@@ -1486,7 +1486,7 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     let (_, token) = accounts::create_token(&f.pool, &commune.id, "script")
         .await
         .unwrap();
-    let actor = accounts::actor_for_token(&f.pool, &token)
+    let actor = accounts::actor_for_token(&proximites::db::Store::Sqlite(f.pool.clone()), &token)
         .await
         .unwrap()
         .unwrap();

@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for ApiActor {
             detail: "jeton inconnu ou révoqué / unknown or revoked token".into(),
         };
         let token = token.ok_or_else(invalid)?;
-        store::actor_for_token(&state.pool, token)
+        store::actor_for_token(&state.store, token)
             .await?
             .map(ApiActor)
             .ok_or_else(invalid)

@@ -5,9 +5,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{digest, new_secret, Actor, ActorKind, Role, Territory};
-use crate::db::Pool;
+use crate::db::{Pool, Store};
 use crate::error::{Error, FieldError, Result};
 use crate::services::ServiceId;
+use crate::{in_tx, on_engine};
 
 /// How long an invitation link stays valid.
 pub const INVITATION_DAYS: i64 = 14;
@@ -283,12 +284,13 @@ pub async fn organisation(pool: &Pool, id: &str) -> Result<Option<Organisation>>
 }
 
 /// The territory of organisation `id` (empty when unknown).
-async fn territory_of(pool: &Pool, id: &str) -> Result<Territory> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT territory FROM organisations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+async fn territory_of(store: &Store, id: &str) -> Result<Territory> {
+    let row: Option<(String,)> = on_engine!(store, |db| sqlx::query_as(
+        "SELECT territory FROM organisations WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?);
     Ok(match row {
         Some((json,)) => Territory::from_json(&json)?,
         None => Territory::default(),
@@ -296,13 +298,13 @@ async fn territory_of(pool: &Pool, id: &str) -> Result<Territory> {
 }
 
 /// Creates the operator `email`, or sets its password when it exists.
-pub async fn create_operator(pool: &Pool, email: &str, password: &str) -> Result<String> {
+pub async fn create_operator(store: &Store, email: &str, password: &str) -> Result<String> {
     let email =
         crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
     super::check_password(password).map_err(|m| Error::invalid("password", m))?;
     let hash = super::hash_password(password)?;
     let id = format!("usr-{}", ServiceId::generate());
-    sqlx::query(
+    on_engine!(store, |db| sqlx::query(
         "INSERT INTO users (id, email, password_hash, role, organisation_id, created_at)
          VALUES ($1, $2, $3, 'operator', NULL, $4)
          ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
@@ -312,12 +314,15 @@ pub async fn create_operator(pool: &Pool, email: &str, password: &str) -> Result
     .bind(&email)
     .bind(&hash)
     .bind(Utc::now())
-    .execute(pool)
-    .await?;
-    let (id,): (String,) = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-        .bind(&email)
-        .fetch_one(pool)
-        .await?;
+    .execute(db)
+    .await
+    .map(drop)?);
+    let (id,): (String,) = on_engine!(store, |db| sqlx::query_as(
+        "SELECT id FROM users WHERE email = $1"
+    )
+    .bind(&email)
+    .fetch_one(db)
+    .await?);
     Ok(id)
 }
 
@@ -596,15 +601,15 @@ type TokenRow = (String, String, Option<String>, Option<DateTime<Utc>>);
 
 /// The actor a bearer token stands for, recording its use; `None` when unknown, revoked, or of
 /// an organisation that left.
-pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> {
-    let row: Option<TokenRow> = sqlx::query_as(
+pub async fn actor_for_token(store: &Store, token: &str) -> Result<Option<Actor>> {
+    let row: Option<TokenRow> = on_engine!(store, |db| sqlx::query_as(
         "SELECT t.id, t.name, t.organisation_id, t.last_used_at FROM api_tokens t
          LEFT JOIN organisations o ON o.id = t.organisation_id
          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND o.withdrawn_at IS NULL",
     )
     .bind(digest(token))
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db)
+    .await?);
     let Some((id, name, organisation_id, last_used_at)) = row else {
         return Ok(None);
     };
@@ -612,11 +617,14 @@ pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> 
     // each write, and wait for the database's write lock behind the entries' writes.
     let now = Utc::now();
     if last_used_at.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&id)
-            .execute(pool)
-            .await?;
+        on_engine!(store, |db| sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2"
+        )
+        .bind(now)
+        .bind(&id)
+        .execute(db)
+        .await
+        .map(drop)?);
     }
     let Some(organisation_id) = organisation_id else {
         return Ok(Some(Actor {
@@ -625,7 +633,7 @@ pub async fn actor_for_token(pool: &Pool, token: &str) -> Result<Option<Actor>> 
             organisation: None,
         }));
     };
-    let territory = territory_of(pool, &organisation_id).await?;
+    let territory = territory_of(store, &organisation_id).await?;
     Ok(Some(Actor {
         kind: ActorKind::Token { id, name },
         // A script acts as an editor of its organisation: it cannot invite or mint tokens.
@@ -643,12 +651,12 @@ struct UserRecord {
     organisation_id: Option<String>,
 }
 
-async fn actor_of(pool: &Pool, user: UserRecord) -> Result<Actor> {
+async fn actor_of(store: &Store, user: UserRecord) -> Result<Actor> {
     let role =
         Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("rôle inconnu « {} »", user.role))?;
     let organisation = match user.organisation_id {
         Some(id) => {
-            let territory = territory_of(pool, &id).await?;
+            let territory = territory_of(store, &id).await?;
             Some((id, territory))
         }
         None => None,
@@ -664,15 +672,15 @@ async fn actor_of(pool: &Pool, user: UserRecord) -> Result<Actor> {
 }
 
 /// The user `email` when `password` is theirs.
-pub async fn check_login(pool: &Pool, email: &str, password: &str) -> Result<Option<Actor>> {
-    let user: Option<UserRecord> = sqlx::query_as(
+pub async fn check_login(store: &Store, email: &str, password: &str) -> Result<Option<Actor>> {
+    let user: Option<UserRecord> = on_engine!(store, |db| sqlx::query_as(
         "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
          LEFT JOIN organisations o ON o.id = u.organisation_id
          WHERE u.email = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(email.trim().to_lowercase())
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db)
+    .await?);
     let Some(user) = user else {
         // The same work as for a known account: the answer's time tells nothing.
         let _ = super::hash_password(password);
@@ -685,66 +693,72 @@ pub async fn check_login(pool: &Pool, email: &str, password: &str) -> Result<Opt
     if !ok {
         return Ok(None);
     }
-    Ok(Some(actor_of(pool, user).await?))
+    Ok(Some(actor_of(store, user).await?))
 }
 
 /// A new session for `user_id`; returns (the cookie's secret, the session's CSRF secret).
 /// The user's other sessions are ended: a login renews the session.
-pub async fn open_session(pool: &Pool, user_id: &str) -> Result<(String, String)> {
+pub async fn open_session(store: &Store, user_id: &str) -> Result<(String, String)> {
     let secret = new_secret();
     let csrf = new_secret();
     let now = Utc::now();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1 OR expires_at < $2")
+    let mut tx = store.begin_writing().await?;
+    in_tx!(&mut tx, |conn| {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 OR expires_at < $2")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&secret))
         .bind(user_id)
+        .bind(&csrf)
         .bind(now)
-        .execute(&mut *tx)
+        .bind(now + Duration::hours(SESSION_HOURS))
+        .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(digest(&secret))
-    .bind(user_id)
-    .bind(&csrf)
-    .bind(now)
-    .bind(now + Duration::hours(SESSION_HOURS))
-    .execute(&mut *tx)
-    .await?;
+    });
     tx.commit().await?;
     Ok((secret, csrf))
 }
 
 /// The actor of a live session and the session's CSRF secret.
-pub async fn session(pool: &Pool, secret: &str) -> Result<Option<(Actor, String)>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT user_id, csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2")
-            .bind(digest(secret))
-            .bind(Utc::now())
-            .fetch_optional(pool)
-            .await?;
+pub async fn session(store: &Store, secret: &str) -> Result<Option<(Actor, String)>> {
+    let row: Option<(String, String)> = on_engine!(store, |db| sqlx::query_as(
+        "SELECT user_id, csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2"
+    )
+    .bind(digest(secret))
+    .bind(Utc::now())
+    .fetch_optional(db)
+    .await?);
     let Some((user_id, csrf)) = row else {
         return Ok(None);
     };
-    let user: Option<UserRecord> = sqlx::query_as(
+    let user: Option<UserRecord> = on_engine!(store, |db| sqlx::query_as(
         "SELECT u.id, u.email, u.password_hash, u.role, u.organisation_id FROM users u
          LEFT JOIN organisations o ON o.id = u.organisation_id
          WHERE u.id = $1 AND o.withdrawn_at IS NULL",
     )
     .bind(&user_id)
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db)
+    .await?);
     let Some(user) = user else {
         return Ok(None);
     };
-    Ok(Some((actor_of(pool, user).await?, csrf)))
+    Ok(Some((actor_of(store, user).await?, csrf)))
 }
 
-pub async fn close_session(pool: &Pool, secret: &str) -> Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-        .bind(digest(secret))
-        .execute(pool)
-        .await?;
+pub async fn close_session(store: &Store, secret: &str) -> Result<()> {
+    on_engine!(store, |db| sqlx::query(
+        "DELETE FROM sessions WHERE id_hash = $1"
+    )
+    .bind(digest(secret))
+    .execute(db)
+    .await
+    .map(drop)?);
     Ok(())
 }
 

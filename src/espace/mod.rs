@@ -172,7 +172,7 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
     let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    Ok(store::session(&state.pool, secret)
+    Ok(store::session(&state.store, secret)
         .await?
         .map(|(actor, csrf)| Session { actor, csrf }))
 }

@@ -120,7 +120,7 @@ pub async fn login(
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let actor = match accounts::check_login(&state.pool, &email, &password).await {
+    let actor = match accounts::check_login(&state.store, &email, &password).await {
         Ok(actor) => actor,
         Err(error) => return error.into_response(),
     };
@@ -139,7 +139,7 @@ pub async fn login(
     let crate::accounts::ActorKind::User { id, .. } = &actor.kind else {
         return error_page(Error::forbidden(), None);
     };
-    match accounts::open_session(&state.pool, id).await {
+    match accounts::open_session(&state.store, id).await {
         Ok((secret, _)) => {
             let mut response = see_other("/espace");
             response
@@ -164,7 +164,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
         return error_page(error, Some(&session));
     }
     if let Some(secret) = super::cookie_value(&headers, super::SESSION_COOKIE) {
-        if let Err(error) = accounts::close_session(&state.pool, secret).await {
+        if let Err(error) = accounts::close_session(&state.store, secret).await {
             return error.into_response();
         }
     }
@@ -380,7 +380,7 @@ pub async fn accept_invitation(
         Ok(user) => user,
         Err(error) => return error_page(error, None),
     };
-    match accounts::open_session(&state.pool, &user).await {
+    match accounts::open_session(&state.store, &user).await {
         Ok((secret, _)) => {
             let mut response = see_other("/espace");
             response

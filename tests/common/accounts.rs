@@ -25,11 +25,12 @@ fn cookie(session: &str) -> String {
 
 /// The platform operator, signed in: its session cookie and CSRF token.
 pub async fn operator_signed_in(pool: &Pool) -> (String, String) {
+    let store = proximites::db::Store::Sqlite(pool.clone());
     let operator =
-        store::create_operator(pool, "region@example.fr", "le mot de passe de la région")
+        store::create_operator(&store, "region@example.fr", "le mot de passe de la région")
             .await
             .unwrap();
-    let (session, csrf) = store::open_session(pool, &operator).await.unwrap();
+    let (session, csrf) = store::open_session(&store, &operator).await.unwrap();
     (cookie(&session), csrf)
 }
 
@@ -46,6 +47,7 @@ pub async fn signed_in(
     let user = store::accept_invitation(pool, &secret, "un mot de passe long")
         .await
         .unwrap();
-    let (session, csrf) = store::open_session(pool, &user).await.unwrap();
+    let store = proximites::db::Store::Sqlite(pool.clone());
+    let (session, csrf) = store::open_session(&store, &user).await.unwrap();
     (cookie(&session), csrf)
 }
