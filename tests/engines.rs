@@ -3,7 +3,7 @@
 //! take must hold when they take at the same moment: rate limits count every attempt, and an
 //! e-mail or a guide to render is taken by one instance only. The start of every command (the
 //! taxonomy and the territory reference) gives the same reference on both, and a session opened
-//! through one instance is known to the other.
+//! through one instance is known to the other, as is a checked upload kept for its "Appliquer".
 
 mod common;
 
@@ -318,6 +318,74 @@ async fn sessions_are_shared_by_instances_on_both_engines() {
         close_session(&first, &renewed).await.unwrap();
         assert!(
             session(&second, &renewed).await.unwrap().is_none(),
+            "{engine}"
+        );
+    }
+}
+
+/// A checked bulk-upload file kept for its "Appliquer", written for both engines: kept through
+/// one instance, applied through the other (only by the person who uploaded it); a person keeps
+/// their latest three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_plans_are_kept_for_any_instance_on_both_engines() {
+    use proximites::espace::bulk::{forget_plan, keep_plan, kept_plan, PENDING_PER_PERSON};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    for (first, second) in both_engines(dir.path(), &cluster, "plans").await {
+        let engine = format!("{:?}", first.engine());
+        on_engine!(&first, |db| sqlx::query(
+            "INSERT INTO organisations (id, name, kind, created_at, territory) \
+             VALUES ('org-riom', 'Ville de Riom', 'commune', $1, '[\"commune:63300\"]')"
+        )
+        .bind(Utc::now())
+        .execute(db)
+        .await
+        .unwrap()
+        .rows_affected());
+        let user = proximites::accounts::store::create_operator(
+            &first,
+            "region@example.fr",
+            "le mot de passe de la région",
+        )
+        .await
+        .unwrap();
+        let bytes = "id,typologie,nom\nr1,mairie,Mairie de Riom\n".as_bytes();
+        let id = keep_plan(&first, "org-riom", &user, "riom.csv", bytes)
+            .await
+            .unwrap();
+        let kept = kept_plan(&second, &id, &user)
+            .await
+            .unwrap()
+            .expect(&engine);
+        assert_eq!(
+            kept,
+            ("org-riom".to_owned(), "riom.csv".to_owned(), bytes.to_vec()),
+            "{engine}"
+        );
+        assert!(kept_plan(&second, &id, "usr-other")
+            .await
+            .unwrap()
+            .is_none());
+        for n in 0..PENDING_PER_PERSON {
+            keep_plan(&second, "org-riom", &user, &format!("{n}.csv"), bytes)
+                .await
+                .unwrap();
+        }
+        assert!(
+            kept_plan(&first, &id, &user).await.unwrap().is_none(),
+            "{engine}"
+        );
+        assert_eq!(
+            count(&first, "SELECT COUNT(*) FROM pending_uploads").await,
+            PENDING_PER_PERSON,
+            "{engine}"
+        );
+        let last = keep_plan(&first, "org-riom", &user, "last.csv", bytes)
+            .await
+            .unwrap();
+        forget_plan(&second, &last).await.unwrap();
+        assert!(
+            kept_plan(&first, &last, &user).await.unwrap().is_none(),
             "{engine}"
         );
     }

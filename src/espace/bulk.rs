@@ -14,11 +14,13 @@ use serde_json::Value;
 
 use super::{check_csrf, page, require, Session};
 use crate::accounts::{store as accounts, ActorKind, Role};
+use crate::db::Store;
 use crate::error::{Error, FieldError, Result};
 use crate::import::ImportReport;
 use crate::services::upload::{self, Mode, Plan};
 use crate::services::ServiceId;
 use crate::state::AppState;
+use crate::{in_tx, on_engine};
 
 /// The largest file the page takes (the bulk API takes the same), with room for the form.
 pub const MAX_UPLOAD: usize = upload::MAX_BYTES + 64 * 1024;
@@ -231,36 +233,87 @@ async fn keep(
     organisation: &str,
     upload: &Upload,
 ) -> Result<String> {
+    keep_plan(
+        &state.store,
+        organisation,
+        user_id(session),
+        &upload.file_name,
+        &upload.bytes,
+    )
+    .await
+}
+
+/// Keeps a checked file of `user` for `organisation` until its "Appliquer", whichever instance
+/// receives that: its id. Files older than [`PENDING_HOURS`] go, and a person keeps their
+/// [`PENDING_PER_PERSON`] latest.
+pub async fn keep_plan(
+    store: &Store,
+    organisation: &str,
+    user: &str,
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<String> {
     let id = format!("upl-{}", ServiceId::generate());
     let now = Utc::now();
-    let mut tx = state.pool.begin().await?;
-    sqlx::query("DELETE FROM pending_uploads WHERE created_at < $1")
-        .bind(now - Duration::hours(PENDING_HOURS))
-        .execute(&mut *tx)
+    let mut tx = store.begin().await?;
+    in_tx!(&mut tx, |conn| {
+        sqlx::query("DELETE FROM pending_uploads WHERE created_at < $1")
+            .bind(now - Duration::hours(PENDING_HOURS))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO pending_uploads (id, organisation_id, user_id, file_name, content, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(organisation)
+        .bind(user)
+        .bind(file_name)
+        .bind(bytes)
+        .bind(now)
+        .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "INSERT INTO pending_uploads (id, organisation_id, user_id, file_name, content, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&id)
-    .bind(organisation)
-    .bind(user_id(session))
-    .bind(&upload.file_name)
-    .bind(&upload.bytes)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM pending_uploads WHERE user_id = $1 AND id NOT IN
-         (SELECT id FROM pending_uploads WHERE user_id = $1
-          ORDER BY created_at DESC, id DESC LIMIT $2)",
-    )
-    .bind(user_id(session))
-    .bind(PENDING_PER_PERSON)
-    .execute(&mut *tx)
-    .await?;
+        sqlx::query(
+            "DELETE FROM pending_uploads WHERE user_id = $1 AND id NOT IN
+             (SELECT id FROM pending_uploads WHERE user_id = $1
+              ORDER BY created_at DESC, id DESC LIMIT $2)",
+        )
+        .bind(user)
+        .bind(PENDING_PER_PERSON)
+        .execute(&mut *conn)
+        .await?;
+    });
     tx.commit().await?;
     Ok(id)
+}
+
+/// The file `user` kept under `id`: organisation, file name, bytes. None for another person's,
+/// an applied or an unknown one alike.
+pub async fn kept_plan(store: &Store, id: &str, user: &str) -> Result<Option<KeptPlan>> {
+    Ok(on_engine!(store, |db| {
+        sqlx::query_as(
+        "SELECT organisation_id, file_name, content FROM pending_uploads WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(db)
+    .await?
+    }))
+}
+
+/// A kept file: organisation, file name, bytes.
+pub type KeptPlan = (String, String, Vec<u8>);
+
+/// Forgets a kept file once applied.
+pub async fn forget_plan(store: &Store, id: &str) -> Result<()> {
+    on_engine!(store, |db| sqlx::query(
+        "DELETE FROM pending_uploads WHERE id = $1"
+    )
+    .bind(id)
+    .execute(db)
+    .await
+    .map(drop)?);
+    Ok(())
 }
 
 fn shown(value: &Value) -> String {
@@ -440,16 +493,9 @@ pub async fn apply_upload(
         Err(response) => return response,
     };
     // Another person's upload, an applied one and an unknown one get the same refusal.
-    let kept: Option<(String, String, Vec<u8>)> = match sqlx::query_as(
-        "SELECT organisation_id, file_name, content FROM pending_uploads WHERE id = $1 AND user_id = $2",
-    )
-    .bind(&pending)
-    .bind(user_id(&session))
-    .fetch_optional(&state.pool)
-    .await
-    {
+    let kept = match kept_plan(&state.store, &pending, user_id(&session)).await {
         Ok(kept) => kept,
-        Err(error) => return Error::from(error).into_response(),
+        Err(error) => return error.into_response(),
     };
     let Some((organisation, file_name, bytes)) = kept else {
         return refused(Error::forbidden(), &session);
@@ -474,12 +520,8 @@ pub async fn apply_upload(
         Err(error) => return refused(error, &session),
     };
     if report.committed {
-        if let Err(error) = sqlx::query("DELETE FROM pending_uploads WHERE id = $1")
-            .bind(&pending)
-            .execute(&state.pool)
-            .await
-        {
-            return Error::from(error).into_response();
+        if let Err(error) = forget_plan(&state.store, &pending).await {
+            return error.into_response();
         }
     }
     let body = html! {
