@@ -36,6 +36,19 @@ fn import(dir: &Path, db: &Path, file: &Path, extra: &[&str]) -> (ExitStatus, St
 }
 
 /// The counts line of an import summary, without its indent: `lignes N · créées N · …`.
+/// Imports into `db`, for the source « Riom », one swimming pool of Clermont-Ferrand named
+/// `name`, under the reference `reference` (written to `DIR/REFERENCE.csv` first).
+fn import_pool(dir: &Path, db: &Path, reference: &str, name: &str) {
+    let file = dir.join(format!("{reference}.csv"));
+    std::fs::write(
+        &file,
+        format!("{HEADER}\n{reference},piscine,{name},,,,63113,3.08,45.77,,,,,,\n"),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = import(dir, db, &file, &["--source", "Riom"]);
+    assert!(status.success(), "{stdout}{stderr}");
+}
+
 fn summary(stdout: &str) -> &str {
     stdout
         .lines()
@@ -638,14 +651,7 @@ async fn backup_while_serving_and_restore_after() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("p.db");
     let url = database_url(&db);
-    let first = dir.path().join("first.csv");
-    std::fs::write(
-        &first,
-        format!("{HEADER}\nb1,piscine,Piscine de la sauvegarde,,,,63113,3.08,45.77,,,,,,\n"),
-    )
-    .unwrap();
-    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
-    assert!(status.success(), "{stdout}{stderr}");
+    import_pool(dir.path(), &db, "b1", "Piscine de la sauvegarde");
     let mut server = spawn_server(dir.path(), Some(&db), false).await;
     let copy = dir.path().join("copies/backup.db");
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
@@ -657,14 +663,7 @@ async fn backup_while_serving_and_restore_after() {
     assert!(stdout.contains("sauvegarde / backup"), "{stdout}");
     assert_eq!(count_services(&copy).await, 1);
     // Written after the copy: not in it.
-    let later = dir.path().join("later.csv");
-    std::fs::write(
-        &later,
-        format!("{HEADER}\nl1,piscine,Piscine d'après la sauvegarde,,,,63113,3.08,45.77,,,,,,\n"),
-    )
-    .unwrap();
-    let (status, _, _) = import(dir.path(), &db, &later, &["--source", "Riom"]);
-    assert!(status.success());
+    import_pool(dir.path(), &db, "l1", "Piscine d'après la sauvegarde");
     let (status, stdout, stderr) = run_cli(
         dir.path(),
         &["--database-url", &url, "restore", path_str(&copy)],
@@ -727,14 +726,7 @@ async fn two_instances_behind_nginx() {
         .expect("nginx (paquet Debian nginx-light requis)");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("shared.db");
-    let first = dir.path().join("first.csv");
-    std::fs::write(
-        &first,
-        format!("{HEADER}\np1,piscine,Piscine de départ,,,,63113,3.08,45.77,,,,,,\n"),
-    )
-    .unwrap();
-    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
-    assert!(status.success(), "{stdout}{stderr}");
+    import_pool(dir.path(), &db, "p1", "Piscine de départ");
     let data = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (data_a, data_b) = (data("instance-a"), data("instance-b"));
     let mut a = common::binary::spawn_server_with(
@@ -809,14 +801,7 @@ async fn two_instances_behind_nginx() {
     }
 
     // A write by another process: searchable on both instances.
-    let later = dir.path().join("later.csv");
-    std::fs::write(
-        &later,
-        format!("{HEADER}\np2,piscine,Piscine des deux instances,,,,63113,3.08,45.77,,,,,,\n"),
-    )
-    .unwrap();
-    let (status, _, _) = import(dir.path(), &db, &later, &["--source", "Riom"]);
-    assert!(status.success());
+    import_pool(dir.path(), &db, "p2", "Piscine des deux instances");
     for server in [&a, &b] {
         let url = server.url("/api/v1/services?q=deux%20instances");
         let mut found = false;
@@ -1088,14 +1073,7 @@ async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it()
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("w.db");
     let url = database_url(&db);
-    let first = dir.path().join("first.csv");
-    std::fs::write(
-        &first,
-        format!("{HEADER}\nw0,piscine,Piscine d'avant,,,,63113,3.08,45.77,,,,,,\n"),
-    )
-    .unwrap();
-    let (status, stdout, stderr) = import(dir.path(), &db, &first, &["--source", "Riom"]);
-    assert!(status.success(), "{stdout}{stderr}");
+    import_pool(dir.path(), &db, "w0", "Piscine d'avant");
     let (status, token, stderr) = run_cli(
         dir.path(),
         &[
