@@ -36,6 +36,24 @@ fn import(dir: &Path, db: &Path, file: &Path, extra: &[&str]) -> (ExitStatus, St
 }
 
 /// The counts line of an import summary, without its indent: `lignes N · créées N · …`.
+/// A new API token of the platform operator, made as a script makes it (`admin create-token`).
+fn operator_token(dir: &Path, db: &Path, name: &str) -> String {
+    let (status, token, stderr) = run_cli(
+        dir,
+        &[
+            "--database-url",
+            &database_url(db),
+            "admin",
+            "create-token",
+            "--operator",
+            "--name",
+            name,
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    token.trim().to_owned()
+}
+
 /// Imports into `db`, for the source « Riom », one swimming pool of Clermont-Ferrand named
 /// `name`, under the reference `reference` (written to `DIR/REFERENCE.csv` first).
 fn import_pool(dir: &Path, db: &Path, reference: &str, name: &str) {
@@ -563,20 +581,8 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
         ],
     );
     assert!(status.success(), "{stderr}");
-    let (status, token, stderr) = run_cli(
-        dir.path(),
-        &[
-            "--database-url",
-            &url,
-            "admin",
-            "create-token",
-            "--operator",
-            "--name",
-            "sig",
-        ],
-    );
-    assert!(status.success(), "{stderr}");
-    let (organisation, token) = (organisation.trim().to_owned(), token.trim().to_owned());
+    let token = operator_token(dir.path(), &db, "sig");
+    let organisation = organisation.trim().to_owned();
     let mut server = spawn_server(dir.path(), Some(&db), false).await;
     let client = reqwest::Client::new();
     let bulk = server.url(&format!(
@@ -883,24 +889,7 @@ async fn two_instances_behind_nginx() {
         assert_eq!(limited.status(), 429, "at {base}");
     }
 
-    let token = String::from_utf8(
-        command(dir.path())
-            .args([
-                "--database-url",
-                &database_url(&db),
-                "admin",
-                "create-token",
-                "--operator",
-                "--name",
-                "guides",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let token = operator_token(dir.path(), &db, "guides");
     let queued = client
         .post(a.url("/api/v1/directories"))
         .bearer_auth(&token)
@@ -1074,20 +1063,7 @@ async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it()
     let db = dir.path().join("w.db");
     let url = database_url(&db);
     import_pool(dir.path(), &db, "w0", "Piscine d'avant");
-    let (status, token, stderr) = run_cli(
-        dir.path(),
-        &[
-            "--database-url",
-            &url,
-            "admin",
-            "create-token",
-            "--operator",
-            "--name",
-            "w",
-        ],
-    );
-    assert!(status.success(), "{stderr}");
-    let token = token.trim().to_owned();
+    let token = operator_token(dir.path(), &db, "w");
     let pool = open_db(&db).await;
     let (riom,): (String,) = sqlx::query_as("SELECT id FROM organisations WHERE name = 'Riom'")
         .fetch_one(&pool)
