@@ -312,7 +312,7 @@ pub struct Health {
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<Health>, Error> {
-    let head = crate::db::log_head(&state.pool).await?;
+    let head = crate::db::log_head(&state.store).await?;
     let mut indexes = state.live.positions();
     indexes.head = indexes.head.max(head);
     let lag = indexes.lag();
@@ -355,20 +355,17 @@ async fn readyz(
     }
     let positions = state.live.positions();
     let applied = positions.spatial.min(positions.text);
-    let oldest: Option<(String,)> =
+    let oldest: Option<(chrono::DateTime<chrono::Utc>,)> = crate::on_engine!(&state.store, |db| {
         sqlx::query_as("SELECT at FROM change_log WHERE seq > $1 ORDER BY seq LIMIT 1")
             .bind(applied)
-            .fetch_optional(&state.pool)
-            .await?;
-    let head = crate::db::log_head(&state.pool).await?;
+            .fetch_optional(db)
+            .await?
+    });
+    let head = crate::db::log_head(&state.store).await?;
     let lag = (head - applied).max(0);
-    let behind_ms = oldest
-        .and_then(|(at,)| chrono::DateTime::parse_from_rfc3339(&at).ok())
-        .map_or(0, |at| {
-            (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
-                .num_milliseconds()
-                .max(0)
-        });
+    let behind_ms = oldest.map_or(0, |(at,)| {
+        (chrono::Utc::now() - at).num_milliseconds().max(0)
+    });
     if behind_ms > READY_WITHIN.as_millis() as i64 {
         return Err(Error::Busy {
             code: "not_ready",
@@ -410,7 +407,7 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     let state_live = state.live.clone();
     let watcher = tokio::spawn(crate::search::live::follow(
         state.live.clone(),
-        state.pool.clone(),
+        state.store.clone(),
     ));
     let admission = state.admission.clone();
     crate::admission::serve_connections(

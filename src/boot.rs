@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::db::{self, Pool, Store};
+use crate::db::{self, Store};
 use crate::import::{self, Input, Reference};
 use crate::taxonomy::{self, Taxonomy};
 use crate::territory::{self, Locator, ReferenceFiles};
@@ -13,21 +13,20 @@ const DEMO_TOWN_HALLS: &str = include_str!("../data/demo/mairies-auvergne.csv");
 
 /// Makes the database ready for use and returns the reference held in memory. A new database
 /// gets the embedded territory; with `demo`, an empty directory gets the Auvergne town halls.
-pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
+pub async fn prepare(store: &Store, demo: bool) -> anyhow::Result<Reference> {
     let started = std::time::Instant::now();
-    let store = Store::Sqlite(pool.clone());
-    let reference = prepare_reference(&store).await?;
+    let reference = prepare_reference(store).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "reference loaded"
     );
     if demo
-        && db::fact(pool, "demo_loaded").await?.is_none()
-        && crate::services::store::count(pool).await? == 0
+        && db::fact(store, "demo_loaded").await?.is_none()
+        && crate::services::store::count(store).await? == 0
     {
         // Harvested like the national file it comes from, through the same reader.
         let report = import::harvest(
-            pool,
+            store,
             &reference,
             import::National::Dila,
             Input::Bytes {
@@ -41,7 +40,7 @@ pub async fn prepare(pool: &Pool, demo: bool) -> anyhow::Result<Reference> {
         for error in &report.errors {
             tracing::warn!(%error, "demo town hall skipped");
         }
-        db::set_fact(pool, "demo_loaded", "true").await?;
+        db::set_fact(store, "demo_loaded", "true").await?;
         tracing::info!(
             created = report.created,
             rejected = report.rejected,

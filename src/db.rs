@@ -65,10 +65,25 @@ pub enum Store {
     Postgres(sqlx::PgPool),
 }
 
-/// A transaction on a [`Store`]; run statements in it with [`in_tx!`].
-pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+/// A transaction on a [`Store`], on a connection it owns; run statements in it with
+/// [`in_tx!`]. Dropped without [`Tx::commit`] (an error, a refused change), its connection is
+/// closed rather than handed back to the pool, which rolls the transaction back at once.
+pub struct Tx {
+    conn: Option<TxConn>,
+}
+
+/// The connection a [`Tx`] owns.
+enum TxConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    /// One of its own, set for a bulk load (see `services::store::bulk_writer`).
+    SqliteOwn(sqlx::SqliteConnection),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// The engine's own connection of a [`Tx`], for [`in_tx!`].
+pub enum ConnRef<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
 }
 
 /// Runs `$body` with `$db` bound to the engine's own pool, compiled once per engine: the same
@@ -83,20 +98,14 @@ macro_rules! on_engine {
     };
 }
 
-/// Runs `$body` with `$conn` bound to the engine's own connection inside the transaction
-/// `$tx` (a `&mut Tx`), compiled once per engine.
+/// Runs `$body` with `$conn` bound to the engine's own connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`) inside the transaction `$tx` (a `&mut Tx`), compiled once per engine.
 #[macro_export]
 macro_rules! in_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite(transaction) => {
-                let $conn = &mut **transaction;
-                $body
-            }
-            $crate::db::Tx::Postgres(transaction) => {
-                let $conn = &mut **transaction;
-                $body
-            }
+        match $crate::db::Tx::conn($tx) {
+            $crate::db::ConnRef::Sqlite($conn) => $body,
+            $crate::db::ConnRef::Postgres($conn) => $body,
         }
     };
 }
@@ -110,6 +119,14 @@ impl Store {
         })
     }
 
+    /// [`Store::connect`], with the checkpoints of `checkpoints` on SQLite.
+    pub async fn connect_with(url: &str, checkpoints: Checkpoints) -> anyhow::Result<Self> {
+        Ok(match Engine::of(url) {
+            Engine::Sqlite => Store::Sqlite(connect_with(url, checkpoints).await?),
+            Engine::Postgres => Store::Postgres(connect_postgres(url).await?),
+        })
+    }
+
     /// The SQLite pool, for the modules not yet written for both engines: an error on
     /// PostgreSQL, which no command reaches while they remain.
     pub fn sqlite(&self) -> Result<&Pool> {
@@ -117,6 +134,19 @@ impl Store {
             Store::Sqlite(pool) => Ok(pool),
             Store::Postgres(_) => Err(not_yet_on_postgres()),
         }
+    }
+
+    /// Closes every connection, waiting for those in use to come back.
+    pub async fn close(&self) {
+        on_engine!(self, |pool| pool.close().await)
+    }
+
+    /// The pool's connections: open, and idle among them.
+    pub fn connections(&self) -> (u32, u32) {
+        on_engine!(self, |pool| (
+            pool.size(),
+            u32::try_from(pool.num_idle()).unwrap_or(u32::MAX)
+        ))
     }
 
     pub fn engine(&self) -> Engine {
@@ -127,20 +157,27 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Store::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        self.begin_with("BEGIN").await
     }
 
     /// A transaction that will write: on SQLite it takes the write lock at once (`BEGIN
     /// IMMEDIATE`), so that another process writing meanwhile makes it wait its turn rather
     /// than fail when a read transaction would be upgraded; PostgreSQL's rows locks need none.
     pub async fn begin_writing(&self) -> Result<Tx> {
-        Ok(match self {
-            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn begin_with(&self, sqlite_begin: &'static str) -> Result<Tx> {
+        let conn = match self {
+            Store::Sqlite(pool) => TxConn::Sqlite(pool.acquire().await?),
+            Store::Postgres(pool) => TxConn::Postgres(pool.acquire().await?),
+        };
+        Tx::open(conn, sqlite_begin).await
+    }
+
+    /// A writing transaction on a connection of its own (a bulk load's, with its settings).
+    pub async fn begin_own(conn: sqlx::SqliteConnection) -> Result<Tx> {
+        Tx::open(TxConn::SqliteOwn(conn), "BEGIN IMMEDIATE").await
     }
 
     /// What a statement that takes rows for this instance adds after its row selection, so
@@ -155,27 +192,73 @@ impl Store {
 }
 
 impl Tx {
+    async fn open(mut conn: TxConn, sqlite_begin: &'static str) -> Result<Self> {
+        match &mut conn {
+            TxConn::Sqlite(c) => sqlx::query(sqlite_begin)
+                .execute(&mut **c)
+                .await
+                .map(drop)?,
+            TxConn::SqliteOwn(c) => sqlx::query(sqlite_begin).execute(c).await.map(drop)?,
+            TxConn::Postgres(c) => sqlx::query("BEGIN").execute(&mut **c).await.map(drop)?,
+        }
+        Ok(Tx { conn: Some(conn) })
+    }
+
     pub fn engine(&self) -> Engine {
-        match self {
-            Tx::Sqlite(_) => Engine::Sqlite,
-            Tx::Postgres(_) => Engine::Postgres,
+        match self.conn {
+            Some(TxConn::Postgres(_)) => Engine::Postgres,
+            _ => Engine::Sqlite,
         }
     }
 
-    pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(transaction) => transaction.commit().await?,
-            Tx::Postgres(transaction) => transaction.commit().await?,
+    /// The engine's own connection, inside the transaction (see [`in_tx!`]).
+    pub fn conn(&mut self) -> ConnRef<'_> {
+        // Only `commit`, `rollback` and `drop`, which consume the transaction, take it.
+        match self.conn.as_mut().expect("transaction already finished") {
+            TxConn::Sqlite(c) => ConnRef::Sqlite(c),
+            TxConn::SqliteOwn(c) => ConnRef::Sqlite(c),
+            TxConn::Postgres(c) => ConnRef::Postgres(c),
         }
-        Ok(())
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        self.end("COMMIT").await
+    }
+
+    pub async fn rollback(mut self) -> Result<()> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(&mut self, statement: &'static str) -> Result<()> {
+        let result = match self.conn() {
+            ConnRef::Sqlite(c) => sqlx::query(statement).execute(c).await.map(drop),
+            ConnRef::Postgres(c) => sqlx::query(statement).execute(c).await.map(drop),
+        };
+        if result.is_ok() {
+            // Ended: the connection goes back to the pool.
+            self.conn = None;
+        }
+        Ok(result?)
     }
 
     /// The SQLite connection of this transaction, for the store functions not yet written for
     /// both engines: an error on PostgreSQL, which no command reaches while they remain.
     pub fn sqlite(&mut self) -> Result<&mut sqlx::SqliteConnection> {
-        match self {
-            Tx::Sqlite(transaction) => Ok(&mut **transaction),
-            Tx::Postgres(_) => Err(not_yet_on_postgres()),
+        match self.conn() {
+            ConnRef::Sqlite(c) => Ok(c),
+            ConnRef::Postgres(_) => Err(not_yet_on_postgres()),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // Closing the connection rolls its transaction back.
+        match self.conn.take() {
+            Some(TxConn::Sqlite(mut c)) => c.close_on_drop(),
+            Some(TxConn::Postgres(mut c)) => c.close_on_drop(),
+            Some(TxConn::SqliteOwn(c)) => drop(c),
+            None => {}
         }
     }
 }
@@ -331,9 +414,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
 pub async fn connect_with(url: &str, checkpoints: Checkpoints) -> anyhow::Result<Pool> {
     if Engine::of(url) == Engine::Postgres {
         anyhow::bail!(
-            "« {} » : cette version n'ouvre une base PostgreSQL qu'avec `proximites migrate` \
-             (schéma) ; les autres commandes et `serve` demandent encore SQLite / this release \
-             migrates PostgreSQL databases only",
+            "« {} » : cette commande ne travaille que sur un fichier SQLite / this command works on a SQLite file only",
             redacted(url)
         );
     }
@@ -383,18 +464,22 @@ pub async fn connect_with(url: &str, checkpoints: Checkpoints) -> anyhow::Result
 /// Copies what it can of the write-ahead log into the database file without waiting for
 /// anyone (a server's background checkpoint); the log is reused from its start once all of it
 /// was copied.
-pub async fn checkpoint_passive(pool: &Pool) -> Result<()> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(pool)
-        .await?;
+pub async fn checkpoint_passive(store: &Store) -> Result<()> {
+    if let Store::Sqlite(pool) = store {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
 
 /// Copies the write-ahead log into the database file and empties it.
-pub async fn checkpoint(pool: &Pool) -> Result<()> {
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(pool)
-        .await?;
+pub async fn checkpoint(store: &Store) -> Result<()> {
+    if let Store::Sqlite(pool) = store {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
 
@@ -424,6 +509,11 @@ pub fn derived_paths(
 ) -> (std::path::PathBuf, std::path::PathBuf) {
     match data_dir {
         Some(dir) => (dir.join("text"), dir.join("exports")),
+        // No file to sit beside: the working directory.
+        None if Engine::of(url) == Engine::Postgres => (
+            std::path::PathBuf::from("proximites.text"),
+            std::path::PathBuf::from("proximites.exports"),
+        ),
         None => {
             let text = text_index_dir(url);
             let exports = text.with_extension("exports");
@@ -442,8 +532,13 @@ fn derived_dirs(url: &str) -> [std::path::PathBuf; 2] {
 /// A server's hold on its database: a shared lock on `PATH.serve.lock`, so that a restore
 /// (which needs it exclusive) never replaces the file under a running server. Several servers
 /// may share one database; the lock goes with the process.
-pub fn hold_serving(url: &str) -> anyhow::Result<std::fs::File> {
+pub fn hold_serving(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    if Engine::of(url) == Engine::Postgres {
+        // Restores of PostgreSQL are the DBA's tools', which know their own locks.
+        return Ok(None);
+    }
     serve_lock(url, libc::LOCK_SH)
+        .map(Some)
         .map_err(|e| anyhow::anyhow!("verrou de service de la base : {e}"))
 }
 
@@ -586,86 +681,224 @@ async fn verify(file: &std::path::Path) -> anyhow::Result<(i64, i64)> {
     Ok((entries, migration))
 }
 
+/// An instant as the change log stores it: on SQLite, RFC 3339 text in UTC to the microsecond,
+/// fixed width, so that stamps order as text (see `services::store::log_stamp`); on PostgreSQL a
+/// `timestamptz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp(pub chrono::DateTime<chrono::Utc>);
+
+/// A day as instants compare with it: on SQLite the text `YYYY-MM-DD`, which orders before
+/// every instant of that day stored as ISO-8601 text; on PostgreSQL, its first instant in UTC.
+#[derive(Debug, Clone, Copy)]
+pub struct Day(pub chrono::NaiveDate);
+
+impl sqlx::Type<sqlx::Sqlite> for Stamp {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for Stamp {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        let text = self.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        <String as sqlx::Encode<'q, sqlx::Sqlite>>::encode(text, buf)
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for Stamp {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <chrono::DateTime<chrono::Utc> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Stamp {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <chrono::DateTime<chrono::Utc> as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl sqlx::Type<sqlx::Sqlite> for Day {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for Day {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, sqlx::Sqlite>>::encode(
+            self.0.format("%Y-%m-%d").to_string(),
+            buf,
+        )
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for Day {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <chrono::DateTime<chrono::Utc> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Day {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        let first = self.0.and_time(chrono::NaiveTime::MIN).and_utc();
+        <chrono::DateTime<chrono::Utc> as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&first, buf)
+    }
+}
+
+/// A query builder for the engine of `_db` (a pool or a connection), so that the same building
+/// code compiles for both engines in [`on_engine!`] and [`in_tx!`].
+pub fn builder<'a, DB: sqlx::Database>(
+    _db: &impl EngineOf<DB>,
+    init: impl Into<String>,
+) -> sqlx::QueryBuilder<'a, DB> {
+    sqlx::QueryBuilder::new(init)
+}
+
+/// What names an engine: its pool or its connection.
+pub trait EngineOf<DB> {}
+impl<DB: sqlx::Database> EngineOf<DB> for sqlx::Pool<DB> {}
+impl<DB: sqlx::Database> EngineOf<DB> for &sqlx::Pool<DB> {}
+impl EngineOf<sqlx::Sqlite> for &mut sqlx::SqliteConnection {}
+impl EngineOf<sqlx::Postgres> for &mut sqlx::PgConnection {}
+
+/// Taken by every transaction that appends to the change log, before it does: on PostgreSQL,
+/// whose sequence hands out numbers at insert and not at commit, writers of the log take turns
+/// until their commit, so that rows become visible in the order of their numbers and a
+/// follower reading past its position never skips one committed later; the commit also wakes
+/// the instances that `LISTEN` (see `search::live`). SQLite's writers already take turns.
+pub async fn order_log(tx: &mut Tx) -> Result<()> {
+    if let ConnRef::Postgres(conn) = tx.conn() {
+        order_log_on(conn).await?;
+    }
+    Ok(())
+}
+
+/// [`order_log`] on the connection of a PostgreSQL transaction.
+pub async fn order_log_on(conn: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(7046520190), pg_notify('proximites_changes', '')")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The channel on which PostgreSQL tells the instances that the change log grew.
+pub const CHANGES_CHANNEL: &str = "proximites_changes";
+
 /// Facts: `demo_loaded` marks a database that received the demo once, `form_secret` signs
 /// forms, `log_pruned_through` is the last change-log row pruned.
-pub async fn fact(pool: &Pool, key: &str) -> Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
+pub async fn fact(store: &Store, key: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = on_engine!(store, |db| {
+        sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?
+    });
     Ok(row.map(|(v,)| v))
 }
 
-pub async fn set_fact<'e, E>(executor: E, key: &str, value: &str) -> Result<()>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    sqlx::query(
-        "INSERT INTO instance_facts (key, value) VALUES ($1, $2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(executor)
-    .await?;
+/// `fact` within the caller's transaction.
+pub async fn fact_in(tx: &mut Tx, key: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = in_tx!(tx, |conn| {
+        sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+            .bind(key)
+            .fetch_optional(conn)
+            .await?
+    });
+    Ok(row.map(|(v,)| v))
+}
+
+const SET_FACT: &str = "INSERT INTO instance_facts (key, value) VALUES ($1, $2)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+pub async fn set_fact(store: &Store, key: &str, value: &str) -> Result<()> {
+    on_engine!(store, |db| {
+        sqlx::query(SET_FACT)
+            .bind(key)
+            .bind(value)
+            .execute(db)
+            .await
+            .map(drop)?
+    });
+    Ok(())
+}
+
+/// `set_fact` within the caller's transaction.
+pub async fn set_fact_in(tx: &mut Tx, key: &str, value: &str) -> Result<()> {
+    in_tx!(tx, |conn| {
+        sqlx::query(SET_FACT)
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await
+            .map(drop)?
+    });
     Ok(())
 }
 
 /// The fact under `key`, `proposed` written first when there is none: of several instances
 /// proposing at once on a new database, the first written is everyone's.
-pub async fn fact_or_propose(pool: &Pool, key: &str, proposed: &str) -> Result<String> {
-    sqlx::query(
-        "INSERT INTO instance_facts (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(proposed)
-    .execute(pool)
-    .await?;
-    let (value,): (String,) = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
+pub async fn fact_or_propose(store: &Store, key: &str, proposed: &str) -> Result<String> {
+    on_engine!(store, |db| {
+        sqlx::query(
+            "INSERT INTO instance_facts (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
         .bind(key)
-        .fetch_one(pool)
-        .await?;
-    Ok(value)
+        .bind(proposed)
+        .execute(db)
+        .await
+        .map(drop)?
+    });
+    fact(store, key)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("fait {key} absent après son écriture").into())
 }
 
-/// `fact` within the caller's transaction.
-pub async fn fact_in(conn: &mut sqlx::SqliteConnection, key: &str) -> Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(|(v,)| v))
-}
+const LOG_HEAD: &str = "SELECT MAX(seq) FROM change_log";
 
 /// The last sequence number of the change log (0 before any write): the data version. Every
-/// committed write to entries moves it (the log's triggers), so caches key on it.
-pub async fn log_head<'e, E>(executor: E) -> Result<i64>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    let (head,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM change_log")
-        .fetch_one(executor)
-        .await?;
+/// committed write to entries moves it (see `services::store::log_change`), so caches key on
+/// it.
+pub async fn log_head(store: &Store) -> Result<i64> {
+    let (head,): (Option<i64>,) =
+        on_engine!(store, |db| sqlx::query_as(LOG_HEAD).fetch_one(db).await?);
+    Ok(head.unwrap_or(0))
+}
+
+/// `log_head` within the caller's transaction.
+pub async fn log_head_in(tx: &mut Tx) -> Result<i64> {
+    let (head,): (Option<i64>,) =
+        in_tx!(tx, |conn| sqlx::query_as(LOG_HEAD).fetch_one(conn).await?);
     Ok(head.unwrap_or(0))
 }
 
 /// When the entries last changed (RFC 3339, UTC): the change log's last row, or the latest
 /// update of an entry once the log was pruned; `None` for an empty directory.
-pub async fn last_change(pool: &Pool) -> Result<Option<String>> {
-    let (at,): (Option<chrono::DateTime<chrono::Utc>>,) = sqlx::query_as(
-        "SELECT COALESCE((SELECT MAX(at) FROM change_log), (SELECT MAX(updated_at) FROM services))",
-    )
-    .fetch_one(pool)
-    .await?;
+pub async fn last_change(store: &Store) -> Result<Option<String>> {
+    let (at,): (Option<chrono::DateTime<chrono::Utc>>,) = on_engine!(store, |db| {
+        sqlx::query_as(
+            "SELECT COALESCE((SELECT MAX(at) FROM change_log), (SELECT MAX(updated_at) FROM services))",
+        )
+        .fetch_one(db)
+        .await?
+    });
     Ok(at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
 }
 
 /// The data version as the caches key on it: the change log's head, as text.
-pub async fn data_version<'e, E>(executor: E) -> Result<Option<String>>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    Ok(Some(log_head(executor).await?.to_string()))
+pub async fn data_version(store: &Store) -> Result<Option<String>> {
+    Ok(Some(log_head(store).await?.to_string()))
 }
 
 /// Reads through SQLite's C API on a connection lent by sqlx: sqlx copies each row into values

@@ -37,9 +37,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proximites::metrics::handle();
             // Held while serving: a restore refuses to replace the file under a running server.
             let _serving = db::hold_serving(&cli.database_url)?;
-            let pool = db::connect_with(&cli.database_url, db::Checkpoints::Background).await?;
+            let store =
+                db::Store::connect_with(&cli.database_url, db::Checkpoints::Background).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "database open");
-            let reference = boot::prepare(&pool, !args.no_demo).await?;
+            let reference = boot::prepare(&store, !args.no_demo).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "reference ready");
             if let Some(dir) = &args.data_dir {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -49,7 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (text_dir, exports_dir) =
                 db::derived_paths(&cli.database_url, args.data_dir.as_deref());
             let mut state = app::AppState::build_with(
-                pool,
+                store,
                 reference,
                 &text_dir,
                 Some(search::live::BACKGROUND_TEXT_BUILD_ABOVE),
@@ -108,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::time::Duration::from_secs(args.mail_interval.max(1)),
             ));
             let duplicates = tokio::spawn(proximites::services::duplicates::follow(
-                state.pool.clone(),
+                state.store.clone(),
                 state.reference.taxonomy.clone(),
                 state.live.clone(),
                 std::time::Duration::from_secs(args.duplicates_every.max(1)),
@@ -119,15 +120,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             served?;
         }
         Command::Admin(command) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
-            admin(&pool, &reference, command).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
+            admin(&store, &reference, command).await?;
         }
         Command::Import(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             let report = import::import(
-                &pool,
+                &store,
                 &reference,
                 Input::File(args.file),
                 ImportOptions {
@@ -140,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-            print_import_report(&pool, &report, args.report.as_deref()).await?;
+            print_import_report(&store, &report, args.report.as_deref()).await?;
             let failed = report.rejected > 0 && !(args.skip_invalid && report.committed);
             return Ok(if failed {
                 ExitCode::from(2)
@@ -149,8 +150,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Harvest(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             let progress = std::io::stderr().is_terminal();
             let national = match args.source {
                 proximites::cli::HarvestSource::Dila => import::National::Dila,
@@ -163,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let report = import::harvest_with(
-                &pool,
+                &store,
                 &reference,
                 national,
                 Input::File(args.file),
@@ -172,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress,
             )
             .await?;
-            print_import_report(&pool, &report, args.report.as_deref()).await?;
+            print_import_report(&store, &report, args.report.as_deref()).await?;
             if report.committed {
                 println!(
                     "  retirées de la source / withdrawn from the source {}",
@@ -263,14 +264,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Duplicates(args) => {
             use proximites::services::duplicates::{refresh, Precedence};
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             if let Some(text) = &args.precedence {
                 let precedence = Precedence::parse(text).map_err(anyhow::Error::msg)?;
-                precedence.save(&pool).await?;
+                precedence.save(&store).await?;
             }
-            let precedence = Precedence::load(&pool).await?;
-            let pass = refresh(&pool, &reference.taxonomy, None).await?;
+            let precedence = Precedence::load(&store).await?;
+            let pass = refresh(&store, &reference.taxonomy, None).await?;
             println!(
                 "ordre des sources / precedence : contributeurs, {}\n{} fiches examinées · {} groupes · {} masquées ({} nouvelles) · {} affichées à nouveau",
                 precedence.to_text(),
@@ -282,13 +283,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Check(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             let (text_dir, _) = db::derived_paths(&cli.database_url, args.data_dir.as_deref());
-            for line in search::log_report(&pool, &text_dir).await? {
+            for line in search::log_report(&store, &text_dir).await? {
                 println!("{line}");
             }
-            let differences = search::check(&pool, &text_dir).await?;
+            let differences = search::check(&store, &text_dir).await?;
             for difference in &differences {
                 println!("  {difference}");
             }
@@ -296,10 +297,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("index à jour / indexes match the database");
             } else if args.repair {
                 // Fails while a server holds the text index: that server applies the log itself.
-                let live = search::live::LiveIndexes::open(&pool, reference, &text_dir).await?;
-                live.rebuild_all(&pool).await?;
+                let live = search::live::LiveIndexes::open(&store, reference, &text_dir).await?;
+                live.rebuild_all(&store).await?;
                 drop(live);
-                let left = search::check(&pool, &text_dir).await?;
+                let left = search::check(&store, &text_dir).await?;
                 println!(
                     "{} écarts réparés / differences repaired, {} restants / left",
                     differences.len(),
@@ -317,11 +318,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Export(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             let started = std::time::Instant::now();
             let count =
-                proximites::export::routes::export_to_file(&pool, &reference, &args).await?;
+                proximites::export::routes::export_to_file(&store, &reference, &args).await?;
             eprintln!(
                 "{count} fiches écrites dans {} en {:.1} s",
                 args.output.display(),
@@ -329,8 +330,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Coverage(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
             let request = coverage::Request::parse(
                 &coverage::RawRequest {
                     area: &args.within,
@@ -344,8 +345,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &reference.locator,
             )
             .map_err(|e| anyhow::anyhow!(proximites::error::Problem::from(&e).detail))?;
-            let position = db::log_head(&pool).await?;
-            let spatial = search::spatial::load(&pool).await?;
+            let position = db::log_head(&store).await?;
+            let spatial = search::spatial::load(&store).await?;
             let index = std::sync::Arc::new(search::engine::SearchIndex {
                 spatial,
                 version: Some(position.to_string()),
@@ -364,9 +365,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{summary}");
         }
         Command::Directory(args) => {
-            let pool = db::connect(&cli.database_url).await?;
-            let reference = boot::prepare(&pool, false).await?;
-            let summary = directory_command(&pool, &reference, args).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            let reference = boot::prepare(&store, false).await?;
+            let summary = directory_command(&store, &reference, args).await?;
             println!("{summary}");
         }
         Command::Bench(BenchCommand::Directory {
@@ -466,13 +467,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{figures}");
         }
         Command::Territory(TerritoryCommand::Import { dir }) => {
-            let pool = db::connect(&cli.database_url).await?;
-            boot::prepare(&pool, false).await?;
+            let store = db::Store::connect(&cli.database_url).await?;
+            boot::prepare(&store, false).await?;
             let files =
                 tokio::task::spawn_blocking(move || territory::ReferenceFiles::read_dir(&dir))
                     .await??;
-            let summary =
-                territory::store::load_reference(&db::Store::Sqlite(pool.clone()), &files).await?;
+            let summary = territory::store::load_reference(&store, &files).await?;
             println!(
                 "régions {} · départements {} · EPCI {} · communes {} (dont {} avec contour / with boundary)",
                 summary.regions, summary.departements, summary.epcis, summary.communes, summary.boundaries
@@ -485,7 +485,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `proximites directory`: the guide written whole or not at all; wrong choices, an unreadable
 /// logo or an empty selection end with the message and a non-zero exit, writing nothing.
 async fn directory_command(
-    pool: &db::Pool,
+    store: &db::Store,
     reference: &proximites::import::Reference,
     args: proximites::cli::DirectoryArgs,
 ) -> anyhow::Result<String> {
@@ -524,10 +524,10 @@ async fn directory_command(
             .await?
             .map_err(|e| detail(jobs::render_error(e)))?;
     }
-    let version = db::data_version(pool).await?.unwrap_or_default();
+    let version = db::data_version(store).await?.unwrap_or_default();
     let key = choices.key(&version, &public_url);
     let hours = std::sync::Arc::new(search::hours::HoursEvaluator::new());
-    let prepared = jobs::prepare(pool, reference, hours, choices, &public_url, key)
+    let prepared = jobs::prepare(store, reference, hours, choices, &public_url, key)
         .await
         .map_err(detail)?;
     let output = tokio::task::spawn_blocking(move || jobs::render(&prepared, &|_, _| {}))
@@ -554,7 +554,7 @@ async fn directory_command(
 
 /// The operator's commands: each prints one line a script can read (an id, a link, a token).
 async fn admin(
-    pool: &db::Pool,
+    store: &db::Store,
     reference: &import::Reference,
     command: proximites::cli::AdminCommand,
 ) -> anyhow::Result<()> {
@@ -573,7 +573,7 @@ async fn admin(
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
-            let id = store::create_operator(&db::Store::Sqlite(pool.clone()), &email, password)
+            let id = store::create_operator(store, &email, password)
                 .await
                 .map_err(fields)?;
             println!("{id}");
@@ -610,7 +610,7 @@ async fn admin(
             if let Some(error) = new.check_reference(reference).into_iter().next() {
                 anyhow::bail!("{error}");
             }
-            let organisation = store::create_organisation(pool, &new)
+            let organisation = store::create_organisation(store, &new)
                 .await
                 .map_err(fields)?;
             println!("{}", organisation.id);
@@ -625,7 +625,7 @@ async fn admin(
                 InviteRole::Admin => Role::Admin,
                 InviteRole::Editor => Role::Editor,
             };
-            let secret = store::invite(pool, &organisation, &email, role)
+            let secret = store::invite(store, &organisation, &email, role)
                 .await
                 .map_err(fields)?;
             println!(
@@ -634,7 +634,7 @@ async fn admin(
             );
         }
         AdminCommand::CreateCampaign { name, start, end } => {
-            let campaign = proximites::espace::campaigns::create(pool, &name, &start, &end)
+            let campaign = proximites::espace::campaigns::create(store, &name, &start, &end)
                 .await
                 .map_err(fields)?;
             println!("{}", campaign.id);
@@ -643,8 +643,8 @@ async fn admin(
             organisation, name, ..
         } => {
             let created = match organisation {
-                Some(organisation) => store::create_token(pool, &organisation, &name).await,
-                None => store::create_operator_token(pool, &name).await,
+                Some(organisation) => store::create_token(store, &organisation, &name).await,
+                None => store::create_operator_token(store, &name).await,
             };
             let (_, token) = created.map_err(fields)?;
             println!("{token}");
@@ -656,7 +656,7 @@ async fn admin(
 /// Prints an import's errors and summary, writes its JSON report when asked, and after a commit
 /// folds the write-ahead log into the database and says where the change log stands.
 async fn print_import_report(
-    pool: &db::Pool,
+    store: &db::Store,
     report: &import::ImportReport,
     json: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
@@ -682,12 +682,12 @@ async fn print_import_report(
     if report.committed {
         // Folds the write-ahead log into the database file: the next start reads one file
         // rather than replaying a log as large as the import.
-        db::checkpoint(pool).await?;
+        db::checkpoint(store).await?;
         // The indexes follow the change log the import wrote: a running server applies it
         // within a second, otherwise the next `serve` does.
         println!(
             "journal des changements à la ligne / change log at row {} : un serveur en marche l'applique, sinon le prochain démarrage / a running server applies it, else the next start",
-            db::log_head(pool).await?
+            db::log_head(store).await?
         );
     }
     Ok(())

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::error::Result;
+use crate::on_engine;
 use crate::state::AppState;
 
 /// Latency buckets in seconds, from a cached page to a whole export.
@@ -99,14 +100,14 @@ pub(crate) async fn metrics_page(
         return Err(crate::error::Error::not_found("ressource", "/metrics"));
     }
     let positions = state.live.positions();
-    let head = crate::db::log_head(&state.pool).await?;
-    let (pending, failed): (i64, i64) = sqlx::query_as(
+    let head = crate::db::log_head(&state.store).await?;
+    let (pending, failed): (i64, i64) = on_engine!(&state.store, |db| sqlx::query_as(
         "SELECT COUNT(*) FILTER (WHERE sent_at IS NULL),
                 COUNT(*) FILTER (WHERE sent_at IS NULL AND last_error IS NOT NULL)
            FROM outbox",
     )
-    .fetch_one(&state.pool)
-    .await?;
+    .fetch_one(db)
+    .await)?;
     metrics::gauge!("proximites_change_log_head").set(head as f64);
     metrics::gauge!("proximites_index_position", "index" => "spatial")
         .set(positions.spatial as f64);
@@ -115,8 +116,7 @@ pub(crate) async fn metrics_page(
         .set((head - positions.spatial.min(positions.text)).max(0) as f64);
     metrics::gauge!("proximites_outbox_pending").set(pending as f64);
     metrics::gauge!("proximites_outbox_failing").set(failed as f64);
-    let size = state.pool.size();
-    let idle = state.pool.num_idle() as u32;
+    let (size, idle) = state.store.connections();
     metrics::gauge!("proximites_db_pool_connections", "state" => "in_use")
         .set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("proximites_db_pool_connections", "state" => "idle").set(f64::from(idle));

@@ -71,33 +71,38 @@ pub async fn take(tx: &mut Tx, limit: &Limit) -> Result<bool> {
     let expired = now - chrono::Duration::from_std(LONGEST_WINDOW).unwrap_or_default();
     let key_lock = tx.engine().key_lock();
     in_tx!(tx, |conn| {
-        let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("SAVEPOINT rate_attempt")
+            .execute(&mut *conn)
+            .await?;
         if let Some(lock) = key_lock {
             sqlx::query(lock)
                 .bind(&limit.key)
-                .execute(&mut *attempt)
+                .execute(&mut *conn)
                 .await?;
         }
         sqlx::query("DELETE FROM rate_events WHERE at < $1")
             .bind(expired)
-            .execute(&mut *attempt)
+            .execute(&mut *conn)
             .await?;
         sqlx::query("INSERT INTO rate_events (key, at) VALUES ($1, $2)")
             .bind(&limit.key)
             .bind(now)
-            .execute(&mut *attempt)
+            .execute(&mut *conn)
             .await?;
         let (counted,): (i64,) = sqlx::query_as(COUNT)
             .bind(&limit.key)
             .bind(limit.since(now))
-            .fetch_one(&mut *attempt)
+            .fetch_one(&mut *conn)
             .await?;
         if counted > limit.most as i64 {
-            attempt.rollback().await?;
-            return Ok(false);
+            sqlx::query("ROLLBACK TO SAVEPOINT rate_attempt")
+                .execute(&mut *conn)
+                .await?;
         }
-        attempt.commit().await?;
-        Ok(true)
+        sqlx::query("RELEASE SAVEPOINT rate_attempt")
+            .execute(&mut *conn)
+            .await?;
+        Ok(counted <= limit.most as i64)
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::db::Pool;
+use crate::db::Store;
 use crate::import::Reference;
 use crate::search::engine::SearchIndex;
 use crate::search::hours::HoursEvaluator;
@@ -14,11 +14,8 @@ use crate::territory::places::PlaceIndex;
 /// What every handler may use. Cheap to clone: a pool and `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database, single source of truth.
-    pub pool: Pool,
-    /// The same database as the handle of the modules written for both engines (see
-    /// [`crate::db::Store`]).
-    pub store: crate::db::Store,
+    /// The database, single source of truth, whichever its engine.
+    pub store: Store,
     /// Taxonomy and territory held in memory, derived from the database at start.
     pub reference: Reference,
     /// Published entries per typology, cached by data version.
@@ -55,30 +52,30 @@ pub struct AppState {
 pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 impl AppState {
-    /// The state of a server on `pool`, its indexes loaded and brought to the change log's
+    /// The state of a server on `store`, its indexes loaded and brought to the change log's
     /// head. The text index lives in `text_dir` and is rebuilt only when it cannot catch up.
     pub async fn build(
-        pool: Pool,
+        store: Store,
         reference: Reference,
         text_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        Self::build_with(pool, reference, text_dir, None).await
+        Self::build_with(store, reference, text_dir, None).await
     }
 
     /// The same; with `background_above`, a text index to build from every entry of a
     /// directory larger than that is built while the server answers (see
     /// [`LiveIndexes::open_with`]).
     pub async fn build_with(
-        pool: Pool,
+        store: Store,
         reference: Reference,
         text_dir: &std::path::Path,
         background_above: Option<usize>,
     ) -> anyhow::Result<Self> {
         let live =
-            LiveIndexes::open_with(&pool, reference.clone(), text_dir, background_above).await?;
+            LiveIndexes::open_with(&store, reference.clone(), text_dir, background_above).await?;
         let hours = Arc::new(HoursEvaluator::default());
         let web = crate::web::Web {
-            form_token: crate::reports::FormToken::new(form_secret(&pool).await?.as_bytes()),
+            form_token: crate::reports::FormToken::new(form_secret(&store).await?.as_bytes()),
             life_events: crate::taxonomy::life_events::LifeEvents::embedded(&reference.taxonomy)?,
             tiles: None,
         };
@@ -89,14 +86,12 @@ impl AppState {
             hours: hours.clone(),
             directories: Arc::new(crate::directory::jobs::Directories::start(
                 crate::directory::jobs::Renderer {
-                    store: crate::db::Store::Sqlite(pool.clone()),
-                    pool: pool.clone(),
+                    store: store.clone(),
                     reference: reference.clone(),
                     hours,
                 },
             )),
-            store: crate::db::Store::Sqlite(pool.clone()),
-            pool,
+            store,
             reference,
             published_counts: Arc::default(),
             geocoder: None,
@@ -135,13 +130,13 @@ impl AppState {
     /// Applies the change log written by other processes (an import); true when it applied
     /// something.
     pub async fn refresh_search(&self) -> anyhow::Result<bool> {
-        Ok(self.live.catch_up(&self.pool).await?.rows > 0)
+        Ok(self.live.catch_up(&self.store).await?.rows > 0)
     }
 }
 
 /// The secret for signing forms, made at first start and kept in the database, so that forms
 /// shown before a restart or by another instance stay valid.
-async fn form_secret(pool: &Pool) -> anyhow::Result<String> {
+async fn form_secret(store: &Store) -> anyhow::Result<String> {
     let proposed = hex::encode(rand::random::<[u8; 32]>());
-    Ok(crate::db::fact_or_propose(pool, "form_secret", &proposed).await?)
+    Ok(crate::db::fact_or_propose(store, "form_secret", &proposed).await?)
 }

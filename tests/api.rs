@@ -9,11 +9,11 @@ mod common;
 
 async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("test.db").to_str().unwrap())
+    let store = db::Store::connect(dir.path().join("test.db").to_str().unwrap())
         .await
         .unwrap();
-    let reference = boot::prepare(&pool, true).await.unwrap();
-    let state = AppState::build(pool, reference, &dir.path().join("text"))
+    let reference = boot::prepare(&store, true).await.unwrap();
+    let state = AppState::build(store, reference, &dir.path().join("text"))
         .await
         .unwrap();
     (app::router(state.clone()), state, dir)
@@ -128,7 +128,7 @@ async fn communes_and_entries_read_back() {
 
     let (id,): (String,) =
         sqlx::query_as("SELECT id FROM services WHERE source_ref = 'mairie-03001'")
-            .fetch_one(&state.pool)
+            .fetch_one(state.store.sqlite().unwrap())
             .await
             .unwrap();
     let (status, _, entry) = get(&router, &format!("/api/v1/services/{id}")).await;
@@ -148,7 +148,7 @@ async fn communes_and_entries_read_back() {
 
     sqlx::query("UPDATE services SET status = 'withdrawn' WHERE id = $1")
         .bind(&id)
-        .execute(&state.pool)
+        .execute(state.store.sqlite().unwrap())
         .await
         .unwrap();
     let (status, _, _) = get(&router, &format!("/api/v1/services/{id}")).await;
@@ -193,14 +193,14 @@ async fn every_route_is_in_the_openapi_document() {
 #[tokio::test]
 async fn a_second_boot_changes_nothing() {
     let (_, state, _dir) = spawn_app().await;
-    boot::prepare(&state.pool, true).await.unwrap();
+    boot::prepare(&state.store, true).await.unwrap();
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-        .fetch_one(&state.pool)
+        .fetch_one(state.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(n, 1283, "the demo is loaded once");
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
-        .fetch_one(&state.pool)
+        .fetch_one(state.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(n, 175);
@@ -214,7 +214,7 @@ async fn published_counts_follow_each_import() {
     let csv = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
                p1,piscine,Piscine de Riom,,,,63300,3.1130,45.8937,,,,,,\n";
     let report = proximites::import::import(
-        &state.pool,
+        &state.store,
         &state.reference,
         proximites::import::Input::Bytes {
             name: "p.csv".into(),
@@ -383,7 +383,7 @@ async fn readiness_follows_the_index_lag() {
         "INSERT INTO change_log (entry_id, kind, at) VALUES ('0000000000000000', 'changed', ?)",
     )
     .bind(&old)
-    .execute(&state.pool)
+    .execute(state.store.sqlite().unwrap())
     .await
     .unwrap();
     let response = tower::ServiceExt::oneshot(
@@ -401,7 +401,7 @@ async fn readiness_follows_the_index_lag() {
         .unwrap();
     let problem: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["code"], "not_ready", "{problem}");
-    state.live.catch_up(&state.pool).await.unwrap();
+    state.live.catch_up(&state.store).await.unwrap();
     let (status, _, ready) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["lag"], 0);
@@ -409,7 +409,7 @@ async fn readiness_follows_the_index_lag() {
 
 /// `/metrics` is Prometheus text that the official Python client (PyPI `prometheus-client`)
 /// parses: requests by route template and status with latency histograms, the change log and
-/// the indexes' lag, the outbox, imports and the pool.
+/// the indexes' lag, the outbox, imports and the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text() {
     // As `serve` does: installed before the demo's import is counted.

@@ -16,8 +16,8 @@ async fn citizen_pages_and_widget_in_chromium() {
 #[tokio::test(flavor = "multi_thread")]
 async fn printed_directory_pages_in_chromium() {
     // An operator signed in, in the database the server then opens.
-    let (dir, pool, _reference) = common::database(true).await;
-    let both = proximites::db::Store::Sqlite(pool.clone());
+    let (dir, store, _reference) = common::database(true).await;
+    let both = store.clone();
     let operator = proximites::accounts::store::create_operator(
         &both,
         "region@example.fr",
@@ -28,7 +28,7 @@ async fn printed_directory_pages_in_chromium() {
     let (session, _) = proximites::accounts::store::open_session(&both, &operator)
         .await
         .unwrap();
-    pool.close().await;
+    store.close().await;
     let server = spawn_server(dir.path(), Some(&dir.path().join("test.db")), true).await;
     browser_script(&server, "directory.mjs", &[session]).await;
 }

@@ -252,15 +252,15 @@ async fn an_organisation_maintains_its_entries_through_a_campaign() {
         )
         .await;
     assert_eq!(invited.status, 200, "{}", invited.html);
-    let pool = sqlx::SqlitePool::connect(&database_url(&db)).await.unwrap();
+    let store = sqlx::SqlitePool::connect(&database_url(&db)).await.unwrap();
     let body: String = sqlx::query_scalar(
         "SELECT body FROM outbox WHERE recipient = 'referente@riom.example.fr'
          AND dedupe_key LIKE 'invitation:%'",
     )
-    .fetch_one(&pool)
+    .fetch_one(&store)
     .await
     .unwrap();
-    pool.close().await;
+    store.close().await;
     let link = body
         .split_whitespace()
         .find(|w| w.contains("/espace/invitation/"))

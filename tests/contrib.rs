@@ -82,9 +82,9 @@ struct World {
 }
 
 async fn world() -> World {
-    let (dir, pool, reference) = database(true).await;
+    let (dir, store, reference) = database(true).await;
     let metropole = store::create_organisation(
-        &pool,
+        &store,
         &NewOrganisation {
             name: "Clermont Auvergne Métropole".into(),
             kind: "epci".into(),
@@ -96,7 +96,7 @@ async fn world() -> World {
     .await
     .unwrap();
     let riom = store::create_organisation(
-        &pool,
+        &store,
         &NewOrganisation {
             name: "Ville de Riom".into(),
             kind: "commune".into(),
@@ -107,14 +107,14 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    let (_, metropole_token) = store::create_token(&pool, &metropole.id, "script")
+    let (_, metropole_token) = store::create_token(&store, &metropole.id, "script")
         .await
         .unwrap();
-    let (_, riom_token) = store::create_token(&pool, &riom.id, "script")
+    let (_, riom_token) = store::create_token(&store, &riom.id, "script")
         .await
         .unwrap();
     World {
-        f: Fixture::serve(dir, pool, reference).await,
+        f: Fixture::serve(dir, store, reference).await,
         metropole: metropole.id,
         riom: riom.id,
         metropole_token,
@@ -153,9 +153,9 @@ async fn search_ids(router: &axum::Router, q: &str) -> Vec<String> {
         .collect()
 }
 
-async fn history_rows(pool: &proximites::db::Pool) -> i64 {
+async fn history_rows(store: &proximites::db::Store) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM service_history")
-        .fetch_one(pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
     n
@@ -280,7 +280,7 @@ async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
     assert_eq!(to_riom.json["code"], "forbidden");
 
     // Field-level errors, nothing written.
-    let before = history_rows(&w.f.state.pool).await;
+    let before = history_rows(&w.f.state.store).await;
     let bad = send(
         router,
         Method::PATCH,
@@ -325,7 +325,7 @@ async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
     )
     .await;
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
-    assert_eq!(history_rows(&w.f.state.pool).await, before);
+    assert_eq!(history_rows(&w.f.state.store).await, before);
 
     // Confirm sets verified_at; withdraw unpublishes and search forgets it.
     let confirmed = send(
@@ -431,7 +431,7 @@ async fn create_change_withdraw_through_the_api_and_search_sees_each_write() {
         .commit_text(std::time::Duration::ZERO)
         .await
         .unwrap();
-    let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
+    let problems = proximites::search::check(&w.f.state.store, w.f.state.live.dir())
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
@@ -604,11 +604,11 @@ async fn another_organisations_entries_and_ids_give_nothing() {
     let anonymous = send(router, Method::DELETE, &uri, None, &[], None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // A revoked token stops working.
-    let (token_id, token) = store::create_token(&w.f.state.pool, &w.metropole, "old")
+    let (token_id, token) = store::create_token(&w.f.state.store, &w.metropole, "old")
         .await
         .unwrap();
     assert!(
-        store::revoke_token(&w.f.state.pool, &w.metropole, &token_id)
+        store::revoke_token(&w.f.state.store, &w.metropole, &token_id)
             .await
             .unwrap()
     );
@@ -839,7 +839,7 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     };
     // A command-line style import: compact rows for the creations.
     let report = import::import(
-        &state.pool,
+        &state.store,
         &state.reference,
         Input::Bytes {
             name: "metropole.csv".into(),
@@ -857,7 +857,7 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     let (id,): (String,) =
         sqlx::query_as("SELECT id FROM services WHERE source_ref = 'A1' AND source_id = $1")
             .bind(&w.metropole)
-            .fetch_one(&state.pool)
+            .fetch_one(state.store.sqlite().unwrap())
             .await
             .unwrap();
     // The same file through the API with one name changed: an update with old and new values.
@@ -946,7 +946,7 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert!(changes[1]["changes"].is_null(), "a created row is compact");
     let (started_by,): (Option<String>,) =
         sqlx::query_as("SELECT started_by FROM imports WHERE file_name = 'envoi.csv'")
-            .fetch_one(&state.pool)
+            .fetch_one(state.store.sqlite().unwrap())
             .await
             .unwrap();
     assert!(started_by.unwrap().starts_with("token:tok-"));
@@ -964,7 +964,7 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert_eq!(restored.json["name"], "Mairie annexe");
 
     // Riom's upload of a row in Clermont is refused whole, naming the row and the field.
-    let before = history_rows(&state.pool).await;
+    let before = history_rows(&state.store).await;
     let riom_file = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\nR1,mairie,Mairie de Riom,,,,,3.1133,45.8937,,,,,,\nR2,mairie,Ailleurs,,,,,3.0870,45.7772,,,,,,\n";
     let refused = send(
         router,
@@ -984,7 +984,7 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert_eq!(refused.json["errors"][0]["row"], 3);
     assert_eq!(refused.json["errors"][0]["field"], "insee_code");
     assert_eq!(
-        history_rows(&state.pool).await,
+        history_rows(&state.store).await,
         before,
         "nothing half-written"
     );
@@ -1096,7 +1096,7 @@ async fn restitution_round_trip_and_withdrawal() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (_, operator) = store::create_operator_token(&w.f.state.pool, "région")
+    let (_, operator) = store::create_operator_token(&w.f.state.store, "région")
         .await
         .unwrap();
     let (status, body) = send_raw(
@@ -1166,9 +1166,9 @@ async fn restitution_round_trip_and_withdrawal() {
     assert_eq!(unzip(&after, "entries.csv"), csv.as_bytes());
 
     // Re-imported into an empty instance: the same entries.
-    let (_dir, pool, reference) = database(false).await;
+    let (_dir, store, reference) = database(false).await;
     let report = import::import(
-        &pool,
+        &store,
         &reference,
         Input::Bytes {
             name: "entries.csv".into(),
@@ -1186,13 +1186,13 @@ async fn restitution_round_trip_and_withdrawal() {
         "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services WHERE source_id = $1 AND name <> 'Ancien guichet' ORDER BY name",
     )
     .bind(&w.metropole)
-    .fetch_all(&w.f.state.pool)
+    .fetch_all(w.f.state.store.sqlite().unwrap())
     .await
     .unwrap();
     let copied: Vec<Stored> = sqlx::query_as(
         "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services ORDER BY name",
     )
-    .fetch_all(&pool)
+    .fetch_all(store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(copied, original);
@@ -1230,7 +1230,7 @@ async fn restitution_round_trip_and_withdrawal() {
         .commit_text(std::time::Duration::ZERO)
         .await
         .unwrap();
-    let problems = proximites::search::check(&w.f.state.pool, w.f.state.live.dir())
+    let problems = proximites::search::check(&w.f.state.store, w.f.state.live.dir())
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
@@ -1445,7 +1445,7 @@ async fn perform(
                     let (operation,): (String,) = sqlx::query_as(
                         "SELECT id FROM organisation_withdrawals WHERE undone_at IS NULL",
                     )
-                    .fetch_one(&w.f.state.pool)
+                    .fetch_one(w.f.state.store.sqlite().unwrap())
                     .await
                     .unwrap();
                     let undo = raw(
@@ -1583,19 +1583,21 @@ async fn perform(
 #[tokio::test]
 async fn permission_matrix_over_http() {
     let w = world().await;
-    let pool = &w.f.state.pool;
-    let (_, operator_token) = store::create_operator_token(pool, "matrice").await.unwrap();
+    let store = &w.f.state.store;
+    let (_, operator_token) = store::create_operator_token(store, "matrice")
+        .await
+        .unwrap();
     let c = Credentials {
         operator_token,
         editor: signed_in(
-            pool,
+            store,
             &w.metropole,
             "redac@metropole.example.fr",
             Role::Editor,
         )
         .await,
         admin: signed_in(
-            pool,
+            store,
             &w.metropole,
             "admin@metropole.example.fr",
             Role::Admin,
@@ -1639,7 +1641,7 @@ async fn permission_matrix_over_http() {
                         Who::Admin | Who::Editor => own,
                     };
                     let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-                        .fetch_one(pool)
+                        .fetch_one(store.sqlite().unwrap())
                         .await
                         .unwrap();
                     let (status, location) = perform(&w, &c, who, act, own, pages).await;
@@ -1661,7 +1663,7 @@ async fn permission_matrix_over_http() {
                     if !allowed {
                         // Refused: nothing recorded beyond the test's own fresh entry.
                         let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-                            .fetch_one(pool)
+                            .fetch_one(store.sqlite().unwrap())
                             .await
                             .unwrap();
                         assert_eq!(after, before + 1, "{case} wrote something");

@@ -193,14 +193,14 @@ async fn the_admin_commands_print_what_scripts_read_and_the_server_honours_them(
     );
     assert!(!ok, "a token names its organisation, or --operator");
     // Only its hash is stored.
-    let pool = sqlx::SqlitePool::connect(&database_url(&db)).await.unwrap();
+    let store = sqlx::SqlitePool::connect(&database_url(&db)).await.unwrap();
     let (stored,): (String,) =
         sqlx::query_as("SELECT token_hash FROM api_tokens WHERE organisation_id IS NOT NULL")
-            .fetch_one(&pool)
+            .fetch_one(&store)
             .await
             .unwrap();
     assert!(!stored.contains(&token[4..]));
-    pool.close().await;
+    store.close().await;
 
     let server = spawn_server(dir.path(), Some(&db), true).await;
     let client = reqwest::Client::new();

@@ -17,9 +17,9 @@ const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,
 /// The Auvergne demo (its town halls are the reference points) and 1,500 generated entries in
 /// Puy-de-Dôme and Allier.
 async fn fixture() -> Fixture {
-    let (dir, pool, reference) = common::database(true).await;
-    common::import_generated(&pool, &reference, &["03", "63"], 1_500, 9).await;
-    Fixture::serve(dir, pool, reference).await
+    let (dir, store, reference) = common::database(true).await;
+    common::import_generated(&store, &reference, &["03", "63"], 1_500, 9).await;
+    Fixture::serve(dir, store, reference).await
 }
 
 impl Fixture {
@@ -37,7 +37,7 @@ impl Fixture {
         sqlx::query_as(
             "SELECT id, typology_code, insee_code, lon, lat FROM services WHERE status = 'published'",
         )
-        .fetch_all(&self.state.pool)
+        .fetch_all(self.state.store.sqlite().unwrap())
         .await
         .unwrap()
     }
@@ -394,29 +394,29 @@ fn the_command_writes_a_csv_and_nothing_on_error() {
 /// freshness once the entry is confirmed, and the entries created and withdrawn in a period.
 #[tokio::test]
 async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by_hand() {
-    let (dir, pool, reference) = common::database(true).await;
+    let (dir, store, reference) = common::database(true).await;
     // Riom's town hall confirmed today; Mozac's withdrawn today.
     let now = chrono::Utc::now();
     sqlx::query("UPDATE services SET verified_at = $1 WHERE name = 'Mairie de Riom'")
         .bind(now)
-        .execute(&pool)
+        .execute(store.sqlite().unwrap())
         .await
         .unwrap();
     sqlx::query(
         "UPDATE services SET status = 'withdrawn', updated_at = $1 WHERE name = 'Mairie de Mozac'",
     )
     .bind(now)
-    .execute(&pool)
+    .execute(store.sqlite().unwrap())
     .await
     .unwrap();
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     // Riom's town hall moved 80 m by the operator through the write path: recorded in its history.
     let riom: String = sqlx::query_scalar("SELECT id FROM services WHERE name = 'Mairie de Riom'")
-        .fetch_one(&fixture.state.pool)
+        .fetch_one(fixture.state.store.sqlite().unwrap())
         .await
         .unwrap();
     let service = proximites::services::store::get(
-        &fixture.state.pool,
+        &fixture.state.store,
         &proximites::services::ServiceId::parse(&riom).unwrap(),
     )
     .await
@@ -478,8 +478,8 @@ async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by
 
 #[tokio::test]
 async fn the_monitoring_chooser_finds_territories_by_name_or_as_the_api_writes_them() {
-    let (dir, pool, reference) = common::database(true).await;
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     for (typed, target) in [
         ("Puy-de-D%C3%B4me", "/veille/departement:63?typology=mairie"),
         (

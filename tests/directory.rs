@@ -141,13 +141,13 @@ fn leader_line(line: &str) -> Option<(String, Vec<u32>)> {
 
 /// The published town halls of the EPCI, by name.
 async fn town_halls(
-    pool: &proximites::db::Pool,
+    store: &proximites::db::Store,
     reference: &proximites::import::Reference,
 ) -> Vec<String> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, insee_code FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_all(pool)
+    .fetch_all(store.sqlite().unwrap())
     .await
     .unwrap();
     rows.into_iter()
@@ -485,8 +485,8 @@ fn check_structure(pdf: &Path) {
 
 #[tokio::test]
 async fn a5_booklet_of_the_demo_from_the_command_line() {
-    let (dir, pool, reference) = common::database(true).await;
-    let names = town_halls(&pool, &reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    let names = town_halls(&store, &reference).await;
     assert_eq!(names.len(), 21);
     let database = dir.path().join("test.db");
     let pdf = dir.path().join("guide.pdf");
@@ -582,7 +582,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
     let ids: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_all(&pool)
+    .fetch_all(store.sqlite().unwrap())
     .await
     .unwrap();
     let on_page = text[body_start]
@@ -791,11 +791,11 @@ fn with(mut request: Request<Body>, name: &'static str, value: &str) -> Request<
 }
 
 /// A contributor's API token, and the session cookie and CSRF token of the operator signed in.
-async fn accounts(pool: &proximites::db::Pool) -> (String, String, String) {
+async fn accounts(store: &proximites::db::Store) -> (String, String, String) {
     use proximites::accounts::store::{self, NewOrganisation};
     use proximites::accounts::{Area, Territory};
     let organisation = store::create_organisation(
-        pool,
+        store,
         &NewOrganisation {
             name: "Clermont Auvergne Métropole".into(),
             kind: "epci".into(),
@@ -805,10 +805,10 @@ async fn accounts(pool: &proximites::db::Pool) -> (String, String, String) {
     )
     .await
     .unwrap();
-    let (_, token) = store::create_token(pool, &organisation.id, "annuaires")
+    let (_, token) = store::create_token(store, &organisation.id, "annuaires")
         .await
         .unwrap();
-    let both = proximites::db::Store::Sqlite(pool.clone());
+    let both = store.clone();
     let operator = store::create_operator(&both, "region@example.fr", "un mot de passe assez long")
         .await
         .unwrap();
@@ -847,9 +847,9 @@ fn multipart(uri: &str, fields: &[(&str, &str)], logo: Option<&[u8]>) -> Request
 
 #[tokio::test]
 async fn jobs_api_renders_once_and_serves_the_guide() {
-    let (dir, pool, reference) = common::database(true).await;
-    let (token, cookie, csrf) = accounts(&pool).await;
-    let fixture = common::Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    let (token, cookie, csrf) = accounts(&store).await;
+    let fixture = common::Fixture::serve(dir, store, reference).await;
     let router = &fixture.router;
     let choices = serde_json::json!({"territory": EPCI, "typologies": ["mairie"], "format": "a4"});
 

@@ -54,7 +54,7 @@ fn operator_token(dir: &Path, db: &Path, name: &str) -> String {
     token.trim().to_owned()
 }
 
-/// Imports into `db`, for the source « Riom », one swimming pool of Clermont-Ferrand named
+/// Imports into `db`, for the source « Riom », one swimming store of Clermont-Ferrand named
 /// `name`, under the reference `reference` (written to `DIR/REFERENCE.csv` first).
 fn import_pool(dir: &Path, db: &Path, reference: &str, name: &str) {
     let file = dir.join(format!("{reference}.csv"));
@@ -119,19 +119,19 @@ async fn open_db(db: &Path) -> sqlx::SqlitePool {
 }
 
 async fn count_services(db: &Path) -> i64 {
-    let pool = open_db(db).await;
+    let store = open_db(db).await;
     let n = sqlx::query_scalar("SELECT COUNT(*) FROM services")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .expect("count services");
-    pool.close().await;
+    store.close().await;
     n
 }
 
-async fn service_id(pool: &sqlx::SqlitePool, source_ref: &str) -> String {
+async fn service_id(store: &sqlx::SqlitePool, source_ref: &str) -> String {
     sqlx::query_scalar("SELECT id FROM services WHERE source_ref = ?")
         .bind(source_ref)
-        .fetch_one(pool)
+        .fetch_one(store)
         .await
         .unwrap_or_else(|e| panic!("no entry {source_ref}: {e}"))
 }
@@ -218,11 +218,11 @@ async fn import_then_read_back_over_http() {
         "lignes 3 · créées 3 · mises à jour 0 · inchangées 0 · rejetées 0 · à vérifier 0"
     );
 
-    let pool = open_db(&db).await;
-    let pharmacie = service_id(&pool, "test-pharmacie").await;
-    let piscine = service_id(&pool, "test-piscine").await;
-    let poste = service_id(&pool, "test-poste").await;
-    pool.close().await;
+    let store = open_db(&db).await;
+    let pharmacie = service_id(&store, "test-pharmacie").await;
+    let piscine = service_id(&store, "test-piscine").await;
+    let poste = service_id(&store, "test-poste").await;
+    store.close().await;
 
     for (id, source_ref, name, typology, insee) in [
         (
@@ -397,12 +397,12 @@ async fn a_35000_row_file_imports_with_a_correct_summary() {
     assert!(stdout.contains("retard / lag 0"), "{stdout}");
 
     // An entry withdrawn behind the indexes' back is reported, then repaired.
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     sqlx::query("UPDATE services SET status = 'withdrawn' WHERE source_ref = 'synth-5-7'")
-        .execute(&pool)
+        .execute(&store)
         .await
         .unwrap();
-    pool.close().await;
+    store.close().await;
     let (status, stdout, _) = run_cli(dir.path(), &["--database-url", &url, "check"]);
     assert!(!status.success());
     assert!(
@@ -428,9 +428,9 @@ async fn a_killed_import_leaves_the_database_as_it_was() {
     assert!(status.success(), "{stdout}{stderr}");
     assert_eq!(count_services(&db).await, 2000);
     let indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'services' ORDER BY name";
-    let pool = open_db(&db).await;
-    let indexes_before: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&pool).await.unwrap();
-    pool.close().await;
+    let store = open_db(&db).await;
+    let indexes_before: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&store).await.unwrap();
+    store.close().await;
 
     let big = synth(dir.path(), 400_000, 9, "big.csv");
     let url = database_url(&db);
@@ -456,15 +456,15 @@ async fn a_killed_import_leaves_the_database_as_it_was() {
         2000,
         "the killed import is undone"
     );
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
     assert_eq!(integrity, "ok");
-    let indexes_after: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&pool).await.unwrap();
+    let indexes_after: Vec<String> = sqlx::query_scalar(indexes).fetch_all(&store).await.unwrap();
     assert_eq!(indexes_after, indexes_before, "the indexes are all there");
-    pool.close().await;
+    store.close().await;
 
     let (status, stdout, stderr) = import(dir.path(), &db, &seed, &[]);
     assert!(status.success(), "{stdout}{stderr}");
@@ -518,27 +518,27 @@ async fn malformed_files_are_reported_by_line_and_field() {
 
 /// Everything a bulk update writes, as one text: the entries, their history, the import journal.
 async fn written_state(db: &Path) -> (i64, String, i64, i64) {
-    let pool = open_db(db).await;
+    let store = open_db(db).await;
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM services")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
     let digest: String = sqlx::query_scalar(
         "SELECT COALESCE(group_concat(id || ':' || content_hash || ':' || status, ','), '')
          FROM (SELECT id, content_hash, status FROM services ORDER BY id)",
     )
-    .fetch_one(&pool)
+    .fetch_one(&store)
     .await
     .unwrap();
     let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
     let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imports")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
-    pool.close().await;
+    store.close().await;
     (count, digest, history, imports)
 }
 
@@ -624,13 +624,13 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
         before,
         "the data is as before the bulk update"
     );
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
     assert_eq!(integrity, "ok");
-    pool.close().await;
+    store.close().await;
 
     // The server starts again on it, and sees the entries as they were.
     let server = spawn_server(dir.path(), Some(&db), false).await;
@@ -939,17 +939,17 @@ async fn two_instances_behind_nginx() {
     );
     // A guide queued by some other instance (a row in the queue, nothing in any memory): one
     // of these two renders it from its choices.
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     sqlx::query(
         "INSERT INTO guide_jobs (id, cache_key, owner, choices, public_url, stage, progress, created_at) \
          VALUES ('job-elsewhere', 'key-elsewhere', 'operator', $1, 'http://127.0.0.1:8080', 'queued', 0, $2)",
     )
     .bind(serde_json::json!({"territory": "commune:63113", "typologies": ["piscine"], "date": "2026-12-01"}).to_string())
     .bind(chrono::Utc::now())
-    .execute(&pool)
+    .execute(&store)
     .await
     .unwrap();
-    pool.close().await;
+    store.close().await;
     let made = done(&a, "job-elsewhere").await;
     assert_eq!(made["entries"], 2, "{made}");
     let html = client
@@ -1000,12 +1000,12 @@ async fn two_instances_behind_nginx() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = a.process.0.kill();
     let _ = a.process.0.wait();
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     let (riom,): (String,) = sqlx::query_as("SELECT id FROM organisations WHERE name = 'Riom'")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
-    pool.close().await;
+    store.close().await;
     let written = client
         .post(b.url("/api/v1/services"))
         .bearer_auth(&token)
@@ -1064,12 +1064,12 @@ async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it()
     let url = database_url(&db);
     import_pool(dir.path(), &db, "w0", "Piscine d'avant");
     let token = operator_token(dir.path(), &db, "w");
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     let (riom,): (String,) = sqlx::query_as("SELECT id FROM organisations WHERE name = 'Riom'")
-        .fetch_one(&pool)
+        .fetch_one(&store)
         .await
         .unwrap();
-    pool.close().await;
+    store.close().await;
     let mut server = spawn_server(dir.path(), Some(&db), false).await;
 
     // One write after the other, each noted with when its answer came.
@@ -1129,9 +1129,9 @@ async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it()
         &["--database-url", &url, "restore", path_str(&copy)],
     );
     assert!(status.success(), "{stdout}{stderr}");
-    let pool = open_db(&db).await;
+    let store = open_db(&db).await;
     let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM services")
-        .fetch_all(&pool)
+        .fetch_all(&store)
         .await
         .unwrap();
     let names: std::collections::HashSet<String> = names.into_iter().map(|(n,)| n).collect();
@@ -1149,10 +1149,10 @@ async fn a_backup_taken_while_writes_run_holds_every_write_committed_before_it()
          (SELECT COUNT(DISTINCT entry_id) FROM change_log c JOIN services s ON s.id = c.entry_id \
           WHERE s.name LIKE 'Écriture %')",
     )
-    .fetch_one(&pool)
+    .fetch_one(&store)
     .await
     .unwrap();
-    pool.close().await;
+    store.close().await;
     assert_eq!((created, logged), (entries, entries));
 
     // The restarted server rebuilds its indexes from the copy; `check` finds them consistent.

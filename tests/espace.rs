@@ -71,18 +71,18 @@ fn session_cookie(page: &Page) -> String {
 
 #[tokio::test]
 async fn an_invited_editor_signs_in_and_maintains_the_entries() {
-    let (dir, pool, reference) = database(true).await;
+    let (dir, store, reference) = database(true).await;
     let organisation = organisation(
-        &pool,
+        &store,
         "Clermont Auvergne Métropole",
         "epci",
         "epci:246300701",
     )
     .await;
-    let secret = store::invite(&pool, &organisation.id, "redac@example.fr", Role::Editor)
+    let secret = store::invite(&store, &organisation.id, "redac@example.fr", Role::Editor)
         .await
         .unwrap();
-    let f = Fixture::serve(dir, pool, reference).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
 
     // The citizen pages set no cookie, with or without one sent.
@@ -472,7 +472,7 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     let (demo,): (String,) =
         sqlx::query_as("SELECT id FROM services WHERE source_id <> $1 LIMIT 1")
             .bind(&organisation.id)
-            .fetch_one(&f.state.pool)
+            .fetch_one(f.state.store.sqlite().unwrap())
             .await
             .unwrap();
     let other = request(
@@ -516,9 +516,9 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
 
 #[tokio::test]
 async fn commitments_reports_queue_and_export_pages() {
-    let (dir, pool, reference) = database(false).await;
+    let (dir, store, reference) = database(false).await;
     let riom = store::create_organisation(
-        &pool,
+        &store,
         &NewOrganisation {
             name: "Ville de Riom".into(),
             kind: "commune".into(),
@@ -533,11 +533,11 @@ async fn commitments_reports_queue_and_export_pages() {
     )
     .await
     .unwrap();
-    let other = organisation(&pool, "Autre", "other", "departement:03").await;
-    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let other = organisation(&store, "Autre", "other", "departement:03").await;
+    let (cookie, csrf) = signed_in(&store, &riom.id, "admin@riom.example.fr", Role::Admin).await;
     let (other_cookie, other_csrf) =
-        signed_in(&pool, &other.id, "x@autre.example.fr", Role::Editor).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+        signed_in(&store, &other.id, "x@autre.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
     let operator = proximites::accounts::Actor {
         kind: proximites::accounts::ActorKind::User {
@@ -588,7 +588,7 @@ async fn commitments_reports_queue_and_export_pages() {
     );
     // Clermont's town hall harvested from a national source: counted, as citizens see it.
     let harvested = proximites::import::import(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference,
         proximites::import::Input::Bytes {
             name: "annuaire.csv".into(),
@@ -642,13 +642,13 @@ async fn commitments_reports_queue_and_export_pages() {
     assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.html);
     let (report,): (String,) = sqlx::query_as("SELECT id FROM reports WHERE service_id = $1")
         .bind(entry.id.as_str())
-        .fetch_one(&f.state.pool)
+        .fetch_one(f.state.store.sqlite().unwrap())
         .await
         .unwrap();
     // The référent is told, through the outbox, once, French first.
     let mails: Vec<(String, String, String)> =
         sqlx::query_as("SELECT dedupe_key, recipient, body FROM outbox")
-            .fetch_all(&f.state.pool)
+            .fetch_all(f.state.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(mails.len(), 1, "{mails:?}");
@@ -703,7 +703,7 @@ async fn commitments_reports_queue_and_export_pages() {
     assert_eq!(moved.status, StatusCode::SEE_OTHER);
     let (status,): (String,) = sqlx::query_as("SELECT status FROM reports WHERE id = $1")
         .bind(&report)
-        .fetch_one(&f.state.pool)
+        .fetch_one(f.state.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(status, "in_progress");
@@ -770,7 +770,7 @@ async fn commitments_reports_queue_and_export_pages() {
     );
     let (recipient, body): (String, String) =
         sqlx::query_as("SELECT recipient, body FROM outbox WHERE dedupe_key LIKE 'invitation:%'")
-            .fetch_one(&f.state.pool)
+            .fetch_one(f.state.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(recipient, "nouvelle@riom.example.fr");
@@ -908,18 +908,18 @@ async fn commitments_reports_queue_and_export_pages() {
 #[tokio::test]
 async fn the_operator_sets_a_campaign_and_follows_its_progress() {
     use proximites::services::{history::Via, write};
-    let (dir, pool, reference) = database(false).await;
+    let (dir, store, reference) = database(false).await;
     let metropole = organisation(
-        &pool,
+        &store,
         "Clermont Auvergne Métropole",
         "epci",
         "epci:246300701",
     )
     .await;
-    let (operator_cookie, operator_csrf) = operator_signed_in(&pool).await;
+    let (operator_cookie, operator_csrf) = operator_signed_in(&store).await;
     let (editor_cookie, editor_csrf) =
-        signed_in(&pool, &metropole.id, "e@example.fr", Role::Editor).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+        signed_in(&store, &metropole.id, "e@example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
     let editor = proximites::accounts::store::session(
         &f.state.store,
@@ -947,11 +947,11 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
 
     // As if imported before the campaign, never confirmed since.
     sqlx::query("UPDATE services SET verified_at = NULL")
-        .execute(&f.state.pool)
+        .execute(f.state.store.sqlite().unwrap())
         .await
         .unwrap();
     let ids: Vec<_> = proximites::services::store::get_many(
-        &f.state.pool,
+        &f.state.store,
         &ids.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
     )
     .await
@@ -1060,13 +1060,14 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
 
 #[tokio::test]
 async fn organisations_are_set_from_the_pages() {
-    let (dir, pool, reference) = database(false).await;
-    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
-    let (operator, operator_csrf) = operator_signed_in(&pool).await;
+    let (dir, store, reference) = database(false).await;
+    let riom = organisation(&store, "Ville de Riom", "commune", "commune:63300").await;
+    let (operator, operator_csrf) = operator_signed_in(&store).await;
     let (admin, admin_csrf) =
-        signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
-    let (editor, editor_csrf) = signed_in(&pool, &riom.id, "e@riom.example.fr", Role::Editor).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+        signed_in(&store, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (editor, editor_csrf) =
+        signed_in(&store, &riom.id, "e@riom.example.fr", Role::Editor).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
 
     // The operator creates one: every wrong field said next to it, nothing written.
@@ -1137,7 +1138,7 @@ async fn organisations_are_set_from_the_pages() {
         .trim_start_matches("/espace/organisations/")
         .trim_end_matches("?enregistree=1")
         .to_owned();
-    let stored = store::organisation(&f.state.pool, &id)
+    let stored = store::organisation(&f.state.store, &id)
         .await
         .unwrap()
         .unwrap();
@@ -1184,7 +1185,7 @@ async fn organisations_are_set_from_the_pages() {
     )
     .await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
-    let stored = store::organisation(&f.state.pool, &riom.id)
+    let stored = store::organisation(&f.state.store, &riom.id)
         .await
         .unwrap()
         .unwrap();
@@ -1242,7 +1243,7 @@ async fn organisations_are_set_from_the_pages() {
     )
     .await;
     assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.html);
-    let stored = store::organisation(&f.state.pool, &riom.id)
+    let stored = store::organisation(&f.state.store, &riom.id)
         .await
         .unwrap()
         .unwrap();
@@ -1252,8 +1253,8 @@ async fn organisations_are_set_from_the_pages() {
 
 #[tokio::test]
 async fn the_contributors_routes_are_in_the_openapi_document() {
-    let (dir, pool, reference) = database(false).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = database(false).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let doc = request(
         &f.router,
         Method::GET,
@@ -1306,9 +1307,9 @@ async fn the_contributors_routes_are_in_the_openapi_document() {
 #[tokio::test]
 async fn an_organisation_name_is_taken_once() {
     use proximites::error::Error;
-    let (_dir, pool, _) = database(false).await;
-    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
-    let volvic = organisation(&pool, "Ville de Volvic", "commune", "commune:63470").await;
+    let (_dir, store, _) = database(false).await;
+    let riom = organisation(&store, "Ville de Riom", "commune", "commune:63300").await;
+    let volvic = organisation(&store, "Ville de Volvic", "commune", "commune:63470").await;
     let named = |name: &str| NewOrganisation {
         name: name.into(),
         kind: "commune".into(),
@@ -1326,18 +1327,21 @@ async fn an_organisation_name_is_taken_once() {
     };
     // Created or renamed onto a name in use (spaces around it aside): a conflict.
     assert!(taken(
-        store::create_organisation(&pool, &named(" Ville de Riom ")).await
+        store::create_organisation(&store, &named(" Ville de Riom ")).await
     ));
     assert!(taken(
-        store::update_organisation(&pool, &volvic.id, &named("Ville de Riom")).await
+        store::update_organisation(&store, &volvic.id, &named("Ville de Riom")).await
     ));
     // A free name is written and read back; the other organisation is untouched.
-    let renamed = store::update_organisation(&pool, &volvic.id, &named("Commune de Volvic"))
+    let renamed = store::update_organisation(&store, &volvic.id, &named("Commune de Volvic"))
         .await
         .unwrap();
     assert_eq!(renamed.name, "Commune de Volvic");
     assert_eq!(renamed.created_at, volvic.created_at);
-    let riom_now = store::organisation(&pool, &riom.id).await.unwrap().unwrap();
+    let riom_now = store::organisation(&store, &riom.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(riom_now.name, "Ville de Riom");
 }
 
@@ -1348,14 +1352,14 @@ async fn an_organisation_name_is_taken_once() {
 #[tokio::test]
 async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
     use proximites::services::{history::Via, write};
-    let (dir, pool, reference) = database(true).await;
-    let (cookie, _) = operator_signed_in(&pool).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = database(true).await;
+    let (cookie, _) = operator_signed_in(&store).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
     let flagged: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT id, insee_code, quality FROM services WHERE quality IS NOT NULL ORDER BY name",
     )
-    .fetch_all(&f.state.pool)
+    .fetch_all(f.state.store.sqlite().unwrap())
     .await
     .unwrap();
     let n = flagged.len();
@@ -1424,12 +1428,12 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
             .unwrap()
             .0;
     let quality_of = |id: String| {
-        let pool = f.state.pool.clone();
+        let store = f.state.store.clone();
         async move {
             let (quality,): (Option<String>,) =
                 sqlx::query_as("SELECT quality FROM services WHERE id = $1")
                     .bind(id)
-                    .fetch_one(&pool)
+                    .fetch_one(store.sqlite().unwrap())
                     .await
                     .unwrap();
             quality
@@ -1439,7 +1443,7 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
         let (state, operator, id) = (f.state.clone(), operator.clone(), id.clone());
         async move {
             let service = proximites::services::store::get(
-                &state.pool,
+                &state.store,
                 &proximites::services::ServiceId::parse(&id).unwrap(),
             )
             .await
@@ -1519,12 +1523,12 @@ fn dila_record(
 }
 
 async fn harvest_dila(
-    pool: &proximites::db::Pool,
+    store: &proximites::db::Store,
     reference: &proximites::import::Reference,
     records: &[serde_json::Value],
 ) -> proximites::import::ImportReport {
     proximites::import::harvest(
-        pool,
+        store,
         reference,
         proximites::import::National::Dila,
         proximites::import::Input::Bytes {
@@ -1546,7 +1550,7 @@ async fn harvest_dila(
 /// releases the claim and the source's values come back.
 #[tokio::test]
 async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() {
-    let (dir, pool, reference) = database(false).await;
+    let (dir, store, reference) = database(false).await;
     let clermont = dila_record(
         "dila-clermont",
         "63113",
@@ -1563,29 +1567,31 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         3.1130,
         45.8937,
     );
-    let first = harvest_dila(&pool, &reference, &[clermont.clone(), riom.clone()]).await;
+    let first = harvest_dila(&store, &reference, &[clermont.clone(), riom.clone()]).await;
     assert_eq!(first.created, 2, "{first:?}");
     let org = organisation(
-        &pool,
+        &store,
         "Ville de Clermont-Ferrand",
         "commune",
         "commune:63113",
     )
     .await;
-    let (cookie, csrf) = signed_in(&pool, &org.id, "mairie@clermont.example", Role::Admin).await;
-    let (operator, operator_csrf) = operator_signed_in(&pool).await;
-    let (_, token) = store::create_token(&pool, &org.id, "script").await.unwrap();
-    let f = Fixture::serve(dir, pool, reference).await;
+    let (cookie, csrf) = signed_in(&store, &org.id, "mairie@clermont.example", Role::Admin).await;
+    let (operator, operator_csrf) = operator_signed_in(&store).await;
+    let (_, token) = store::create_token(&store, &org.id, "script")
+        .await
+        .unwrap();
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
     let id_of = |source_ref: &'static str| {
-        let pool = f.state.pool.clone();
+        let store = f.state.store.clone();
         async move {
             let (id,): (String,) = sqlx::query_as(
                 "SELECT service_id FROM claims WHERE origin_ref = $1
                  UNION SELECT id FROM services WHERE source_ref = $1",
             )
             .bind(source_ref)
-            .fetch_one(&pool)
+            .fetch_one(store.sqlite().unwrap())
             .await
             .unwrap();
             id
@@ -1664,7 +1670,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     let mut fields = serde_json::Map::new();
     fields.insert("phone".into(), "04 73 42 00 00".into());
     let current = proximites::services::store::get(
-        &f.state.pool,
+        &f.state.store,
         &proximites::services::ServiceId::parse(&clermont_id).unwrap(),
     )
     .await
@@ -1686,7 +1692,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     changed["site_internet"] =
         serde_json::json!([{"libelle": "", "valeur": "https://clermont-ferrand.fr"}]);
     let second = harvest_dila(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference,
         &[changed.clone(), riom.clone()],
     )
@@ -1702,18 +1708,18 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         (1, 1, 0, 0, 0),
         "{second:?}"
     );
-    let suggestions = |pool: proximites::db::Pool, id: String| async move {
+    let suggestions = |store: proximites::db::Store, id: String| async move {
         let rows: Vec<(String, String, bool)> = sqlx::query_as(
             "SELECT field, value, dismissed_at IS NOT NULL FROM suggestions WHERE service_id = $1 ORDER BY field",
         )
         .bind(id)
-        .fetch_all(&pool)
+        .fetch_all(store.sqlite().unwrap())
         .await
         .unwrap();
         rows
     };
     assert_eq!(
-        suggestions(f.state.pool.clone(), clermont_id.clone()).await,
+        suggestions(f.state.store.clone(), clermont_id.clone()).await,
         [
             (
                 "name".to_owned(),
@@ -1728,7 +1734,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
             ),
         ]
     );
-    let kept = proximites::services::store::get(&f.state.pool, &current.id)
+    let kept = proximites::services::store::get(&f.state.store, &current.id)
         .await
         .unwrap()
         .unwrap();
@@ -1788,7 +1794,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         [("website", true), ("phone", false)],
         "pending first, then dismissed"
     );
-    let renamed = proximites::services::store::get(&f.state.pool, &current.id)
+    let renamed = proximites::services::store::get(&f.state.store, &current.id)
         .await
         .unwrap()
         .unwrap();
@@ -1797,7 +1803,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
 
     // The same file again changes nothing: the dismissed phone stays dismissed.
     let third = harvest_dila(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference,
         &[changed.clone(), riom.clone()],
     )
@@ -1810,7 +1816,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
 
     // The source drops it: flagged, still published, listed « à vérifier ».
     let dropped = harvest_dila(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference,
         std::slice::from_ref(&riom),
     )
@@ -1820,7 +1826,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         (1, 0),
         "{dropped:?}"
     );
-    let flagged = proximites::services::store::get(&f.state.pool, &current.id)
+    let flagged = proximites::services::store::get(&f.state.store, &current.id)
         .await
         .unwrap()
         .unwrap();
@@ -1853,7 +1859,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     )
     .await;
     assert_eq!(confirmed.status, StatusCode::SEE_OTHER);
-    let settled = proximites::services::store::get(&f.state.pool, &current.id)
+    let settled = proximites::services::store::get(&f.state.store, &current.id)
         .await
         .unwrap()
         .unwrap();
@@ -1883,13 +1889,13 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     )
     .await;
     assert_eq!(released.status, StatusCode::SEE_OTHER, "{}", released.html);
-    let back = harvest_dila(&f.state.pool, &f.state.reference, &[changed, riom]).await;
+    let back = harvest_dila(&f.state.store, &f.state.reference, &[changed, riom]).await;
     assert_eq!(
         (back.updated, back.created, back.claimed),
         (1, 0, 0),
         "{back:?}"
     );
-    let source_again = proximites::services::store::get(&f.state.pool, &current.id)
+    let source_again = proximites::services::store::get(&f.state.store, &current.id)
         .await
         .unwrap()
         .unwrap();
@@ -1902,7 +1908,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         "SELECT group_concat(action, ',') FROM (SELECT action FROM service_history WHERE service_id = $1 ORDER BY id)",
     )
     .bind(&clermont_id)
-    .fetch_one(&f.state.pool)
+    .fetch_one(f.state.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(
@@ -1913,7 +1919,7 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
 
 /// Entries of `source` in the project's CSV: (source_ref, typology, name, lon, lat, insee).
 async fn import_as(
-    pool: &proximites::db::Pool,
+    store: &proximites::db::Store,
     reference: &proximites::import::Reference,
     source: &str,
     rows: &[(&str, &str, &str, f64, f64, &str)],
@@ -1925,7 +1931,7 @@ async fn import_as(
         ));
     }
     proximites::import::import(
-        pool,
+        store,
         reference,
         proximites::import::Input::Bytes {
             name: "entries.csv".into(),
@@ -1948,7 +1954,7 @@ async fn import_as(
 #[tokio::test]
 async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     use proximites::services::duplicates::{refresh, Precedence};
-    let (dir, pool, reference) = database(false).await;
+    let (dir, store, reference) = database(false).await;
     const BPE: &str = "INSEE Base permanente des équipements (BPE)";
     let clermont = dila_record(
         "dila-clermont",
@@ -1966,9 +1972,9 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         3.1130,
         45.8937,
     );
-    harvest_dila(&pool, &reference, &[clermont.clone(), riom.clone()]).await;
+    harvest_dila(&store, &reference, &[clermont.clone(), riom.clone()]).await;
     let commune = import_as(
-        &pool,
+        &store,
         &reference,
         "Ville de Clermont-Ferrand",
         &[
@@ -2001,7 +2007,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         "{pass:?}"
     );
     let bpe = import_as(
-        &pool,
+        &store,
         &reference,
         BPE,
         &[
@@ -2024,12 +2030,12 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         bpe.duplicates
     );
     let status = |source_ref: &'static str| {
-        let pool = pool.clone();
+        let store = store.clone();
         async move {
             let (id, status): (String, String) =
                 sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
                     .bind(source_ref)
-                    .fetch_one(&pool)
+                    .fetch_one(store.sqlite().unwrap())
                     .await
                     .unwrap();
             (id, status)
@@ -2048,28 +2054,28 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     // The Annuaire changes the hidden town hall: updated, still hidden.
     let mut changed = clermont.clone();
     changed["telephone"][0]["valeur"] = "04 73 42 63 00".into();
-    let again = harvest_dila(&pool, &reference, &[changed, riom.clone()]).await;
+    let again = harvest_dila(&store, &reference, &[changed, riom.clone()]).await;
     assert_eq!((again.updated, again.unchanged), (1, 1), "{again:?}");
     assert_eq!(status("dila-clermont").await.1, "duplicate");
 
     // The operator puts the BPE first: Riom's group turns round.
     Precedence::parse("bpe,dila")
         .unwrap()
-        .save(&pool)
+        .save(&store)
         .await
         .unwrap();
-    let turned = refresh(&pool, &reference.taxonomy, None).await.unwrap();
+    let turned = refresh(&store, &reference.taxonomy, None).await.unwrap();
     assert_eq!(
         (turned.newly_hidden, turned.shown_again),
         (1, 1),
         "{turned:?}"
     );
     assert_eq!(status("A-riom").await.1, "published");
-    Precedence::default().save(&pool).await.unwrap();
-    refresh(&pool, &reference.taxonomy, None).await.unwrap();
+    Precedence::default().save(&store).await.unwrap();
+    refresh(&store, &reference.taxonomy, None).await.unwrap();
 
-    let (operator, csrf) = operator_signed_in(&pool).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+    let (operator, csrf) = operator_signed_in(&store).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
     let hidden = request(
         router,
@@ -2161,7 +2167,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         "merged: the commune's is shown"
     );
     // The entry shown for Riom is withdrawn by a person: the Annuaire's comes back at once.
-    let (_, operator_token) = store::create_operator_token(&f.state.pool, "script")
+    let (_, operator_token) = store::create_operator_token(&f.state.store, "script")
         .await
         .unwrap();
     let operator_actor = store::actor_for_token(&f.state.store, &operator_token)
@@ -2184,7 +2190,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     );
     // Every decision holds at the next detection.
     let later = refresh(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference.taxonomy,
         Some(&f.state.live),
     )
@@ -2197,14 +2203,14 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
     );
     // An entry typed by a person runs no pass itself: the server's follower groups it.
     let follower = tokio::spawn(proximites::services::duplicates::follow(
-        f.state.pool.clone(),
+        f.state.store.clone(),
         f.state.reference.taxonomy.clone(),
         f.state.live.clone(),
         std::time::Duration::from_millis(50),
     ));
     let (organisation,): (String,) =
         sqlx::query_as("SELECT id FROM organisations WHERE name = 'Ville de Clermont-Ferrand'")
-            .fetch_one(&f.state.pool)
+            .fetch_one(f.state.store.sqlite().unwrap())
             .await
             .unwrap();
     let mut fields = serde_json::Map::new();
@@ -2239,7 +2245,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         "SELECT d.shown_id FROM duplicates d JOIN services s ON s.id = d.service_id
          WHERE s.source_ref = 'dila-riom'",
     )
-    .fetch_one(&f.state.pool)
+    .fetch_one(f.state.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(
@@ -2248,7 +2254,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         "the commune's entry is shown"
     );
     assert_eq!(
-        proximites::services::duplicates::check(&f.state.pool)
+        proximites::services::duplicates::check(&f.state.store)
             .await
             .unwrap(),
         Vec::<String>::new(),
@@ -2275,7 +2281,7 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
 async fn status_in(f: &Fixture, source_ref: &str) -> (String, String) {
     sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
         .bind(source_ref)
-        .fetch_one(&f.state.pool)
+        .fetch_one(f.state.store.sqlite().unwrap())
         .await
         .unwrap()
 }

@@ -89,13 +89,13 @@ fn apply_action(html: &str) -> String {
 }
 
 /// (source_ref, name, status) of every entry of the organisation named `source`.
-async fn entries(pool: &proximites::db::Pool, source: &str) -> Vec<(String, String, String)> {
+async fn entries(store: &proximites::db::Store, source: &str) -> Vec<(String, String, String)> {
     sqlx::query_as(
         "SELECT s.source_ref, s.name, s.status FROM services s JOIN organisations o
          ON o.id = s.source_id WHERE o.name = $1 ORDER BY s.source_ref",
     )
     .bind(source)
-    .fetch_all(pool)
+    .fetch_all(store.sqlite().unwrap())
     .await
     .unwrap()
 }
@@ -106,15 +106,15 @@ fn row(source_ref: &str, name: &str, phone: &str) -> String {
 
 #[tokio::test]
 async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
-    let (dir, pool, reference) = database(false).await;
-    let riom = organisation(&pool, "Ville de Riom", "commune", "commune:63300").await;
-    let other = organisation(&pool, "Autre", "other", "commune:63300").await;
-    let (cookie, csrf) = signed_in(&pool, &riom.id, "admin@riom.example.fr", Role::Admin).await;
+    let (dir, store, reference) = database(false).await;
+    let riom = organisation(&store, "Ville de Riom", "commune", "commune:63300").await;
+    let other = organisation(&store, "Autre", "other", "commune:63300").await;
+    let (cookie, csrf) = signed_in(&store, &riom.id, "admin@riom.example.fr", Role::Admin).await;
     let (other_cookie, other_csrf) =
-        signed_in(&pool, &other.id, "x@autre.example.fr", Role::Admin).await;
-    let f = Fixture::serve(dir, pool, reference).await;
+        signed_in(&store, &other.id, "x@autre.example.fr", Role::Admin).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
-    let pool = &f.state.pool;
+    let store = &f.state.store;
 
     // The form: a labelled file field.
     let form = get(router, "/espace/import", &cookie).await;
@@ -140,7 +140,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         "{}",
         checked.html
     );
-    assert!(entries(pool, "Ville de Riom").await.is_empty());
+    assert!(entries(store, "Ville de Riom").await.is_empty());
     let apply = apply_action(&checked.html);
     // Another person cannot apply it (nor learn whether it exists).
     let refused = post_form(router, &apply, &other_cookie, &[("csrf", &other_csrf)]).await;
@@ -148,7 +148,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
     let applied = post_form(router, &apply, &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(applied.status, StatusCode::OK, "{}", applied.html);
     assert!(applied.html.contains("3 fiches créées"), "{}", applied.html);
-    assert_eq!(entries(pool, "Ville de Riom").await.len(), 3);
+    assert_eq!(entries(store, "Ville de Riom").await.len(), 3);
     // Applied once: the same form again is refused.
     let again = post_form(router, &apply, &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(again.status, StatusCode::FORBIDDEN);
@@ -193,7 +193,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         applied.html
     );
     assert_eq!(
-        entries(pool, "Ville de Riom").await,
+        entries(store, "Ville de Riom").await,
         vec![
             ("a".into(), "Mairie de Riom".into(), "published".into()),
             (
@@ -210,7 +210,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         "SELECT s.verified_at, h.action FROM services s JOIN service_history h ON h.service_id = s.id
          WHERE s.source_ref = 'a' ORDER BY h.id DESC LIMIT 1",
     )
-    .fetch_one(pool)
+    .fetch_one(store.sqlite().unwrap())
     .await
     .unwrap();
     assert!(a_verified.is_some());
@@ -218,7 +218,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
 
     // The history says: an import, by this person, with each field's change.
     let (b_id,): (String,) = sqlx::query_as("SELECT id FROM services WHERE source_ref = 'b'")
-        .fetch_one(pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
     let history = get(
@@ -237,7 +237,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
          WHERE h.service_id = $1 ORDER BY h.id DESC LIMIT 1",
     )
     .bind(&b_id)
-    .fetch_one(pool)
+    .fetch_one(store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!((action.as_str(), via.as_str()), ("updated", "import"));
@@ -249,7 +249,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         row("a", "Mairie de Riom", "04 73 33 79 00"),
         "e,mairie,Sans lieu,,,,63300,abc,45.89,,,,,,"
     );
-    let before = entries(pool, "Ville de Riom").await;
+    let before = entries(store, "Ville de Riom").await;
     let refused = upload(router, &cookie, &csrf, "riom.csv", &wrong).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     let html = &refused.html;
@@ -264,7 +264,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         !html.contains("/appliquer"),
         "no Appliquer for a wrong file"
     );
-    assert_eq!(entries(pool, "Ville de Riom").await, before);
+    assert_eq!(entries(store, "Ville de Riom").await, before);
 
     // GeoJSON, the other format.
     let geojson = r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"source_ref":"f","typology":"mairie","name":"Mairie GeoJSON","insee_code":"63300"},"geometry":{"type":"Point","coordinates":[3.1133,45.8937]}}]}"#;
@@ -299,7 +299,7 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         applies.push(apply_action(&checked.html));
     }
     let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_uploads")
-        .fetch_one(pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
     // The other person's pending files: none.

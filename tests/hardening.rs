@@ -12,11 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A database of the demo and `extra` generated entries in the Puy-de-Dôme, closed for a
 /// server to open.
 async fn database_with(extra: u64) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, pool, reference) = common::database(true).await;
+    let (dir, store, reference) = common::database(true).await;
     if extra > 0 {
-        common::import_generated(&pool, &reference, &["63"], extra, 17).await;
+        common::import_generated(&store, &reference, &["63"], extra, 17).await;
     }
-    pool.close().await;
+    store.close().await;
     let db = dir.path().join("test.db");
     (dir, db)
 }
@@ -229,15 +229,17 @@ async fn links_never_echo_a_forged_host() {
 async fn login_limits_key_on_the_account_and_the_forwarded_address() {
     let (dir, db) = database_with(0).await;
     {
-        let pool = proximites::db::connect(db.to_str().unwrap()).await.unwrap();
+        let store = proximites::db::Store::connect(db.to_str().unwrap())
+            .await
+            .unwrap();
         proximites::accounts::store::create_operator(
-            &proximites::db::Store::Sqlite(pool.clone()),
+            &store.clone(),
             "region@example.fr",
             "le mot de passe de la région",
         )
         .await
         .unwrap();
-        pool.close().await;
+        store.close().await;
     }
     let server = spawn_server_with(
         dir.path(),
@@ -400,10 +402,10 @@ async fn get_page(router: &axum::Router, uri: &str, cookie: &str) -> (u16, Strin
 }
 
 /// (organisation id, role) of the account of `email`.
-async fn account(pool: &proximites::db::Pool, email: &str) -> (Option<String>, String) {
+async fn account(store: &proximites::db::Store, email: &str) -> (Option<String>, String) {
     sqlx::query_as("SELECT organisation_id, role FROM users WHERE email = $1")
         .bind(email)
-        .fetch_one(pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap()
 }
@@ -417,37 +419,35 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
     use common::accounts;
     use proximites::accounts::store;
     use proximites::accounts::Role;
-    let (dir, pool, reference) = common::database(true).await;
-    let clermont = accounts::organisation(&pool, "Clermont", "commune", "commune:63113").await;
-    let riom = accounts::organisation(&pool, "Riom", "commune", "commune:63300").await;
+    let (dir, store, reference) = common::database(true).await;
+    let clermont = accounts::organisation(&store, "Clermont", "commune", "commune:63113").await;
+    let riom = accounts::organisation(&store, "Riom", "commune", "commune:63300").await;
     let (admin_cookie, admin_csrf) =
-        accounts::signed_in(&pool, &clermont.id, "admin@clermont.fr", Role::Admin).await;
+        accounts::signed_in(&store, &clermont.id, "admin@clermont.fr", Role::Admin).await;
     let (other_cookie, other_csrf) =
-        accounts::signed_in(&pool, &riom.id, "someone@riom.fr", Role::Editor).await;
-    let (operator_cookie, operator_csrf) = accounts::operator_signed_in(&pool).await;
-    let fixture = common::Fixture::serve(dir, pool.clone(), reference).await;
+        accounts::signed_in(&store, &riom.id, "someone@riom.fr", Role::Editor).await;
+    let (operator_cookie, operator_csrf) = accounts::operator_signed_in(&store).await;
+    let fixture = common::Fixture::serve(dir, store.clone(), reference).await;
     let router = &fixture.router;
 
     // Riom invites Clermont's admin: the link alone does nothing to the account.
-    let secret = store::invite(&pool, &riom.id, "admin@clermont.fr", Role::Editor)
+    let secret = store::invite(&store, &riom.id, "admin@clermont.fr", Role::Editor)
         .await
         .unwrap();
-    let refused = store::accept_invitation(&pool, &secret, "un tout autre mot de passe")
+    let refused = store::accept_invitation(&store, &secret, "un tout autre mot de passe")
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "account_exists");
     assert_eq!(
-        account(&pool, "admin@clermont.fr").await,
+        account(&store, "admin@clermont.fr").await,
         (Some(clermont.id.clone()), "admin".to_owned())
     );
-    assert!(store::check_login(
-        &proximites::db::Store::Sqlite(pool.clone()),
-        "admin@clermont.fr",
-        "un mot de passe long"
-    )
-    .await
-    .unwrap()
-    .is_some());
+    assert!(
+        store::check_login(&store.clone(), "admin@clermont.fr", "un mot de passe long")
+            .await
+            .unwrap()
+            .is_some()
+    );
     let link = format!("/espace/invitation/{secret}");
     let (status, page) = get_page(router, &link, "").await;
     assert_eq!(status, 200);
@@ -457,7 +457,7 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
     let (status, page) = post_form(router, &confirm, &other_cookie, &[("csrf", &other_csrf)]).await;
     assert_eq!(status, 403, "{page}");
     assert_eq!(
-        account(&pool, "someone@riom.fr").await.0,
+        account(&store, "someone@riom.fr").await.0,
         Some(riom.id.clone())
     );
     // The holder sees what confirming does, and confirms.
@@ -471,7 +471,7 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
     let (status, _) = post_form(router, &confirm, &admin_cookie, &[("csrf", &admin_csrf)]).await;
     assert_eq!(status, 303);
     assert_eq!(
-        account(&pool, "admin@clermont.fr").await,
+        account(&store, "admin@clermont.fr").await,
         (Some(riom.id.clone()), "editor".to_owned())
     );
     // Used once.
@@ -479,7 +479,7 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
     assert_eq!(status, 403);
 
     // The operator's address invited: never moved, never demoted.
-    let secret = store::invite(&pool, &clermont.id, "region@example.fr", Role::Admin)
+    let secret = store::invite(&store, &clermont.id, "region@example.fr", Role::Admin)
         .await
         .unwrap();
     let link = format!("/espace/invitation/{secret}");
@@ -495,7 +495,7 @@ async fn an_invitation_never_moves_an_existing_account_by_itself() {
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("opérateur"));
     assert_eq!(
-        account(&pool, "region@example.fr").await,
+        account(&store, "region@example.fr").await,
         (None, "operator".to_owned())
     );
 }

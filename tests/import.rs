@@ -7,19 +7,19 @@ use proximites::{boot, db, taxonomy};
 const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
 
 struct Fixture {
-    pool: db::Pool,
+    store: db::Store,
     reference: Reference,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("import.db").to_str().unwrap())
+    let store = db::Store::connect(dir.path().join("import.db").to_str().unwrap())
         .await
         .unwrap();
-    let reference = boot::prepare(&pool, false).await.unwrap();
+    let reference = boot::prepare(&store, false).await.unwrap();
     Fixture {
-        pool,
+        store,
         reference,
         _dir: dir,
     }
@@ -28,7 +28,7 @@ async fn fixture() -> Fixture {
 impl Fixture {
     async fn import(&self, name: &str, text: &str, options: ImportOptions) -> ImportReport {
         import::import(
-            &self.pool,
+            &self.store,
             &self.reference,
             Input::Bytes {
                 name: name.into(),
@@ -45,7 +45,7 @@ impl Fixture {
 
     async fn count(&self) -> i64 {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-            .fetch_one(&self.pool)
+            .fetch_one(self.store.sqlite().unwrap())
             .await
             .unwrap();
         n
@@ -82,7 +82,7 @@ async fn creates_then_updates_then_leaves_unchanged() {
     );
     let (insee, typology): (String, String) =
         sqlx::query_as("SELECT insee_code, typology_code FROM services WHERE source_ref = 'b1'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(
@@ -97,7 +97,7 @@ async fn creates_then_updates_then_leaves_unchanged() {
     assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
 
     let (id_before,): (String,) = sqlx::query_as("SELECT id FROM services WHERE source_ref = 'p1'")
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     let renamed = POOL.replace("Centre aquatique", "Piscine");
@@ -114,7 +114,7 @@ async fn creates_then_updates_then_leaves_unchanged() {
     );
     let (id_after, name): (String, String) =
         sqlx::query_as("SELECT id, name FROM services WHERE source_ref = 'p1'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(id_before, id_after, "an update keeps the entry's id");
@@ -191,7 +191,7 @@ async fn flags_of(f: &Fixture, source_ref: &str) -> Vec<(String, String, Option<
     let (quality,): (Option<String>,) =
         sqlx::query_as("SELECT quality FROM services WHERE source_ref = $1")
             .bind(source_ref)
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     let flags: Vec<serde_json::Value> = quality
@@ -295,7 +295,7 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
         sqlx::query_as(
             "SELECT insee_code, lon, lat, phones, opening_hours FROM services WHERE source_ref = 'q1'",
         )
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(insee, "63300");
@@ -320,7 +320,7 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
     // without being validated again, and its stored flags are still reported.
     let (digests,): (i64,) =
         sqlx::query_as("SELECT COUNT(source_digest) FROM services WHERE source_ref LIKE 'q%'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(digests, 2);
@@ -342,7 +342,7 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
     assert_eq!((strict.rejected, strict.flagged), (4, 0), "{strict:?}");
     let (journal,): (i64,) =
         sqlx::query_as("SELECT flagged_count FROM imports ORDER BY finished_at DESC LIMIT 1")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(journal, 2);
@@ -364,7 +364,7 @@ async fn a_dry_run_writes_nothing() {
     assert_eq!((report.created, report.committed), (2, false));
     assert_eq!(f.count().await, 0);
     let (organisations,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM organisations")
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(organisations, 0, "not even the source is created");
@@ -385,7 +385,7 @@ async fn geojson_and_scdl_files() {
     assert_eq!(report.created, 2);
     let (insee, phones): (String, String) =
         sqlx::query_as("SELECT insee_code, phones FROM services WHERE source_ref = 'g2'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(
@@ -397,7 +397,7 @@ async fn geojson_and_scdl_files() {
                 Ville de Riom;21630300300011;E1;Social;Pôle emploi;Agence France Travail;Rue;63200;Riom;45.8937;3.1130;Mo-Fr 08:30-16:30\n\
                 Ville de Riom;21630300300011;E2;Sport;Piscine;Piscine municipale;Rue;63200;Riom;45.8940;3.1135;\n";
     let report = import::import(
-        &f.pool,
+        &f.store,
         &f.reference,
         Input::Bytes {
             name: "equipements.csv".into(),
@@ -414,7 +414,7 @@ async fn geojson_and_scdl_files() {
     );
     let (typology,): (String,) =
         sqlx::query_as("SELECT typology_code FROM services WHERE source_ref = 'E1'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(typology, "anpe", "EQUIP_TYPE mapped through the synonyms");
@@ -430,7 +430,7 @@ async fn service_public_json_hours_are_converted() {
     assert!(report.committed, "{report:?}");
     let (hours, verified): (String, Option<String>) =
         sqlx::query_as("SELECT opening_hours, verified_at FROM services")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(hours, "Mo-Fr 08:30-12:00");
@@ -450,7 +450,7 @@ async fn retired_typologies_and_removed_typologies() {
         .find(|t| t.code == "piscine")
         .unwrap()
         .retired = true;
-    taxonomy::store::sync(&proximites::db::Store::Sqlite(f.pool.clone()), &retired)
+    taxonomy::store::sync(&f.store.clone(), &retired)
         .await
         .unwrap();
     let with_retired = Reference {
@@ -459,7 +459,7 @@ async fn retired_typologies_and_removed_typologies() {
     };
     let second_pool = POOL.replace("p1,", "p2,");
     let report = import::import(
-        &f.pool,
+        &f.store,
         &with_retired,
         Input::Bytes {
             name: "riom.csv".into(),
@@ -477,12 +477,12 @@ async fn retired_typologies_and_removed_typologies() {
 
     let mut removed = retired;
     removed.typologies.retain(|t| t.code != "piscine");
-    let error = taxonomy::store::sync(&proximites::db::Store::Sqlite(f.pool.clone()), &removed)
+    let error = taxonomy::store::sync(&f.store.clone(), &removed)
         .await
         .unwrap_err();
     assert_eq!(error.code(), "typology_in_use");
     let (still_there,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(still_there, 175, "the refused sync changed nothing");
@@ -509,17 +509,14 @@ async fn territory_files_load_and_keep_finer_boundaries() {
          63300,Riom,COM,63,84,200070407,19999,63200,3.1130,45.8937,3.05,45.85,3.17,45.93\n",
     );
     let files = proximites::territory::ReferenceFiles::read_dir(dir.path()).unwrap();
-    let summary = proximites::territory::store::load_reference(
-        &proximites::db::Store::Sqlite(f.pool.clone()),
-        &files,
-    )
-    .await
-    .unwrap();
+    let summary = proximites::territory::store::load_reference(&f.store.clone(), &files)
+        .await
+        .unwrap();
     assert_eq!((summary.communes, summary.boundaries), (1, 0));
     let (population, has_boundary): (i64, bool) = sqlx::query_as(
         "SELECT population, boundary IS NOT NULL FROM communes WHERE insee_code = '63300'",
     )
-    .fetch_one(&f.pool)
+    .fetch_one(f.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!((population, has_boundary), (19999, true));
@@ -535,12 +532,9 @@ async fn territory_files_load_and_keep_finer_boundaries() {
         files.communes[0].boundary.as_ref().map(|b| b.0.len()),
         Some(1)
     );
-    let summary = proximites::territory::store::load_reference(
-        &proximites::db::Store::Sqlite(f.pool.clone()),
-        &files,
-    )
-    .await
-    .unwrap();
+    let summary = proximites::territory::store::load_reference(&f.store.clone(), &files)
+        .await
+        .unwrap();
     assert_eq!(summary.boundaries, 1);
 
     // A missing file is named.
@@ -643,7 +637,7 @@ fn bulk_shape(records: &[serde_json::Value]) -> String {
 impl Fixture {
     async fn harvest(&self, text: String) -> ImportReport {
         import::harvest(
-            &self.pool,
+            &self.store,
             &self.reference,
             import::National::Dila,
             Input::Bytes {
@@ -661,7 +655,7 @@ impl Fixture {
         let (status,): (String,) =
             sqlx::query_as("SELECT status FROM services WHERE source_ref = ?")
                 .bind(source_ref)
-                .fetch_one(&self.pool)
+                .fetch_one(self.store.sqlite().unwrap())
                 .await
                 .unwrap();
         status
@@ -765,7 +759,7 @@ async fn dila_harvests_follow_the_source() {
            JOIN services s ON s.id = h.service_id WHERE s.source_ref = ? ORDER BY h.id)",
     )
     .bind(&renamed)
-    .fetch_one(&f.pool)
+    .fetch_one(f.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(actions, "created,updated");
@@ -835,11 +829,11 @@ async fn dila_harvest_command_reads_the_bulk_archive() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("archive .tar.bz2 illisible"), "{stdout}");
-    let pool = db::connect(dir.path().join("t.db").to_str().unwrap())
+    let store = db::Store::connect(dir.path().join("t.db").to_str().unwrap())
         .await
         .unwrap();
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-        .fetch_one(&pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(n, 0);
@@ -853,9 +847,9 @@ async fn data_inclusion_structures_harvest_back() {
     let source_dir = tempfile::tempdir().unwrap();
     let db = source_dir.path().join("demo.db");
     {
-        let pool = db::connect(db.to_str().unwrap()).await.unwrap();
-        boot::prepare(&pool, true).await.unwrap();
-        pool.close().await;
+        let store = db::Store::connect(db.to_str().unwrap()).await.unwrap();
+        boot::prepare(&store, true).await.unwrap();
+        store.close().await;
     }
     let out = source_dir.path().join("di");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_proximites"))
@@ -875,7 +869,7 @@ async fn data_inclusion_structures_harvest_back() {
     let f = fixture().await;
     let harvest = |name: &str, text: String| {
         import::harvest(
-            &f.pool,
+            &f.store,
             &f.reference,
             import::National::DataInclusion,
             Input::Bytes {
@@ -903,7 +897,7 @@ async fn data_inclusion_structures_harvest_back() {
     let (town_halls,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_one(&f.pool)
+    .fetch_one(f.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(town_halls as usize, structures.len());
@@ -978,7 +972,7 @@ fn bpe_row(
 impl Fixture {
     async fn harvest_bpe(&self, name: &str, bytes: Vec<u8>) -> ImportReport {
         import::harvest(
-            &self.pool,
+            &self.store,
             &self.reference,
             import::National::Bpe,
             Input::Bytes {
@@ -995,7 +989,7 @@ impl Fixture {
     async fn position_of(&self, source_ref: &str) -> (f64, f64, String) {
         sqlx::query_as("SELECT lon, lat, status FROM services WHERE source_ref = $1")
             .bind(source_ref)
-            .fetch_one(&self.pool)
+            .fetch_one(self.store.sqlite().unwrap())
             .await
             .unwrap()
     }
@@ -1235,7 +1229,7 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
     };
     let stored: Vec<(String, f64, f64)> =
         sqlx::query_as("SELECT source_ref, lon, lat FROM services")
-            .fetch_all(&f.pool)
+            .fetch_all(f.store.sqlite().unwrap())
             .await
             .unwrap();
     let near = |p: (f64, f64)| {
@@ -1250,7 +1244,7 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
             "SELECT quality FROM services WHERE insee_code = $1 AND typology_code = 'mairie'",
         )
         .bind(code)
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
         assert!(flagged.0.is_some() || near((*lon, *lat)), "{hall:?}");
@@ -1258,13 +1252,13 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
     assert!(near(pharmacy) && near(reunion) && near(martinique));
     let (name, street): (String, Option<String>) =
         sqlx::query_as("SELECT name, street FROM services WHERE insee_code = '97209'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!((name.as_str(), street), ("Mairie — Fort-de-France", None));
     let (street,): (Option<String>,) =
         sqlx::query_as("SELECT street FROM services WHERE source_ref LIKE 'siret:%'")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
     assert_eq!(street.as_deref(), Some("4 Rue DU COMMERCE"));
@@ -1379,7 +1373,7 @@ async fn data_inclusion_services_describe_their_structures() {
         dora,s4,ml-riom,Garantie jeunes,,\n";
     let harvest = |services: Option<(&str, &str)>| {
         import::harvest_with(
-            &f.pool,
+            &f.store,
             &f.reference,
             import::National::DataInclusion,
             Input::Bytes {
@@ -1401,13 +1395,13 @@ async fn data_inclusion_services_describe_their_structures() {
     let summary = first.data_inclusion_services.clone().unwrap();
     assert_eq!((summary.services, summary.structures_with_services), (6, 2));
     let entry = |source_ref: &'static str| {
-        let pool = f.pool.clone();
+        let store = f.store.clone();
         async move {
             let row: (String, String, Option<String>) = sqlx::query_as(
                 "SELECT description, phones, email FROM services WHERE source_ref = $1",
             )
             .bind(source_ref)
-            .fetch_one(&pool)
+            .fetch_one(store.sqlite().unwrap())
             .await
             .unwrap();
             row
@@ -1437,7 +1431,7 @@ async fn data_inclusion_services_describe_their_structures() {
 
     let journal = || async {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM imports")
-            .fetch_one(&f.pool)
+            .fetch_one(f.store.sqlite().unwrap())
             .await
             .unwrap();
         n
@@ -1466,11 +1460,11 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     let first = f.harvest_bpe("bpe.csv", file(0.0)).await;
     assert_eq!(first.created, 1, "{first:?}");
     let (id, origin_ref): (String, String) = sqlx::query_as("SELECT id, source_ref FROM services")
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     let commune = accounts::create_organisation(
-        &f.pool,
+        &f.store,
         &accounts::NewOrganisation {
             name: "Ville de Riom".into(),
             kind: "commune".into(),
@@ -1483,21 +1477,21 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     )
     .await
     .unwrap();
-    let (_, token) = accounts::create_token(&f.pool, &commune.id, "script")
+    let (_, token) = accounts::create_token(&f.store, &commune.id, "script")
         .await
         .unwrap();
-    let actor = accounts::actor_for_token(&proximites::db::Store::Sqlite(f.pool.clone()), &token)
+    let actor = accounts::actor_for_token(&f.store.clone(), &token)
         .await
         .unwrap()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let live = std::sync::Arc::new(
-        proximites::search::live::LiveIndexes::open(&f.pool, f.reference.clone(), dir.path())
+        proximites::search::live::LiveIndexes::open(&f.store, f.reference.clone(), dir.path())
             .await
             .unwrap(),
     );
     let entries = proximites::services::write::Entries {
-        pool: &f.pool,
+        store: &f.store,
         reference: &f.reference,
         live: &live,
     };
@@ -1521,7 +1515,7 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
         "{next_year:?}"
     );
     let (claimed_ref,): (String,) = sqlx::query_as("SELECT origin_ref FROM claims")
-        .fetch_one(&f.pool)
+        .fetch_one(f.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(claimed_ref, origin_ref);
@@ -1544,7 +1538,7 @@ async fn the_same_siret_from_two_sources_is_one_service() {
         sqlx::query_as::<_, (String, String, Option<String>)>(
             "SELECT source_ref, status, siret FROM services ORDER BY source_ref",
         )
-        .fetch_all(&f.pool)
+        .fetch_all(f.store.sqlite().unwrap())
         .await
         .unwrap()
     };

@@ -96,11 +96,11 @@ fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
 
 impl World {
     async fn new() -> World {
-        let (dir, pool, reference) = common::database(false).await;
+        let (dir, store, reference) = common::database(false).await;
         let mut organisations = Vec::new();
         for name in ["Commune de Zork", "Commune de Bliq"] {
             let organisation =
-                common::accounts::organisation(&pool, name, "commune", "departement:63").await;
+                common::accounts::organisation(&store, name, "commune", "departement:63").await;
             organisations.push(organisation.id);
         }
         let communes: Vec<LonLat> = reference
@@ -113,7 +113,7 @@ impl World {
         let typologies = ["mairie", "piscine", "pharmacie", "mediatheque"]
             .map(str::to_owned)
             .to_vec();
-        let fixture = Fixture::serve(dir, pool, reference).await;
+        let fixture = Fixture::serve(dir, store, reference).await;
         World {
             fixture,
             operator: Actor {
@@ -138,7 +138,7 @@ impl World {
 
     async fn etag(&self, id: &str) -> String {
         let service = proximites::services::store::get(
-            &self.fixture.state.pool,
+            &self.fixture.state.store,
             &ServiceId::parse(id).unwrap(),
         )
         .await
@@ -203,7 +203,7 @@ impl World {
             Op::Restore { entry } => {
                 let Some(id) = self.entry(entry) else { return };
                 let changes = proximites::services::history::of_entry(
-                    &state.pool,
+                    &state.store,
                     &ServiceId::parse(&id).unwrap(),
                 )
                 .await
@@ -239,7 +239,7 @@ impl World {
         let rows: Vec<(String, String, f64, f64, String)> = sqlx::query_as(
             "SELECT id, typology_code, lon, lat, name FROM services WHERE status = 'published'",
         )
-        .fetch_all(&self.fixture.state.pool)
+        .fetch_all(self.fixture.state.store.sqlite().unwrap())
         .await
         .unwrap();
         rows.into_iter()
@@ -251,7 +251,7 @@ impl World {
     async fn check(&self) -> Result<(), TestCaseError> {
         let state = &self.fixture.state;
         let index = state.search_index();
-        let problems = proximites::search::spatial::check(&state.pool, &index.spatial)
+        let problems = proximites::search::spatial::check(&state.store, &index.spatial)
             .await
             .unwrap();
         prop_assert!(problems.is_empty(), "{:?}", problems);
@@ -298,7 +298,7 @@ impl World {
         let by_commune: Vec<(String, String)> = sqlx::query_as(
             "SELECT insee_code, id FROM services WHERE status = 'published' ORDER BY insee_code, id",
         )
-        .fetch_all(&state.pool)
+        .fetch_all(state.store.sqlite().unwrap())
         .await
         .unwrap();
         let mut from_index: Vec<(String, String)> = index
@@ -365,31 +365,31 @@ fn random_writes_keep_the_indexes_equal_to_the_database() {
 /// catch-ups apply the log again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_pruned_past_the_index_forces_one_rebuild() {
-    let (dir, pool, reference) = common::database(false).await;
+    let (dir, store, reference) = common::database(false).await;
     let text_dir = dir.path().join("text");
-    let live = live::LiveIndexes::open(&pool, reference.clone(), &text_dir)
+    let live = live::LiveIndexes::open(&store, reference.clone(), &text_dir)
         .await
         .unwrap();
     let before = live.positions();
     // Another process writes (no live indexes of its own), then the log is pruned whole.
-    common::import_generated(&pool, &reference, &["15"], 300, 4).await;
-    let pruned = live::prune_log(&pool, Duration::ZERO).await.unwrap();
+    common::import_generated(&store, &reference, &["15"], 300, 4).await;
+    let pruned = live::prune_log(&store, Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 299, "every row but the last, the data version");
-    let first = live.catch_up(&pool).await.unwrap();
+    let first = live.catch_up(&store).await.unwrap();
     assert!(first.rebuilt, "{first:?}");
     assert_eq!(first.position, 300);
     assert_eq!(live.search_index().spatial.len(), 300);
     assert_eq!(live.text().doc_count(), 300);
-    let again = live.catch_up(&pool).await.unwrap();
+    let again = live.catch_up(&store).await.unwrap();
     assert!(!again.rebuilt && again.rows == 0, "{again:?}");
     // The next write is applied from the log.
-    common::import_generated(&pool, &reference, &["43"], 10, 5).await;
-    let next = live.catch_up(&pool).await.unwrap();
+    common::import_generated(&store, &reference, &["43"], 10, 5).await;
+    let next = live.catch_up(&store).await.unwrap();
     assert!(!next.rebuilt && next.rows == 10, "{next:?}");
     assert_eq!(live.search_index().spatial.len(), 310);
     assert!(before.spatial < next.position);
     assert!(live.commit_text(Duration::ZERO).await.unwrap());
-    let problems = proximites::search::check(&pool, &text_dir).await.unwrap();
+    let problems = proximites::search::check(&store, &text_dir).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -544,12 +544,14 @@ async fn a_process_killed_after_its_commit_catches_up_at_restart() {
         .stderr(std::process::Stdio::piped());
     let server = binary::spawn(killed).await;
     let (id,): (String,) = {
-        let pool = proximites::db::connect(db.to_str().unwrap()).await.unwrap();
-        let row = sqlx::query_as("SELECT id FROM services WHERE source_ref = 's7'")
-            .fetch_one(&pool)
+        let store = proximites::db::Store::connect(db.to_str().unwrap())
             .await
             .unwrap();
-        pool.close().await;
+        let row = sqlx::query_as("SELECT id FROM services WHERE source_ref = 's7'")
+            .fetch_one(store.sqlite().unwrap())
+            .await
+            .unwrap();
+        store.close().await;
         row
     };
     let client = reqwest::Client::new();
@@ -590,10 +592,10 @@ async fn a_process_killed_after_its_commit_catches_up_at_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_text_index_is_built_while_the_server_answers() {
     use tower::ServiceExt;
-    let (dir, pool, reference) = common::database(false).await;
-    common::import_generated(&pool, &reference, &["15"], 300, 4).await;
+    let (dir, store, reference) = common::database(false).await;
+    common::import_generated(&store, &reference, &["15"], 300, 4).await;
     let state = proximites::app::AppState::build_with(
-        pool.clone(),
+        store.clone(),
         reference,
         &dir.path().join("text"),
         Some(0),
@@ -622,7 +624,7 @@ async fn a_missing_text_index_is_built_while_the_server_answers() {
         }
     };
     let (name,): (String,) = sqlx::query_as("SELECT name FROM services LIMIT 1")
-        .fetch_one(&pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
     let words = format!(
@@ -642,7 +644,7 @@ async fn a_missing_text_index_is_built_while_the_server_answers() {
     assert_eq!(status, 503, "{json}");
 
     // What the server's follower does at its first tick.
-    let built = state.live.catch_up(&pool).await.unwrap();
+    let built = state.live.catch_up(&store).await.unwrap();
     assert!(built.rebuilt, "{built:?}");
     let (status, _, json) = get(words).await;
     assert_eq!(status, 200, "{json}");

@@ -75,14 +75,14 @@ fn free_port() -> u16 {
 
 /// The outbox: dedupe key, when sent, attempts, last error.
 async fn outbox(db: &Path) -> Vec<(String, Option<String>, i64, Option<String>)> {
-    let pool = sqlx::SqlitePool::connect(&database_url(db)).await.unwrap();
+    let store = sqlx::SqlitePool::connect(&database_url(db)).await.unwrap();
     let rows = sqlx::query_as(
         "SELECT dedupe_key, sent_at, attempts, last_error FROM outbox ORDER BY dedupe_key",
     )
-    .fetch_all(&pool)
+    .fetch_all(&store)
     .await
     .unwrap();
-    pool.close().await;
+    store.close().await;
     rows
 }
 
@@ -278,9 +278,10 @@ async fn two_rounds_at_once_send_each_e_mail_once() {
         proximites::db::Store::connect(&url).await.unwrap(),
         proximites::db::Store::connect(&url).await.unwrap(),
     );
+    let mut tx = a.begin().await.unwrap();
     for n in 0..6 {
         proximites::mail::enqueue(
-            a.sqlite().unwrap(),
+            &mut tx,
             &format!("test:{n}"),
             "referente@example.fr",
             &format!("Message {n}"),
@@ -289,6 +290,7 @@ async fn two_rounds_at_once_send_each_e_mail_once() {
         .await
         .unwrap();
     }
+    tx.commit().await.unwrap();
     let port = free_port();
     let (_smtp, received) = smtp_server(port);
     let mailer = proximites::mail::Mailer::parse(

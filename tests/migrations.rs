@@ -26,37 +26,37 @@ async fn a_database_of_the_previous_release_upgrades() {
     }
     let db = dir.path().join("old.db");
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let store = sqlx::SqlitePool::connect(&url).await.unwrap();
     Migrator::new(shipped.as_path())
         .await
         .unwrap()
-        .run(&pool)
+        .run(&store)
         .await
         .unwrap();
     sqlx::query(
         "INSERT INTO organisations (id, name, kind, created_at, territory)
          VALUES ('org-1', 'Ville de Riom', 'commune', '2026-01-01T00:00:00Z', '[\"commune:63300\"]')",
     )
-    .execute(&pool)
+    .execute(&store)
     .await
     .unwrap();
     sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at, last_used_at)
          VALUES ('tok-1', 'abc', 'sig', 'org-1', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z')",
     )
-    .execute(&pool)
+    .execute(&store)
     .await
     .unwrap();
-    pool.close().await;
+    store.close().await;
 
     // This release's migrations on that file: 0001–0003 recognised as applied, 0004 run.
-    let pool = proximites::db::connect(&format!("sqlite://{}", db.display()))
+    let store = proximites::db::Store::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("the previous release's database opens");
     let kept: (String, String, Option<String>) = sqlx::query_as(
         "SELECT name, organisation_id, last_used_at FROM api_tokens WHERE id = 'tok-1'",
     )
-    .fetch_one(&pool)
+    .fetch_one(store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(
@@ -71,13 +71,13 @@ async fn a_database_of_the_previous_release_upgrades() {
         "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
          VALUES ('tok-2', 'def', 'région', NULL, '2026-01-04T00:00:00Z')",
     )
-    .execute(&pool)
+    .execute(store.sqlite().unwrap())
     .await
     .expect("an operator token has no organisation");
     let duplicate = sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, created_at) VALUES ('tok-3', 'abc', 'x', '2026-01-04')",
     )
-    .execute(&pool)
+    .execute(store.sqlite().unwrap())
     .await;
     assert!(duplicate.is_err(), "token hashes stay unique");
     for table in [
@@ -87,12 +87,12 @@ async fn a_database_of_the_previous_release_upgrades() {
         "pending_uploads",
     ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&pool)
+            .fetch_one(store.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(n, 0, "{table}");
     }
-    pool.close().await;
+    store.close().await;
 }
 
 /// Tables, and for each its columns with their type and whether they take NULL.
@@ -151,13 +151,13 @@ async fn the_migrations_make_the_same_schema_on_postgresql() {
     let sqlite = dir.path().join("schema.db");
     migrate(dir.path(), &format!("sqlite://{}", sqlite.display()));
 
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let store = sqlx::PgPool::connect(&url).await.unwrap();
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
          FROM information_schema.columns WHERE table_schema = 'public' \
          AND table_name <> '_sqlx_migrations' ORDER BY table_name, ordinal_position",
     )
-    .fetch_all(&pool)
+    .fetch_all(&store)
     .await
     .unwrap();
     let mut on_postgres = Schema::new();

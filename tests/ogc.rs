@@ -16,8 +16,8 @@ use serde_json::Value;
 
 /// The demo served on a loopback port: (fixture, base URL).
 async fn served() -> (Fixture, String) {
-    let (dir, pool, reference) = common::database(true).await;
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = fixture.router.clone();
@@ -29,7 +29,7 @@ async fn published(fixture: &Fixture, condition: &str) -> u64 {
     let (n,): (i64,) = sqlx::query_as(&format!(
         "SELECT COUNT(*) FROM services WHERE status = 'published' {condition}"
     ))
-    .fetch_one(&fixture.state.pool)
+    .fetch_one(fixture.state.store.sqlite().unwrap())
     .await
     .unwrap();
     u64::try_from(n).unwrap()
@@ -72,7 +72,7 @@ fn feature_count(ogrinfo: &str) -> u64 {
 async fn positions(fixture: &Fixture) -> HashMap<String, (f64, f64)> {
     let rows: Vec<(String, f64, f64)> =
         sqlx::query_as("SELECT id, lon, lat FROM services WHERE status = 'published'")
-            .fetch_all(&fixture.state.pool)
+            .fetch_all(fixture.state.store.sqlite().unwrap())
             .await
             .unwrap();
     rows.into_iter()
@@ -871,16 +871,16 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_export_command_writes_a_whole_file_or_none() {
-    let (dir, pool, reference) = common::database(true).await;
+    let (dir, store, reference) = common::database(true).await;
     let db = dir.path().join("test.db");
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
     )
-    .fetch_one(&pool)
+    .fetch_one(store.sqlite().unwrap())
     .await
     .unwrap();
     drop(reference);
-    pool.close().await;
+    store.close().await;
     let out = dir.path().join("puy.gpkg");
     let bin = env!("CARGO_BIN_EXE_proximites");
     let url = format!("sqlite://{}", db.display());
@@ -962,7 +962,7 @@ async fn the_export_command_writes_a_whole_file_or_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selections_of_every_commune_are_not_bound_in_sql() {
     use proximites::export::{store, Selection};
-    let (_dir, pool, reference) = common::database(true).await;
+    let (_dir, store, reference) = common::database(true).await;
     let everywhere = Selection::default().communes(&reference, |_| true);
     assert!(everywhere.communes.as_ref().unwrap().len() > 32_766);
     assert!(everywhere.needs_row_test());
@@ -978,9 +978,12 @@ async fn selections_of_every_commune_are_not_bound_in_sql() {
             "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code LIKE '63%'",
         ),
     ] {
-        let (expected,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+        let (expected,): (i64,) = sqlx::query_as(sql)
+            .fetch_one(store.sqlite().unwrap())
+            .await
+            .unwrap();
         let reference = reference.clone();
-        let (counted, listed) = store::with_connection(&pool, move |handle| {
+        let (counted, listed) = store::with_connection(&store, move |handle| {
             let lookup = store::lookup(handle, &reference)?;
             let counted = store::count(handle, &lookup, &selection)?;
             let mut listed = 0u64;
@@ -1068,7 +1071,7 @@ async fn sorted_pages_are_exact_to_the_end() {
         .unwrap()
         .to_owned();
     sqlx::query("UPDATE services SET name = 'AAAA déplacée' WHERE id = (SELECT id FROM services WHERE insee_code LIKE '63%' AND status = 'published' ORDER BY name DESC LIMIT 1)")
-        .execute(&fixture.state.pool)
+        .execute(fixture.state.store.sqlite().unwrap())
         .await
         .unwrap();
     let second: Value = reqwest::get(&next).await.unwrap().json().await.unwrap();
@@ -1217,10 +1220,10 @@ async fn data_inclusion_reader() -> (String, &'static str) {
 /// référentiels are the package's own; a selection narrows both tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_inclusion_files_pass_the_schemas_own_models() {
-    let (dir, pool, reference) = common::database(true).await;
+    let (dir, store, reference) = common::database(true).await;
     // Beside the demo's town halls, entries of every typology.
-    common::import_generated(&pool, &reference, &["03", "63"], 2_000, 18).await;
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    common::import_generated(&store, &reference, &["03", "63"], 2_000, 18).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = fixture.router.clone();
@@ -1313,7 +1316,7 @@ async fn data_inclusion_files_pass_the_schemas_own_models() {
            AND typology_code IN ('caf', 'cpam', 'mdph', 'adil', 'cidf', 'conseil-general')
          GROUP BY 1 ORDER BY COUNT(*) DESC LIMIT 1",
     )
-    .fetch_one(&fixture.state.pool)
+    .fetch_one(fixture.state.store.sqlite().unwrap())
     .await
     .unwrap();
     let answer = client
@@ -1354,10 +1357,10 @@ async fn data_inclusion_files_pass_the_schemas_own_models() {
 /// read by the schema's models, the links starting with `--public-url`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_inclusion_export_command_writes_four_files() {
-    let (dir, pool, reference) = common::database(true).await;
+    let (dir, store, reference) = common::database(true).await;
     let db = dir.path().join("test.db");
     drop(reference);
-    pool.close().await;
+    store.close().await;
     let out = dir.path().join("data-inclusion");
     let bin = env!("CARGO_BIN_EXE_proximites");
     let url = format!("sqlite://{}", db.display());
@@ -1428,9 +1431,9 @@ async fn data_inclusion_export_command_writes_four_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hsds_answers_pass_the_hsds_schemas() {
     use proximites::hsds::{self, ids};
-    let (dir, pool, reference) = common::database(true).await;
-    common::import_generated(&pool, &reference, &["63"], 800, 21).await;
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    common::import_generated(&store, &reference, &["63"], 800, 21).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = fixture.router.clone();
@@ -1508,7 +1511,7 @@ async fn hsds_answers_pass_the_hsds_schemas() {
         let entry = ids::entry_id(&uuid::Uuid::parse_str(id).unwrap(), ids::Kind::Service).unwrap();
         let (name,): (String,) = sqlx::query_as("SELECT name FROM services WHERE id = ?")
             .bind(&entry)
-            .fetch_one(&fixture.state.pool)
+            .fetch_one(fixture.state.store.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(one["name"], name);
@@ -1564,7 +1567,7 @@ async fn hsds_answers_pass_the_hsds_schemas() {
         "SELECT source_id, COUNT(*) FROM services WHERE status = 'published'
          GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
     )
-    .fetch_one(&fixture.state.pool)
+    .fetch_one(fixture.state.store.sqlite().unwrap())
     .await
     .unwrap();
     let organization = ids::of_organisation(&source);
@@ -1670,7 +1673,7 @@ async fn entries_in_tile(fixture: &Fixture, bounds: [f64; 4], condition: &str) -
     let rows: Vec<(f64, f64)> = sqlx::query_as(&format!(
         "SELECT lon, lat FROM services WHERE status = 'published' {condition}"
     ))
-    .fetch_all(&fixture.state.pool)
+    .fetch_all(fixture.state.store.sqlite().unwrap())
     .await
     .unwrap();
     let radius = 6_378_137.0_f64;
@@ -1692,9 +1695,9 @@ async fn entries_in_tile(fixture: &Fixture, bounds: [f64; 4], condition: &str) -
 /// renders the tile layer from its URL template.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vector_tiles_are_read_by_gdal_and_qgis() {
-    let (dir, pool, reference) = common::database(true).await;
-    common::import_generated(&pool, &reference, &["63"], 2_500, 31).await;
-    let fixture = Fixture::serve(dir, pool, reference).await;
+    let (dir, store, reference) = common::database(true).await;
+    common::import_generated(&store, &reference, &["63"], 2_500, 31).await;
+    let fixture = Fixture::serve(dir, store, reference).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = fixture.router.clone();

@@ -11,8 +11,8 @@ use common::Fixture;
 use tower::ServiceExt;
 
 async fn demo() -> Fixture {
-    let (dir, pool, reference) = common::database(true).await;
-    Fixture::serve(dir, pool, reference).await
+    let (dir, store, reference) = common::database(true).await;
+    Fixture::serve(dir, store, reference).await
 }
 
 async fn first_town_hall(fixture: &Fixture) -> String {
@@ -209,7 +209,7 @@ async fn a_report_is_kept_for_the_entrys_organisation_and_robots_are_turned_away
         "SELECT r.message, r.status, o.name FROM reports r JOIN organisations o ON o.id = r.organisation_id WHERE r.service_id = $1",
     )
     .bind(&id)
-    .fetch_all(&fixture.state.pool)
+    .fetch_all(fixture.state.store.sqlite().unwrap())
     .await
     .unwrap();
     assert_eq!(stored.len(), 1);
@@ -256,7 +256,7 @@ async fn a_report_is_kept_for_the_entrys_organisation_and_robots_are_turned_away
     assert!(page.contains("id=\"r-email-erreur\""));
     assert!(page.contains("value=\"pas-une-adresse\""));
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports")
-        .fetch_one(&fixture.state.pool)
+        .fetch_one(fixture.state.store.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(count, 1, "nothing stored from the refused forms");
@@ -378,8 +378,8 @@ async fn base_map_tiles_come_through_the_server_and_are_fetched_once() {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, source).await.unwrap() });
 
-    let (dir, pool, reference) = common::database(true).await;
-    let state = proximites::app::AppState::build(pool, reference, &dir.path().join("text"))
+    let (dir, store, reference) = common::database(true).await;
+    let state = proximites::app::AppState::build(store, reference, &dir.path().join("text"))
         .await
         .unwrap();
     let proxy = proximites::web::tiles::TileProxy::new(

@@ -169,8 +169,8 @@ fn router() -> &'static (tokio::runtime::Runtime, axum::Router) {
             .build()
             .unwrap();
         let router = runtime.block_on(async {
-            let (dir, pool, reference) = common::database(true).await;
-            let fixture = common::Fixture::serve(dir, pool, reference).await;
+            let (dir, store, reference) = common::database(true).await;
+            let fixture = common::Fixture::serve(dir, store, reference).await;
             // The directory lives as long as the process.
             std::mem::forget(fixture._dir);
             fixture.router

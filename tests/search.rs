@@ -12,13 +12,13 @@ use common::Fixture;
 
 /// The Auvergne demo, 4,000 generated entries in Auvergne, and a few hand-made ones.
 async fn fixture() -> Fixture {
-    let (dir, pool, reference) = common::database(true).await;
-    common::import_generated(&pool, &reference, &["03", "15", "43", "63"], 4_000, 5).await;
+    let (dir, store, reference) = common::database(true).await;
+    common::import_generated(&store, &reference, &["03", "15", "43", "63"], 4_000, 5).await;
     let extra = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
                  e1,ecole-elementaire,École Jules-Ferry,,,,63300,3.1140,45.8950,,,,,yes,\n\
                  p1,prefecture,Préfecture du Puy-de-Dôme,,,,63113,3.0870,45.7790,,,,\"Mo-Fr 08:30-12:00,13:30-16:30; PH off\",,\n";
     let report = import::import(
-        &pool,
+        &store,
         &reference,
         Input::Bytes {
             name: "extra.csv".into(),
@@ -29,7 +29,7 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     assert!(report.committed, "{report:?}");
-    Fixture::serve(dir, pool, reference).await
+    Fixture::serve(dir, store, reference).await
 }
 
 impl Fixture {
@@ -44,7 +44,7 @@ impl Fixture {
             "SELECT s.id, s.typology_code, s.lon, s.lat, c.departement_code FROM services s
              JOIN communes c ON c.insee_code = s.insee_code WHERE s.status = 'published'",
         )
-        .fetch_all(&self.state.pool)
+        .fetch_all(self.state.store.sqlite().unwrap())
         .await
         .unwrap()
     }
@@ -300,7 +300,7 @@ async fn the_index_follows_imports() {
     let csv = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
                n1,piscine,Piscine d'Aurillac,,,,15014,2.4440,44.9260,,,,,,\n";
     import::import(
-        &f.state.pool,
+        &f.state.store,
         &f.state.reference,
         Input::Bytes {
             name: "n.csv".into(),
@@ -329,7 +329,7 @@ async fn the_index_follows_imports() {
 
 #[tokio::test]
 async fn overseas_departements_are_searched_like_the_others() {
-    let (dir, pool, reference) = common::database(false).await;
+    let (dir, store, reference) = common::database(false).await;
     // Two town halls in La Réunion, one each in Guadeloupe, Guyane and Mayotte, at their
     // communes' reference points.
     let mut csv = String::from("source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n");
@@ -358,7 +358,7 @@ async fn overseas_departements_are_searched_like_the_others() {
         ));
     }
     let report = import::import(
-        &pool,
+        &store,
         &reference,
         Input::Bytes {
             name: "outre-mer.csv".into(),
@@ -369,7 +369,7 @@ async fn overseas_departements_are_searched_like_the_others() {
     .await
     .unwrap();
     assert!(report.committed && report.created == 5, "{report:?}");
-    let f = Fixture::serve(dir, pool, reference).await;
+    let f = Fixture::serve(dir, store, reference).await;
     let names = |page: &Value| -> Vec<String> {
         page["items"]
             .as_array()

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{digest, new_secret, Actor, ActorKind, Role, Territory};
-use crate::db::{Pool, Store};
+use crate::db::{Store, Tx};
 use crate::error::{Error, FieldError, Result};
 use crate::services::ServiceId;
 use crate::{in_tx, on_engine};
@@ -175,12 +175,12 @@ impl NewOrganisation {
 
 /// Changes every setting of the organisation `id` (the operator's form).
 pub async fn update_organisation(
-    pool: &Pool,
+    store: &Store,
     id: &str,
     new: &NewOrganisation,
 ) -> Result<Organisation> {
     write_organisation(
-        pool,
+        store,
         "UPDATE organisations SET name = $2, kind = $3, siren = $4, territory = $5,
          typologies = $6, referent_name = $7, referent_email = $8, referent_phone = $9,
          convention_start = $10, convention_end = $11 WHERE id = $1",
@@ -195,36 +195,39 @@ pub async fn update_organisation(
 /// settings as $2 to $11 and, for a new organisation, its creation time as $12; then reads
 /// the organisation back. A name already taken is a conflict.
 async fn write_organisation(
-    pool: &Pool,
+    store: &Store,
     statement: &str,
     id: &str,
     new: &NewOrganisation,
     created_at: Option<chrono::DateTime<Utc>>,
 ) -> Result<Organisation> {
     new.check()?;
-    let mut query = sqlx::query(statement)
-        .bind(id)
-        .bind(new.name.trim())
-        .bind(&new.kind)
-        .bind(&new.siren)
-        .bind(new.territory.to_json())
-        .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
-        .bind(&new.referent_name)
-        .bind(new.referent_email.as_deref().map(str::to_lowercase))
-        .bind(&new.referent_phone)
-        .bind(new.convention_start)
-        .bind(new.convention_end);
-    if let Some(created_at) = created_at {
-        query = query.bind(created_at);
-    }
-    match query.execute(pool).await {
+    let written = on_engine!(store, |db| {
+        let mut query = sqlx::query(statement)
+            .bind(id)
+            .bind(new.name.trim())
+            .bind(&new.kind)
+            .bind(&new.siren)
+            .bind(new.territory.to_json())
+            .bind(serde_json::to_string(&new.typologies).unwrap_or_else(|_| "[]".into()))
+            .bind(&new.referent_name)
+            .bind(new.referent_email.as_deref().map(str::to_lowercase))
+            .bind(&new.referent_phone)
+            .bind(new.convention_start)
+            .bind(new.convention_end);
+        if let Some(created_at) = created_at {
+            query = query.bind(created_at);
+        }
+        query.execute(db).await.map(|r| r.rows_affected())
+    });
+    match written {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict {
             code: "organisation_exists",
             detail: format!("une organisation s'appelle déjà « {} »", new.name.trim()),
         }),
         other => {
             other?;
-            organisation(pool, id)
+            organisation(store, id)
                 .await?
                 .ok_or_else(|| Error::not_found("organisation", id))
         }
@@ -233,7 +236,7 @@ async fn write_organisation(
 
 /// Changes the référent of the organisation `id` (its admin's form).
 pub async fn update_referent(
-    pool: &Pool,
+    store: &Store,
     id: &str,
     name: Option<&str>,
     email: Option<&str>,
@@ -245,7 +248,7 @@ pub async fn update_referent(
                 .map_err(|m| Error::invalid("referent_email", m))
         })
         .transpose()?;
-    sqlx::query(
+    on_engine!(store, |db| sqlx::query(
         "UPDATE organisations SET referent_name = $2, referent_email = $3, referent_phone = $4
          WHERE id = $1",
     )
@@ -253,15 +256,16 @@ pub async fn update_referent(
     .bind(name)
     .bind(email.map(|e| e.to_lowercase()))
     .bind(phone)
-    .execute(pool)
-    .await?;
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
-pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<Organisation> {
+pub async fn create_organisation(store: &Store, new: &NewOrganisation) -> Result<Organisation> {
     let id = format!("org-{}", ServiceId::generate());
     write_organisation(
-        pool,
+        store,
         "INSERT INTO organisations (id, name, kind, siren, territory, typologies, referent_name,
          referent_email, referent_phone, convention_start, convention_end, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -272,14 +276,15 @@ pub async fn create_organisation(pool: &Pool, new: &NewOrganisation) -> Result<O
     .await
 }
 
-pub async fn organisation(pool: &Pool, id: &str) -> Result<Option<Organisation>> {
-    let record: Option<OrganisationRecord> = sqlx::query_as(
+pub async fn organisation(store: &Store, id: &str) -> Result<Option<Organisation>> {
+    let record: Option<OrganisationRecord> = on_engine!(store, |db| {
+        sqlx::query_as(
         "SELECT id, name, kind, siren, territory, referent_name, referent_email, referent_phone,
          convention_start, convention_end, typologies, created_at FROM organisations WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db).await
+    })?;
     Ok(record.map(Organisation::try_from).transpose()?)
 }
 
@@ -327,13 +332,21 @@ pub async fn create_operator(store: &Store, email: &str, password: &str) -> Resu
 }
 
 /// Records an invitation and returns its secret (which goes in the link, never in the database).
-pub async fn invite(pool: &Pool, organisation_id: &str, email: &str, role: Role) -> Result<String> {
-    invite_in(&mut *pool.acquire().await?, organisation_id, email, role).await
+pub async fn invite(
+    store: &Store,
+    organisation_id: &str,
+    email: &str,
+    role: Role,
+) -> Result<String> {
+    let mut tx = store.begin_writing().await?;
+    let secret = invite_in(&mut tx, organisation_id, email, role).await?;
+    tx.commit().await?;
+    Ok(secret)
 }
 
 /// `invite` on `conn`, in the caller's transaction (the pages write the e-mail with it).
 pub async fn invite_in(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     organisation_id: &str,
     email: &str,
     role: Role,
@@ -346,16 +359,18 @@ pub async fn invite_in(
             "une invitation est pour admin ou editor",
         ));
     }
-    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM organisations WHERE id = $1")
-        .bind(organisation_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let known: Option<(String,)> = in_tx!(tx, |conn| sqlx::query_as(
+        "SELECT id FROM organisations WHERE id = $1"
+    )
+    .bind(organisation_id)
+    .fetch_optional(conn)
+    .await)?;
     if known.is_none() {
         return Err(Error::not_found("organisation", organisation_id));
     }
     let secret = new_secret();
     let now = Utc::now();
-    sqlx::query(
+    in_tx!(tx, |conn| sqlx::query(
         "INSERT INTO invitations (token_hash, email, role, organisation_id, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -365,14 +380,15 @@ pub async fn invite_in(
     .bind(organisation_id)
     .bind(now)
     .bind(now + Duration::days(INVITATION_DAYS))
-    .execute(&mut *conn)
-    .await?;
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(secret)
 }
 
 /// The people of an organisation and its pending invitations: (e-mail, role, accepted).
-pub async fn team(pool: &Pool, organisation_id: &str) -> Result<Vec<(String, String, bool)>> {
-    Ok(sqlx::query_as(
+pub async fn team(store: &Store, organisation_id: &str) -> Result<Vec<(String, String, bool)>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT email, role, 1 AS accepted FROM users WHERE organisation_id = $1
          UNION ALL
          SELECT email, role, 0 AS accepted FROM invitations
@@ -381,8 +397,8 @@ pub async fn team(pool: &Pool, organisation_id: &str) -> Result<Vec<(String, Str
     )
     .bind(organisation_id)
     .bind(Utc::now())
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await)?)
 }
 
 /// A pending invitation, as its link shows it.
@@ -393,38 +409,47 @@ pub struct Invitation {
     pub organisation_id: String,
 }
 
-pub async fn pending_invitation<'e, E>(executor: E, secret: &str) -> Result<Option<Invitation>>
-where
-    E: sqlx::Executor<'e, Database = crate::db::Db>,
-{
-    Ok(sqlx::query_as(
-        "SELECT email, role, organisation_id FROM invitations
-         WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
-    )
-    .bind(digest(secret))
-    .bind(Utc::now())
-    .fetch_optional(executor)
-    .await?)
+const PENDING_INVITATION: &str = "SELECT email, role, organisation_id FROM invitations
+    WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2";
+
+pub async fn pending_invitation(store: &Store, secret: &str) -> Result<Option<Invitation>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(PENDING_INVITATION)
+        .bind(digest(secret))
+        .bind(Utc::now())
+        .fetch_optional(db)
+        .await?))
+}
+
+/// `pending_invitation` in the caller's transaction.
+async fn pending_invitation_in(tx: &mut Tx, secret: &str) -> Result<Option<Invitation>> {
+    Ok(in_tx!(tx, |conn| sqlx::query_as(PENDING_INVITATION)
+        .bind(digest(secret))
+        .bind(Utc::now())
+        .fetch_optional(conn)
+        .await?))
 }
 
 /// Marks the invitation `secret` used.
-async fn mark_accepted(conn: &mut sqlx::SqliteConnection, secret: &str) -> Result<()> {
-    sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2")
-        .bind(Utc::now())
-        .bind(digest(secret))
-        .execute(conn)
-        .await?;
+async fn mark_accepted(tx: &mut Tx, secret: &str) -> Result<()> {
+    in_tx!(tx, |conn| sqlx::query(
+        "UPDATE invitations SET accepted_at = $1 WHERE token_hash = $2"
+    )
+    .bind(Utc::now())
+    .bind(digest(secret))
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Accepts the invitation `secret` with the chosen password: a new account is created, in one
 /// transaction (an address that has an account is refused: its holder confirms signed in,
 /// [`join_by_invitation`]). Returns the user's id.
-pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Result<String> {
+pub async fn accept_invitation(store: &Store, secret: &str, password: &str) -> Result<String> {
     super::check_password(password).map_err(|m| Error::invalid("password", m))?;
     let hash = super::hash_password(password)?;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let invitation = pending_invitation(&mut *tx, secret)
+    let mut tx = store.begin_writing().await?;
+    let invitation = pending_invitation_in(&mut tx, secret)
         .await?
         .ok_or_else(invitation_invalid)?;
     // The link proves access to a mailbox, not the consent of an account's holder: an existing
@@ -433,7 +458,7 @@ pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Res
         return Err(account_exists(&invitation.email));
     }
     let id = format!("usr-{}", ServiceId::generate());
-    sqlx::query(
+    in_tx!(&mut tx, |conn| sqlx::query(
         "INSERT INTO users (id, email, password_hash, role, organisation_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -443,8 +468,9 @@ pub async fn accept_invitation(pool: &Pool, secret: &str, password: &str) -> Res
     .bind(&invitation.role)
     .bind(&invitation.organisation_id)
     .bind(Utc::now())
-    .execute(&mut *tx)
-    .await?;
+    .execute(conn)
+    .await
+    .map(drop)?);
     mark_accepted(&mut tx, secret).await?;
     tx.commit().await?;
     Ok(id)
@@ -469,34 +495,38 @@ fn account_exists(email: &str) -> Error {
 }
 
 /// The id of the account of `email`, if there is one.
-async fn account_id(conn: &mut sqlx::SqliteConnection, email: &str) -> Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-        .bind(email)
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn account_id(tx: &mut Tx, email: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = in_tx!(tx, |conn| sqlx::query_as(
+        "SELECT id FROM users WHERE email = $1"
+    )
+    .bind(email)
+    .fetch_optional(conn)
+    .await)?;
     Ok(row.map(|(id,)| id))
 }
 
 /// Whether an account exists for `email` (an invitation to it must be confirmed signed in).
-pub async fn has_account(pool: &Pool, email: &str) -> Result<bool> {
-    Ok(account_id(&mut *pool.acquire().await?, email)
-        .await?
-        .is_some())
+pub async fn has_account(store: &Store, email: &str) -> Result<bool> {
+    let mut tx = store.begin().await?;
+    let found = account_id(&mut tx, email).await?.is_some();
+    tx.commit().await?;
+    Ok(found)
 }
 
 /// An existing account joins the invitation's organisation with its role: only the account's
 /// holder, signed in as `user_id` (whose address the invitation names), confirms it; an
 /// operator's account never changes.
-pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let invitation = pending_invitation(&mut *tx, secret)
+pub async fn join_by_invitation(store: &Store, secret: &str, user_id: &str) -> Result<()> {
+    let mut tx = store.begin_writing().await?;
+    let invitation = pending_invitation_in(&mut tx, secret)
         .await?
         .ok_or_else(invitation_invalid)?;
-    let user: Option<(String, String)> =
+    let user: Option<(String, String)> = in_tx!(&mut tx, |conn| {
         sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
             .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(conn)
+            .await?
+    });
     let Some((email, role)) = user else {
         return Err(Error::forbidden());
     };
@@ -518,12 +548,15 @@ pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Res
                 .into(),
         });
     }
-    sqlx::query("UPDATE users SET role = $1, organisation_id = $2 WHERE id = $3")
-        .bind(&invitation.role)
-        .bind(&invitation.organisation_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+    in_tx!(&mut tx, |conn| {
+        sqlx::query("UPDATE users SET role = $1, organisation_id = $2 WHERE id = $3")
+            .bind(&invitation.role)
+            .bind(&invitation.organisation_id)
+            .bind(user_id)
+            .execute(conn)
+            .await
+            .map(drop)?
+    });
     mark_accepted(&mut tx, secret).await?;
     tx.commit().await?;
     Ok(())
@@ -531,7 +564,7 @@ pub async fn join_by_invitation(pool: &Pool, secret: &str, user_id: &str) -> Res
 
 /// Creates an API token for the organisation; returns (its id, the token shown once).
 pub async fn create_token(
-    pool: &Pool,
+    store: &Store,
     organisation_id: &str,
     name: &str,
 ) -> Result<(String, String)> {
@@ -540,13 +573,13 @@ pub async fn create_token(
     }
     crate::services::validate::check_text(name, crate::services::validate::MAX_NAME_CHARS, false)
         .map_err(|message| Error::invalid("name", message))?;
-    if organisation(pool, organisation_id).await?.is_none() {
+    if organisation(store, organisation_id).await?.is_none() {
         return Err(Error::not_found("organisation", organisation_id));
     }
     let id = format!("tok-{}", ServiceId::generate());
     // The prefix tells a leaked secret for what it is (secret scanners look for such prefixes).
     let token = format!("pxm_{}", new_secret());
-    sqlx::query(
+    on_engine!(store, |db| sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -555,27 +588,29 @@ pub async fn create_token(
     .bind(name.trim())
     .bind(organisation_id)
     .bind(Utc::now())
-    .execute(pool)
-    .await?;
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok((id, token))
 }
 
 /// Revokes the token `id` of `organisation_id`; false when there is none (or already revoked).
-pub async fn revoke_token(pool: &Pool, organisation_id: &str, id: &str) -> Result<bool> {
-    let done = sqlx::query(
+pub async fn revoke_token(store: &Store, organisation_id: &str, id: &str) -> Result<bool> {
+    let done = on_engine!(store, |db| sqlx::query(
         "UPDATE api_tokens SET revoked_at = $1
          WHERE id = $2 AND organisation_id = $3 AND revoked_at IS NULL",
     )
     .bind(Utc::now())
     .bind(id)
     .bind(organisation_id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Creates an API token of the platform operator; returns (its id, the token shown once).
-pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, String)> {
+pub async fn create_operator_token(store: &Store, name: &str) -> Result<(String, String)> {
     if name.trim().is_empty() {
         return Err(Error::invalid("name", "nom du jeton manquant"));
     }
@@ -583,7 +618,7 @@ pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, S
         .map_err(|message| Error::invalid("name", message))?;
     let id = format!("tok-{}", ServiceId::generate());
     let token = format!("pxm_{}", new_secret());
-    sqlx::query(
+    on_engine!(store, |db| sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
          VALUES ($1, $2, $3, NULL, $4)",
     )
@@ -591,8 +626,9 @@ pub async fn create_operator_token(pool: &Pool, name: &str) -> Result<(String, S
     .bind(digest(&token))
     .bind(name.trim())
     .bind(Utc::now())
-    .execute(pool)
-    .await?;
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok((id, token))
 }
 
@@ -763,12 +799,12 @@ pub async fn close_session(store: &Store, secret: &str) -> Result<()> {
 }
 
 /// Every organisation still in the convention, as (id, name), by name: the operator's choices.
-pub async fn organisation_names(pool: &Pool) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
+pub async fn organisation_names(store: &Store) -> Result<Vec<(String, String)>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT id, name FROM organisations WHERE withdrawn_at IS NULL ORDER BY name",
     )
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await)?)
 }
 
 /// An API token as its organisation's admin sees it (never the secret).
@@ -782,12 +818,12 @@ pub struct TokenInfo {
 }
 
 /// The API tokens of an organisation, newest first.
-pub async fn tokens(pool: &Pool, organisation_id: &str) -> Result<Vec<TokenInfo>> {
-    Ok(sqlx::query_as(
+pub async fn tokens(store: &Store, organisation_id: &str) -> Result<Vec<TokenInfo>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens
          WHERE organisation_id = $1 ORDER BY created_at DESC, id DESC",
     )
     .bind(organisation_id)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await)?)
 }

@@ -52,8 +52,9 @@ fn milliseconds(micros: &[f64]) -> String {
 pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
     let url = bench.database.to_str().unwrap_or("bench.db").to_owned();
     let pool = db::connect_with(&url, db::Checkpoints::Background).await?;
-    let reference = boot::prepare(&pool, false).await?;
-    let entries = crate::services::store::published_count(&pool).await?;
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, false).await?;
+    let entries = crate::services::store::published_count(&store).await?;
     anyhow::ensure!(
         entries > 0,
         "{url} holds no entry: fill it first (benches/search.sh)"
@@ -62,7 +63,7 @@ pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
 
     let text_dir = db::text_index_dir(&url);
     let started = Instant::now();
-    let state = crate::state::AppState::build(pool.clone(), reference.clone(), &text_dir).await?;
+    let state = crate::state::AppState::build(store.clone(), reference.clone(), &text_dir).await?;
     state.live.set_cache_staleness(Duration::from_secs(30));
     report.push(format!(
         "server state ready in {:.1} s (indexes caught up with the change log)",
@@ -74,13 +75,13 @@ pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
     tokio::spawn(async move { axum::serve(listener, router).await });
     tokio::spawn(crate::search::live::follow(
         state.live.clone(),
-        pool.clone(),
+        store.clone(),
     ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let (_, token) = crate::accounts::store::create_operator_token(
-        &pool,
+        &store,
         &format!("bench live {}", crate::services::ServiceId::generate()),
     )
     .await?;
@@ -274,7 +275,7 @@ pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
             "import failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let head = db::log_head(&pool).await?;
+        let head = db::log_head(&store).await?;
         let ended = Instant::now();
         let mut peak = resident_bytes();
         loop {
@@ -308,7 +309,7 @@ pub async fn live(bench: LiveBench) -> anyhow::Result<String> {
         })
         .await??;
         let started = Instant::now();
-        text.sync_from_db(&pool, &reference).await?;
+        text.sync_from_db(&store, &reference).await?;
         report.push(format!(
             "full text index build: {} entries in {:.1} s",
             text.doc_count(),

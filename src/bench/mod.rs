@@ -19,10 +19,11 @@ pub async fn import(rows: u64, seed: u64) -> anyhow::Result<String> {
     let size_mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
     let database = dir.path().join("bench.db");
     let pool = db::connect(database.to_str().unwrap_or("bench.db")).await?;
-    let reference = boot::prepare(&pool, false).await?;
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, false).await?;
 
     let started = Instant::now();
-    import_all(&pool, &reference, file, rows).await?;
+    import_all(&store, &reference, file, rows).await?;
     pool.close().await;
     let elapsed = started.elapsed().as_secs_f64();
     Ok(format!(
@@ -40,13 +41,18 @@ async fn generate(file: &std::path::Path, rows: u64, seed: u64) -> anyhow::Resul
 
 /// Imports `file`, which must create exactly `rows` entries.
 async fn import_all(
-    pool: &db::Pool,
+    store: &db::Store,
     reference: &import::Reference,
     file: PathBuf,
     rows: u64,
 ) -> anyhow::Result<()> {
-    let report =
-        import::import(pool, reference, Input::File(file), ImportOptions::default()).await?;
+    let report = import::import(
+        store,
+        reference,
+        Input::File(file),
+        ImportOptions::default(),
+    )
+    .await?;
     anyhow::ensure!(
         report.committed && report.created == rows,
         "import incomplete: {}",
@@ -64,12 +70,13 @@ async fn generated_database(
     rows: u64,
     seed: u64,
     csv: Option<PathBuf>,
-) -> anyhow::Result<(db::Pool, import::Reference, String)> {
+) -> anyhow::Result<(db::Store, import::Reference, String)> {
     let database = database.unwrap_or_else(|| dir.join("bench.db"));
     let url = database.to_str().unwrap_or("bench.db").to_owned();
     let pool = db::connect(&url).await?;
-    let reference = boot::prepare(&pool, false).await?;
-    let published = crate::services::store::published_count(&pool).await?;
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, false).await?;
+    let published = crate::services::store::published_count(&store).await?;
     if published != rows {
         anyhow::ensure!(
             published == 0,
@@ -84,10 +91,10 @@ async fn generated_database(
                 file
             }
         };
-        import_all(&pool, &reference, file, rows).await?;
-        db::checkpoint(&pool).await?;
+        import_all(&store, &reference, file, rows).await?;
+        db::checkpoint(&store).await?;
     }
-    Ok((pool, reference, url))
+    Ok((store, reference, url))
 }
 
 /// The process's anonymous resident memory: what it owns, without the pages of the database file
@@ -165,7 +172,7 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     use crate::search::hours::HoursEvaluator;
 
     let dir = tempfile::tempdir()?;
-    let (pool, reference, url) = generated_database(
+    let (store, reference, url) = generated_database(
         dir.path(),
         bench.database.clone(),
         bench.rows,
@@ -176,7 +183,7 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
 
     let before = resident_bytes();
     let started = Instant::now();
-    let spatial = crate::search::spatial::load(&pool).await?;
+    let spatial = crate::search::spatial::load(&store).await?;
     let build_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let spatial = tokio::task::spawn_blocking(move || {
@@ -197,10 +204,10 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     })
     .await??;
     // Reused while it is at the log's head with every entry; built (and timed) otherwise.
-    let head = db::log_head(&pool).await?;
+    let head = db::log_head(&store).await?;
     let rebuilt = text.position() != Some(head) || text.doc_count() != spatial.len() as u64;
     if rebuilt {
-        text.sync_from_db(&pool, &reference).await?;
+        text.sync_from_db(&store, &reference).await?;
     }
     let text_build_s = if rebuilt {
         started.elapsed().as_secs_f64()
@@ -311,10 +318,12 @@ pub async fn coverage(url: &str, departement: &str, runs: usize) -> anyhow::Resu
     use crate::search::engine::{SearchIndex, Territory};
 
     let pool = db::connect(url).await?;
-    let reference = boot::prepare(&pool, false).await?;
-    let position = db::log_head(&pool).await?;
+
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, false).await?;
+    let position = db::log_head(&store).await?;
     let started = Instant::now();
-    let spatial = crate::search::spatial::load(&pool).await?;
+    let spatial = crate::search::spatial::load(&store).await?;
     let load_s = started.elapsed().as_secs_f64();
     let entries = spatial.len();
     let index = Arc::new(SearchIndex {
@@ -430,7 +439,9 @@ pub async fn directory(bench: DirectoryBench) -> anyhow::Result<String> {
     use crate::directory::{self, jobs, Choices, RawChoices};
 
     let pool = db::connect(&bench.database_url).await?;
-    let reference = boot::prepare(&pool, bench.demo).await?;
+
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, bench.demo).await?;
     let public_url = directory::public_url(None).map_err(anyhow::Error::msg)?;
     let raw = RawChoices {
         territory: bench.within.clone(),
@@ -447,7 +458,7 @@ pub async fn directory(bench: DirectoryBench) -> anyhow::Result<String> {
     for run in 1..=bench.runs.max(1) {
         let started = Instant::now();
         let prepared = jobs::prepare(
-            &pool,
+            &store,
             &reference,
             hours.clone(),
             choices.clone(),
@@ -518,7 +529,7 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
     use crate::export::{store, Licence, Selection};
 
     let dir = tempfile::tempdir()?;
-    let (pool, reference, url) = generated_database(
+    let (store, reference, url) = generated_database(
         dir.path(),
         bench.database.clone(),
         bench.rows as u64,
@@ -537,7 +548,7 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
         let path = dir.path().join(format!("bench-{}.gpkg", crs.epsg()));
         let started = Instant::now();
         let (owned_reference, target) = (reference.clone(), path.clone());
-        let count = store::with_connection(&pool, move |handle| {
+        let count = store::with_connection(&store, move |handle| {
             let lookup = store::lookup(handle, &owned_reference)?;
             let about = About {
                 title: "bench".into(),
@@ -567,7 +578,7 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
 
     let text_dir = db::text_index_dir(&url);
     let started = Instant::now();
-    let state = crate::state::AppState::build(pool.clone(), reference.clone(), &text_dir).await?;
+    let state = crate::state::AppState::build(store.clone(), reference.clone(), &text_dir).await?;
     report.push(format!(
         "server state (search and text indexes) ready in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -611,7 +622,7 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
         "SELECT id FROM services WHERE status = 'published' ORDER BY id LIMIT 1 OFFSET $1",
     )
     .bind(i64::try_from(deep_at)?)
-    .fetch_one(&pool)
+    .fetch_one(store.sqlite()?)
     .await?;
     let page = |cursor: Option<&str>| {
         let url = match cursor {
@@ -669,14 +680,15 @@ pub async fn campaign(rows: u64, seed: u64, organisations: u64) -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let database = dir.path().join("bench.db");
     let pool = db::connect(database.to_str().unwrap_or("bench.db")).await?;
-    let reference = boot::prepare(&pool, false).await?;
+    let store = crate::db::Store::Sqlite(pool.clone());
+    let reference = boot::prepare(&store, false).await?;
     let organisations = organisations.max(1);
     let per = rows / organisations;
     let mut first = None;
     for i in 0..organisations {
         let name = format!("Organisation {i}");
         let organisation = create_organisation(
-            &pool,
+            &store,
             &NewOrganisation {
                 name: name.clone(),
                 kind: "other".into(),
@@ -691,7 +703,7 @@ pub async fn campaign(rows: u64, seed: u64, organisations: u64) -> anyhow::Resul
         let file = dir.path().join(format!("org-{i}.csv"));
         generate(&file, per, seed + i).await?;
         let report = import::import(
-            &pool,
+            &store,
             &reference,
             Input::File(file.clone()),
             ImportOptions {
@@ -705,7 +717,7 @@ pub async fn campaign(rows: u64, seed: u64, organisations: u64) -> anyhow::Resul
     }
     let today = chrono::Utc::now().date_naive();
     let campaign = campaigns::create(
-        &pool,
+        &store,
         "Bench",
         &(today - chrono::Days::new(10)).to_string(),
         &(today + chrono::Days::new(20)).to_string(),
@@ -739,14 +751,14 @@ pub async fn campaign(rows: u64, seed: u64, organisations: u64) -> anyhow::Resul
     let ms = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
     for run in 1..=3 {
         let started = Instant::now();
-        let all = campaigns::progress(&pool, &campaign, None).await?;
+        let all = campaigns::progress(&store, &campaign, None).await?;
         let every = ms(started);
         let started = Instant::now();
-        let one = campaigns::progress(&pool, &campaign, Some(&first)).await?;
+        let one = campaigns::progress(&store, &campaign, Some(&first)).await?;
         let own = ms(started);
         let started = Instant::now();
         let (listed, total) = list(
-            &pool,
+            &store,
             &ListFilter {
                 organisation: Some(first.clone()),
                 review: Some(campaign.window()),

@@ -578,7 +578,7 @@ pub async fn territory_page(
     // Freshness per contributor, over the territory's entries.
     let fresh_since = Utc::now() - TimeDelta::days(FRESH_DAYS);
     let mut per_organisation: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    for row in super::store::freshness(&state.pool, fresh_since).await? {
+    for row in super::store::freshness(&state.store, fresh_since).await? {
         if in_territory(&row.insee_code) {
             let entry = per_organisation.entry(row.organisation).or_default();
             entry.0 += row.entries;
@@ -597,7 +597,7 @@ pub async fn territory_page(
     // Per commune of the territory: created, withdrawn, moved.
     let mut per_commune: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for (code, created, withdrawn) in
-        super::store::created_and_withdrawn(&state.pool, from, to).await?
+        super::store::created_and_withdrawn(&state.store, from, to).await?
     {
         if in_territory(&code) {
             let counts = per_commune.entry(code).or_default();
@@ -605,7 +605,7 @@ pub async fn territory_page(
             counts.1 += withdrawn;
         }
     }
-    for (code, moved) in super::store::moved(&state.pool, from, to).await? {
+    for (code, moved) in super::store::moved(&state.store, from, to).await? {
         if in_territory(&code) {
             per_commune.entry(code).or_default().2 += moved;
         }

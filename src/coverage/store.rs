@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::Pool;
+use crate::db::Store;
 use crate::error::Result;
+use crate::on_engine;
 
 /// Published entries of one organisation in one commune, and how many were confirmed since a date.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -20,8 +21,8 @@ pub struct FreshnessRow {
 
 /// Every (organisation, commune) pair with its published entries, those confirmed since
 /// `since` and those with a quality flag. One pass over the entries; the caller keeps the communes of its territory.
-pub async fn freshness(pool: &Pool, since: DateTime<Utc>) -> Result<Vec<FreshnessRow>> {
-    Ok(sqlx::query_as(
+pub async fn freshness(store: &Store, since: DateTime<Utc>) -> Result<Vec<FreshnessRow>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT s.source_id AS organisation_id, o.name AS organisation, s.insee_code,
                 COUNT(*) AS entries,
                 SUM(CASE WHEN s.verified_at >= $1 THEN 1 ELSE 0 END) AS confirmed,
@@ -31,18 +32,19 @@ pub async fn freshness(pool: &Pool, since: DateTime<Utc>) -> Result<Vec<Freshnes
          GROUP BY s.source_id, o.name, s.insee_code",
     )
     .bind(since)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await)?)
 }
 
 /// Entries created, and entries withdrawn, between `from` (included) and `to` (excluded), per
 /// commune: `(insee_code, created, withdrawn)`.
 pub async fn created_and_withdrawn(
-    pool: &Pool,
+    store: &Store,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(String, i64, i64)>> {
-    Ok(sqlx::query_as(
+    Ok(on_engine!(store, |db| {
+        sqlx::query_as(
         "SELECT insee_code,
                 SUM(CASE WHEN created_at >= $1 AND created_at < $2 THEN 1 ELSE 0 END),
                 SUM(CASE WHEN status = 'withdrawn' AND updated_at >= $1 AND updated_at < $2 THEN 1 ELSE 0 END)
@@ -53,8 +55,8 @@ pub async fn created_and_withdrawn(
     )
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db).await
+    })?)
 }
 
 /// Entries whose position changed between `from` (included) and `to` (excluded), per commune
@@ -62,11 +64,11 @@ pub async fn created_and_withdrawn(
 /// fields a change touched (edits through the pages and the API; a bulk import records
 /// compact rows without them).
 pub async fn moved(
-    pool: &Pool,
+    store: &Store,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT s.insee_code, COUNT(DISTINCT h.service_id)
          FROM service_history h JOIN services s ON s.id = h.service_id
          WHERE h.at >= $1 AND h.at < $2
@@ -75,6 +77,6 @@ pub async fn moved(
     )
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await)?)
 }

@@ -14,7 +14,7 @@ use super::content::{self, Sources};
 use super::render::{self, Conformance, RenderError};
 use super::{store, Choices};
 use crate::coverage::Area;
-use crate::db::{Pool, Store};
+use crate::db::Store;
 use crate::error::{Error, FieldError, Problem, Result};
 use crate::import::Reference;
 use crate::search::engine::Territory;
@@ -49,20 +49,23 @@ pub struct Prepared {
 /// Reads what `choices` select: the published entries of their typologies in their communes.
 /// An empty selection is a clear error (422), never an empty booklet.
 pub async fn prepare(
-    pool: &Pool,
+    store: &Store,
     reference: &Reference,
     hours: Arc<HoursEvaluator>,
     choices: Choices,
     public_url: &str,
     key: String,
 ) -> Result<Prepared> {
+    let db_store = store;
     let territory_name = match &choices.area {
-        Area::Territory(Territory::Epci(code)) => store::territory_name(pool, "epci", code).await?,
+        Area::Territory(Territory::Epci(code)) => {
+            store::territory_name(db_store, "epci", code).await?
+        }
         Area::Territory(Territory::Departement(code)) => {
-            store::territory_name(pool, "departement", code).await?
+            store::territory_name(db_store, "departement", code).await?
         }
         Area::Territory(Territory::Region(code)) => {
-            store::territory_name(pool, "region", code).await?
+            store::territory_name(db_store, "region", code).await?
         }
         _ => None,
     };
@@ -71,7 +74,7 @@ pub async fn prepare(
         .map(|c| c.insee_code.as_str())
         .collect();
     let typologies = choices.typology_codes(&reference.taxonomy);
-    let services = store::published_in(pool, &typologies, &communes).await?;
+    let services = store::published_in(db_store, &typologies, &communes).await?;
     if services.is_empty() {
         return Err(Error::Invalid(vec![FieldError::new(
             "selection",
@@ -249,10 +252,8 @@ pub struct Directories {
 /// What a renderer needs to take jobs, and to read a foreign job's entries itself.
 #[derive(Clone)]
 pub struct Renderer {
-    /// The queue.
+    /// The queue and the entries.
     pub store: Store,
-    /// The entries (read from SQLite only, for now).
-    pub pool: Pool,
     pub reference: Reference,
     pub hours: Arc<HoursEvaluator>,
 }
@@ -745,7 +746,7 @@ async fn prepare_again(renderer: &Renderer, job: &Taken) -> Result<Prepared> {
         today,
     )?;
     prepare(
-        &renderer.pool,
+        &renderer.store,
         &renderer.reference,
         renderer.hours.clone(),
         choices,

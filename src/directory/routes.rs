@@ -172,7 +172,7 @@ async fn submit(
     let owner = actor.organisation_id().unwrap_or("operator");
     state.directories.admit(owner).await?;
     let prepared = jobs::prepare(
-        &state.pool,
+        &state.store,
         &state.reference,
         state.hours.clone(),
         choices,
@@ -291,7 +291,7 @@ pub async fn cover(
 async fn cover_svg(state: &AppState, raw: RawChoices, logo: Option<Vec<u8>>) -> Result<Response> {
     let choices = choose(state, raw, logo).await?;
     let prepared = jobs::prepare(
-        &state.pool,
+        &state.store,
         &state.reference,
         state.hours.clone(),
         choices,

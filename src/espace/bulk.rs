@@ -47,7 +47,7 @@ fn user_id(session: &Session) -> &str {
 async fn form(state: &AppState, session: &Session, errors: &[FieldError]) -> Result<Markup> {
     let organisations = match session.actor.organisation_id() {
         Some(_) => Vec::new(),
-        None => accounts::organisation_names(&state.pool).await?,
+        None => accounts::organisation_names(&state.store).await?,
     };
     let error_of = |field: &str| {
         errors

@@ -11,8 +11,9 @@ use maud::html;
 
 use super::{page, require};
 use crate::accounts::Role;
-use crate::db::Pool;
+use crate::db::Store;
 use crate::error::{Error, FieldError, Result};
+use crate::on_engine;
 use crate::services::store::{push_review_state, ReviewWindow};
 use crate::services::ServiceId;
 use crate::state::AppState;
@@ -48,7 +49,7 @@ impl Progress {
     }
 }
 
-pub async fn create(pool: &Pool, name: &str, starts_on: &str, ends_on: &str) -> Result<Campaign> {
+pub async fn create(store: &Store, name: &str, starts_on: &str, ends_on: &str) -> Result<Campaign> {
     let mut errors = Vec::new();
     if name.trim().is_empty() {
         errors.push(FieldError::new("name", "nom manquant"));
@@ -81,37 +82,36 @@ pub async fn create(pool: &Pool, name: &str, starts_on: &str, ends_on: &str) -> 
         starts_on,
         ends_on,
     };
-    sqlx::query("INSERT INTO campaigns (id, name, starts_on, ends_on, created_at) VALUES ($1, $2, $3, $4, $5)")
+    on_engine!(store, |db| {
+        sqlx::query("INSERT INTO campaigns (id, name, starts_on, ends_on, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&campaign.id)
         .bind(&campaign.name)
         .bind(campaign.starts_on)
         .bind(campaign.ends_on)
         .bind(Utc::now())
-        .execute(pool)
-        .await?;
+        .execute(db).await.map(|r| r.rows_affected())
+    })?;
     Ok(campaign)
 }
 
-pub async fn all(pool: &Pool) -> Result<Vec<Campaign>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT id, name, starts_on, ends_on FROM campaigns ORDER BY starts_on DESC",
-        )
-        .fetch_all(pool)
-        .await?,
+pub async fn all(store: &Store) -> Result<Vec<Campaign>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
+        "SELECT id, name, starts_on, ends_on FROM campaigns ORDER BY starts_on DESC",
     )
+    .fetch_all(db)
+    .await)?)
 }
 
 /// The campaign the lists show: the one running on `today` (the latest started if several),
 /// else the last one that has started.
-pub async fn current(pool: &Pool, today: NaiveDate) -> Result<Option<Campaign>> {
-    Ok(sqlx::query_as(
+pub async fn current(store: &Store, today: NaiveDate) -> Result<Option<Campaign>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT id, name, starts_on, ends_on FROM campaigns WHERE starts_on <= $1
          ORDER BY CASE WHEN ends_on >= $1 THEN 0 ELSE 1 END, starts_on DESC, ends_on DESC LIMIT 1",
     )
     .bind(today)
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(db)
+    .await)?)
 }
 
 impl Campaign {
@@ -123,27 +123,30 @@ impl Campaign {
 /// Progress of every organisation (or one) in `campaign`: its published entries, those
 /// confirmed or updated during the campaign (each entry's state as the lists show it).
 pub async fn progress(
-    pool: &Pool,
+    store: &Store,
     campaign: &Campaign,
     organisation: Option<&str>,
 ) -> Result<Vec<Progress>> {
-    let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
-        "SELECT e.source_id AS organisation_id, o.name AS organisation, COUNT(*) AS total,
+    on_engine!(store, |db| {
+        let mut q = crate::db::builder(
+            db,
+            "SELECT e.source_id AS organisation_id, o.name AS organisation, COUNT(*) AS total,
          SUM(CASE WHEN e.review_state <> 'to_review' THEN 1 ELSE 0 END) AS reviewed,
          SUM(CASE WHEN e.review_state = 'updated' THEN 1 ELSE 0 END) AS updated
          FROM (SELECT s.source_id, ",
-    );
-    push_review_state(&mut q, &campaign.window());
-    q.push(" AS review_state FROM services s WHERE s.status = 'published'");
-    if let Some(organisation) = organisation {
-        q.push(" AND s.source_id = ")
-            .push_bind(organisation.to_owned());
-    }
-    q.push(
-        ") e JOIN organisations o ON o.id = e.source_id
+        );
+        push_review_state(&mut q, &campaign.window());
+        q.push(" AS review_state FROM services s WHERE s.status = 'published'");
+        if let Some(organisation) = organisation {
+            q.push(" AND s.source_id = ")
+                .push_bind(organisation.to_owned());
+        }
+        q.push(
+            ") e JOIN organisations o ON o.id = e.source_id
          GROUP BY e.source_id, o.name ORDER BY o.name",
-    );
-    Ok(q.build_query_as().fetch_all(pool).await?)
+        );
+        Ok(q.build_query_as().fetch_all(db).await?)
+    })
 }
 
 fn percent(part: i64, total: i64) -> String {
@@ -171,13 +174,13 @@ async fn render(
     errors: &[FieldError],
     status: StatusCode,
 ) -> Response {
-    let campaigns = match all(&state.pool).await {
+    let campaigns = match all(&state.store).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
     let mut tables = Vec::new();
     for campaign in &campaigns {
-        match progress(&state.pool, campaign, session.actor.organisation_id()).await {
+        match progress(&state.store, campaign, session.actor.organisation_id()).await {
             Ok(rows) => tables.push((campaign, rows)),
             Err(error) => return error.into_response(),
         }
@@ -263,7 +266,7 @@ pub async fn create_campaign(
     }
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
     match create(
-        &state.pool,
+        &state.store,
         field("name"),
         field("starts_on"),
         field("ends_on"),

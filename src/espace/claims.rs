@@ -60,7 +60,7 @@ pub async fn claimable(
     })
     .await
     .map_err(anyhow::Error::from)?;
-    let mut found = claims::claimable_among(&state.pool, &ids, usize::MAX).await?;
+    let mut found = claims::claimable_among(&state.store, &ids, usize::MAX).await?;
     if let Some(words) = filter.name.as_deref().map(crate::text::fold) {
         found.retain(|c| crate::text::fold(&c.name).contains(&words));
     }

@@ -71,11 +71,11 @@ pub async fn groups_page(
     if let Some(response) = refused(&session) {
         return response;
     }
-    let (groups, total) = match duplicates::groups(&state.pool, GROUPS_SHOWN).await {
+    let (groups, total) = match duplicates::groups(&state.store, GROUPS_SHOWN).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
-    let precedence = match duplicates::Precedence::load(&state.pool).await {
+    let precedence = match duplicates::Precedence::load(&state.store).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
@@ -192,7 +192,7 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let (kind, id) = session.actor.history_ref();
     match duplicates::decide(
-        &state.pool,
+        &state.store,
         &state.reference.taxonomy,
         Some(&state.live),
         &format!("{kind}:{id}"),
@@ -219,7 +219,7 @@ pub async fn detect(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if let Some(response) = refused(&session) {
         return response;
     }
-    match duplicates::refresh(&state.pool, &state.reference.taxonomy, Some(&state.live)).await {
+    match duplicates::refresh(&state.store, &state.reference.taxonomy, Some(&state.live)).await {
         Ok(pass) => after(&pass),
         Err(error) => super::pages::error_page(error, Some(&session)),
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::http::Path;
+use crate::on_engine;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -26,19 +27,19 @@ async fn visible(
     session: &Session,
 ) -> crate::error::Result<Vec<accounts::Organisation>> {
     match session.actor.organisation_id() {
-        Some(id) => Ok(accounts::organisation(&state.pool, id)
+        Some(id) => Ok(accounts::organisation(&state.store, id)
             .await?
             .into_iter()
             .collect()),
         None => {
-            let ids: Vec<(String,)> = sqlx::query_as(
+            let ids: Vec<(String,)> = on_engine!(&state.store, |db| sqlx::query_as(
                 "SELECT id FROM organisations WHERE typologies <> '[]' ORDER BY name",
             )
-            .fetch_all(&state.pool)
-            .await?;
+            .fetch_all(db)
+            .await)?;
             let mut out = Vec::new();
             for (id,) in ids {
-                out.extend(accounts::organisation(&state.pool, &id).await?);
+                out.extend(accounts::organisation(&state.store, &id).await?);
             }
             Ok(out)
         }
@@ -78,18 +79,22 @@ pub async fn commitments(State(state): State<AppState>, headers: HeaderMap) -> R
         let counts: Vec<(String, String, i64, i64)> = if organisation.typologies.is_empty() {
             Vec::new()
         } else {
-            let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
-                "SELECT typology_code, insee_code, COUNT(*),
+            let rows = on_engine!(&state.store, |db| {
+                let mut q = crate::db::builder(
+                    db,
+                    "SELECT typology_code, insee_code, COUNT(*),
                  SUM(CASE WHEN source_id = ",
-            );
-            q.push_bind(&organisation.id)
+                );
+                q.push_bind(&organisation.id)
                 .push(" THEN 0 ELSE 1 END) FROM services WHERE status = 'published' AND typology_code IN (");
-            let mut list = q.separated(", ");
-            for code in &organisation.typologies {
-                list.push_bind(code);
-            }
-            q.push(") GROUP BY typology_code, insee_code");
-            match q.build_query_as().fetch_all(&state.pool).await {
+                let mut list = q.separated(", ");
+                for code in &organisation.typologies {
+                    list.push_bind(code);
+                }
+                q.push(") GROUP BY typology_code, insee_code");
+                q.build_query_as().fetch_all(db).await
+            });
+            match rows {
                 Ok(rows) => rows,
                 Err(error) => return Error::from(error).into_response(),
             }
@@ -209,7 +214,7 @@ pub async fn report_queue(
         .filter(|s| reports::STATUSES.contains(&s.as_str()))
         .cloned();
     let queue = match reports::queue(
-        &state.pool,
+        &state.store,
         session.actor.organisation_id(),
         status.as_deref(),
     )
@@ -292,7 +297,7 @@ pub async fn set_report_status(
             &session,
         );
     }
-    let organisation = match reports::organisation_of(&state.pool, &id).await {
+    let organisation = match reports::organisation_of(&state.store, &id).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
@@ -311,7 +316,7 @@ pub async fn set_report_status(
     if let Err(error) = allowed {
         return refused(error, &session);
     }
-    if let Err(error) = reports::set_status(&state.pool, &id, status).await {
+    if let Err(error) = reports::set_status(&state.store, &id, status).await {
         return error.into_response();
     }
     Redirect::to("/espace/signalements").into_response()
@@ -341,7 +346,7 @@ pub async fn export(State(state): State<AppState>, headers: HeaderMap) -> Respon
     ) {
         return refused(error, &session);
     }
-    let organisation = match accounts::organisation(&state.pool, id).await {
+    let organisation = match accounts::organisation(&state.store, id).await {
         Ok(Some(organisation)) => organisation,
         Ok(None) => return refused(Error::forbidden(), &session),
         Err(error) => return error.into_response(),

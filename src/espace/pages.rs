@@ -196,7 +196,7 @@ async fn invitation_page(
     status: StatusCode,
 ) -> Response {
     let invitation =
-        match accounts::pending_invitation(&state.pool, secret).await {
+        match accounts::pending_invitation(&state.store, secret).await {
             Ok(Some(invitation)) => invitation,
             Ok(None) => return error_page(
                 Error::Forbidden {
@@ -209,7 +209,7 @@ async fn invitation_page(
             ),
             Err(error) => return error.into_response(),
         };
-    let organisation = accounts::organisation(&state.pool, &invitation.organisation_id)
+    let organisation = accounts::organisation(&state.store, &invitation.organisation_id)
         .await
         .ok()
         .flatten()
@@ -222,7 +222,7 @@ async fn invitation_page(
             ", avec l'adresse " strong { (invitation.email) } "."
         }
     };
-    match accounts::has_account(&state.pool, &invitation.email).await {
+    match accounts::has_account(&state.store, &invitation.email).await {
         Ok(false) => {}
         Ok(true) => {
             return existing_account_page(state, secret, headers, &invitation, invited).await
@@ -280,7 +280,7 @@ async fn existing_account_page(
         },
         Some(session) => {
             let current = match &session.actor.organisation {
-                Some((id, _)) => accounts::organisation(&state.pool, id)
+                Some((id, _)) => accounts::organisation(&state.store, id)
                     .await
                     .ok()
                     .flatten()
@@ -334,7 +334,7 @@ pub async fn join_by_invitation(
     let crate::accounts::ActorKind::User { id, .. } = &session.actor.kind else {
         return error_page(Error::forbidden(), Some(&session));
     };
-    match accounts::join_by_invitation(&state.pool, &secret, id).await {
+    match accounts::join_by_invitation(&state.store, &secret, id).await {
         Ok(()) => see_other("/espace"),
         Err(error) => error_page(error, Some(&session)),
     }
@@ -376,7 +376,7 @@ pub async fn accept_invitation(
         )
         .await;
     }
-    let user = match accounts::accept_invitation(&state.pool, &secret, &password).await {
+    let user = match accounts::accept_invitation(&state.store, &secret, &password).await {
         Ok(user) => user,
         Err(error) => return error_page(error, None),
     };
@@ -420,7 +420,7 @@ pub async fn entries(
         Err(response) => return response,
     };
     let query = query_fields(query.as_deref());
-    let campaign = match super::campaigns::current(&state.pool, Utc::now().date_naive()).await {
+    let campaign = match super::campaigns::current(&state.store, Utc::now().date_naive()).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };
@@ -448,7 +448,7 @@ pub async fn entries(
         q => format!("/espace?{q}"),
     };
     let stale_before = Utc::now() - Duration::days(STALE_DAYS);
-    let (listed, total) = match store::list(&state.pool, &filter, stale_before, 200).await {
+    let (listed, total) = match store::list(&state.store, &filter, stale_before, 200).await {
         Ok(found) => found,
         Err(error) => return error.into_response(),
     };

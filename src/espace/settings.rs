@@ -43,10 +43,10 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
         Err(response) => return response,
     };
     let listed = match session.actor.organisation_id() {
-        Some(own) => accounts::organisation(&state.pool, own)
+        Some(own) => accounts::organisation(&state.store, own)
             .await
             .map(|o| o.map(|o| vec![(o.id, o.name)]).unwrap_or_default()),
-        None => accounts::organisation_names(&state.pool).await,
+        None => accounts::organisation_names(&state.store).await,
     };
     let listed = match listed {
         Ok(found) => found,
@@ -271,7 +271,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     }
     let (new, mut errors) = parse(&state, &submitted);
     if errors.is_empty() {
-        match accounts::create_organisation(&state.pool, &new).await {
+        match accounts::create_organisation(&state.store, &new).await {
             Ok(created) => {
                 return Redirect::to(&format!(
                     "/espace/organisations/{}?enregistree=1",
@@ -305,7 +305,7 @@ async fn readable(state: &AppState, session: &Session, id: &str) -> Result<Organ
         Action::ExportOrganisation,
         Target::Organisation(id),
     )?;
-    accounts::organisation(&state.pool, id)
+    accounts::organisation(&state.store, id)
         .await?
         .ok_or_else(Error::forbidden)
 }
@@ -415,7 +415,7 @@ pub async fn save(
     let outcome = if convention {
         let (new, mut errors) = parse(&state, &submitted);
         if errors.is_empty() {
-            match accounts::update_organisation(&state.pool, &id, &new).await {
+            match accounts::update_organisation(&state.store, &id, &new).await {
                 Ok(_) => Ok(()),
                 Err(Error::Conflict { detail, .. }) => {
                     errors.push(FieldError::new("name", detail));
@@ -430,7 +430,7 @@ pub async fn save(
     } else {
         let referent = |field: &str| value(&submitted, field);
         match accounts::update_referent(
-            &state.pool,
+            &state.store,
             &id,
             referent("referent_name").as_deref(),
             referent("referent_email").as_deref(),

@@ -48,11 +48,11 @@ async fn render(
     status: StatusCode,
 ) -> Result<Response> {
     let organisations = match session.actor.organisation_id() {
-        Some(own) => accounts::organisation(&state.pool, own)
+        Some(own) => accounts::organisation(&state.store, own)
             .await?
             .map(|o| vec![(o.id, o.name)])
             .unwrap_or_default(),
-        None => accounts::organisation_names(&state.pool).await?,
+        None => accounts::organisation_names(&state.store).await?,
     };
     let mut teams = Vec::new();
     for (id, name) in &organisations {
@@ -63,14 +63,14 @@ async fn render(
         )
         .is_ok();
         let tokens = if manages {
-            accounts::tokens(&state.pool, id).await?
+            accounts::tokens(&state.store, id).await?
         } else {
             Vec::new()
         };
         teams.push((
             id,
             name,
-            accounts::team(&state.pool, id).await?,
+            accounts::team(&state.store, id).await?,
             manages,
             tokens,
         ));
@@ -278,13 +278,13 @@ async fn invite_by_mail(
     email: &str,
     role: Role,
 ) -> Result<String> {
-    let name = accounts::organisation(&state.pool, organisation)
+    let name = accounts::organisation(&state.store, organisation)
         .await?
         .ok_or_else(|| Error::not_found("organisation", organisation))?
         .name;
     let email =
         crate::services::validate::check_email(email).map_err(|m| Error::invalid("email", m))?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.store.begin_writing().await?;
     let secret = accounts::invite_in(&mut tx, organisation, &email, role).await?;
     crate::mail::invitation(&mut tx, &state.public_url, &email, &name, role, &secret).await?;
     tx.commit().await?;
@@ -333,7 +333,7 @@ pub async fn create_token(
         Err(error) => return refused(error, &session),
     };
     let name = form.get("name").map(String::as_str).unwrap_or_default();
-    match accounts::create_token(&state.pool, &organisation, name).await {
+    match accounts::create_token(&state.store, &organisation, name).await {
         Ok((_, secret)) => {
             let done = Done::TokenCreated(name.trim(), &secret);
             render(&state, &session, &[], Some(done), StatusCode::OK).await
@@ -378,7 +378,7 @@ pub async fn revoke_token(
         Ok(organisation) => organisation,
         Err(error) => return refused(error, &session),
     };
-    match accounts::revoke_token(&state.pool, &organisation, &id).await {
+    match accounts::revoke_token(&state.store, &organisation, &id).await {
         Ok(true) => axum::response::Redirect::to("/espace/equipe").into_response(),
         // Another organisation's token and an unknown one: the same refusal.
         Ok(false) => refused(Error::forbidden(), &session),

@@ -202,7 +202,7 @@ pub(crate) async fn catalogue(
     State(state): State<AppState>,
     PublicBase(base): PublicBase,
 ) -> Result<Response> {
-    let modified = crate::db::last_change(&state.pool)
+    let modified = crate::db::last_change(&state.store)
         .await?
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let body = document(&state, &base, &modified);

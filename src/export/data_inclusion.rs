@@ -576,7 +576,7 @@ pub(crate) async fn download(
         let (path, built) = state
             .layers
             .whole(
-                &state.pool,
+                &state.store,
                 &state.reference,
                 &version,
                 &key,
@@ -603,7 +603,7 @@ pub(crate) async fn download(
             .into_temp_path();
         let target = temp.to_path_buf();
         let reference = state.reference.clone();
-        let built = store::with_connection(&state.pool, move |handle| {
+        let built = store::with_connection(&state.store, move |handle| {
             let lookup = store::lookup(handle, &reference)?;
             write_file(handle, &lookup, &selection, &base, product, &target)
         })
@@ -654,7 +654,7 @@ fn write_file(
 /// `proximites export --format data-inclusion`: the four files into `dir` (created), each
 /// replaced only once complete; returns the number of structures.
 pub async fn export_to_dir(
-    pool: &crate::db::Pool,
+    db_store: &crate::db::Store,
     reference: &Reference,
     selection: Selection,
     public_url: &str,
@@ -665,7 +665,7 @@ pub async fn export_to_dir(
         .map_err(|e| anyhow::anyhow!("{} : création impossible ({e})", dir.display()))?;
     let reference = reference.clone();
     let dir = dir.to_owned();
-    let structures = store::with_connection(pool, move |handle| {
+    let structures = store::with_connection(db_store, move |handle| {
         let lookup = store::lookup(handle, &reference)?;
         let mut structures = 0;
         for product in FILES {

@@ -576,7 +576,7 @@ impl Layers {
     /// first demand.
     pub async fn whole_file(
         &self,
-        pool: &crate::db::Pool,
+        db_store: &crate::db::Store,
         reference: &Reference,
         version: &Option<String>,
         format: formats::Format,
@@ -585,7 +585,7 @@ impl Layers {
         let key = format!("services-{}.{}", crs.epsg(), format.extension());
         let built = self
             .whole(
-                pool,
+                db_store,
                 reference,
                 version,
                 &key,
@@ -614,7 +614,7 @@ impl Layers {
     /// with what `build` counted.
     pub async fn whole<F>(
         &self,
-        pool: &crate::db::Pool,
+        db_store: &crate::db::Store,
         reference: &Reference,
         version: &Option<String>,
         key: &str,
@@ -656,7 +656,7 @@ impl Layers {
         let reference = reference.clone();
         let licence = self.licence.clone();
         let target = path.clone();
-        let built = store::with_connection(pool, move |handle| {
+        let built = store::with_connection(db_store, move |handle| {
             let lookup = store::lookup(handle, &reference)?;
             let about = formats::About {
                 title: "Proximités — services publics".into(),

@@ -197,7 +197,7 @@ fn command_line_error(error: Error) -> anyhow::Error {
 
 /// `proximites export`: the selection of `args` written to its output file; returns the count.
 pub async fn export_to_file(
-    pool: &crate::db::Pool,
+    db_store: &crate::db::Store,
     reference: &Reference,
     args: &crate::cli::ExportArgs,
 ) -> anyhow::Result<u64> {
@@ -225,7 +225,7 @@ pub async fn export_to_file(
             let (selection, _) =
                 parse_selection(reference, &pairs, None).map_err(command_line_error)?;
             return super::data_inclusion::export_to_dir(
-                pool,
+                db_store,
                 reference,
                 selection,
                 &args.public_url,
@@ -246,7 +246,7 @@ pub async fn export_to_file(
     let reference = reference.clone();
     let licence = args.licence.licence();
     let path = args.output.clone();
-    store::with_connection(pool, move |handle| {
+    store::with_connection(db_store, move |handle| {
         let lookup = store::lookup(handle, &reference)?;
         let about = About {
             title: "Proximités — services publics".into(),
@@ -344,7 +344,7 @@ pub(crate) async fn download(
         let version = state.live.settled_version();
         let path = state
             .layers
-            .whole_file(&state.pool, &state.reference, &version, format, crs)
+            .whole_file(&state.store, &state.reference, &version, format, crs)
             .await?;
         let (body, length) = file_body(&path, ()).await?;
         let mut response = (headers, body).into_response();
@@ -367,7 +367,7 @@ pub(crate) async fn download(
         .map_err(anyhow::Error::from)?
         .into_temp_path();
     let target = temp.to_path_buf();
-    store::with_connection(&state.pool, move |handle| {
+    store::with_connection(&state.store, move |handle| {
         let lookup = store::lookup(handle, &reference)?;
         let about = About {
             title: "Proximités — services publics (sélection)".into(),

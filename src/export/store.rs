@@ -11,7 +11,7 @@ use sqlx::sqlite::LockedSqliteHandle;
 
 use super::{cql2, Lookup, Row, Selection};
 use crate::db::raw::{column_text, error_message};
-use crate::db::Pool;
+use crate::db::Store;
 use crate::error::{Error, Result};
 use crate::import::Reference;
 
@@ -20,10 +20,10 @@ const COLUMNS: &str = "id, typology_code, name, description, street, postcode, c
 
 /// Runs `work` on a connection of `pool`, locked for the C API, on a blocking thread.
 pub async fn with_connection<T: Send + 'static>(
-    pool: &Pool,
+    store: &Store,
     work: impl FnOnce(&mut LockedSqliteHandle<'_>) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = store.sqlite()?.acquire().await?;
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
         let mut handle = runtime.block_on(conn.lock_handle())?;

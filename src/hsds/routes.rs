@@ -212,7 +212,7 @@ async fn read_services(
     let version = state.search_index().version.clone();
     let known_lookup = state.layers.cached_lookup(&version);
     let base = base.to_owned();
-    let (found, lookup) = rows::with_connection(&state.pool, move |handle| {
+    let (found, lookup) = rows::with_connection(&state.store, move |handle| {
         let lookup = match known_lookup {
             Some(lookup) => lookup,
             None => std::sync::Arc::new(rows::lookup(handle, &reference)?),
@@ -263,7 +263,7 @@ async fn attach_organisations(
         return Ok(services.into_iter().map(|(_, v)| v).collect());
     }
     let sources: Vec<&str> = services.iter().map(|(s, _)| s.as_str()).collect();
-    let organisations = store::by_ids(&state.pool, &sources).await?;
+    let organisations = store::by_ids(&state.store, &sources).await?;
     Ok(services
         .into_iter()
         .map(|(source, mut value)| {
@@ -354,7 +354,7 @@ pub(crate) async fn services(
                 None => {
                     let counted = selection.clone();
                     let anchors = std::sync::Arc::new(
-                        rows::with_connection(&state.pool, move |handle| {
+                        rows::with_connection(&state.store, move |handle| {
                             rows::anchors(handle, &counted)
                         })
                         .await?,
@@ -425,7 +425,7 @@ async fn search_page(
         let reference = state.reference.clone();
         let candidates = ranked.clone();
         let narrowing = selection.clone();
-        let passing = rows::with_connection(&state.pool, move |handle| {
+        let passing = rows::with_connection(&state.store, move |handle| {
             let lookup = rows::lookup(handle, &reference)?;
             let mut passing = std::collections::HashSet::new();
             for chunk in candidates.chunks(crate::export::MAX_BOUND_LIST) {
@@ -516,7 +516,7 @@ pub(crate) async fn organizations(
         ],
     )?;
     let (total, found) = store::page(
-        &state.pool,
+        &state.store,
         params.search.as_deref(),
         params.offset(),
         params.per_page,
@@ -552,7 +552,7 @@ pub(crate) async fn organization(
         .ok()
         .and_then(|u| ids::organisation_id(&u))
         .ok_or_else(|| Error::not_found("organisation", &id))?;
-    let organisation = store::by_id(&state.pool, &organisation_id)
+    let organisation = store::by_id(&state.store, &organisation_id)
         .await?
         .ok_or_else(|| Error::not_found("organisation", &id))?;
     let found = read_services(

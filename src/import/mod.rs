@@ -15,12 +15,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::db::Pool;
+use crate::db::{ConnRef, Store, Tx};
 use crate::error::FieldError;
 use crate::services::bulk::BulkWriter;
 use crate::services::claims;
+use crate::services::copy::CopyWriter;
 use crate::services::store::{self, Known, Upsert};
 use crate::services::turn::WriteTurn;
+use crate::{in_tx, on_engine};
 
 /// Rows handed from the validating thread to the writing thread at a time.
 const BATCH: usize = 1_000;
@@ -594,7 +596,7 @@ struct Loaded {
 /// The entries of the source `source_id` (none for a new source): by key, for the BPE also by
 /// place, and those organisations claimed, which the BPE's rows are matched to like the others.
 async fn load_known(
-    pool: &Pool,
+    store: &Store,
     source_id: Option<&str>,
     matched_by_place: bool,
 ) -> crate::error::Result<Loaded> {
@@ -605,8 +607,8 @@ async fn load_known(
             claimed: HashMap::default(),
         });
     };
-    let (known, mut previous) = store::known_for_source(pool, id, matched_by_place).await?;
-    let claimed = claims::claimed_from(pool, id).await?;
+    let (known, mut previous) = store::known_for_source(store, id, matched_by_place).await?;
+    let claimed = claims::claimed_from(store, id).await?;
     if matched_by_place {
         // A row of a claimed entry is matched like any earlier one (by its key, or by type,
         // commune and position), then left to the organisation that signs it.
@@ -690,7 +692,7 @@ enum Change {
 /// Withdraws or confirms an entry, in the import's transaction, recorded in its history as the
 /// import's doing; false when there was nothing to do.
 async fn change_in_import(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     import_id: &str,
     at: DateTime<Utc>,
@@ -698,7 +700,7 @@ async fn change_in_import(
 ) -> crate::error::Result<bool> {
     use crate::services::turn::{set_version, Author};
     use crate::services::Status;
-    let Some(current) = store::get_in(conn, id).await? else {
+    let Some(current) = store::get_in(tx, id).await? else {
         return Ok(false);
     };
     let (status, verified_at, action) = match change {
@@ -711,7 +713,7 @@ async fn change_in_import(
         via: crate::services::history::Via::Import,
     };
     let changed = set_version(
-        conn,
+        tx,
         &current,
         &current.content,
         status,
@@ -762,20 +764,20 @@ impl National {
 /// out and reported, and records of types no typology takes are counted. One transaction, like
 /// an import.
 pub async fn harvest(
-    pool: &Pool,
+    store: &Store,
     reference: &Reference,
     national: National,
     input: Input,
     dry_run: bool,
     progress: bool,
 ) -> crate::error::Result<ImportReport> {
-    harvest_with(pool, reference, national, input, None, dry_run, progress).await
+    harvest_with(store, reference, national, input, None, dry_run, progress).await
 }
 
 /// [`harvest`], with the data·inclusion services file beside its structures (`services`):
 /// read first, whole (names and contacts only); a file that does not read writes nothing.
 pub async fn harvest_with(
-    pool: &Pool,
+    store: &Store,
     reference: &Reference,
     national: National,
     input: Input,
@@ -814,7 +816,7 @@ pub async fn harvest_with(
         }
     };
     import(
-        pool,
+        store,
         reference,
         input,
         ImportOptions {
@@ -834,7 +836,7 @@ pub async fn harvest_with(
 /// Imports one file (or in-memory text) of entries. The whole import is one transaction: a
 /// rejected file, a dry run or a killed process leaves the database as it was.
 pub async fn import(
-    pool: &Pool,
+    store: &Store,
     reference: &Reference,
     input: Input,
     options: ImportOptions,
@@ -888,21 +890,22 @@ pub async fn import(
                 .file_stem()
                 .map_or_else(|| "import".to_owned(), |s| s.to_string_lossy().into_owned())
         });
-    let existing_source: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM organisations WHERE name = $1")
-            .bind(&source_name)
-            .fetch_optional(pool)
-            .await?;
+    let existing_source: Option<(String,)> = on_engine!(store, |db| sqlx::query_as(
+        "SELECT id FROM organisations WHERE name = $1"
+    )
+    .bind(&source_name)
+    .fetch_optional(db)
+    .await)?;
     // What earlier imports of the source made is read while the file starts being read (the
     // BPE's rows are parsed and reprojected meanwhile: a third of a re-harvest's time).
     let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel::<crate::error::Result<Loaded>>(1);
     {
-        let pool = pool.clone();
+        let store = store.clone();
         let source_id = existing_source.map(|(id,)| id);
         let matched_by_place = opened.format == Format::Bpe;
         tokio::spawn(async move {
             let clock = std::time::Instant::now();
-            let loaded = load_known(&pool, source_id.as_deref(), matched_by_place).await;
+            let loaded = load_known(&store, source_id.as_deref(), matched_by_place).await;
             tracing::debug!(elapsed = ?clock.elapsed(), "earlier entries of the source loaded");
             let _ = loaded_tx.send(loaded);
         });
@@ -1060,32 +1063,55 @@ pub async fn import(
     let import_id = format!("imp-{}", ServiceId::generate());
     let writer_import_id = import_id.clone();
     let collect_ids = options.collect_ids;
-    let mut turn = WriteTurn::begin_bulk(pool, options.live.as_ref()).await?;
+    let mut turn = WriteTurn::begin_bulk(store, options.live.as_ref()).await?;
     let runtime = tokio::runtime::Handle::current();
     let writing = tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
         let mut written = Vec::new();
         let organisation =
             runtime.block_on(store::organisation_named(turn.conn(), &source_name))?;
-        {
-            let handle = runtime.block_on(turn.conn().lock_handle())?;
-            let mut bulk = BulkWriter::new(handle, &writer_import_id)?;
-            // Second precision: a third less to write per row than nanoseconds.
-            let now = started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            while let Some(batch) = batches.blocking_recv() {
-                for write in &batch {
-                    match write {
-                        Write::Upsert(row) => {
-                            bulk.write(&organisation.id, row, &now)?;
-                            if collect_ids {
-                                written.push(row.id.clone());
+        // Second precision: a third less to write per row than nanoseconds.
+        let now = started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match turn.conn().conn() {
+            ConnRef::Sqlite(conn) => {
+                let handle = runtime.block_on(conn.lock_handle())?;
+                let mut bulk = BulkWriter::new(handle, &writer_import_id)?;
+                while let Some(batch) = batches.blocking_recv() {
+                    for write in &batch {
+                        match write {
+                            Write::Upsert(row) => {
+                                bulk.write(&organisation.id, row, &now)?;
+                                if collect_ids {
+                                    written.push(row.id.clone());
+                                }
                             }
-                        }
-                        Write::SourceDigest(id, digest, siret) => {
-                            bulk.set_source_digest(id.as_str(), digest, siret.as_deref())?;
+                            Write::SourceDigest(id, digest, siret) => {
+                                bulk.set_source_digest(id.as_str(), digest, siret.as_deref())?;
+                            }
                         }
                     }
                 }
             }
+            ConnRef::Postgres(conn) => runtime.block_on(async {
+                crate::db::order_log_on(conn).await?;
+                let mut bulk = CopyWriter::new(&writer_import_id);
+                while let Some(batch) = batches.recv().await {
+                    for write in &batch {
+                        match write {
+                            Write::Upsert(row) => {
+                                bulk.write(conn, &organisation.id, row, &now).await?;
+                                if collect_ids {
+                                    written.push(row.id.clone());
+                                }
+                            }
+                            Write::SourceDigest(id, digest, siret) => {
+                                bulk.set_source_digest(conn, id.as_str(), digest, siret.as_deref())
+                                    .await?;
+                            }
+                        }
+                    }
+                }
+                bulk.flush(conn).await
+            })?,
         }
         Ok((turn, organisation, written))
     });
@@ -1151,7 +1177,7 @@ pub async fn import(
             }
         }
     }
-    sqlx::query(
+    in_tx!(turn.conn(), |conn| sqlx::query(
         "INSERT INTO imports (id, source_id, file_name, format, started_at, finished_at,
          created_count, updated_count, unchanged_count, rejected_count, started_by, flagged_count)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -1168,8 +1194,9 @@ pub async fn import(
     .bind(report.rejected as i64)
     .bind(&options.started_by)
     .bind(report.flagged as i64)
-    .execute(turn.conn())
-    .await?;
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     tracing::debug!(elapsed = ?clock.elapsed(), "rows written");
     turn.commit().await?;
     tracing::debug!(elapsed = ?clock.elapsed(), "committed");
@@ -1178,7 +1205,7 @@ pub async fn import(
     if report.created + report.updated + report.withdrawn > 0 {
         // The same service may now come from two sources (or no longer).
         let pass =
-            crate::services::duplicates::refresh(pool, &reference_taxonomy, options.live.as_ref())
+            crate::services::duplicates::refresh(store, &reference_taxonomy, options.live.as_ref())
                 .await?;
         report.duplicates = Some(pass);
     }

@@ -8,10 +8,10 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::db::{Pool, Store};
+use crate::db::{Store, Tx};
 use crate::error::Result;
-use crate::on_engine;
 use crate::services::ServiceId;
+use crate::{in_tx, on_engine};
 
 /// Where and as whom to send.
 #[derive(Clone)]
@@ -63,28 +63,22 @@ impl Mailer {
 }
 
 /// Puts a message in the outbox, once per `key` (a second enqueue of the same key does nothing).
-pub async fn enqueue<'e, E>(
-    executor: E,
-    key: &str,
-    to: &str,
-    subject: &str,
-    body: &str,
-) -> Result<()>
-where
-    E: sqlx::Executor<'e, Database = crate::db::Db>,
-{
-    sqlx::query(
-        "INSERT INTO outbox (id, dedupe_key, recipient, subject, body, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(format!("mail-{}", ServiceId::generate()))
-    .bind(key)
-    .bind(to)
-    .bind(subject)
-    .bind(body)
-    .bind(Utc::now())
-    .execute(executor)
-    .await?;
+pub async fn enqueue(tx: &mut Tx, key: &str, to: &str, subject: &str, body: &str) -> Result<()> {
+    in_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO outbox (id, dedupe_key, recipient, subject, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(format!("mail-{}", ServiceId::generate()))
+        .bind(key)
+        .bind(to)
+        .bind(subject)
+        .bind(body)
+        .bind(Utc::now())
+        .execute(conn)
+        .await
+        .map(drop)?
+    });
     Ok(())
 }
 
@@ -245,22 +239,25 @@ pub fn redact_one_time_links(body: &str) -> String {
 }
 
 /// Redacts the one-time links of messages sent before sending redacted them.
-pub async fn redact_sent(pool: &Pool) -> Result<u64> {
-    let sent: Vec<(String, String)> = sqlx::query_as(
+pub async fn redact_sent(store: &Store) -> Result<u64> {
+    let sent: Vec<(String, String)> = on_engine!(store, |db| sqlx::query_as(
         "SELECT id, body FROM outbox WHERE sent_at IS NOT NULL AND instr(body, $1) > 0",
     )
     .bind(ONE_TIME_LINK)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     let mut redacted = 0;
     for (id, body) in sent {
         let clean = redact_one_time_links(&body);
         if clean != body {
-            sqlx::query("UPDATE outbox SET body = $1 WHERE id = $2")
-                .bind(&clean)
-                .bind(&id)
-                .execute(pool)
-                .await?;
+            on_engine!(store, |db| sqlx::query(
+                "UPDATE outbox SET body = $1 WHERE id = $2"
+            )
+            .bind(&clean)
+            .bind(&id)
+            .execute(db)
+            .await
+            .map(|r| r.rows_affected()))?;
             redacted += 1;
         }
     }
@@ -275,30 +272,32 @@ fn bilingual(fr: &str, en: &str) -> String {
 /// Enqueues the campaign e-mails due on `today`: to each référent of an organisation with
 /// published entries, at a campaign's start and in its last week (once each: the dedupe keys
 /// name the campaign, the moment and the organisation).
-pub async fn schedule_campaigns(pool: &Pool, public_url: &str, today: NaiveDate) -> Result<()> {
-    let campaigns: Vec<(String, String, NaiveDate, NaiveDate)> = sqlx::query_as(
+pub async fn schedule_campaigns(store: &Store, public_url: &str, today: NaiveDate) -> Result<()> {
+    let campaigns: Vec<(String, String, NaiveDate, NaiveDate)> = on_engine!(store, |db| {
+        sqlx::query_as(
         "SELECT id, name, starts_on, ends_on FROM campaigns WHERE starts_on <= $1 AND ends_on >= $1",
     )
     .bind(today)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db).await
+    })?;
     if campaigns.is_empty() {
         return Ok(());
     }
-    let referents: Vec<(String, String, String)> = sqlx::query_as(
+    let referents: Vec<(String, String, String)> = on_engine!(store, |db| sqlx::query_as(
         "SELECT o.id, o.name, o.referent_email FROM organisations o
          WHERE o.referent_email IS NOT NULL AND o.withdrawn_at IS NULL
          AND EXISTS (SELECT 1 FROM services s WHERE s.source_id = o.id AND s.status = 'published')",
     )
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db)
+    .await)?;
+    let mut tx = store.begin_writing().await?;
     for (id, name, starts_on, ends_on) in campaigns {
         let last_week = ends_on.checked_sub_days(Days::new(7)).unwrap_or(starts_on);
         let (start_fr, end_fr) = (starts_on.format("%d/%m/%Y"), ends_on.format("%d/%m/%Y"));
         let (start_en, end_en) = (starts_on.format("%Y-%m-%d"), ends_on.format("%Y-%m-%d"));
         for (organisation, organisation_name, email) in &referents {
             enqueue(
-                pool,
+                &mut tx,
                 &format!("campaign:{id}:start:{organisation}"),
                 email,
                 &format!("Proximités : la campagne « {name} » commence / the review campaign “{name}” starts"),
@@ -314,7 +313,7 @@ pub async fn schedule_campaigns(pool: &Pool, public_url: &str, today: NaiveDate)
             .await?;
             if today >= last_week {
                 enqueue(
-                    pool,
+                    &mut tx,
                     &format!("campaign:{id}:reminder:{organisation}"),
                     email,
                     &format!("Proximités : dernière semaine de la campagne « {name} » / last week of the review campaign"),
@@ -331,27 +330,23 @@ pub async fn schedule_campaigns(pool: &Pool, public_url: &str, today: NaiveDate)
             }
         }
     }
-    Ok(())
+    tx.commit().await
 }
 
 /// Tells the référent of the entry's organisation that a citizen reported an error on it, in
 /// the transaction that records the report.
-pub async fn notify_report(
-    conn: &mut sqlx::SqliteConnection,
-    public_url: &str,
-    report: &str,
-) -> Result<()> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
+pub async fn notify_report(tx: &mut Tx, public_url: &str, report: &str) -> Result<()> {
+    let row: Option<(String, String, String)> = in_tx!(tx, |conn| sqlx::query_as(
         "SELECT o.referent_email, s.name, r.message FROM reports r
          JOIN organisations o ON o.id = r.organisation_id JOIN services s ON s.id = r.service_id
          WHERE r.id = $1 AND o.referent_email IS NOT NULL",
     )
     .bind(report)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(conn)
+    .await)?;
     if let Some((email, entry, message)) = row {
         enqueue(
-            &mut *conn,
+            tx,
             &format!("report:{report}"),
             &email,
             &format!("Proximités : signalement sur « {entry} » / an error reported"),
@@ -368,7 +363,7 @@ pub async fn notify_report(
 /// The invitation link, to the person invited from the pages, in the transaction that records
 /// the invitation. `secret` is the link's, which only this e-mail carries.
 pub async fn invitation(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     public_url: &str,
     email: &str,
     organisation: &str,
@@ -381,7 +376,7 @@ pub async fn invitation(
         _ => ("contributrice ou contributeur", "editor"),
     };
     enqueue(
-        &mut *conn,
+        tx,
         &format!("invitation:{}", crate::accounts::digest(secret)),
         email,
         &format!("Proximités : invitation pour {organisation} / invitation"),
@@ -400,11 +395,7 @@ pub async fn run(
     public_url: String,
     every: std::time::Duration,
 ) {
-    let Ok(pool) = store.sqlite().cloned() else {
-        tracing::warn!("e-mails not yet sent from PostgreSQL");
-        return;
-    };
-    match redact_sent(&pool).await {
+    match redact_sent(&store).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(messages = n, "one-time links removed from sent e-mails"),
         Err(error) => tracing::warn!(%error, "sent e-mails not redacted"),
@@ -412,7 +403,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(error) = schedule_campaigns(&pool, &public_url, Utc::now().date_naive()).await {
+        if let Err(error) = schedule_campaigns(&store, &public_url, Utc::now().date_naive()).await {
             tracing::warn!(%error, "campaign e-mails not scheduled");
         }
         if let Some(mailer) = &mailer {

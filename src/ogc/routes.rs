@@ -217,7 +217,7 @@ async fn document(
     // Other parameters are ignored here: GDAL repeats a URL's own parameters (`crs=…`) on every
     // request, these documents included.
     let output = output(pairs, headers)?;
-    let version = crate::db::data_version(&state.pool).await?;
+    let version = crate::db::data_version(&state.store).await?;
     let tag = etag(&version, uri, output, base);
     if let Some(response) = not_modified(headers, &tag) {
         return Ok(response);
@@ -301,7 +301,7 @@ pub(crate) async fn api(
     headers: HeaderMap,
     PublicBase(base): PublicBase,
 ) -> Result<Response> {
-    let version = crate::db::data_version(&state.pool).await?;
+    let version = crate::db::data_version(&state.store).await?;
     let tag = etag(&version, &uri, Output::Json, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -478,7 +478,7 @@ pub(crate) async fn queryables(
     PublicBase(base): PublicBase,
 ) -> Result<Response> {
     let found = find_collection(&state.reference, &id)?;
-    let version = crate::db::data_version(&state.pool).await?;
+    let version = crate::db::data_version(&state.store).await?;
     let tag = etag(&version, &uri, Output::Json, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -1010,7 +1010,7 @@ async fn read_page(
     let (limit, crs) = (request.limit, request.crs);
     let (after, sort) = (request.after.clone(), request.sort.clone());
     let known_lookup = state.layers.cached_lookup(version);
-    let page = store::with_connection(&state.pool, move |handle| {
+    let page = store::with_connection(&state.store, move |handle| {
         let lookup = match known_lookup {
             Some(lookup) => lookup,
             None => Arc::new(store::lookup(handle, &reference)?),
@@ -1115,7 +1115,7 @@ pub(crate) async fn items(
     let found = find_collection(&state.reference, &id)?;
     let pairs = query_pairs(query.as_deref());
     let request = parse_items(&state.reference, &found, &pairs, &headers)?;
-    let version = crate::db::data_version(&state.pool).await?;
+    let version = crate::db::data_version(&state.store).await?;
     let tag = etag(&version, &uri, request.output, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -1225,7 +1225,7 @@ pub(crate) async fn feature(
     let Some(service_id) = ServiceId::parse(&feature_id) else {
         return Err(Error::not_found("entité", feature_id));
     };
-    let version = crate::db::data_version(&state.pool).await?;
+    let version = crate::db::data_version(&state.store).await?;
     let tag = etag(&version, &uri, output, &base);
     if let Some(response) = not_modified(&headers, &tag) {
         return Ok(response);
@@ -1236,7 +1236,7 @@ pub(crate) async fn feature(
     };
     selection.id = Some(service_id.as_str().to_owned());
     let reference = state.reference.clone();
-    let body = store::with_connection(&state.pool, move |handle| {
+    let body = store::with_connection(&state.store, move |handle| {
         let lookup = store::lookup(handle, &reference)?;
         let mut body = None;
         store::scan(handle, &lookup, &selection, store::Order::Storage, |row| {

@@ -673,7 +673,7 @@ pub(crate) async fn tile(
             state
                 .live
                 .service_cache
-                .get_many(&state.pool, version.as_deref(), &ids)
+                .get_many(&state.store, version.as_deref(), &ids)
                 .await?
                 .into_iter()
                 .map(|s| (s.service.id.to_string(), s.service.content.name.clone()))

@@ -4,7 +4,9 @@
 
 use std::io::Write;
 
+use crate::db::Tx;
 use crate::http::Path;
+use crate::{in_tx, on_engine};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,29 +37,29 @@ pub fn router() -> Router<AppState> {
 /// The organisation's entries to give back: those published, and those its withdrawal
 /// unpublished (an entry it withdrew itself earlier stays out).
 async fn entries_of(state: &AppState, organisation: &str) -> Result<Vec<Service>> {
-    let mut ids: Vec<ServiceId> = sqlx::query_as::<_, (String,)>(
+    let mut ids: Vec<ServiceId> = on_engine!(&state.store, |db| sqlx::query_as::<_, (String,)>(
         "SELECT id FROM services WHERE source_id = $1 AND status = 'published' ORDER BY id",
     )
     .bind(organisation)
-    .fetch_all(&state.pool)
-    .await?
+    .fetch_all(db)
+    .await)?
     .into_iter()
     .filter_map(|(id,)| ServiceId::parse(&id))
     .collect();
-    let active: Vec<(String,)> = sqlx::query_as(
+    let active: Vec<(String,)> = on_engine!(&state.store, |db| sqlx::query_as(
         "SELECT entries FROM organisation_withdrawals
          WHERE organisation_id = $1 AND undone_at IS NULL",
     )
     .bind(organisation)
-    .fetch_all(&state.pool)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     for (entries,) in active {
         let listed: Vec<String> = serde_json::from_str(&entries).map_err(anyhow::Error::from)?;
         ids.extend(listed.iter().filter_map(|id| ServiceId::parse(id)));
     }
     let mut services = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(1_000) {
-        services.extend(crate::services::store::get_many(&state.pool, chunk).await?);
+        services.extend(crate::services::store::get_many(&state.store, chunk).await?);
     }
     services.sort_by(|a, b| a.source_ref.cmp(&b.source_ref));
     Ok(services)
@@ -130,7 +132,7 @@ pub async fn export_zip(
     let services = entries_of(state, &organisation.id).await?;
     let mut histories = serde_json::Map::new();
     for service in &services {
-        let changes = history::of_entry(&state.pool, &service.id).await?;
+        let changes = history::of_entry(&state.store, &service.id).await?;
         histories.insert(
             service.id.to_string(),
             serde_json::to_value(changes).map_err(anyhow::Error::from)?,
@@ -168,7 +170,7 @@ async fn organisation_for(
     action: Action,
 ) -> Result<accounts::Organisation> {
     can(actor, action, Target::Organisation(id))?;
-    accounts::organisation(&state.pool, id)
+    accounts::organisation(&state.store, id)
         .await?
         .ok_or_else(|| {
             if actor.role == crate::accounts::Role::Operator {
@@ -225,13 +227,13 @@ pub async fn withdraw_organisation(
     id: &str,
 ) -> Result<Withdrawal> {
     organisation_for(actor, state, id, Action::WithdrawOrganisation).await?;
-    let mut turn = WriteTurn::begin(&state.pool, Some(&state.live)).await?;
-    let ids: Vec<(String,)> = sqlx::query_as(
+    let mut turn = WriteTurn::begin(&state.store, Some(&state.live)).await?;
+    let ids: Vec<(String,)> = in_tx!(turn.conn(), |conn| sqlx::query_as(
         "SELECT id FROM services WHERE source_id = $1 AND status = 'published' ORDER BY id",
     )
     .bind(id)
-    .fetch_all(turn.conn())
-    .await?;
+    .fetch_all(conn)
+    .await)?;
     let ids: Vec<ServiceId> = ids
         .into_iter()
         .filter_map(|(i,)| ServiceId::parse(&i))
@@ -253,7 +255,8 @@ pub async fn withdraw_organisation(
         .await?;
     }
     let operation = format!("wdr-{}", ServiceId::generate());
-    sqlx::query(
+    in_tx!(turn.conn(), |conn| {
+        sqlx::query(
         "INSERT INTO organisation_withdrawals (id, organisation_id, at, actor_kind, actor_id, entries)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -263,13 +266,16 @@ pub async fn withdraw_organisation(
     .bind(actor_kind)
     .bind(actor_id)
     .bind(serde_json::to_string(&ids.iter().map(ServiceId::as_str).collect::<Vec<_>>()).map_err(anyhow::Error::from)?)
-    .execute(turn.conn())
-    .await?;
-    sqlx::query("UPDATE organisations SET withdrawn_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(id)
-        .execute(turn.conn())
-        .await?;
+    .execute(conn).await.map(|r| r.rows_affected())
+    })?;
+    in_tx!(turn.conn(), |conn| sqlx::query(
+        "UPDATE organisations SET withdrawn_at = $1 WHERE id = $2"
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     turn.commit().await?;
     Ok(Withdrawal {
         id: operation,
@@ -286,13 +292,14 @@ pub async fn undo_withdrawal(
     operation: &str,
 ) -> Result<Withdrawal> {
     can(actor, Action::WithdrawOrganisation, Target::Platform)?;
-    let mut turn = WriteTurn::begin(&state.pool, Some(&state.live)).await?;
-    let row: Option<(String, String)> = sqlx::query_as(
+    let mut turn = WriteTurn::begin(&state.store, Some(&state.live)).await?;
+    let row: Option<(String, String)> = in_tx!(turn.conn(), |conn| {
+        sqlx::query_as(
         "SELECT organisation_id, entries FROM organisation_withdrawals WHERE id = $1 AND undone_at IS NULL",
     )
     .bind(operation)
-    .fetch_optional(turn.conn())
-    .await?;
+    .fetch_optional(conn).await
+    })?;
     let (organisation, entries) =
         row.ok_or_else(|| Error::not_found("retrait en cours", operation))?;
     let listed: Vec<String> = serde_json::from_str(&entries).map_err(anyhow::Error::from)?;
@@ -317,15 +324,21 @@ pub async fn undo_withdrawal(
         .await?;
         restored.push(service_id.clone());
     }
-    sqlx::query("UPDATE organisation_withdrawals SET undone_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(operation)
-        .execute(turn.conn())
-        .await?;
-    sqlx::query("UPDATE organisations SET withdrawn_at = NULL WHERE id = $1")
-        .bind(&organisation)
-        .execute(turn.conn())
-        .await?;
+    in_tx!(turn.conn(), |conn| sqlx::query(
+        "UPDATE organisation_withdrawals SET undone_at = $1 WHERE id = $2"
+    )
+    .bind(now)
+    .bind(operation)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
+    in_tx!(turn.conn(), |conn| sqlx::query(
+        "UPDATE organisations SET withdrawn_at = NULL WHERE id = $1"
+    )
+    .bind(&organisation)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     turn.commit().await?;
     Ok(Withdrawal {
         id: operation.to_owned(),
@@ -366,7 +379,7 @@ async fn undo(
 /// Gives an entry `status` as one recorded change (`action` in its history, made through the
 /// API by `actor`): the withdrawal and its undoing differ only in these.
 async fn set_status(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     current: &Service,
     status: Status,
     action: &'static str,
@@ -379,6 +392,6 @@ async fn set_status(
         id,
         via: history::Via::Api,
     };
-    crate::services::turn::set_status(conn, current, status, &author, action, now).await?;
+    crate::services::turn::set_status(tx, current, status, &author, action, now).await?;
     Ok(())
 }

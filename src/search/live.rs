@@ -20,10 +20,11 @@ use rustc_hash::FxHashSet;
 use super::engine::SearchIndex;
 use super::spatial::{self, Attributes, SpatialEntry};
 use super::text::{self, TextIndex, TextWriter};
-use crate::db::{self, Pool};
+use crate::db::{self, Store};
 use crate::import::Reference;
 use crate::services::cache::ServiceCache;
 use crate::services::{ServiceId, Status};
+use crate::{in_tx, on_engine};
 
 /// How often a server applies what other processes wrote.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
@@ -118,8 +119,8 @@ impl LiveIndexes {
     /// Opens the text index in `dir` and loads the spatial index from the database, then
     /// brings both to the log's head: the text index from its own position (rebuilt only when
     /// it has none, is of another schema version, or the log was pruned past it).
-    pub async fn open(pool: &Pool, reference: Reference, dir: &Path) -> anyhow::Result<Self> {
-        Self::open_with(pool, reference, dir, None).await
+    pub async fn open(store: &Store, reference: Reference, dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(store, reference, dir, None).await
     }
 
     /// The same; with `background_above`, a text index that must be built from every entry
@@ -128,7 +129,7 @@ impl LiveIndexes {
     /// searches by place and typology answer at once; searches by words are refused with 503
     /// `text_index_building` until it is built, and `/readyz` says not ready.
     pub async fn open_with(
-        pool: &Pool,
+        store: &Store,
         reference: Reference,
         dir: &Path,
         background_above: Option<usize>,
@@ -140,8 +141,8 @@ impl LiveIndexes {
                 .await??;
         let started = Instant::now();
         // Read before the rows: a write landing during the load is applied again, harmlessly.
-        let head = db::log_head(pool).await?;
-        let spatial = spatial::load(pool).await?;
+        let head = db::log_head(store).await?;
+        let spatial = spatial::load(store).await?;
         tracing::info!(
             entries = spatial.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -177,7 +178,7 @@ impl LiveIndexes {
                 "text index to build from the database: in the background, searches by words wait for it"
             );
         } else {
-            live.catch_up(pool).await?;
+            live.catch_up(store).await?;
         }
         Ok(live)
     }
@@ -260,25 +261,27 @@ impl LiveIndexes {
     /// Applies the change log past the indexes' positions: each changed entry is read again
     /// and its text document and spatial placement replaced or removed. Writes of this process
     /// call it after their commit; a server calls it every [`FOLLOW_INTERVAL`].
-    pub async fn catch_up(&self, pool: &Pool) -> anyhow::Result<CaughtUp> {
+    pub async fn catch_up(&self, store: &Store) -> anyhow::Result<CaughtUp> {
         let mut applier = self.applier.lock().await;
         let mut done = CaughtUp::default();
         loop {
             let step_started = Instant::now();
             let current = self.search_index();
             let from = current.position.min(applier.text_applied);
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT seq, entry_id, kind FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(from)
-            .bind(BATCH_ROWS)
-            .fetch_all(pool)
-            .await?;
+            let rows: Vec<(i64, String, String)> = on_engine!(store, |db| {
+                sqlx::query_as(
+                    "SELECT seq, entry_id, kind FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(from)
+                .bind(BATCH_ROWS)
+                .fetch_all(db)
+                .await?
+            });
             // Sequence numbers follow one another: a gap after the position means rows were
             // pruned (only then is the fact worth reading).
             let gap = rows.first().is_some_and(|(seq, _, _)| *seq > from + 1);
             let pruned: i64 = if gap {
-                db::fact(pool, "log_pruned_through")
+                db::fact(store, "log_pruned_through")
                     .await?
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0)
@@ -291,7 +294,7 @@ impl LiveIndexes {
                 } else {
                     Rebuild::Pruned
                 };
-                self.rebuild(pool, &mut applier, reason).await?;
+                self.rebuild(store, &mut applier, reason).await?;
                 done.rebuilt = true;
                 continue;
             }
@@ -345,7 +348,7 @@ impl LiveIndexes {
             let mut published = Vec::new();
             for chunk in wanted.chunks(500) {
                 published.extend(
-                    crate::services::store::get_many(pool, chunk)
+                    crate::services::store::get_many(store, chunk)
                         .await?
                         .into_iter()
                         .filter(|s| s.status == Status::Published),
@@ -458,7 +461,7 @@ impl LiveIndexes {
     /// Rebuilds both indexes from the database, saying why in the log.
     async fn rebuild(
         &self,
-        pool: &Pool,
+        store: &Store,
         applier: &mut Applier,
         reason: Rebuild,
     ) -> anyhow::Result<()> {
@@ -475,9 +478,9 @@ impl LiveIndexes {
         // The writer must be released: the rebuild opens one of its own.
         applier.writer = None;
         self.text.forget_recent();
-        let head = db::log_head(pool).await?;
-        self.text.sync_from_db(pool, &self.reference).await?;
-        let spatial = spatial::load(pool).await?;
+        let head = db::log_head(store).await?;
+        self.text.sync_from_db(store, &self.reference).await?;
+        let spatial = spatial::load(store).await?;
         applier.text_applied = head;
         applier.committed_at = Instant::now();
         self.text_visible.store(head, Ordering::Release);
@@ -523,26 +526,29 @@ impl LiveIndexes {
     }
 
     /// Rebuilds both indexes from the database whatever their position (`check --repair`).
-    pub async fn rebuild_all(&self, pool: &Pool) -> anyhow::Result<()> {
+    pub async fn rebuild_all(&self, store: &Store) -> anyhow::Result<()> {
         let mut applier = self.applier.lock().await;
-        self.rebuild(pool, &mut applier, Rebuild::Asked).await?;
+        self.rebuild(store, &mut applier, Rebuild::Asked).await?;
         drop(applier);
-        self.catch_up(pool).await?;
+        self.catch_up(store).await?;
         Ok(())
     }
 
     /// Records this process's position in the database (for pruning and `check`).
-    pub async fn record_position(&self, pool: &Pool) -> anyhow::Result<()> {
+    pub async fn record_position(&self, store: &Store) -> anyhow::Result<()> {
         let positions = self.positions();
-        sqlx::query(
-            "INSERT INTO index_positions (name, seq, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
-        )
-        .bind(self.dir.display().to_string())
-        .bind(positions.text_committed)
-        .bind(chrono::Utc::now())
-        .execute(pool)
-        .await?;
+        on_engine!(store, |db| {
+            sqlx::query(
+                "INSERT INTO index_positions (name, seq, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+            )
+            .bind(self.dir.display().to_string())
+            .bind(positions.text_committed)
+            .bind(chrono::Utc::now())
+            .execute(db)
+            .await
+            .map(drop)?
+        });
         Ok(())
     }
 }
@@ -568,35 +574,38 @@ impl Positions {
 
 /// Deletes the change-log rows every recorded index has applied and that are older than
 /// `retention`; the last row always stays (it is the data version). Returns the rows deleted.
-pub async fn prune_log(pool: &Pool, retention: Duration) -> anyhow::Result<u64> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub async fn prune_log(store: &Store, retention: Duration) -> anyhow::Result<u64> {
+    let mut tx = store.begin_writing().await?;
     let before =
         chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     // An index that reported nothing for as long as the retention is gone (or will rebuild).
-    let (applied,): (Option<i64>,) =
+    let (applied,): (Option<i64>,) = in_tx!(&mut tx, |conn| {
         sqlx::query_as("SELECT MIN(seq) FROM index_positions WHERE updated_at > $1")
             .bind(before)
-            .fetch_one(&mut *tx)
-            .await?;
-    let head = db::log_head(&mut *tx).await?;
+            .fetch_one(conn)
+            .await?
+    });
+    let head = db::log_head_in(&mut tx).await?;
     let through = applied.unwrap_or(head).min(head - 1);
-    let before = crate::services::store::log_stamp(before);
-    let (last_old,): (Option<i64>,) =
+    let (last_old,): (Option<i64>,) = in_tx!(&mut tx, |conn| {
         sqlx::query_as("SELECT MAX(seq) FROM change_log WHERE seq <= $1 AND at <= $2")
             .bind(through)
-            .bind(&before)
-            .fetch_one(&mut *tx)
-            .await?;
+            .bind(db::Stamp(before))
+            .fetch_one(conn)
+            .await?
+    });
     let Some(last_old) = last_old else {
         tx.rollback().await?;
         return Ok(0);
     };
-    let deleted = sqlx::query("DELETE FROM change_log WHERE seq <= $1")
-        .bind(last_old)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    db::set_fact(&mut *tx, "log_pruned_through", &last_old.to_string()).await?;
+    let deleted = in_tx!(&mut tx, |conn| {
+        sqlx::query("DELETE FROM change_log WHERE seq <= $1")
+            .bind(last_old)
+            .execute(conn)
+            .await?
+            .rows_affected()
+    });
+    db::set_fact_in(&mut tx, "log_pruned_through", &last_old.to_string()).await?;
     tx.commit().await?;
     Ok(deleted)
 }
@@ -632,18 +641,28 @@ fn in_service(index: SearchIndex) -> Arc<SearchIndex> {
     index
 }
 
-/// Follows the change log until the process ends: applies it every [`FOLLOW_INTERVAL`],
-/// commits the text index about every [`TEXT_COMMIT_INTERVAL`], checkpoints the database every
+/// Follows the change log until the process ends: applies it when woken by another
+/// instance's write (PostgreSQL's `LISTEN`, see [`listen`]) and every [`FOLLOW_INTERVAL`]
+/// otherwise (every [`FOLLOW_INTERVAL_LISTENING`] while notifications arrive), commits the
+/// text index about every [`TEXT_COMMIT_INTERVAL`], checkpoints a SQLite database every
 /// second, records the position every minute, and prunes the log once an hour.
-pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
-    let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn follow(live: Arc<LiveIndexes>, store: Store) {
+    let woken = Arc::new(tokio::sync::Notify::new());
+    let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Store::Postgres(pool) = &store {
+        tokio::spawn(listen(pool.clone(), woken.clone(), listening.clone()));
+    }
     let mut recorded = Instant::now() - Duration::from_secs(3600);
     let mut pruned = Instant::now();
     let mut checkpointed = Instant::now();
     loop {
-        tick.tick().await;
-        match live.catch_up(&pool).await {
+        let interval = if listening.load(Ordering::Acquire) {
+            FOLLOW_INTERVAL_LISTENING
+        } else {
+            FOLLOW_INTERVAL
+        };
+        let _ = tokio::time::timeout(interval, woken.notified()).await;
+        match live.catch_up(&store).await {
             Ok(done) if done.rows > 0 => tracing::debug!(?done, "change log applied"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "change log not applied"),
@@ -655,24 +674,70 @@ pub async fn follow(live: Arc<LiveIndexes>, pool: Pool) {
         // database file; elsewhere this finds little to do.
         if checkpointed.elapsed() >= CHECKPOINT_INTERVAL {
             checkpointed = Instant::now();
-            if let Err(error) = db::checkpoint_passive(&pool).await {
+            if let Err(error) = db::checkpoint_passive(&store).await {
                 tracing::warn!(%error, "database checkpoint failed");
             }
         }
         if recorded.elapsed() >= Duration::from_secs(60) {
             recorded = Instant::now();
-            if let Err(error) = live.record_position(&pool).await {
+            if let Err(error) = live.record_position(&store).await {
                 tracing::warn!(%error, "index position not recorded");
             }
         }
         if pruned.elapsed() >= Duration::from_secs(3600) {
             pruned = Instant::now();
-            match prune_log(&pool, LOG_RETENTION).await {
+            match prune_log(&store, LOG_RETENTION).await {
                 Ok(rows) if rows > 0 => tracing::info!(rows, "change log pruned"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "change log not pruned"),
             }
         }
+    }
+}
+
+/// How often a server reads the log while PostgreSQL's notifications arrive: a safety net
+/// only, since each write wakes it.
+pub const FOLLOW_INTERVAL_LISTENING: Duration = Duration::from_secs(2);
+
+/// Listens on PostgreSQL's [`db::CHANGES_CHANNEL`], waking the follower at each notification,
+/// with `listening` true while connected. A dropped connection is opened again after a
+/// second; meanwhile the follower polls every [`FOLLOW_INTERVAL`], and is woken once on
+/// reconnecting, for what was notified while nobody listened.
+async fn listen(
+    pool: sqlx::PgPool,
+    woken: Arc<tokio::sync::Notify>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if let Err(error) = listener.listen(db::CHANGES_CHANNEL).await {
+                    tracing::warn!(%error, "change notifications not listened to");
+                } else {
+                    listening.store(true, Ordering::Release);
+                    woken.notify_one();
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => woken.notify_one(),
+                            Ok(None) => {
+                                tracing::warn!(
+                                    "change notifications interrupted: polling meanwhile"
+                                );
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "change notifications interrupted: polling meanwhile");
+                                break;
+                            }
+                        }
+                    }
+                }
+                listening.store(false, Ordering::Release);
+                drop(listener);
+            }
+            Err(error) => tracing::warn!(%error, "change notifications unavailable: polling"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

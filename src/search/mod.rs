@@ -15,8 +15,9 @@ use std::sync::Arc;
 use chrono::DateTime;
 use chrono_tz::Tz;
 
-use crate::db::{self, Pool};
+use crate::db::{self, Store};
 use crate::error::Result;
+use crate::on_engine;
 use crate::services::cache::Cached;
 use crate::services::ServiceId;
 use crate::state::AppState;
@@ -97,7 +98,7 @@ pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) ->
     let entries = state
         .live
         .service_cache
-        .get_many(&state.pool, version.as_deref(), &ids)
+        .get_many(&state.store, version.as_deref(), &ids)
         .await?
         .into_iter()
         .map(|s| (s.service.id.clone(), s))
@@ -111,18 +112,19 @@ pub async fn answer(state: &AppState, query: &SearchQuery, now: DateTime<Tz>) ->
 
 /// Every difference between the search indexes and the database, in words (empty when they
 /// agree): the spatial index as this process builds it, and the text index on disk in `dir`.
-pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
-    let spatial = spatial::load(pool).await?;
-    let mut found = spatial::check(pool, &spatial).await?;
+pub async fn check(store: &Store, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let spatial = spatial::load(store).await?;
+    let mut found = spatial::check(store, &spatial).await?;
     let owned = dir.to_owned();
     let text = tokio::task::spawn_blocking(move || TextIndex::open_to_inspect(&owned)).await??;
-    let published: HashSet<String> =
-        sqlx::query_as::<_, (String,)>("SELECT id FROM services WHERE status = 'published'")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect();
+    let published: HashSet<String> = on_engine!(store, |db| sqlx::query_as::<_, (String,)>(
+        "SELECT id FROM services WHERE status = 'published'"
+    )
+    .fetch_all(db)
+    .await)?
+    .into_iter()
+    .map(|(id,)| id)
+    .collect();
     let indexed = text.ids()?;
     let missing: Vec<&String> = published.difference(&indexed).collect();
     let extra: Vec<&String> = indexed.difference(&published).collect();
@@ -138,8 +140,8 @@ pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     // The groups of duplicates are derived from the statuses too.
-    found.extend(crate::services::duplicates::check(pool).await?);
-    let head = db::log_head(pool).await?;
+    found.extend(crate::services::duplicates::check(store).await?);
+    let head = db::log_head(store).await?;
     match text.position() {
         Some(position) if position >= head => {}
         position => found.push(format!(
@@ -153,9 +155,9 @@ pub async fn check(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Where the change log stands and each index that reported its position (a server records
 /// its own every minute), with its lag, one line each: what `check` prints first.
-pub async fn log_report(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> {
-    let head = db::log_head(pool).await?;
-    let pruned = db::fact(pool, "log_pruned_through")
+pub async fn log_report(store: &Store, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let head = db::log_head(store).await?;
+    let pruned = db::fact(store, "log_pruned_through")
         .await?
         .unwrap_or_else(|| "0".into());
     let mut lines = vec![format!(
@@ -169,11 +171,11 @@ pub async fn log_report(pool: &Pool, dir: &Path) -> anyhow::Result<Vec<String>> 
         dir.display(),
         (head - position).max(0)
     ));
-    let recorded: Vec<(String, i64, String)> = sqlx::query_as(
+    let recorded: Vec<(String, i64, String)> = on_engine!(store, |db| sqlx::query_as(
         "SELECT name, seq, CAST(updated_at AS TEXT) FROM index_positions ORDER BY name",
     )
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     for (name, seq, at) in recorded {
         lines.push(format!(
             "index de serveur / server index {name} : position {seq} au / at {at}, retard / lag {}",

@@ -22,7 +22,7 @@ use rstar::primitives::GeomWithData;
 use rstar::{RTree, AABB};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::db::Pool;
+use crate::db::Store;
 use crate::error::Result;
 use crate::services::{ServiceId, Wheelchair, ID_ALPHABET};
 use crate::spatial::{BBox, LonLat, EARTH_RADIUS_M};
@@ -1295,10 +1295,10 @@ fn enclosing_envelope(bbox: BBox) -> Option<AABB<[f64; 3]>> {
 
 /// Every published entry of the database, gathered in slots (trees not built yet). Read in one
 /// statement, hence from one snapshot of the database.
-async fn read_published(pool: &Pool) -> Result<Builder> {
-    let expected = crate::services::store::count(pool).await?;
+async fn read_published(store: &Store) -> Result<Builder> {
+    let expected = crate::services::store::count(store).await?;
     let builder = Builder::for_unique_ids(usize::try_from(expected).unwrap_or(0));
-    crate::services::store::for_each_published(pool, builder, |builder, row| {
+    crate::services::store::for_each_published(store, builder, |builder, row| {
         builder.push(
             row.id,
             row.typology,
@@ -1318,9 +1318,9 @@ async fn read_published(pool: &Pool) -> Result<Builder> {
 ///
 /// A write committed after the read is not in the answer: install the index before accepting
 /// writes, or replay them (`upsert` of an entry already placed is harmless).
-pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
+pub async fn load(store: &Store) -> Result<SpatialIndex> {
     let started = std::time::Instant::now();
-    let builder = read_published(pool).await?;
+    let builder = read_published(store).await?;
     let read_ms = started.elapsed().as_millis() as u64;
     let index = tokio::task::spawn_blocking(move || builder.build())
         .await
@@ -1337,8 +1337,8 @@ pub async fn load(pool: &Pool) -> Result<SpatialIndex> {
 /// each (empty when they agree): entries missing on either side, in another typology or commune,
 /// moved by more than 1e-9°, and any incoherence inside the index itself. Past 100 sentences the
 /// rest is summed up in a last one.
-pub async fn check(pool: &Pool, index: &SpatialIndex) -> Result<Vec<String>> {
-    let database = read_published(pool).await?.index;
+pub async fn check(store: &Store, index: &SpatialIndex) -> Result<Vec<String>> {
+    let database = read_published(store).await?.index;
     let published: rustc_hash::FxHashSet<IdKey> = database.slots.iter().map(|s| s.id).collect();
     let mut found = index.internal_discrepancies();
     for number in 0..database.slots.len() as u32 {
@@ -1814,38 +1814,38 @@ mod tests {
     #[tokio::test]
     async fn load_and_check_against_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("test.db").to_str().unwrap())
+        let store = crate::db::Store::connect(dir.path().join("test.db").to_str().unwrap())
             .await
             .unwrap();
-        crate::boot::prepare(&pool, true).await.unwrap();
-        let mut index = load(&pool).await.unwrap();
+        crate::boot::prepare(&store, true).await.unwrap();
+        let mut index = load(&store).await.unwrap();
         assert_eq!(index.len(), 1283);
-        assert_eq!(check(&pool, &index).await.unwrap(), Vec::<String>::new());
+        assert_eq!(check(&store, &index).await.unwrap(), Vec::<String>::new());
 
         let (moved,): (String,) = sqlx::query_as("SELECT id FROM services ORDER BY id LIMIT 1")
-            .fetch_one(&pool)
+            .fetch_one(store.sqlite().unwrap())
             .await
             .unwrap();
         sqlx::query("UPDATE services SET lon = lon + 0.001 WHERE id = $1")
             .bind(&moved)
-            .execute(&pool)
+            .execute(store.sqlite().unwrap())
             .await
             .unwrap();
-        let found = check(&pool, &index).await.unwrap();
+        let found = check(&store, &index).await.unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains(&moved), "{found:?}");
 
         let (withdrawn,): (String,) =
             sqlx::query_as("SELECT id FROM services ORDER BY id DESC LIMIT 1")
-                .fetch_one(&pool)
+                .fetch_one(store.sqlite().unwrap())
                 .await
                 .unwrap();
         sqlx::query("UPDATE services SET status = 'withdrawn' WHERE id = $1")
             .bind(&withdrawn)
-            .execute(&pool)
+            .execute(store.sqlite().unwrap())
             .await
             .unwrap();
-        let found = check(&pool, &index).await.unwrap();
+        let found = check(&store, &index).await.unwrap();
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().any(|f| f.contains(&withdrawn)), "{found:?}");
 
@@ -1854,7 +1854,7 @@ mod tests {
             "SELECT typology_code, lon, lat, insee_code FROM services WHERE id = $1",
         )
         .bind(&moved)
-        .fetch_one(&pool)
+        .fetch_one(store.sqlite().unwrap())
         .await
         .unwrap();
         index.upsert(
@@ -1867,6 +1867,6 @@ mod tests {
             },
         );
         assert!(index.remove(&ServiceId(withdrawn)));
-        assert_eq!(check(&pool, &index).await.unwrap(), Vec::<String>::new());
+        assert_eq!(check(&store, &index).await.unwrap(), Vec::<String>::new());
     }
 }

@@ -52,7 +52,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::spatial::IdKey;
-use crate::db::Pool;
+use crate::db::Store;
 use crate::import::Reference;
 use crate::services::{Service, ServiceId};
 use crate::spatial::{BBox, LonLat};
@@ -1072,17 +1072,17 @@ impl TextIndex {
     /// Rebuilds the index from the published entries of the database (on blocking threads).
     pub async fn sync_from_db(
         &self,
-        pool: &Pool,
+        store: &Store,
         reference: &Reference,
     ) -> crate::error::Result<()> {
         // Read before the rows: a write landing between is applied again from the log, which
         // is harmless (an upsert of what the index holds already).
-        let position = crate::db::log_head(pool).await?;
+        let position = crate::db::log_head(store).await?;
         let started = std::time::Instant::now();
-        let expected = crate::services::store::published_count(pool).await?;
+        let expected = crate::services::store::published_count(store).await?;
         let read = reference.clone();
         let docs = crate::services::store::for_each_published_text(
-            pool,
+            store,
             Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
             move |docs, row| {
                 let insee_code = InseeCode::parse(row.insee_code)
@@ -1455,10 +1455,10 @@ mod tests {
     #[tokio::test]
     async fn syncs_the_published_entries_of_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("test.db").to_str().unwrap())
+        let store = crate::db::Store::connect(dir.path().join("test.db").to_str().unwrap())
             .await
             .unwrap();
-        crate::boot::prepare(&pool, true).await.unwrap();
+        crate::boot::prepare(&store, true).await.unwrap();
         let taxonomy = Taxonomy::embedded().unwrap();
         let locator = Locator::new(
             crate::territory::ReferenceFiles::embedded()
@@ -1473,7 +1473,7 @@ mod tests {
             taxonomy: std::sync::Arc::new(taxonomy),
             locator: std::sync::Arc::new(locator),
         };
-        index.sync_from_db(&pool, &reference).await.unwrap();
+        index.sync_from_db(&store, &reference).await.unwrap();
         eprintln!(
             "synced {} entries in {:?}",
             index.doc_count(),
@@ -1481,7 +1481,7 @@ mod tests {
         );
         let published: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM services WHERE status = 'published'")
-                .fetch_all(&pool)
+                .fetch_all(store.sqlite().unwrap())
                 .await
                 .unwrap();
         let published: HashSet<String> = published.into_iter().map(|(id,)| id).collect();
@@ -1497,7 +1497,7 @@ mod tests {
         );
         let (insee,): (String,) = sqlx::query_as("SELECT insee_code FROM services WHERE id = $1")
             .bind(hits[0].0.as_str())
-            .fetch_one(&pool)
+            .fetch_one(store.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(insee, "63300");

@@ -67,6 +67,27 @@ pub struct PublishedRow<'r> {
     pub name: &'r str,
 }
 
+/// [`PUBLISHED`], for PostgreSQL's driver.
+pub const PUBLISHED_ROWS: &str = "SELECT id, typology_code, lon, lat, insee_code, wheelchair,
+    opening_hours, name FROM services WHERE status = 'published'";
+
+impl<'r> PublishedRow<'r> {
+    /// The row of [`PUBLISHED_ROWS`] that `row` is, read by PostgreSQL's driver.
+    pub fn of_postgres(row: &'r sqlx::postgres::PgRow) -> anyhow::Result<Self> {
+        use sqlx::Row as _;
+        Ok(PublishedRow {
+            id: row.try_get(0)?,
+            typology: row.try_get(1)?,
+            lon: row.try_get(2)?,
+            lat: row.try_get(3)?,
+            insee_code: row.try_get(4)?,
+            wheelchair: row.try_get(5)?,
+            opening_hours: row.try_get(6)?,
+            name: row.try_get(7)?,
+        })
+    }
+}
+
 /// Published rows copied out of SQLite, to hand to another thread: their texts end to end in
 /// one buffer.
 #[derive(Debug, Default)]
@@ -203,6 +224,29 @@ impl<'r> TextRow<'r> {
     }
 }
 
+/// [`PUBLISHED_TEXT`], for PostgreSQL's driver.
+pub const PUBLISHED_TEXT_ROWS: &str = "SELECT id, name, typology_code, insee_code, lon, lat,
+    street, postcode, city, description FROM services WHERE status = 'published'";
+
+impl<'r> TextRow<'r> {
+    /// The row of [`PUBLISHED_TEXT_ROWS`] that `row` is, read by PostgreSQL's driver.
+    pub fn of_postgres(row: &'r sqlx::postgres::PgRow) -> anyhow::Result<Self> {
+        use sqlx::Row as _;
+        Ok(TextRow {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            typology: row.try_get(2)?,
+            insee_code: row.try_get(3)?,
+            lon: row.try_get(4)?,
+            lat: row.try_get(5)?,
+            street: row.try_get(6)?,
+            postcode: row.try_get(7)?,
+            city: row.try_get(8)?,
+            description: row.try_get(9)?,
+        })
+    }
+}
+
 /// One entry of a source as an import compares it, borrowed from SQLite's row.
 pub struct SourceRow<'r> {
     pub source_digest: Option<&'r str>,
@@ -215,6 +259,29 @@ pub struct SourceRow<'r> {
     pub insee_code: &'r str,
     pub lon: f64,
     pub lat: f64,
+}
+
+/// Every entry of a source, as [`SourceRow`] reads it (`$1`: the source).
+pub const OF_SOURCE: &str = "SELECT source_ref, id, content_hash, status, typology_code,
+    insee_code, lon, lat, source_digest, quality FROM services WHERE source_id = $1";
+
+impl<'r> SourceRow<'r> {
+    /// The row of [`OF_SOURCE`] that `row` is, read by PostgreSQL's driver.
+    pub fn of_postgres(row: &'r sqlx::postgres::PgRow) -> anyhow::Result<Self> {
+        use sqlx::Row as _;
+        Ok(SourceRow {
+            source_ref: row.try_get(0)?,
+            id: row.try_get(1)?,
+            digest: row.try_get(2)?,
+            status: row.try_get(3)?,
+            typology: row.try_get(4)?,
+            insee_code: row.try_get(5)?,
+            lon: row.try_get(6)?,
+            lat: row.try_get(7)?,
+            source_digest: row.try_get(8)?,
+            quality: row.try_get(9)?,
+        })
+    }
 }
 
 /// Streams every entry of `source_id` (any status) to `each`: through the source's index, or
@@ -287,6 +354,32 @@ pub struct BulkWriter<'c> {
     import_id: String,
     // Declared last: the statements are finalized before the connection lock is released.
     handle: LockedSqliteHandle<'c>,
+}
+
+/// What the history row of an imported `row` holds, whose previous version is `previous`
+/// (none: created): its action, the changes of its fields and the version it replaces (JSON).
+pub(crate) fn import_history(
+    row: &Upsert,
+    previous: Option<&Version>,
+) -> anyhow::Result<(&'static str, Option<String>, Option<String>)> {
+    let Some(previous) = previous else {
+        return Ok(("created", None, None));
+    };
+    // A hidden duplicate stays hidden: the detection decides, after the import.
+    let status = match previous.status {
+        Status::Duplicate => Status::Duplicate,
+        _ => Status::Published,
+    };
+    let next = Version::of(
+        &row.content,
+        status,
+        row.verified_at.or(previous.verified_at),
+    );
+    Ok((
+        "updated",
+        Some(serde_json::to_string(&changes(Some(previous), &next))?),
+        Some(serde_json::to_string(previous)?),
+    ))
 }
 
 /// Binds `texts` to `stmt` by index (NULL for `None`), steps it once and resets it; the
@@ -408,26 +501,7 @@ impl<'c> BulkWriter<'c> {
         let db = self.handle.as_raw_handle().as_ptr();
         let stmt = self.history.raw.as_ptr();
         let history_id = super::ServiceId::generate();
-        let (action, changes, previous_json) = match previous {
-            None => ("created", None, None),
-            Some(previous) => {
-                // A hidden duplicate stays hidden: the detection decides, after the import.
-                let status = match previous.status {
-                    Status::Duplicate => Status::Duplicate,
-                    _ => Status::Published,
-                };
-                let next = Version::of(
-                    &row.content,
-                    status,
-                    row.verified_at.or(previous.verified_at),
-                );
-                (
-                    "updated",
-                    Some(serde_json::to_string(&changes(Some(previous), &next))?),
-                    Some(serde_json::to_string(previous)?),
-                )
-            }
-        };
+        let (action, changes, previous_json) = import_history(row, previous)?;
         let texts = [
             (1, Some(row.id.as_str())),
             (2, Some(history_id.as_str())),

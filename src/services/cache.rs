@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::routes::ServiceView;
 use super::{store, Service, ServiceId};
-use crate::db::Pool;
+use crate::db::Store;
 use crate::error::Result;
 use crate::taxonomy::Taxonomy;
 use crate::territory::Locator;
@@ -95,7 +95,7 @@ impl ServiceCache {
     /// later: from memory when read before at that version, else in one query.
     pub async fn get_many(
         &self,
-        pool: &Pool,
+        store: &Store,
         version: Option<&str>,
         ids: &[ServiceId],
     ) -> Result<Vec<Arc<Cached>>> {
@@ -117,7 +117,7 @@ impl ServiceCache {
         if missing.is_empty() {
             return Ok(found);
         }
-        for service in store::get_many(pool, &missing).await? {
+        for service in store::get_many(store, &missing).await? {
             let service = Arc::new(Cached::new(service));
             let mut shard = self
                 .shard(&service.service.id)
@@ -173,49 +173,49 @@ mod tests {
     #[tokio::test]
     async fn serves_from_memory_until_the_version_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(dir.path().join("c.db").to_str().unwrap())
+        let store = crate::db::Store::connect(dir.path().join("c.db").to_str().unwrap())
             .await
             .unwrap();
-        crate::boot::prepare(&pool, true).await.unwrap();
+        crate::boot::prepare(&store, true).await.unwrap();
         let ids: Vec<ServiceId> =
             sqlx::query_as::<_, (String,)>("SELECT id FROM services ORDER BY id LIMIT 3")
-                .fetch_all(&pool)
+                .fetch_all(store.sqlite().unwrap())
                 .await
                 .unwrap()
                 .into_iter()
                 .map(|(id,)| ServiceId(id))
                 .collect();
         let cache = ServiceCache::new(1_000);
-        let first = cache.get_many(&pool, Some("1"), &ids).await.unwrap();
+        let first = cache.get_many(&store, Some("1"), &ids).await.unwrap();
         assert_eq!(first.len(), 3);
         sqlx::query("UPDATE services SET name = 'Renommée' WHERE id = $1")
             .bind(ids[0].as_str())
-            .execute(&pool)
+            .execute(store.sqlite().unwrap())
             .await
             .unwrap();
         // Same version: served from memory, as read then.
-        let again = cache.get_many(&pool, Some("1"), &ids[..1]).await.unwrap();
+        let again = cache.get_many(&store, Some("1"), &ids[..1]).await.unwrap();
         assert_eq!(again[0].service.content.name, first[0].service.content.name);
         assert_ne!(again[0].service.content.name, "Renommée");
         // A new version reads again.
-        let fresh = cache.get_many(&pool, Some("2"), &ids[..1]).await.unwrap();
+        let fresh = cache.get_many(&store, Some("2"), &ids[..1]).await.unwrap();
         assert_eq!(fresh[0].service.content.name, "Renommée");
         let unknown = cache
-            .get_many(&pool, Some("2"), &[ServiceId("zzzzzzzzzzzzzzzz".into())])
+            .get_many(&store, Some("2"), &[ServiceId("zzzzzzzzzzzzzzzz".into())])
             .await
             .unwrap();
         assert!(unknown.is_empty());
 
         // Advanced past a write of the first entry: that one is read again, the others stay.
-        cache.get_many(&pool, Some("2"), &ids).await.unwrap();
+        cache.get_many(&store, Some("2"), &ids).await.unwrap();
         cache.advance(Some("2"), Some("3"), &ids[..1]);
         sqlx::query("UPDATE services SET name = 'Renommée encore' WHERE id IN ($1, $2)")
             .bind(ids[0].as_str())
             .bind(ids[1].as_str())
-            .execute(&pool)
+            .execute(store.sqlite().unwrap())
             .await
             .unwrap();
-        let kept = cache.get_many(&pool, Some("3"), &ids[..2]).await.unwrap();
+        let kept = cache.get_many(&store, Some("3"), &ids[..2]).await.unwrap();
         let name = |id: &ServiceId| {
             kept.iter()
                 .find(|c| &c.service.id == id)
@@ -226,7 +226,7 @@ mod tests {
         assert_ne!(name(&ids[1]), "Renommée encore", "kept from before");
         // A shard that missed a step is emptied.
         cache.advance(Some("1"), Some("4"), &[]);
-        let fresh = cache.get_many(&pool, Some("4"), &ids[..2]).await.unwrap();
+        let fresh = cache.get_many(&store, Some("4"), &ids[..2]).await.unwrap();
         assert!(fresh
             .iter()
             .all(|c| c.service.content.name == "Renommée encore"));
@@ -234,7 +234,7 @@ mod tests {
         // A cache smaller than what is asked still answers everything.
         let tiny = ServiceCache::new(1);
         for _ in 0..2 {
-            let all = tiny.get_many(&pool, Some("2"), &ids).await.unwrap();
+            let all = tiny.get_many(&store, Some("2"), &ids).await.unwrap();
             assert_eq!(all.len(), 3);
         }
     }

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::history::{self, Version, Via};
@@ -16,9 +15,10 @@ use super::turn::{set_version, Author, WriteTurn};
 use super::write::{self, content_draft, Entries, Written};
 use super::{store, Content, Draft, Service, ServiceId, Status};
 use crate::accounts::{can, Action, Actor, Role, Target};
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::{Error, Result};
 use crate::import::National;
+use crate::{in_tx, on_engine};
 
 /// The fields a source can suggest, as the project's CSV names them (`position` is the point,
 /// `lon,lat`), with their French labels. The commune follows the point.
@@ -143,24 +143,26 @@ pub struct Claimed {
 }
 
 /// The entries claimed from the source `source_id`, by the record's identifier there.
-pub async fn claimed_from(pool: &Pool, source_id: &str) -> Result<HashMap<String, Claimed>> {
-    let rows: Vec<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT origin_ref, service_id, dropped_at FROM claims WHERE origin_source_id = $1",
-    )
-    .bind(source_id)
-    .fetch_all(pool)
-    .await?;
+pub async fn claimed_from(store: &Store, source_id: &str) -> Result<HashMap<String, Claimed>> {
+    let rows: Vec<(String, String, Option<DateTime<Utc>>)> =
+        on_engine!(store, |db| sqlx::query_as(
+            "SELECT origin_ref, service_id, dropped_at FROM claims WHERE origin_source_id = $1",
+        )
+        .bind(source_id)
+        .fetch_all(db)
+        .await)?;
     let mut claimed = HashMap::default();
     for (origin_ref, id, dropped_at) in rows {
         let id = ServiceId(id);
-        let Some(service) = store::get(pool, &id).await? else {
+        let Some(service) = store::get(store, &id).await? else {
             continue;
         };
-        let suggested: Vec<(String, String)> =
-            sqlx::query_as("SELECT field, value FROM suggestions WHERE service_id = $1")
-                .bind(id.as_str())
-                .fetch_all(pool)
-                .await?;
+        let suggested: Vec<(String, String)> = on_engine!(store, |db| sqlx::query_as(
+            "SELECT field, value FROM suggestions WHERE service_id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_all(db)
+        .await)?;
         claimed.insert(
             origin_ref,
             Claimed {
@@ -179,36 +181,41 @@ pub async fn claimed_from(pool: &Pool, source_id: &str) -> Result<HashMap<String
 /// suggestion the source repeats keeps its date and its dismissal, a new value is a new
 /// suggestion, and what the source no longer says differently goes.
 pub async fn set_suggestions(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     proposed: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT field, value FROM suggestions WHERE service_id = $1")
-            .bind(id.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
+    let stored: Vec<(String, String)> = in_tx!(tx, |conn| sqlx::query_as(
+        "SELECT field, value FROM suggestions WHERE service_id = $1"
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await)?;
     for (field, value) in &stored {
         if !proposed.iter().any(|(f, v)| f == field && v == value) {
-            sqlx::query("DELETE FROM suggestions WHERE service_id = $1 AND field = $2")
-                .bind(id.as_str())
-                .bind(field)
-                .execute(&mut *conn)
-                .await?;
+            in_tx!(tx, |conn| sqlx::query(
+                "DELETE FROM suggestions WHERE service_id = $1 AND field = $2"
+            )
+            .bind(id.as_str())
+            .bind(field)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))?;
         }
     }
     for (field, value) in proposed {
         if !stored.iter().any(|(f, v)| f == field && v == value) {
-            sqlx::query(
+            in_tx!(tx, |conn| {
+                sqlx::query(
                 "INSERT INTO suggestions (service_id, field, value, suggested_at) VALUES ($1, $2, $3, $4)",
             )
             .bind(id.as_str())
             .bind(field)
             .bind(value)
             .bind(now)
-            .execute(&mut *conn)
-            .await?;
+            .execute(conn).await.map(|r| r.rows_affected())
+            })?;
         }
     }
     Ok(())
@@ -216,20 +223,24 @@ pub async fn set_suggestions(
 
 /// Removes the suggestions of `id` that its content now agrees with (accepted, or typed by a
 /// person), in the caller's transaction: done by every write of an entry's content.
-pub async fn settle(conn: &mut SqliteConnection, id: &ServiceId, content: &Content) -> Result<()> {
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT field, value FROM suggestions WHERE service_id = $1")
-            .bind(id.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
+pub async fn settle(tx: &mut Tx, id: &ServiceId, content: &Content) -> Result<()> {
+    let stored: Vec<(String, String)> = in_tx!(tx, |conn| sqlx::query_as(
+        "SELECT field, value FROM suggestions WHERE service_id = $1"
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await)?;
     let now = content_draft(content);
     for (field, value) in stored {
         if agrees(&now, &field, &value) {
-            sqlx::query("DELETE FROM suggestions WHERE service_id = $1 AND field = $2")
-                .bind(id.as_str())
-                .bind(&field)
-                .execute(&mut *conn)
-                .await?;
+            in_tx!(tx, |conn| sqlx::query(
+                "DELETE FROM suggestions WHERE service_id = $1 AND field = $2"
+            )
+            .bind(id.as_str())
+            .bind(&field)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))?;
         }
     }
     Ok(())
@@ -251,14 +262,14 @@ fn dropped_flag(source: &str, on: DateTime<Utc>) -> QualityFlag {
 /// again) listing it, in a harvest's transaction, recorded in the history as the harvest's
 /// doing. The entry stays published: its organisation answers for it.
 pub async fn set_dropped(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     source: &str,
     dropped: bool,
     import_id: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let Some(current) = store::get_in(conn, id).await? else {
+    let Some(current) = store::get_in(tx, id).await? else {
         return Ok(());
     };
     let mut content = current.content.clone();
@@ -279,7 +290,7 @@ pub async fn set_dropped(
         "listed_again"
     };
     set_version(
-        conn,
+        tx,
         &current,
         &content,
         current.status,
@@ -289,25 +300,28 @@ pub async fn set_dropped(
         at,
     )
     .await?;
-    sqlx::query("UPDATE claims SET dropped_at = $2 WHERE service_id = $1")
-        .bind(id.as_str())
-        .bind(dropped.then_some(at))
-        .execute(&mut *conn)
-        .await?;
+    in_tx!(tx, |conn| sqlx::query(
+        "UPDATE claims SET dropped_at = $2 WHERE service_id = $1"
+    )
+    .bind(id.as_str())
+    .bind(dropped.then_some(at))
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The claim on `id`, if any.
-pub async fn claim_of(conn: &mut SqliteConnection, id: &ServiceId) -> Result<Option<Claim>> {
-    Ok(sqlx::query_as(
+pub async fn claim_of(tx: &mut Tx, id: &ServiceId) -> Result<Option<Claim>> {
+    Ok(in_tx!(tx, |conn| sqlx::query_as(
         "SELECT c.organisation_id, c.origin_source_id, o.name AS origin_source_name, c.origin_ref,
                 c.claimed_at, c.claimed_by, c.dropped_at
          FROM claims c JOIN organisations o ON o.id = c.origin_source_id
          WHERE c.service_id = $1",
     )
     .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?)
+    .fetch_optional(conn)
+    .await)?)
 }
 
 /// Whether `source_name` is a national source, whose entries organisations may claim.
@@ -329,9 +343,9 @@ fn claiming_organisation(actor: &Actor) -> Result<&str> {
 }
 
 /// The entry `id`, read in the turn; 404 when there is none.
-async fn entry(conn: &mut SqliteConnection, id: &str) -> Result<Service> {
+async fn entry(tx: &mut Tx, id: &str) -> Result<Service> {
     let found = match ServiceId::parse(id) {
-        Some(service_id) => store::get_in(conn, &service_id).await?,
+        Some(service_id) => store::get_in(tx, &service_id).await?,
         None => None,
     };
     found.ok_or_else(|| Error::not_found("fiche", id))
@@ -347,7 +361,7 @@ pub async fn claim(
 ) -> Result<Written> {
     let state: Entries<'_> = state.into();
     let organisation = claiming_organisation(actor)?.to_owned();
-    let mut turn = WriteTurn::begin(state.pool, Some(state.live)).await?;
+    let mut turn = WriteTurn::begin(state.store, Some(state.live)).await?;
     let current = entry(turn.conn(), id).await?;
     if current.source_id == organisation {
         return Err(Error::Conflict {
@@ -381,7 +395,8 @@ pub async fn claim(
         now,
     )
     .await?;
-    sqlx::query(
+    in_tx!(turn.conn(), |conn| {
+        sqlx::query(
         "INSERT INTO claims (service_id, organisation_id, origin_source_id, origin_ref, claimed_at, claimed_by)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -391,8 +406,8 @@ pub async fn claim(
     .bind(&current.source_ref)
     .bind(now)
     .bind(actor_ref(actor))
-    .execute(turn.conn())
-    .await?;
+    .execute(conn).await.map(|r| r.rows_affected())
+    })?;
     let change_id = record_signature(turn.conn(), actor, via, &current, "claimed", now).await?;
     turn.commit().await?;
     write::written(state, &current.id, change_id).await
@@ -410,7 +425,7 @@ pub async fn release(
     if actor.role != Role::Operator {
         return Err(Error::forbidden());
     }
-    let mut turn = WriteTurn::begin(state.pool, Some(state.live)).await?;
+    let mut turn = WriteTurn::begin(state.store, Some(state.live)).await?;
     let current = entry(turn.conn(), id).await?;
     let Some(claim) = claim_of(turn.conn(), &current.id).await? else {
         return Err(Error::Conflict {
@@ -430,10 +445,13 @@ pub async fn release(
     )
     .await?;
     for table in ["suggestions", "claims"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE service_id = $1"))
-            .bind(current.id.as_str())
-            .execute(turn.conn())
-            .await?;
+        in_tx!(turn.conn(), |conn| sqlx::query(&format!(
+            "DELETE FROM {table} WHERE service_id = $1"
+        ))
+        .bind(current.id.as_str())
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     let change_id = record_signature(turn.conn(), actor, via, &current, "released", now).await?;
     turn.commit().await?;
@@ -442,7 +460,7 @@ pub async fn release(
 
 /// Records a change of who signs the entry (its content stays) in its history.
 async fn record_signature(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     actor: &Actor,
     via: Via,
     current: &Service,
@@ -452,7 +470,7 @@ async fn record_signature(
     let (actor_kind, actor_id) = actor.history_ref();
     let version = Version::of_service(current);
     let change_id = history::record(
-        conn,
+        tx,
         history::Record {
             service_id: &current.id,
             at: now,
@@ -482,15 +500,16 @@ pub async fn suggestions_of(
     id: &str,
 ) -> Result<Suggestions> {
     let state: Entries<'_> = state.into();
-    let mut conn = state.pool.acquire().await?;
-    let service = write::entry_for(&mut conn, actor, id, Action::ReadEntry).await?;
-    let claim = claim_of(&mut conn, &service.id).await?;
-    let mut suggestions: Vec<Suggestion> = sqlx::query_as(
+    let mut tx = state.store.begin().await?;
+    let service = write::entry_for(&mut tx, actor, id, Action::ReadEntry).await?;
+    let claim = claim_of(&mut tx, &service.id).await?;
+    let mut suggestions: Vec<Suggestion> = in_tx!(&mut tx, |conn| {
+        sqlx::query_as(
         "SELECT field, value, suggested_at, dismissed_at FROM suggestions WHERE service_id = $1",
     )
     .bind(service.id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(conn).await
+    })?;
     let order = |field: &str| SUGGESTED_FIELDS.iter().position(|(f, _)| *f == field);
     suggestions.sort_by_key(|s| (s.dismissed_at.is_some(), order(&s.field)));
     Ok(Suggestions {
@@ -532,11 +551,14 @@ pub async fn accept(
     let written = write::update(state, actor, via, id, Some(&tag), &fields).await?;
     if written.change_id.is_none() {
         // Nothing to change: the entry already said it, so the suggestion had no object.
-        sqlx::query("DELETE FROM suggestions WHERE service_id = $1 AND field = $2")
-            .bind(found.service.id.as_str())
-            .bind(field)
-            .execute(state.pool)
-            .await?;
+        on_engine!(&state.store, |db| sqlx::query(
+            "DELETE FROM suggestions WHERE service_id = $1 AND field = $2"
+        )
+        .bind(found.service.id.as_str())
+        .bind(field)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     Ok(written)
 }
@@ -562,15 +584,16 @@ pub async fn dismiss(
                 .commune(&found.service.content.insee_code),
         },
     )?;
-    let done = sqlx::query(
+    let done = on_engine!(&state.store, |db| {
+        sqlx::query(
         "UPDATE suggestions SET dismissed_at = $3 WHERE service_id = $1 AND field = $2 AND dismissed_at IS NULL",
     )
     .bind(found.service.id.as_str())
     .bind(field)
     .bind(Utc::now())
-    .execute(state.pool)
-    .await?;
-    if done.rows_affected() == 0 && !found.suggestions.iter().any(|s| s.field == field) {
+    .execute(db).await.map(|r| r.rows_affected())
+    })?;
+    if done == 0 && !found.suggestions.iter().any(|s| s.field == field) {
         return Err(Error::not_found("suggestion", field));
     }
     Ok(())
@@ -588,26 +611,33 @@ pub struct Claimable {
 
 /// The published entries of national sources in `communes` among `ids` (found in the live
 /// index by territory and typology): at most `limit`, by name.
-pub async fn claimable_among(pool: &Pool, ids: &[String], limit: usize) -> Result<Vec<Claimable>> {
+pub async fn claimable_among(
+    store: &Store,
+    ids: &[String],
+    limit: usize,
+) -> Result<Vec<Claimable>> {
     let national: Vec<&str> = National::ALL.iter().map(|n| n.source()).collect();
     let mut found = Vec::new();
     for chunk in ids.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
-            "SELECT s.id, s.name, s.typology_code, s.insee_code, o.name AS source_name
+        let rows: Vec<Claimable> = on_engine!(store, |db| {
+            let mut q = crate::db::builder(
+                db,
+                "SELECT s.id, s.name, s.typology_code, s.insee_code, o.name AS source_name
              FROM services s JOIN organisations o ON o.id = s.source_id
              WHERE s.status = 'published' AND o.name IN (",
-        );
-        let mut names = q.separated(", ");
-        for name in &national {
-            names.push_bind(*name);
-        }
-        q.push(") AND s.id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        q.push(")");
-        let rows: Vec<Claimable> = q.build_query_as().fetch_all(pool).await?;
+            );
+            let mut names = q.separated(", ");
+            for name in &national {
+                names.push_bind(*name);
+            }
+            q.push(") AND s.id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(db).await?
+        });
         found.extend(rows);
     }
     found.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));

@@ -11,17 +11,17 @@ use rstar::primitives::GeomWithData;
 use rstar::RTree;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::history::Via;
 use super::turn::{Author, WriteTurn};
 use super::{store, ServiceId, Status};
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::{Error, Result};
 use crate::import::National;
 use crate::search::live::LiveIndexes;
 use crate::taxonomy::Taxonomy;
+use crate::{in_tx, on_engine};
 
 /// Entries of one typology closer than this may be the same service.
 pub const NEAR_M: f64 = 150.0;
@@ -93,26 +93,28 @@ impl Precedence {
             .map_or(0, |p| p + 1)
     }
 
-    pub async fn load(pool: &Pool) -> Result<Self> {
-        let stored: Option<(String,)> =
-            sqlx::query_as("SELECT value FROM instance_facts WHERE key = $1")
-                .bind(PRECEDENCE_KEY)
-                .fetch_optional(pool)
-                .await?;
+    pub async fn load(store: &Store) -> Result<Self> {
+        let stored: Option<(String,)> = on_engine!(store, |db| sqlx::query_as(
+            "SELECT value FROM instance_facts WHERE key = $1"
+        )
+        .bind(PRECEDENCE_KEY)
+        .fetch_optional(db)
+        .await)?;
         Ok(stored
             .and_then(|(text,)| Precedence::parse(&text).ok())
             .unwrap_or_default())
     }
 
-    pub async fn save(&self, pool: &Pool) -> Result<()> {
-        sqlx::query(
+    pub async fn save(&self, store: &Store) -> Result<()> {
+        on_engine!(store, |db| sqlx::query(
             "INSERT INTO instance_facts (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(PRECEDENCE_KEY)
         .bind(self.to_text())
-        .execute(pool)
-        .await?;
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 }
@@ -339,28 +341,28 @@ pub struct Pass {
 /// write turn: entries to hide get the status `duplicate` (in their history), entries no group
 /// hides any more are published again.
 pub async fn refresh(
-    pool: &Pool,
+    store: &Store,
     taxonomy: &Arc<Taxonomy>,
     live: Option<&Arc<LiveIndexes>>,
 ) -> Result<Pass> {
-    let precedence = Precedence::load(pool).await?;
+    let precedence = Precedence::load(store).await?;
     // One source cannot duplicate another: a directory filled from the BPE alone is not read
     // through (an index probe per organisation instead of a scan of millions of rows).
-    let (sources, recorded, merged): (i64, i64, i64) = sqlx::query_as(
+    let (sources, recorded, merged): (i64, i64, i64) = on_engine!(store, |db| sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM organisations o WHERE EXISTS (
                      SELECT 1 FROM services s WHERE s.source_id = o.id
                      AND s.status IN ('published', 'duplicate'))),
                 (SELECT COUNT(*) FROM duplicates),
                 (SELECT COUNT(*) FROM duplicate_decisions WHERE decision = 'merged')",
     )
-    .fetch_one(pool)
-    .await?;
+    .fetch_one(db)
+    .await)?;
     if sources < 2 && recorded == 0 && merged == 0 {
         return Ok(Pass::default());
     }
     // Only typologies that several sources give can hold a duplicate across sources; the
     // operator's merges name theirs.
-    let candidates: Vec<Candidate> = sqlx::query_as(
+    let candidates: Vec<Candidate> = on_engine!(store, |db| sqlx::query_as(
         "WITH shared AS (
              SELECT typology_code FROM services WHERE status IN ('published', 'duplicate')
              GROUP BY typology_code HAVING COUNT(DISTINCT source_id) > 1
@@ -373,12 +375,13 @@ pub async fn refresh(
                 OR s.id IN (SELECT a FROM duplicate_decisions WHERE decision = 'merged')
                 OR s.id IN (SELECT b FROM duplicate_decisions WHERE decision = 'merged'))",
     )
-    .fetch_all(pool)
-    .await?;
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT a, b, decision FROM duplicate_decisions")
-            .fetch_all(pool)
-            .await?;
+    .fetch_all(db)
+    .await)?;
+    let rows: Vec<(String, String, String)> = on_engine!(store, |db| sqlx::query_as(
+        "SELECT a, b, decision FROM duplicate_decisions"
+    )
+    .fetch_all(db)
+    .await)?;
     let mut decisions = Decisions::default();
     for (a, b, decision) in rows {
         match decision.as_str() {
@@ -407,10 +410,11 @@ pub async fn refresh(
         hidden: hidden.len() as u64,
         ..Pass::default()
     };
-    let recorded: Vec<(String, String)> =
-        sqlx::query_as("SELECT service_id, shown_id FROM duplicates")
-            .fetch_all(pool)
-            .await?;
+    let recorded: Vec<(String, String)> = on_engine!(store, |db| sqlx::query_as(
+        "SELECT service_id, shown_id FROM duplicates"
+    )
+    .fetch_all(db)
+    .await)?;
     let recorded: HashMap<String, String> = recorded.into_iter().collect();
     let to_hide: Vec<&Candidate> = candidates
         .iter()
@@ -428,12 +432,13 @@ pub async fn refresh(
         return Ok(pass);
     }
     let now = Utc::now();
-    let mut turn = WriteTurn::begin(pool, live).await?;
+    let mut turn = WriteTurn::begin(store, live).await?;
     // The groups are written anew below: emptied first, so that hiding an entry shown until
     // now does not publish again the entries the new groups still hide.
-    sqlx::query("DELETE FROM duplicates")
-        .execute(turn.conn())
-        .await?;
+    in_tx!(turn.conn(), |conn| sqlx::query("DELETE FROM duplicates")
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
     for (candidate, status, action) in to_hide
         .iter()
         .map(|c| (c, Status::Duplicate, "hidden_as_duplicate"))
@@ -448,14 +453,15 @@ pub async fn refresh(
     pass.newly_hidden = to_hide.len() as u64;
     pass.shown_again = to_show.len() as u64;
     for (id, shown) in &hidden {
-        sqlx::query(
+        in_tx!(turn.conn(), |conn| sqlx::query(
             "INSERT INTO duplicates (service_id, shown_id, detected_at) VALUES ($1, $2, $3)",
         )
         .bind(id)
         .bind(shown)
         .bind(now)
-        .execute(turn.conn())
-        .await?;
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     turn.commit().await?;
     Ok(pass)
@@ -465,7 +471,7 @@ pub async fn refresh(
 /// most: an entry typed in a form, which runs no pass itself, is grouped with the harvested
 /// one within that time.
 pub async fn follow(
-    pool: Pool,
+    store: Store,
     taxonomy: Arc<Taxonomy>,
     live: Arc<LiveIndexes>,
     every: std::time::Duration,
@@ -473,7 +479,7 @@ pub async fn follow(
     let mut seen = None;
     loop {
         tokio::time::sleep(every).await;
-        let head = match crate::db::log_head(&pool).await {
+        let head = match crate::db::log_head(&store).await {
             Ok(head) => head,
             Err(error) => {
                 tracing::warn!(%error, "change log not read for the detection of duplicates");
@@ -483,7 +489,7 @@ pub async fn follow(
         if seen == Some(head) {
             continue;
         }
-        match refresh(&pool, &taxonomy, Some(&live)).await {
+        match refresh(&store, &taxonomy, Some(&live)).await {
             Ok(pass) if pass.newly_hidden + pass.shown_again > 0 => tracing::info!(
                 hidden = pass.newly_hidden,
                 shown_again = pass.shown_again,
@@ -493,19 +499,19 @@ pub async fn follow(
             Err(error) => tracing::warn!(%error, "detection of duplicates failed"),
         }
         // Its own writes are not a reason for another pass.
-        seen = crate::db::log_head(&pool).await.ok();
+        seen = crate::db::log_head(&store).await.ok();
     }
 }
 
 /// Sets the status of one entry, in its history as the detection's doing.
 async fn set_status(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &str,
     status: Status,
     action: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let Some(current) = store::get_in(conn, &ServiceId(id.to_owned())).await? else {
+    let Some(current) = store::get_in(tx, &ServiceId(id.to_owned())).await? else {
         return Ok(());
     };
     let author = Author {
@@ -513,48 +519,52 @@ async fn set_status(
         id: "doublons",
         via: Via::Import,
     };
-    super::turn::set_status(conn, &current, status, &author, action, now).await?;
+    super::turn::set_status(tx, &current, status, &author, action, now).await?;
     Ok(())
 }
 
 /// The entry shown in place of the hidden duplicate `id`, if it is one: links to it (in the
 /// wild, in printed directories) lead there.
-pub async fn shown_instead(pool: &Pool, id: &ServiceId) -> Result<Option<String>> {
-    let found: Option<(String,)> = sqlx::query_as(
+pub async fn shown_instead(store: &Store, id: &ServiceId) -> Result<Option<String>> {
+    let found: Option<(String,)> = on_engine!(store, |db| sqlx::query_as(
         "SELECT d.shown_id FROM duplicates d JOIN services s ON s.id = d.service_id
          WHERE d.service_id = $1 AND s.status = 'duplicate'",
     )
     .bind(id.as_str())
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(db)
+    .await)?;
     Ok(found.map(|(shown,)| shown))
 }
 
 /// Publishes again the entries hidden in favour of `shown`, which is leaving (withdrawn,
 /// hidden in turn), in the caller's transaction; the next detection groups them anew.
 pub async fn show_in_place_of(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     shown: &ServiceId,
     author: &Author<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let hidden: Vec<(String,)> =
-        sqlx::query_as("SELECT service_id FROM duplicates WHERE shown_id = $1")
-            .bind(shown.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
-    sqlx::query("DELETE FROM duplicates WHERE shown_id = $1")
-        .bind(shown.as_str())
-        .execute(&mut *conn)
-        .await?;
+    let hidden: Vec<(String,)> = in_tx!(tx, |conn| sqlx::query_as(
+        "SELECT service_id FROM duplicates WHERE shown_id = $1"
+    )
+    .bind(shown.as_str())
+    .fetch_all(conn)
+    .await)?;
+    in_tx!(tx, |conn| sqlx::query(
+        "DELETE FROM duplicates WHERE shown_id = $1"
+    )
+    .bind(shown.as_str())
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     for (id,) in hidden {
-        let Some(current) = store::get_in(conn, &ServiceId(id)).await? else {
+        let Some(current) = store::get_in(tx, &ServiceId(id)).await? else {
             continue;
         };
         if current.status == Status::Duplicate {
             // Not recursive at run time: a hidden entry is not published.
             Box::pin(super::turn::set_status(
-                conn,
+                tx,
                 &current,
                 Status::Published,
                 author,
@@ -570,8 +580,9 @@ pub async fn show_in_place_of(
 /// What does not hold between the statuses and the groups: a hidden entry without a group,
 /// a group row of an entry that is not hidden, an entry hidden in favour of one citizens do not
 /// see. Said by `proximites check`.
-pub async fn check(pool: &Pool) -> Result<Vec<String>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+pub async fn check(store: &Store) -> Result<Vec<String>> {
+    let rows: Vec<(String, String)> = on_engine!(store, |db| {
+        sqlx::query_as(
         "SELECT s.id, 'masquée comme doublon sans groupe / hidden as a duplicate without a group'
          FROM services s WHERE s.status = 'duplicate'
            AND NOT EXISTS (SELECT 1 FROM duplicates d WHERE d.service_id = s.id)
@@ -583,8 +594,8 @@ pub async fn check(pool: &Pool) -> Result<Vec<String>> {
          FROM duplicates d JOIN services s ON s.id = d.shown_id WHERE s.status <> 'published'
          ORDER BY 1",
     )
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db).await
+    })?;
     Ok(rows
         .into_iter()
         .map(|(id, what)| format!("fiche {id} {what}"))
@@ -610,36 +621,38 @@ pub struct Group {
 }
 
 /// The groups, by the shown entry's name: at most `limit`, and how many there are.
-pub async fn groups(pool: &Pool, limit: usize) -> Result<(Vec<Group>, u64)> {
-    let members: Vec<(String, Member)> =
-        sqlx::query_as::<_, (String, String, String, String, String, String, String)>(
-            "SELECT d.shown_id, s.id, s.name, s.typology_code, s.insee_code, o.name, s.status
+pub async fn groups(store: &Store, limit: usize) -> Result<(Vec<Group>, u64)> {
+    let members: Vec<(String, Member)> = on_engine!(store, |db| sqlx::query_as::<
+        _,
+        (String, String, String, String, String, String, String),
+    >(
+        "SELECT d.shown_id, s.id, s.name, s.typology_code, s.insee_code, o.name, s.status
          FROM duplicates d JOIN services s ON s.id = d.service_id
          JOIN organisations o ON o.id = s.source_id
          UNION ALL
          SELECT s.id, s.id, s.name, s.typology_code, s.insee_code, o.name, s.status
          FROM services s JOIN organisations o ON o.id = s.source_id
          WHERE s.id IN (SELECT shown_id FROM duplicates)",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(
-            |(shown, id, name, typology_code, insee_code, source_name, status)| {
-                (
-                    shown,
-                    Member {
-                        id,
-                        name,
-                        typology_code,
-                        insee_code,
-                        source_name,
-                        status,
-                    },
-                )
-            },
-        )
-        .collect();
+    )
+    .fetch_all(db)
+    .await)?
+    .into_iter()
+    .map(
+        |(shown, id, name, typology_code, insee_code, source_name, status)| {
+            (
+                shown,
+                Member {
+                    id,
+                    name,
+                    typology_code,
+                    insee_code,
+                    source_name,
+                    status,
+                },
+            )
+        },
+    )
+    .collect();
     let mut by_shown: HashMap<String, (Option<Member>, Vec<Member>)> = HashMap::default();
     for (shown, member) in members {
         let slot = by_shown.entry(shown.clone()).or_default();
@@ -684,7 +697,7 @@ pub enum Decision {
 /// Records the operator's decision on `a` and `b` (`b` ignored for `Prefer`), then runs the
 /// detection again so that the statuses follow it at once.
 pub async fn decide(
-    pool: &Pool,
+    store: &Store,
     taxonomy: &Arc<Taxonomy>,
     live: Option<&Arc<LiveIndexes>>,
     decided_by: &str,
@@ -696,7 +709,7 @@ pub async fn decide(
         let id = id.to_owned();
         async move {
             let found = match ServiceId::parse(&id) {
-                Some(id) => store::get(pool, &id).await?,
+                Some(id) => store::get(store, &id).await?,
                 None => None,
             };
             found.ok_or_else(|| Error::not_found("fiche", &id))
@@ -725,10 +738,10 @@ pub async fn decide(
             )
         }
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = store.begin_writing().await?;
     if decision == Decision::Prefer {
         // One preferred entry per group: the earlier choices of its group give way.
-        sqlx::query(
+        in_tx!(&mut tx, |conn| sqlx::query(
             "DELETE FROM duplicate_decisions WHERE decision = 'preferred' AND a IN (
                  SELECT service_id FROM duplicates WHERE shown_id IN (
                      SELECT shown_id FROM duplicates WHERE service_id = $1
@@ -736,10 +749,11 @@ pub async fn decide(
                  UNION SELECT shown_id FROM duplicates WHERE service_id = $1)",
         )
         .bind(&first)
-        .execute(&mut *tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
-    sqlx::query(
+    in_tx!(&mut tx, |conn| sqlx::query(
         "INSERT INTO duplicate_decisions (a, b, decision, decided_at, decided_by)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (a, b) DO UPDATE SET decision = excluded.decision,
@@ -750,10 +764,11 @@ pub async fn decide(
     .bind(text)
     .bind(Utc::now())
     .bind(decided_by)
-    .execute(&mut *tx)
-    .await?;
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     tx.commit().await?;
-    refresh(pool, taxonomy, live).await
+    refresh(store, taxonomy, live).await
 }
 
 #[cfg(test)]

@@ -4,14 +4,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::{Closure, Content, Phone, Service, ServiceId, Status, Wheelchair};
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::Result;
 use crate::spatial::LonLat;
 use crate::territory::InseeCode;
+use crate::{in_tx, on_engine};
 
 /// How a change reached the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -149,10 +149,10 @@ pub struct Record<'a> {
 }
 
 /// Records a change, in the caller's transaction; returns the history row's id.
-pub async fn record(conn: &mut SqliteConnection, change: Record<'_>) -> Result<String> {
+pub async fn record(tx: &mut Tx, change: Record<'_>) -> Result<String> {
     let id = ServiceId::generate().to_string();
     let changes = changes(change.previous, change.next);
-    sqlx::query(
+    in_tx!(tx, |conn| sqlx::query(
         "INSERT INTO service_history (service_id, id, at, actor_kind, actor_id, via, action,
          changes, previous) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -171,8 +171,9 @@ pub async fn record(conn: &mut SqliteConnection, change: Record<'_>) -> Result<S
             .transpose()
             .map_err(anyhow::Error::from)?,
     )
-    .execute(&mut *conn)
-    .await?;
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(id)
 }
 
@@ -255,13 +256,13 @@ const SELECT_CHANGES: &str = "SELECT h.id, h.at, h.actor_kind, h.actor_id, h.via
     LEFT JOIN api_tokens it ON i.started_by = 'token:' || it.id";
 
 /// The changes of an entry, most recent first.
-pub async fn of_entry(pool: &Pool, id: &ServiceId) -> Result<Vec<Change>> {
-    let records: Vec<ChangeRecord> = sqlx::query_as(&format!(
+pub async fn of_entry(store: &Store, id: &ServiceId) -> Result<Vec<Change>> {
+    let records: Vec<ChangeRecord> = on_engine!(store, |db| sqlx::query_as(&format!(
         "{SELECT_CHANGES} WHERE h.service_id = $1 ORDER BY h.id DESC"
     ))
     .bind(id.as_str())
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     Ok(records
         .into_iter()
         .map(Change::try_from)
@@ -270,17 +271,17 @@ pub async fn of_entry(pool: &Pool, id: &ServiceId) -> Result<Vec<Change>> {
 
 /// One change of an entry.
 pub async fn change(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     service_id: &ServiceId,
     change_id: &str,
 ) -> Result<Option<Change>> {
-    let record: Option<ChangeRecord> = sqlx::query_as(&format!(
+    let record: Option<ChangeRecord> = in_tx!(tx, |conn| sqlx::query_as(&format!(
         "{SELECT_CHANGES} WHERE h.service_id = $1 AND h.id = $2"
     ))
     .bind(service_id.as_str())
     .bind(change_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(conn)
+    .await)?;
     Ok(record.map(Change::try_from).transpose()?)
 }
 

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bulk;
 pub mod cache;
 pub mod claims;
+pub mod copy;
 pub mod duplicates;
 pub mod history;
 pub mod hours;

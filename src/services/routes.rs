@@ -159,12 +159,12 @@ async fn get_service(
     use axum::response::IntoResponse;
     let not_found = || Error::not_found("fiche", &id);
     let service_id = ServiceId::parse(&id).ok_or_else(not_found)?;
-    let service = store::get(&state.pool, &service_id)
+    let service = store::get(&state.store, &service_id)
         .await?
         .ok_or_else(not_found)?;
     // A hidden duplicate leads to the entry shown in its place.
     if service.status == Status::Duplicate {
-        if let Some(shown) = super::duplicates::shown_instead(&state.pool, &service_id).await? {
+        if let Some(shown) = super::duplicates::shown_instead(&state.store, &service_id).await? {
             return Ok(
                 axum::response::Redirect::temporary(&format!("/api/v1/services/{shown}"))
                     .into_response(),

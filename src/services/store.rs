@@ -3,13 +3,14 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use futures_util::TryStreamExt;
 
 use super::{Closure, Content, Phone, Service, ServiceId, Status, Wheelchair};
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::Result;
 use crate::spatial::LonLat;
 use crate::territory::InseeCode;
+use crate::{in_tx, on_engine};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organisation {
@@ -18,27 +19,31 @@ pub struct Organisation {
 }
 
 /// The organisation called `name`, created (kind `other`) when it does not exist yet.
-pub async fn organisation_named(conn: &mut SqliteConnection, name: &str) -> Result<Organisation> {
-    if let Some(found) =
-        sqlx::query_as::<_, Organisation>("SELECT id, name FROM organisations WHERE name = $1")
+pub async fn organisation_named(tx: &mut Tx, name: &str) -> Result<Organisation> {
+    let found: Option<Organisation> = in_tx!(tx, |conn| {
+        sqlx::query_as("SELECT id, name FROM organisations WHERE name = $1")
             .bind(name)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(conn)
             .await?
-    {
+    });
+    if let Some(found) = found {
         return Ok(found);
     }
     let organisation = Organisation {
         id: format!("org-{}", ServiceId::generate()),
         name: name.to_owned(),
     };
-    sqlx::query(
-        "INSERT INTO organisations (id, name, kind, created_at) VALUES ($1, $2, 'other', $3)",
-    )
-    .bind(&organisation.id)
-    .bind(&organisation.name)
-    .bind(Utc::now())
-    .execute(&mut *conn)
-    .await?;
+    in_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO organisations (id, name, kind, created_at) VALUES ($1, $2, 'other', $3)",
+        )
+        .bind(&organisation.id)
+        .bind(&organisation.name)
+        .bind(Utc::now())
+        .execute(conn)
+        .await
+        .map(drop)?
+    });
     Ok(organisation)
 }
 
@@ -61,30 +66,21 @@ pub struct Known {
 /// and, for a source whose rows are matched by type, commune and position (the BPE), where each
 /// stands (`with_places`).
 pub async fn known_for_source(
-    pool: &Pool,
+    store: &Store,
     source_id: &str,
     with_places: bool,
 ) -> Result<(HashMap<String, Known>, crate::import::bpe::Previous)> {
-    let (of_source, all): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM services WHERE source_id = $1),
-                (SELECT COALESCE(MAX(rowid), 0) FROM services)",
-    )
-    .bind(source_id)
-    .fetch_one(pool)
-    .await?;
-    // Through the (source_id, source_ref) index for a small source; by reading the table in
-    // order for one that holds much of it (a national harvest): ten times faster than millions
-    // of lookups from the index into the table.
-    let scan = of_source * 8 > all;
-    let mut conn = pool.acquire().await?;
-    let runtime = tokio::runtime::Handle::current();
-    let source_id = source_id.to_owned();
-    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut handle = runtime.block_on(conn.lock_handle())?;
-        let mut known = HashMap::default();
-        known.reserve(usize::try_from(of_source).unwrap_or(0));
-        let mut places = crate::import::bpe::Previous::default();
-        super::bulk::read_of_source(&mut handle, &source_id, scan, |row| {
+    let (of_source,): (i64,) = on_engine!(store, |db| {
+        sqlx::query_as("SELECT COUNT(*) FROM services WHERE source_id = $1")
+            .bind(source_id)
+            .fetch_one(db)
+            .await?
+    });
+    let mut known = HashMap::default();
+    known.reserve(usize::try_from(of_source).unwrap_or(0));
+    let add =
+        move |(known, places): &mut (HashMap<String, Known>, crate::import::bpe::Previous),
+              row: super::bulk::SourceRow<'_>| {
             known.insert(
                 row.source_ref.to_owned(),
                 Known {
@@ -105,32 +101,67 @@ pub async fn known_for_source(
                     LonLat::new(row.lon, row.lat),
                 );
             }
-        })?;
-        Ok((known, places))
-    });
-    Ok(read.await.map_err(anyhow::Error::from)??)
+        };
+    let state = (known, crate::import::bpe::Previous::default());
+    let source_id = source_id.to_owned();
+    match store {
+        Store::Sqlite(pool) => {
+            let (all,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(rowid), 0) FROM services")
+                .fetch_one(pool)
+                .await?;
+            // Through the (source_id, source_ref) index for a small source; by reading the
+            // table in order for one that holds much of it (a national harvest): ten times
+            // faster than millions of lookups from the index into the table.
+            let scan = of_source * 8 > all;
+            let mut conn = pool.acquire().await?;
+            let runtime = tokio::runtime::Handle::current();
+            let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut handle = runtime.block_on(conn.lock_handle())?;
+                let mut state = state;
+                super::bulk::read_of_source(&mut handle, &source_id, scan, |row| {
+                    add(&mut state, row)
+                })?;
+                Ok(state)
+            });
+            Ok(read.await.map_err(anyhow::Error::from)??)
+        }
+        Store::Postgres(pool) => {
+            let pool = pool.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut state = state;
+                runtime.block_on(async {
+                    let mut rows = sqlx::query(super::bulk::OF_SOURCE)
+                        .bind(&source_id)
+                        .fetch(&pool);
+                    while let Some(row) = rows.try_next().await? {
+                        add(&mut state, super::bulk::SourceRow::of_postgres(&row)?);
+                    }
+                    anyhow::Ok(())
+                })?;
+                Ok(state)
+            });
+            Ok(read.await.map_err(anyhow::Error::from)??)
+        }
+    }
 }
 
-/// A connection of its own for a bulk write, closed when dropped. Rows reach it validated
-/// against the taxonomy and the territory, so it skips SQLite's per-row foreign-key lookups,
-/// which cost a third of an import's time.
 /// Streams every published entry into `state` through `each`, and hands `state` back.
 ///
 /// Two threads share the work: one steps SQLite (see [`super::bulk::read_published`]) and copies
 /// rows into batches, the other runs `each` on them, so that a load of millions of entries
 /// takes the time of the slower of the two rather than of both.
 pub async fn for_each_published<S: Send + 'static>(
-    pool: &Pool,
+    store: &Store,
     state: S,
     each: fn(&mut S, super::bulk::PublishedRow<'_>) -> anyhow::Result<()>,
 ) -> Result<S> {
     use super::bulk::RowBatch;
     const BATCH_ROWS: usize = 4_096;
 
-    let mut conn = pool.acquire().await?;
     let runtime = tokio::runtime::Handle::current();
+    let store = store.clone();
     let state = tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
-        let mut handle = runtime.block_on(conn.lock_handle())?;
         let (batches, received) = std::sync::mpsc::sync_channel::<RowBatch>(4);
         std::thread::scope(|scope| {
             let consumer = scope.spawn(move || -> anyhow::Result<S> {
@@ -143,7 +174,7 @@ pub async fn for_each_published<S: Send + 'static>(
                 Ok(state)
             });
             let mut batch = RowBatch::with_capacity(BATCH_ROWS);
-            let read = super::bulk::read_published(&mut handle, |row| {
+            let mut push = |row: super::bulk::PublishedRow<'_>| {
                 batch.push(row);
                 if batch.len() == BATCH_ROWS {
                     let full = std::mem::replace(&mut batch, RowBatch::with_capacity(BATCH_ROWS));
@@ -151,9 +182,25 @@ pub async fn for_each_published<S: Send + 'static>(
                         .send(full)
                         .map_err(|_| anyhow::anyhow!("lecture des fiches interrompue"))?;
                 }
-                Ok(())
-            })
-            .and_then(|_| {
+                anyhow::Ok(())
+            };
+            let read = match &store {
+                Store::Sqlite(pool) => runtime
+                    .block_on(pool.acquire())
+                    .map_err(Into::into)
+                    .and_then(|mut conn| {
+                        let mut handle = runtime.block_on(conn.lock_handle())?;
+                        super::bulk::read_published(&mut handle, &mut push).map(drop)
+                    }),
+                Store::Postgres(pool) => runtime.block_on(async {
+                    let mut rows = sqlx::query(super::bulk::PUBLISHED_ROWS).fetch(pool);
+                    while let Some(row) = rows.try_next().await? {
+                        push(super::bulk::PublishedRow::of_postgres(&row)?)?;
+                    }
+                    anyhow::Ok(())
+                }),
+            }
+            .and_then(|()| {
                 batches
                     .send(batch)
                     .map_err(|_| anyhow::anyhow!("lecture des fiches interrompue"))
@@ -171,7 +218,10 @@ pub async fn for_each_published<S: Send + 'static>(
     Ok(state)
 }
 
-pub async fn bulk_writer(pool: &Pool) -> Result<SqliteConnection> {
+/// A connection of its own for a bulk write, closed when dropped. Rows reach it validated
+/// against the taxonomy and the territory, so it skips SQLite's per-row foreign-key lookups,
+/// which cost a third of an import's time.
+pub async fn bulk_writer(pool: &crate::db::Pool) -> Result<sqlx::SqliteConnection> {
     let mut conn = pool.acquire().await?.detach();
     sqlx::query("PRAGMA foreign_keys = OFF")
         .execute(&mut conn)
@@ -271,90 +321,119 @@ impl TryFrom<ServiceRecord> for Service {
     }
 }
 
-pub async fn get(pool: &Pool, id: &ServiceId) -> Result<Option<Service>> {
-    let record: Option<ServiceRecord> = sqlx::query_as(
-        "SELECT s.*, o.name AS source_name FROM services s
-         JOIN organisations o ON o.id = s.source_id WHERE s.id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(pool)
-    .await?;
+const ONE_ENTRY: &str = "SELECT s.*, o.name AS source_name FROM services s
+    JOIN organisations o ON o.id = s.source_id WHERE s.id = $1";
+
+pub async fn get(store: &Store, id: &ServiceId) -> Result<Option<Service>> {
+    let record: Option<ServiceRecord> = on_engine!(store, |db| {
+        sqlx::query_as(ONE_ENTRY)
+            .bind(id.as_str())
+            .fetch_optional(db)
+            .await?
+    });
+    Ok(record.map(Service::try_from).transpose()?)
+}
+
+/// `get` within the caller's transaction.
+pub async fn get_in(tx: &mut Tx, id: &ServiceId) -> Result<Option<Service>> {
+    let record: Option<ServiceRecord> = in_tx!(tx, |conn| {
+        sqlx::query_as(ONE_ENTRY)
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?
+    });
     Ok(record.map(Service::try_from).transpose()?)
 }
 
 /// Streams every published entry as the text index needs it into `state` through `each`, on a
 /// blocking thread, from one snapshot of the database, and hands `state` back.
 pub async fn for_each_published_text<S: Send + 'static>(
-    pool: &Pool,
+    store: &Store,
     state: S,
     mut each: impl FnMut(&mut S, super::bulk::TextRow<'_>) -> anyhow::Result<()> + Send + 'static,
 ) -> Result<S> {
-    crate::db::raw::fold_rows(
-        pool,
-        super::bulk::PUBLISHED_TEXT,
-        "lecture des fiches publiées",
-        state,
-        move |state, row| each(state, super::bulk::TextRow::read(row)?),
-    )
-    .await
+    match store {
+        Store::Sqlite(pool) => {
+            crate::db::raw::fold_rows(
+                pool,
+                super::bulk::PUBLISHED_TEXT,
+                "lecture des fiches publiées",
+                state,
+                move |state, row| each(state, super::bulk::TextRow::read(row)?),
+            )
+            .await
+        }
+        Store::Postgres(pool) => {
+            let pool = pool.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let read = tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+                let mut state = state;
+                runtime.block_on(async {
+                    let mut rows = sqlx::query(super::bulk::PUBLISHED_TEXT_ROWS).fetch(&pool);
+                    while let Some(row) = rows.try_next().await? {
+                        each(&mut state, super::bulk::TextRow::of_postgres(&row)?)?;
+                    }
+                    anyhow::Ok(())
+                })?;
+                Ok(state)
+            });
+            Ok(read.await.map_err(anyhow::Error::from)??)
+        }
+    }
 }
 
-pub async fn count(pool: &Pool) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-        .fetch_one(pool)
-        .await?;
+pub async fn count(store: &Store) -> Result<i64> {
+    let (n,): (i64,) = on_engine!(store, |db| {
+        sqlx::query_as("SELECT COUNT(*) FROM services")
+            .fetch_one(db)
+            .await?
+    });
     Ok(n)
 }
 
-pub async fn published_count(pool: &Pool) -> Result<u64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services WHERE status = 'published'")
-        .fetch_one(pool)
-        .await?;
+pub async fn published_count(store: &Store) -> Result<u64> {
+    let (n,): (i64,) = on_engine!(store, |db| {
+        sqlx::query_as("SELECT COUNT(*) FROM services WHERE status = 'published'")
+            .fetch_one(db)
+            .await?
+    });
     Ok(n.unsigned_abs())
 }
 
-pub async fn published_in_commune(pool: &Pool, code: &InseeCode) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM services WHERE insee_code = $1 AND status = 'published'",
-    )
-    .bind(code.as_str())
-    .fetch_one(pool)
-    .await?;
+pub async fn published_in_commune(store: &Store, code: &InseeCode) -> Result<i64> {
+    let (n,): (i64,) = on_engine!(store, |db| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM services WHERE insee_code = $1 AND status = 'published'",
+        )
+        .bind(code.as_str())
+        .fetch_one(db)
+        .await?
+    });
     Ok(n)
 }
 
 /// The entries `ids`, in no particular order (missing ones left out): one query for a page of
 /// search results.
-pub async fn get_many(pool: &Pool, ids: &[ServiceId]) -> Result<Vec<Service>> {
+pub async fn get_many(store: &Store, ids: &[ServiceId]) -> Result<Vec<Service>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(
-        "SELECT s.*, o.name AS source_name FROM services s
-         JOIN organisations o ON o.id = s.source_id WHERE s.id IN (",
-    );
-    let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(id.as_str());
-    }
-    q.push(")");
-    let records: Vec<ServiceRecord> = q.build_query_as().fetch_all(pool).await?;
+    let records: Vec<ServiceRecord> = on_engine!(store, |db| {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT s.*, o.name AS source_name FROM services s
+             JOIN organisations o ON o.id = s.source_id WHERE s.id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id.as_str());
+        }
+        q.push(")");
+        q.build_query_as().fetch_all(db).await?
+    });
     Ok(records
         .into_iter()
         .map(Service::try_from)
         .collect::<anyhow::Result<_>>()?)
-}
-
-/// `get` within the caller's transaction.
-pub async fn get_in(conn: &mut SqliteConnection, id: &ServiceId) -> Result<Option<Service>> {
-    let record: Option<ServiceRecord> = sqlx::query_as(
-        "SELECT s.*, o.name AS source_name FROM services s
-         JOIN organisations o ON o.id = s.source_id WHERE s.id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(record.map(Service::try_from).transpose()?)
 }
 
 fn phones_json(content: &Content) -> Result<String> {
@@ -392,31 +471,32 @@ pub fn log_stamp(at: DateTime<Utc>) -> String {
 
 /// Appends `change` of the entry `id` to the change log, in the caller's transaction: done by
 /// every statement of this module that writes an entry.
-async fn log_change(
-    conn: &mut SqliteConnection,
-    id: &ServiceId,
-    change: Change,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO change_log (entry_id, kind, at) VALUES ($1, $2, $3)")
-        .bind(id.as_str())
-        .bind(change.as_str())
-        .bind(log_stamp(at))
-        .execute(&mut *conn)
-        .await?;
+async fn log_change(tx: &mut Tx, id: &ServiceId, change: Change, at: DateTime<Utc>) -> Result<()> {
+    crate::db::order_log(tx).await?;
+    in_tx!(tx, |conn| {
+        sqlx::query("INSERT INTO change_log (entry_id, kind, at) VALUES ($1, $2, $3)")
+            .bind(id.as_str())
+            .bind(change.as_str())
+            .bind(crate::db::Stamp(at))
+            .execute(conn)
+            .await
+            .map(drop)?
+    });
     Ok(())
 }
 
 /// Creates one published entry (a contributor's, confirmed `now`), in the caller's transaction.
 pub async fn insert(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     source_id: &str,
     source_ref: &str,
     content: &Content,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
+    let phones = phones_json(content)?;
+    let closures = serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?;
+    in_tx!(tx, |conn| sqlx::query(
         "INSERT INTO services (id, typology_code, name, description, street, postcode, city,
          insee_code, lon, lat, phones, email, website, opening_hours, closures, wheelchair,
          wheelchair_note, verified_at, content_hash, source_id, source_ref, status, created_at,
@@ -434,11 +514,11 @@ pub async fn insert(
     .bind(content.insee_code.as_str())
     .bind(content.location.lon)
     .bind(content.location.lat)
-    .bind(phones_json(content)?)
+    .bind(&phones)
     .bind(&content.email)
     .bind(&content.website)
     .bind(&content.opening_hours)
-    .bind(serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?)
+    .bind(&closures)
     .bind(content.wheelchair.as_str())
     .bind(&content.wheelchair_note)
     .bind(now)
@@ -446,16 +526,17 @@ pub async fn insert(
     .bind(source_id)
     .bind(source_ref)
     .bind(super::quality::to_stored(&content.quality))
-    .execute(&mut *conn)
-    .await?;
-    log_change(conn, id, Change::Created, now).await
+    .execute(conn)
+    .await
+    .map(drop)?);
+    log_change(tx, id, Change::Created, now).await
 }
 
 /// Writes an entry's content, status and confirmation, in the caller's transaction, logged as
 /// `change`.
 #[allow(clippy::too_many_arguments)]
 pub async fn overwrite(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     content: &Content,
     status: Status,
@@ -463,7 +544,9 @@ pub async fn overwrite(
     now: DateTime<Utc>,
     change: Change,
 ) -> Result<()> {
-    sqlx::query(
+    let phones = phones_json(content)?;
+    let closures = serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?;
+    in_tx!(tx, |conn| sqlx::query(
         "UPDATE services SET typology_code = $2, name = $3, description = $4, street = $5,
          postcode = $6, city = $7, insee_code = $8, lon = $9, lat = $10, phones = $11,
          email = $12, website = $13, opening_hours = $14, closures = $15, wheelchair = $16,
@@ -480,11 +563,11 @@ pub async fn overwrite(
     .bind(content.insee_code.as_str())
     .bind(content.location.lon)
     .bind(content.location.lat)
-    .bind(phones_json(content)?)
+    .bind(&phones)
     .bind(&content.email)
     .bind(&content.website)
     .bind(&content.opening_hours)
-    .bind(serde_json::to_string(&content.closures).map_err(anyhow::Error::from)?)
+    .bind(&closures)
     .bind(content.wheelchair.as_str())
     .bind(&content.wheelchair_note)
     .bind(verified_at)
@@ -492,9 +575,10 @@ pub async fn overwrite(
     .bind(status.as_str())
     .bind(now)
     .bind(super::quality::to_stored(&content.quality))
-    .execute(&mut *conn)
-    .await?;
-    log_change(conn, id, change, now).await
+    .execute(conn)
+    .await
+    .map(drop)?);
+    log_change(tx, id, change, now).await
 }
 
 /// Gives the entry `id` to another source (a claim, or its release), in the caller's
@@ -502,13 +586,13 @@ pub async fn overwrite(
 /// next harvest of that source reads the record again), and the change is logged so that
 /// caches keyed on the data version see the new signature.
 pub async fn reassign(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     id: &ServiceId,
     source_id: &str,
     source_ref: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
+    in_tx!(tx, |conn| sqlx::query(
         "UPDATE services SET source_id = $2, source_ref = $3, source_digest = NULL, updated_at = $4
          WHERE id = $1",
     )
@@ -516,9 +600,10 @@ pub async fn reassign(
     .bind(source_id)
     .bind(source_ref)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    log_change(conn, id, Change::Touched, now).await
+    .execute(conn)
+    .await
+    .map(drop)?);
+    log_change(tx, id, Change::Touched, now).await
 }
 
 /// An entry as the contributors' list shows it.
@@ -538,19 +623,19 @@ pub struct Listed {
     pub review_state: Option<String>,
 }
 
-/// A review campaign's days, as instants compare in the database (ISO-8601 text): from its
-/// first day to the day after its last.
+/// A review campaign's days, as instants compare in the database: from its first day to the
+/// day after its last.
 #[derive(Debug, Clone)]
 pub struct ReviewWindow {
-    pub from: String,
-    pub until: String,
+    pub from: crate::db::Day,
+    pub until: crate::db::Day,
 }
 
 impl ReviewWindow {
     pub fn days(first: chrono::NaiveDate, last: chrono::NaiveDate) -> Self {
         Self {
-            from: first.format("%Y-%m-%d").to_string(),
-            until: (last + chrono::Days::new(1)).format("%Y-%m-%d").to_string(),
+            from: crate::db::Day(first),
+            until: crate::db::Day(last + chrono::Days::new(1)),
         }
     }
 }
@@ -559,7 +644,12 @@ impl ReviewWindow {
 /// person, a script or a contributor's upload changed it (or restored a version) during the
 /// window, else `confirmed` when it was confirmed (verified_at) during it, else `to_review`.
 /// National imports run from the command line (no `started_by`) review nothing.
-pub fn push_review_state(q: &mut sqlx::QueryBuilder<'_, crate::db::Db>, window: &ReviewWindow) {
+pub fn push_review_state<'a, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    window: &ReviewWindow,
+) where
+    crate::db::Day: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     // One set of the entries changed in the window, built once per query (not one lookup per
     // entry): the window holds few changes, the directory many entries.
     q.push(
@@ -568,13 +658,13 @@ pub fn push_review_state(q: &mut sqlx::QueryBuilder<'_, crate::db::Db>, window: 
              WHERE h.action IN ('updated', 'restored')
              AND (h.actor_kind <> 'import' OR i.started_by IS NOT NULL) AND h.at >= ",
     )
-    .push_bind(window.from.clone())
+    .push_bind(window.from)
     .push(" AND h.at < ")
-    .push_bind(window.until.clone())
+    .push_bind(window.until)
     .push(") THEN 'updated' WHEN s.verified_at >= ")
-    .push_bind(window.from.clone())
+    .push_bind(window.from)
     .push(" AND s.verified_at < ")
-    .push_bind(window.until.clone())
+    .push_bind(window.until)
     .push(" THEN 'confirmed' ELSE 'to_review' END)");
 }
 
@@ -599,84 +689,86 @@ pub struct ListFilter {
 
 /// The entries matching `filter`, by name, at most `limit`; and how many match in all.
 pub async fn list(
-    pool: &Pool,
+    store: &Store,
     filter: &ListFilter,
     stale_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<(Vec<Listed>, i64)> {
-    let build = |select: &str, review_column: bool| {
-        let mut q = sqlx::QueryBuilder::<crate::db::Db>::new(select);
-        match (&filter.review, review_column) {
-            (Some(window), true) => {
-                q.push(", ");
-                push_review_state(&mut q, window);
-                q.push(" AS review_state");
+    on_engine!(store, |db| {
+        let build = |select: &str, review_column: bool| {
+            let mut q = crate::db::builder(db, select);
+            match (&filter.review, review_column) {
+                (Some(window), true) => {
+                    q.push(", ");
+                    push_review_state(&mut q, window);
+                    q.push(" AS review_state");
+                }
+                (None, true) => {
+                    q.push(", NULL AS review_state");
+                }
+                (_, false) => {}
             }
-            (None, true) => {
-                q.push(", NULL AS review_state");
+            q.push(" FROM services s JOIN organisations o ON o.id = s.source_id WHERE 1 = 1");
+            if let Some(organisation) = &filter.organisation {
+                q.push(" AND s.source_id = ")
+                    .push_bind(organisation.clone());
             }
-            (_, false) => {}
-        }
-        q.push(" FROM services s JOIN organisations o ON o.id = s.source_id WHERE 1 = 1");
-        if let Some(organisation) = &filter.organisation {
-            q.push(" AND s.source_id = ")
-                .push_bind(organisation.clone());
-        }
-        match filter.state.as_deref() {
-            Some("a_verifier") => {
-                q.push(
+            match filter.state.as_deref() {
+                Some("a_verifier") => {
+                    q.push(
                     " AND s.status = 'published' AND (s.verified_at IS NULL OR s.verified_at < ",
                 )
                 .push_bind(stale_before)
                 .push(")");
+                }
+                Some("retirees") => {
+                    q.push(" AND s.status = 'withdrawn'");
+                }
+                Some("publiees") => {
+                    q.push(" AND s.status = 'published'");
+                }
+                _ => {}
             }
-            Some("retirees") => {
-                q.push(" AND s.status = 'withdrawn'");
+            match filter.flagged {
+                Some(None) => {
+                    q.push(" AND s.quality IS NOT NULL");
+                }
+                Some(Some(code)) => {
+                    // Codes are plain words: a match on the quoted code cannot hit another field.
+                    q.push(" AND s.quality IS NOT NULL AND s.quality LIKE ")
+                        .push_bind(format!("%\"code\":\"{}\"%", code.as_str()));
+                }
+                None => {}
             }
-            Some("publiees") => {
-                q.push(" AND s.status = 'published'");
+            if let Some(typology) = &filter.typology {
+                q.push(" AND s.typology_code = ")
+                    .push_bind(typology.clone());
             }
-            _ => {}
-        }
-        match filter.flagged {
-            Some(None) => {
-                q.push(" AND s.quality IS NOT NULL");
+            if let Some(code) = &filter.insee_code {
+                q.push(" AND s.insee_code = ").push_bind(code.clone());
             }
-            Some(Some(code)) => {
-                // Codes are plain words: a match on the quoted code cannot hit another field.
-                q.push(" AND s.quality IS NOT NULL AND s.quality LIKE ")
-                    .push_bind(format!("%\"code\":\"{}\"%", code.as_str()));
+            if let Some(name) = &filter.name {
+                q.push(" AND LOWER(s.name) LIKE ")
+                    .push_bind(format!("%{}%", name.to_lowercase()));
             }
-            None => {}
-        }
-        if let Some(typology) = &filter.typology {
-            q.push(" AND s.typology_code = ")
-                .push_bind(typology.clone());
-        }
-        if let Some(code) = &filter.insee_code {
-            q.push(" AND s.insee_code = ").push_bind(code.clone());
-        }
-        if let Some(name) = &filter.name {
-            q.push(" AND LOWER(s.name) LIKE ")
-                .push_bind(format!("%{}%", name.to_lowercase()));
-        }
-        if let (Some(window), Some(state)) = (&filter.review, &filter.review_state) {
-            q.push(" AND s.status = 'published' AND ");
-            push_review_state(&mut q, window);
-            q.push(" = ").push_bind(state.clone());
-        }
-        q
-    };
-    let mut rows = build(
-        "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
+            if let (Some(window), Some(state)) = (&filter.review, &filter.review_state) {
+                q.push(" AND s.status = 'published' AND ");
+                push_review_state(&mut q, window);
+                q.push(" = ").push_bind(state.clone());
+            }
+            q
+        };
+        let mut rows = build(
+            "SELECT s.id, s.name, s.typology_code, s.insee_code, s.status, s.verified_at,
          s.updated_at, o.name AS source_name, s.quality",
-        true,
-    );
-    rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);
-    let listed: Vec<Listed> = rows.build_query_as().fetch_all(pool).await?;
-    let (total,): (i64,) = build("SELECT COUNT(*)", false)
-        .build_query_as()
-        .fetch_one(pool)
-        .await?;
-    Ok((listed, total))
+            true,
+        );
+        rows.push(" ORDER BY s.name LIMIT ").push_bind(limit);
+        let listed: Vec<Listed> = rows.build_query_as().fetch_all(db).await?;
+        let (total,): (i64,) = build("SELECT COUNT(*)", false)
+            .build_query_as()
+            .fetch_one(db)
+            .await?;
+        Ok((listed, total))
+    })
 }

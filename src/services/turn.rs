@@ -8,60 +8,45 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::pool::PoolConnection;
-use sqlx::SqliteConnection;
 
 use super::history::{self, Version, Via};
 use super::{store, Content, Service, Status};
-use crate::db::{Db, Pool};
+use crate::db::{Store, Tx};
 use crate::error::Result;
 use crate::search::live::LiveIndexes;
 
 /// A write transaction on entries, from its turn to the indexes showing it.
 ///
-/// Dropped without [`WriteTurn::commit`] (an error, a refused change), its connection is closed
-/// rather than returned to the pool, which rolls the transaction back.
+/// Dropped without [`WriteTurn::commit`] (an error, a refused change), its transaction is
+/// rolled back (see [`Tx`]).
 pub struct WriteTurn {
-    pool: Pool,
+    store: Store,
     /// The process's live indexes, brought up to date after the commit; `None` on the command
     /// line, where a server applies the log (or the next `serve` does).
     live: Option<Arc<LiveIndexes>>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    conn: Option<Conn>,
-}
-
-/// A pooled connection, or one of its own for a bulk load (its own settings, see
-/// [`store::bulk_writer`]).
-enum Conn {
-    Pooled(PoolConnection<Db>),
-    Bulk(SqliteConnection),
-}
-
-impl Conn {
-    fn get(&mut self) -> &mut SqliteConnection {
-        match self {
-            Conn::Pooled(conn) => conn,
-            Conn::Bulk(conn) => conn,
-        }
-    }
+    tx: Option<Tx>,
 }
 
 impl WriteTurn {
-    /// Takes the turn and opens the transaction (`BEGIN IMMEDIATE`: the database's write lock
-    /// now rather than a failed upgrade later).
-    pub async fn begin(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+    /// Takes the turn and opens the transaction (on SQLite `BEGIN IMMEDIATE`: the database's
+    /// write lock now rather than a failed upgrade later).
+    pub async fn begin(store: &Store, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
         // The turn before the connection: writers waiting their turn hold no connection that
         // readers (and the indexes' catch-up) need.
         let turn = WriteTurn::turn(live).await;
-        let conn = Conn::Pooled(pool.acquire().await?);
-        WriteTurn::open(pool, live, turn, conn).await
+        let tx = store.begin_writing().await?;
+        Ok(WriteTurn::with(store, live, turn, tx))
     }
 
-    /// The same on a connection of its own set for a bulk load (an import).
-    pub async fn begin_bulk(pool: &Pool, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
+    /// The same on a connection of its own set for a bulk load (an import) on SQLite.
+    pub async fn begin_bulk(store: &Store, live: Option<&Arc<LiveIndexes>>) -> Result<WriteTurn> {
         let turn = WriteTurn::turn(live).await;
-        let conn = Conn::Bulk(store::bulk_writer(pool).await?);
-        WriteTurn::open(pool, live, turn, conn).await
+        let tx = match store {
+            Store::Sqlite(pool) => Store::begin_own(store::bulk_writer(pool).await?).await?,
+            Store::Postgres(_) => store.begin_writing().await?,
+        };
+        Ok(WriteTurn::with(store, live, turn, tx))
     }
 
     async fn turn(live: Option<&Arc<LiveIndexes>>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
@@ -71,38 +56,33 @@ impl WriteTurn {
         }
     }
 
-    async fn open(
-        pool: &Pool,
+    fn with(
+        store: &Store,
         live: Option<&Arc<LiveIndexes>>,
         turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-        mut conn: Conn,
-    ) -> Result<Self> {
-        sqlx::query("BEGIN IMMEDIATE").execute(conn.get()).await?;
-        Ok(WriteTurn {
-            pool: pool.clone(),
+        tx: Tx,
+    ) -> Self {
+        WriteTurn {
+            store: store.clone(),
             live: live.cloned(),
             _turn: turn,
-            conn: Some(conn),
-        })
+            tx: Some(tx),
+        }
     }
 
-    /// The connection the caller's statements run on, inside the transaction.
-    pub fn conn(&mut self) -> &mut SqliteConnection {
-        // Only `commit`, `rollback` and `drop`, which consume the turn, take it.
-        self.conn
-            .as_mut()
-            .expect("write turn already finished")
-            .get()
+    /// The transaction the caller's statements run in.
+    pub fn conn(&mut self) -> &mut Tx {
+        // Only `commit` and `rollback`, which consume the turn, take it.
+        self.tx.as_mut().expect("write turn already finished")
     }
 
     /// Commits, releases the turn, then applies the change log to this process's indexes. A
     /// failure there is logged, not returned: the write stands, and the next catch-up (every
     /// quarter second in a server) applies it.
     pub async fn commit(mut self) -> Result<()> {
-        let mut conn = self.conn.take().expect("write turn already finished");
+        let tx = self.tx.take().expect("write turn already finished");
         let started = std::time::Instant::now();
-        sqlx::query("COMMIT").execute(conn.get()).await?;
-        drop(conn);
+        tx.commit().await?;
         tracing::debug!(
             commit_us = started.elapsed().as_micros() as u64,
             "write committed"
@@ -113,7 +93,7 @@ impl WriteTurn {
         }
         self._turn = None;
         if let Some(live) = &self.live {
-            if let Err(error) = live.catch_up(&self.pool).await {
+            if let Err(error) = live.catch_up(&self.store).await {
                 tracing::warn!(%error, "indexes not brought up to date after a write");
             }
         }
@@ -122,20 +102,8 @@ impl WriteTurn {
 
     /// Rolls back and releases the turn.
     pub async fn rollback(mut self) -> Result<()> {
-        let mut conn = self.conn.take().expect("write turn already finished");
-        sqlx::query("ROLLBACK").execute(conn.get()).await?;
-        Ok(())
-    }
-}
-
-impl Drop for WriteTurn {
-    fn drop(&mut self) {
-        // Closing the connection rolls its transaction back.
-        match self.conn.take() {
-            Some(Conn::Pooled(mut conn)) => conn.close_on_drop(),
-            Some(Conn::Bulk(conn)) => drop(conn),
-            None => {}
-        }
+        let tx = self.tx.take().expect("write turn already finished");
+        tx.rollback().await
     }
 }
 
@@ -157,7 +125,7 @@ pub struct Author<'a> {
 /// in its history as `action`, at `now`; `None` (nothing written) when nothing changes.
 #[allow(clippy::too_many_arguments)]
 pub async fn set_version(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     current: &Service,
     content: &Content,
     status: Status,
@@ -178,13 +146,13 @@ pub async fn set_version(
     } else {
         store::Change::Changed
     };
-    store::overwrite(conn, &current.id, content, status, verified_at, now, change).await?;
+    store::overwrite(tx, &current.id, content, status, verified_at, now, change).await?;
     if current.status == Status::Published && status != Status::Published {
         // Citizens never lose a service because the entry shown for its group went.
-        super::duplicates::show_in_place_of(conn, &current.id, author, now).await?;
+        super::duplicates::show_in_place_of(tx, &current.id, author, now).await?;
     }
     let change_id = history::record(
-        conn,
+        tx,
         history::Record {
             service_id: &current.id,
             at: now,
@@ -203,7 +171,7 @@ pub async fn set_version(
 /// Gives `current` the status `status`, its content and confirmation kept, recorded in its
 /// history as `action` by `author`: a withdrawal, its undoing, a duplicate hidden or shown.
 pub async fn set_status(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     current: &Service,
     status: Status,
     author: &Author<'_>,
@@ -211,7 +179,7 @@ pub async fn set_status(
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
     set_version(
-        conn,
+        tx,
         current,
         &current.content,
         status,

@@ -117,7 +117,7 @@ pub async fn run(
         Action::BulkUpsert,
         Target::Organisation(organisation_id),
     )?;
-    let organisation = crate::accounts::store::organisation(&state.pool, organisation_id)
+    let organisation = crate::accounts::store::organisation(&state.store, organisation_id)
         .await?
         .ok_or_else(Error::forbidden)?;
     let territory = Territory(
@@ -129,7 +129,7 @@ pub async fn run(
     );
     let (kind, id) = actor.history_ref();
     let mut report = import::import(
-        &state.pool,
+        &state.store,
         &state.reference,
         Input::Bytes {
             name: file_name.into(),
@@ -173,7 +173,7 @@ async fn plan_of(state: &AppState, report: &mut ImportReport) -> Result<Plan> {
         .collect();
     let mut stored = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(1_000) {
-        for service in store::get_many(&state.pool, chunk).await? {
+        for service in store::get_many(&state.store, chunk).await? {
             stored.insert(service.id.clone(), service);
         }
     }

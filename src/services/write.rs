@@ -7,15 +7,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::SqliteConnection;
 
 use super::history::{self, Version, Via};
 use super::turn::{set_version, Author, WriteTurn};
 use super::{store, Closure, Content, Draft, Service, ServiceId, Status, Validator};
 use crate::accounts::{can, Action, Actor, Role, Target};
-use crate::db::Pool;
+use crate::db::{Store, Tx};
 use crate::error::{Error, FieldError, Result};
 use crate::import::Reference;
+use crate::in_tx;
 use crate::search::live::LiveIndexes;
 use crate::state::AppState;
 
@@ -39,7 +39,7 @@ pub fn etag(service: &Service) -> String {
 /// validate against, and the live indexes their writes reach. Made from the server's state.
 #[derive(Clone, Copy)]
 pub struct Entries<'a> {
-    pub pool: &'a Pool,
+    pub store: &'a Store,
     pub reference: &'a Reference,
     pub live: &'a Arc<LiveIndexes>,
 }
@@ -47,7 +47,7 @@ pub struct Entries<'a> {
 impl<'a> From<&'a AppState> for Entries<'a> {
     fn from(state: &'a AppState) -> Self {
         Entries {
-            pool: &state.pool,
+            store: &state.store,
             reference: &state.reference,
             live: &state.live,
         }
@@ -221,13 +221,13 @@ fn validate(
 /// The entry `id` for `actor`: an entry that does not exist and one of another organisation
 /// get the same 403 (the operator, who may see everything, gets a 404 for a missing one).
 pub(crate) async fn entry_for(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     actor: &Actor,
     id: &str,
     action: Action,
 ) -> Result<Service> {
     let found = match ServiceId::parse(id) {
-        Some(service_id) => store::get_in(conn, &service_id).await?,
+        Some(service_id) => store::get_in(tx, &service_id).await?,
         None => None,
     };
     match found {
@@ -292,7 +292,7 @@ pub struct Written {
 
 /// The write turn of a change by a contributor, on the server's live indexes.
 async fn open(state: Entries<'_>) -> Result<WriteTurn> {
-    WriteTurn::begin(state.pool, Some(state.live)).await
+    WriteTurn::begin(state.store, Some(state.live)).await
 }
 
 pub async fn create(
@@ -337,10 +337,12 @@ pub async fn create(
         Some(_) => return Err(Error::invalid("source_ref", "texte attendu")),
     };
     let mut turn = open(state).await?;
-    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM organisations WHERE id = $1")
-        .bind(&organisation)
-        .fetch_optional(turn.conn())
-        .await?;
+    let known: Option<(String,)> = in_tx!(turn.conn(), |conn| sqlx::query_as(
+        "SELECT id FROM organisations WHERE id = $1"
+    )
+    .bind(&organisation)
+    .fetch_optional(conn)
+    .await)?;
     if known.is_none() {
         return Err(Error::invalid(
             "organisation_id",
@@ -384,7 +386,7 @@ pub(crate) async fn written(
     id: &ServiceId,
     change_id: Option<String>,
 ) -> Result<Written> {
-    let service = store::get(state.pool, id)
+    let service = store::get(state.store, id)
         .await?
         .ok_or_else(|| Error::not_found("fiche", id.as_str()))?;
     Ok(Written { service, change_id })
@@ -581,9 +583,9 @@ pub async fn history_of(
     id: &str,
 ) -> Result<(Service, Vec<history::Change>)> {
     let state: Entries<'_> = state.into();
-    let mut conn = state.pool.acquire().await?;
-    let service = entry_for(&mut conn, actor, id, Action::ReadEntry).await?;
-    drop(conn);
-    let changes = history::of_entry(state.pool, &service.id).await?;
+    let mut tx = state.store.begin().await?;
+    let service = entry_for(&mut tx, actor, id, Action::ReadEntry).await?;
+    tx.commit().await?;
+    let changes = history::of_entry(state.store, &service.id).await?;
     Ok((service, changes))
 }

@@ -106,7 +106,7 @@ async fn list_themes(State(state): State<AppState>) -> Result<Json<Vec<ThemeView
     let taxonomy = &state.reference.taxonomy;
     let counts = state
         .published_counts
-        .get(&state.pool, state.live.settled_version())
+        .get(&state.store, state.live.settled_version())
         .await?;
     let mut themes: Vec<ThemeView> = taxonomy
         .themes
@@ -166,7 +166,7 @@ async fn list_typologies(
     }
     let counts = state
         .published_counts
-        .get(&state.pool, state.live.settled_version())
+        .get(&state.store, state.live.settled_version())
         .await?;
     Ok(Json(
         taxonomy
@@ -192,7 +192,7 @@ async fn get_typology(
         .ok_or_else(|| Error::not_found("typologie", &code))?;
     let counts = state
         .published_counts
-        .get(&state.pool, state.live.settled_version())
+        .get(&state.store, state.live.settled_version())
         .await?;
     Ok(Json(typology_view(
         taxonomy,

@@ -4,9 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use std::sync::Arc;
 
-use crate::db::{Pool, Store};
+use crate::db::Store;
 use crate::error::{Error, Result};
 use crate::in_tx;
+use crate::on_engine;
 
 use super::Taxonomy;
 
@@ -156,7 +157,7 @@ impl PublishedCounts {
     /// `LiveIndexes::settled_version`).
     pub async fn get(
         &self,
-        pool: &Pool,
+        store: &Store,
         version: Option<String>,
     ) -> Result<Arc<HashMap<String, i64>>> {
         let mut cached = self.cached.lock().await;
@@ -165,18 +166,20 @@ impl PublishedCounts {
                 return Ok(counts.clone());
             }
         }
-        let counts = Arc::new(published_counts(pool).await?);
+        let counts = Arc::new(published_counts(store).await?);
         *cached = Some((version, counts.clone()));
         Ok(counts)
     }
 }
 
 /// Published entries per typology code.
-async fn published_counts(pool: &Pool) -> Result<HashMap<String, i64>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT typology_code, COUNT(*) FROM services WHERE status = 'published' GROUP BY typology_code",
-    )
-    .fetch_all(pool)
-    .await?;
+async fn published_counts(store: &Store) -> Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = on_engine!(store, |db| {
+        sqlx::query_as(
+            "SELECT typology_code, COUNT(*) FROM services WHERE status = 'published' GROUP BY typology_code",
+        )
+        .fetch_all(db)
+        .await?
+    });
     Ok(rows.into_iter().collect())
 }

@@ -272,11 +272,11 @@ async fn get_commune(
         .locator
         .commune(&code)
         .ok_or_else(|| Error::not_found("commune", code.as_str()))?;
-    let enclosing = store::enclosing(&state.pool, &code)
+    let enclosing = store::enclosing(&state.store, &code)
         .await?
         .ok_or_else(|| Error::not_found("commune", code.as_str()))?;
     let published_services =
-        crate::services::store::published_in_commune(&state.pool, &code).await?;
+        crate::services::store::published_in_commune(&state.store, &code).await?;
     Ok(Json(CommuneView {
         insee_code: commune.insee_code.to_string(),
         name: commune.name.clone(),

@@ -243,8 +243,9 @@ pub struct Enclosing {
     pub epci_kind: Option<String>,
 }
 
-pub async fn enclosing(pool: &Pool, code: &InseeCode) -> Result<Option<Enclosing>> {
-    Ok(sqlx::query_as(
+pub async fn enclosing(store: &Store, code: &InseeCode) -> Result<Option<Enclosing>> {
+    Ok(on_engine!(store, |db| {
+        sqlx::query_as(
         "SELECT d.name AS departement_name, r.name AS region_name, e.name AS epci_name, e.kind AS epci_kind
          FROM communes c
          JOIN departements d ON d.code = c.departement_code
@@ -253,18 +254,19 @@ pub async fn enclosing(pool: &Pool, code: &InseeCode) -> Result<Option<Enclosing
          WHERE c.insee_code = $1",
     )
     .bind(code.as_str())
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(db)
+    .await?
+    }))
 }
 
 /// The EPCIs, départements and régions with their names, as `(kind, code, name)`: what a person may
 /// type to choose a territory.
-pub async fn named_areas(pool: &Pool) -> Result<Vec<(String, String, String)>> {
-    Ok(sqlx::query_as(
+pub async fn named_areas(store: &Store) -> Result<Vec<(String, String, String)>> {
+    Ok(on_engine!(store, |db| sqlx::query_as(
         "SELECT 'epci', siren, name FROM epcis
          UNION ALL SELECT 'departement', code, name FROM departements
          UNION ALL SELECT 'region', code, name FROM regions",
     )
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(db)
+    .await?))
 }

@@ -26,7 +26,7 @@ async fn published(state: &AppState, id: &str) -> Result<Option<Service>> {
     let Some(id) = ServiceId::parse(id) else {
         return Ok(None);
     };
-    Ok(store::get(&state.pool, &id)
+    Ok(store::get(&state.store, &id)
         .await?
         .filter(|s| s.status == Status::Published))
 }
@@ -347,7 +347,7 @@ pub async fn entry_page(
         // A hidden duplicate leads to the entry shown in its place, in the same language.
         if let Some(service_id) = crate::services::ServiceId::parse(&id) {
             if let Some(shown) =
-                crate::services::duplicates::shown_instead(&state.pool, &service_id).await?
+                crate::services::duplicates::shown_instead(&state.store, &service_id).await?
             {
                 let target = match query.as_deref().filter(|q| !q.is_empty()) {
                     Some(q) => format!("/services/{shown}?{q}"),
@@ -407,8 +407,8 @@ pub async fn report(
     };
     match checked {
         Ok(report) if !over_limit => {
-            let id = reports::store::insert(tx.sqlite()?, &service.id, &report).await?;
-            crate::mail::notify_report(tx.sqlite()?, &state.public_url, &id).await?;
+            let id = reports::store::insert(&mut tx, &service.id, &report).await?;
+            crate::mail::notify_report(&mut tx, &state.public_url, &id).await?;
             tx.commit().await?;
             let back = href(lang, &format!("/services/{}?signalement=merci", service.id));
             Ok(Redirect::to(&format!("{back}#signaler")).into_response())

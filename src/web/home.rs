@@ -24,7 +24,7 @@ pub async fn home(
     let path = path_without_lang(&uri);
     let counts = state
         .published_counts
-        .get(&state.pool, state.live.settled_version())
+        .get(&state.store, state.live.settled_version())
         .await?;
     let body = html! {
         h1 { (t(lang, "Les services publics près de chez vous", "Public services near you")) }

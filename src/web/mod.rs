@@ -55,7 +55,7 @@ pub fn router() -> Router<AppState> {
 /// or code, resolved to `kind:code`.
 pub async fn resolve_territory(state: &AppState, typed: &str) -> Result<Option<(String, String)>> {
     let locator = &state.reference.locator;
-    let areas = crate::territory::store::named_areas(&state.pool).await?;
+    let areas = crate::territory::store::named_areas(&state.store).await?;
     if let Ok(territory) = Territory::parse(typed, locator) {
         let name = match &territory {
             Territory::Commune(code) => locator.commune(code).map(|c| c.name.clone()),

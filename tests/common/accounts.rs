@@ -2,12 +2,12 @@
 
 use proximites::accounts::store::{self, NewOrganisation, Organisation};
 use proximites::accounts::{Area, Role, Territory};
-use proximites::db::Pool;
+use proximites::db::Store;
 
 /// A new organisation of `kind` over one territory (`epci:…`, `commune:…`).
-pub async fn organisation(pool: &Pool, name: &str, kind: &str, territory: &str) -> Organisation {
+pub async fn organisation(store: &Store, name: &str, kind: &str, territory: &str) -> Organisation {
     store::create_organisation(
-        pool,
+        store,
         &NewOrganisation {
             name: name.into(),
             kind: kind.into(),
@@ -24,8 +24,8 @@ fn cookie(session: &str) -> String {
 }
 
 /// The platform operator, signed in: its session cookie and CSRF token.
-pub async fn operator_signed_in(pool: &Pool) -> (String, String) {
-    let store = proximites::db::Store::Sqlite(pool.clone());
+pub async fn operator_signed_in(store: &Store) -> (String, String) {
+    let store = store.clone();
     let operator =
         store::create_operator(&store, "region@example.fr", "le mot de passe de la région")
             .await
@@ -36,18 +36,18 @@ pub async fn operator_signed_in(pool: &Pool) -> (String, String) {
 
 /// A new person of `organisation` with `role`, invited and signed in: cookie and CSRF token.
 pub async fn signed_in(
-    pool: &Pool,
+    store: &Store,
     organisation: &str,
     email: &str,
     role: Role,
 ) -> (String, String) {
-    let secret = store::invite(pool, organisation, email, role)
+    let secret = store::invite(store, organisation, email, role)
         .await
         .unwrap();
-    let user = store::accept_invitation(pool, &secret, "un mot de passe long")
+    let user = store::accept_invitation(store, &secret, "un mot de passe long")
         .await
         .unwrap();
-    let store = proximites::db::Store::Sqlite(pool.clone());
+    let store = store.clone();
     let (session, csrf) = store::open_session(&store, &user).await.unwrap();
     (cookie(&session), csrf)
 }

@@ -10,7 +10,7 @@ pub mod postgres;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proximites::app::{self, AppState};
-use proximites::db::{self, Pool};
+use proximites::db::Store;
 use proximites::import::{self, ImportOptions, Input, Reference};
 use proximites::{boot, synth};
 use tower::ServiceExt;
@@ -23,19 +23,19 @@ pub struct Fixture {
 }
 
 /// A new database in a temporary directory, prepared, with the Auvergne demo when `demo`.
-pub async fn database(demo: bool) -> (tempfile::TempDir, Pool, Reference) {
+pub async fn database(demo: bool) -> (tempfile::TempDir, Store, Reference) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(dir.path().join("test.db").to_str().unwrap())
+    let store = Store::connect(dir.path().join("test.db").to_str().unwrap())
         .await
         .unwrap();
-    let reference = boot::prepare(&pool, demo).await.unwrap();
-    (dir, pool, reference)
+    let reference = boot::prepare(&store, demo).await.unwrap();
+    (dir, store, reference)
 }
 
 impl Fixture {
-    /// The server's state on `pool`, its indexes built, and its router.
-    pub async fn serve(dir: tempfile::TempDir, pool: Pool, reference: Reference) -> Fixture {
-        let state = AppState::build(pool, reference, &dir.path().join("text"))
+    /// The server's state on `store`, its indexes built, and its router.
+    pub async fn serve(dir: tempfile::TempDir, store: Store, reference: Reference) -> Fixture {
+        let state = AppState::build(store, reference, &dir.path().join("text"))
             .await
             .unwrap();
         Fixture {
@@ -67,7 +67,7 @@ pub async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u
 
 /// Imports `count` entries generated from `seed` in the communes of `departements`.
 pub async fn import_generated(
-    pool: &Pool,
+    store: &Store,
     reference: &Reference,
     departements: &[&str],
     count: u64,
@@ -82,7 +82,7 @@ pub async fn import_generated(
     let mut generated = Vec::new();
     synth::write(&mut generated, &reference.taxonomy, &communes, count, seed).unwrap();
     let report = import::import(
-        pool,
+        store,
         reference,
         Input::Bytes {
             name: "synth.csv".into(),
