@@ -12,7 +12,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use sqlx::sqlite::LockedSqliteHandle;
 
 use super::{store, Built, Lookup, Row, Selection};
 use crate::admission::PublicBase;
@@ -482,7 +481,7 @@ impl<W: Write> Sink for CsvSink<W> {
 
 /// Writes `table` of the published entries of `selection` in `encoding` to `out`.
 pub fn write(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     base: &str,
@@ -638,7 +637,7 @@ pub(crate) async fn download(
 
 /// Writes one file of the export to `target`.
 fn write_file(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     base: &str,

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use libsqlite3_sys as ffi;
-use sqlx::sqlite::LockedSqliteHandle;
 
 use super::crs::Crs;
 use super::{store, Licence, Lookup, Row, Selection, FIELDS};
@@ -160,7 +159,7 @@ const FLUSH_AT: usize = 256 * 1024;
 
 /// Streams a GeoJSON FeatureCollection of `selection` to `out`; returns the feature count.
 pub fn write_geojson(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     about: &About,
@@ -221,7 +220,7 @@ const SCDL_COLUMNS: [&str; 17] = [
 /// `crs` is projected, in two more columns `x` and `y` (WGS84 stays in its own columns, which
 /// both schemas require).
 pub fn write_csv(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     scdl: bool,
@@ -475,7 +474,7 @@ const GPKG_TABLE: &str = "services";
 /// Writes a GeoPackage 1.2 of `selection` at `path` (a new file), with its R-tree spatial
 /// index; returns the feature count.
 pub fn write_gpkg(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     about: &About,
@@ -907,7 +906,7 @@ impl geozero::GeozeroGeometry for XY {
 /// Writes a FlatGeobuf of `selection` to `out`, with its packed Hilbert R-tree index;
 /// returns the feature count.
 pub fn write_fgb(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     about: &About,
@@ -974,7 +973,7 @@ pub fn write_fgb(
 /// CSV also gets its licence sidecar `PATH.licence.txt`.
 #[allow(clippy::too_many_arguments)]
 pub fn write_file(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut super::store::Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     about: &About,

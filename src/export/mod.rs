@@ -622,7 +622,7 @@ impl Layers {
     ) -> crate::error::Result<(std::path::PathBuf, Built)>
     where
         F: FnOnce(
-                &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+                &mut store::Handle<'_>,
                 &Lookup,
                 &formats::About,
                 &std::path::Path,

@@ -1,6 +1,7 @@
-//! SQL of the layers: published entries of a selection, read through SQLite's C API on a
-//! connection lent by sqlx (rows are borrowed, not copied: millions of them a second), and
-//! their count.
+//! SQL of the layers: published entries of a selection, and their count, read on a blocking
+//! thread: on SQLite through its C API on a connection lent by sqlx (rows are borrowed, not
+//! copied: millions of them a second), on PostgreSQL as a stream of rows from its driver (never
+//! the whole result in memory).
 
 use std::ffi::{c_int, CString};
 use std::ptr::NonNull;
@@ -18,27 +19,164 @@ use crate::import::Reference;
 const COLUMNS: &str = "id, typology_code, name, description, street, postcode, city, insee_code,
     lon, lat, phones, email, website, opening_hours, wheelchair, source_id, source_ref, updated_at";
 
-/// Runs `work` on a connection of `pool`, locked for the C API, on a blocking thread.
+/// [`COLUMNS`] on PostgreSQL: the instant as RFC 3339 text to the microsecond, as SQLite holds
+/// it, so that a row's values (and the cursors made of them) read alike on both engines.
+const POSTGRES_COLUMNS: &str = "id, typology_code, name, description, street, postcode, city,
+    insee_code, lon, lat, phones, email, website, opening_hours, wheelchair, source_id, source_ref,
+    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+/// A connection read on a blocking thread.
+pub enum Handle<'h> {
+    Sqlite(LockedSqliteHandle<'h>),
+    Postgres {
+        conn: &'h mut sqlx::PgConnection,
+        runtime: tokio::runtime::Handle,
+    },
+}
+
+/// Runs `work` on a connection of `store` on a blocking thread.
 pub async fn with_connection<T: Send + 'static>(
     store: &Store,
-    work: impl FnOnce(&mut LockedSqliteHandle<'_>) -> anyhow::Result<T> + Send + 'static,
+    work: impl FnOnce(&mut Handle<'_>) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T> {
-    let mut conn = store.sqlite()?.acquire().await?;
     let runtime = tokio::runtime::Handle::current();
-    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
-        let mut handle = runtime.block_on(conn.lock_handle())?;
-        work(&mut handle)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(|error| match error.downcast::<cql2::TooCostly>() {
-        Ok(costly) => Error::BadRequest {
-            code: "filter_too_costly",
-            detail: costly.to_string(),
-        },
-        Err(other) => Error::from(other),
+    let result = match store {
+        Store::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
+                let handle = runtime.block_on(conn.lock_handle())?;
+                work(&mut Handle::Sqlite(handle))
+            })
+            .await
+        }
+        Store::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
+                work(&mut Handle::Postgres {
+                    conn: &mut conn,
+                    runtime,
+                })
+            })
+            .await
+        }
+    };
+    let result = result.map_err(anyhow::Error::from)?.map_err(|error| {
+        match error.downcast::<cql2::TooCostly>() {
+            Ok(costly) => Error::BadRequest {
+                code: "filter_too_costly",
+                detail: costly.to_string(),
+            },
+            Err(other) => Error::from(other),
+        }
     })?;
     Ok(result)
+}
+
+/// The current row of a read, whichever the engine.
+enum RawRow<'r> {
+    Sqlite(&'r Statement),
+    Postgres(&'r sqlx::postgres::PgRow),
+}
+
+impl<'r> RawRow<'r> {
+    /// Column `i` as text; `None` for NULL.
+    fn text(&self, i: usize) -> anyhow::Result<Option<&'r str>> {
+        match self {
+            // SAFETY: the statement is on a row, which `each_row` keeps current while the
+            // row is lent.
+            RawRow::Sqlite(statement) => unsafe { statement.text(c_int::try_from(i)?) },
+            RawRow::Postgres(row) => Ok(sqlx::Row::try_get(*row, i)?),
+        }
+    }
+
+    fn required_text(&self, i: usize) -> anyhow::Result<&'r str> {
+        self.text(i)?
+            .ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
+    }
+
+    fn double(&self, i: usize) -> anyhow::Result<f64> {
+        match self {
+            RawRow::Sqlite(statement) => Ok(statement.double(c_int::try_from(i)?)),
+            RawRow::Postgres(row) => Ok(sqlx::Row::try_get(*row, i)?),
+        }
+    }
+
+    fn int(&self, i: usize) -> anyhow::Result<i64> {
+        match self {
+            RawRow::Sqlite(statement) => Ok(statement.int(c_int::try_from(i)?)),
+            RawRow::Postgres(row) => Ok(sqlx::Row::try_get(*row, i)?),
+        }
+    }
+}
+
+/// `sql` (written with `?` placeholders) as PostgreSQL reads it: `$1`, `$2`… in order, an
+/// instant compared with `updated_at` cast from its text.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            let compares_instant = out
+                .trim_end()
+                .trim_end_matches(['=', '<', '>'])
+                .trim_end()
+                .ends_with("updated_at");
+            out.push_str(&format!("${n}"));
+            if compares_instant {
+                out.push_str("::timestamptz");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Steps every row of `sql` with `binds`, handing each to `each` until it returns false.
+fn each_row(
+    handle: &mut Handle<'_>,
+    sql: &str,
+    binds: &[Bind],
+    mut each: impl FnMut(&RawRow<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    match handle {
+        Handle::Sqlite(handle) => {
+            let statement = Statement::prepare(handle, sql, binds)?;
+            while statement.step()? {
+                if !each(&RawRow::Sqlite(&statement))? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Handle::Postgres { conn, runtime } => runtime.block_on(async {
+            use futures_util::TryStreamExt;
+            let sql = numbered(sql);
+            let mut query = sqlx::query(&sql);
+            for bind in binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text.as_str()),
+                    Bind::Real(value) => query.bind(*value),
+                };
+            }
+            let mut rows = query.fetch(&mut **conn);
+            while let Some(row) = rows.try_next().await? {
+                if !each(&RawRow::Postgres(&row))? {
+                    break;
+                }
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// The columns of a read of entries on the engine of `handle`.
+fn columns(handle: &Handle<'_>) -> &'static str {
+    match handle {
+        Handle::Sqlite(_) => COLUMNS,
+        Handle::Postgres { .. } => POSTGRES_COLUMNS,
+    }
 }
 
 enum Bind {
@@ -295,50 +433,44 @@ impl Statement {
 }
 
 /// Organisation ids and names.
-pub fn sources(handle: &mut LockedSqliteHandle<'_>) -> anyhow::Result<HashMap<String, String>> {
-    let statement = Statement::prepare(handle, "SELECT id, name FROM organisations", &[])?;
+pub fn sources(handle: &mut Handle<'_>) -> anyhow::Result<HashMap<String, String>> {
     let mut sources = HashMap::default();
-    while statement.step()? {
-        // SAFETY: on a row; the texts are copied before the next step.
-        unsafe {
-            if let (Some(id), Some(name)) = (statement.text(0)?, statement.text(1)?) {
-                sources.insert(id.to_owned(), name.to_owned());
-            }
+    each_row(handle, "SELECT id, name FROM organisations", &[], |row| {
+        if let (Some(id), Some(name)) = (row.text(0)?, row.text(1)?) {
+            sources.insert(id.to_owned(), name.to_owned());
         }
-    }
+        Ok(true)
+    })?;
     Ok(sources)
 }
 
 /// The names of the organisations with published entries, sorted: the sources of a download.
-pub fn publishing_sources(handle: &mut LockedSqliteHandle<'_>) -> anyhow::Result<Vec<String>> {
-    let statement = Statement::prepare(
+pub fn publishing_sources(handle: &mut Handle<'_>) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    each_row(
         handle,
         "SELECT name FROM organisations o WHERE EXISTS (
             SELECT 1 FROM services s WHERE s.source_id = o.id AND s.status = 'published')
          ORDER BY name",
         &[],
+        |row| {
+            if let Some(name) = row.text(0)? {
+                names.push(name.to_owned());
+            }
+            Ok(true)
+        },
     )?;
-    let mut names = Vec::new();
-    while statement.step()? {
-        // SAFETY: on a row; the text is copied before the next step.
-        if let Some(name) = unsafe { statement.text(0)? } {
-            names.push(name.to_owned());
-        }
-    }
     Ok(names)
 }
 
 /// The lookup of names a read needs.
-pub fn lookup(
-    handle: &mut LockedSqliteHandle<'_>,
-    reference: &Reference,
-) -> anyhow::Result<Lookup> {
+pub fn lookup(handle: &mut Handle<'_>, reference: &Reference) -> anyhow::Result<Lookup> {
     Ok(Lookup::new(reference, sources(handle)?))
 }
 
 /// Streams the entries of `selection` to `each` in `order`; `each` returns false to stop.
 pub fn scan(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     order: Order<'_>,
@@ -351,7 +483,7 @@ pub fn scan(
 /// all SQL: a sorted page then keeps only its best rows while reading (SQLite's top-N sort)
 /// instead of sorting the whole selection before the first row.
 pub fn scan_limited(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     order: Order<'_>,
@@ -382,30 +514,27 @@ pub struct Anchors {
 pub const ANCHOR_STEP: u64 = 1_000;
 
 /// The anchors of `selection` (all SQL: `needs_row_test` false), read from the ids alone.
-pub fn anchors(
-    handle: &mut LockedSqliteHandle<'_>,
-    selection: &Selection,
-) -> anyhow::Result<Anchors> {
+pub fn anchors(handle: &mut Handle<'_>, selection: &Selection) -> anyhow::Result<Anchors> {
     anyhow::ensure!(
         !selection.needs_row_test(),
         "une page numérotée ne se lit qu'en SQL"
     );
     let (where_, binds) = conditions(selection);
-    let statement = Statement::prepare(
+    let mut anchors = Anchors::default();
+    each_row(
         handle,
         &format!("SELECT id FROM services{where_} ORDER BY id"),
         &binds,
-    )?;
-    let mut anchors = Anchors::default();
-    while statement.step()? {
-        anchors.total += 1;
-        if anchors.total % ANCHOR_STEP == 0 {
-            // SAFETY: on a row; the text is copied before the next step.
-            if let Some(id) = unsafe { statement.text(0)? } {
-                anchors.ends.push(id.to_owned());
+        |row| {
+            anchors.total += 1;
+            if anchors.total % ANCHOR_STEP == 0 {
+                if let Some(id) = row.text(0)? {
+                    anchors.ends.push(id.to_owned());
+                }
             }
-        }
-    }
+            Ok(true)
+        },
+    )?;
     Ok(anchors)
 }
 
@@ -413,7 +542,7 @@ pub fn anchors(
 /// page), from the anchor before it. The selection must be all SQL (`needs_row_test` false):
 /// rows tested one by one cannot be skipped by SQL.
 pub fn numbered_page(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     anchors: &Anchors,
@@ -446,7 +575,7 @@ pub fn numbered_page(
 }
 
 fn read(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
     order: Order<'_>,
@@ -458,61 +587,52 @@ fn read(
     let window = window.map_or_else(String::new, |(offset, limit)| {
         format!(" LIMIT {limit} OFFSET {offset}")
     });
-    let sql = format!("SELECT {COLUMNS} FROM services{where_}{after}{order_by}{window}");
-    let statement = Statement::prepare(handle, &sql, &binds)?;
+    let sql = format!(
+        "SELECT {} FROM services{where_}{after}{order_by}{window}",
+        columns(handle)
+    );
     let test = selection.needs_row_test();
     let deadline = selection
         .filter
         .is_some()
         .then(|| std::time::Instant::now() + cql2::TIME_BUDGET);
-    while statement.step()? {
-        // SAFETY: on a row; the row's borrows end before the next step.
-        let row = unsafe {
-            let text = |i: c_int| -> anyhow::Result<&str> {
-                statement
-                    .text(i)?
-                    .ok_or_else(|| anyhow::anyhow!("colonne {i} vide"))
-            };
-            Row {
-                id: text(0)?,
-                typology: text(1)?,
-                name: text(2)?,
-                description: statement.text(3)?,
-                street: statement.text(4)?,
-                postcode: statement.text(5)?,
-                city: statement.text(6)?,
-                insee_code: text(7)?,
-                lon: statement.double(8),
-                lat: statement.double(9),
-                phones_json: text(10)?,
-                email: statement.text(11)?,
-                website: statement.text(12)?,
-                opening_hours: statement.text(13)?,
-                wheelchair: text(14)?,
-                source_id: text(15)?,
-                source_ref: text(16)?,
-                updated_at: text(17)?,
-                lookup,
-            }
+    each_row(handle, &sql, &binds, |raw| {
+        let row = Row {
+            id: raw.required_text(0)?,
+            typology: raw.required_text(1)?,
+            name: raw.required_text(2)?,
+            description: raw.text(3)?,
+            street: raw.text(4)?,
+            postcode: raw.text(5)?,
+            city: raw.text(6)?,
+            insee_code: raw.required_text(7)?,
+            lon: raw.double(8)?,
+            lat: raw.double(9)?,
+            phones_json: raw.required_text(10)?,
+            email: raw.text(11)?,
+            website: raw.text(12)?,
+            opening_hours: raw.text(13)?,
+            wheelchair: raw.required_text(14)?,
+            source_id: raw.required_text(15)?,
+            source_ref: raw.required_text(16)?,
+            updated_at: raw.required_text(17)?,
+            lookup,
         };
         if test {
             if deadline.is_some_and(|d| std::time::Instant::now() > d) {
                 return Err(cql2::TooCostly.into());
             }
             if !selection.row_passes(&row) {
-                continue;
+                return Ok(true);
             }
         }
-        if !each(&row)? {
-            break;
-        }
-    }
-    Ok(())
+        each(&row)
+    })
 }
 
 /// How many entries `selection` holds.
 pub fn count(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut Handle<'_>,
     lookup: &Lookup,
     selection: &Selection,
 ) -> anyhow::Result<u64> {
@@ -525,11 +645,15 @@ pub fn count(
         return Ok(n);
     }
     let (where_, binds) = conditions(selection);
-    let statement = Statement::prepare(
+    let mut count = 0;
+    each_row(
         handle,
         &format!("SELECT COUNT(*) FROM services{where_}"),
         &binds,
+        |row| {
+            count = u64::try_from(row.int(0)?)?;
+            Ok(false)
+        },
     )?;
-    statement.step()?;
-    Ok(u64::try_from(statement.int(0))?)
+    Ok(count)
 }

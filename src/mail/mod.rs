@@ -241,9 +241,9 @@ pub fn redact_one_time_links(body: &str) -> String {
 /// Redacts the one-time links of messages sent before sending redacted them.
 pub async fn redact_sent(store: &Store) -> Result<u64> {
     let sent: Vec<(String, String)> = on_engine!(store, |db| sqlx::query_as(
-        "SELECT id, body FROM outbox WHERE sent_at IS NOT NULL AND instr(body, $1) > 0",
+        "SELECT id, body FROM outbox WHERE sent_at IS NOT NULL AND body LIKE $1",
     )
-    .bind(ONE_TIME_LINK)
+    .bind(format!("%{ONE_TIME_LINK}%"))
     .fetch_all(db)
     .await)?;
     let mut redacted = 0;
