@@ -8,7 +8,8 @@
 #      wrk: one instance alone, then two behind nginx configured by deploy/nginx.conf.
 # All on this machine: wrk, nginx and both instances share its cores.
 #
-#   BIN=target/release/proximites benches/instances.sh [WRITES] [JSON]
+#   BIN=target/release/proximites [DATABASE=postgres://…] benches/instances.sh [WRITES] [JSON]
+# (DATABASE: another database holding the same entries, used as it is: benches/postgres.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 writes=${1:-100}
@@ -18,7 +19,7 @@ seed=1
 wrk_seconds=${WRK_SECONDS:-20}
 connections=${WRK_CONNECTIONS:-32}
 src="target/bench/search-${rows}-${seed}.db"
-[ -f "$src" ] || benches/search.sh "$rows" "$seed"
+[ -n "${DATABASE:-}" ] || [ -f "$src" ] || benches/search.sh "$rows" "$seed"
 if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
     BIN=target/release/proximites
@@ -39,11 +40,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-echo "== copying the ${rows}-entry database" >&2
-cp "$src" "$work/shared.db"
-# Written back before any timing: a restart does not coincide with 2 GB of copies in flight.
-sync
-url="sqlite://$work/shared.db"
+if [ -n "${DATABASE:-}" ]; then
+    # Another database holding the same entries (benches/postgres.sh: a PostgreSQL copy).
+    url=$DATABASE
+else
+    echo "== copying the ${rows}-entry database" >&2
+    cp "$src" "$work/shared.db"
+    # Written back before any timing: a restart does not coincide with 2 GB of copies in flight.
+    sync
+    url="sqlite://$work/shared.db"
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(round($(now) - $1, 2))"; }
@@ -84,7 +90,12 @@ until curl -sf "http://127.0.0.1:$port_b/readyz" >/dev/null; do sleep 0.05; done
 
 echo "== $writes writes through one instance, searched on the other" >&2
 token=$("$BIN" --database-url "$url" admin create-token --operator --name instances)
-organisation=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT id FROM organisations ORDER BY id LIMIT 1').fetchone()[0])" "$work/shared.db")
+if [ -n "${DATABASE:-}" ]; then
+    psql=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)/psql
+    organisation=$("$psql" "$url" -Atc 'SELECT id FROM organisations ORDER BY id LIMIT 1')
+else
+    organisation=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT id FROM organisations ORDER BY id LIMIT 1').fetchone()[0])" "$work/shared.db")
+fi
 visibility=$(WRITER="http://127.0.0.1:$port_a" READER="http://127.0.0.1:$port_b" TOKEN=$token \
     ORGANISATION=$organisation WRITES=$writes python3 - <<'EOF'
 import json, os, time, urllib.request

@@ -217,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Backup { file } => {
+            refuse_postgres(&cli.database_url, "backup")?;
             let pool = db::connect(&cli.database_url).await?;
             let started = std::time::Instant::now();
             let size = db::backup(&pool, &file).await?;
@@ -244,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Restore { file } => {
+            refuse_postgres(&cli.database_url, "restore")?;
             let restored = db::restore(&cli.database_url, &file).await?;
             println!(
                 "restaurée / restored : {} fiches, migration {}{} ; les index se reconstruisent au prochain démarrage / indexes rebuild at the next start",
@@ -688,6 +690,20 @@ async fn print_import_report(
         println!(
             "journal des changements à la ligne / change log at row {} : un serveur en marche l'applique, sinon le prochain démarrage / a running server applies it, else the next start",
             db::log_head(store).await?
+        );
+    }
+    Ok(())
+}
+
+/// `backup` and `restore` copy a SQLite file; a PostgreSQL database is the DBA's tools' to copy.
+fn refuse_postgres(url: &str, command: &str) -> anyhow::Result<()> {
+    if db::Engine::of(url) == db::Engine::Postgres {
+        anyhow::bail!(
+            "`{command}` copie un fichier SQLite ; sauvegardez une base PostgreSQL avec pg_dump -Fc \
+             (ou pg_basebackup et l'archivage des WAL), restaurez-la avec pg_restore : les \
+             répertoires de données des instances se reconstruisent seuls / `{command}` copies a \
+             SQLite file: back up PostgreSQL with pg_dump -Fc (or pg_basebackup and WAL \
+             archiving), restore with pg_restore; the instances' data directories rebuild"
         );
     }
     Ok(())

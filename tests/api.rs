@@ -2,16 +2,14 @@
 
 use axum::http::StatusCode;
 use proximites::app::{self, AppState};
-use proximites::{boot, db};
+use proximites::boot;
 use serde_json::Value;
 
 mod common;
 
 async fn spawn_app() -> (axum::Router, AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = db::Store::connect(dir.path().join("test.db").to_str().unwrap())
-        .await
-        .unwrap();
+    let store = common::new_store(dir.path(), "test.db").await;
     let reference = boot::prepare(&store, true).await.unwrap();
     let state = AppState::build(store, reference, &dir.path().join("text"))
         .await
@@ -126,11 +124,12 @@ async fn communes_and_entries_read_back() {
     assert_eq!(commune["boundary"]["type"], "Polygon");
     assert_eq!(commune["published_services"], 1);
 
-    let (id,): (String,) =
-        sqlx::query_as("SELECT id FROM services WHERE source_ref = 'mairie-03001'")
-            .fetch_one(state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (id,): (String,) = proximites::on_engine!(&state.store, |db| sqlx::query_as(
+        "SELECT id FROM services WHERE source_ref = 'mairie-03001'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let (status, _, entry) = get(&router, &format!("/api/v1/services/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(entry["name"], "Mairie de Abrest");
@@ -146,11 +145,14 @@ async fn communes_and_entries_read_back() {
     );
     assert_eq!(entry["status"], "published");
 
-    sqlx::query("UPDATE services SET status = 'withdrawn' WHERE id = $1")
-        .bind(&id)
-        .execute(state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    proximites::on_engine!(&state.store, |db| sqlx::query(
+        "UPDATE services SET status = 'withdrawn' WHERE id = $1"
+    )
+    .bind(&id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
     let (status, _, _) = get(&router, &format!("/api/v1/services/{id}")).await;
     assert_eq!(
         status,
@@ -194,15 +196,19 @@ async fn every_route_is_in_the_openapi_document() {
 async fn a_second_boot_changes_nothing() {
     let (_, state, _dir) = spawn_app().await;
     boot::prepare(&state.store, true).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-        .fetch_one(state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (n,): (i64,) = proximites::on_engine!(&state.store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM services"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(n, 1283, "the demo is loaded once");
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
-        .fetch_one(state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (n,): (i64,) = proximites::on_engine!(&state.store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM typologies"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(n, 175);
 }
 
@@ -377,14 +383,14 @@ async fn readiness_follows_the_index_lag() {
     let (status, _, ready) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["lag"], 0);
-    let old = (chrono::Utc::now() - chrono::Duration::seconds(10))
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    sqlx::query(
-        "INSERT INTO change_log (entry_id, kind, at) VALUES ('0000000000000000', 'changed', ?)",
+    let old = proximites::db::Stamp(chrono::Utc::now() - chrono::Duration::seconds(10));
+    proximites::on_engine!(&state.store, |db| sqlx::query(
+        "INSERT INTO change_log (entry_id, kind, at) VALUES ('0000000000000000', 'changed', $1)",
     )
-    .bind(&old)
-    .execute(state.store.sqlite().unwrap())
+    .bind(old)
+    .execute(db)
     .await
+    .map(|r| r.rows_affected()))
     .unwrap();
     let response = tower::ServiceExt::oneshot(
         router.clone(),

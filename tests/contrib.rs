@@ -154,10 +154,12 @@ async fn search_ids(router: &axum::Router, q: &str) -> Vec<String> {
 }
 
 async fn history_rows(store: &proximites::db::Store) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM service_history")
-        .fetch_one(store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (n,): (i64,) = proximites::on_engine!(&store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM service_history"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     n
 }
 
@@ -854,12 +856,13 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     .unwrap();
     assert!(report.committed && report.created == 2, "{report:?}");
     state.refresh_search().await.unwrap();
-    let (id,): (String,) =
-        sqlx::query_as("SELECT id FROM services WHERE source_ref = 'A1' AND source_id = $1")
-            .bind(&w.metropole)
-            .fetch_one(state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (id,): (String,) = proximites::on_engine!(&state.store, |db| sqlx::query_as(
+        "SELECT id FROM services WHERE source_ref = 'A1' AND source_id = $1"
+    )
+    .bind(&w.metropole)
+    .fetch_one(db)
+    .await)
+    .unwrap();
     // The same file through the API with one name changed: an update with old and new values.
     let token = Some(w.metropole_token.as_str());
     let dry = send(
@@ -945,10 +948,12 @@ async fn imports_record_history_and_bulk_upserts_stay_in_the_territory() {
     assert_eq!(changes[1]["actor"]["label"], "metropole.csv");
     assert!(changes[1]["changes"].is_null(), "a created row is compact");
     let (started_by,): (Option<String>,) =
-        sqlx::query_as("SELECT started_by FROM imports WHERE file_name = 'envoi.csv'")
-            .fetch_one(state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&state.store, |db| sqlx::query_as(
+            "SELECT started_by FROM imports WHERE file_name = 'envoi.csv'"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert!(started_by.unwrap().starts_with("token:tok-"));
     // The import's change can be undone like any other.
     let change = changes[0]["id"].as_str().unwrap();
@@ -1182,18 +1187,16 @@ async fn restitution_round_trip_and_withdrawal() {
     .await
     .unwrap();
     assert!(report.committed && report.created == 2, "{report:?}");
-    let original: Vec<Stored> = sqlx::query_as(
+    let original: Vec<Stored> = proximites::on_engine!(&w.f.state.store, |db| sqlx::query_as(
         "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services WHERE source_id = $1 AND name <> 'Ancien guichet' ORDER BY name",
     )
     .bind(&w.metropole)
-    .fetch_all(w.f.state.store.sqlite().unwrap())
-    .await
+    .fetch_all(db).await)
     .unwrap();
-    let copied: Vec<Stored> = sqlx::query_as(
+    let copied: Vec<Stored> = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT name, typology_code, lon, lat, phones, opening_hours, wheelchair, wheelchair_note FROM services ORDER BY name",
     )
-    .fetch_all(store.sqlite().unwrap())
-    .await
+    .fetch_all(db).await)
     .unwrap();
     assert_eq!(copied, original);
 
@@ -1442,12 +1445,13 @@ async fn perform(
                 .await;
                 if answer.0 == StatusCode::OK {
                     // Undone at once, so that the next cases find the organisation as it was.
-                    let (operation,): (String,) = sqlx::query_as(
-                        "SELECT id FROM organisation_withdrawals WHERE undone_at IS NULL",
-                    )
-                    .fetch_one(w.f.state.store.sqlite().unwrap())
-                    .await
-                    .unwrap();
+                    let (operation,): (String,) =
+                        proximites::on_engine!(&w.f.state.store, |db| sqlx::query_as(
+                            "SELECT id FROM organisation_withdrawals WHERE undone_at IS NULL",
+                        )
+                        .fetch_one(db)
+                        .await)
+                        .unwrap();
                     let undo = raw(
                         router,
                         Method::POST,
@@ -1640,10 +1644,12 @@ async fn permission_matrix_over_http() {
                         Who::Token => own && act != Act::Withdraw,
                         Who::Admin | Who::Editor => own,
                     };
-                    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-                        .fetch_one(store.sqlite().unwrap())
-                        .await
-                        .unwrap();
+                    let before: i64 = proximites::on_engine!(&store, |db| sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM service_history"
+                    )
+                    .fetch_one(db)
+                    .await)
+                    .unwrap();
                     let (status, location) = perform(&w, &c, who, act, own, pages).await;
                     let case =
                         format!("{who:?} {act:?} own={own} pages={pages}: {status} {location:?}");
@@ -1662,10 +1668,12 @@ async fn permission_matrix_over_http() {
                     }
                     if !allowed {
                         // Refused: nothing recorded beyond the test's own fresh entry.
-                        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-                            .fetch_one(store.sqlite().unwrap())
-                            .await
-                            .unwrap();
+                        let after: i64 = proximites::on_engine!(&store, |db| sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM service_history"
+                        )
+                        .fetch_one(db)
+                        .await)
+                        .unwrap();
                         assert_eq!(after, before + 1, "{case} wrote something");
                     }
                     checked += 1;

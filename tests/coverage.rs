@@ -34,11 +34,10 @@ impl Fixture {
 
     /// Every published (id, typology, insee_code, lon, lat).
     async fn rows(&self) -> Vec<(String, String, String, f64, f64)> {
-        sqlx::query_as(
+        proximites::on_engine!(&self.state.store, |db| sqlx::query_as(
             "SELECT id, typology_code, insee_code, lon, lat FROM services WHERE status = 'published'",
         )
-        .fetch_all(self.state.store.sqlite().unwrap())
-        .await
+        .fetch_all(db).await)
         .unwrap()
     }
 }
@@ -397,24 +396,30 @@ async fn the_monitoring_page_tells_freshness_and_change_for_a_commune_checked_by
     let (dir, store, reference) = common::database(true).await;
     // Riom's town hall confirmed today; Mozac's withdrawn today.
     let now = chrono::Utc::now();
-    sqlx::query("UPDATE services SET verified_at = $1 WHERE name = 'Mairie de Riom'")
-        .bind(now)
-        .execute(store.sqlite().unwrap())
-        .await
-        .unwrap();
-    sqlx::query(
+    proximites::on_engine!(&store, |db| sqlx::query(
+        "UPDATE services SET verified_at = $1 WHERE name = 'Mairie de Riom'"
+    )
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
+    proximites::on_engine!(&store, |db| sqlx::query(
         "UPDATE services SET status = 'withdrawn', updated_at = $1 WHERE name = 'Mairie de Mozac'",
     )
     .bind(now)
-    .execute(store.sqlite().unwrap())
+    .execute(db)
     .await
+    .map(|r| r.rows_affected()))
     .unwrap();
     let fixture = Fixture::serve(dir, store, reference).await;
     // Riom's town hall moved 80 m by the operator through the write path: recorded in its history.
-    let riom: String = sqlx::query_scalar("SELECT id FROM services WHERE name = 'Mairie de Riom'")
-        .fetch_one(fixture.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let riom: String = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_scalar(
+        "SELECT id FROM services WHERE name = 'Mairie de Riom'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let service = proximites::services::store::get(
         &fixture.state.store,
         &proximites::services::ServiceId::parse(&riom).unwrap(),

@@ -43,12 +43,16 @@ fn tool(name: &str, args: &[&str]) -> String {
 }
 
 /// `proximites --database-url DB ARGS…` → (success, stdout, stderr).
-fn cli(database: &Path, args: &[&str]) -> (bool, String, String) {
+fn cli(database: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> (bool, String, String) {
     cli_with(database, args, &[])
 }
 
 /// [`cli`] with environment variables.
-fn cli_with(database: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+fn cli_with(
+    database: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let output = Command::new(BIN)
         .arg("--database-url")
         .arg(database)
@@ -144,11 +148,10 @@ async fn town_halls(
     store: &proximites::db::Store,
     reference: &proximites::import::Reference,
 ) -> Vec<String> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows: Vec<(String, String)> = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT name, insee_code FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_all(store.sqlite().unwrap())
-    .await
+    .fetch_all(db).await)
     .unwrap();
     rows.into_iter()
         .filter(|(_, code)| {
@@ -488,7 +491,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
     let (dir, store, reference) = common::database(true).await;
     let names = town_halls(&store, &reference).await;
     assert_eq!(names.len(), 21);
-    let database = dir.path().join("test.db");
+    let database = common::url_of(dir.path());
     let pdf = dir.path().join("guide.pdf");
     let html = dir.path().join("guide.html");
     let (ok, stdout, stderr) = cli(
@@ -579,11 +582,11 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
         .output()
         .unwrap_or_else(|e| panic!("zbarimg (zbar-tools) is needed: {e}"));
     let scanned = String::from_utf8(scanned.stdout).unwrap();
-    let ids: Vec<(String,)> = sqlx::query_as(
+    let ids: Vec<(String,)> = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT id FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_all(store.sqlite().unwrap())
-    .await
+    .fetch_all(db)
+    .await)
     .unwrap();
     let on_page = text[body_start]
         .lines()
@@ -616,7 +619,7 @@ async fn a5_booklet_of_the_demo_from_the_command_line() {
 #[tokio::test]
 async fn a4_by_commune_in_english_with_a_logo() {
     let (dir, _pool, _reference) = common::database(true).await;
-    let database = dir.path().join("test.db");
+    let database = common::url_of(dir.path());
     let logo = dir.path().join("logo.svg");
     std::fs::write(
         &logo,
@@ -683,7 +686,7 @@ async fn a4_by_commune_in_english_with_a_logo() {
 #[tokio::test]
 async fn bad_input_says_what_and_writes_nothing() {
     let (dir, _pool, _reference) = common::database(true).await;
-    let database = dir.path().join("test.db");
+    let database = common::url_of(dir.path());
     let pdf = dir.path().join("out.pdf");
     let out = pdf.to_str().unwrap();
     let not_image = dir.path().join("logo.png");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::binary::{command, database_url, spawn_server, KillOnDrop};
+use common::binary::{command, database_url, spawn_server, AsUrl, KillOnDrop};
 use serde_json::Value;
 
 /// The project CSV header.
@@ -28,8 +28,13 @@ fn path_str(path: &Path) -> &str {
 }
 
 /// `proximites import FILE --database-url DB [extra…]`.
-fn import(dir: &Path, db: &Path, file: &Path, extra: &[&str]) -> (ExitStatus, String, String) {
-    let url = database_url(db);
+fn import(
+    dir: &Path,
+    db: &(impl AsUrl + ?Sized),
+    file: &Path,
+    extra: &[&str],
+) -> (ExitStatus, String, String) {
+    let url = db.as_url();
     let mut args = vec!["--database-url", &url, "import", path_str(file)];
     args.extend_from_slice(extra);
     run_cli(dir, &args)
@@ -37,12 +42,12 @@ fn import(dir: &Path, db: &Path, file: &Path, extra: &[&str]) -> (ExitStatus, St
 
 /// The counts line of an import summary, without its indent: `lignes N · créées N · …`.
 /// A new API token of the platform operator, made as a script makes it (`admin create-token`).
-fn operator_token(dir: &Path, db: &Path, name: &str) -> String {
+fn operator_token(dir: &Path, db: &(impl AsUrl + ?Sized), name: &str) -> String {
     let (status, token, stderr) = run_cli(
         dir,
         &[
             "--database-url",
-            &database_url(db),
+            &db.as_url(),
             "admin",
             "create-token",
             "--operator",
@@ -56,7 +61,7 @@ fn operator_token(dir: &Path, db: &Path, name: &str) -> String {
 
 /// Imports into `db`, for the source « Riom », one swimming store of Clermont-Ferrand named
 /// `name`, under the reference `reference` (written to `DIR/REFERENCE.csv` first).
-fn import_pool(dir: &Path, db: &Path, reference: &str, name: &str) {
+fn import_pool(dir: &Path, db: &(impl AsUrl + ?Sized), reference: &str, name: &str) {
     let file = dir.join(format!("{reference}.csv"));
     std::fs::write(
         &file,
@@ -726,25 +731,41 @@ async fn backup_while_serving_and_restore_after() {
 /// restarted instance catches up from the change log without a rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behind_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(&dir.path().join("shared.db"));
+    two_instances_behind_nginx_on(dir.path(), &db).await;
+}
+
+/// The same on PostgreSQL: two instances on one database of a private cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgresql_behind_nginx() {
+    let cluster = common::postgres::Cluster::start();
+    let db = cluster.database("shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    two_instances_behind_nginx_on(dir.path(), &db).await;
+}
+
+/// Two instances on the database `db` behind the shipped nginx configuration, `dir` holding
+/// what they derive: sessions, limits, guides and writes are shared, and one instance killed
+/// under a constant read load fails no request.
+async fn two_instances_behind_nginx_on(dir: &Path, db: &str) {
     let nginx_binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).is_file())
         .expect("nginx (paquet Debian nginx-light requis)");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("shared.db");
-    import_pool(dir.path(), &db, "p1", "Piscine de départ");
-    let data = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    import_pool(dir, db, "p1", "Piscine de départ");
+    let data = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let (data_a, data_b) = (data("instance-a"), data("instance-b"));
     let mut a = common::binary::spawn_server_with(
-        dir.path(),
-        Some(&db),
+        dir,
+        Some(db),
         false,
         &["--data-dir", &data_a, "--trusted-proxy", "127.0.0.1/32"],
     )
     .await;
     let b = common::binary::spawn_server_with(
-        dir.path(),
-        Some(&db),
+        dir,
+        Some(db),
         false,
         &["--data-dir", &data_b, "--trusted-proxy", "127.0.0.1/32"],
     )
@@ -760,7 +781,7 @@ async fn two_instances_behind_nginx() {
             .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", port_of(&a.base)))
             .replace("127.0.0.1:8082", &format!("127.0.0.1:{}", port_of(&b.base)))
             .replace("listen 80;", &format!("listen 127.0.0.1:{front_port};"));
-    let prefix = dir.path().join("nginx");
+    let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
     std::fs::write(
@@ -807,7 +828,7 @@ async fn two_instances_behind_nginx() {
     }
 
     // A write by another process: searchable on both instances.
-    import_pool(dir.path(), &db, "p2", "Piscine des deux instances");
+    import_pool(dir, db, "p2", "Piscine des deux instances");
     for server in [&a, &b] {
         let url = server.url("/api/v1/services?q=deux%20instances");
         let mut found = false;
@@ -824,10 +845,10 @@ async fn two_instances_behind_nginx() {
 
     // What the instances share, whichever one answers: a contributor's session, the sign-in
     // limits, and the printed guides (queued by one, rendered by either, served by both).
-    let mut create = command(dir.path())
+    let mut create = command(dir)
         .args([
             "--database-url",
-            &database_url(&db),
+            db,
             "admin",
             "create-operator",
             "--email",
@@ -889,7 +910,7 @@ async fn two_instances_behind_nginx() {
         assert_eq!(limited.status(), 429, "at {base}");
     }
 
-    let token = operator_token(dir.path(), &db, "guides");
+    let token = operator_token(dir, db, "guides");
     let queued = client
         .post(a.url("/api/v1/directories"))
         .bearer_auth(&token)
@@ -939,15 +960,16 @@ async fn two_instances_behind_nginx() {
     );
     // A guide queued by some other instance (a row in the queue, nothing in any memory): one
     // of these two renders it from its choices.
-    let store = open_db(&db).await;
-    sqlx::query(
+    let store = proximites::db::Store::connect(db).await.unwrap();
+    proximites::on_engine!(&store, |pool| sqlx::query(
         "INSERT INTO guide_jobs (id, cache_key, owner, choices, public_url, stage, progress, created_at) \
          VALUES ('job-elsewhere', 'key-elsewhere', 'operator', $1, 'http://127.0.0.1:8080', 'queued', 0, $2)",
     )
     .bind(serde_json::json!({"territory": "commune:63113", "typologies": ["piscine"], "date": "2026-12-01"}).to_string())
     .bind(chrono::Utc::now())
-    .execute(&store)
+    .execute(pool)
     .await
+    .map(drop))
     .unwrap();
     store.close().await;
     let made = done(&a, "job-elsewhere").await;
@@ -1000,11 +1022,13 @@ async fn two_instances_behind_nginx() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = a.process.0.kill();
     let _ = a.process.0.wait();
-    let store = open_db(&db).await;
-    let (riom,): (String,) = sqlx::query_as("SELECT id FROM organisations WHERE name = 'Riom'")
-        .fetch_one(&store)
-        .await
-        .unwrap();
+    let store = proximites::db::Store::connect(db).await.unwrap();
+    let (riom,): (String,) = proximites::on_engine!(&store, |pool| sqlx::query_as(
+        "SELECT id FROM organisations WHERE name = 'Riom'"
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
     store.close().await;
     let written = client
         .post(b.url("/api/v1/services"))
@@ -1016,8 +1040,8 @@ async fn two_instances_behind_nginx() {
     assert_eq!(written.status(), 201, "{}", written.text().await.unwrap());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let a = common::binary::spawn_server_with(
-        dir.path(),
-        Some(&db),
+        dir,
+        Some(db),
         false,
         &["--data-dir", &data_a, "--trusted-proxy", "127.0.0.1/32"],
     )

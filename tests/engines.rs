@@ -390,3 +390,102 @@ async fn upload_plans_are_kept_for_any_instance_on_both_engines() {
         );
     }
 }
+
+/// An instance follows another's writes on PostgreSQL woken by `LISTEN`, and by polling while
+/// its notification connection is down: each write is searchable on it within a second, the
+/// listener killed by the server (`pg_terminate_backend`) or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_the_other_instance_through_listen_and_polling_when_it_drops() {
+    let cluster = common::postgres::Cluster::start();
+    let url = cluster.database("follow").await;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::connect(&url).await.unwrap();
+    let reference = proximites::boot::prepare(&writer, false).await.unwrap();
+    let reader_store = Store::connect(&url).await.unwrap();
+    let reader = proximites::app::AppState::build(
+        reader_store.clone(),
+        reference.clone(),
+        &dir.path().join("text"),
+    )
+    .await
+    .unwrap();
+    let follower = tokio::spawn(proximites::search::live::follow(
+        reader.live.clone(),
+        reader_store.clone(),
+    ));
+    let router = proximites::app::router(reader.clone());
+    let listeners = async || {
+        count(
+            &writer,
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+        )
+        .await
+    };
+    for _ in 0..50 {
+        if listeners().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listeners().await, 1, "the follower does not listen");
+    let write_and_find = async |name: &str| {
+        let csv = format!(
+            "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
+             {name},piscine,Piscine {name},,,,63113,3.08,45.77,,,,,,\n"
+        );
+        let report = proximites::import::import(
+            &writer,
+            &reference,
+            proximites::import::Input::Bytes {
+                name: format!("{name}.csv"),
+                bytes: csv.into_bytes(),
+            },
+            proximites::import::ImportOptions {
+                source: Some("Riom".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(report.committed, "{report:?}");
+        let written = std::time::Instant::now();
+        loop {
+            let (_, _, body) = common::get(&router, &format!("/api/v1/services?q={name}")).await;
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if body["total"] == 1 {
+                return written.elapsed();
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(5),
+                "{name} not found by the other instance"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let woken = write_and_find("zqnotifiee").await;
+    assert!(woken < Duration::from_secs(1), "{woken:?}");
+    // The server drops the notification connection: polling takes over at once.
+    assert_eq!(
+        count(
+            &writer,
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+        )
+        .await,
+        1
+    );
+    let polled = write_and_find("zqinterrogee").await;
+    assert!(polled < Duration::from_secs(1), "{polled:?}");
+    // And listening again a moment later.
+    let mut again = false;
+    for _ in 0..50 {
+        if listeners().await == 1 {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again, "the follower does not listen again");
+    let woken = write_and_find("zqrevenue").await;
+    assert!(woken < Duration::from_secs(1), "{woken:?}");
+    follower.abort();
+}

@@ -469,12 +469,13 @@ async fn an_invited_editor_signs_in_and_maintains_the_entries() {
     assert_eq!(public.status, StatusCode::OK);
 
     // Another organisation's entry (a demo town hall) gives the same refusal as no entry.
-    let (demo,): (String,) =
-        sqlx::query_as("SELECT id FROM services WHERE source_id <> $1 LIMIT 1")
-            .bind(&organisation.id)
-            .fetch_one(f.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (demo,): (String,) = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT id FROM services WHERE source_id <> $1 LIMIT 1"
+    )
+    .bind(&organisation.id)
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let other = request(
         router,
         Method::GET,
@@ -640,17 +641,21 @@ async fn commitments_reports_queue_and_export_pages() {
     )
     .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.html);
-    let (report,): (String,) = sqlx::query_as("SELECT id FROM reports WHERE service_id = $1")
-        .bind(entry.id.as_str())
-        .fetch_one(f.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (report,): (String,) = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT id FROM reports WHERE service_id = $1"
+    )
+    .bind(entry.id.as_str())
+    .fetch_one(db)
+    .await)
+    .unwrap();
     // The référent is told, through the outbox, once, French first.
     let mails: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT dedupe_key, recipient, body FROM outbox")
-            .fetch_all(f.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+            "SELECT dedupe_key, recipient, body FROM outbox"
+        )
+        .fetch_all(db)
+        .await)
+        .unwrap();
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert_eq!(mails[0].0, format!("report:{report}"));
     assert_eq!(mails[0].1, "referente@riom.example.fr");
@@ -701,11 +706,13 @@ async fn commitments_reports_queue_and_export_pages() {
     )
     .await;
     assert_eq!(moved.status, StatusCode::SEE_OTHER);
-    let (status,): (String,) = sqlx::query_as("SELECT status FROM reports WHERE id = $1")
-        .bind(&report)
-        .fetch_one(f.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (status,): (String,) = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT status FROM reports WHERE id = $1"
+    )
+    .bind(&report)
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(status, "in_progress");
 
     // The restitution button gives the ZIP.
@@ -769,10 +776,12 @@ async fn commitments_reports_queue_and_export_pages() {
             && !invited.html.contains("/espace/invitation/")
     );
     let (recipient, body): (String, String) =
-        sqlx::query_as("SELECT recipient, body FROM outbox WHERE dedupe_key LIKE 'invitation:%'")
-            .fetch_one(f.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+            "SELECT recipient, body FROM outbox WHERE dedupe_key LIKE 'invitation:%'"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!(recipient, "nouvelle@riom.example.fr");
     let link = body
         .split_whitespace()
@@ -946,10 +955,13 @@ async fn the_operator_sets_a_campaign_and_follows_its_progress() {
     }
 
     // As if imported before the campaign, never confirmed since.
-    sqlx::query("UPDATE services SET verified_at = NULL")
-        .execute(f.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    proximites::on_engine!(&f.state.store, |db| sqlx::query(
+        "UPDATE services SET verified_at = NULL"
+    )
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
     let ids: Vec<_> = proximites::services::store::get_many(
         &f.state.store,
         &ids.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
@@ -1356,12 +1368,13 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
     let (cookie, _) = operator_signed_in(&store).await;
     let f = Fixture::serve(dir, store, reference).await;
     let router = &f.router;
-    let flagged: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT id, insee_code, quality FROM services WHERE quality IS NOT NULL ORDER BY name",
-    )
-    .fetch_all(f.state.store.sqlite().unwrap())
-    .await
-    .unwrap();
+    let flagged: Vec<(String, String, String)> =
+        proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+            "SELECT id, insee_code, quality FROM services WHERE quality IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(db)
+        .await)
+        .unwrap();
     let n = flagged.len();
     assert!((10..200).contains(&n), "{n} flagged demo town halls");
 
@@ -1431,11 +1444,13 @@ async fn flagged_entries_are_listed_to_check_and_settled_by_a_correction() {
         let store = f.state.store.clone();
         async move {
             let (quality,): (Option<String>,) =
-                sqlx::query_as("SELECT quality FROM services WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(store.sqlite().unwrap())
-                    .await
-                    .unwrap();
+                proximites::on_engine!(&store, |db| sqlx::query_as(
+                    "SELECT quality FROM services WHERE id = $1"
+                )
+                .bind(id)
+                .fetch_one(db)
+                .await)
+                .unwrap();
             quality
         }
     };
@@ -1586,13 +1601,13 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
     let id_of = |source_ref: &'static str| {
         let store = f.state.store.clone();
         async move {
-            let (id,): (String,) = sqlx::query_as(
+            let (id,): (String,) = proximites::on_engine!(&store, |db| sqlx::query_as(
                 "SELECT service_id FROM claims WHERE origin_ref = $1
                  UNION SELECT id FROM services WHERE source_ref = $1",
             )
             .bind(source_ref)
-            .fetch_one(store.sqlite().unwrap())
-            .await
+            .fetch_one(db)
+            .await)
             .unwrap();
             id
         }
@@ -1709,12 +1724,11 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         "{second:?}"
     );
     let suggestions = |store: proximites::db::Store, id: String| async move {
-        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        let rows: Vec<(String, String, bool)> = proximites::on_engine!(&store, |db| sqlx::query_as(
             "SELECT field, value, dismissed_at IS NOT NULL FROM suggestions WHERE service_id = $1 ORDER BY field",
         )
         .bind(id)
-        .fetch_all(store.sqlite().unwrap())
-        .await
+        .fetch_all(db).await)
         .unwrap();
         rows
     };
@@ -1904,13 +1918,18 @@ async fn a_commune_claims_its_harvested_town_hall_and_reviews_the_suggestions() 
         "Annuaire de l'administration (DILA)"
     );
     assert_eq!(source_again.content.phones[0].e164(), "+33473426300");
-    let (actions,): (String,) = sqlx::query_as(
-        "SELECT group_concat(action, ',') FROM (SELECT action FROM service_history WHERE service_id = $1 ORDER BY id)",
+    let actions: Vec<(String,)> = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT action FROM service_history WHERE service_id = $1 ORDER BY id",
     )
     .bind(&clermont_id)
-    .fetch_one(f.state.store.sqlite().unwrap())
-    .await
+    .fetch_all(db)
+    .await)
     .unwrap();
+    let actions = actions
+        .into_iter()
+        .map(|(a,)| a)
+        .collect::<Vec<_>>()
+        .join(",");
     assert_eq!(
         actions,
         "created,claimed,updated,updated,dropped_by_source,confirmed,released,updated"
@@ -2033,11 +2052,13 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         let store = store.clone();
         async move {
             let (id, status): (String, String) =
-                sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
-                    .bind(source_ref)
-                    .fetch_one(store.sqlite().unwrap())
-                    .await
-                    .unwrap();
+                proximites::on_engine!(&store, |db| sqlx::query_as(
+                    "SELECT id, status FROM services WHERE source_ref = $1"
+                )
+                .bind(source_ref)
+                .fetch_one(db)
+                .await)
+                .unwrap();
             (id, status)
         }
     };
@@ -2208,11 +2229,12 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         f.state.live.clone(),
         std::time::Duration::from_millis(50),
     ));
-    let (organisation,): (String,) =
-        sqlx::query_as("SELECT id FROM organisations WHERE name = 'Ville de Clermont-Ferrand'")
-            .fetch_one(f.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (organisation,): (String,) = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT id FROM organisations WHERE name = 'Ville de Clermont-Ferrand'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let mut fields = serde_json::Map::new();
     for (k, v) in [
         ("organisation_id", organisation.as_str()),
@@ -2241,12 +2263,12 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
         waited += 1;
     }
     follower.abort();
-    let (shown,): (String,) = sqlx::query_as(
+    let (shown,): (String,) = proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
         "SELECT d.shown_id FROM duplicates d JOIN services s ON s.id = d.service_id
          WHERE s.source_ref = 'dila-riom'",
     )
-    .fetch_one(f.state.store.sqlite().unwrap())
-    .await
+    .fetch_one(db)
+    .await)
     .unwrap();
     assert_eq!(
         shown,
@@ -2279,9 +2301,11 @@ async fn duplicates_across_sources_show_one_entry_and_the_operator_decides() {
 }
 
 async fn status_in(f: &Fixture, source_ref: &str) -> (String, String) {
-    sqlx::query_as("SELECT id, status FROM services WHERE source_ref = $1")
-        .bind(source_ref)
-        .fetch_one(f.state.store.sqlite().unwrap())
-        .await
-        .unwrap()
+    proximites::on_engine!(&f.state.store, |db| sqlx::query_as(
+        "SELECT id, status FROM services WHERE source_ref = $1"
+    )
+    .bind(source_ref)
+    .fetch_one(db)
+    .await)
+    .unwrap()
 }

@@ -90,13 +90,13 @@ fn apply_action(html: &str) -> String {
 
 /// (source_ref, name, status) of every entry of the organisation named `source`.
 async fn entries(store: &proximites::db::Store, source: &str) -> Vec<(String, String, String)> {
-    sqlx::query_as(
+    proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT s.source_ref, s.name, s.status FROM services s JOIN organisations o
          ON o.id = s.source_id WHERE o.name = $1 ORDER BY s.source_ref",
     )
     .bind(source)
-    .fetch_all(store.sqlite().unwrap())
-    .await
+    .fetch_all(db)
+    .await)
     .unwrap()
 }
 
@@ -206,21 +206,22 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         ]
     );
     // « a », unchanged, is confirmed by the import (the campaigns count it as reviewed).
-    let (a_verified, a_action): (Option<String>, String) = sqlx::query_as(
+    let (a_verified, a_action): (Option<chrono::DateTime<chrono::Utc>>, String) = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT s.verified_at, h.action FROM services s JOIN service_history h ON h.service_id = s.id
          WHERE s.source_ref = 'a' ORDER BY h.id DESC LIMIT 1",
     )
-    .fetch_one(store.sqlite().unwrap())
-    .await
+    .fetch_one(db).await)
     .unwrap();
     assert!(a_verified.is_some());
     assert_eq!(a_action, "confirmed");
 
     // The history says: an import, by this person, with each field's change.
-    let (b_id,): (String,) = sqlx::query_as("SELECT id FROM services WHERE source_ref = 'b'")
-        .fetch_one(store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (b_id,): (String,) = proximites::on_engine!(&store, |db| sqlx::query_as(
+        "SELECT id FROM services WHERE source_ref = 'b'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let history = get(
         router,
         &format!("/espace/fiches/{b_id}/historique"),
@@ -232,13 +233,12 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         "{}",
         history.html
     );
-    let (action, via, started_by): (String, String, String) = sqlx::query_as(
+    let (action, via, started_by): (String, String, String) = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT h.action, h.via, i.started_by FROM service_history h JOIN imports i ON i.id = h.actor_id
          WHERE h.service_id = $1 ORDER BY h.id DESC LIMIT 1",
     )
     .bind(&b_id)
-    .fetch_one(store.sqlite().unwrap())
-    .await
+    .fetch_one(db).await)
     .unwrap();
     assert_eq!((action.as_str(), via.as_str()), ("updated", "import"));
     assert!(started_by.starts_with("user:usr-"), "{started_by}");
@@ -298,10 +298,12 @@ async fn a_bulk_update_is_checked_then_applied_from_the_pages() {
         assert_eq!(checked.status, StatusCode::OK);
         applies.push(apply_action(&checked.html));
     }
-    let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_uploads")
-        .fetch_one(store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (kept,): (i64,) = proximites::on_engine!(&store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM pending_uploads"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     // The other person's pending files: none.
     assert_eq!(kept, proximites::espace::bulk::PENDING_PER_PERSON);
     let pushed_out = post_form(router, &applies[0], &cookie, &[("csrf", &csrf)]).await;

@@ -403,11 +403,13 @@ async fn get_page(router: &axum::Router, uri: &str, cookie: &str) -> (u16, Strin
 
 /// (organisation id, role) of the account of `email`.
 async fn account(store: &proximites::db::Store, email: &str) -> (Option<String>, String) {
-    sqlx::query_as("SELECT organisation_id, role FROM users WHERE email = $1")
-        .bind(email)
-        .fetch_one(store.sqlite().unwrap())
-        .await
-        .unwrap()
+    proximites::on_engine!(&store, |db| sqlx::query_as(
+        "SELECT organisation_id, role FROM users WHERE email = $1"
+    )
+    .bind(email)
+    .fetch_one(db)
+    .await)
+    .unwrap()
 }
 
 /// Accepting an invitation used to move any existing account of the invited address into the

@@ -4,6 +4,8 @@
 use proximites::import::{self, ImportOptions, ImportReport, Input, Reference};
 use proximites::{boot, db, taxonomy};
 
+mod common;
+
 const HEADER: &str = "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description";
 
 struct Fixture {
@@ -14,9 +16,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = db::Store::connect(dir.path().join("import.db").to_str().unwrap())
-        .await
-        .unwrap();
+    let store = common::new_store(dir.path(), "import.db").await;
     let reference = boot::prepare(&store, false).await.unwrap();
     Fixture {
         store,
@@ -44,10 +44,12 @@ impl Fixture {
     }
 
     async fn count(&self) -> i64 {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-            .fetch_one(self.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let (n,): (i64,) = proximites::on_engine!(&self.store, |db| sqlx::query_as(
+            "SELECT COUNT(*) FROM services"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
         n
     }
 }
@@ -81,10 +83,12 @@ async fn creates_then_updates_then_leaves_unchanged() {
         (2, 0, 0, 0)
     );
     let (insee, typology): (String, String) =
-        sqlx::query_as("SELECT insee_code, typology_code FROM services WHERE source_ref = 'b1'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT insee_code, typology_code FROM services WHERE source_ref = 'b1'"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!(
         (insee.as_str(), typology.as_str()),
         ("63300", "mediatheque"),
@@ -96,10 +100,12 @@ async fn creates_then_updates_then_leaves_unchanged() {
         .await;
     assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
 
-    let (id_before,): (String,) = sqlx::query_as("SELECT id FROM services WHERE source_ref = 'p1'")
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (id_before,): (String,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT id FROM services WHERE source_ref = 'p1'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let renamed = POOL.replace("Centre aquatique", "Piscine");
     let changed = f
         .import(
@@ -112,11 +118,12 @@ async fn creates_then_updates_then_leaves_unchanged() {
         (changed.created, changed.updated, changed.unchanged),
         (0, 1, 1)
     );
-    let (id_after, name): (String, String) =
-        sqlx::query_as("SELECT id, name FROM services WHERE source_ref = 'p1'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (id_after, name): (String, String) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT id, name FROM services WHERE source_ref = 'p1'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(id_before, id_after, "an update keeps the entry's id");
     assert!(name.starts_with("Piscine"));
 
@@ -188,12 +195,13 @@ async fn one_bad_row_rejects_the_file_and_names_every_error() {
 
 /// The quality flags of an entry as stored: (code, field, value).
 async fn flags_of(f: &Fixture, source_ref: &str) -> Vec<(String, String, Option<String>)> {
-    let (quality,): (Option<String>,) =
-        sqlx::query_as("SELECT quality FROM services WHERE source_ref = $1")
-            .bind(source_ref)
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (quality,): (Option<String>,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT quality FROM services WHERE source_ref = $1"
+    )
+    .bind(source_ref)
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let flags: Vec<serde_json::Value> = quality
         .map(|q| serde_json::from_str(&q).unwrap())
         .unwrap_or_default();
@@ -292,11 +300,10 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
     assert_eq!(flags[1].2.as_deref(), Some("04 73 38 99 999"));
     assert_eq!(flags[2].2.as_deref(), Some("Lundi 8h-12h"));
     let (insee, lon, lat, phones, hours): (String, f64, f64, String, Option<String>) =
-        sqlx::query_as(
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
             "SELECT insee_code, lon, lat, phones, opening_hours FROM services WHERE source_ref = 'q1'",
         )
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
+        .fetch_one(db).await)
         .unwrap();
     assert_eq!(insee, "63300");
     assert!((lon - 3.13270).abs() < 1e-6 && (lat - 45.89431).abs() < 1e-6);
@@ -318,11 +325,12 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
 
     // The same file again changes nothing: each record is known by its digest as it came,
     // without being validated again, and its stored flags are still reported.
-    let (digests,): (i64,) =
-        sqlx::query_as("SELECT COUNT(source_digest) FROM services WHERE source_ref LIKE 'q%'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (digests,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT COUNT(source_digest) FROM services WHERE source_ref LIKE 'q%'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(digests, 2);
     let again = f.import("doutes.csv", &text, options()).await;
     assert_eq!((again.unchanged, again.updated, again.flagged), (3, 0, 2));
@@ -340,11 +348,12 @@ async fn doubtful_rows_are_kept_with_quality_flags_and_the_unusable_rejected() {
         )
         .await;
     assert_eq!((strict.rejected, strict.flagged), (4, 0), "{strict:?}");
-    let (journal,): (i64,) =
-        sqlx::query_as("SELECT flagged_count FROM imports ORDER BY finished_at DESC LIMIT 1")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (journal,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT flagged_count FROM imports ORDER BY finished_at DESC LIMIT 1"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(journal, 2);
 }
 
@@ -363,10 +372,12 @@ async fn a_dry_run_writes_nothing() {
         .await;
     assert_eq!((report.created, report.committed), (2, false));
     assert_eq!(f.count().await, 0);
-    let (organisations,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM organisations")
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (organisations,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM organisations"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(organisations, 0, "not even the source is created");
 }
 
@@ -383,11 +394,12 @@ async fn geojson_and_scdl_files() {
         .await;
     assert!(report.committed, "{report:?}");
     assert_eq!(report.created, 2);
-    let (insee, phones): (String, String) =
-        sqlx::query_as("SELECT insee_code, phones FROM services WHERE source_ref = 'g2'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (insee, phones): (String, String) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT insee_code, phones FROM services WHERE source_ref = 'g2'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(
         (insee.as_str(), phones.as_str()),
         ("63113", r#"["+33473426363"]"#)
@@ -412,11 +424,12 @@ async fn geojson_and_scdl_files() {
         report.source, "Ville de Riom",
         "the SCDL file names its source"
     );
-    let (typology,): (String,) =
-        sqlx::query_as("SELECT typology_code FROM services WHERE source_ref = 'E1'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (typology,): (String,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT typology_code FROM services WHERE source_ref = 'E1'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(typology, "anpe", "EQUIP_TYPE mapped through the synonyms");
 }
 
@@ -428,13 +441,15 @@ async fn service_public_json_hours_are_converted() {
     );
     let report = f.import("m.csv", &text, ImportOptions::default()).await;
     assert!(report.committed, "{report:?}");
-    let (hours, verified): (String, Option<String>) =
-        sqlx::query_as("SELECT opening_hours, verified_at FROM services")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (hours, verified): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT opening_hours, verified_at FROM services"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!(hours, "Mo-Fr 08:30-12:00");
-    assert!(verified.unwrap().starts_with("2026-10-01"));
+    assert!(verified.unwrap().to_rfc3339().starts_with("2026-10-01"));
 }
 
 #[tokio::test]
@@ -481,10 +496,12 @@ async fn retired_typologies_and_removed_typologies() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), "typology_in_use");
-    let (still_there,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM typologies")
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (still_there,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT COUNT(*) FROM typologies"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(still_there, 175, "the refused sync changed nothing");
 }
 
@@ -513,12 +530,13 @@ async fn territory_files_load_and_keep_finer_boundaries() {
         .await
         .unwrap();
     assert_eq!((summary.communes, summary.boundaries), (1, 0));
-    let (population, has_boundary): (i64, bool) = sqlx::query_as(
-        "SELECT population, boundary IS NOT NULL FROM communes WHERE insee_code = '63300'",
-    )
-    .fetch_one(f.store.sqlite().unwrap())
-    .await
-    .unwrap();
+    let (population, has_boundary): (i64, bool) =
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT population, boundary IS NOT NULL FROM communes WHERE insee_code = '63300'",
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!((population, has_boundary), (19999, true));
 
     // A boundary file in the directory is attached by insee_code.
@@ -652,12 +670,13 @@ impl Fixture {
     }
 
     async fn status_of(&self, source_ref: &str) -> String {
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM services WHERE source_ref = ?")
-                .bind(source_ref)
-                .fetch_one(self.store.sqlite().unwrap())
-                .await
-                .unwrap();
+        let (status,): (String,) = proximites::on_engine!(&self.store, |db| sqlx::query_as(
+            "SELECT status FROM services WHERE source_ref = $1"
+        )
+        .bind(source_ref)
+        .fetch_one(db)
+        .await)
+        .unwrap();
         status
     }
 }
@@ -754,15 +773,16 @@ async fn dila_harvests_follow_the_source() {
     let third = f.harvest(bulk_shape(&changed)).await;
     assert_eq!((third.updated, third.withdrawn, third.created), (2, 1, 0));
     assert_eq!(f.status_of(&gone).await, "withdrawn");
-    let (actions,): (String,) = sqlx::query_as(
-        "SELECT group_concat(action, ',') FROM (SELECT h.action FROM service_history h
-           JOIN services s ON s.id = h.service_id WHERE s.source_ref = ? ORDER BY h.id)",
+    let actions: Vec<(String,)> = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT h.action FROM service_history h
+           JOIN services s ON s.id = h.service_id WHERE s.source_ref = $1 ORDER BY h.id",
     )
     .bind(&renamed)
-    .fetch_one(f.store.sqlite().unwrap())
-    .await
+    .fetch_all(db)
+    .await)
     .unwrap();
-    assert_eq!(actions, "created,updated");
+    let actions: Vec<String> = actions.into_iter().map(|(a,)| a).collect();
+    assert_eq!(actions.join(","), "created,updated");
     let back = f.harvest(bulk_shape(&records)).await;
     assert_eq!(back.updated, 3, "{back:?}");
     assert_eq!(f.status_of(&gone).await, "published");
@@ -832,9 +852,10 @@ async fn dila_harvest_command_reads_the_bulk_archive() {
     let store = db::Store::connect(dir.path().join("t.db").to_str().unwrap())
         .await
         .unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
-        .fetch_one(store.sqlite().unwrap())
-        .await
+    let (n,): (i64,) =
+        proximites::on_engine!(&store, |db| sqlx::query_as("SELECT COUNT(*) FROM services")
+            .fetch_one(db)
+            .await)
         .unwrap();
     assert_eq!(n, 0);
 }
@@ -894,11 +915,11 @@ async fn data_inclusion_structures_harvest_back() {
         first.unmapped
     );
     assert_eq!(first.rejected, 0);
-    let (town_halls,): (i64,) = sqlx::query_as(
+    let (town_halls,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
         "SELECT COUNT(*) FROM services WHERE typology_code = 'mairie' AND status = 'published'",
     )
-    .fetch_one(f.store.sqlite().unwrap())
-    .await
+    .fetch_one(db)
+    .await)
     .unwrap();
     assert_eq!(town_halls as usize, structures.len());
     let csv = std::fs::read_to_string(out.join("structures.csv")).unwrap();
@@ -987,11 +1008,13 @@ impl Fixture {
     }
 
     async fn position_of(&self, source_ref: &str) -> (f64, f64, String) {
-        sqlx::query_as("SELECT lon, lat, status FROM services WHERE source_ref = $1")
-            .bind(source_ref)
-            .fetch_one(self.store.sqlite().unwrap())
-            .await
-            .unwrap()
+        proximites::on_engine!(&self.store, |db| sqlx::query_as(
+            "SELECT lon, lat, status FROM services WHERE source_ref = $1"
+        )
+        .bind(source_ref)
+        .fetch_one(db)
+        .await)
+        .unwrap()
     }
 }
 
@@ -1227,11 +1250,12 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
         );
         (dx * dx + dy * dy).sqrt()
     };
-    let stored: Vec<(String, f64, f64)> =
-        sqlx::query_as("SELECT source_ref, lon, lat FROM services")
-            .fetch_all(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let stored: Vec<(String, f64, f64)> = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT source_ref, lon, lat FROM services"
+    )
+    .fetch_all(db)
+    .await)
+    .unwrap();
     let near = |p: (f64, f64)| {
         stored
             .iter()
@@ -1240,27 +1264,30 @@ async fn bpe_harvests_reproject_and_match_rows_across_years() {
     for hall in &halls {
         // The few town halls the source places outside their commune stand at its centre.
         let (code, _, lon, lat) = hall;
-        let flagged: (Option<String>,) = sqlx::query_as(
+        let flagged: (Option<String>,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
             "SELECT quality FROM services WHERE insee_code = $1 AND typology_code = 'mairie'",
         )
         .bind(code)
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
+        .fetch_one(db)
+        .await)
         .unwrap();
         assert!(flagged.0.is_some() || near((*lon, *lat)), "{hall:?}");
     }
     assert!(near(pharmacy) && near(reunion) && near(martinique));
     let (name, street): (String, Option<String>) =
-        sqlx::query_as("SELECT name, street FROM services WHERE insee_code = '97209'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT name, street FROM services WHERE insee_code = '97209'"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!((name.as_str(), street), ("Mairie — Fort-de-France", None));
-    let (street,): (Option<String>,) =
-        sqlx::query_as("SELECT street FROM services WHERE source_ref LIKE 'siret:%'")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+    let (street,): (Option<String>,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT street FROM services WHERE source_ref LIKE 'siret:%'"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(street.as_deref(), Some("4 Rue DU COMMERCE"));
 
     // The same file in a zip changes nothing.
@@ -1397,13 +1424,14 @@ async fn data_inclusion_services_describe_their_structures() {
     let entry = |source_ref: &'static str| {
         let store = f.store.clone();
         async move {
-            let row: (String, String, Option<String>) = sqlx::query_as(
-                "SELECT description, phones, email FROM services WHERE source_ref = $1",
-            )
-            .bind(source_ref)
-            .fetch_one(store.sqlite().unwrap())
-            .await
-            .unwrap();
+            let row: (String, String, Option<String>) =
+                proximites::on_engine!(&store, |db| sqlx::query_as(
+                    "SELECT description, phones, email FROM services WHERE source_ref = $1",
+                )
+                .bind(source_ref)
+                .fetch_one(db)
+                .await)
+                .unwrap();
             row
         }
     };
@@ -1430,10 +1458,12 @@ async fn data_inclusion_services_describe_their_structures() {
     assert_eq!(without.updated, 2, "{without:?}");
 
     let journal = || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM imports")
-            .fetch_one(f.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let (n,): (i64,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT COUNT(*) FROM imports"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
         n
     };
     let before = journal().await;
@@ -1459,10 +1489,12 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
     let file = |moved_m: f64| riom_town_hall_bpe("", moved_m).into_bytes();
     let first = f.harvest_bpe("bpe.csv", file(0.0)).await;
     assert_eq!(first.created, 1, "{first:?}");
-    let (id, origin_ref): (String, String) = sqlx::query_as("SELECT id, source_ref FROM services")
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (id, origin_ref): (String, String) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT id, source_ref FROM services"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let commune = accounts::create_organisation(
         &f.store,
         &accounts::NewOrganisation {
@@ -1514,10 +1546,12 @@ async fn a_claimed_bpe_entry_is_matched_the_next_year() {
         (1, 0, 0, 0),
         "{next_year:?}"
     );
-    let (claimed_ref,): (String,) = sqlx::query_as("SELECT origin_ref FROM claims")
-        .fetch_one(f.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (claimed_ref,): (String,) = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT origin_ref FROM claims"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(claimed_ref, origin_ref);
     assert_eq!(f.count().await, 1);
 }
@@ -1535,11 +1569,14 @@ async fn the_same_siret_from_two_sources_is_one_service() {
         "adresse": [{"type_adresse": "Adresse", "longitude": "3.1133", "latitude": "45.8937"}]})]);
     let bpe = riom_town_hall_bpe("216 303 003 00011", 2000.0);
     let statuses = || async {
-        sqlx::query_as::<_, (String, String, Option<String>)>(
+        proximites::on_engine!(&f.store, |db| sqlx::query_as::<
+            _,
+            (String, String, Option<String>),
+        >(
             "SELECT source_ref, status, siret FROM services ORDER BY source_ref",
         )
-        .fetch_all(f.store.sqlite().unwrap())
-        .await
+        .fetch_all(db)
+        .await)
         .unwrap()
     };
     for round in 0..2 {

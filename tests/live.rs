@@ -236,12 +236,13 @@ impl World {
 
     /// The published entries as the database holds them: id, typology, point, name.
     async fn published(&self) -> Vec<(String, String, LonLat, String)> {
-        let rows: Vec<(String, String, f64, f64, String)> = sqlx::query_as(
-            "SELECT id, typology_code, lon, lat, name FROM services WHERE status = 'published'",
-        )
-        .fetch_all(self.fixture.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+        let rows: Vec<(String, String, f64, f64, String)> =
+            proximites::on_engine!(&self.fixture.state.store, |db| sqlx::query_as(
+                "SELECT id, typology_code, lon, lat, name FROM services WHERE status = 'published'",
+            )
+            .fetch_all(db)
+            .await)
+            .unwrap();
         rows.into_iter()
             .map(|(id, t, lon, lat, name)| (id, t, LonLat::new(lon, lat), name))
             .collect()
@@ -295,11 +296,10 @@ impl World {
             prop_assert_eq!(got, expected);
         }
         // Territory: each commune's entries, from the index and from the database.
-        let by_commune: Vec<(String, String)> = sqlx::query_as(
+        let by_commune: Vec<(String, String)> = proximites::on_engine!(&state.store, |db| sqlx::query_as(
             "SELECT insee_code, id FROM services WHERE status = 'published' ORDER BY insee_code, id",
         )
-        .fetch_all(state.store.sqlite().unwrap())
-        .await
+        .fetch_all(db).await)
         .unwrap();
         let mut from_index: Vec<(String, String)> = index
             .spatial
@@ -547,10 +547,12 @@ async fn a_process_killed_after_its_commit_catches_up_at_restart() {
         let store = proximites::db::Store::connect(db.to_str().unwrap())
             .await
             .unwrap();
-        let row = sqlx::query_as("SELECT id FROM services WHERE source_ref = 's7'")
-            .fetch_one(store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let row = proximites::on_engine!(&store, |db| sqlx::query_as(
+            "SELECT id FROM services WHERE source_ref = 's7'"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
         store.close().await;
         row
     };
@@ -623,10 +625,12 @@ async fn a_missing_text_index_is_built_while_the_server_answers() {
             (status, retry_after, json)
         }
     };
-    let (name,): (String,) = sqlx::query_as("SELECT name FROM services LIMIT 1")
-        .fetch_one(store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let (name,): (String,) = proximites::on_engine!(&store, |db| sqlx::query_as(
+        "SELECT name FROM services LIMIT 1"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     let words = format!(
         "/api/v1/services?q={}",
         proximites::web::encode_query(&[("x", name.as_str())])

@@ -53,12 +53,13 @@ async fn a_database_of_the_previous_release_upgrades() {
     let store = proximites::db::Store::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("the previous release's database opens");
-    let kept: (String, String, Option<String>) = sqlx::query_as(
-        "SELECT name, organisation_id, last_used_at FROM api_tokens WHERE id = 'tok-1'",
-    )
-    .fetch_one(store.sqlite().unwrap())
-    .await
-    .unwrap();
+    let kept: (String, String, Option<String>) =
+        proximites::on_engine!(&store, |db| sqlx::query_as(
+            "SELECT name, organisation_id, last_used_at FROM api_tokens WHERE id = 'tok-1'",
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     assert_eq!(
         kept,
         (
@@ -67,18 +68,20 @@ async fn a_database_of_the_previous_release_upgrades() {
             Some("2026-01-03T00:00:00Z".into())
         )
     );
-    sqlx::query(
+    proximites::on_engine!(&store, |db| sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, organisation_id, created_at)
          VALUES ('tok-2', 'def', 'région', NULL, '2026-01-04T00:00:00Z')",
     )
-    .execute(store.sqlite().unwrap())
+    .execute(db)
     .await
+    .map(|r| r.rows_affected()))
     .expect("an operator token has no organisation");
-    let duplicate = sqlx::query(
+    let duplicate = proximites::on_engine!(&store, |db| {
+        sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, created_at) VALUES ('tok-3', 'abc', 'x', '2026-01-04')",
     )
-    .execute(store.sqlite().unwrap())
-    .await;
+    .execute(db).await.map(|r| r.rows_affected())
+    });
     assert!(duplicate.is_err(), "token hashes stay unique");
     for table in [
         "campaigns",
@@ -86,10 +89,12 @@ async fn a_database_of_the_previous_release_upgrades() {
         "organisation_withdrawals",
         "pending_uploads",
     ] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let n: i64 = proximites::on_engine!(&store, |db| sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table}"
+        ))
+        .fetch_one(db)
+        .await)
+        .unwrap();
         assert_eq!(n, 0, "{table}");
     }
     store.close().await;

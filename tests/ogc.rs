@@ -26,11 +26,11 @@ async fn served() -> (Fixture, String) {
 }
 
 async fn published(fixture: &Fixture, condition: &str) -> u64 {
-    let (n,): (i64,) = sqlx::query_as(&format!(
+    let (n,): (i64,) = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(&format!(
         "SELECT COUNT(*) FROM services WHERE status = 'published' {condition}"
     ))
-    .fetch_one(fixture.state.store.sqlite().unwrap())
-    .await
+    .fetch_one(db)
+    .await)
     .unwrap();
     u64::try_from(n).unwrap()
 }
@@ -71,10 +71,12 @@ fn feature_count(ogrinfo: &str) -> u64 {
 /// `id → (lon, lat)` of every published entry, from the database.
 async fn positions(fixture: &Fixture) -> HashMap<String, (f64, f64)> {
     let rows: Vec<(String, f64, f64)> =
-        sqlx::query_as("SELECT id, lon, lat FROM services WHERE status = 'published'")
-            .fetch_all(fixture.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
+            "SELECT id, lon, lat FROM services WHERE status = 'published'"
+        )
+        .fetch_all(db)
+        .await)
+        .unwrap();
     rows.into_iter()
         .map(|(id, lon, lat)| (id, (lon, lat)))
         .collect()
@@ -872,18 +874,16 @@ async fn the_ogc_api_answers_as_the_standard_asks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_export_command_writes_a_whole_file_or_none() {
     let (dir, store, reference) = common::database(true).await;
-    let db = dir.path().join("test.db");
-    let (n,): (i64,) = sqlx::query_as(
+    let (n,): (i64,) = proximites::on_engine!(&store, |db| sqlx::query_as(
         "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code IN (SELECT insee_code FROM communes WHERE departement_code = '63')",
     )
-    .fetch_one(store.sqlite().unwrap())
-    .await
+    .fetch_one(db).await)
     .unwrap();
     drop(reference);
     store.close().await;
     let out = dir.path().join("puy.gpkg");
     let bin = env!("CARGO_BIN_EXE_proximites");
-    let url = format!("sqlite://{}", db.display());
+    let url = common::url_of(dir.path());
     let status = Command::new(bin)
         .args([
             "--database-url",
@@ -978,10 +978,8 @@ async fn selections_of_every_commune_are_not_bound_in_sql() {
             "SELECT COUNT(*) FROM services WHERE status = 'published' AND insee_code LIKE '63%'",
         ),
     ] {
-        let (expected,): (i64,) = sqlx::query_as(sql)
-            .fetch_one(store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let (expected,): (i64,) =
+            proximites::on_engine!(&store, |db| sqlx::query_as(sql).fetch_one(db).await).unwrap();
         let reference = reference.clone();
         let (counted, listed) = store::with_connection(&store, move |handle| {
             let lookup = store::lookup(handle, &reference)?;
@@ -1070,9 +1068,8 @@ async fn sorted_pages_are_exact_to_the_end() {
         .as_str()
         .unwrap()
         .to_owned();
-    sqlx::query("UPDATE services SET name = 'AAAA déplacée' WHERE id = (SELECT id FROM services WHERE insee_code LIKE '63%' AND status = 'published' ORDER BY name DESC LIMIT 1)")
-        .execute(fixture.state.store.sqlite().unwrap())
-        .await
+    proximites::on_engine!(&fixture.state.store, |db| sqlx::query("UPDATE services SET name = 'AAAA déplacée' WHERE id = (SELECT id FROM services WHERE insee_code LIKE '63%' AND status = 'published' ORDER BY name DESC LIMIT 1)")
+        .execute(db).await.map(|r| r.rows_affected()))
         .unwrap();
     let second: Value = reqwest::get(&next).await.unwrap().json().await.unwrap();
     let following = second["features"][0]["properties"]["name"]
@@ -1311,13 +1308,13 @@ async fn data_inclusion_files_pass_the_schemas_own_models() {
 
     // A selection narrows the tables, and a wrong parameter is named. The services of a
     // typology open to a département's people name its département.
-    let (typology,): (String,) = sqlx::query_as(
+    let (typology,): (String,) = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
         "SELECT typology_code FROM services WHERE status = 'published'
            AND typology_code IN ('caf', 'cpam', 'mdph', 'adil', 'cidf', 'conseil-general')
          GROUP BY 1 ORDER BY COUNT(*) DESC LIMIT 1",
     )
-    .fetch_one(fixture.state.store.sqlite().unwrap())
-    .await
+    .fetch_one(db)
+    .await)
     .unwrap();
     let answer = client
         .get(format!(
@@ -1358,12 +1355,11 @@ async fn data_inclusion_files_pass_the_schemas_own_models() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_inclusion_export_command_writes_four_files() {
     let (dir, store, reference) = common::database(true).await;
-    let db = dir.path().join("test.db");
     drop(reference);
     store.close().await;
     let out = dir.path().join("data-inclusion");
     let bin = env!("CARGO_BIN_EXE_proximites");
-    let url = format!("sqlite://{}", db.display());
+    let url = common::url_of(dir.path());
     let output = Command::new(bin)
         .args([
             "--database-url",
@@ -1509,11 +1505,13 @@ async fn hsds_answers_pass_the_hsds_schemas() {
         assert_eq!(status, 200);
         assert_eq!(&one, service);
         let entry = ids::entry_id(&uuid::Uuid::parse_str(id).unwrap(), ids::Kind::Service).unwrap();
-        let (name,): (String,) = sqlx::query_as("SELECT name FROM services WHERE id = ?")
-            .bind(&entry)
-            .fetch_one(fixture.state.store.sqlite().unwrap())
-            .await
-            .unwrap();
+        let (name,): (String,) = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
+            "SELECT name FROM services WHERE id = $1"
+        )
+        .bind(&entry)
+        .fetch_one(db)
+        .await)
+        .unwrap();
         assert_eq!(one["name"], name);
         assert!(one["url"].as_str().unwrap().ends_with(&entry));
     }
@@ -1563,13 +1561,14 @@ async fn hsds_answers_pass_the_hsds_schemas() {
     assert_eq!(foreign["total_items"], 0);
 
     // Organizations, and the services of one.
-    let (source, count): (String, i64) = sqlx::query_as(
-        "SELECT source_id, COUNT(*) FROM services WHERE status = 'published'
+    let (source, count): (String, i64) =
+        proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
+            "SELECT source_id, COUNT(*) FROM services WHERE status = 'published'
          GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
-    )
-    .fetch_one(fixture.state.store.sqlite().unwrap())
-    .await
-    .unwrap();
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
     let organization = ids::of_organisation(&source);
     let (_, organizations) = get("/hsds/organizations".into()).await;
     for item in organizations["contents"].as_array().unwrap() {
@@ -1670,11 +1669,11 @@ fn web_mercator_tile(lon: f64, lat: f64, zoom: u32) -> ((u32, u32), [f64; 4]) {
 
 /// How many published entries (of `condition`) lie in a tile's bounds, read from SQL.
 async fn entries_in_tile(fixture: &Fixture, bounds: [f64; 4], condition: &str) -> u64 {
-    let rows: Vec<(f64, f64)> = sqlx::query_as(&format!(
-        "SELECT lon, lat FROM services WHERE status = 'published' {condition}"
-    ))
-    .fetch_all(fixture.state.store.sqlite().unwrap())
-    .await
+    let rows: Vec<(f64, f64)> = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
+        &format!("SELECT lon, lat FROM services WHERE status = 'published' {condition}")
+    )
+    .fetch_all(db)
+    .await)
     .unwrap();
     let radius = 6_378_137.0_f64;
     rows.into_iter()

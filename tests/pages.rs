@@ -205,12 +205,11 @@ async fn a_report_is_kept_for_the_entrys_organisation_and_robots_are_turned_away
     )
     .await;
     assert!(String::from_utf8_lossy(&page).contains("votre signalement a été transmis"));
-    let stored: Vec<(String, String, String)> = sqlx::query_as(
+    let stored: Vec<(String, String, String)> = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_as(
         "SELECT r.message, r.status, o.name FROM reports r JOIN organisations o ON o.id = r.organisation_id WHERE r.service_id = $1",
     )
     .bind(&id)
-    .fetch_all(fixture.state.store.sqlite().unwrap())
-    .await
+    .fetch_all(db).await)
     .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].0, "Le numéro de téléphone a changé");
@@ -255,10 +254,12 @@ async fn a_report_is_kept_for_the_entrys_organisation_and_robots_are_turned_away
     assert!(page.contains("id=\"r-message-erreur\""));
     assert!(page.contains("id=\"r-email-erreur\""));
     assert!(page.contains("value=\"pas-une-adresse\""));
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports")
-        .fetch_one(fixture.state.store.sqlite().unwrap())
-        .await
-        .unwrap();
+    let count: i64 = proximites::on_engine!(&fixture.state.store, |db| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reports"
+    )
+    .fetch_one(db)
+    .await)
+    .unwrap();
     assert_eq!(count, 1, "nothing stored from the refused forms");
 }
 

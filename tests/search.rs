@@ -40,12 +40,12 @@ impl Fixture {
 
     /// Every published (id, typology, lon, lat, departement) of the database.
     async fn rows(&self) -> Vec<(String, String, f64, f64, String)> {
-        sqlx::query_as(
+        proximites::on_engine!(&self.state.store, |db| sqlx::query_as(
             "SELECT s.id, s.typology_code, s.lon, s.lat, c.departement_code FROM services s
              JOIN communes c ON c.insee_code = s.insee_code WHERE s.status = 'published'",
         )
-        .fetch_all(self.state.store.sqlite().unwrap())
-        .await
+        .fetch_all(db)
+        .await)
         .unwrap()
     }
 }

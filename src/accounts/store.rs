@@ -389,9 +389,9 @@ pub async fn invite_in(
 /// The people of an organisation and its pending invitations: (e-mail, role, accepted).
 pub async fn team(store: &Store, organisation_id: &str) -> Result<Vec<(String, String, bool)>> {
     Ok(on_engine!(store, |db| sqlx::query_as(
-        "SELECT email, role, 1 AS accepted FROM users WHERE organisation_id = $1
+        "SELECT email, role, TRUE AS accepted FROM users WHERE organisation_id = $1
          UNION ALL
-         SELECT email, role, 0 AS accepted FROM invitations
+         SELECT email, role, FALSE AS accepted FROM invitations
          WHERE organisation_id = $1 AND accepted_at IS NULL AND expires_at > $2
          ORDER BY accepted DESC, email",
     )

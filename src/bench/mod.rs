@@ -61,9 +61,10 @@ async fn import_all(
     Ok(())
 }
 
-/// The database at `database` (or a new one in `dir`) holding `rows` generated entries: reused
-/// when it holds them already, filled from `csv` or from entries generated with `seed` when it
-/// is empty, refused when it holds another count. Also gives its address.
+/// The database at `database` (a SQLite file, or a `postgres://` URL; a new SQLite file in
+/// `dir` when none) holding `rows` generated entries: reused when it holds them already, filled
+/// from `csv` or from entries generated with `seed` when it is empty, refused when it holds
+/// another count. Also gives its address.
 async fn generated_database(
     dir: &std::path::Path,
     database: Option<PathBuf>,
@@ -73,8 +74,7 @@ async fn generated_database(
 ) -> anyhow::Result<(db::Store, import::Reference, String)> {
     let database = database.unwrap_or_else(|| dir.join("bench.db"));
     let url = database.to_str().unwrap_or("bench.db").to_owned();
-    let pool = db::connect(&url).await?;
-    let store = crate::db::Store::Sqlite(pool.clone());
+    let store = crate::db::Store::connect(&url).await?;
     let reference = boot::prepare(&store, false).await?;
     let published = crate::services::store::published_count(&store).await?;
     if published != rows {
@@ -195,7 +195,7 @@ pub async fn search(bench: SearchBench) -> anyhow::Result<SearchFigures> {
     let bytes_per_entry =
         resident_bytes().saturating_sub(before) as f64 / spatial.len().max(1) as f64;
 
-    let text_dir = db::text_index_dir(&url);
+    let text_dir = db::derived_paths(&url, None).0;
     let started = Instant::now();
     let owned = text_dir.clone();
     let taxonomy = reference.taxonomy.clone();
@@ -618,12 +618,14 @@ pub async fn export(bench: ExportBench) -> anyhow::Result<String> {
 
     // OGC pages: the first, and one deep in the collection (keyset cursor: same cost).
     let deep_at = (bench.rows * 9 / 10).saturating_sub(1);
-    let (deep_cursor,): (String,) = sqlx::query_as(
-        "SELECT id FROM services WHERE status = 'published' ORDER BY id LIMIT 1 OFFSET $1",
-    )
-    .bind(i64::try_from(deep_at)?)
-    .fetch_one(store.sqlite()?)
-    .await?;
+    let (deep_cursor,): (String,) = crate::on_engine!(&store, |pool| {
+        sqlx::query_as(
+            "SELECT id FROM services WHERE status = 'published' ORDER BY id LIMIT 1 OFFSET $1",
+        )
+        .bind(i64::try_from(deep_at)?)
+        .fetch_one(pool)
+        .await?
+    });
     let page = |cursor: Option<&str>| {
         let url = match cursor {
             Some(c) => format!("{base}/ogc/collections/services/items?limit=1000&cursor={c}"),

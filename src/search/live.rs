@@ -733,6 +733,8 @@ async fn listen(
                     }
                 }
                 listening.store(false, Ordering::Release);
+                // The follower goes back to polling now, not after its longer wait.
+                woken.notify_one();
                 drop(listener);
             }
             Err(error) => tracing::warn!(%error, "change notifications unavailable: polling"),

@@ -29,6 +29,35 @@ pub fn database_url(db: &Path) -> String {
     format!("sqlite://{}", db.display())
 }
 
+/// A database the commands are pointed at: a SQLite file, or a URL as it is.
+pub trait AsUrl {
+    fn as_url(&self) -> String;
+}
+
+impl AsUrl for Path {
+    fn as_url(&self) -> String {
+        database_url(self)
+    }
+}
+
+impl AsUrl for std::path::PathBuf {
+    fn as_url(&self) -> String {
+        database_url(self)
+    }
+}
+
+impl AsUrl for str {
+    fn as_url(&self) -> String {
+        self.to_owned()
+    }
+}
+
+impl AsUrl for String {
+    fn as_url(&self) -> String {
+        self.clone()
+    }
+}
+
 /// Kills and reaps the child when dropped, so that no process outlives its test, failed or not.
 pub struct KillOnDrop(pub Child);
 
@@ -122,14 +151,14 @@ pub async fn spawn_server(dir: &Path, db: Option<&Path>, demo: bool) -> Server {
 /// `spawn_server` with more `serve` options.
 pub async fn spawn_server_with(
     dir: &Path,
-    db: Option<&Path>,
+    db: Option<&(impl AsUrl + ?Sized)>,
     demo: bool,
     extra: &[&str],
 ) -> Server {
     let mut command = command(dir);
     command.args(["--log", "info"]);
     if let Some(db) = db {
-        command.args(["--database-url", &database_url(db)]);
+        command.args(["--database-url", &db.as_url()]);
     }
     command.args(["serve", "--listen", "127.0.0.1:0"]);
     if !demo {

@@ -25,11 +25,32 @@ pub struct Fixture {
 /// A new database in a temporary directory, prepared, with the Auvergne demo when `demo`.
 pub async fn database(demo: bool) -> (tempfile::TempDir, Store, Reference) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(dir.path().join("test.db").to_str().unwrap())
-        .await
-        .unwrap();
+    let store = new_store(dir.path(), "test.db").await;
     let reference = boot::prepare(&store, demo).await.unwrap();
     (dir, store, reference)
+}
+
+/// Whether this run of the storage tests is on PostgreSQL (`PROXIMITES_TEST_ENGINE=postgres`,
+/// as the second pass of `.ci/run`) rather than on SQLite files.
+pub fn on_postgres() -> bool {
+    std::env::var("PROXIMITES_TEST_ENGINE").is_ok_and(|engine| engine == "postgres")
+}
+
+/// A new, migrated database: the SQLite file `name` in `dir`, or a new database of the shared
+/// PostgreSQL cluster when [`on_postgres`].
+pub async fn new_store(dir: &std::path::Path, name: &str) -> Store {
+    let url = if on_postgres() {
+        postgres::fresh_database().await
+    } else {
+        format!("sqlite://{}", dir.join(name).display())
+    };
+    std::fs::write(dir.join("database.url"), &url).unwrap();
+    Store::connect(&url).await.unwrap()
+}
+
+/// The URL of the database [`new_store`] made in `dir`, for the commands a test runs on it.
+pub fn url_of(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("database.url")).expect("a database made by new_store")
 }
 
 impl Fixture {

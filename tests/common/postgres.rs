@@ -137,8 +137,37 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+/// The cluster the tests of this process share (`PROXIMITES_TEST_ENGINE=postgres`), started at
+/// first use; stopped and removed when the process exits, since a static is never dropped.
+pub fn shared() -> &'static Cluster {
+    SHARED.get_or_init(|| {
+        // SAFETY: registers a function without arguments, run once at the process's exit.
+        unsafe { libc::atexit(stop_shared) };
+        Cluster::start()
+    })
+}
+
+static SHARED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+
+extern "C" fn stop_shared() {
+    if let Some(cluster) = SHARED.get() {
+        cluster.stop();
+        let _ = std::fs::remove_dir_all(cluster.dir.path());
+    }
+}
+
+/// A new database in the shared cluster, named after this process and a counter; its URL.
+pub async fn fresh_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared()
+        .database(&format!("test_{}_{n}", std::process::id()))
+        .await
+}
+
+impl Cluster {
+    /// Stops the server at once (its data is thrown away).
+    fn stop(&self) {
         let data = self.dir.path().join("data");
         let _ = self
             .program("pg_ctl")
@@ -153,6 +182,12 @@ impl Drop for Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
