@@ -5,8 +5,8 @@
 #      of a private PostgreSQL cluster (COPY): rows per second, then the time until a server
 #      started on it answers a search by words (its spatial and text indexes built from the
 #      database: « searchable »);
-#   2. `proximites bench search` on the PostgreSQL database: the in-process latencies, to set
-#      beside benches/search.sh on SQLite (the indexes are in memory either way);
+#   2. `proximites bench search` on SQLite (the database of benches/search.sh), then on the
+#      PostgreSQL database: the in-process latencies (the indexes are in memory either way);
 #   3. benches/instances.sh on the PostgreSQL database: start to first answer, a write on one
 #      instance visible on the other, HTTP throughput of one instance and of two behind nginx.
 # The cluster (Debian's postgresql, a unix socket, no TCP port) lives in target/bench/postgres
@@ -15,7 +15,7 @@
 #   BIN=target/release/proximites benches/postgres.sh [JSON]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json_out=${1:-}
+json_out=${1:+$(realpath -m "$1")}
 rows=3000000
 seed=1
 csv="target/bench/synth-${rows}-${seed}.csv"
@@ -85,6 +85,11 @@ if [ -z "${SKIP_IMPORT:-}" ]; then
     echo "import of $rows rows: SQLite ${sqlite_import} s ($(rate "$sqlite_import") rows/s), searchable by words ${sqlite_searchable} s after its start"
     echo "import of $rows rows: PostgreSQL ${pg_import} s ($(rate "$pg_import") rows/s, COPY), searchable by words ${pg_searchable} s after its start"
 fi
+
+echo "== bench search on SQLite, the peer" >&2
+[ -f "target/bench/search-${rows}-${seed}.db" ] || benches/search.sh "$rows" "$seed"
+"$BIN" bench search --rows "$rows" --seed "$seed" --database "target/bench/search-${rows}-${seed}.db" \
+    ${json_out:+--json "$json_out.search-sqlite.json"}
 
 echo "== bench search on PostgreSQL" >&2
 (cd target/bench && "../../$BIN" bench search --rows "$rows" --seed "$seed" --database "$url" \

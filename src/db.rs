@@ -1,4 +1,6 @@
-//! The database connection: URL parsing, SQLite settings, migrations, and the instance facts table.
+//! The database, whichever its engine (SQLite embedded, PostgreSQL for several instances): URL
+//! parsing, connections and their settings, migrations, transactions, the instance facts and
+//! the change log's head.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use sqlx::ConnectOptions;
 
 use crate::error::Result;
 
-/// The database engine. Only the store modules and this one name it, so that PostgreSQL can follow.
+/// The embedded engine (SQLite), which the SQLite-only paths (its C API, backups) name.
 pub type Db = sqlx::Sqlite;
 pub type Pool = sqlx::Pool<Db>;
 
@@ -55,10 +57,6 @@ impl Engine {
 /// The database whichever its engine: what a store function written for both engines takes.
 /// Its SQL runs on each engine's own driver (so that dates, booleans and blobs are each
 /// engine's native types) through [`on_engine!`], which compiles the same statement for both.
-///
-/// During the move to PostgreSQL (issue 15) the modules written for both engines take a
-/// `Store`; the others still take the SQLite [`Pool`], and `serve` and most commands refuse a
-/// PostgreSQL URL until every one of them does.
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(Pool),
@@ -127,12 +125,13 @@ impl Store {
         })
     }
 
-    /// The SQLite pool, for the modules not yet written for both engines: an error on
-    /// PostgreSQL, which no command reaches while they remain.
+    /// The SQLite pool of a SQLite database (its tests' own SQL); an error on PostgreSQL.
     pub fn sqlite(&self) -> Result<&Pool> {
         match self {
             Store::Sqlite(pool) => Ok(pool),
-            Store::Postgres(_) => Err(not_yet_on_postgres()),
+            Store::Postgres(_) => Err(crate::error::Error::Internal(anyhow::anyhow!(
+                "une base SQLite est attendue / a SQLite database is expected"
+            ))),
         }
     }
 
@@ -240,15 +239,6 @@ impl Tx {
         }
         Ok(result?)
     }
-
-    /// The SQLite connection of this transaction, for the store functions not yet written for
-    /// both engines: an error on PostgreSQL, which no command reaches while they remain.
-    pub fn sqlite(&mut self) -> Result<&mut sqlx::SqliteConnection> {
-        match self.conn() {
-            ConnRef::Sqlite(c) => Ok(c),
-            ConnRef::Postgres(_) => Err(not_yet_on_postgres()),
-        }
-    }
 }
 
 impl Drop for Tx {
@@ -261,12 +251,6 @@ impl Drop for Tx {
             None => {}
         }
     }
-}
-
-fn not_yet_on_postgres() -> crate::error::Error {
-    crate::error::Error::Internal(anyhow::anyhow!(
-        "opération pas encore disponible sur PostgreSQL / not yet available on PostgreSQL"
-    ))
 }
 
 /// `url` with its password (user-info part or `password=` option) replaced, for messages and

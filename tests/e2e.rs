@@ -522,35 +522,49 @@ async fn malformed_files_are_reported_by_line_and_field() {
 }
 
 /// Everything a bulk update writes, as one text: the entries, their history, the import journal.
-async fn written_state(db: &Path) -> (i64, String, i64, i64) {
-    let store = open_db(db).await;
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM services")
-        .fetch_one(&store)
-        .await
-        .unwrap();
-    let digest: String = sqlx::query_scalar(
-        "SELECT COALESCE(group_concat(id || ':' || content_hash || ':' || status, ','), '')
-         FROM (SELECT id, content_hash, status FROM services ORDER BY id)",
+async fn written_state(db: &str) -> (i64, String, i64, i64) {
+    let store = proximites::db::Store::connect(db).await.unwrap();
+    let count = async |sql: &str| -> i64 {
+        proximites::on_engine!(&store, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap())
+    };
+    let rows: Vec<(String,)> = proximites::on_engine!(&store, |pool| sqlx::query_as(
+        "SELECT id || ':' || content_hash || ':' || status FROM services ORDER BY id"
     )
-    .fetch_one(&store)
+    .fetch_all(pool)
     .await
-    .unwrap();
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM service_history")
-        .fetch_one(&store)
-        .await
-        .unwrap();
-    let imports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imports")
-        .fetch_one(&store)
-        .await
-        .unwrap();
+    .unwrap());
+    let digest = rows.into_iter().map(|(r,)| r).collect::<Vec<_>>().join(",");
+    let state = (
+        count("SELECT COUNT(*) FROM services").await,
+        digest,
+        count("SELECT COUNT(*) FROM service_history").await,
+        count("SELECT COUNT(*) FROM imports").await,
+    );
     store.close().await;
-    (count, digest, history, imports)
+    state
 }
 
-/// Whether another connection holds the database's write lock (a transaction writing).
-async fn write_locked(db: &Path) -> bool {
+/// Whether a transaction is writing entries: on SQLite, another connection holds the write
+/// lock; on PostgreSQL, a writer holds the change log's advisory lock (`db::order_log`).
+async fn write_locked(db: &str) -> bool {
     use sqlx::{ConnectOptions, Connection};
-    let options: sqlx::sqlite::SqliteConnectOptions = database_url(db).parse().unwrap();
+    if db.starts_with("postgres") {
+        let Ok(mut conn) = sqlx::PgConnection::connect(db).await else {
+            return false;
+        };
+        let locked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(false);
+        let _ = conn.close().await;
+        return locked;
+    }
+    let options: sqlx::sqlite::SqliteConnectOptions = db.parse().unwrap();
     let Ok(mut conn) = options.busy_timeout(Duration::ZERO).connect().await else {
         return false;
     };
@@ -568,10 +582,25 @@ async fn write_locked(db: &Path) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("test.db");
-    let url = database_url(&db);
+    let db = database_url(&dir.path().join("test.db"));
+    killed_during_a_bulk_update(dir.path(), &db).await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_bulk_update_on_postgresql_leaves_the_data_as_before_it() {
+    let cluster = common::postgres::Cluster::start();
+    let db = cluster.database("killed").await;
+    let dir = tempfile::tempdir().unwrap();
+    killed_during_a_bulk_update(dir.path(), &db).await;
+}
+
+/// A server on `db` killed (SIGKILL) while a bulk update's transaction is open: the data is as
+/// before it, and the server restarted on it sees the entries as they were.
+async fn killed_during_a_bulk_update(dir: &Path, db: &str) {
+    let url = db.to_owned();
     let (status, organisation, stderr) = run_cli(
-        dir.path(),
+        dir,
         &[
             "--database-url",
             &url,
@@ -586,14 +615,14 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
         ],
     );
     assert!(status.success(), "{stderr}");
-    let token = operator_token(dir.path(), &db, "sig");
+    let token = operator_token(dir, db, "sig");
     let organisation = organisation.trim().to_owned();
-    let mut server = spawn_server(dir.path(), Some(&db), false).await;
+    let mut server = common::binary::spawn_server_with(dir, Some(db), false, &[]).await;
     let client = reqwest::Client::new();
     let bulk = server.url(&format!(
         "/api/v1/services/bulk?organisation={organisation}"
     ));
-    let seed = std::fs::read(synth(dir.path(), 2000, 3, "seed.csv")).unwrap();
+    let seed = std::fs::read(synth(dir, 2000, 3, "seed.csv")).unwrap();
     let seeded = client
         .post(&bulk)
         .bearer_auth(&token)
@@ -602,14 +631,14 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
         .await
         .unwrap();
     assert_eq!(seeded.status(), 200, "{}", seeded.text().await.unwrap());
-    let before = written_state(&db).await;
+    let before = written_state(db).await;
     assert_eq!(before.0, 2000);
 
     // A bulk update of 150,000 rows, killed (SIGKILL) while its transaction is open.
-    let big = std::fs::read(synth(dir.path(), 150_000, 9, "big.csv")).unwrap();
+    let big = std::fs::read(synth(dir, 150_000, 9, "big.csv")).unwrap();
     let request = tokio::spawn(client.post(&bulk).bearer_auth(&token).body(big).send());
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !write_locked(&db).await {
+    while !write_locked(db).await {
         assert!(
             !request.is_finished(),
             "the bulk update ended before it could be killed: make the file larger"
@@ -625,20 +654,22 @@ async fn a_server_killed_during_a_bulk_update_leaves_the_data_as_before_it() {
     assert!(request.await.unwrap().is_err(), "the request got no answer");
 
     assert_eq!(
-        written_state(&db).await,
+        written_state(db).await,
         before,
         "the data is as before the bulk update"
     );
-    let store = open_db(&db).await;
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&store)
-        .await
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    store.close().await;
+    if !db.starts_with("postgres") {
+        let store = open_db(Path::new(db.trim_start_matches("sqlite://"))).await;
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&store)
+            .await
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        store.close().await;
+    }
 
     // The server starts again on it, and sees the entries as they were.
-    let server = spawn_server(dir.path(), Some(&db), false).await;
+    let server = common::binary::spawn_server_with(dir, Some(db), false, &[]).await;
     let checked = client
         .post(server.url(&format!(
             "/api/v1/services/bulk?organisation={organisation}&dry_run=true"

@@ -10,11 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{command, database_url, spawn_server_with, KillOnDrop};
+use common::binary::{command, database_url, spawn_server_with, AsUrl, KillOnDrop};
 
-fn admin(dir: &Path, db: &Path, args: &[&str]) -> String {
+fn admin(dir: &Path, db: &str, args: &[&str]) -> String {
     let output = command(dir)
-        .args(["--database-url", &database_url(db), "admin"])
+        .args(["--database-url", db, "admin"])
         .args(args)
         .output()
         .expect("run proximites admin");
@@ -74,14 +74,16 @@ fn free_port() -> u16 {
 }
 
 /// The outbox: dedupe key, when sent, attempts, last error.
-async fn outbox(db: &Path) -> Vec<(String, Option<String>, i64, Option<String>)> {
-    let store = sqlx::SqlitePool::connect(&database_url(db)).await.unwrap();
-    let rows = sqlx::query_as(
+type Sent = Option<chrono::DateTime<chrono::Utc>>;
+
+async fn outbox(db: &str) -> Vec<(String, Sent, i64, Option<String>)> {
+    let store = proximites::db::Store::connect(db).await.unwrap();
+    let rows = proximites::on_engine!(&store, |pool| sqlx::query_as(
         "SELECT dedupe_key, sent_at, attempts, last_error FROM outbox ORDER BY dedupe_key",
     )
-    .fetch_all(&store)
+    .fetch_all(pool)
     .await
-    .unwrap();
+    .unwrap());
     store.close().await;
     rows
 }
@@ -103,10 +105,26 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mail.db");
+    let db = dir.path().join("mail.db").as_url();
+    campaign_mails_on(dir.path(), &db).await;
+}
+
+/// The same with both instances on PostgreSQL: each campaign e-mail, reminders included, is
+/// enqueued and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_mails_go_out_once_from_two_instances_on_postgresql() {
+    let cluster = common::postgres::Cluster::start();
+    let db = cluster.database("mail").await;
+    let dir = tempfile::tempdir().unwrap();
+    campaign_mails_on(dir.path(), &db).await;
+}
+
+/// Two instances on `db` sending campaign e-mails through a real SMTP server, which stops and
+/// comes back.
+async fn campaign_mails_on(dir: &Path, db: &str) {
     let organisation = admin(
-        dir.path(),
-        &db,
+        dir,
+        db,
         &[
             "create-organisation",
             "--name",
@@ -128,8 +146,8 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
         ],
     );
     let token = admin(
-        dir.path(),
-        &db,
+        dir,
+        db,
         &[
             "create-token",
             "--organisation",
@@ -143,11 +161,11 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     let smtp_url = format!("smtp://127.0.0.1:{port}");
     // Two instances on the one database, each with its own derived indexes, both sending:
     // each e-mail still goes out once.
-    let data_dir = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let data_dir = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let instance = async |name: &str| {
         spawn_server_with(
-            dir.path(),
-            Some(&db),
+            dir,
+            Some(db),
             false,
             &[
                 "--smtp-url",
@@ -176,8 +194,8 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     let today = chrono::Utc::now().date_naive();
     let end = (today + chrono::Days::new(3)).to_string();
     admin(
-        dir.path(),
-        &db,
+        dir,
+        db,
         &[
             "create-campaign",
             "--name",
@@ -189,7 +207,7 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
         ],
     );
     wait_for("two e-mails sent", async || {
-        outbox(&db)
+        outbox(db)
             .await
             .iter()
             .filter(|(_, sent, _, _)| sent.is_some())
@@ -199,7 +217,7 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     .await;
     // Another round or two: the reminders are not enqueued nor sent again.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(outbox(&db).await.len(), 2);
+    assert_eq!(outbox(db).await.len(), 2);
     let text = received.lock().unwrap().clone();
     assert_eq!(messages(&text), 2, "{text}");
     assert!(text.matches("referente@example.fr").count() >= 2, "{text}");
@@ -214,8 +232,8 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     // The SMTP server stops: new e-mails wait, tried and kept.
     drop(smtp);
     admin(
-        dir.path(),
-        &db,
+        dir,
+        db,
         &[
             "create-campaign",
             "--name",
@@ -227,15 +245,12 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
         ],
     );
     wait_for("failed attempts", async || {
-        outbox(&db)
-            .await
-            .iter()
-            .any(|(key, sent, attempts, error)| {
-                key.starts_with("campaign:") && sent.is_none() && *attempts >= 2 && error.is_some()
-            })
+        outbox(db).await.iter().any(|(key, sent, attempts, error)| {
+            key.starts_with("campaign:") && sent.is_none() && *attempts >= 2 && error.is_some()
+        })
     })
     .await;
-    let waiting: Vec<_> = outbox(&db)
+    let waiting: Vec<_> = outbox(db)
         .await
         .into_iter()
         .filter(|(_, sent, _, _)| sent.is_none())
@@ -249,14 +264,14 @@ async fn campaign_mails_go_through_the_outbox_and_wait_while_smtp_is_down() {
     // Back up on the same port: sending resumes, nothing was lost.
     let (_smtp, received) = smtp_server(port);
     wait_for("all e-mails sent", async || {
-        outbox(&db)
+        outbox(db)
             .await
             .iter()
             .all(|(_, sent, _, _)| sent.is_some())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(outbox(&db).await.len(), 4);
+    assert_eq!(outbox(db).await.len(), 4);
     // Exactly the two that waited: none lost, none sent twice.
     let text = received.lock().unwrap().clone();
     assert_eq!(messages(&text), 2, "{text}");

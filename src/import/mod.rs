@@ -1094,7 +1094,14 @@ pub async fn import(
             ConnRef::Postgres(conn) => runtime.block_on(async {
                 crate::db::order_log_on(conn).await?;
                 let mut bulk = CopyWriter::new(&writer_import_id);
+                let mut begun = false;
                 while let Some(batch) = batches.recv().await {
+                    // Not before the first batch: the source's entries are read (on another
+                    // connection) before any row is classified, and the load may lock them.
+                    if !begun {
+                        bulk.begin(conn).await?;
+                        begun = true;
+                    }
                     for write in &batch {
                         match write {
                             Write::Upsert(row) => {
@@ -1110,7 +1117,7 @@ pub async fn import(
                         }
                     }
                 }
-                bulk.flush(conn).await
+                bulk.finish(conn).await
             })?,
         }
         Ok((turn, organisation, written))

@@ -37,6 +37,14 @@ pub struct CopyWriter {
     digests: String,
     pending: usize,
     temporary_tables: bool,
+    /// The foreign keys and indexes dropped for a load into an empty directory.
+    dropped: Option<Dropped>,
+}
+
+/// What a load into an empty directory dropped, to make again: (name, definition) each.
+struct Dropped {
+    foreign_keys: Vec<(String, String)>,
+    indexes: Vec<(String, String)>,
 }
 
 /// Appends `value` to a `COPY` text line: `\N` for none, else the text with the format's
@@ -83,6 +91,7 @@ impl CopyWriter {
             digests: String::new(),
             pending: 0,
             temporary_tables: false,
+            dropped: None,
         }
     }
 
@@ -158,6 +167,87 @@ impl CopyWriter {
         Ok(())
     }
 
+    /// Readies the load: into an empty directory (a first national harvest), the foreign keys
+    /// and secondary indexes of `services` are dropped for the load and made again by
+    /// [`CopyWriter::finish`], in the same transaction: one validation pass and one sorted index
+    /// build instead of three lookups and two index insertions per row, a third of the load's
+    /// time. The table is then locked until the commit (nothing to read in it yet); when another
+    /// transaction is reading it at that moment, the load goes the plain way instead.
+    pub async fn begin(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let (empty,): (bool,) = sqlx::query_as("SELECT NOT EXISTS (SELECT 1 FROM services)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if !empty {
+            return Ok(());
+        }
+        // Only if nobody reads the table now: otherwise the plain load, rather than a wait.
+        sqlx::query("SAVEPOINT fast_load")
+            .execute(&mut *conn)
+            .await?;
+        let locked = sqlx::query("LOCK TABLE services IN ACCESS EXCLUSIVE MODE NOWAIT")
+            .execute(&mut *conn)
+            .await;
+        if locked.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT fast_load")
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
+        sqlx::query("RELEASE SAVEPOINT fast_load")
+            .execute(&mut *conn)
+            .await?;
+        let foreign_keys: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = 'services'::regclass AND contype = 'f'",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'services'
+             AND indexname NOT IN (SELECT conname FROM pg_constraint
+                                   WHERE conrelid = 'services'::regclass)",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for (name, _) in &foreign_keys {
+            sqlx::query(&format!("ALTER TABLE services DROP CONSTRAINT \"{name}\""))
+                .execute(&mut *conn)
+                .await?;
+        }
+        for (name, _) in &indexes {
+            sqlx::query(&format!("DROP INDEX \"{name}\""))
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.dropped = Some(Dropped {
+            foreign_keys,
+            indexes,
+        });
+        Ok(())
+    }
+
+    /// Sends what is left, and makes again what [`CopyWriter::begin`] dropped.
+    pub async fn finish(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        self.flush(conn).await?;
+        if let Some(Dropped {
+            foreign_keys,
+            indexes,
+        }) = self.dropped.take()
+        {
+            for (_, definition) in &indexes {
+                sqlx::query(definition).execute(&mut *conn).await?;
+            }
+            for (name, definition) in &foreign_keys {
+                sqlx::query(&format!(
+                    "ALTER TABLE services ADD CONSTRAINT \"{name}\" {definition}"
+                ))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records the source digest of an entry whose record is unchanged (no history, no change
     /// log: nothing a reader sees changes).
     pub async fn set_source_digest(
@@ -201,7 +291,7 @@ impl CopyWriter {
         Ok(())
     }
 
-    /// Sends what was gathered. Call once more after the last row.
+    /// Sends what was gathered.
     pub async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
         if self.pending == 0 {
             return Ok(());
