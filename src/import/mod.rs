@@ -910,7 +910,7 @@ pub async fn import(
             let _ = loaded_tx.send(loaded);
         });
     }
-    let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Write>>(4);
+    let (writes, mut batches) = tokio::sync::mpsc::channel::<Vec<Write>>(32);
     let rules = format!(
         "{}|{}",
         opened.format.label(),
@@ -1093,8 +1093,11 @@ pub async fn import(
             }
             ConnRef::Postgres(conn) => runtime.block_on(async {
                 crate::db::order_log_on(conn).await?;
-                let mut bulk = CopyWriter::new(&writer_import_id);
+                let mut bulk = CopyWriter::new(&writer_import_id, &organisation.id, &now);
                 let mut begun = false;
+                // Each batch is formatted on a blocking thread while the previous one is sent:
+                // PostgreSQL takes rows while the next ones are made.
+                let mut formatting: Option<tokio::task::JoinHandle<anyhow::Result<_>>> = None;
                 while let Some(batch) = batches.recv().await {
                     // Not before the first batch: the source's entries are read (on another
                     // connection) before any row is classified, and the load may lock them.
@@ -1102,20 +1105,34 @@ pub async fn import(
                         bulk.begin(conn).await?;
                         begun = true;
                     }
-                    for write in &batch {
-                        match write {
-                            Write::Upsert(row) => {
-                                bulk.write(conn, &organisation.id, row, &now).await?;
-                                if collect_ids {
-                                    written.push(row.id.clone());
-                                }
-                            }
-                            Write::SourceDigest(id, digest, siret) => {
-                                bulk.set_source_digest(conn, id.as_str(), digest, siret.as_deref())
-                                    .await?;
+                    if collect_ids {
+                        written.extend(batch.iter().filter_map(|write| match write {
+                            Write::Upsert(row) => Some(row.id.clone()),
+                            Write::SourceDigest(..) => None,
+                        }));
+                    }
+                    let formatter = bulk.formatter();
+                    let next = tokio::task::spawn_blocking(move || {
+                        let mut lines = crate::services::copy::Lines::default();
+                        for write in &batch {
+                            match write {
+                                Write::Upsert(row) => formatter.upsert(&mut lines, row)?,
+                                Write::SourceDigest(id, digest, siret) => formatter.source_digest(
+                                    &mut lines,
+                                    id.as_str(),
+                                    digest,
+                                    siret.as_deref(),
+                                ),
                             }
                         }
+                        anyhow::Ok(lines)
+                    });
+                    if let Some(previous) = formatting.replace(next) {
+                        bulk.send(conn, previous.await??).await?;
                     }
+                }
+                if let Some(previous) = formatting {
+                    bulk.send(conn, previous.await??).await?;
                 }
                 bulk.finish(conn).await
             })?,

@@ -18,27 +18,67 @@ const COLUMNS: &str = "id, typology_code, name, description, street, postcode, c
     verified_at, content_hash, source_id, source_ref, status, created_at, updated_at, quality,
     source_digest, siret";
 
-/// Rows held before they are sent: about 20 MB of text.
-const BATCH_ROWS: usize = 20_000;
+/// Rows held before they are sent: about 5 MB of text.
+const BATCH_ROWS: usize = 5_000;
 
 /// Writes entries of one source within the transaction open on the caller's connection.
 pub struct CopyWriter {
+    formatter: Formatter,
+    /// What was formatted and not sent yet.
+    lines: Lines,
+    temporary_tables: bool,
+    /// The foreign keys and indexes dropped for a load into an empty directory.
+    dropped: Option<Dropped>,
+}
+
+/// Turns the rows of an import into `COPY` text: pure, so that it runs on another thread while
+/// PostgreSQL takes the previous lines.
+#[derive(Debug, Clone)]
+pub struct Formatter {
     import_id: String,
     /// The change log's stamp of every row of this import: when it started.
     stamp: String,
+    source_id: String,
+    /// When the import wrote its rows (RFC 3339).
+    now: String,
+}
+
+/// Rows of an import as `COPY` text, waiting to be sent.
+#[derive(Debug, Default)]
+pub struct Lines {
     new_rows: String,
     updated_rows: String,
     /// The ids of `updated_rows`, whose previous versions the history needs.
     updated_ids: Vec<String>,
     /// The updated rows themselves, for their history once the previous versions are read.
-    updates: Vec<(Upsert, String)>,
+    updates: Vec<Upsert>,
     history: String,
     log: String,
     digests: String,
-    pending: usize,
-    temporary_tables: bool,
-    /// The foreign keys and indexes dropped for a load into an empty directory.
-    dropped: Option<Dropped>,
+    rows: usize,
+}
+
+impl Lines {
+    /// Appends `other`, emptied.
+    fn append(&mut self, other: &mut Lines) {
+        for (to, from) in [
+            (&mut self.new_rows, &mut other.new_rows),
+            (&mut self.updated_rows, &mut other.updated_rows),
+            (&mut self.history, &mut other.history),
+            (&mut self.log, &mut other.log),
+            (&mut self.digests, &mut other.digests),
+        ] {
+            if to.is_empty() {
+                std::mem::swap(to, from);
+            } else {
+                to.push_str(from);
+                from.clear();
+            }
+        }
+        self.updated_ids.append(&mut other.updated_ids);
+        self.updates.append(&mut other.updates);
+        self.rows += std::mem::take(&mut other.rows);
+    }
 }
 
 /// What a load into an empty directory dropped, to make again: (name, definition) each.
@@ -77,33 +117,9 @@ fn line(buffer: &mut String, fields: &[Option<&str>]) {
     buffer.push('\n');
 }
 
-impl CopyWriter {
-    pub fn new(import_id: &str) -> Self {
-        Self {
-            import_id: import_id.to_owned(),
-            stamp: super::store::log_stamp(chrono::Utc::now()),
-            new_rows: String::new(),
-            updated_rows: String::new(),
-            updated_ids: Vec::new(),
-            updates: Vec::new(),
-            history: String::new(),
-            log: String::new(),
-            digests: String::new(),
-            pending: 0,
-            temporary_tables: false,
-            dropped: None,
-        }
-    }
-
-    /// Creates (`row.is_new`) or updates one entry of `source_id`, stamped `now` (RFC 3339),
-    /// with its history and change-log rows; sent with the batch.
-    pub async fn write(
-        &mut self,
-        conn: &mut PgConnection,
-        source_id: &str,
-        row: &Upsert,
-        now: &str,
-    ) -> anyhow::Result<()> {
+impl Formatter {
+    /// Creates (`row.is_new`) or updates one entry, with its history and change-log rows.
+    pub fn upsert(&self, lines: &mut Lines, row: &Upsert) -> anyhow::Result<()> {
         let c = &row.content;
         let phones = serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?;
         let closures = serde_json::to_string(&c.closures)?;
@@ -113,9 +129,9 @@ impl CopyWriter {
         let quality = super::quality::to_stored(&c.quality);
         let (lon, lat) = (c.location.lon.to_string(), c.location.lat.to_string());
         let target = if row.is_new {
-            &mut self.new_rows
+            &mut lines.new_rows
         } else {
-            &mut self.updated_rows
+            &mut lines.updated_rows
         };
         line(
             target,
@@ -139,29 +155,91 @@ impl CopyWriter {
                 c.wheelchair_note.as_deref(),
                 verified_at.as_deref(),
                 Some(&row.digest),
-                Some(source_id),
+                Some(&self.source_id),
                 Some(&row.source_ref),
                 Some("published"),
-                Some(now),
-                Some(now),
+                Some(&self.now),
+                Some(&self.now),
                 quality.as_deref(),
                 row.source_digest.as_deref(),
                 row.siret.as_deref(),
             ],
         );
         if row.is_new {
-            self.record(row, now, None)?;
+            self.record(lines, row, None)?;
         } else {
-            self.updated_ids.push(row.id.as_str().to_owned());
-            self.updates.push((row.clone(), now.to_owned()));
+            lines.updated_ids.push(row.id.as_str().to_owned());
+            lines.updates.push(row.clone());
         }
         let kind = if row.is_new { "created" } else { "changed" };
         line(
-            &mut self.log,
+            &mut lines.log,
             &[Some(row.id.as_str()), Some(kind), Some(&self.stamp)],
         );
-        self.pending += 1;
-        if self.pending >= BATCH_ROWS {
+        lines.rows += 1;
+        Ok(())
+    }
+
+    /// Records the source digest of an entry whose record is unchanged (no history, no change
+    /// log: nothing a reader sees changes).
+    pub fn source_digest(&self, lines: &mut Lines, id: &str, digest: &str, siret: Option<&str>) {
+        line(&mut lines.digests, &[Some(id), Some(digest), siret]);
+        lines.rows += 1;
+    }
+
+    /// The history row of `row`, whose previous version is `previous`.
+    fn record(
+        &self,
+        lines: &mut Lines,
+        row: &Upsert,
+        previous: Option<&Version>,
+    ) -> anyhow::Result<()> {
+        let history_id = ServiceId::generate();
+        let (action, changed, previous_json) = super::bulk::import_history(row, previous)?;
+        line(
+            &mut lines.history,
+            &[
+                Some(row.id.as_str()),
+                Some(history_id.as_str()),
+                Some(&self.now),
+                Some("import"),
+                Some(&self.import_id),
+                Some("import"),
+                Some(action),
+                changed.as_deref(),
+                previous_json.as_deref(),
+            ],
+        );
+        Ok(())
+    }
+}
+
+impl CopyWriter {
+    /// A writer of the import `import_id` of the source `source_id`, its rows stamped `now`
+    /// (RFC 3339).
+    pub fn new(import_id: &str, source_id: &str, now: &str) -> Self {
+        Self {
+            formatter: Formatter {
+                import_id: import_id.to_owned(),
+                stamp: super::store::log_stamp(chrono::Utc::now()),
+                source_id: source_id.to_owned(),
+                now: now.to_owned(),
+            },
+            lines: Lines::default(),
+            temporary_tables: false,
+            dropped: None,
+        }
+    }
+
+    /// What formats this import's rows, to run elsewhere.
+    pub fn formatter(&self) -> Formatter {
+        self.formatter.clone()
+    }
+
+    /// Takes formatted `lines`, and sends what was gathered once it is a batch.
+    pub async fn send(&mut self, conn: &mut PgConnection, mut lines: Lines) -> anyhow::Result<()> {
+        self.lines.append(&mut lines);
+        if self.lines.rows >= BATCH_ROWS {
             self.flush(conn).await?;
         }
         Ok(())
@@ -248,69 +326,31 @@ impl CopyWriter {
         Ok(())
     }
 
-    /// Records the source digest of an entry whose record is unchanged (no history, no change
-    /// log: nothing a reader sees changes).
-    pub async fn set_source_digest(
-        &mut self,
-        conn: &mut PgConnection,
-        id: &str,
-        digest: &str,
-        siret: Option<&str>,
-    ) -> anyhow::Result<()> {
-        line(&mut self.digests, &[Some(id), Some(digest), siret]);
-        self.pending += 1;
-        if self.pending >= BATCH_ROWS {
-            self.flush(conn).await?;
-        }
-        Ok(())
-    }
-
-    /// The history row of `row`, written at `now`, whose previous version is `previous`.
-    fn record(
-        &mut self,
-        row: &Upsert,
-        now: &str,
-        previous: Option<&Version>,
-    ) -> anyhow::Result<()> {
-        let history_id = ServiceId::generate();
-        let (action, changed, previous_json) = super::bulk::import_history(row, previous)?;
-        line(
-            &mut self.history,
-            &[
-                Some(row.id.as_str()),
-                Some(history_id.as_str()),
-                Some(now),
-                Some("import"),
-                Some(&self.import_id),
-                Some("import"),
-                Some(action),
-                changed.as_deref(),
-                previous_json.as_deref(),
-            ],
-        );
-        Ok(())
-    }
-
     /// Sends what was gathered.
     pub async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        if self.pending == 0 {
+        if self.lines.rows == 0 {
             return Ok(());
         }
-        self.pending = 0;
-        if !self.new_rows.is_empty() {
+        self.lines.rows = 0;
+        if !self.lines.new_rows.is_empty() {
             copy(
                 conn,
                 &format!("COPY services ({COLUMNS}) FROM STDIN"),
-                &mut self.new_rows,
+                &mut self.lines.new_rows,
             )
             .await?;
         }
-        if !self.updated_rows.is_empty() {
+        if !self.lines.updated_rows.is_empty() {
             self.write_updates(conn).await?;
         }
-        if !self.digests.is_empty() {
+        if !self.lines.digests.is_empty() {
             self.temporary_tables(conn).await?;
-            copy(conn, "COPY import_digests FROM STDIN", &mut self.digests).await?;
+            copy(
+                conn,
+                "COPY import_digests FROM STDIN",
+                &mut self.lines.digests,
+            )
+            .await?;
             sqlx::query(
                 "UPDATE services s SET source_digest = d.source_digest, siret = d.siret
                  FROM import_digests d WHERE s.id = d.id",
@@ -321,20 +361,20 @@ impl CopyWriter {
                 .execute(&mut *conn)
                 .await?;
         }
-        if !self.history.is_empty() {
+        if !self.lines.history.is_empty() {
             copy(
                 conn,
                 "COPY service_history (service_id, id, at, actor_kind, actor_id, via, action,
                  changes, previous) FROM STDIN",
-                &mut self.history,
+                &mut self.lines.history,
             )
             .await?;
         }
-        if !self.log.is_empty() {
+        if !self.lines.log.is_empty() {
             copy(
                 conn,
                 "COPY change_log (entry_id, kind, at) FROM STDIN",
-                &mut self.log,
+                &mut self.lines.log,
             )
             .await?;
         }
@@ -370,7 +410,7 @@ impl CopyWriter {
              lon, lat, phones, email, website, opening_hours, closures, wheelchair,
              wheelchair_note, status, verified_at, quality FROM services WHERE id = ANY($1)",
         )
-        .bind(&self.updated_ids)
+        .bind(&self.lines.updated_ids)
         .fetch_all(&mut *conn)
         .await?;
         let mut previous = rustc_hash::FxHashMap::default();
@@ -399,22 +439,22 @@ impl CopyWriter {
             };
             previous.insert(row.try_get::<String, _>(0)?, version);
         }
-        let updates = std::mem::take(&mut self.updates);
-        for (row, now) in &updates {
+        let updates = std::mem::take(&mut self.lines.updates);
+        for row in &updates {
             let before = previous.get(row.id.as_str()).ok_or_else(|| {
                 anyhow::anyhow!(
                     "écriture de « {} » : la fiche a changé pendant l'import",
                     row.source_ref
                 )
             })?;
-            self.record(row, now, Some(before))?;
+            self.formatter.record(&mut self.lines, row, Some(before))?;
         }
-        let expected = self.updated_ids.len() as u64;
-        self.updated_ids.clear();
+        let expected = self.lines.updated_ids.len() as u64;
+        self.lines.updated_ids.clear();
         copy(
             conn,
             &format!("COPY import_rows ({COLUMNS}) FROM STDIN"),
-            &mut self.updated_rows,
+            &mut self.lines.updated_rows,
         )
         .await?;
         let updated = sqlx::query(
