@@ -6,9 +6,10 @@
 //! open for the life of the process: the command line never writes the text index of a
 //! database a server serves (imports write the database and its log only), so no two writers
 //! fight over the directory. A write of this process applies the log right after its commit;
-//! a server also applies it every [`FOLLOW_INTERVAL`], which is how it sees a command-line
-//! import or another process's write. A full rebuild happens only for an index of another
-//! schema version, one whose position the log was pruned past, or `check --repair`.
+//! a server also applies it when PostgreSQL notifies a write, and every [`FOLLOW_INTERVAL`]
+//! otherwise, which is how it sees a command-line import or another instance's write (see
+//! [`follow`]). A full rebuild happens only for an index of another schema version, one whose
+//! position the log was pruned past, or `check --repair`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,6 +1,6 @@
 //! The one write path of entries: [`WriteTurn`] takes this process's turn, opens the write
-//! transaction, hands it to the caller's statements, commits (the change log's triggers having
-//! logged every changed entry in the same transaction), then brings this process's live
+//! transaction, hands it to the caller's statements, commits (the store having logged every
+//! changed entry in the change log in the same transaction), then brings this process's live
 //! indexes to the log's head. Every writer of entries goes through it — the API, the pages,
 //! bulk updates, confirmations, restore, restitution, imports — and [`set_version`] is the one
 //! way an entry's content, status or confirmation changes with its history row.
