@@ -357,6 +357,10 @@ pub async fn connect_postgres(url: &str) -> anyhow::Result<sqlx::PgPool> {
     let options = sqlx::postgres::PgConnectOptions::from_str(url)
         .map_err(|e| anyhow::anyhow!("DATABASE_URL invalide « {} » : {e}", redacted(url)))?
         .application_name("proximites")
+        // A statement waits at most this long for a lock (a national load holds the entries'
+        // table; writers take turns on the change log), like SQLite's busy timeout, then
+        // answers 503 instead of holding its connection.
+        .options([("lock_timeout", "30s")])
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)

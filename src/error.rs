@@ -140,7 +140,7 @@ impl Error {
             | Error::PayloadTooLarge { code, .. }
             | Error::Unavailable { code, .. }
             | Error::NotConfigured { code, .. } => code,
-            Error::Database(sqlx::Error::PoolTimedOut) => "server_busy",
+            Error::Database(e) if waited_too_long(e) => "server_busy",
             Error::Database(_) | Error::Migration(_) | Error::Internal(_) => "internal",
         }
     }
@@ -159,9 +159,8 @@ impl Error {
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             // Every database connection stayed busy for the pool's whole wait: an overload,
             // not a fault.
-            Error::Busy { .. } | Error::Database(sqlx::Error::PoolTimedOut) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(e) if waited_too_long(e) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             // Not on this instance: the resource does not exist here (a 5xx would say the
             // server failed).
@@ -199,7 +198,7 @@ impl From<&Error> for Problem {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" ; "),
-            Error::Database(sqlx::Error::PoolTimedOut) => "le serveur est surchargé : réessayez \
+            Error::Database(e) if waited_too_long(e) => "le serveur est surchargé : réessayez \
                  dans quelques secondes / the server is overloaded, retry shortly"
                 .to_owned(),
             other => other.to_string(),
@@ -247,11 +246,29 @@ impl Error {
             Error::TooManyRequests { retry_after, .. } | Error::Busy { retry_after, .. } => {
                 Some(*retry_after)
             }
-            Error::Database(sqlx::Error::PoolTimedOut) => {
-                Some(crate::admission::RETRY_AFTER_SECONDS)
-            }
+            Error::Database(e) if waited_too_long(e) => Some(crate::admission::RETRY_AFTER_SECONDS),
             _ => None,
         }
+    }
+}
+
+/// Whether the database gave up waiting rather than failed: every connection of the pool stayed
+/// busy, SQLite's write lock stayed taken past its busy timeout (`database is locked`), or a
+/// PostgreSQL lock past its `lock_timeout` (SQLSTATE 55P03, a national load holding the entries'
+/// table). An overload to retry (503), not a fault.
+fn waited_too_long(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(e) => {
+            let code = e.code();
+            // SQLITE_BUSY (5) and its extended codes; PostgreSQL's lock_not_available.
+            matches!(code.as_deref(), Some("5" | "55P03"))
+                || code
+                    .as_deref()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| c & 0xff == 5)
+        }
+        _ => false,
     }
 }
 

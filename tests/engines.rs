@@ -489,3 +489,60 @@ async fn writes_reach_the_other_instance_through_listen_and_polling_when_it_drop
     assert!(woken < Duration::from_secs(1), "{woken:?}");
     follower.abort();
 }
+
+/// A statement that waits too long for a lock (PostgreSQL's `lock_timeout`, SQLite's busy
+/// timeout) is an overload to retry, 503 `server_busy`, not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waited_for_too_long_is_a_503_on_both_engines() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    let [(sqlite, _), (postgres, _)] = both_engines(dir.path(), &cluster, "locks").await;
+    // PostgreSQL: the entries' table locked by a load, a reader giving up after 100 ms.
+    let Store::Postgres(pool) = &postgres else {
+        unreachable!()
+    };
+    let mut load = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE services IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *load)
+        .await
+        .unwrap();
+    let mut reader = pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '100ms'")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let waited = sqlx::query("SELECT COUNT(*) FROM services")
+        .execute(&mut *reader)
+        .await
+        .unwrap_err();
+    let error = proximites::error::Error::from(waited);
+    assert_eq!(error.status(), 503, "{error:?}");
+    assert_eq!(error.code(), "server_busy");
+    load.rollback().await.unwrap();
+    // SQLite: the write lock held by another connection past a 100 ms busy timeout.
+    let Store::Sqlite(pool) = &sqlite else {
+        unreachable!()
+    };
+    let mut writer = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("locks.db").display());
+    let mut other = url
+        .parse::<sqlx::sqlite::SqliteConnectOptions>()
+        .unwrap()
+        .busy_timeout(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let waited = sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap_err();
+    let error = proximites::error::Error::from(waited);
+    assert_eq!(error.status(), 503, "{error:?}");
+    sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
+    other.close().await.unwrap();
+}
