@@ -15,6 +15,9 @@ const DEMO_TOWN_HALLS: &str = include_str!("../data/demo/mairies-auvergne.csv");
 /// gets the embedded territory; with `demo`, an empty directory gets the Auvergne town halls.
 pub async fn prepare(store: &Store, demo: bool) -> anyhow::Result<Reference> {
     let started = std::time::Instant::now();
+    // Instances started together on a new database: one loads the reference and the demo, the
+    // others find them done.
+    let _preparing = store.exclusively("proximites:prepare").await?;
     let reference = prepare_reference(store).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,

@@ -63,6 +63,15 @@ pub enum Store {
     Postgres(sqlx::PgPool),
 }
 
+/// A lock held by [`Store::exclusively`]: released with its connection, closed when dropped.
+pub struct Exclusive(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        self.0.close_on_drop();
+    }
+}
+
 /// A transaction on a [`Store`], on a connection it owns; run statements in it with
 /// [`in_tx!`]. Dropped without [`Tx::commit`] (an error, a refused change), its connection is
 /// closed rather than handed back to the pool, which rolls the transaction back at once.
@@ -133,6 +142,21 @@ impl Store {
                 "une base SQLite est attendue / a SQLite database is expected"
             ))),
         }
+    }
+
+    /// Holds the session-level lock `key` on PostgreSQL until the guard is dropped (its
+    /// connection closed), so that instances starting together on a new database prepare it
+    /// one after the other; nothing on SQLite, whose writing transactions wait for each other.
+    pub async fn exclusively(&self, key: &str) -> Result<Option<Exclusive>> {
+        let Store::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(Exclusive(conn)))
     }
 
     /// Closes every connection, waiting for those in use to come back.

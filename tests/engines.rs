@@ -546,3 +546,34 @@ async fn a_lock_waited_for_too_long_is_a_503_on_both_engines() {
     sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
     other.close().await.unwrap();
 }
+
+/// Two instances started at the same moment on a new PostgreSQL database: one loads the
+/// reference and the demo, the other finds them done; both start, and the demo is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_starting_together_prepare_a_new_database_once() {
+    let cluster = common::postgres::Cluster::start();
+    let url = cluster.database("together").await;
+    let (first, second) = (
+        Store::connect(&url).await.unwrap(),
+        Store::connect(&url).await.unwrap(),
+    );
+    let (a, b) = tokio::join!(
+        proximites::boot::prepare(&first, true),
+        proximites::boot::prepare(&second, true)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(count(&first, "SELECT COUNT(*) FROM services").await, 1283);
+    assert_eq!(count(&first, "SELECT COUNT(*) FROM imports").await, 1);
+    // What makes them take turns: the second holder of the lock waits for the first.
+    let held = first.exclusively("proximites:prepare").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let _second = second.exclusively("proximites:prepare").await.unwrap();
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let waited = waiting.await.unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}
