@@ -77,6 +77,8 @@ impl Drop for Exclusive {
 /// closed rather than handed back to the pool, which rolls the transaction back at once.
 pub struct Tx {
     conn: Option<TxConn>,
+    /// Whether this transaction took its turn on the change log (see [`order_log`]).
+    log_ordered: bool,
 }
 
 /// The connection a [`Tx`] owns.
@@ -224,7 +226,10 @@ impl Tx {
             TxConn::SqliteOwn(c) => sqlx::query(sqlite_begin).execute(c).await.map(drop)?,
             TxConn::Postgres(c) => sqlx::query("BEGIN").execute(&mut **c).await.map(drop)?,
         }
-        Ok(Tx { conn: Some(conn) })
+        Ok(Tx {
+            conn: Some(conn),
+            log_ordered: false,
+        })
     }
 
     pub fn engine(&self) -> Engine {
@@ -791,9 +796,13 @@ impl EngineOf<sqlx::Postgres> for &mut sqlx::PgConnection {}
 /// follower reading past its position never skips one committed later; the commit also wakes
 /// the instances that `LISTEN` (see `search::live`). SQLite's writers already take turns.
 pub async fn order_log(tx: &mut Tx) -> Result<()> {
+    if tx.log_ordered {
+        return Ok(());
+    }
     if let ConnRef::Postgres(conn) = tx.conn() {
         order_log_on(conn).await?;
     }
+    tx.log_ordered = true;
     Ok(())
 }
 

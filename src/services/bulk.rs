@@ -356,6 +356,29 @@ pub struct BulkWriter<'c> {
     handle: LockedSqliteHandle<'c>,
 }
 
+/// The columns of an imported row stored as text (lists as JSON, the instant to the second),
+/// as both engines' bulk writers write them.
+pub(crate) struct StoredTexts {
+    pub phones: String,
+    pub closures: String,
+    pub verified_at: Option<String>,
+    pub quality: Option<String>,
+}
+
+impl StoredTexts {
+    pub(crate) fn of(row: &Upsert) -> anyhow::Result<Self> {
+        let c = &row.content;
+        Ok(StoredTexts {
+            phones: serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?,
+            closures: serde_json::to_string(&c.closures)?,
+            verified_at: row
+                .verified_at
+                .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            quality: super::quality::to_stored(&c.quality),
+        })
+    }
+}
+
 /// What the history row of an imported `row` holds, whose previous version is `previous`
 /// (none: created): its action, the changes of its fields and the version it replaces (JSON).
 pub(crate) fn import_history(
@@ -572,12 +595,12 @@ impl<'c> BulkWriter<'c> {
             self.update.raw.as_ptr()
         };
         let c = &row.content;
-        let phones = serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?;
-        let closures = serde_json::to_string(&c.closures)?;
-        let verified_at = row
-            .verified_at
-            .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let quality = super::quality::to_stored(&c.quality);
+        let StoredTexts {
+            phones,
+            closures,
+            verified_at,
+            quality,
+        } = StoredTexts::of(row)?;
         let texts: [(c_int, Option<&str>); 23] = [
             (1, Some(row.id.as_str())),
             (2, Some(&c.typology)),

@@ -10,7 +10,7 @@ use sqlx::Row as _;
 
 use super::history::Version;
 use super::store::Upsert;
-use super::{Phone, ServiceId, Status};
+use super::{ServiceId, Status};
 
 /// The columns an import writes, in the order of every `COPY` of entries.
 const COLUMNS: &str = "id, typology_code, name, description, street, postcode, city, insee_code,
@@ -121,12 +121,12 @@ impl Formatter {
     /// Creates (`row.is_new`) or updates one entry, with its history and change-log rows.
     pub fn upsert(&self, lines: &mut Lines, row: &Upsert) -> anyhow::Result<()> {
         let c = &row.content;
-        let phones = serde_json::to_string(&c.phones.iter().map(Phone::e164).collect::<Vec<_>>())?;
-        let closures = serde_json::to_string(&c.closures)?;
-        let verified_at = row
-            .verified_at
-            .map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let quality = super::quality::to_stored(&c.quality);
+        let super::bulk::StoredTexts {
+            phones,
+            closures,
+            verified_at,
+            quality,
+        } = super::bulk::StoredTexts::of(row)?;
         let (lon, lat) = (c.location.lon.to_string(), c.location.lat.to_string());
         let target = if row.is_new {
             &mut lines.new_rows
