@@ -17,7 +17,7 @@ pub async fn prepare(store: &Store, demo: bool) -> anyhow::Result<Reference> {
     let started = std::time::Instant::now();
     // Instances started together on a new database: one loads the reference and the demo, the
     // others find them done.
-    let _preparing = store.exclusively("proximites:prepare").await?;
+    let preparing = store.exclusively("proximites:prepare").await?;
     let reference = prepare_reference(store).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -49,6 +49,9 @@ pub async fn prepare(store: &Store, demo: bool) -> anyhow::Result<Reference> {
             rejected = report.rejected,
             "Auvergne demo loaded"
         );
+    }
+    if let Some(lock) = preparing {
+        lock.release().await?;
     }
     Ok(reference)
 }

@@ -63,12 +63,32 @@ pub enum Store {
     Postgres(sqlx::PgPool),
 }
 
-/// A lock held by [`Store::exclusively`]: released with its connection, closed when dropped.
-pub struct Exclusive(sqlx::pool::PoolConnection<sqlx::Postgres>);
+/// A lock held by [`Store::exclusively`], until [`Exclusive::release`]; dropped without it (an
+/// error), its connection is closed, which releases it once the runtime closes it.
+pub struct Exclusive {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: String,
+}
+
+impl Exclusive {
+    /// Releases the lock now (the caller may go on to block its thread, on which a closing
+    /// connection would wait).
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(mut conn) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.key)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        self.0.close_on_drop();
+        if let Some(conn) = &mut self.conn {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -158,7 +178,10 @@ impl Store {
             .bind(key)
             .execute(&mut *conn)
             .await?;
-        Ok(Some(Exclusive(conn)))
+        Ok(Some(Exclusive {
+            conn: Some(conn),
+            key: key.to_owned(),
+        }))
     }
 
     /// Closes every connection, waiting for those in use to come back.

@@ -573,7 +573,7 @@ async fn two_instances_starting_together_prepare_a_new_database_once() {
         started.elapsed()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(held);
+    held.unwrap().release().await.unwrap();
     let waited = waiting.await.unwrap();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
 }
