@@ -827,7 +827,7 @@ async fn two_instances_behind_nginx_on(dir: &Path, db: &str) {
         ),
     )
     .unwrap();
-    let _nginx = KillOnDrop(
+    let _nginx = common::binary::StopOnDrop(
         std::process::Command::new(nginx_binary)
             .arg("-p")
             .arg(&prefix)

@@ -68,6 +68,28 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A server that forks workers (nginx), stopped when dropped as its service manager stops it:
+/// SIGTERM, so that it stops its workers too (SIGKILL would leave them running, still bound to
+/// the port), then SIGKILL if it is still there after 5 s.
+pub struct StopOnDrop(pub Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: a signal to our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `proximites serve`, killed when dropped.
 pub struct Server {
     pub process: KillOnDrop,
