@@ -142,6 +142,83 @@ async fn creates_then_updates_then_leaves_unchanged() {
     assert_eq!(f.count().await, 3);
 }
 
+/// A first load into an empty directory (on PostgreSQL, one `COPY` into the table emptied of
+/// its keys, the history and log written from it) leaves what a load row by row leaves.
+#[tokio::test]
+async fn a_first_load_keeps_history_log_and_keys() {
+    let f = fixture().await;
+    let report = f
+        .import("riom.csv", &csv(&[POOL, LIBRARY]), ImportOptions::default())
+        .await;
+    assert_eq!(report.created, 2, "{report:?}");
+    let renamed = POOL.replace("Centre aquatique", "Piscine");
+    let changed = f
+        .import(
+            "riom.csv",
+            &csv(&[&renamed, LIBRARY]),
+            ImportOptions::default(),
+        )
+        .await;
+    assert_eq!(changed.updated, 1, "{changed:?}");
+    let history: Vec<(String, String, String)> =
+        proximites::on_engine!(&f.store, |db| sqlx::query_as(
+            "SELECT s.source_ref, h.action, h.actor_kind FROM service_history h
+             JOIN services s ON s.id = h.service_id ORDER BY s.source_ref, h.id"
+        )
+        .fetch_all(db)
+        .await)
+        .unwrap();
+    let history: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("b1", "created", "import"),
+            ("p1", "created", "import"),
+            ("p1", "updated", "import")
+        ],
+        "one creation per entry, before its later versions"
+    );
+    let log: Vec<(String, String)> = proximites::on_engine!(&f.store, |db| sqlx::query_as(
+        "SELECT s.source_ref, l.kind FROM change_log l JOIN services s ON s.id = l.entry_id
+         ORDER BY l.seq"
+    )
+    .fetch_all(db)
+    .await)
+    .unwrap();
+    let mut created: Vec<&str> = log
+        .iter()
+        .filter(|(_, kind)| kind == "created")
+        .map(|(r, _)| r.as_str())
+        .collect();
+    created.sort_unstable();
+    assert_eq!(created, ["b1", "p1"]);
+    assert_eq!(
+        log.last().map(|(r, k)| (r.as_str(), k.as_str())),
+        Some(("p1", "changed"))
+    );
+    // The keys are back: a copied row, a reference or an id taken twice, an unknown commune,
+    // a report on an entry that does not exist are all refused.
+    for statement in [
+        "INSERT INTO services SELECT * FROM services WHERE source_ref = 'p1'",
+        "UPDATE services SET source_ref = 'b1' WHERE source_ref = 'p1'",
+        "UPDATE services SET id = (SELECT id FROM services WHERE source_ref = 'b1')
+         WHERE source_ref = 'p1'",
+        "UPDATE services SET insee_code = '99999' WHERE source_ref = 'p1'",
+        "INSERT INTO reports (id, service_id, organisation_id, message, status, created_at)
+         SELECT 'r1', 'nope', source_id, 'x', 'open', created_at FROM services
+         WHERE source_ref = 'p1'",
+    ] {
+        let refused = proximites::on_engine!(&f.store, |db| sqlx::query(statement)
+            .execute(db)
+            .await
+            .map(|_| ()));
+        assert!(refused.is_err(), "{statement} was accepted");
+    }
+}
+
 #[tokio::test]
 async fn one_bad_row_rejects_the_file_and_names_every_error() {
     let f = fixture().await;

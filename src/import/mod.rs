@@ -1093,18 +1093,21 @@ pub async fn import(
             }
             ConnRef::Postgres(conn) => runtime.block_on(async {
                 crate::db::order_log_on(conn).await?;
-                let mut bulk = CopyWriter::new(&writer_import_id, &organisation.id, &now);
-                let mut begun = false;
+                let mut bulk = CopyWriter::new(&writer_import_id, &organisation.id, started_at);
+                // Not before the first batch: the source's entries are read (on another
+                // connection) before any row is classified, and the load may lock them.
+                let Some(first) = batches.recv().await else {
+                    return bulk.finish(conn).await;
+                };
+                let mut sink = bulk.open(conn).await?;
                 // Each batch is formatted on a blocking thread while the previous one is sent:
                 // PostgreSQL takes rows while the next ones are made.
                 let mut formatting: Option<tokio::task::JoinHandle<anyhow::Result<_>>> = None;
-                while let Some(batch) = batches.recv().await {
-                    // Not before the first batch: the source's entries are read (on another
-                    // connection) before any row is classified, and the load may lock them.
-                    if !begun {
-                        bulk.begin(conn).await?;
-                        begun = true;
-                    }
+                let mut next_batch = Some(first);
+                while let Some(batch) = match next_batch.take() {
+                    Some(batch) => Some(batch),
+                    None => batches.recv().await,
+                } {
                     if collect_ids {
                         written.extend(batch.iter().filter_map(|write| match write {
                             Write::Upsert(row) => Some(row.id.clone()),
@@ -1128,12 +1131,13 @@ pub async fn import(
                         anyhow::Ok(lines)
                     });
                     if let Some(previous) = formatting.replace(next) {
-                        bulk.send(conn, previous.await??).await?;
+                        sink.send(&mut bulk, previous.await??).await?;
                     }
                 }
                 if let Some(previous) = formatting {
-                    bulk.send(conn, previous.await??).await?;
+                    sink.send(&mut bulk, previous.await??).await?;
                 }
+                sink.close().await?;
                 bulk.finish(conn).await
             })?,
         }
