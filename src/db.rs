@@ -101,6 +101,34 @@ pub struct Tx {
     log_ordered: bool,
 }
 
+/// Transactions waiting for a connection of the pool now: what `/metrics` reports as the pool's
+/// waiting. (sqlx keeps the queue of single statements to itself; a transaction, which holds its
+/// connection for several statements, is where a pool runs short first.)
+static TRANSACTIONS_WAITING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+pub fn transactions_waiting() -> i64 {
+    TRANSACTIONS_WAITING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One transaction counted in [`TRANSACTIONS_WAITING`] until dropped (also when its request is
+/// abandoned meanwhile), and how long it waited.
+struct WaitingForConnection(std::time::Instant);
+
+impl WaitingForConnection {
+    fn start() -> Self {
+        TRANSACTIONS_WAITING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::time::Instant::now())
+    }
+}
+
+impl Drop for WaitingForConnection {
+    fn drop(&mut self) {
+        TRANSACTIONS_WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::histogram!("proximites_db_connection_wait_seconds")
+            .record(self.0.elapsed().as_secs_f64());
+    }
+}
+
 /// The connection a [`Tx`] owns.
 enum TxConn {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
@@ -216,10 +244,12 @@ impl Store {
     }
 
     async fn begin_with(&self, sqlite_begin: &'static str) -> Result<Tx> {
+        let waiting = WaitingForConnection::start();
         let conn = match self {
             Store::Sqlite(pool) => TxConn::Sqlite(pool.acquire().await?),
             Store::Postgres(pool) => TxConn::Postgres(pool.acquire().await?),
         };
+        drop(waiting);
         Tx::open(conn, sqlite_begin).await
     }
 

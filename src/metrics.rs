@@ -120,6 +120,8 @@ pub(crate) async fn metrics_page(
     metrics::gauge!("proximites_db_pool_connections", "state" => "in_use")
         .set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("proximites_db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("proximites_db_pool_waiting_transactions")
+        .set(crate::db::transactions_waiting() as f64);
     metrics::gauge!("proximites_heavy_requests_in_flight")
         .set(state.admission.heavy.in_flight() as f64);
     Ok((

@@ -440,6 +440,7 @@ async fn metrics_are_prometheus_text() {
         "proximites_index_lag_rows ",
         "proximites_outbox_pending ",
         r#"proximites_db_pool_connections{state="idle"}"#,
+        "proximites_db_pool_waiting_transactions ",
         r#"proximites_import_rows_total{outcome="created"}"#,
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
