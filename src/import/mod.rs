@@ -680,6 +680,56 @@ fn read_opened(
     }
 }
 
+/// Records handed from the reading thread to the classifying one at a time.
+const RECORDS_PER_HANDOVER: usize = 256;
+
+/// Runs `read` (a file's reader, which calls the function it is given with each record) on a
+/// thread of its own while `each` takes the records on this one, in the file's order: parsing
+/// and validating a file overlap, on two cores instead of one. When `each` answers false, the
+/// reader is told to stop.
+fn read_beside(
+    read: impl FnOnce(&mut dyn FnMut(Record) -> bool) -> Result<ReadSummary, FileError> + Send,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<ReadSummary, FileError> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(RECORDS_PER_HANDOVER);
+            let mut taken = true;
+            let result = read(&mut |record| {
+                chunk.push(record);
+                if chunk.len() >= RECORDS_PER_HANDOVER {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(RECORDS_PER_HANDOVER));
+                    taken = sender.send(full).is_ok();
+                }
+                taken
+            });
+            if !chunk.is_empty() {
+                let _ = sender.send(chunk);
+            }
+            result
+        });
+        'records: for chunk in receiver {
+            for record in chunk {
+                if !each(record) {
+                    break 'records;
+                }
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The value behind `mutex`, also after a panic elsewhere (which fails the import anyway).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What an import does to an entry beside writing its rows.
 #[derive(Clone, Copy)]
 enum Change {
@@ -949,20 +999,22 @@ pub async fn import(
             rules,
         };
         let services = classifier.options.data_inclusion_services.clone();
-        // The source's known and claimed entries, once loaded, until the classifier takes them.
-        let waiting = std::cell::RefCell::new(None);
-        let load_error = std::cell::RefCell::new(None);
-        let wait = || match loaded_rx.recv() {
+        // The source's known and claimed entries, once loaded, until the classifier takes them
+        // (the BPE's reader waits for them on its own thread).
+        let waiting = std::sync::Mutex::new(None);
+        let load_error = std::sync::Mutex::new(None);
+        let (waiting_ref, load_error_ref) = (&waiting, &load_error);
+        let wait = move || match loaded_rx.recv() {
             Ok(Ok(Loaded {
                 known,
                 previous,
                 claimed,
             })) => {
-                *waiting.borrow_mut() = Some((known, claimed));
+                *lock(waiting_ref) = Some((known, claimed));
                 Ok(previous)
             }
             Ok(Err(error)) => {
-                *load_error.borrow_mut() = Some(error);
+                *lock(load_error_ref) = Some(error);
                 Err(FileError(FieldError::new(
                     "file",
                     "lecture de la base impossible / database not read",
@@ -974,14 +1026,19 @@ pub async fn import(
             ))),
         };
         let result = if opened.format == Format::Bpe {
-            read_opened(
-                opened,
-                &reference,
-                wait,
-                services.as_deref(),
-                &|_| None,
+            read_beside(
+                |each| {
+                    read_opened(
+                        opened,
+                        &reference,
+                        wait,
+                        services.as_deref(),
+                        &|_| None,
+                        each,
+                    )
+                },
                 |record| {
-                    if let Some((known, claimed)) = waiting.borrow_mut().take() {
+                    if let Some((known, claimed)) = lock(&waiting).take() {
                         classifier.known = known;
                         classifier.claimed = claimed;
                     }
@@ -990,7 +1047,7 @@ pub async fn import(
             )
         } else {
             wait().and_then(|_| {
-                if let Some((known, claimed)) = waiting.borrow_mut().take() {
+                if let Some((known, claimed)) = lock(&waiting).take() {
                     classifier.known = known;
                     classifier.claimed = claimed;
                 }
@@ -1004,22 +1061,27 @@ pub async fn import(
                     .raw_digest(&rules);
                     by_digest.get(&stored).cloned()
                 };
-                read_opened(
-                    opened,
-                    &reference,
-                    || Ok(bpe::Previous::default()),
-                    services.as_deref(),
-                    &recognise,
+                read_beside(
+                    |each| {
+                        read_opened(
+                            opened,
+                            &reference,
+                            || Ok(bpe::Previous::default()),
+                            services.as_deref(),
+                            &recognise,
+                            each,
+                        )
+                    },
                     |record| classifier.record(record),
                 )
             })
         };
         // A file whose rows were all of other types never handed the entries over.
-        if let Some((known, claimed)) = waiting.borrow_mut().take() {
+        if let Some((known, claimed)) = lock(&waiting).take() {
             classifier.known = known;
             classifier.claimed = claimed;
         }
-        if let Some(error) = load_error.borrow_mut().take() {
+        if let Some(error) = lock(&load_error).take() {
             return Err(error);
         }
         classifier.flush();

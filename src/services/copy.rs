@@ -34,7 +34,7 @@ const BINARY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 /// type (the same bytes as a bound parameter): PostgreSQL parses no text, a third of its time in
 /// a load.
 #[derive(Debug, Default)]
-pub struct BinaryRows {
+struct BinaryRows {
     buffer: PgArgumentBuffer,
 }
 
@@ -82,12 +82,12 @@ pub struct CopyWriter {
     /// What was formatted and not sent yet.
     lines: Lines,
     temporary_tables: bool,
-    /// The foreign keys and indexes dropped for a load into an empty directory.
+    /// The keys and indexes dropped for a load into an empty directory.
     dropped: Option<Dropped>,
 }
 
-/// Turns the rows of an import into `COPY` text: pure, so that it runs on another thread while
-/// PostgreSQL takes the previous lines.
+/// Turns the rows of an import into `COPY` rows (binary for new entries, text for the rest):
+/// pure, so that it runs on another thread while PostgreSQL takes the previous ones.
 #[derive(Debug, Clone)]
 pub struct Formatter {
     import_id: String,
@@ -105,7 +105,7 @@ pub struct Formatter {
     fresh: bool,
 }
 
-/// Rows of an import as `COPY` text, waiting to be sent.
+/// Rows of an import in `COPY` formats, waiting to be sent.
 #[derive(Debug, Default)]
 pub struct Lines {
     new_rows: BinaryRows,
@@ -403,7 +403,7 @@ impl CopyWriter {
     /// constraints and indexes, and of the foreign keys that reference it (their tables are empty
     /// too), then truncated: every row goes through one binary `COPY … FREEZE`, the indexes are
     /// built once sorted and the keys checked once by [`CopyWriter::finish`], in the same
-    /// transaction. Half a load's time; and rows written frozen are not written again by their
+    /// transaction: a third less time; and rows written frozen are not written again by their
     /// first readers. The tables stay locked until the commit (nothing to read in them yet);
     /// when another transaction uses one at that moment, the load goes the plain way instead.
     pub async fn open<'c>(&mut self, conn: &'c mut PgConnection) -> anyhow::Result<Sink<'c>> {
