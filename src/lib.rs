@@ -33,3 +33,11 @@ pub mod taxonomy;
 pub mod territory;
 pub mod text;
 pub mod web;
+
+/// The value behind `mutex`, also after a panic of another holder: what it guards is replaced
+/// whole or only added to, so it stays usable (and the panic fails its own work anyway).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -11,13 +11,14 @@ pub mod page;
 pub mod routes;
 pub mod store;
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::error::{Error, FieldError};
+use crate::lock;
 use crate::search::engine::{SearchIndex, Territory};
 use crate::search::spatial::{IdKey, SpatialIndex};
 use crate::services::validate::COMMUNE_TOLERANCE_M;
@@ -662,10 +663,6 @@ fn z_order(p: LonLat) -> u64 {
 
 fn code_key(code: &str) -> Option<[u8; 5]> {
     code.as_bytes().try_into().ok()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The figures of one commune for one subject.

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::db::{ConnRef, Store, Tx};
 use crate::error::FieldError;
+use crate::lock;
 use crate::services::bulk::BulkWriter;
 use crate::services::claims;
 use crate::services::copy::CopyWriter;
@@ -721,13 +722,6 @@ fn read_beside(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-/// The value behind `mutex`, also after a panic elsewhere (which fails the import anyway).
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What an import does to an entry beside writing its rows.
