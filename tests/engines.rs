@@ -4,6 +4,8 @@
 //! e-mail or a guide to render is taken by one instance only. The start of every command (the
 //! taxonomy and the territory reference) gives the same reference on both, and a session opened
 //! through one instance is known to the other, as is a checked upload kept for its "Appliquer".
+//! A first load into an empty directory takes the fast way on PostgreSQL only when it waits
+//! for nobody.
 
 mod common;
 
@@ -576,4 +578,96 @@ async fn two_instances_starting_together_prepare_a_new_database_once() {
     held.unwrap().release().await.unwrap();
     let waited = waiting.await.unwrap();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}
+
+/// A first import into an empty directory on PostgreSQL empties the entries' table of its keys
+/// and truncates it (a new file under it) only when nobody uses it or a table referencing it;
+/// otherwise it loads the plain way, without waiting. Either way the entries, their history,
+/// their change log and every key are there after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_on_postgresql_empties_the_table_only_when_nobody_uses_it() {
+    let cluster = common::postgres::Cluster::start();
+    for busy in [false, true] {
+        let url = cluster
+            .database(if busy { "load_busy" } else { "load_free" })
+            .await;
+        let store = Store::connect(&url).await.unwrap();
+        let reference = proximites::boot::prepare(&store, false).await.unwrap();
+        let Store::Postgres(pool) = &store else {
+            unreachable!()
+        };
+        let file_of_the_table = async || -> i64 {
+            sqlx::query_scalar(
+                "SELECT relfilenode::bigint FROM pg_class WHERE oid = 'services'::regclass",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        };
+        let keys = async || -> i64 {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_constraint
+                 WHERE conrelid = 'services'::regclass OR confrelid = 'services'::regclass",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        };
+        let (file_before, keys_before) = (file_of_the_table().await, keys().await);
+        // Someone reading the reports, a table that references the entries, meanwhile.
+        let mut reader = pool.begin().await.unwrap();
+        if busy {
+            sqlx::query("SELECT COUNT(*) FROM reports")
+                .execute(&mut *reader)
+                .await
+                .unwrap();
+        }
+        let report = tokio::time::timeout(
+            Duration::from_secs(20),
+            proximites::import::import(
+                &store,
+                &reference,
+                proximites::import::Input::Bytes {
+                    name: "riom.csv".into(),
+                    bytes: "source_ref,typology,name,address,postcode,city,insee_code,lon,lat,phone,email,website,opening_hours,wheelchair,description\n\
+                            p1,piscine,Piscine de Riom,,,,,3.1130,45.8937,,,,,,\n\
+                            b1,bibliotheque,Médiathèque de Riom,,,,,3.1140,45.8950,,,,,,\n"
+                        .into(),
+                },
+                proximites::import::ImportOptions {
+                    source: Some("Ville de Riom".into()),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("the import waited for the reader")
+        .unwrap();
+        assert!(report.committed && report.created == 2, "{report:?}");
+        reader.rollback().await.unwrap();
+        assert_eq!(
+            file_of_the_table().await != file_before,
+            !busy,
+            "busy: {busy}: truncated only when nobody used the tables"
+        );
+        assert_eq!(keys().await, keys_before, "busy: {busy}: every key is back");
+        assert!(keys_before >= 10, "{keys_before} keys on and to services");
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM service_history WHERE action = 'created'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM change_log WHERE kind = 'created'"
+            )
+            .await,
+            2
+        );
+        store.close().await;
+    }
 }
