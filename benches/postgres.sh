@@ -4,7 +4,8 @@
 #   1. `proximites import` of the generated CSV into a new SQLite file, then into a new database
 #      of a private PostgreSQL cluster (COPY): rows per second, then the time until a server
 #      started on it answers a search by words (its spatial and text indexes built from the
-#      database: « searchable »);
+#      database: « searchable »); then two re-harvests: the same file again (every record
+#      unchanged), and the file with one record in ten renamed (300,000 updates);
 #   2. `proximites bench search` on SQLite (the database of benches/search.sh), then on the
 #      PostgreSQL database: the in-process latencies (the indexes are in memory either way);
 #   3. benches/instances.sh on the PostgreSQL database: start to first answer, a write on one
@@ -63,13 +64,40 @@ searchable() { # url work-dir: seconds from start until a search by words answer
     wait "$pid" 2>/dev/null || true
 }
 
+# The generated file with one record in ten renamed, for the second re-harvest.
+renamed="target/bench/synth-${rows}-${seed}-renamed.csv"
+rename_one_in_ten() {
+    python3 - "$csv" "$renamed" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w", newline="") as g:
+    rows, out = csv.reader(f), csv.writer(g)
+    out.writerow(next(rows))
+    for i, row in enumerate(rows):
+        if i % 10 == 0:
+            row[2] += " (nouveau nom)"
+        out.writerow(row)
+PY
+}
+reharvests() { # url: seconds to import the same file again, then the renamed one
+    local started same
+    started=$(now)
+    "$BIN" --database-url "$1" import "$csv" --source Synth >/dev/null
+    same=$(elapsed "$started")
+    started=$(now)
+    "$BIN" --database-url "$1" import "$renamed" --source Synth >/dev/null
+    echo "$same $(elapsed "$started")"
+}
+
 if [ -z "${SKIP_IMPORT:-}" ]; then
+    [ -f "$renamed" ] || rename_one_in_ten
     work=$(mktemp -d "$PWD/target/bench/postgres-import.XXXXXX")
     echo "== import into SQLite" >&2
     started=$(now)
     "$BIN" --database-url "sqlite://$work/import.db" import "$csv" --source Synth >/dev/null
     sqlite_import=$(elapsed "$started")
     sqlite_searchable=$(searchable "sqlite://$work/import.db" "$work/sqlite-data")
+    echo "== re-harvests into SQLite" >&2
+    read -r sqlite_same sqlite_renamed < <(reharvests "sqlite://$work/import.db")
     rm -rf "$work"
 
     echo "== import into PostgreSQL (COPY)" >&2
@@ -81,9 +109,16 @@ if [ -z "${SKIP_IMPORT:-}" ]; then
     pg_import=$(elapsed "$started")
     rm -rf target/bench/postgres-data
     pg_searchable=$(searchable "$url" "$PWD/target/bench/postgres-data")
+    echo "== re-harvests into PostgreSQL (on a copy: the bench database stays as loaded)" >&2
+    pg dropdb -h "$cluster" -U proximites --if-exists bench_reharvest
+    pg createdb -h "$cluster" -U proximites -T bench bench_reharvest
+    read -r pg_same pg_renamed < <(reharvests "postgres://proximites@localhost/bench_reharvest?host=$cluster")
+    pg dropdb -h "$cluster" -U proximites bench_reharvest
     rate() { python3 -c "print(round($rows / $1))"; }
     echo "import of $rows rows: SQLite ${sqlite_import} s ($(rate "$sqlite_import") rows/s), searchable by words ${sqlite_searchable} s after its start"
     echo "import of $rows rows: PostgreSQL ${pg_import} s ($(rate "$pg_import") rows/s, COPY), searchable by words ${pg_searchable} s after its start"
+    echo "re-harvest, every record unchanged: SQLite ${sqlite_same} s ($(rate "$sqlite_same") rows/s), PostgreSQL ${pg_same} s ($(rate "$pg_same") rows/s)"
+    echo "re-harvest, one record in ten renamed: SQLite ${sqlite_renamed} s ($(rate "$sqlite_renamed") rows/s), PostgreSQL ${pg_renamed} s ($(rate "$pg_renamed") rows/s)"
 fi
 
 echo "== bench search on SQLite, the peer" >&2
