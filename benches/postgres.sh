@@ -5,7 +5,9 @@
 #      of a private PostgreSQL cluster (COPY): rows per second, then the time until a server
 #      started on it answers a search by words (its spatial and text indexes built from the
 #      database: « searchable »); then two re-harvests: the same file again (every record
-#      unchanged), and the file with one record in ten renamed (300,000 updates);
+#      unchanged), and the file with one record in ten renamed (300,000 updates); then the
+#      same first harvest into a directory that already holds an entry of another source
+#      (no empty table to load the fast way: every row checked against the keys as it goes);
 #   2. `proximites bench search` on SQLite (the database of benches/search.sh), then on the
 #      PostgreSQL database: the in-process latencies (the indexes are in memory either way);
 #   3. benches/instances.sh on the PostgreSQL database: start to first answer, a write on one
@@ -114,11 +116,31 @@ if [ -z "${SKIP_IMPORT:-}" ]; then
     pg createdb -h "$cluster" -U proximites -T bench bench_reharvest
     read -r pg_same pg_renamed < <(reharvests "postgres://proximites@localhost/bench_reharvest?host=$cluster")
     pg dropdb -h "$cluster" -U proximites bench_reharvest
+    echo "== the first harvest into a directory that holds an entry already" >&2
+    one_entry="target/bench/one-entry.csv"
+    head -2 "$csv" | sed 's/^synth-1-0,/one-entry,/' >"$one_entry"
+    held() { # url: seconds to import the file after one entry of another source
+        "$BIN" --database-url "$1" import "$one_entry" --source Commune >/dev/null
+        local started
+        started=$(now)
+        "$BIN" --database-url "$1" import "$csv" --source Synth >/dev/null
+        elapsed "$started"
+    }
+    work=$(mktemp -d "$PWD/target/bench/postgres-import.XXXXXX")
+    sqlite_held=$(held "sqlite://$work/held.db")
+    rm -rf "$work"
+    pg dropdb -h "$cluster" -U proximites --if-exists bench_held
+    pg createdb -h "$cluster" -U proximites bench_held
+    "$BIN" --database-url "postgres://proximites@localhost/bench_held?host=$cluster" migrate >/dev/null
+    pg_held=$(held "postgres://proximites@localhost/bench_held?host=$cluster")
+    pg dropdb -h "$cluster" -U proximites bench_held
+    rm -f "$one_entry"
     rate() { python3 -c "print(round($rows / $1))"; }
     echo "import of $rows rows: SQLite ${sqlite_import} s ($(rate "$sqlite_import") rows/s), searchable by words ${sqlite_searchable} s after its start"
     echo "import of $rows rows: PostgreSQL ${pg_import} s ($(rate "$pg_import") rows/s, COPY), searchable by words ${pg_searchable} s after its start"
     echo "re-harvest, every record unchanged: SQLite ${sqlite_same} s ($(rate "$sqlite_same") rows/s), PostgreSQL ${pg_same} s ($(rate "$pg_same") rows/s)"
     echo "re-harvest, one record in ten renamed: SQLite ${sqlite_renamed} s ($(rate "$sqlite_renamed") rows/s), PostgreSQL ${pg_renamed} s ($(rate "$pg_renamed") rows/s)"
+    echo "first harvest beside an entry of another source: SQLite ${sqlite_held} s ($(rate "$sqlite_held") rows/s), PostgreSQL ${pg_held} s ($(rate "$pg_held") rows/s)"
 fi
 
 echo "== bench search on SQLite, the peer" >&2
