@@ -572,13 +572,12 @@ impl CopyWriter {
         }
         if !self.lines.digests.is_empty() {
             self.temporary_tables(conn).await?;
-            copy(
+            copy_lines(
                 conn,
                 "COPY import_digests FROM STDIN",
-                self.lines.digests.as_bytes(),
+                &mut self.lines.digests,
             )
             .await?;
-            self.lines.digests.clear();
             sqlx::query(
                 "UPDATE services s SET source_digest = d.source_digest, siret = d.siret
                  FROM import_digests d WHERE s.id = d.id",
@@ -590,23 +589,21 @@ impl CopyWriter {
                 .await?;
         }
         if !self.lines.history.is_empty() {
-            copy(
+            copy_lines(
                 conn,
                 "COPY service_history (service_id, id, at, actor_kind, actor_id, via, action,
                  changes, previous) FROM STDIN",
-                self.lines.history.as_bytes(),
+                &mut self.lines.history,
             )
             .await?;
-            self.lines.history.clear();
         }
         if !self.lines.log.is_empty() {
-            copy(
+            copy_lines(
                 conn,
                 "COPY change_log (entry_id, kind, at) FROM STDIN",
-                self.lines.log.as_bytes(),
+                &mut self.lines.log,
             )
             .await?;
-            self.lines.log.clear();
         }
         Ok(())
     }
@@ -681,13 +678,12 @@ impl CopyWriter {
         }
         let expected = self.lines.updated_ids.len() as u64;
         self.lines.updated_ids.clear();
-        copy(
+        copy_lines(
             conn,
             &format!("COPY import_rows ({COLUMNS}) FROM STDIN"),
-            self.lines.updated_rows.as_bytes(),
+            &mut self.lines.updated_rows,
         )
         .await?;
-        self.lines.updated_rows.clear();
         let updated = sqlx::query(
             "UPDATE services s SET typology_code = u.typology_code, name = u.name,
              description = u.description, street = u.street, postcode = u.postcode,
@@ -713,6 +709,17 @@ impl CopyWriter {
         }
         Ok(())
     }
+}
+
+/// Runs `statement` (a `COPY … FROM STDIN` of text) with `lines`, then empties them.
+async fn copy_lines(
+    conn: &mut PgConnection,
+    statement: &str,
+    lines: &mut String,
+) -> anyhow::Result<()> {
+    copy(conn, statement, lines.as_bytes()).await?;
+    lines.clear();
+    Ok(())
 }
 
 /// Runs `statement` (a `COPY … FROM STDIN`) with `data`, in its format.
